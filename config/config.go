@@ -1,0 +1,406 @@
+// Package config holds deadlabour's configuration: the YAML schema, its
+// defaults, strict decoding with line numbers, validation, and the embedded
+// hardware catalogue.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration file. Every key is documented in example.yaml.
+type Config struct {
+	Node        string      `yaml:"node"`
+	GPU         GPU         `yaml:"gpu"`
+	Host        Host        `yaml:"host"`
+	Facility    Facility    `yaml:"facility"`
+	Hardware    []Hardware  `yaml:"hardware"`
+	Upstreams   []Upstream  `yaml:"upstreams"`
+	Models      []Model     `yaml:"models"`
+	Attribution Attribution `yaml:"attribution"`
+	Admin       Admin       `yaml:"admin"`
+	Influx      Influx      `yaml:"influx"`
+	Spool       Spool       `yaml:"spool"`
+
+	// lines maps a key path ("upstreams[0].target") to its line in the file.
+	lines map[string]int
+}
+
+// GPU configures the NVML poller.
+type GPU struct {
+	Enabled        bool     `yaml:"enabled"`
+	Interval       Duration `yaml:"interval"`
+	ReportInterval Duration `yaml:"report_interval"`
+	LibraryPath    string   `yaml:"library_path"`
+}
+
+// Host configures the host (CPU, DRAM, chassis) meter.
+type Host struct {
+	StaticWatts  float64 `yaml:"static_watts"`
+	RAPL         bool    `yaml:"rapl"`
+	SysfsRoot    string  `yaml:"sysfs_root"`
+	CPUTDPWatts  float64 `yaml:"cpu_tdp_watts"`
+	CPUIdleWatts float64 `yaml:"cpu_idle_watts"`
+}
+
+// Facility holds the data-centre factors applied to IT energy.
+type Facility struct {
+	PUE                 float64  `yaml:"pue"`
+	WUEOnsiteLPerKWh    float64  `yaml:"wue_onsite_l_per_kwh"`
+	WaterOffsiteLPerKWh float64  `yaml:"water_offsite_l_per_kwh"`
+	CarbonGPerKWh       float64  `yaml:"carbon_g_per_kwh"`
+	CarbonFile          string   `yaml:"carbon_file"`
+	PricePerKWh         float64  `yaml:"price_per_kwh"`
+	Currency            string   `yaml:"currency"`
+	HostCapex           float64  `yaml:"host_capex"`
+	HostLife            Duration `yaml:"host_life"`
+	HostEmbodiedKgCO2e  float64  `yaml:"host_embodied_kg_co2e"`
+}
+
+// Hardware is one GPU model's economic and physical figures. In the config
+// file an entry overrides the catalogue entry with the same match; keys left
+// out keep the catalogue's values.
+type Hardware struct {
+	Match                string    `yaml:"match"`
+	Capex                *float64  `yaml:"capex"`
+	ServerShare          *float64  `yaml:"server_share"`
+	FacilityShare        *float64  `yaml:"facility_share"`
+	Life                 *Duration `yaml:"life"`
+	EmbodiedKgCO2e       *float64  `yaml:"embodied_kg_co2e"`
+	ServerEmbodiedKgCO2e *float64  `yaml:"server_embodied_kg_co2e"`
+	TDPWatts             *float64  `yaml:"tdp_watts"`
+	IdleWatts            *float64  `yaml:"idle_watts"`
+}
+
+// Upstream is one inference server behind the metering proxy.
+type Upstream struct {
+	Name         string   `yaml:"name"`
+	Listen       string   `yaml:"listen"`
+	Target       string   `yaml:"target"`
+	GPUs         []string `yaml:"gpus"`
+	TenantHeader string   `yaml:"tenant_header"`
+	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+	IncludeUsage *bool    `yaml:"include_usage"`
+	PIDFile      string   `yaml:"pid_file"`
+	ProcessName  string   `yaml:"process_name"`
+}
+
+// Model holds the amortised training figures of one model.
+type Model struct {
+	Name              string  `yaml:"name"`
+	TrainingCost      float64 `yaml:"training_cost"`
+	TrainingCO2eKg    float64 `yaml:"training_co2e_kg"`
+	TrainingEnergyKWh float64 `yaml:"training_energy_kwh"`
+	LifetimeTokens    float64 `yaml:"lifetime_tokens"`
+	HumanLabourHours  float64 `yaml:"human_labour_hours"`
+}
+
+// Attribution configures how meter intervals are split among requests.
+type Attribution struct {
+	Weighting         string   `yaml:"weighting"`
+	PromptTokenWeight float64  `yaml:"prompt_token_weight"`
+	IdleWindow        Duration `yaml:"idle_window"`
+	SettleDelay       Duration `yaml:"settle_delay"`
+	History           Duration `yaml:"history"`
+}
+
+// Admin configures the loopback admin/event API listener.
+type Admin struct {
+	Listen    string `yaml:"listen"`
+	TokenFile string `yaml:"token_file"`
+}
+
+// Influx configures the InfluxDB v2 write API (InfluxDB 1.8+, 2.x, 3.x, Cloud).
+type Influx struct {
+	URL           string   `yaml:"url"`
+	Org           string   `yaml:"org"`
+	Bucket        string   `yaml:"bucket"`
+	TokenEnv      string   `yaml:"token_env"`
+	TokenFile     string   `yaml:"token_file"`
+	Timeout       Duration `yaml:"timeout"`
+	BatchSize     int      `yaml:"batch_size"`
+	FlushInterval Duration `yaml:"flush_interval"`
+}
+
+// Spool configures the durable on-disk queue in front of InfluxDB.
+type Spool struct {
+	Dir           string   `yaml:"dir"`
+	MaxBytes      ByteSize `yaml:"max_bytes"`
+	FsyncInterval Duration `yaml:"fsync_interval"`
+}
+
+// Weighting modes.
+const (
+	WeightTime     = "time"
+	WeightTokens   = "tokens"
+	WeightMarginal = "marginal"
+)
+
+// Default returns the configuration used for every key the file leaves out.
+func Default() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Node: host,
+		GPU: GPU{
+			Enabled:        true,
+			Interval:       Duration(100 * time.Millisecond),
+			ReportInterval: Duration(10 * time.Second),
+		},
+		Host: Host{
+			StaticWatts:  150,
+			RAPL:         true,
+			SysfsRoot:    "/sys",
+			CPUTDPWatts:  350,
+			CPUIdleWatts: 100,
+		},
+		Facility: Facility{
+			PUE:                 1.2,
+			WUEOnsiteLPerKWh:    0.5,
+			WaterOffsiteLPerKWh: 3.9,
+			CarbonGPerKWh:       473,
+			PricePerKWh:         0.15,
+			Currency:            "USD",
+			HostLife:            Duration(5 * Year),
+		},
+		Attribution: Attribution{
+			Weighting:         WeightTime,
+			PromptTokenWeight: 0.1,
+			IdleWindow:        Duration(time.Hour),
+			SettleDelay:       Duration(500 * time.Millisecond),
+			History:           Duration(15 * time.Minute),
+		},
+		Admin: Admin{Listen: "127.0.0.1:9464"},
+		Influx: Influx{
+			Bucket:        "deadlabour/autogen",
+			TokenEnv:      "INFLUX_TOKEN",
+			Timeout:       Duration(5 * time.Second),
+			BatchSize:     5000,
+			FlushInterval: Duration(time.Second),
+		},
+		Spool: Spool{
+			Dir:           "/var/lib/deadlabour/spool",
+			MaxBytes:      ByteSize(1 << 30),
+			FsyncInterval: Duration(200 * time.Millisecond),
+		},
+	}
+}
+
+// Problem is one thing wrong with a configuration file.
+type Problem struct {
+	File string
+	Line int    // 0 when unknown
+	Key  string // dotted key path, e.g. upstreams[0].target
+	Msg  string
+}
+
+func (p Problem) String() string {
+	var b strings.Builder
+	if p.File != "" {
+		b.WriteString(p.File)
+		b.WriteByte(':')
+	}
+	if p.Line > 0 {
+		fmt.Fprintf(&b, "%d:", p.Line)
+	}
+	if b.Len() > 0 {
+		b.WriteByte(' ')
+	}
+	if p.Key != "" {
+		b.WriteString(p.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Error is every problem found in one file.
+type Error struct{ Problems []Problem }
+
+func (e *Error) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads, decodes and validates a configuration file. gpuCount is the
+// number of GPUs present, or -1 when unknown (GPU indices are then not checked).
+func Load(path string, gpuCount int) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data, gpuCount)
+}
+
+var lineRe = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// Parse decodes and validates configuration bytes; name is used in messages.
+func Parse(name string, data []byte, gpuCount int) (*Config, error) {
+	cfg := Default()
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, &Error{Problems: []Problem{yamlProblem(name, err.Error(), nil)}}
+	}
+	cfg.lines = map[string]int{}
+	indexLines(&root, "", cfg.lines)
+	if doc := docRoot(&root); doc != nil && doc.Kind != yaml.MappingNode {
+		return nil, &Error{Problems: []Problem{{File: name, Line: doc.Line,
+			Msg: "the file must be a mapping of keys (node, gpu, upstreams, ...)"}}}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, &Error{Problems: []Problem{yamlProblem(name, err.Error(), cfg.lines)}}
+		}
+		out := make([]Problem, 0, len(te.Errors))
+		for _, e := range te.Errors {
+			out = append(out, yamlProblem(name, e, cfg.lines))
+		}
+		// Validating a half-decoded file would only add noise.
+		return nil, &Error{Problems: out}
+	}
+	cfg.applyListDefaults()
+	problems := cfg.Validate(gpuCount)
+	for i := range problems {
+		problems[i].File = name
+	}
+	if len(problems) > 0 {
+		return nil, &Error{Problems: problems}
+	}
+	return &cfg, nil
+}
+
+var unknownRe = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
+
+// yamlProblem turns a yaml.v3 message into a Problem with its line and,
+// where the line index knows it, the key path.
+func yamlProblem(name, msg string, lines map[string]int) Problem {
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	p := Problem{File: name, Msg: msg}
+	m := lineRe.FindStringSubmatch(msg)
+	if m == nil {
+		return p
+	}
+	p.Line, _ = strconv.Atoi(m[1])
+	p.Msg = m[2]
+	if u := unknownRe.FindStringSubmatch(p.Msg); u != nil {
+		p.Msg = fmt.Sprintf("unknown key %q (see config/example.yaml for the keys there are)", u[1])
+		p.Key = pathAt(lines, p.Line, u[1])
+		return p
+	}
+	p.Key = pathAt(lines, p.Line, "")
+	return p
+}
+
+// pathAt finds the key path written on a line (ending in key, if given).
+func pathAt(lines map[string]int, line int, key string) string {
+	best := ""
+	for path, l := range lines {
+		if l != line || strings.HasSuffix(path, "]") {
+			continue
+		}
+		if key != "" && !strings.HasSuffix(path, key) {
+			continue
+		}
+		if len(path) > len(best) {
+			best = path
+		}
+	}
+	return best
+}
+
+func docRoot(n *yaml.Node) *yaml.Node {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		return n.Content[0]
+	}
+	if n.Kind == 0 {
+		return nil
+	}
+	return n
+}
+
+// applyListDefaults fills the defaults of list entries, which YAML decoding
+// creates from scratch.
+func (c *Config) applyListDefaults() {
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		if u.MaxBodyBytes == 0 {
+			u.MaxBodyBytes = ByteSize(16 << 20)
+		}
+		if u.IncludeUsage == nil {
+			t := true
+			u.IncludeUsage = &t
+		}
+	}
+}
+
+// indexLines records the line of every key path in the document.
+func indexLines(n *yaml.Node, path string, lines map[string]int) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			indexLines(c, path, lines)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			p := k
+			if path != "" {
+				p = path + "." + k
+			}
+			lines[p] = n.Content[i].Line
+			indexLines(n.Content[i+1], p, lines)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			lines[p] = c.Line
+			indexLines(c, p, lines)
+		}
+	}
+}
+
+// Line returns the line of a key path in the file, or of its nearest
+// ancestor that appears there; 0 if none does.
+func (c *Config) Line(path string) int {
+	for path != "" {
+		if l, ok := c.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			return 0
+		}
+		path = path[:i]
+	}
+	return 0
+}
+
+// InfluxToken resolves the InfluxDB token from the environment variable or
+// the file the config names; secrets never come from flags or the file itself.
+func (c *Config) InfluxToken(getenv func(string) string) (string, error) {
+	if c.Influx.TokenFile != "" {
+		b, err := os.ReadFile(c.Influx.TokenFile)
+		if err != nil {
+			return "", fmt.Errorf("influx.token_file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	if c.Influx.TokenEnv != "" {
+		return getenv(c.Influx.TokenEnv), nil
+	}
+	return "", nil
+}

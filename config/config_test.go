@@ -1,0 +1,231 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+func TestExampleValidates(t *testing.T) {
+	cfg, err := Load("example.yaml", 8)
+	if err != nil {
+		t.Fatalf("example.yaml: %v", err)
+	}
+	if got, want := cfg.Upstreams[0].GPUs, []string{"0", "1", "2", "3"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("gpus = %v, want %v", got, want)
+	}
+	if got := cfg.Hardware[0].Life.D(); got != 5*Year {
+		t.Errorf("life = %v, want 5y", got)
+	}
+	if got := cfg.Spool.MaxBytes; got != 1<<30 {
+		t.Errorf("spool.max_bytes = %d, want 1GiB", got)
+	}
+}
+
+// Every key of the schema appears in example.yaml, so that it documents them all.
+func TestExampleDocumentsEveryKey(t *testing.T) {
+	data, err := os.ReadFile("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]int{}
+	indexLines(&root, "", lines)
+	have := map[string]bool{}
+	for p := range lines {
+		// upstreams[0].target -> upstreams.target
+		for strings.Contains(p, "[") {
+			i, j := strings.Index(p, "["), strings.Index(p, "]")
+			p = p[:i] + p[j+1:]
+		}
+		have[p] = true
+	}
+	for _, key := range schemaKeys(reflect.TypeOf(Config{}), "") {
+		if !have[key] {
+			t.Errorf("example.yaml does not document %q", key)
+		}
+	}
+}
+
+func schemaKeys(t reflect.Type, prefix string) []string {
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		key := tag
+		if prefix != "" {
+			key = prefix + "." + tag
+		}
+		keys = append(keys, key)
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft.PkgPath() == t.PkgPath() {
+			keys = append(keys, schemaKeys(ft, key)...)
+		}
+	}
+	return keys
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Parse("min.yaml", []byte("upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: http://127.0.0.1:8000\n"), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.GPU.Interval.D() != 100*time.Millisecond || cfg.Facility.PUE != 1.2 || cfg.Attribution.Weighting != "time" {
+		t.Errorf("defaults not applied: %+v", cfg)
+	}
+	u := cfg.Upstreams[0]
+	if u.MaxBodyBytes != 16<<20 || u.IncludeUsage == nil || !*u.IncludeUsage {
+		t.Errorf("upstream defaults not applied: %+v", u)
+	}
+	if _, err := Parse("empty.yaml", nil, -1); err != nil {
+		t.Errorf("an empty file is all defaults, got %v", err)
+	}
+}
+
+func TestBadFiles(t *testing.T) {
+	const up = "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: http://127.0.0.1:8000\n"
+	tests := []struct {
+		name     string
+		yaml     string
+		gpus     int
+		wantLine int
+		wantKey  string
+		wantMsg  string
+	}{
+		{"unknown key", "gpu:\n  interval: 100ms\n  intervall: 1s\n", -1, 3, "gpu.intervall", `unknown key "intervall"`},
+		{"unknown top key", "nodes: x\n", -1, 1, "nodes", `unknown key "nodes"`},
+		{"wrong type", "facility:\n  pue: high\n", -1, 2, "facility.pue", "cannot unmarshal"},
+		{"bad duration", "gpu:\n  interval: fast\n", -1, 2, "gpu.interval", `invalid duration "fast"`},
+		{"negative pue", "facility:\n  pue: -1.2\n", -1, 2, "facility.pue", "cannot be below 1.0"},
+		{"pue below one", "facility:\n  pue: 0.9\n", -1, 2, "facility.pue", "cannot be below 1.0"},
+		{"upstream without target", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n", -1, 2, "upstreams[0].target", "needs a target"},
+		{"bad target", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: localhost:8000\n", -1, 4, "upstreams[0].target", "absolute http"},
+		{"gpu missing", up + "    gpus: [0, 8]\n", 8, 5, "upstreams[0].gpus[1]", "GPU 8 does not exist: this node has 8 GPU(s)"},
+		{"gpu not a number", up + "    gpus: [zero]\n", 8, 5, "upstreams[0].gpus[0]", "want a GPU index"},
+		{"duplicate upstream", up + "  - name: a\n    listen: 127.0.0.1:8082\n    target: http://127.0.0.1:8000\n", -1, 5, "upstreams[1].name", "used by another upstream"},
+		{"bad weighting", "attribution:\n  weighting: fair\n", -1, 2, "attribution.weighting", "want time, tokens or marginal"},
+		{"bad currency", "facility:\n  currency: dollars\n", -1, 2, "facility.currency", "ISO 4217"},
+		{"model without lifetime", "models:\n  - name: m\n    training_cost: 1e6\n", -1, 2, "models[0].lifetime_tokens", "must be positive"},
+		{"new hardware incomplete", "hardware:\n  - match: MI300X\n    capex: 15000\n", -1, 2, "hardware[0]", "not in the built-in catalogue"},
+		{"negative capex", "hardware:\n  - match: H100\n    capex: -1\n", -1, 3, "hardware[0].capex", "zero or more"},
+		{"bad size", "spool:\n  max_bytes: lots\n", -1, 2, "spool.max_bytes", `invalid size "lots"`},
+		{"not a mapping", "- a\n- b\n", -1, 1, "", "must be a mapping"},
+		{"syntax", "gpu: [\n", -1, 0, "", "did not find expected"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("bad.yaml", []byte(tc.yaml), tc.gpus)
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("err = %v, want *config.Error", err)
+			}
+			for _, p := range ce.Problems {
+				if strings.Contains(p.Msg, tc.wantMsg) && p.Key == tc.wantKey && (tc.wantLine == 0 || p.Line == tc.wantLine) {
+					if !strings.HasPrefix(p.String(), "bad.yaml:") {
+						t.Errorf("problem %q does not name the file", p)
+					}
+					return
+				}
+			}
+			t.Errorf("problems = %q, want line %d key %q msg containing %q", err, tc.wantLine, tc.wantKey, tc.wantMsg)
+		})
+	}
+}
+
+// Every problem of a file is reported, not only the first.
+func TestAllProblemsReported(t *testing.T) {
+	_, err := Parse("bad.yaml", []byte("facility:\n  pue: 0.5\n  price_per_kwh: -1\ngpu:\n  interval: 1ms\n"), -1)
+	var ce *Error
+	if !errors.As(err, &ce) || len(ce.Problems) != 3 {
+		t.Fatalf("err = %v, want 3 problems", err)
+	}
+	if ce.Problems[0].Line != 2 || ce.Problems[2].Line != 5 {
+		t.Errorf("problems not in file order: %v", ce.Problems)
+	}
+}
+
+func TestHardwareOverride(t *testing.T) {
+	cfg, err := Parse("hw.yaml", []byte("hardware:\n  - match: h100\n    capex: 25000\n  - match: MI300X\n    capex: 15000\n    life: 6y\n    tdp_watts: 750\n"), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, ok := cfg.HardwareFor("NVIDIA H100 80GB HBM3")
+	if !ok || h.Capex != 25000 || h.ServerShare != 7500 || h.Life != 5*Year || h.Source != "catalogue+config" {
+		t.Errorf("H100 = %+v, %v; want capex overridden, rest from catalogue", h, ok)
+	}
+	m, ok := cfg.HardwareFor("AMD Instinct MI300X")
+	if !ok || m.Capex != 15000 || m.Life != 6*Year || m.TDPWatts != 750 {
+		t.Errorf("MI300X = %+v, %v", m, ok)
+	}
+	if _, ok := cfg.HardwareFor("Tesla T4"); ok {
+		t.Error("T4 matched an entry, want none")
+	}
+}
+
+func TestCatalogueComplete(t *testing.T) {
+	for _, name := range []string{"NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA B200", "NVIDIA L40S"} {
+		h, ok := lookupHardware(Catalogue(), name)
+		if !ok {
+			t.Errorf("%s: no catalogue entry", name)
+			continue
+		}
+		if h.Capex <= 0 || h.Life <= 0 || h.TDPWatts <= 0 || h.IdleWatts <= 0 || h.EmbodiedKgCO2e <= 0 || h.IdleWatts >= h.TDPWatts {
+			t.Errorf("%s: incomplete or impossible entry %+v", name, h)
+		}
+	}
+	// The derived figure of REFERENCE.md: an 8xH100 slot depreciates at about
+	// USD 0.86 per hour over 5 years.
+	h, _ := lookupHardware(Catalogue(), "H100")
+	perHour := h.SlotCapex() / (h.Life.Hours())
+	if perHour < 0.85 || perHour > 0.87 {
+		t.Errorf("H100 slot depreciation = %.3f/h, want ~0.86", perHour)
+	}
+}
+
+func TestParseDurationAndSize(t *testing.T) {
+	for in, want := range map[string]time.Duration{"100ms": 100 * time.Millisecond, "30d": 30 * 24 * time.Hour, "5y": 5 * Year, "5.5y": 5*Year + Year/2, "2w": 14 * 24 * time.Hour} {
+		if got, err := ParseDuration(in); err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for in, want := range map[string]int64{"1048576": 1 << 20, "512KiB": 512 << 10, "1GiB": 1 << 30, "1GB": 1e9, "10 MiB": 10 << 20} {
+		if got, err := ParseByteSize(in); err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "y", "-1", "1XB"} {
+		if _, err := ParseByteSize(bad); err == nil {
+			t.Errorf("ParseByteSize(%q) accepted", bad)
+		}
+	}
+}
+
+func TestInfluxToken(t *testing.T) {
+	cfg := Default()
+	env := map[string]string{"INFLUX_TOKEN": "user:pw"}
+	if tok, err := cfg.InfluxToken(func(k string) string { return env[k] }); err != nil || tok != "user:pw" {
+		t.Errorf("token from env = %q, %v", tok, err)
+	}
+	f := t.TempDir() + "/token"
+	if err := os.WriteFile(f, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Influx.TokenEnv, cfg.Influx.TokenFile = "", f
+	if tok, err := cfg.InfluxToken(os.Getenv); err != nil || tok != "from-file" {
+		t.Errorf("token from file = %q, %v", tok, err)
+	}
+}

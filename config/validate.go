@@ -1,0 +1,275 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var (
+	nameRe     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	currencyRe = regexp.MustCompile(`^[A-Z]{3}$`)
+	gpuUUIDRe  = regexp.MustCompile(`^(GPU|MIG)-[0-9a-fA-F-]+$`)
+)
+
+type validator struct {
+	c        *Config
+	problems []Problem
+}
+
+func (v *validator) add(key, format string, args ...any) {
+	v.problems = append(v.problems, Problem{Line: v.c.Line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) nonNegative(key string, x float64) {
+	if x < 0 || x != x {
+		v.add(key, "must be zero or more, got %v", x)
+	}
+}
+
+func (v *validator) positiveDuration(key string, d Duration) {
+	if d <= 0 {
+		v.add(key, "must be a positive duration, got %s", d.D())
+	}
+}
+
+func (v *validator) listenAddr(key, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(key, "want host:port (e.g. 127.0.0.1:8081), got %q: %v", addr, err)
+		return
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		v.add(key, "port must be 0-65535, got %q", port)
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		v.add(key, "host must be an IP address or localhost, got %q", host)
+	}
+}
+
+func (v *validator) httpURL(key, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.add(key, "want an absolute http:// or https:// URL, got %q", raw)
+	}
+}
+
+// Validate checks every value; gpuCount is the number of GPUs present, or -1
+// when unknown. It returns every problem found, in file order where known.
+func (c *Config) Validate(gpuCount int) []Problem {
+	v := &validator{c: c}
+	if strings.TrimSpace(c.Node) == "" {
+		v.add("node", "must not be empty (default: the hostname)")
+	}
+
+	// gpu
+	if c.GPU.Interval.D() < 10*time.Millisecond || c.GPU.Interval.D() > time.Minute {
+		v.add("gpu.interval", "must be between 10ms and 1m, got %s", c.GPU.Interval.D())
+	}
+	if c.GPU.ReportInterval < c.GPU.Interval {
+		v.add("gpu.report_interval", "must be at least gpu.interval (%s), got %s", c.GPU.Interval.D(), c.GPU.ReportInterval.D())
+	}
+
+	// host
+	v.nonNegative("host.static_watts", c.Host.StaticWatts)
+	v.nonNegative("host.cpu_tdp_watts", c.Host.CPUTDPWatts)
+	v.nonNegative("host.cpu_idle_watts", c.Host.CPUIdleWatts)
+	if c.Host.CPUIdleWatts > c.Host.CPUTDPWatts {
+		v.add("host.cpu_idle_watts", "must not exceed host.cpu_tdp_watts (%v), got %v", c.Host.CPUTDPWatts, c.Host.CPUIdleWatts)
+	}
+	if c.Host.SysfsRoot == "" {
+		v.add("host.sysfs_root", "must not be empty (default /sys)")
+	}
+
+	// facility
+	f := c.Facility
+	if f.PUE < 1 || f.PUE != f.PUE {
+		v.add("facility.pue", "a PUE is total facility energy over IT energy and cannot be below 1.0, got %v", f.PUE)
+	}
+	v.nonNegative("facility.wue_onsite_l_per_kwh", f.WUEOnsiteLPerKWh)
+	v.nonNegative("facility.water_offsite_l_per_kwh", f.WaterOffsiteLPerKWh)
+	v.nonNegative("facility.carbon_g_per_kwh", f.CarbonGPerKWh)
+	v.nonNegative("facility.price_per_kwh", f.PricePerKWh)
+	v.nonNegative("facility.host_capex", f.HostCapex)
+	v.nonNegative("facility.host_embodied_kg_co2e", f.HostEmbodiedKgCO2e)
+	v.positiveDuration("facility.host_life", f.HostLife)
+	if !currencyRe.MatchString(f.Currency) {
+		v.add("facility.currency", "want an ISO 4217 code such as USD or EUR, got %q", f.Currency)
+	}
+
+	// hardware
+	catalogue := Catalogue()
+	seen := map[string]bool{}
+	for i, h := range c.Hardware {
+		key := fmt.Sprintf("hardware[%d]", i)
+		if strings.TrimSpace(h.Match) == "" {
+			v.add(key+".match", "must name a substring of the NVML device name, e.g. \"H100\"")
+			continue
+		}
+		m := strings.ToLower(h.Match)
+		if seen[m] {
+			v.add(key+".match", "%q appears twice", h.Match)
+		}
+		seen[m] = true
+		for _, f := range []struct {
+			name string
+			p    *float64
+		}{
+			{"capex", h.Capex}, {"server_share", h.ServerShare}, {"facility_share", h.FacilityShare},
+			{"embodied_kg_co2e", h.EmbodiedKgCO2e}, {"server_embodied_kg_co2e", h.ServerEmbodiedKgCO2e},
+			{"tdp_watts", h.TDPWatts}, {"idle_watts", h.IdleWatts},
+		} {
+			if f.p != nil {
+				v.nonNegative(key+"."+f.name, *f.p)
+			}
+		}
+		if h.Life != nil && *h.Life <= 0 {
+			v.add(key+".life", "must be a positive duration such as 5y, got %s", h.Life.D())
+		}
+		inCatalogue := false
+		for _, e := range catalogue {
+			inCatalogue = inCatalogue || strings.EqualFold(e.Match, h.Match)
+		}
+		if !inCatalogue && (h.Life == nil || h.Capex == nil || h.TDPWatts == nil) {
+			v.add(key, "%q is not in the built-in catalogue, so it must set at least capex, life and tdp_watts", h.Match)
+		}
+	}
+	for _, h := range c.HardwareTable() {
+		if h.IdleWatts > h.TDPWatts {
+			v.add(fmt.Sprintf("hardware[%s].idle_watts", h.Match), "must not exceed tdp_watts (%v), got %v", h.TDPWatts, h.IdleWatts)
+		}
+	}
+
+	// upstreams
+	names, listens := map[string]bool{}, map[string]bool{}
+	for i, u := range c.Upstreams {
+		key := fmt.Sprintf("upstreams[%d]", i)
+		switch {
+		case u.Name == "":
+			v.add(key+".name", "every upstream needs a name")
+		case !nameRe.MatchString(u.Name):
+			v.add(key+".name", "use letters, digits, '.', '_' and '-', got %q", u.Name)
+		case names[u.Name]:
+			v.add(key+".name", "%q is used by another upstream", u.Name)
+		}
+		names[u.Name] = true
+		if u.Listen == "" {
+			v.add(key+".listen", "every upstream needs a listen address, e.g. 127.0.0.1:8081")
+		} else {
+			v.listenAddr(key+".listen", u.Listen)
+			if listens[u.Listen] {
+				v.add(key+".listen", "%q is used by another upstream", u.Listen)
+			}
+			listens[u.Listen] = true
+		}
+		if u.Target == "" {
+			v.add(key+".target", "every upstream needs a target, the inference server's URL, e.g. http://127.0.0.1:8000")
+		} else {
+			v.httpURL(key+".target", u.Target)
+		}
+		for j, g := range u.GPUs {
+			gk := fmt.Sprintf("%s.gpus[%d]", key, j)
+			if gpuUUIDRe.MatchString(g) {
+				continue
+			}
+			n, err := strconv.Atoi(g)
+			switch {
+			case err != nil || n < 0:
+				v.add(gk, "want a GPU index (0, 1, ...) or a UUID (GPU-...), got %q", g)
+			case gpuCount >= 0 && n >= gpuCount:
+				v.add(gk, "GPU %d does not exist: this node has %d GPU(s), indices 0-%d", n, gpuCount, gpuCount-1)
+			}
+		}
+		if u.MaxBodyBytes <= 0 {
+			v.add(key+".max_body_bytes", "must be positive, got %d", u.MaxBodyBytes)
+		}
+		if u.PIDFile != "" && u.ProcessName != "" {
+			v.add(key+".pid_file", "set pid_file or process_name, not both")
+		}
+	}
+
+	// models
+	models := map[string]bool{}
+	for i, m := range c.Models {
+		key := fmt.Sprintf("models[%d]", i)
+		if m.Name == "" {
+			v.add(key+".name", "every model needs a name, as the requests spell it")
+		} else if models[m.Name] {
+			v.add(key+".name", "%q appears twice", m.Name)
+		}
+		models[m.Name] = true
+		v.nonNegative(key+".training_cost", m.TrainingCost)
+		v.nonNegative(key+".training_co2e_kg", m.TrainingCO2eKg)
+		v.nonNegative(key+".training_energy_kwh", m.TrainingEnergyKWh)
+		v.nonNegative(key+".human_labour_hours", m.HumanLabourHours)
+		if m.LifetimeTokens < 0 || m.LifetimeTokens != m.LifetimeTokens {
+			v.add(key+".lifetime_tokens", "must be zero or more, got %v", m.LifetimeTokens)
+		} else if m.LifetimeTokens == 0 && (m.TrainingCost > 0 || m.TrainingCO2eKg > 0 || m.TrainingEnergyKWh > 0 || m.HumanLabourHours > 0) {
+			v.add(key+".lifetime_tokens", "must be positive to spread the training figures over, e.g. 1.0e13")
+		}
+	}
+
+	// attribution
+	a := c.Attribution
+	switch a.Weighting {
+	case WeightTime, WeightTokens, WeightMarginal:
+	default:
+		v.add("attribution.weighting", "want time, tokens or marginal, got %q", a.Weighting)
+	}
+	v.nonNegative("attribution.prompt_token_weight", a.PromptTokenWeight)
+	v.positiveDuration("attribution.idle_window", a.IdleWindow)
+	if a.SettleDelay < 0 {
+		v.add("attribution.settle_delay", "must be zero or more, got %s", a.SettleDelay.D())
+	}
+	if a.History < Duration(time.Minute) || a.History < a.SettleDelay {
+		v.add("attribution.history", "must be at least 1m and at least attribution.settle_delay, got %s", a.History.D())
+	}
+
+	// admin
+	if c.Admin.Listen != "" {
+		v.listenAddr("admin.listen", c.Admin.Listen)
+	}
+
+	// influx
+	if c.Influx.URL != "" {
+		v.httpURL("influx.url", c.Influx.URL)
+	}
+	if c.Influx.Bucket == "" {
+		v.add("influx.bucket", "must not be empty: a 2.x bucket, or database/retention-policy on 1.x")
+	}
+	v.positiveDuration("influx.timeout", c.Influx.Timeout)
+	v.positiveDuration("influx.flush_interval", c.Influx.FlushInterval)
+	if c.Influx.BatchSize <= 0 {
+		v.add("influx.batch_size", "must be positive, got %d", c.Influx.BatchSize)
+	}
+	if c.Influx.TokenEnv != "" && c.Influx.TokenFile != "" {
+		v.add("influx.token_file", "set token_env or token_file, not both")
+	}
+
+	// spool
+	if c.Spool.Dir == "" {
+		v.add("spool.dir", "must not be empty")
+	}
+	if c.Spool.MaxBytes < 1<<20 {
+		v.add("spool.max_bytes", "must be at least 1MiB, got %d", c.Spool.MaxBytes)
+	}
+	v.positiveDuration("spool.fsync_interval", c.Spool.FsyncInterval)
+
+	sortProblems(v.problems)
+	return v.problems
+}
+
+func sortProblems(ps []Problem) {
+	key := func(p Problem) int {
+		if p.Line == 0 {
+			return 1 << 30 // unknown lines last
+		}
+		return p.Line
+	}
+	sort.SliceStable(ps, func(i, j int) bool { return key(ps[i]) < key(ps[j]) })
+}
