@@ -122,9 +122,23 @@ type Record struct {
 	Simulated     bool
 	MethodVersion string
 	ParamsHash    string
+	// PerDevice is the share of each meter, in the order of Span.Devices
+	// with the host last: what the totals above were summed from.
+	PerDevice []DeviceShare
+
 	// HistoryTruncated is set when part of the request lay before the oldest
 	// interval kept: it was charged only what was kept.
 	HistoryTruncated bool
+}
+
+// DeviceShare is what one request took from one device's meter.
+type DeviceShare struct {
+	Device           string
+	Joules           float64
+	StaticJoules     float64
+	DepreciationCost float64
+	EmbodiedCO2eG    float64
+	Method           Method
 }
 
 // IdleShare is energy and wear of a device that no request used, over [Start, End).
@@ -132,7 +146,8 @@ type IdleShare struct {
 	Device           string
 	Start            time.Time
 	End              time.Time
-	Joules           float64
+	Joules           float64 // measured energy nobody used
+	StaticJoules     float64 // host only: configured chassis power nobody used
 	DepreciationCost float64
 	EmbodiedCO2eG    float64
 	Method           Method
