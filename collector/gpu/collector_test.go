@@ -16,7 +16,7 @@ import (
 
 type fakeClock struct{ t atomic.Int64 }
 
-func (c *fakeClock) now() time.Time           { return time.Unix(0, c.t.Load()) }
+func (c *fakeClock) now() time.Time          { return time.Unix(0, c.t.Load()) }
 func (c *fakeClock) advance(d time.Duration) { c.t.Add(int64(d)) }
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
