@@ -1,0 +1,87 @@
+package main
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/deadlabour/deadlabour/estimator"
+)
+
+// spanEvent is a request beginning (begin true) or ending.
+type spanEvent struct {
+	begin   bool
+	id      string
+	start   time.Time
+	devices []string
+	span    estimator.Span
+}
+
+// spanQueue hands request events from the proxies (many goroutines) to the
+// engine (one goroutine). Appending never blocks on the engine: the proxy's
+// hot path takes one short mutex. It also counts requests in flight per
+// GPU, which drives the simulator's power model.
+type spanQueue struct {
+	mu     sync.Mutex
+	events []spanEvent
+	spare  []spanEvent
+
+	inflight []atomic.Int64 // by GPU index
+}
+
+func newSpanQueue(gpus int) *spanQueue {
+	return &spanQueue{inflight: make([]atomic.Int64, max(gpus, 0))}
+}
+
+// Begin implements requests.Recorder.
+func (q *spanQueue) Begin(id, upstream string, start time.Time, devices []string) {
+	q.add(devices, 1)
+	q.mu.Lock()
+	q.events = append(q.events, spanEvent{begin: true, id: id, start: start, devices: devices})
+	q.mu.Unlock()
+}
+
+// End implements requests.Recorder.
+func (q *spanQueue) End(s estimator.Span) {
+	q.add(s.Devices, -1)
+	q.mu.Lock()
+	q.events = append(q.events, spanEvent{span: s})
+	q.mu.Unlock()
+}
+
+// Submit queues a whole span reported after the fact (the event API).
+func (q *spanQueue) Submit(s estimator.Span) {
+	q.mu.Lock()
+	q.events = append(q.events, spanEvent{span: s})
+	q.mu.Unlock()
+}
+
+func (q *spanQueue) add(devices []string, d int64) {
+	for _, id := range devices {
+		if i, err := strconv.Atoi(id); err == nil && i >= 0 && i < len(q.inflight) {
+			q.inflight[i].Add(d)
+		}
+	}
+}
+
+// Load is the simulator's view of GPU i: requests in flight n, as n/(n+2),
+// a saturating curve like continuous batching (1 request ~ 33 %, 8 ~ 80 %).
+func (q *spanQueue) Load(i int) float64 {
+	if i < 0 || i >= len(q.inflight) {
+		return 0
+	}
+	n := float64(max(q.inflight[i].Load(), 0))
+	return n / (n + 2)
+}
+
+// drain returns the queued events in arrival order. The slice is reused:
+// it is valid until the next drain.
+func (q *spanQueue) drain() []spanEvent {
+	q.mu.Lock()
+	out := q.events
+	q.events = q.spare[:0]
+	q.mu.Unlock()
+	q.spare = out
+	return out
+}
