@@ -2,6 +2,8 @@ module github.com/deadlabour/deadlabour
 
 go 1.26.8
 
+require go.uber.org/goleak v1.3.0
+
 require (
 	github.com/NVIDIA/go-nvml v0.13.4-1 // indirect
 	github.com/apapsch/go-jsonmerge/v2 v2.0.0 // indirect
@@ -12,7 +14,6 @@ require (
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/procfs v0.23.0 // indirect
 	github.com/shirou/gopsutil/v4 v4.26.10 // indirect
-	go.uber.org/goleak v1.3.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.6 // indirect
 	golang.org/x/net v0.59.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
