@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strconv"
 )
 
 // usage is what a response says a request cost; -1 is unknown.
@@ -62,13 +63,13 @@ func openAIRequest(body []byte) (model string, stream bool) {
 // Generated text is never copied out: present only says whether it is there.
 type openAIDoc struct {
 	Usage *struct {
-		PromptTokens        *int64 `json:"prompt_tokens"`
-		CompletionTokens    *int64 `json:"completion_tokens"`
+		PromptTokens        *tokens `json:"prompt_tokens"`
+		CompletionTokens    *tokens `json:"completion_tokens"`
 		PromptTokensDetails *struct {
-			CachedTokens *int64 `json:"cached_tokens"`
+			CachedTokens *tokens `json:"cached_tokens"`
 		} `json:"prompt_tokens_details"`
 		CompletionTokensDetails *struct {
-			ReasoningTokens *int64 `json:"reasoning_tokens"`
+			ReasoningTokens *tokens `json:"reasoning_tokens"`
 		} `json:"completion_tokens_details"`
 	} `json:"usage"`
 	Choices []struct {
@@ -93,10 +94,16 @@ func openAIDocument(doc []byte) (u usage, hasUsage, hasToken bool) {
 			break
 		}
 	}
-	if d.Usage == nil || (d.Usage.PromptTokens == nil && d.Usage.CompletionTokens == nil) {
+	// encoding/json matches keys whatever their case (and through \u
+	// escapes); servers write "usage". Requiring that exact key also keeps
+	// meter.event's skip of documents without it from changing any result.
+	if d.Usage == nil || !bytes.Contains(doc, []byte(`"usage"`)) {
 		return usage{}, false, hasToken
 	}
 	u = usage{prompt: count(d.Usage.PromptTokens), completion: count(d.Usage.CompletionTokens), cached: -1, reasoning: -1}
+	if u.prompt < 0 && u.completion < 0 {
+		return usage{}, false, hasToken // a usage block with nothing readable in it
+	}
 	if d.Usage.PromptTokensDetails != nil {
 		u.cached = count(d.Usage.PromptTokensDetails.CachedTokens)
 	}
@@ -106,12 +113,26 @@ func openAIDocument(doc []byte) (u usage, hasUsage, hasToken bool) {
 	return u, true, hasToken
 }
 
-// count is a reported token count, -1 when absent or negative.
-func count(n *int64) int64 {
-	if n == nil || *n < 0 {
+// tokens is a reported token count: -1 when it is not a whole number >= 0.
+// (With a plain *int64, encoding/json would leave a zero behind for a value
+// of the wrong type, and an unknown count must never read as zero.)
+type tokens int64
+
+func (n *tokens) UnmarshalJSON(b []byte) error {
+	v, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil || v < 0 {
+		v = -1
+	}
+	*n = tokens(v)
+	return nil
+}
+
+// count is a token count, -1 when absent.
+func count(n *tokens) int64 {
+	if n == nil {
 		return -1
 	}
-	return *n
+	return int64(*n)
 }
 
 // unmarshal is json.Unmarshal that keeps what it could read when a field
