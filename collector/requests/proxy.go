@@ -400,12 +400,12 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 			s.Status = estimator.StatusClientClosed
 		}
 	}
-	p.rec.End(s)
 	if p.log.Enabled(ctx, slog.LevelDebug) {
 		p.log.Debug("request", "request_id", s.ID, "model", s.Model, "status", s.Status,
 			"prompt_tokens", s.PromptTokens, "completion_tokens", s.CompletionTokens,
 			"usage", s.UsageSource, "duration", s.End.Sub(s.Start))
 	}
+	p.rec.End(s)
 }
 
 // bufferPool lends ReverseProxy its copy buffers.
