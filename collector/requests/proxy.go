@@ -7,6 +7,23 @@
 // the dialect table (see endpoints) are metered; for those it reads the
 // request's model, and the response's usage block and first token as they
 // pass, holding a bounded number of bytes whatever the size of the body.
+//
+// What a span says:
+//
+//   - ID: the client's X-Request-Id when it is sane, else a random 128-bit
+//     hex id; either way it is sent to the upstream and back to the client.
+//   - Status: the upstream's status code; client_closed when the client went
+//     away before the response was complete; the proxy's own 413, 502 or
+//     504 when it answered itself.
+//   - Served: the upstream had the whole request and did not refuse it with
+//     a 4xx; false for a request it never saw.
+//   - FirstToken: when the first streamed event with generated output
+//     passed; zero for a non-streamed answer.
+//   - Tokens: from the last usage block seen (UsageSource reported, or
+//     reported_partial when the response was cut short); -1 and unknown
+//     when there was none.
+//   - Tenant: the configured tenant header, else a keyed hash of the bearer
+//     API key, else empty. Keys, prompts and completions are never kept.
 package requests
 
 import (
@@ -369,7 +386,9 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 	case ex.body != nil:
 		b := ex.body
 		b.meter.close()
-		s.Served = true
+		// A 4xx is the upstream refusing the request (bad input, no key,
+		// rate limit): it did no generation, so it gets no share of a GPU.
+		s.Served = ex.status < 400 || ex.status >= 500
 		s.Status = strconv.Itoa(ex.status)
 		switch {
 		case b.eof:
