@@ -29,7 +29,6 @@ package requests
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +45,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/apierror"
 )
 
 // Recorder receives the life of every metered request. The proxy calls Begin
@@ -352,23 +352,8 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 
 // writeError answers with an OpenAI-shaped error, which clients' SDKs show.
 func (p *Proxy) writeError(w http.ResponseWriter, ex *exchange, status int, msg string) {
-	var body struct {
-		Error struct {
-			Message string `json:"message"`
-			Type    string `json:"type"`
-			Code    int    `json:"code"`
-		} `json:"error"`
-	}
-	body.Error.Message = "deadlabour proxy: " + msg
-	body.Error.Type = "proxy_error"
-	body.Error.Code = status
-	b, _ := json.Marshal(body) // cannot fail: strings and an int
-	h := w.Header()
-	h.Set(requestIDHeader, ex.id)
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	w.Header().Set(requestIDHeader, ex.id)
+	apierror.Write(w, status, "proxy_error", "deadlabour proxy: "+msg)
 }
 
 // end reports the finished request. ctx is the client request's context:

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/deadlabour/deadlabour/internal/apierror"
 )
 
 // maxTokens bounds what one request may ask for, so that a careless test
@@ -332,19 +334,7 @@ func (s *Server) models(w http.ResponseWriter) {
 
 // writeError answers with an OpenAI-shaped error.
 func writeError(w http.ResponseWriter, status int, message string) {
-	var body struct {
-		Error struct {
-			Message string `json:"message"`
-			Type    string `json:"type"`
-			Code    int    `json:"code"`
-		} `json:"error"`
-	}
-	body.Error.Message = message
-	body.Error.Type = "invalid_request_error"
-	body.Error.Code = status
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(mustJSON(body))
+	apierror.Write(w, status, "invalid_request_error", message)
 }
 
 // mustJSON marshals values built here, which cannot fail to marshal.
