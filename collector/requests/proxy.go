@@ -217,6 +217,7 @@ type exchange struct {
 
 	start  time.Time
 	model  string
+	stream bool // the client asked for a stream
 	tenant string
 
 	wrote  atomic.Bool  // the request reached the upstream whole (set on the transport's goroutine)
@@ -254,8 +255,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	body, err := readBody(r, p.maxBody)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
 			ex.failed = http.StatusRequestEntityTooLarge
 			p.writeError(w, ex, ex.failed, fmt.Sprintf("request body is larger than this proxy's limit of %d bytes", p.maxBody))
 			return
@@ -264,8 +264,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.writeError(w, ex, ex.failed, "cannot read the request body")
 		return
 	}
-	model, _ := ex.dialect.request(body)
-	ex.model = clip(model, maxModel)
+	model, stream := ex.dialect.request(body)
+	ex.model, ex.stream = clip(model, maxModel), stream
 	ex.tenant = p.tenants.of(r.Header)
 
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
@@ -405,7 +405,7 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 		}
 	}
 	if p.log.Enabled(ctx, slog.LevelDebug) {
-		p.log.Debug("request", "request_id", s.ID, "model", s.Model, "status", s.Status,
+		p.log.Debug("request", "request_id", s.ID, "model", s.Model, "stream", ex.stream, "status", s.Status,
 			"prompt_tokens", s.PromptTokens, "completion_tokens", s.CompletionTokens,
 			"usage", s.UsageSource, "duration", s.End.Sub(s.Start))
 	}

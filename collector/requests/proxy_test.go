@@ -575,6 +575,29 @@ func TestBodyLimit(t *testing.T) {
 	}
 }
 
+// TestClientCutsUpload: a client that goes away in the middle of sending
+// its body gets a client_closed span, and the upstream never sees it.
+func TestClientCutsUpload(t *testing.T) {
+	g := newRig(t, fakeupstream.New(fakeupstream.Options{}), Options{})
+	conn, err := net.Dial("tcp", g.front.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.WriteString(conn, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"model\":")
+	conn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSpan(t, g.rec.span(t), estimator.Span{
+		Upstream: upstreamName, Status: estimator.StatusClientClosed,
+		PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
+		UsageSource: estimator.UsageUnknown, Devices: []string{"0", "1"}, Served: false,
+	})
+	if n := len(g.seen); n != 0 {
+		t.Errorf("upstream got %d requests, want none", n)
+	}
+}
+
 func TestRequestID(t *testing.T) {
 	tests := []struct {
 		name, client string
@@ -645,7 +668,7 @@ func TestTenant(t *testing.T) {
 			if spanText := fmtSpan(s); strings.Contains(spanText, apiKey) || strings.Contains(g.logs.String(), apiKey) {
 				t.Error("the API key shows in the span or the logs")
 			}
-			if !strings.Contains(g.logs.String(), "request_id="+s.ID) {
+			if !strings.Contains(g.logs.String(), "request_id="+s.ID+" model=m stream=false status=200") {
 				t.Errorf("logs %q: want a debug line for the request", g.logs)
 			}
 		})
