@@ -1,0 +1,425 @@
+// Package requests is the request side of deadlabour: a metering reverse
+// proxy that stands in front of one inference server, forwards everything
+// unchanged, and reports one estimator.Span per inference request.
+//
+// The proxy is transparent: every path, method, header, status and body goes
+// through as it came, streams event by event. Only the inference paths of
+// the dialect table (see endpoints) are metered; for those it reads the
+// request's model, and the response's usage block and first token as they
+// pass, holding a bounded number of bytes whatever the size of the body.
+//
+// What a span says:
+//
+//   - ID: the client's X-Request-Id when it is sane, else a random 128-bit
+//     hex id; either way it is sent to the upstream and back to the client.
+//   - Status: the upstream's status code; client_closed when the client went
+//     away before the response was complete; the proxy's own 413, 502 or
+//     504 when it answered itself.
+//   - Served: the upstream had the whole request and did not refuse it with
+//     a 4xx; false for a request it never saw.
+//   - FirstToken: when the first streamed event with generated output
+//     passed; zero for a non-streamed answer.
+//   - Tokens: from the last usage block seen (UsageSource reported, or
+//     reported_partial when the response was cut short); -1 and unknown
+//     when there was none.
+//   - Tenant: the configured tenant header, else a keyed hash of the bearer
+//     API key, else empty. Keys, prompts and completions are never kept.
+package requests
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/apierror"
+)
+
+// Recorder receives the life of every metered request. The proxy calls Begin
+// once when a request arrives, before it is forwarded, and End once when it
+// has finished, whatever the outcome. Both are called on the request's own
+// goroutine: they must be cheap and must never block (queue, don't wait).
+// The devices slice is shared by all requests of an upstream: read it, don't
+// modify it.
+type Recorder interface {
+	Begin(id, upstream string, start time.Time, devices []string)
+	End(span estimator.Span)
+}
+
+// Defaults of Options.
+const (
+	DefaultMaxRequestBytes = 32 << 20
+	DefaultMaxUsageBytes   = 1 << 20
+	DefaultDialTimeout     = 5 * time.Second
+)
+
+// Options configure one proxy, for one upstream.
+type Options struct {
+	// Name is the upstream's name, written in every span.
+	Name string
+	// Target is the upstream's base URL, e.g. "http://127.0.0.1:8000". A
+	// path in it is prefixed to every request's path.
+	Target string
+	// Devices are the GPU ids the upstream runs on (as estimator.Interval.Device).
+	Devices []string
+	// TenantHeader, if set, names a request header whose value is the
+	// tenant. Requests without it fall back to the API key's HMAC.
+	TenantHeader string
+	// TenantSecret is the per-node HMAC key under which bearer API keys are
+	// turned into tenants. Required, at least 16 bytes; keep it stable
+	// across restarts or tenants change names.
+	TenantSecret []byte
+	// MaxRequestBytes caps a metered request's body, which the proxy reads
+	// whole to learn the model (default DefaultMaxRequestBytes). Larger
+	// requests are answered 413 and never reach the upstream.
+	MaxRequestBytes int64
+	// MaxUsageBytes caps what is kept of a non-streamed response (beyond it
+	// only its tail is searched for usage) and of one streamed event
+	// (beyond it the event is skipped) (default DefaultMaxUsageBytes).
+	MaxUsageBytes int
+	// DialTimeout bounds connecting to the upstream (default DefaultDialTimeout).
+	DialTimeout time.Duration
+	// HeaderTimeout bounds the wait for the upstream's response headers,
+	// answered 504 when it passes. Zero means no bound: a non-streamed
+	// generation sends its headers only when it is done.
+	HeaderTimeout time.Duration
+	// Transport replaces the proxy's own upstream transport (tests).
+	Transport http.RoundTripper
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Logger receives the proxy's warnings and, at debug, one line a request
+	// (never a prompt, a completion or a key). Default: discarded.
+	Logger *slog.Logger
+}
+
+// Proxy is the metering reverse proxy of one upstream. It is an http.Handler.
+type Proxy struct {
+	name      string
+	target    *url.URL
+	devices   []string
+	tenants   tenants
+	maxBody   int64
+	maxUsage  int
+	now       func() time.Time
+	log       *slog.Logger
+	rec       Recorder
+	endpoints map[string]endpoint
+	transport http.RoundTripper
+	rp        *httputil.ReverseProxy
+}
+
+// New makes the proxy of one upstream, reporting to rec.
+func New(opts Options, rec Recorder) (*Proxy, error) {
+	if opts.Name == "" {
+		return nil, errors.New("requests: upstream name is empty")
+	}
+	if rec == nil {
+		return nil, errors.New("requests: no recorder")
+	}
+	target, err := url.Parse(opts.Target)
+	if err != nil {
+		return nil, fmt.Errorf("requests: upstream %s: target: %w", opts.Name, err)
+	}
+	if (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
+		return nil, fmt.Errorf("requests: upstream %s: target %q is not an http(s) URL with a host", opts.Name, opts.Target)
+	}
+	if len(opts.TenantSecret) < 16 {
+		return nil, fmt.Errorf("requests: upstream %s: tenant secret has %d bytes, want at least 16", opts.Name, len(opts.TenantSecret))
+	}
+	p := &Proxy{
+		name:      opts.Name,
+		target:    target,
+		devices:   slices.Clip(slices.Clone(opts.Devices)),
+		tenants:   tenants{header: opts.TenantHeader, secret: slices.Clone(opts.TenantSecret)},
+		maxBody:   cmpOr(opts.MaxRequestBytes, DefaultMaxRequestBytes),
+		maxUsage:  cmpOr(opts.MaxUsageBytes, DefaultMaxUsageBytes),
+		now:       opts.Now,
+		log:       opts.Logger,
+		rec:       rec,
+		endpoints: endpoints(),
+		transport: opts.Transport,
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	p.log = p.log.With("upstream", p.name)
+	if p.transport == nil {
+		p.transport = newTransport(cmpOr(opts.DialTimeout, DefaultDialTimeout), opts.HeaderTimeout)
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        p.rewrite,
+		Transport:      p.transport,
+		FlushInterval:  -1, // write every read through at once: streams keep their pace
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.errorHandler,
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		BufferPool:     &bufferPool{},
+	}
+	return p, nil
+}
+
+// cmpOr is v, or def when v is not positive.
+func cmpOr[T int | int64 | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// newTransport is the upstream transport: kept-alive connections (many per
+// host, since one server takes all the traffic), no HTTP proxy from the
+// environment (the upstream is the next hop), and no compression of its own
+// (Accept-Encoding passes as the client sent it).
+func newTransport(dial, header time.Duration) *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: header,
+		DisableCompression:    true,
+	}
+}
+
+// CloseIdleConnections closes the proxy's idle upstream connections. Call
+// it when the proxy is no longer served.
+func (p *Proxy) CloseIdleConnections() {
+	if c, ok := p.transport.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// exchange is what the proxy knows about one request, shared by its hooks
+// through the request's context.
+type exchange struct {
+	id      string
+	dialect *dialect // nil: not metered
+
+	start  time.Time
+	model  string
+	stream bool // the client asked for a stream
+	tenant string
+
+	wrote  atomic.Bool  // the request reached the upstream whole (set on the transport's goroutine)
+	status int          // the upstream's status code
+	body   *meteredBody // the upstream's response body
+	failed int          // status the proxy answered with itself
+	cut    bool         // the client went away while sending its request
+}
+
+type exchangeKey struct{}
+
+func exchangeOf(ctx context.Context) *exchange {
+	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return ex
+}
+
+// ServeHTTP forwards one request, metering it when its path is an inference path.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ex := &exchange{id: requestID(r.Header.Get(requestIDHeader))}
+	if ep, ok := p.endpoints[r.URL.Path]; ok && ep.method == r.Method {
+		ex.dialect = ep.dialect
+	}
+	ctx := context.WithValue(r.Context(), exchangeKey{}, ex)
+	if ex.dialect == nil {
+		p.rp.ServeHTTP(w, r.WithContext(ctx))
+		return
+	}
+
+	ex.start = p.now()
+	p.rec.Begin(ex.id, p.name, ex.start, p.devices)
+	// End runs even when the copy of the response panics with
+	// http.ErrAbortHandler, which is how ReverseProxy gives up on a client
+	// that went away.
+	defer p.end(r.Context(), ex)
+
+	body, err := readBody(r, p.maxBody)
+	if err != nil {
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+			ex.failed = http.StatusRequestEntityTooLarge
+			p.writeError(w, ex, ex.failed, fmt.Sprintf("request body is larger than this proxy's limit of %d bytes", p.maxBody))
+			return
+		}
+		ex.failed, ex.cut = http.StatusBadRequest, true
+		p.writeError(w, ex, ex.failed, "cannot read the request body")
+		return
+	}
+	model, stream := ex.dialect.request(body)
+	ex.model, ex.stream = clip(model, maxModel), stream
+	ex.tenant = p.tenants.of(r.Header)
+
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(info httptrace.WroteRequestInfo) {
+			if info.Err == nil {
+				ex.wrote.Store(true)
+			}
+		},
+	})
+	out := r.WithContext(ctx)
+	out.Body = io.NopCloser(bytes.NewReader(body))
+	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	out.ContentLength = int64(len(body))
+	out.TransferEncoding = nil
+	p.rp.ServeHTTP(w, out)
+}
+
+// readBody reads a request body of at most limit bytes, or fails with
+// *http.MaxBytesError.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, max(0, r.ContentLength)+bytes.MinRead))
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	if n > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	return buf.Bytes(), nil
+}
+
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	ex := exchangeOf(pr.In.Context())
+	pr.SetURL(p.target)
+	// ReverseProxy removes the forwarding headers before Rewrite. This proxy
+	// stands in for the upstream on the same host, not at a trust boundary,
+	// so it passes them on as the client sent them and adds none: the
+	// upstream sees the request it would have seen without the proxy.
+	for _, h := range [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		if v, ok := pr.In.Header[h]; ok {
+			pr.Out.Header[h] = v
+		}
+	}
+	pr.Out.Header.Set(requestIDHeader, ex.id)
+	if ex.dialect != nil {
+		// The body is already read: waiting for a 100 Continue from the
+		// upstream would only add latency.
+		pr.Out.Header.Del("Expect")
+	}
+}
+
+func (p *Proxy) modifyResponse(res *http.Response) error {
+	ex := exchangeOf(res.Request.Context())
+	res.Header.Set(requestIDHeader, ex.id)
+	// A 101's body is the upgraded connection; it must stay as it is.
+	if ex.dialect == nil || res.StatusCode == http.StatusSwitchingProtocols {
+		return nil
+	}
+	ex.status = res.StatusCode
+	ex.body = &meteredBody{ReadCloser: res.Body, meter: newMeter(ex.dialect, framingOf(res.Header), p.maxUsage, p.now)}
+	res.Body = ex.body
+	return nil
+}
+
+// errorHandler answers when the upstream gave no response: 504 when it took
+// too long, 502 otherwise.
+func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	ex := exchangeOf(r.Context())
+	status, msg := http.StatusBadGateway, "upstream "+p.name+" is unreachable"
+	if ne, ok := errors.AsType[net.Error](err); (ok && ne.Timeout()) || errors.Is(err, context.DeadlineExceeded) {
+		status, msg = http.StatusGatewayTimeout, "upstream "+p.name+" did not answer in time"
+	}
+	ex.failed = status
+	if r.Context().Err() != nil {
+		p.log.Debug("client went away before the upstream answered", "request_id", ex.id)
+	} else {
+		p.log.Warn("upstream request failed", "request_id", ex.id, "status", status, "err", err)
+	}
+	p.writeError(w, ex, status, msg)
+}
+
+// writeError answers with an OpenAI-shaped error, which clients' SDKs show.
+func (p *Proxy) writeError(w http.ResponseWriter, ex *exchange, status int, msg string) {
+	w.Header().Set(requestIDHeader, ex.id)
+	apierror.Write(w, status, "proxy_error", "deadlabour proxy: "+msg)
+}
+
+// end reports the finished request. ctx is the client request's context:
+// it is done only when the client went away (we are still in the handler).
+func (p *Proxy) end(ctx context.Context, ex *exchange) {
+	s := estimator.Span{
+		ID: ex.id, Upstream: p.name, Model: ex.model, Tenant: ex.tenant,
+		Start: ex.start, End: p.now(), Devices: p.devices,
+		PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
+		UsageSource: estimator.UsageUnknown,
+		Served:      ex.wrote.Load(),
+	}
+	gone := ctx.Err() != nil
+	switch {
+	case ex.body != nil:
+		b := ex.body
+		b.meter.close()
+		// A 4xx is the upstream refusing the request (bad input, no key,
+		// rate limit): it did no generation, so it gets no share of a GPU.
+		s.Served = ex.status < 400 || ex.status >= 500
+		s.Status = strconv.Itoa(ex.status)
+		switch {
+		case b.eof:
+		case b.err == nil || gone:
+			// The copy stopped without a read error (a write to the client
+			// failed), or the read failed because the client's context ended.
+			s.Status = estimator.StatusClientClosed
+		default:
+			p.log.Warn("upstream response cut short", "request_id", ex.id, "err", b.err)
+		}
+		s.FirstToken = b.meter.firstToken
+		if m := b.meter; m.hasUsage {
+			s.PromptTokens, s.CompletionTokens = m.usage.prompt, m.usage.completion
+			s.CachedTokens, s.ReasoningTokens = m.usage.cached, m.usage.reasoning
+			s.UsageSource = estimator.UsageReported
+			if !b.eof && !m.done {
+				s.UsageSource = estimator.UsageReportedPartial
+			}
+		}
+	case ex.failed != 0:
+		s.Status = strconv.Itoa(ex.failed)
+		if gone || ex.cut {
+			s.Status = estimator.StatusClientClosed
+		}
+	default: // ReverseProxy gave up before any hook ran
+		s.Status = strconv.Itoa(http.StatusBadGateway)
+		if gone {
+			s.Status = estimator.StatusClientClosed
+		}
+	}
+	if p.log.Enabled(ctx, slog.LevelDebug) {
+		p.log.Debug("request", "request_id", s.ID, "model", s.Model, "stream", ex.stream, "status", s.Status,
+			"prompt_tokens", s.PromptTokens, "completion_tokens", s.CompletionTokens,
+			"usage", s.UsageSource, "duration", s.End.Sub(s.Start))
+	}
+	p.rec.End(s)
+}
+
+// bufferPool lends ReverseProxy its copy buffers.
+type bufferPool struct{ pool sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if buf, ok := b.pool.Get().(*[]byte); ok {
+		return *buf
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.pool.Put(&buf) }

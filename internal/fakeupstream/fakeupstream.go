@@ -1,0 +1,219 @@
+// Package fakeupstream is a small, deterministic OpenAI-compatible inference
+// server for tests, demos and benchmarks. It generates no text worth reading:
+// the answer to a request is a function of the request's bytes alone, so two
+// servers with the same Options answer the same request byte for byte.
+//
+// Served paths:
+//
+//	POST /v1/chat/completions   streamed (SSE) or not, with usage
+//	POST /v1/completions        streamed (SSE) or not, with usage
+//	GET  /v1/models             the configured model list
+//	GET  /health                200, empty body
+//
+// Token arithmetic (documented so that tests can predict it):
+//
+//   - prompt tokens: ceil(bytes of prompt text / 4), plus 3 per chat message,
+//     at least 1;
+//   - cached tokens: half the prompt tokens, rounded down;
+//   - completion tokens: max_completion_tokens, else max_tokens, else
+//     Options.DefaultMaxTokens;
+//   - reasoning tokens: half the completion tokens when the request sets
+//     reasoning_effort, else 0.
+//
+// A streamed answer carries a usage chunk only when the request asks for it
+// with stream_options.include_usage, as the OpenAI API does.
+package fakeupstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options shape the fake's answers. The zero value answers at once with
+// DefaultMaxTokens tokens.
+type Options struct {
+	// TokenDelay is the pause between two generated tokens (none before the
+	// first). A non-streamed answer waits the whole generation before it is
+	// sent, as a real server does.
+	TokenDelay time.Duration
+	// DefaultMaxTokens is the completion length of a request that names none
+	// (default 16).
+	DefaultMaxTokens int
+	// Models is what GET /v1/models lists (default ["fake-model"]). Requests
+	// for any model are answered.
+	Models []string
+	// Created is the "created" timestamp written in every answer (default
+	// 1700000000), fixed so that answers stay byte-for-byte reproducible.
+	Created int64
+	// Logger receives the HTTP server's own error lines (default: discarded).
+	Logger *slog.Logger
+}
+
+// Counts is what the fake sent for one model.
+type Counts struct {
+	Requests         int64 // requests answered with 200
+	Streamed         int64 // of which streamed
+	PromptTokens     int64
+	CompletionTokens int64 // tokens written to the client
+	CachedTokens     int64
+	ReasoningTokens  int64
+	UsageReported    int64 // answers that carried a usage block
+}
+
+// Server is the fake's http.Handler; Start also puts it on a loopback port.
+type Server struct {
+	opts  Options
+	words []string
+
+	mu   sync.Mutex
+	sent map[string]Counts
+
+	// Set by Start only.
+	url       string
+	srv       *http.Server
+	cancel    context.CancelFunc
+	stopAfter func() bool
+	serveErr  chan error
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New returns the fake as a plain handler (for httptest or a listener of
+// your own).
+func New(opts Options) *Server {
+	if opts.DefaultMaxTokens <= 0 {
+		opts.DefaultMaxTokens = 16
+	}
+	if len(opts.Models) == 0 {
+		opts.Models = []string{"fake-model"}
+	}
+	if opts.Created == 0 {
+		opts.Created = 1700000000
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{opts: opts, words: strings.Fields(vocabulary), sent: make(map[string]Counts)}
+}
+
+// Start serves a new fake on 127.0.0.1 on a free port until ctx is done or
+// Close is called. Close must be called in either case: it waits for the
+// server's goroutines.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	s := New(opts)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("fakeupstream: listen: %w", err)
+	}
+	// Every handler's context derives from base, so Close ends streams that
+	// are still pacing their tokens instead of waiting for them.
+	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.url = "http://" + ln.Addr().String()
+	s.cancel = cancel
+	s.srv = &http.Server{
+		Handler:           s,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelWarn),
+	}
+	s.serveErr = make(chan error, 1)
+	go func() { s.serveErr <- s.srv.Serve(ln) }()
+	s.stopAfter = context.AfterFunc(ctx, cancel)
+	return s, nil
+}
+
+// URL is the base URL of a started fake ("http://127.0.0.1:PORT"), empty for
+// one made with New.
+func (s *Server) URL() string { return s.url }
+
+// Close stops a started fake and waits for its goroutines. It is safe to call
+// more than once, and does nothing for a fake made with New.
+func (s *Server) Close() error {
+	if s.srv == nil {
+		return nil
+	}
+	s.closeOnce.Do(func() {
+		s.stopAfter()
+		s.cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := s.srv.Shutdown(ctx)
+		if err != nil {
+			err = errors.Join(err, s.srv.Close())
+		}
+		if serr := <-s.serveErr; !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
+		s.closeErr = err
+	})
+	return s.closeErr
+}
+
+// Sent returns a copy of what the fake has sent so far, per model.
+func (s *Server) Sent() map[string]Counts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.sent)
+}
+
+func (s *Server) count(model string, add Counts) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.sent[model]
+	c.Requests += add.Requests
+	c.Streamed += add.Streamed
+	c.PromptTokens += add.PromptTokens
+	c.CompletionTokens += add.CompletionTokens
+	c.CachedTokens += add.CachedTokens
+	c.ReasoningTokens += add.ReasoningTokens
+	c.UsageReported += add.UsageReported
+	s.sent[model] = c
+}
+
+// ServeHTTP answers the paths listed in the package documentation.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Echo the request id as vLLM does with --enable-request-id-headers, so
+	// that a test can see which id reached the upstream.
+	if id := r.Header.Get("X-Request-Id"); id != "" {
+		w.Header().Set("X-Request-Id", id)
+	}
+	switch r.URL.Path {
+	case "/v1/chat/completions":
+		s.complete(w, r, chatKind)
+	case "/v1/completions":
+		s.complete(w, r, textKind)
+	case "/v1/models":
+		if r.Method != http.MethodGet {
+			writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+			return
+		}
+		s.models(w)
+	case "/health":
+		w.WriteHeader(http.StatusOK)
+	default:
+		writeError(w, http.StatusNotFound, "not found")
+	}
+}
+
+// sleep waits d or until ctx ends, and reports whether the whole wait passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
