@@ -111,6 +111,7 @@ type Attribution struct {
 	IdleWindow        Duration `yaml:"idle_window"`
 	SettleDelay       Duration `yaml:"settle_delay"`
 	History           Duration `yaml:"history"`
+	TenantSecretFile  string   `yaml:"tenant_secret_file"`
 }
 
 // Admin configures the loopback admin/event API listener.

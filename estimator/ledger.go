@@ -484,6 +484,15 @@ func (l *Ledger) uniqueTime(t time.Time) time.Time {
 	return time.Unix(0, ts)
 }
 
+// SettledTo is the end of the last interval of a device that was
+// attributed; zero for an unknown device or before the first.
+func (l *Ledger) SettledTo(device string) time.Time {
+	if d, ok := l.devs[device]; ok {
+		return d.settledTo
+	}
+	return time.Time{}
+}
+
 // Pending reports how much the ledger holds: unsettled intervals and spans
 // not yet final, for metrics.
 func (l *Ledger) Pending() (intervals, spans int) {

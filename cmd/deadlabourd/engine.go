@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/sink"
+)
+
+// gpuSource is what the engine needs of the GPU collector.
+type gpuSource interface {
+	Poll(now time.Time) ([]estimator.Interval, []estimator.DeviceSample)
+}
+
+// hostSource is what the engine needs of the host collector.
+type hostSource interface {
+	Poll(ctx context.Context, now time.Time) (estimator.Interval, bool, error)
+}
+
+// pointSink is what the engine needs of the sink: a queue that never blocks.
+type pointSink interface {
+	Enqueue(points ...sink.Point) error
+}
+
+// engine is the poll loop: one goroutine that reads the meters, takes the
+// request events, runs the ledger and hands points to the sink. Everything
+// the ledger touches is owned by it.
+type engine struct {
+	log       *slog.Logger
+	interval  time.Duration
+	now       func() time.Time
+	gpu       gpuSource  // nil without GPUs
+	host      hostSource // nil without a host meter
+	queue     *spanQueue
+	ledger    *estimator.Ledger
+	telemetry *sink.GPUAggregator
+	idle      *idleAggregator
+	out       pointSink
+	node      string
+	simulated bool
+	onRecord  func(estimator.Record) // may be nil
+
+	warned map[string]bool // log lines said once
+}
+
+// Run polls every interval until ctx is done, then settles and flushes
+// everything left, so that nothing already measured is lost at shutdown.
+// Stop the request sources first: requests still in flight after Run
+// returns are not recorded.
+func (e *engine) Run(ctx context.Context) {
+	t := time.NewTicker(e.interval)
+	defer t.Stop()
+	e.tick(ctx, e.now()) // primes the counters
+	for {
+		select {
+		case <-ctx.Done():
+			e.final(context.WithoutCancel(ctx))
+			return
+		case <-t.C:
+			e.tick(ctx, e.now())
+		}
+	}
+}
+
+func (e *engine) tick(ctx context.Context, now time.Time) {
+	e.read(ctx, now)
+	e.emit(e.ledger.Settle(now), now)
+}
+
+// read polls the meters and takes the request events, in that order: a
+// request that began before the poll is in the queue by the time it is
+// drained.
+func (e *engine) read(ctx context.Context, now time.Time) {
+	if e.gpu != nil {
+		ivs, samples := e.gpu.Poll(now)
+		for _, iv := range ivs {
+			e.add(iv)
+			e.telemetry.AddEnergy(iv)
+		}
+		for _, s := range samples {
+			e.telemetry.AddSample(s)
+		}
+	}
+	if e.host != nil {
+		iv, ok, err := e.host.Poll(ctx, now)
+		if err != nil {
+			e.warnOnce("host", "host meter failed", "err", err)
+		} else if ok {
+			e.add(iv)
+		}
+	}
+	for _, ev := range e.queue.drain() {
+		switch {
+		case ev.begin:
+			e.ledger.Begin(ev.id, ev.start, ev.devices)
+		default:
+			e.ledger.End(ev.span)
+		}
+	}
+}
+
+func (e *engine) add(iv estimator.Interval) {
+	if err := e.ledger.AddInterval(iv); err != nil {
+		e.warnOnce("interval:"+iv.Device, "meter interval refused", "device", iv.Device, "err", err)
+	}
+}
+
+// final settles everything at shutdown.
+func (e *engine) final(ctx context.Context) {
+	now := e.now()
+	e.read(ctx, now)
+	e.emit(e.ledger.Settle(now), now)
+	e.emit(e.ledger.Close(), now)
+	e.flushAll()
+}
+
+func (e *engine) emit(out estimator.Output, now time.Time) {
+	points := make([]sink.Point, 0, len(out.Records)+8)
+	for _, r := range out.Records {
+		p, err := sink.RequestPoint(r)
+		if err != nil {
+			e.log.Error("request record not written", "request_id", r.ID, "err", err)
+			continue
+		}
+		points = append(points, p)
+		if e.onRecord != nil {
+			e.onRecord(r)
+		}
+	}
+	for _, s := range out.Idle {
+		e.idle.add(s)
+	}
+	for _, s := range e.idle.flush(e.ledger.SettledTo) {
+		points = append(points, sink.IdlePoint(e.node, e.simulated, s))
+	}
+	for _, w := range e.telemetry.Flush(now) {
+		points = append(points, sink.GPUPoint(e.node, e.simulated, w))
+	}
+	e.enqueue(points)
+}
+
+// flushAll writes every open telemetry and idle window, at shutdown.
+func (e *engine) flushAll() {
+	var points []sink.Point
+	for _, s := range e.idle.flushAll() {
+		points = append(points, sink.IdlePoint(e.node, e.simulated, s))
+	}
+	for _, w := range e.telemetry.Flush(time.Unix(1<<40, 0)) {
+		points = append(points, sink.GPUPoint(e.node, e.simulated, w))
+	}
+	e.enqueue(points)
+}
+
+func (e *engine) enqueue(points []sink.Point) {
+	if len(points) == 0 {
+		return
+	}
+	if err := e.out.Enqueue(points...); err != nil {
+		e.log.Error("points not queued", "err", err)
+	}
+}
+
+func (e *engine) warnOnce(key, msg string, args ...any) {
+	if e.warned[key] {
+		e.log.Debug(msg, args...)
+		return
+	}
+	e.warned[key] = true
+	e.log.Warn(msg+" (repeats are logged at debug)", args...)
+}
+
+// idleAggregator sums the idle ledger into one share per device per report
+// window, written once the device has settled past the window's end.
+type idleAggregator struct {
+	window  time.Duration
+	open    map[string]*estimator.IdleShare // by device: the window being filled
+	lastEnd map[string]time.Time            // by device: end of the last share added
+}
+
+func newIdleAggregator(window time.Duration) *idleAggregator {
+	return &idleAggregator{window: window, open: map[string]*estimator.IdleShare{}, lastEnd: map[string]time.Time{}}
+}
+
+func (a *idleAggregator) add(s estimator.IdleShare) {
+	cur := a.open[s.Device]
+	if cur == nil {
+		start := s.Start.Truncate(a.window)
+		cur = &estimator.IdleShare{Device: s.Device, Start: start, End: start.Add(a.window), Method: s.Method}
+		a.open[s.Device] = cur
+	}
+	// A share for a window already written (a late correction) joins the
+	// open one: its energy is counted once, a little later.
+	if s.End.After(a.lastEnd[s.Device]) {
+		a.lastEnd[s.Device] = s.End
+	}
+	cur.Joules += s.Joules
+	cur.StaticJoules += s.StaticJoules
+	cur.DepreciationCost += s.DepreciationCost
+	cur.EmbodiedCO2eG += s.EmbodiedCO2eG
+	if cur.Method != s.Method {
+		cur.Method = estimator.MethodMixed
+	}
+}
+
+// flush returns the windows whose device has settled past their end.
+func (a *idleAggregator) flush(settledTo func(device string) time.Time) []estimator.IdleShare {
+	var out []estimator.IdleShare
+	for dev, cur := range a.open {
+		if !settledTo(dev).Before(cur.End) {
+			out = append(out, *cur)
+			delete(a.open, dev)
+		}
+	}
+	sortShares(out)
+	return out
+}
+
+// flushAll returns every open window, ending each at the shutdown so that a
+// partial window never shares a timestamp with the next run's full one.
+func (a *idleAggregator) flushAll() []estimator.IdleShare {
+	var out []estimator.IdleShare
+	for dev, cur := range a.open {
+		if last := a.lastEnd[dev]; last.After(cur.Start) && last.Before(cur.End) {
+			cur.End = last
+		}
+		out = append(out, *cur)
+		delete(a.open, dev)
+	}
+	sortShares(out)
+	return out
+}
+
+func sortShares(s []estimator.IdleShare) {
+	sort.Slice(s, func(i, j int) bool {
+		if !s[i].End.Equal(s[j].End) {
+			return s[i].End.Before(s[j].End)
+		}
+		return s[i].Device < s[j].Device
+	})
+}

@@ -1,0 +1,452 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/deadlabour/deadlabour/collector/gpu"
+	"github.com/deadlabour/deadlabour/collector/host"
+	"github.com/deadlabour/deadlabour/collector/requests"
+	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/sink"
+)
+
+func nowFunc() time.Time { return time.Now() }
+
+// Shutdown deadlines. The systemd unit's TimeoutStopSec must exceed their sum.
+const (
+	drainTimeout = 10 * time.Second // requests in flight finish
+	flushTimeout = 10 * time.Second // the sink delivers what is queued
+)
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", stderr)
+	cfgPath := fs.String("config", "/etc/deadlabour/config.yaml", "configuration file")
+	simulate := fs.String("simulate", "", "simulate GPUs with go-nvml's mock servers, e.g. h100:8 (a100, h200, b200; 1-16)")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	format := fs.String("log-format", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	log, err := newLogger(stderr, *level, *format)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	cfg, err := config.Load(*cfgPath, -1)
+	if err != nil {
+		return err
+	}
+	d, err := newDaemon(ctx, cfg, *simulate, log)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// daemon is everything `run` starts, wired together.
+type daemon struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	gpu       *gpu.Collector // nil without GPUs
+	queue     *spanQueue
+	engine    *engine
+	writer    *sink.Writer
+	proxies   []*proxyServer
+	admin     *http.Server
+	adminLn   net.Listener
+	simulated bool
+	ready     atomic.Bool
+}
+
+type proxyServer struct {
+	name  string
+	ln    net.Listener
+	srv   *http.Server
+	proxy *requests.Proxy
+	wg    sync.WaitGroup // handlers in flight
+}
+
+func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *slog.Logger) (_ *daemon, err error) {
+	d := &daemon{cfg: cfg, log: log, queue: newSpanQueue(16), simulated: simulate != ""}
+	defer func() {
+		if err != nil {
+			d.closeListeners()
+			if d.gpu != nil {
+				d.gpu.Close()
+			}
+		}
+	}()
+
+	// GPUs: the real NVML, the simulator, or none.
+	gpuCount := -1
+	if cfg.GPU.Enabled || simulate != "" {
+		lib, err := nvmlLibrary(simulate, cfg.GPU.LibraryPath, *cfg, d.queue.Load)
+		if err != nil {
+			return nil, err
+		}
+		d.gpu, err = gpu.Open(lib, log)
+		switch {
+		case errors.Is(err, gpu.ErrNoDriver):
+			log.Warn("no NVIDIA driver: running without GPUs (host energy only)", "reason", err)
+		case err != nil:
+			return nil, err
+		default:
+			gpuCount = len(d.gpu.Devices())
+			log.Info("GPUs found", "count", gpuCount, "driver", d.gpu.Driver(), "simulated", d.simulated)
+		}
+	} else {
+		log.Info("GPUs disabled in the config (gpu.enabled: false): host energy only")
+	}
+	if gpuCount >= 0 {
+		if problems := cfg.Validate(gpuCount); len(problems) > 0 {
+			return nil, &config.Error{Problems: problems}
+		}
+	}
+
+	params, err := d.params()
+	if err != nil {
+		return nil, err
+	}
+	hostc := host.Open(ctx, host.Options{SysfsRoot: cfg.Host.SysfsRoot, UseRAPL: cfg.Host.RAPL,
+		CPUTDPWatts: cfg.Host.CPUTDPWatts, CPUIdleWatts: cfg.Host.CPUIdleWatts}, log)
+	ledger, err := estimator.New(params)
+	if err != nil {
+		return nil, err
+	}
+	telemetry, err := sink.NewGPUAggregator(cfg.GPU.ReportInterval.D())
+	if err != nil {
+		return nil, err
+	}
+
+	token, err := cfg.InfluxToken(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Influx.URL == "" {
+		return nil, errors.New("influx.url is empty: InfluxDB is required until the spool lands (issue 6)")
+	}
+	d.writer, err = sink.NewWriter(sink.Options{URL: cfg.Influx.URL, Bucket: cfg.Influx.Bucket, Org: cfg.Influx.Org,
+		Token: token, BatchSize: cfg.Influx.BatchSize, FlushInterval: cfg.Influx.FlushInterval.D(),
+		Timeout: cfg.Influx.Timeout.D()}, log.With("component", "sink"))
+	if err != nil {
+		return nil, err
+	}
+
+	d.engine = &engine{
+		log: log.With("component", "engine"), interval: cfg.GPU.Interval.D(), now: nowFunc,
+		host: hostc, queue: d.queue, ledger: ledger, telemetry: telemetry,
+		idle: newIdleAggregator(cfg.GPU.ReportInterval.D()), out: d.writer,
+		node: cfg.Node, simulated: d.simulated, warned: map[string]bool{},
+	}
+	if d.gpu != nil {
+		d.engine.gpu = d.gpu
+	}
+
+	if err := d.listen(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// params builds the estimator's parameters from the config and the GPUs found.
+func (d *daemon) params() (estimator.Params, error) {
+	cfg := d.cfg
+	p := estimator.Params{
+		Node: cfg.Node, Weighting: cfg.Attribution.Weighting, PromptTokenWeight: cfg.Attribution.PromptTokenWeight,
+		SettleDelay: cfg.Attribution.SettleDelay.D(), History: cfg.Attribution.History.D(),
+		StaticWatts: cfg.Host.StaticWatts, PUE: cfg.Facility.PUE, CarbonGPerKWh: cfg.Facility.CarbonGPerKWh,
+		WUEOnsiteLPerKWh: cfg.Facility.WUEOnsiteLPerKWh, WaterOffsiteLPerKWh: cfg.Facility.WaterOffsiteLPerKWh,
+		PricePerKWh: cfg.Facility.PricePerKWh, Simulated: d.simulated,
+		Devices: map[string]estimator.DeviceParams{},
+		Models:  map[string]estimator.ModelParams{},
+	}
+	life := cfg.Facility.HostLife.D().Seconds()
+	p.Devices[estimator.HostDevice] = estimator.DeviceParams{
+		DepreciationPerSecond: cfg.Facility.HostCapex / life,
+		EmbodiedGPerSecond:    cfg.Facility.HostEmbodiedKgCO2e * 1000 / life,
+	}
+	if d.gpu != nil {
+		for _, g := range d.gpu.Devices() {
+			hw, ok := cfg.HardwareFor(g.Name)
+			if !ok {
+				d.log.Warn("no hardware entry matches this GPU: its depreciation and embodied carbon count as 0; add one under hardware:",
+					"gpu", g.Index, "name", g.Name)
+				p.Devices[g.ID] = estimator.DeviceParams{}
+				continue
+			}
+			s := hw.Life.Seconds()
+			p.Devices[g.ID] = estimator.DeviceParams{
+				DepreciationPerSecond: hw.SlotCapex() / s,
+				EmbodiedGPerSecond:    hw.SlotEmbodiedKg() * 1000 / s,
+			}
+		}
+	}
+	for _, m := range cfg.Models {
+		if m.LifetimeTokens > 0 {
+			p.Models[m.Name] = estimator.ModelParams{
+				TrainingCostPerToken:  m.TrainingCost / m.LifetimeTokens,
+				TrainingCO2eGPerToken: m.TrainingCO2eKg * 1000 / m.LifetimeTokens,
+				LivingLabourSPerToken: m.HumanLabourHours * 3600 / m.LifetimeTokens,
+			}
+		}
+	}
+	return p, nil
+}
+
+// upstreamDevices maps an upstream's gpus entries (indices or UUIDs) to
+// device ids; entries naming no GPU present are dropped with a warning.
+func (d *daemon) upstreamDevices(u config.Upstream) []string {
+	if d.gpu == nil {
+		return nil
+	}
+	var out []string
+	for _, g := range u.GPUs {
+		found := ""
+		for _, dev := range d.gpu.Devices() {
+			if g == dev.UUID || g == strconv.Itoa(dev.Index) {
+				found = dev.ID
+			}
+		}
+		if found == "" {
+			d.log.Warn("upstream names a GPU that is not present; it is ignored", "upstream", u.Name, "gpu", g)
+			continue
+		}
+		out = append(out, found)
+	}
+	return out
+}
+
+// listen opens every listener before anything runs, so that a port in use
+// is an error at start, not a log line later.
+func (d *daemon) listen() error {
+	secret, err := d.tenantSecret()
+	if err != nil {
+		return err
+	}
+	for _, u := range d.cfg.Upstreams {
+		p, err := requests.New(requests.Options{
+			Name: u.Name, Target: u.Target, Devices: d.upstreamDevices(u), TenantHeader: u.TenantHeader,
+			TenantSecret: secret, MaxRequestBytes: int64(u.MaxBodyBytes), Now: nowFunc,
+			Logger: d.log.With("upstream", u.Name),
+		}, d.queue)
+		if err != nil {
+			return fmt.Errorf("upstream %s: %w", u.Name, err)
+		}
+		ln, err := net.Listen("tcp", u.Listen)
+		if err != nil {
+			return fmt.Errorf("upstream %s: %w", u.Name, err)
+		}
+		ps := &proxyServer{name: u.Name, ln: ln, proxy: p}
+		ps.srv = &http.Server{
+			Handler:           ps.track(p),
+			ReadHeaderTimeout: 30 * time.Second,
+			ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
+		}
+		d.proxies = append(d.proxies, ps)
+	}
+	if d.cfg.Admin.Listen != "" {
+		ln, err := net.Listen("tcp", d.cfg.Admin.Listen)
+		if err != nil {
+			return fmt.Errorf("admin: %w", err)
+		}
+		d.adminLn = ln
+		d.admin = &http.Server{Handler: d.adminMux(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return nil
+}
+
+// tenantSecret reads the HMAC key of tenants, creating a random one in the
+// spool directory on first start.
+func (d *daemon) tenantSecret() ([]byte, error) {
+	path := d.cfg.Attribution.TenantSecretFile
+	if path == "" {
+		path = filepath.Join(d.cfg.Spool.Dir, "tenant.key")
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			key := make([]byte, 32)
+			rand.Read(key)
+			if err := os.MkdirAll(d.cfg.Spool.Dir, 0o700); err != nil {
+				return nil, fmt.Errorf("tenant secret: %w", err)
+			}
+			if err := os.WriteFile(path, key, 0o600); err != nil {
+				return nil, fmt.Errorf("tenant secret: %w", err)
+			}
+			d.log.Info("created a tenant secret", "path", path)
+		}
+	}
+	key, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tenant secret: %w", err)
+	}
+	if len(key) < 16 {
+		return nil, fmt.Errorf("tenant secret %s: %d bytes, want at least 16", path, len(key))
+	}
+	return key, nil
+}
+
+func (ps *proxyServer) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ps.wg.Add(1)
+		defer ps.wg.Done()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (d *daemon) closeListeners() {
+	for _, p := range d.proxies {
+		p.ln.Close()
+	}
+	if d.adminLn != nil {
+		d.adminLn.Close()
+	}
+}
+
+func (d *daemon) adminMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "alive"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !d.ready.Load() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "starting"})
+			return
+		}
+		st := d.writer.Stats()
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "gpus": d.gpuCount(), "sink_queued": st.Queued,
+			"sink_written": st.Written, "sink_dropped": st.Dropped})
+	})
+	return mux
+}
+
+func (d *daemon) gpuCount() int {
+	if d.gpu == nil {
+		return 0
+	}
+	return len(d.gpu.Devices())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// run serves until ctx is done, then shuts down in order: stop taking
+// requests and let those in flight finish, settle and flush the ledger,
+// deliver what is queued, close NVML.
+func (d *daemon) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	serveErr := make(chan error, len(d.proxies)+1)
+	for _, p := range d.proxies {
+		wg.Go(func() {
+			if err := p.srv.Serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("upstream %s: %w", p.name, err)
+			}
+		})
+	}
+	if d.admin != nil {
+		wg.Go(func() {
+			if err := d.admin.Serve(d.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("admin: %w", err)
+			}
+		})
+	}
+	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
+	engineDone := make(chan struct{})
+	go func() {
+		defer close(engineDone)
+		d.engine.Run(engineCtx)
+	}()
+	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		d.writer.Run(writerCtx)
+	}()
+	d.ready.Store(true)
+	names := make([]string, len(d.proxies))
+	for i, p := range d.proxies {
+		names[i] = p.name + "@" + p.ln.Addr().String()
+	}
+	d.log.Info("deadlabourd running", "node", d.cfg.Node, "upstreams", strings.Join(names, ","), "gpus", d.gpuCount(),
+		"simulated", d.simulated, "influx", d.cfg.Influx.URL)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down", "cause", context.Cause(ctx))
+	case runErr = <-serveErr:
+		d.log.Error("listener failed; shutting down", "err", runErr)
+	}
+	d.ready.Store(false)
+
+	// 1. Stop taking requests; those in flight finish (or are cut at the
+	// deadline, and recorded as client_closed).
+	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	for _, p := range d.proxies {
+		if err := p.srv.Shutdown(drainCtx); err != nil {
+			d.log.Warn("requests still in flight at the deadline are cut", "upstream", p.name)
+			p.srv.Close()
+		}
+	}
+	cancel()
+	for _, p := range d.proxies {
+		p.wg.Wait()
+		p.proxy.CloseIdleConnections()
+	}
+	// 2. Settle and flush the ledger.
+	stopEngine()
+	<-engineDone
+	// 3. Deliver what is queued, under a deadline.
+	stopWriter()
+	<-writerDone
+	flushCtx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	undelivered, err := d.writer.Close(flushCtx)
+	cancel()
+	if err != nil {
+		d.log.Error("points left undelivered at shutdown", "points", undelivered, "err", err)
+	}
+	if d.admin != nil {
+		d.admin.Close()
+	}
+	wg.Wait()
+	if d.gpu != nil {
+		if err := d.gpu.Close(); err != nil {
+			d.log.Warn("NVML shutdown", "err", err)
+		}
+	}
+	d.log.Info("stopped", "points_written", d.writer.Stats().Written)
+	return runErr
+}
