@@ -170,7 +170,7 @@ func setDefault[T comparable](v *T, def T) {
 func (w *Writer) Enqueue(points ...Point) error {
 	var errs []error
 	lines := make([]string, 0, len(points))
-	var buf []byte
+	buf := make([]byte, 0, 1024) // a request line is about 800 bytes
 	for _, p := range points {
 		var err error
 		if buf, err = AppendLine(buf[:0], p); err != nil {

@@ -449,3 +449,31 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// BenchmarkEnqueue is the cost the proxy pays per record: encoding and a
+// queue push, no network.
+func BenchmarkEnqueue(b *testing.B) {
+	w, err := NewWriter(Options{URL: "http://127.0.0.1:1", Bucket: "db/rp", MaxQueue: 1 << 20}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := RequestPoint(testRecord())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if i%(1<<19) == 0 {
+			w.mu.Lock()
+			w.q.drop(w.q.len())
+			w.mu.Unlock()
+		}
+		if err := w.Enqueue(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	w.Close(ctx)
+}
