@@ -1,0 +1,39 @@
+# deadlabour: build, test, benchmark. `make test` is what CI runs (.ci/run).
+
+SHELL := bash
+GO ?= go
+
+# NVML is reached through cgo. go-nvml's header prints deprecation warnings
+# on every build; silence them but keep Go's default -O2 -g.
+export CGO_ENABLED := 1
+export CGO_CFLAGS := -O2 -g -Wno-deprecated-declarations
+
+.PHONY: build influxdb test fmt-check vet bench clean
+
+# Builds every package, and the daemon binary once cmd/deadlabourd exists.
+build:
+	$(GO) build ./...
+	@if [ -d cmd/deadlabourd ]; then \
+		echo "$(GO) build -o bin/deadlabourd ./cmd/deadlabourd"; \
+		$(GO) build -o bin/deadlabourd ./cmd/deadlabourd; \
+	fi
+
+# The real InfluxDB 1.8.3 the tests run against (built once, cached in .cache/).
+influxdb:
+	scripts/influxdb.sh install
+
+test: influxdb fmt-check vet
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+fmt-check:
+	@files=$$(gofmt -l $$(find . -name '*.go' -not -path './.cache/*')); \
+	if [ -n "$$files" ]; then echo "gofmt -w needed on:"; echo "$$files"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,468 @@
+// Package influxtest gives tests a real InfluxDB OSS 1.8.3 process, never a
+// mock: what the sink writes is parsed, typed and stored by the same server
+// users run.
+//
+// Start builds influxd once if needed (scripts/influxdb.sh install, about a
+// minute, cached in .cache/influxdb/bin), runs it on free 127.0.0.1 ports with
+// its state in t.TempDir(), creates the database [Database] and stops it when
+// the test ends. Each call gets its own server (about 50 ms to start), so
+// tests can stop, restart and break it without disturbing each other. Flux
+// is off (it adds about 2 s of start-up); scripts/influxdb.sh turns it on.
+package influxtest
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Database is the database Start creates; the v2 write API addresses it as
+// the bucket Database+"/autogen".
+const Database = "deadlabour"
+
+// EnvBinary names an influxd binary to use instead of the cached build.
+const EnvBinary = "DEADLABOUR_INFLUXD"
+
+const (
+	startTimeout = 30 * time.Second
+	stopTimeout  = 10 * time.Second
+	// cachedBinary is where scripts/influxdb.sh install puts influxd,
+	// relative to the module root.
+	cachedBinary = ".cache/influxdb/bin/influxd"
+	installer    = "scripts/influxdb.sh"
+	// startAttempts bounds retries when a picked port is taken before
+	// influxd binds it.
+	startAttempts = 3
+)
+
+// configTemplate is shared with scripts/influxdb.sh.
+//
+//go:embed influxd.conf
+var configTemplate string
+
+var errAddrInUse = errors.New("address already in use")
+
+// Server is one influxd process owned by one test. Its methods are meant for
+// the test's goroutine; Query, Count and Write may also run concurrently.
+type Server struct {
+	bin      string
+	dir      string
+	httpAddr string
+	rpcAddr  string
+	client   *http.Client
+	proc     *process // nil while stopped
+}
+
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once Wait returned; err is set then
+	err  error
+}
+
+// Start runs a fresh InfluxDB with an empty database [Database] and stops it
+// when the test ends. It fails the test if influxd cannot be built or started.
+func Start(tb testing.TB) *Server {
+	tb.Helper()
+	bin, err := binary()
+	if err != nil {
+		tb.Fatalf("influxtest: %v", err)
+	}
+	s := &Server{
+		bin: bin,
+		dir: tb.TempDir(),
+		// No keep-alive: no idle connection goroutines for goleak to
+		// find, and no stale connection after a restart.
+		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
+	}
+	for attempt := 1; ; attempt++ {
+		if s.httpAddr, s.rpcAddr, err = freeAddrs(); err != nil {
+			tb.Fatalf("influxtest: %v", err)
+		}
+		err = s.start()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errAddrInUse) || attempt == startAttempts {
+			tb.Fatalf("influxtest: %v\n%s", err, s.LogTail())
+		}
+	}
+	tb.Cleanup(func() {
+		if err := s.stop(); err != nil {
+			tb.Errorf("influxtest: %v", err)
+		}
+		if tb.Failed() {
+			tb.Logf("influxtest: influxd log:\n%s", s.LogTail())
+		}
+	})
+	s.Exec(tb, "CREATE DATABASE "+Database)
+	return s
+}
+
+// URL is the server's base URL, e.g. http://127.0.0.1:40123.
+func (s *Server) URL() string { return "http://" + s.httpAddr }
+
+// DB is the database Start created.
+func (s *Server) DB() string { return Database }
+
+// Bucket is DB()'s default retention policy as a v2 write API bucket.
+func (s *Server) Bucket() string { return Database + "/autogen" }
+
+// Dir is the server's state directory (config, data, log).
+func (s *Server) Dir() string { return s.dir }
+
+// Stop shuts the server down (SIGTERM, then SIGKILL after 10 s); its port
+// then refuses connections. Stopping a stopped server does nothing.
+func (s *Server) Stop(tb testing.TB) {
+	tb.Helper()
+	if err := s.stop(); err != nil {
+		tb.Fatalf("influxtest: %v", err)
+	}
+}
+
+// Restart stops the server if it runs and starts it again on the same port
+// with the same data.
+func (s *Server) Restart(tb testing.TB) {
+	tb.Helper()
+	s.Stop(tb)
+	if err := s.start(); err != nil {
+		tb.Fatalf("influxtest: restart on %s: %v\n%s", s.httpAddr, err, s.LogTail())
+	}
+}
+
+// LogTail is the end of influxd's log, for failure messages.
+func (s *Server) LogTail() string {
+	b, err := os.ReadFile(s.logPath())
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	const max = 4000
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return string(b)
+}
+
+func (s *Server) logPath() string { return filepath.Join(s.dir, "influxd.log") }
+
+func (s *Server) start() error {
+	conf := strings.NewReplacer(
+		"@DIR@", s.dir,
+		"@HTTP_ADDR@", s.httpAddr,
+		"@RPC_ADDR@", s.rpcAddr,
+		"@FLUX@", "false",
+	).Replace(configTemplate)
+	confPath := filepath.Join(s.dir, "influxd.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close() // the child holds its own descriptor
+	logStart, err := logf.Seek(0, io.SeekEnd)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(s.bin, "run", "-config", confPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", s.bin, err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	s.proc = p
+
+	const listening = `msg="Listening on HTTP"`
+	deadline := time.Now().Add(startTimeout)
+	for {
+		select {
+		case <-p.done:
+			s.proc = nil
+			if log := s.logSince(logStart); strings.Contains(log, errAddrInUse.Error()) {
+				return fmt.Errorf("influxd on %s, %s: %w", s.httpAddr, s.rpcAddr, errAddrInUse)
+			}
+			return fmt.Errorf("influxd exited during start-up: %v", p.err)
+		default:
+		}
+		// Our process must say it listens on our port: a stranger who
+		// took the port could answer /ping too.
+		log := s.logSince(logStart)
+		if strings.Contains(log, listening) && strings.Contains(log, "addr="+s.httpAddr+" ") && s.ping() == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			err := fmt.Errorf("influxd did not answer /ping on %s within %v", s.httpAddr, startTimeout)
+			return errors.Join(err, s.stop())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *Server) logSince(offset int64) string {
+	b, _ := os.ReadFile(s.logPath())
+	if int64(len(b)) < offset {
+		return ""
+	}
+	return string(b[offset:])
+}
+
+func (s *Server) stop() error {
+	p := s.proc
+	if p == nil {
+		return nil
+	}
+	s.proc = nil
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("stop influxd: %w", err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(stopTimeout):
+	}
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill influxd: %w", err)
+	}
+	<-p.done
+	return fmt.Errorf("influxd ignored SIGTERM for %v and was killed", stopTimeout)
+}
+
+func (s *Server) ping() error {
+	resp, err := s.client.Get(s.URL() + "/ping")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("/ping: %s", resp.Status)
+	}
+	return nil
+}
+
+// Write stores line protocol (nanosecond timestamps) through the v1 API,
+// for preparing data a test reads back.
+func (s *Server) Write(tb testing.TB, lines string) {
+	tb.Helper()
+	u := s.URL() + "/write?" + url.Values{"db": {Database}, "precision": {"ns"}}.Encode()
+	resp, err := s.client.Post(u, "text/plain", strings.NewReader(lines))
+	if err != nil {
+		tb.Fatalf("influxtest: write: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		body, _ := io.ReadAll(resp.Body)
+		tb.Fatalf("influxtest: write: %s: %s", resp.Status, body)
+	}
+}
+
+// Series is one series of an InfluxQL result. Values keep numbers as
+// json.Number, so floats read back exactly; time is integer nanoseconds.
+type Series struct {
+	Name    string            `json:"name"`
+	Tags    map[string]string `json:"tags"`
+	Columns []string          `json:"columns"`
+	Values  [][]any           `json:"values"`
+}
+
+// Rows returns one map per row from column to value, leaving out nulls (a
+// field a point does not have).
+func (s Series) Rows() []Row {
+	rows := make([]Row, 0, len(s.Values))
+	for _, vals := range s.Values {
+		r := make(Row, len(vals))
+		for i, v := range vals {
+			if v != nil && i < len(s.Columns) {
+				r[s.Columns[i]] = v
+			}
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+// Query runs InfluxQL against DB() and returns its series. Statement errors
+// fail the test.
+func (s *Server) Query(tb testing.TB, influxql string) []Series {
+	tb.Helper()
+	series, err := s.query(influxql)
+	if err != nil {
+		tb.Fatalf("influxtest: %v", err)
+	}
+	return series
+}
+
+// Exec runs a statement that returns no rows (CREATE, DROP, ...).
+func (s *Server) Exec(tb testing.TB, influxql string) {
+	tb.Helper()
+	s.Query(tb, influxql)
+}
+
+// Rows runs a query and returns the rows of all its series.
+func (s *Server) Rows(tb testing.TB, influxql string) []Row {
+	tb.Helper()
+	var rows []Row
+	for _, sr := range s.Query(tb, influxql) {
+		rows = append(rows, sr.Rows()...)
+	}
+	return rows
+}
+
+// Count is the number of points of measurement that match where (an
+// InfluxQL condition; empty for all).
+func (s *Server) Count(tb testing.TB, measurement, where string) int {
+	tb.Helper()
+	return len(s.Rows(tb, selectAll(measurement, where)))
+}
+
+// WaitCount polls Count until it equals want, failing the test after
+// timeout or as soon as there are more.
+func (s *Server) WaitCount(tb testing.TB, measurement, where string, want int, timeout time.Duration) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := s.Count(tb, measurement, where)
+		switch {
+		case got == want:
+			return
+		case got > want:
+			tb.Fatalf("influxtest: %d points of %s, want %d", got, measurement, want)
+		case time.Now().After(deadline):
+			tb.Fatalf("influxtest: %d points of %s after %v, want %d", got, measurement, timeout, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func selectAll(measurement, where string) string {
+	q := "SELECT * FROM " + QuoteIdent(measurement)
+	if where != "" {
+		q += " WHERE " + where
+	}
+	return q
+}
+
+// QuoteIdent quotes an InfluxQL identifier (measurement, tag or field key).
+func QuoteIdent(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+// QuoteString quotes an InfluxQL string literal (a tag value in WHERE).
+func QuoteString(s string) string {
+	return `'` + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + `'`
+}
+
+func (s *Server) query(influxql string) ([]Series, error) {
+	form := url.Values{"db": {Database}, "q": {influxql}, "epoch": {"ns"}}
+	resp, err := s.client.PostForm(s.URL()+"/query", form)
+	if err != nil {
+		return nil, fmt.Errorf("query %q: %w", influxql, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("query %q: %w", influxql, err)
+	}
+	var out struct {
+		Error   string `json:"error"`
+		Results []struct {
+			Error  string   `json:"error"`
+			Series []Series `json:"series"`
+		} `json:"results"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&out); err != nil {
+		return nil, fmt.Errorf("query %q: %s: %w: %.200s", influxql, resp.Status, err, body)
+	}
+	if out.Error != "" {
+		return nil, fmt.Errorf("query %q: %s: %s", influxql, resp.Status, out.Error)
+	}
+	var series []Series
+	for _, r := range out.Results {
+		if r.Error != "" {
+			return nil, fmt.Errorf("query %q: %s", influxql, r.Error)
+		}
+		series = append(series, r.Series...)
+	}
+	return series, nil
+}
+
+// freeAddrs picks two loopback addresses nobody listens on. influxd binds
+// them a moment later; Start retries if someone was faster.
+func freeAddrs() (httpAddr, rpcAddr string, err error) {
+	var addrs [2]string
+	for i := range addrs {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", "", fmt.Errorf("pick a free port: %w", err)
+		}
+		defer l.Close()
+		addrs[i] = l.Addr().String()
+	}
+	return addrs[0], addrs[1], nil
+}
+
+// binary finds influxd: $DEADLABOUR_INFLUXD, else the cached build under the
+// module root, building it first if it is missing.
+func binary() (string, error) {
+	if p := os.Getenv(EnvBinary); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("%s=%s: %w", EnvBinary, p, err)
+		}
+		return p, nil
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(root, cachedBinary)
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	cmd := exec.Command("bash", filepath.Join(root, installer), "install")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("%s install (run `make influxdb` to see it build): %w\n%s", installer, err, out)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("%s install left no binary: %w", installer, err)
+	}
+	return bin, nil
+}
+
+// moduleRoot is the nearest directory above the working directory (a test's
+// package directory) that holds go.mod.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory; set " + EnvBinary)
+		}
+		dir = parent
+	}
+}

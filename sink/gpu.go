@@ -1,0 +1,236 @@
+package sink
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/deadlabour/deadlabour/estimator"
+)
+
+// GPUWindow is the telemetry of one GPU over one report window
+// [Start, End). A float that is NaN was not read in the window (no sample
+// had it) and is left out of the point.
+type GPUWindow struct {
+	Device     string
+	Name       string
+	Start, End time.Time
+	// Samples is how many DeviceSamples were folded in.
+	Samples int
+
+	PowerMeanW float64 // mean of the readable power samples
+	PowerMaxW  float64
+	// EnergyJ is the measured energy of the meter intervals the caller
+	// added, split pro rata where an interval crosses a window boundary.
+	EnergyJ float64
+
+	UtilGPUPct float64 // means of the readable samples
+	UtilMemPct float64
+
+	// Last readings of the window. MemTotalBytes 0 means memory was not
+	// read; both memory fields are then left out.
+	MemUsedBytes  uint64
+	MemTotalBytes uint64
+	TempC         float64
+	SMClockMHz    float64
+	PowerLimitW   float64
+
+	// ThrottleReasons is the OR of the samples' clocks-event masks: every
+	// reason seen at some poll of the window.
+	ThrottleReasons uint64
+}
+
+// GPUAggregator folds per-poll DeviceSamples and meter intervals into one
+// GPUWindow per device per report interval. Windows are aligned to the Unix
+// epoch (as InfluxQL's GROUP BY time() buckets are). It is a plain value for
+// one goroutine (the poller): add a tick's samples and intervals, then Flush.
+type GPUAggregator struct {
+	interval time.Duration
+	open     map[windowKey]*gpuAcc
+	// flushed is the end of the last flushed window: later input for a
+	// window before it is dropped.
+	flushed time.Time
+	dropped int
+}
+
+type windowKey struct {
+	device string
+	start  int64 // Unix ns
+}
+
+type gpuAcc struct {
+	w          GPUWindow
+	last       time.Time // time of the latest sample folded in
+	powerSum   float64
+	powerN     int
+	utilGPUSum float64
+	utilGPUN   int
+	utilMemSum float64
+	utilMemN   int
+}
+
+// NewGPUAggregator aggregates over windows of the given length (the
+// configured report interval, e.g. 10 s).
+func NewGPUAggregator(interval time.Duration) (*GPUAggregator, error) {
+	if interval <= 0 {
+		return nil, fmt.Errorf("sink: GPU report interval %v: must be positive", interval)
+	}
+	return &GPUAggregator{interval: interval, open: make(map[windowKey]*gpuAcc)}, nil
+}
+
+// windowStart is the start of the window holding t, in Unix ns.
+func (a *GPUAggregator) windowStart(t time.Time) int64 {
+	ns, iv := t.UnixNano(), int64(a.interval)
+	start := ns - ns%iv
+	if ns%iv < 0 {
+		start -= iv
+	}
+	return start
+}
+
+func (a *GPUAggregator) acc(device string, start int64) *gpuAcc {
+	k := windowKey{device, start}
+	if acc, ok := a.open[k]; ok {
+		return acc
+	}
+	nan := math.NaN()
+	acc := &gpuAcc{w: GPUWindow{
+		Device: device,
+		Start:  time.Unix(0, start),
+		End:    time.Unix(0, start).Add(a.interval),
+		// Not read until something is folded in.
+		PowerMeanW: nan, PowerMaxW: nan, EnergyJ: nan, UtilGPUPct: nan, UtilMemPct: nan,
+		TempC: nan, SMClockMHz: nan, PowerLimitW: nan,
+	}}
+	a.open[k] = acc
+	return acc
+}
+
+func (a *GPUAggregator) isLate(start int64) bool {
+	return !a.flushed.IsZero() && start < a.flushed.UnixNano()
+}
+
+// AddSample folds one poll's reading of one device into its window.
+// Non-finite readings (NaN power: not readable) are skipped one by one; a
+// sample for a window already flushed, or without a time, is dropped.
+func (a *GPUAggregator) AddSample(s estimator.DeviceSample) {
+	start := a.windowStart(s.Time)
+	if s.Time.IsZero() || a.isLate(start) {
+		a.dropped++
+		return
+	}
+	acc := a.acc(s.Device, start)
+	acc.w.Samples++
+	if s.Name != "" {
+		acc.w.Name = s.Name
+	}
+	if finite(s.PowerW) {
+		acc.powerSum += s.PowerW
+		acc.powerN++
+		if acc.powerN == 1 || s.PowerW > acc.w.PowerMaxW {
+			acc.w.PowerMaxW = s.PowerW
+		}
+	}
+	if finite(s.UtilGPU) {
+		acc.utilGPUSum += s.UtilGPU
+		acc.utilGPUN++
+	}
+	if finite(s.UtilMem) {
+		acc.utilMemSum += s.UtilMem
+		acc.utilMemN++
+	}
+	acc.w.ThrottleReasons |= s.Throttle
+	if s.Time.Before(acc.last) {
+		return // an older reading does not replace the last ones
+	}
+	acc.last = s.Time
+	if s.MemTotalBytes > 0 {
+		acc.w.MemUsedBytes, acc.w.MemTotalBytes = s.MemUsedBytes, s.MemTotalBytes
+	}
+	setFinite(&acc.w.TempC, s.TempC)
+	setFinite(&acc.w.SMClockMHz, s.SMClockMHz)
+	setFinite(&acc.w.PowerLimitW, s.PowerLimitW)
+}
+
+// AddEnergy adds a meter interval's joules to the windows it overlaps, in
+// proportion to the overlap. An interval that is empty, non-finite or for
+// windows already flushed is dropped (the part that is late, if only part).
+func (a *GPUAggregator) AddEnergy(iv estimator.Interval) {
+	if !iv.End.After(iv.Start) || !finite(iv.Joules) || iv.Start.IsZero() {
+		a.dropped++
+		return
+	}
+	total := iv.End.Sub(iv.Start)
+	assigned := 0.0
+	for start := a.windowStart(iv.Start); start < iv.End.UnixNano(); start += int64(a.interval) {
+		ws := time.Unix(0, start)
+		we := ws.Add(a.interval)
+		last := !iv.End.After(we)
+		var j float64
+		if last {
+			// The remainder, so the parts add up to the interval exactly.
+			j = iv.Joules - assigned
+		} else {
+			from := ws
+			if iv.Start.After(from) {
+				from = iv.Start
+			}
+			j = iv.Joules * float64(we.Sub(from)) / float64(total)
+		}
+		assigned += j
+		if a.isLate(start) {
+			a.dropped++
+			continue
+		}
+		acc := a.acc(iv.Device, start)
+		if math.IsNaN(acc.w.EnergyJ) {
+			acc.w.EnergyJ = 0
+		}
+		acc.w.EnergyJ += j
+	}
+}
+
+// Flush returns the windows that ended at or before now, ordered by start
+// and device, and forgets them. Input for them that arrives later is
+// dropped, so call it after adding a tick's samples and intervals.
+func (a *GPUAggregator) Flush(now time.Time) []GPUWindow {
+	var out []GPUWindow
+	for k, acc := range a.open {
+		if acc.w.End.After(now) {
+			continue
+		}
+		w := acc.w
+		if acc.powerN > 0 {
+			w.PowerMeanW = acc.powerSum / float64(acc.powerN)
+		}
+		if acc.utilGPUN > 0 {
+			w.UtilGPUPct = acc.utilGPUSum / float64(acc.utilGPUN)
+		}
+		if acc.utilMemN > 0 {
+			w.UtilMemPct = acc.utilMemSum / float64(acc.utilMemN)
+		}
+		out = append(out, w)
+		delete(a.open, k)
+		if w.End.After(a.flushed) {
+			a.flushed = w.End
+		}
+	}
+	slices.SortFunc(out, func(x, y GPUWindow) int {
+		return cmp.Or(x.Start.Compare(y.Start), cmp.Compare(x.Device, y.Device))
+	})
+	return out
+}
+
+// Dropped counts inputs (samples, interval parts) refused so far: late for a
+// flushed window, without a time, or empty.
+func (a *GPUAggregator) Dropped() int { return a.dropped }
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+func setFinite(dst *float64, v float64) {
+	if finite(v) {
+		*dst = v
+	}
+}

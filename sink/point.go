@@ -1,0 +1,260 @@
+// Package sink stores what deadlabour measures: it turns records, idle
+// shares and telemetry into InfluxDB points (schema.go), encodes them as line
+// protocol (this file) and delivers them in batches without ever blocking the
+// daemon (writer.go).
+package sink
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Point is one InfluxDB point.
+type Point struct {
+	Measurement string
+	// Tags are encoded sorted by key whatever their order here; a tag with
+	// an empty value is left out (line protocol has no empty tag value).
+	Tags []Tag
+	// Fields are encoded in this order. At least one is needed.
+	Fields []Field
+	// Time is encoded in nanoseconds; it must be set.
+	Time time.Time
+}
+
+// Tag is one tag of a point.
+type Tag struct {
+	Key, Value string
+}
+
+// Field is one field of a point. Value must be a float64 (finite), int64,
+// string or bool; anything else is an encoding error.
+type Field struct {
+	Key   string
+	Value any
+}
+
+var (
+	// ErrNonFinite marks a NaN or infinite float field: InfluxDB cannot
+	// store it, and influxdb-client-go wedges on it (#384).
+	ErrNonFinite = errors.New("non-finite float")
+	// ErrInvalid marks any other point line protocol cannot carry.
+	ErrInvalid = errors.New("invalid point")
+)
+
+// Limits of InfluxDB 1.8.
+const (
+	maxKeyBytes    = 65535 // measurement plus tags (models.MaxKeyLength)
+	maxStringBytes = 65535 // string field value
+	// Line protocol times are int64 nanoseconds; InfluxDB reserves the
+	// two lowest values and the highest.
+	minNanos = math.MinInt64 + 2
+	maxNanos = math.MaxInt64 - 1
+)
+
+// Line encodes p as one line of line protocol, without a newline.
+func Line(p Point) (string, error) {
+	b, err := AppendLine(nil, p)
+	return string(b), err
+}
+
+// AppendLine appends p as one line of line protocol, without a newline, to
+// dst. On error dst is returned unchanged and the error, which wraps
+// ErrNonFinite or ErrInvalid, names the measurement and the offending tag or
+// field.
+//
+// Escaping is what InfluxDB 1.8 and github.com/influxdata/line-protocol
+// read alike: a backslash before ',' and ' ' in the measurement, before ',',
+// '=' and ' ' in tag keys, tag values and field keys, and before '"' and '\'
+// in string fields. What either cannot carry is refused: control characters
+// (tab allowed in string fields), invalid UTF-8, a name ending in a
+// backslash or with a backslash before a character it escapes, a
+// measurement starting with '#', the key "time".
+func AppendLine(dst []byte, p Point) ([]byte, error) {
+	b, err := appendLine(dst, &p)
+	if err != nil {
+		return dst, err
+	}
+	return b, nil
+}
+
+func appendLine(b []byte, p *Point) ([]byte, error) {
+	start := len(b)
+	if err := checkName(p.Measurement, measurementSpecial); err != nil {
+		return nil, p.invalid("measurement", p.Measurement, err.Error())
+	}
+	if p.Measurement[0] == '#' {
+		return nil, p.invalid("measurement", p.Measurement, "starts with '#', which makes the line a comment")
+	}
+	b = appendEscaped(b, p.Measurement, measurementSpecial)
+
+	tags := p.Tags
+	if !slices.IsSortedFunc(tags, compareTags) {
+		tags = slices.SortedFunc(slices.Values(tags), compareTags)
+	}
+	for i, t := range tags {
+		if err := checkKey(t.Key); err != nil {
+			return nil, p.invalid("tag key", t.Key, err.Error())
+		}
+		if i > 0 && tags[i-1].Key == t.Key {
+			return nil, p.invalid("tag", t.Key, "appears twice")
+		}
+		if t.Value == "" {
+			continue
+		}
+		if err := checkName(t.Value, keyNoBackslash); err != nil {
+			return nil, p.invalid("tag "+strconv.Quote(t.Key)+" value", t.Value, err.Error())
+		}
+		b = append(b, ',')
+		b = appendEscaped(b, t.Key, keySpecial)
+		b = append(b, '=')
+		b = appendEscaped(b, t.Value, keySpecial)
+	}
+	if n := len(b) - start; n > maxKeyBytes {
+		return nil, p.invalid("series key", p.Measurement, fmt.Sprintf("is %d bytes, more than InfluxDB's %d", n, maxKeyBytes))
+	}
+
+	if len(p.Fields) == 0 {
+		return nil, p.invalid("fields", "", "none: a point needs at least one")
+	}
+	for i, f := range p.Fields {
+		if err := checkKey(f.Key); err != nil {
+			return nil, p.invalid("field key", f.Key, err.Error())
+		}
+		for _, g := range p.Fields[:i] {
+			if g.Key == f.Key {
+				return nil, p.invalid("field", f.Key, "appears twice")
+			}
+		}
+		if i == 0 {
+			b = append(b, ' ')
+		} else {
+			b = append(b, ',')
+		}
+		b = appendEscaped(b, f.Key, keySpecial)
+		b = append(b, '=')
+		var err error
+		if b, err = appendValue(b, f.Value); err != nil {
+			if errors.Is(err, ErrNonFinite) {
+				return nil, fmt.Errorf("sink: point %q: field %q: %w: %v", p.Measurement, f.Key, ErrNonFinite, f.Value)
+			}
+			return nil, p.invalid("field", f.Key, err.Error())
+		}
+	}
+
+	if p.Time.IsZero() {
+		return nil, p.invalid("time", "", "not set")
+	}
+	if p.Time.Before(time.Unix(0, minNanos)) || p.Time.After(time.Unix(0, maxNanos)) {
+		return nil, p.invalid("time", p.Time.String(), "outside InfluxDB's range (years 1677 to 2262)")
+	}
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, p.Time.UnixNano(), 10)
+	return b, nil
+}
+
+func (p *Point) invalid(what, name, reason string) error {
+	return fmt.Errorf("sink: point %q: %s %q: %w: %s", p.Measurement, what, name, ErrInvalid, reason)
+}
+
+func compareTags(a, b Tag) int { return strings.Compare(a.Key, b.Key) }
+
+func appendValue(b []byte, v any) ([]byte, error) {
+	switch v := v.(type) {
+	case float64:
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, ErrNonFinite
+		}
+		// Shortest form that reads back to the same bits; InfluxDB and the
+		// line-protocol parser both accept exponents.
+		return strconv.AppendFloat(b, v, 'g', -1, 64), nil
+	case int64:
+		return append(strconv.AppendInt(b, v, 10), 'i'), nil
+	case bool:
+		return strconv.AppendBool(b, v), nil
+	case string:
+		if err := checkString(v); err != nil {
+			return nil, err
+		}
+		b = append(b, '"')
+		b = appendEscaped(b, v, stringSpecial)
+		return append(b, '"'), nil
+	default:
+		return nil, fmt.Errorf("value %v has type %T, want float64, int64, string or bool", v, v)
+	}
+}
+
+// appendEscaped appends s with a backslash before every byte in special.
+func appendEscaped(b []byte, s, special string) []byte {
+	for i := 0; i < len(s); i++ {
+		if strings.IndexByte(special, s[i]) >= 0 {
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return b
+}
+
+// Characters escaped with a backslash in each part of a line.
+const (
+	measurementSpecial = ", "
+	keySpecial         = ",= " // tag keys, tag values, field keys
+	stringSpecial      = `"\`
+	// InfluxDB also unescapes \" in keys, the line-protocol parser only
+	// sometimes: '"' goes unescaped, and no backslash may precede it.
+	keyNoBackslash = keySpecial + `"`
+)
+
+// checkName checks a measurement, tag key, tag value or field key. special
+// are the characters a backslash may not precede.
+func checkName(s, special string) error {
+	switch {
+	case s == "":
+		return errors.New("is empty")
+	case !utf8.ValidString(s):
+		return errors.New("is not valid UTF-8")
+	case strings.IndexFunc(s, isControl) >= 0:
+		return errors.New("contains a control character")
+	case s[len(s)-1] == '\\':
+		// It would escape the separator after it.
+		return errors.New("ends in a backslash")
+	}
+	// A backslash before an escaped character reads as an escaped
+	// backslash to InfluxDB but as an escape of its own to the
+	// line-protocol parser (in measurements and field keys).
+	for i := 0; i < len(s)-1; i++ {
+		if s[i] == '\\' && strings.IndexByte(special, s[i+1]) >= 0 {
+			return fmt.Errorf("has a backslash before %q", s[i+1])
+		}
+	}
+	return nil
+}
+
+// checkKey checks a tag or field key.
+func checkKey(s string) error {
+	if s == "time" {
+		return errors.New(`is "time", which InfluxDB refuses`)
+	}
+	return checkName(s, keyNoBackslash)
+}
+
+func checkString(s string) error {
+	switch {
+	case len(s) > maxStringBytes:
+		return fmt.Errorf("string of %d bytes is longer than InfluxDB's %d", len(s), maxStringBytes)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("string %q is not valid UTF-8", s)
+	case strings.IndexFunc(s, func(r rune) bool { return r != '\t' && isControl(r) }) >= 0:
+		// A raw newline inside quotes is legal but lets InfluxDB 1.8's
+		// line splitter guess wrong after some escapes; refuse them all.
+		return fmt.Errorf("string %q contains a control character", s)
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }

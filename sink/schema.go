@@ -1,0 +1,161 @@
+package sink
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/deadlabour/deadlabour/estimator"
+)
+
+// Measurement names. They, their tags and their fields are a public
+// interface (docs/schema.md): change them only with a migration note.
+const (
+	MeasurementRequest = "deadlabour_request"
+	MeasurementIdle    = "deadlabour_idle"
+	MeasurementGPU     = "deadlabour_gpu"
+)
+
+// unknownTokens is how estimator.Span marks a token count nobody reported.
+const unknownTokens = -1
+
+// RequestPoint is the deadlabour_request point of one record, stamped with
+// r.Time. Unknown token counts (-1) are left out rather than written as 0,
+// and so is ttft_s when no token was seen. Other negative token counts are
+// an error naming the field.
+func RequestPoint(r estimator.Record) (Point, error) {
+	p := Point{
+		Measurement: MeasurementRequest,
+		Tags: []Tag{
+			{"host", r.Node},
+			{"model", r.Model},
+			{"status", r.Status},
+			{"tenant", r.Tenant},
+			{"upstream", r.Upstream},
+		},
+		Fields: make([]Field, 0, 32),
+		Time:   r.Time,
+	}
+	p.Fields = append(p.Fields, Field{"request_id", r.ID})
+	for _, tc := range []struct {
+		key string
+		n   int64
+	}{
+		{"prompt_tokens", r.PromptTokens},
+		{"completion_tokens", r.CompletionTokens},
+		{"cached_tokens", r.CachedTokens},
+		{"reasoning_tokens", r.ReasoningTokens},
+	} {
+		switch {
+		case tc.n == unknownTokens:
+		case tc.n < 0:
+			return Point{}, fmt.Errorf("sink: record %q: %s = %d: %w: negative (-1 means unknown)", r.ID, tc.key, tc.n, ErrInvalid)
+		default:
+			p.Fields = append(p.Fields, Field{tc.key, tc.n})
+		}
+	}
+	p.Fields = append(p.Fields,
+		Field{"usage_source", r.UsageSource},
+		Field{"duration_s", r.End.Sub(r.Start).Seconds()},
+	)
+	if !r.FirstToken.IsZero() {
+		p.Fields = append(p.Fields, Field{"ttft_s", r.FirstToken.Sub(r.Start).Seconds()})
+	}
+	p.Fields = append(p.Fields,
+		Field{"gpu_energy_j", r.GPUEnergyJ},
+		Field{"host_energy_j", r.HostEnergyJ},
+		Field{"static_energy_j", r.StaticEnergyJ},
+		Field{"it_energy_j", r.ITEnergyJ},
+		Field{"facility_energy_j", r.FacilityEnergyJ},
+		Field{"co2e_g", r.CO2eG},
+		Field{"embodied_co2e_g", r.EmbodiedCO2eG},
+		Field{"water_l", r.WaterL},
+		Field{"energy_cost", r.EnergyCost},
+		Field{"depreciation_cost", r.DepreciationCost},
+		Field{"training_cost", r.TrainingCost},
+		Field{"dead_labour_cost", r.DeadLabourCost},
+		Field{"gpu_meter", string(r.GPUMeter)},
+		Field{"host_meter", string(r.HostMeter)},
+		Field{"gpus", strings.Join(r.Devices, ",")},
+		Field{"served", r.Served},
+		Field{"simulated", r.Simulated},
+		Field{"history_truncated", r.HistoryTruncated},
+		Field{"method_version", r.MethodVersion},
+		Field{"params_hash", r.ParamsHash},
+	)
+	return p, nil
+}
+
+// IdlePoint is the deadlabour_idle point of one idle share of a device on
+// node, stamped with the share's end.
+func IdlePoint(node string, simulated bool, s estimator.IdleShare) Point {
+	return Point{
+		Measurement: MeasurementIdle,
+		Tags:        []Tag{{"device", s.Device}, {"host", node}},
+		Fields: []Field{
+			{"energy_j", s.Joules},
+			{"depreciation_cost", s.DepreciationCost},
+			{"embodied_co2e_g", s.EmbodiedCO2eG},
+			{"meter", string(s.Method)},
+			{"simulated", simulated},
+		},
+		Time: s.End,
+	}
+}
+
+// GPUPoint is the deadlabour_gpu telemetry point of one window of one GPU on
+// node, stamped with the window's start. Readings the window does not have
+// (NaN, or no memory total) are left out.
+func GPUPoint(node string, simulated bool, w GPUWindow) Point {
+	p := Point{
+		Measurement: MeasurementGPU,
+		Tags:        []Tag{{"gpu", w.Device}, {"gpu_name", w.Name}, {"host", node}},
+		Fields:      make([]Field, 0, 13),
+		Time:        w.Start,
+	}
+	for _, f := range []Field{
+		{"power_mean_w", w.PowerMeanW},
+		{"power_max_w", w.PowerMaxW},
+		{"energy_j", w.EnergyJ},
+		{"util_gpu_pct", w.UtilGPUPct},
+		{"util_mem_pct", w.UtilMemPct},
+	} {
+		p.Fields = appendFinite(p.Fields, f)
+	}
+	if w.MemTotalBytes > 0 {
+		p.Fields = append(p.Fields,
+			Field{"mem_used_bytes", clampInt64(w.MemUsedBytes)},
+			Field{"mem_total_bytes", clampInt64(w.MemTotalBytes)},
+		)
+	}
+	for _, f := range []Field{
+		{"temp_c", w.TempC},
+		{"sm_clock_mhz", w.SMClockMHz},
+		{"power_limit_w", w.PowerLimitW},
+	} {
+		p.Fields = appendFinite(p.Fields, f)
+	}
+	p.Fields = append(p.Fields,
+		// A bit mask: the bits, not the number, matter.
+		Field{"throttle_reasons", int64(w.ThrottleReasons)},
+		Field{"samples", int64(w.Samples)},
+		Field{"simulated", simulated},
+	)
+	return p
+}
+
+// appendFinite appends f unless its float value is NaN or infinite, which
+// in a GPUWindow means "not read".
+func appendFinite(fields []Field, f Field) []Field {
+	if v := f.Value.(float64); math.IsNaN(v) || math.IsInf(v, 0) {
+		return fields
+	}
+	return append(fields, f)
+}
+
+func clampInt64(v uint64) int64 {
+	if v > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(v)
+}

@@ -1,0 +1,164 @@
+package sink
+
+import (
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deadlabour/deadlabour/estimator"
+)
+
+// testRecord is a fully populated record with values that do not survive
+// careless float formatting.
+func testRecord() estimator.Record {
+	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tenth := 0.1 // a variable: constants would add exactly
+	return estimator.Record{
+		Span: estimator.Span{
+			ID:               "req-7f3a",
+			Upstream:         "vllm-llama70b",
+			Model:            "meta-llama/Llama-3.1-70B-Instruct",
+			Tenant:           "t9c1e",
+			Start:            start,
+			FirstToken:       start.Add(180 * time.Millisecond),
+			End:              start.Add(2500 * time.Millisecond),
+			Status:           "200",
+			PromptTokens:     812,
+			CompletionTokens: 345,
+			CachedTokens:     512,
+			ReasoningTokens:  0,
+			UsageSource:      estimator.UsageReported,
+			Devices:          []string{"0", "1", "2", "3"},
+			Served:           true,
+		},
+		Node:             "gpu-node-01",
+		Time:             start.Add(2500*time.Millisecond + 1),
+		GPUEnergyJ:       1234.5678901234567,
+		HostEnergyJ:      tenth + 0.2,
+		StaticEnergyJ:    1e-9,
+		ITEnergyJ:        1234.8678901244566,
+		FacilityEnergyJ:  1481.842468149348,
+		CO2eG:            194.68,
+		EmbodiedCO2eG:    math.SmallestNonzeroFloat64,
+		WaterL:           1.7e300,
+		EnergyCost:       6.17e-5,
+		DepreciationCost: 5.97e-4,
+		TrainingCost:     2.314e-3,
+		DeadLabourCost:   2.9727e-3,
+		GPUMeter:         estimator.MethodCounter,
+		HostMeter:        estimator.MethodModelled,
+		MethodVersion:    estimator.MethodVersion,
+		ParamsHash:       "9f86d081",
+	}
+}
+
+func TestRequestPoint(t *testing.T) {
+	p, err := RequestPoint(testRecord())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Line(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The schema is a public interface: this line changes only with a
+	// migration note in docs/schema.md.
+	want := `deadlabour_request,host=gpu-node-01,model=meta-llama/Llama-3.1-70B-Instruct,status=200,tenant=t9c1e,upstream=vllm-llama70b ` +
+		`request_id="req-7f3a",prompt_tokens=812i,completion_tokens=345i,cached_tokens=512i,reasoning_tokens=0i,` +
+		`usage_source="reported",duration_s=2.5,ttft_s=0.18,` +
+		`gpu_energy_j=1234.5678901234567,host_energy_j=0.30000000000000004,static_energy_j=1e-09,it_energy_j=1234.8678901244566,facility_energy_j=1481.842468149348,` +
+		`co2e_g=194.68,embodied_co2e_g=5e-324,water_l=1.7e+300,` +
+		`energy_cost=6.17e-05,depreciation_cost=0.000597,training_cost=0.002314,dead_labour_cost=0.0029727,` +
+		`gpu_meter="counter",host_meter="modelled",gpus="0,1,2,3",served=true,simulated=false,history_truncated=false,` +
+		`method_version="1",params_hash="9f86d081" 1772366402500000001`
+	if got != want {
+		t.Errorf("RequestPoint line =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestRequestPointOmitsUnknown(t *testing.T) {
+	r := testRecord()
+	r.PromptTokens, r.CompletionTokens, r.CachedTokens, r.ReasoningTokens = -1, 7, -1, -1
+	r.FirstToken = time.Time{}
+	r.Tenant = ""
+	p, err := RequestPoint(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]bool{}
+	for _, f := range p.Fields {
+		keys[f.Key] = true
+	}
+	for _, k := range []string{"prompt_tokens", "cached_tokens", "reasoning_tokens", "ttft_s"} {
+		if keys[k] {
+			t.Errorf("field %s present, want it left out", k)
+		}
+	}
+	if !keys["completion_tokens"] {
+		t.Errorf("completion_tokens missing, want 7")
+	}
+	line, err := Line(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(line, "tenant=") {
+		t.Errorf("line %q has an empty tenant tag", line)
+	}
+}
+
+func TestRequestPointNegativeTokens(t *testing.T) {
+	r := testRecord()
+	r.CompletionTokens = -2
+	_, err := RequestPoint(r)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "completion_tokens = -2") {
+		t.Errorf("RequestPoint(completion_tokens -2) error = %v, want ErrInvalid naming the field", err)
+	}
+}
+
+func TestIdlePoint(t *testing.T) {
+	end := time.Unix(1_772_366_410, 0)
+	s := estimator.IdleShare{Device: "0/1", Start: end.Add(-10 * time.Second), End: end,
+		Joules: 612.25, DepreciationCost: 0.0024, EmbodiedCO2eG: 0.055, Method: estimator.MethodPowerIntegral}
+	got, err := Line(IdlePoint("gpu-node-01", true, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `deadlabour_idle,device=0/1,host=gpu-node-01 energy_j=612.25,depreciation_cost=0.0024,embodied_co2e_g=0.055,meter="power_integral",simulated=true 1772366410000000000`
+	if got != want {
+		t.Errorf("IdlePoint line =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestGPUPoint(t *testing.T) {
+	start := time.Unix(1_772_366_400, 0)
+	full := GPUWindow{Device: "3", Name: "NVIDIA H100 80GB HBM3", Start: start, End: start.Add(10 * time.Second),
+		Samples: 100, PowerMeanW: 402.5, PowerMaxW: 690, EnergyJ: 4025.5, UtilGPUPct: 87.5, UtilMemPct: 41,
+		MemUsedBytes: 70 << 30, MemTotalBytes: 80 << 30, TempC: 63, SMClockMHz: 1980, PowerLimitW: 700, ThrottleReasons: 0x4 | 0x1}
+	nan := math.NaN()
+	unread := GPUWindow{Device: "3", Start: start, End: start.Add(10 * time.Second), Samples: 2,
+		PowerMeanW: nan, PowerMaxW: nan, EnergyJ: nan, UtilGPUPct: nan, UtilMemPct: nan, TempC: nan, SMClockMHz: nan, PowerLimitW: math.Inf(1)}
+	tests := []struct {
+		name string
+		w    GPUWindow
+		want string
+	}{
+		{"full", full, `deadlabour_gpu,gpu=3,gpu_name=NVIDIA\ H100\ 80GB\ HBM3,host=n1 ` +
+			`power_mean_w=402.5,power_max_w=690,energy_j=4025.5,util_gpu_pct=87.5,util_mem_pct=41,` +
+			`mem_used_bytes=75161927680i,mem_total_bytes=85899345920i,temp_c=63,sm_clock_mhz=1980,power_limit_w=700,` +
+			`throttle_reasons=5i,samples=100i,simulated=false 1772366400000000000`},
+		{"nothing readable", unread, `deadlabour_gpu,gpu=3,host=n1 throttle_reasons=0i,samples=2i,simulated=false 1772366400000000000`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Line(GPUPoint("n1", false, tt.w))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("GPUPoint line =\n%s\nwant\n%s", got, tt.want)
+			}
+		})
+	}
+}
