@@ -162,7 +162,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 			v.add(key+".listen", "every upstream needs a listen address, e.g. 127.0.0.1:8081")
 		} else {
 			v.listenAddr(key+".listen", u.Listen)
-			if listens[u.Listen] {
+			if listens[u.Listen] && !strings.HasSuffix(u.Listen, ":0") {
 				v.add(key+".listen", "%q is used by another upstream", u.Listen)
 			}
 			listens[u.Listen] = true

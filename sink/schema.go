@@ -94,6 +94,7 @@ func IdlePoint(node string, simulated bool, s estimator.IdleShare) Point {
 		Tags:        []Tag{{"device", s.Device}, {"host", node}},
 		Fields: []Field{
 			{"energy_j", s.Joules},
+			{"static_energy_j", s.StaticJoules},
 			{"depreciation_cost", s.DepreciationCost},
 			{"embodied_co2e_g", s.EmbodiedCO2eG},
 			{"meter", string(s.Method)},

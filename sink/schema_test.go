@@ -125,7 +125,7 @@ func TestIdlePoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `deadlabour_idle,device=0/1,host=gpu-node-01 energy_j=612.25,depreciation_cost=0.0024,embodied_co2e_g=0.055,meter="power_integral",simulated=true 1772366410000000000`
+	want := `deadlabour_idle,device=0/1,host=gpu-node-01 energy_j=612.25,static_energy_j=0,depreciation_cost=0.0024,embodied_co2e_g=0.055,meter="power_integral",simulated=true 1772366410000000000`
 	if got != want {
 		t.Errorf("IdlePoint line =\n%s\nwant\n%s", got, want)
 	}

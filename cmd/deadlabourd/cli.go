@@ -105,7 +105,7 @@ func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	c, err := gpu.Open(lib, log)
+	c, err := gpu.Open(lib, log, nowFunc())
 	if err != nil {
 		fmt.Fprintf(stdout, "GPUs: none: %v\n", err)
 	} else {

@@ -80,7 +80,8 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 type daemon struct {
 	cfg       *config.Config
 	log       *slog.Logger
-	gpu       *gpu.Collector // nil without GPUs
+	gpu       *gpu.Collector  // nil without GPUs
+	sim       *gpu.Simulation // non-nil with --simulate
 	queue     *spanQueue
 	engine    *engine
 	writer    *sink.Writer
@@ -117,7 +118,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 		if err != nil {
 			return nil, err
 		}
-		d.gpu, err = gpu.Open(lib, log)
+		d.sim, _ = lib.(*gpu.Simulation)
+		d.gpu, err = gpu.Open(lib, log, nowFunc())
 		switch {
 		case errors.Is(err, gpu.ErrNoDriver):
 			log.Warn("no NVIDIA driver: running without GPUs (host energy only)", "reason", err)

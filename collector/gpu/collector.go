@@ -52,9 +52,11 @@ type deviceState struct {
 	lastPower float64 // W, NaN when unknown
 }
 
-// Open initialises NVML and enumerates the GPUs. On failure it returns an
-// error wrapping ErrNoDriver and the nvml.Return, and NVML is left alone.
-func Open(lib nvml.Interface, log *slog.Logger) (*Collector, error) {
+// Open initialises NVML and enumerates the GPUs at time now; the energy
+// counters read then are the start of the first interval, so no joule
+// between Open and the first Poll is lost. On failure it returns an error
+// wrapping ErrNoDriver and the nvml.Return, and NVML is left alone.
+func Open(lib nvml.Interface, log *slog.Logger, now time.Time) (*Collector, error) {
 	if ret := lib.Init(); ret != nvml.SUCCESS {
 		return nil, fmt.Errorf("%w: nvml.Init returned %w", ErrNoDriver, ret)
 	}
@@ -79,9 +81,13 @@ func Open(lib nvml.Interface, log *slog.Logger) (*Collector, error) {
 		if mem, ret := h.GetMemoryInfo(); ret == nvml.SUCCESS {
 			info.MemoryBytes = mem.Total
 		}
-		_, ret = h.GetTotalEnergyConsumption()
+		mj, ret := h.GetTotalEnergyConsumption()
 		info.EnergyCounter = ret == nvml.SUCCESS
-		c.devices = append(c.devices, &deviceState{info: info, handle: h, lastPower: math.NaN()})
+		d := &deviceState{info: info, handle: h, lastPower: math.NaN()}
+		if info.EnergyCounter {
+			d.primed, d.lastT, d.lastMJ, d.haveMJ = true, now, mj, true
+		}
+		c.devices = append(c.devices, d)
 	}
 	return c, nil
 }
@@ -106,8 +112,9 @@ func (c *Collector) Close() error {
 	return nil
 }
 
-// Poll reads every GPU once at time now. The first poll only primes the
-// counters; each later poll closes one interval per GPU since the previous.
+// Poll reads every GPU once at time now and closes one interval per GPU
+// since the previous read (the first Poll of a GPU without an energy
+// counter only takes its first power sample).
 func (c *Collector) Poll(now time.Time) ([]estimator.Interval, []estimator.DeviceSample) {
 	intervals := make([]estimator.Interval, 0, len(c.devices))
 	samples := make([]estimator.DeviceSample, 0, len(c.devices))

@@ -24,7 +24,7 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 // The real NVML on a machine without a driver: Open fails with a clear
 // error naming the nvml.Init result, and calls nothing else.
 func TestNoDriver(t *testing.T) {
-	_, err := Open(nvml.New(nvml.WithLibraryPath("/nonexistent/libnvidia-ml.so.1")), discard())
+	_, err := Open(nvml.New(nvml.WithLibraryPath("/nonexistent/libnvidia-ml.so.1")), discard(), time.Time{})
 	if !errors.Is(err, ErrNoDriver) || !errors.Is(err, nvml.ERROR_LIBRARY_NOT_FOUND) {
 		t.Fatalf("err = %v, want ErrNoDriver wrapping ERROR_LIBRARY_NOT_FOUND", err)
 	}
@@ -60,7 +60,7 @@ func TestSimulatedCounterMatchesTrace(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := Open(sim, discard())
+			c, err := Open(sim, discard(), clk.now())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -139,7 +139,7 @@ func TestPowerIntegralFallback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Open(wrapped{sim, noCounter{sim.Device(0)}}, discard())
+	c, err := Open(wrapped{sim, noCounter{sim.Device(0)}}, discard(), clk.now())
 	if err != nil {
 		t.Fatal(err)
 	}

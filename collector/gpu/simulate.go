@@ -125,6 +125,19 @@ type SimDevice struct {
 	joules  float64 // energy counter
 	temp    float64
 	util    float64
+
+	// The first and last counter values read, for tests that check that
+	// every millijoule the counter advanced was attributed.
+	firstMJ, lastMJ uint64
+	reads           int
+}
+
+// CounterReads returns the first and last energy-counter values read (mJ)
+// and how many reads there were.
+func (d *SimDevice) CounterReads() (first, last uint64, reads int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.firstMJ, d.lastMJ, d.reads
 }
 
 // advance integrates the power model up to now. Power is piecewise constant
@@ -154,7 +167,13 @@ func (d *SimDevice) GetTotalEnergyConsumption() (uint64, nvml.Return) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.advance()
-	return uint64(d.joules * 1000), nvml.SUCCESS
+	mj := uint64(d.joules * 1000)
+	if d.reads == 0 {
+		d.firstMJ = mj
+	}
+	d.lastMJ = mj
+	d.reads++
+	return mj, nvml.SUCCESS
 }
 
 // GetPowerUsage implements nvml.Device: milliwatts.

@@ -283,11 +283,14 @@ type Series struct {
 }
 
 // Rows returns one map per row from column to value, leaving out nulls (a
-// field a point does not have).
+// field a point does not have). The series' GROUP BY tags are in every row.
 func (s Series) Rows() []Row {
 	rows := make([]Row, 0, len(s.Values))
 	for _, vals := range s.Values {
-		r := make(Row, len(vals))
+		r := make(Row, len(vals)+len(s.Tags))
+		for k, v := range s.Tags {
+			r[k] = v
+		}
 		for i, v := range vals {
 			if v != nil && i < len(s.Columns) {
 				r[s.Columns[i]] = v
