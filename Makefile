@@ -8,15 +8,17 @@ GO ?= go
 export CGO_ENABLED := 1
 export CGO_CFLAGS := -O2 -g -Wno-deprecated-declarations
 
-.PHONY: build influxdb test fmt-check vet bench clean
+.PHONY: build demo influxdb test fmt-check vet bench clean
 
-# Builds every package, and the daemon binary once cmd/deadlabourd exists.
+# The daemon and the demo driver.
 build:
-	$(GO) build ./...
-	@if [ -d cmd/deadlabourd ]; then \
-		echo "$(GO) build -o bin/deadlabourd ./cmd/deadlabourd"; \
-		$(GO) build -o bin/deadlabourd ./cmd/deadlabourd; \
-	fi
+	$(GO) build -o bin/deadlabourd ./cmd/deadlabourd
+	$(GO) build -o bin/deadlabour-demo ./cmd/deadlabour-demo
+
+# The main job: simulated H100s, fake upstreams, a local InfluxDB, a table
+# of what each model cost. Needs no GPU.
+demo: build
+	scripts/demo.sh
 
 # The real InfluxDB 1.8.3 the tests run against (built once, cached in .cache/).
 influxdb:

@@ -204,7 +204,7 @@ func TestTokensByHand(t *testing.T) {
 	p.Weighting, p.PromptTokenWeight = WeightTokens, 0.5
 	l := mustLedger(t, p)
 	a, b := mkSpan("a", 0, 1, "0"), mkSpan("b", 0, 1, "0")
-	a.PromptTokens, a.CompletionTokens = 100, 50 // 0.5*100+50 = 100 per second
+	a.PromptTokens, a.CompletionTokens = 100, 50  // 0.5*100+50 = 100 per second
 	b.PromptTokens, b.CompletionTokens = 200, 200 // 300 per second
 	l.Begin("a", a.Start, a.Devices)
 	l.Begin("b", b.Start, b.Devices)
