@@ -19,30 +19,13 @@ import (
 	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
+	"github.com/deadlabour/deadlabour/internal/testlog"
 )
-
-// syncBuffer is a log destination safe for the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testDaemon runs a daemon in-process until stop is called.
 type testDaemon struct {
 	*daemon
-	log  *syncBuffer
+	log  *testlog.Buffer
 	stop func() error
 }
 
@@ -52,7 +35,7 @@ func startDaemon(t *testing.T, yaml, simulate string) *testDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithCancel(context.Background())
 	d, err := newDaemon(ctx, cfg, simulate, log)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
+	"github.com/deadlabour/deadlabour/internal/testlog"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -94,24 +95,6 @@ func (r *recorder) nothing(t *testing.T) {
 	}
 }
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // tick is a clock that moves one millisecond at every reading.
 type tick struct{ n atomic.Int64 }
 
@@ -126,7 +109,7 @@ type rig struct {
 	proxy    *Proxy
 	front    *httptest.Server
 	rec      *recorder
-	logs     *syncBuffer
+	logs     *testlog.Buffer
 	client   *http.Client
 }
 
@@ -134,7 +117,7 @@ type rig struct {
 // Devices, TenantSecret, Now and Logger are filled in where empty).
 func newRig(t *testing.T, upstream http.Handler, opts Options) *rig {
 	t.Helper()
-	g := &rig{seen: make(chan http.Header, 100), rec: newRecorder(), logs: &syncBuffer{}}
+	g := &rig{seen: make(chan http.Header, 100), rec: newRecorder(), logs: &testlog.Buffer{}}
 	g.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.seen <- r.Header.Clone()
 		upstream.ServeHTTP(w, r)
