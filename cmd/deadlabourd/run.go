@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -333,36 +332,6 @@ func (d *daemon) closeListeners() {
 	if d.adminLn != nil {
 		d.adminLn.Close()
 	}
-}
-
-func (d *daemon) adminMux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "alive"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !d.ready.Load() {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "starting"})
-			return
-		}
-		st := d.writer.Stats()
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "gpus": d.gpuCount(), "sink_queued": st.Queued,
-			"sink_written": st.Written, "sink_dropped": st.Dropped})
-	})
-	return mux
-}
-
-func (d *daemon) gpuCount() int {
-	if d.gpu == nil {
-		return 0
-	}
-	return len(d.gpu.Devices())
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
 }
 
 // run serves until ctx is done, then shuts down in order: stop taking

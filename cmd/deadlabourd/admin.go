@@ -1,0 +1,38 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// adminMux is the admin listener's router (loopback by default). Each
+// feature registers its routes from its own file.
+func (d *daemon) adminMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "alive"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !d.ready.Load() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "starting"})
+			return
+		}
+		st := d.writer.Stats()
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "gpus": d.gpuCount(), "sink_queued": st.Queued,
+			"sink_written": st.Written, "sink_dropped": st.Dropped})
+	})
+	return mux
+}
+
+func (d *daemon) gpuCount() int {
+	if d.gpu == nil {
+		return 0
+	}
+	return len(d.gpu.Devices())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
