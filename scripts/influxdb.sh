@@ -114,6 +114,7 @@ render_config() {
 	conf=${conf//@HTTP_ADDR@/"$HOST:$http_port"}
 	conf=${conf//@RPC_ADDR@/"$HOST:$rpc_port"}
 	conf=${conf//@FLUX@/true}
+	conf=${conf//@AUTH@/false}
 	printf '%s\n' "$conf" >"$dir/influxd.conf"
 }
 

@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -58,6 +59,7 @@ var errAddrInUse = errors.New("address already in use")
 // Server is one influxd process owned by one test. Its methods are meant for
 // the test's goroutine; Query, Count and Write may also run concurrently.
 type Server struct {
+	opts     Options
 	bin      string
 	dir      string
 	httpAddr string
@@ -72,16 +74,37 @@ type process struct {
 	err  error
 }
 
+// Options change the server Start runs; the zero value is Start's.
+type Options struct {
+	// Auth turns on InfluxDB's auth-enabled. StartWith creates the admin
+	// user [AdminUser] (password [AdminPassword]); the harness's own
+	// queries and writes use it, and a writer needs Token().
+	Auth bool
+}
+
+// The admin user StartWith creates when Options.Auth is set.
+const (
+	AdminUser     = "admin"
+	AdminPassword = "deadlabour-test"
+)
+
 // Start runs a fresh InfluxDB with an empty database [Database] and stops it
 // when the test ends. It fails the test if influxd cannot be built or started.
 func Start(tb testing.TB) *Server {
+	tb.Helper()
+	return StartWith(tb, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(tb testing.TB, opts Options) *Server {
 	tb.Helper()
 	bin, err := binary()
 	if err != nil {
 		tb.Fatalf("influxtest: %v", err)
 	}
 	s := &Server{
-		bin: bin,
+		opts: opts,
+		bin:  bin,
 		dir: tb.TempDir(),
 		// No keep-alive: no idle connection goroutines for goleak to
 		// find, and no stale connection after a restart.
@@ -107,8 +130,31 @@ func Start(tb testing.TB) *Server {
 			tb.Logf("influxtest: influxd log:\n%s", s.LogTail())
 		}
 	})
+	if opts.Auth {
+		// With no user yet, InfluxDB lets anyone create the first admin.
+		if _, err := s.doQuery("", "", "CREATE USER "+AdminUser+" WITH PASSWORD "+QuoteString(AdminPassword)+" WITH ALL PRIVILEGES"); err != nil {
+			tb.Fatalf("influxtest: %v", err)
+		}
+	}
 	s.Exec(tb, "CREATE DATABASE "+Database)
 	return s
+}
+
+// Token is what a v2 write API client sends to this server: "user:password"
+// with Options.Auth, empty without.
+func (s *Server) Token() string {
+	if !s.opts.Auth {
+		return ""
+	}
+	return AdminUser + ":" + AdminPassword
+}
+
+// credentials are the harness's user and password ("" without auth).
+func (s *Server) credentials() (user, password string) {
+	if !s.opts.Auth {
+		return "", ""
+	}
+	return AdminUser, AdminPassword
 }
 
 // URL is the server's base URL, e.g. http://127.0.0.1:40123.
@@ -163,6 +209,7 @@ func (s *Server) start() error {
 		"@HTTP_ADDR@", s.httpAddr,
 		"@RPC_ADDR@", s.rpcAddr,
 		"@FLUX@", "false",
+		"@AUTH@", strconv.FormatBool(s.opts.Auth),
 	).Replace(configTemplate)
 	confPath := filepath.Join(s.dir, "influxd.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
@@ -261,7 +308,12 @@ func (s *Server) ping() error {
 // for preparing data a test reads back.
 func (s *Server) Write(tb testing.TB, lines string) {
 	tb.Helper()
-	u := s.URL() + "/write?" + url.Values{"db": {Database}, "precision": {"ns"}}.Encode()
+	v := url.Values{"db": {Database}, "precision": {"ns"}}
+	if user, pw := s.credentials(); user != "" {
+		v.Set("u", user)
+		v.Set("p", pw)
+	}
+	u := s.URL() + "/write?" + v.Encode()
 	resp, err := s.client.Post(u, "text/plain", strings.NewReader(lines))
 	if err != nil {
 		tb.Fatalf("influxtest: write: %v", err)
@@ -373,8 +425,18 @@ func QuoteString(s string) string {
 }
 
 func (s *Server) query(influxql string) ([]Series, error) {
+	user, password := s.credentials()
+	return s.doQuery(user, password, influxql)
+}
+
+func (s *Server) doQuery(user, password, influxql string) ([]Series, error) {
 	form := url.Values{"db": {Database}, "q": {influxql}, "epoch": {"ns"}}
-	resp, err := s.client.PostForm(s.URL()+"/query", form)
+	endpoint := s.URL() + "/query"
+	if user != "" {
+		// InfluxDB reads credentials from the URL, not the form.
+		endpoint += "?" + url.Values{"u": {user}, "p": {password}}.Encode()
+	}
+	resp, err := s.client.PostForm(endpoint, form)
 	if err != nil {
 		return nil, fmt.Errorf("query %q: %w", influxql, err)
 	}

@@ -109,3 +109,27 @@ func TestQuote(t *testing.T) {
 		}
 	}
 }
+
+// With Auth the server refuses anonymous writes and the harness's own
+// calls still work with the admin user.
+func TestServerAuth(t *testing.T) {
+	s := StartWith(t, Options{Auth: true})
+	if s.Token() != AdminUser+":"+AdminPassword {
+		t.Errorf("Token() = %q", s.Token())
+	}
+	s.Write(t, "m f=1 1000000000000000001\n")
+	if n := s.Count(t, "m", ""); n != 1 {
+		t.Errorf("%d points, want 1", n)
+	}
+	resp, err := http.Post(s.URL()+"/write?db="+Database, "text/plain", strings.NewReader("m f=2 1000000000000000002\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("anonymous write: %s, want 401", resp.Status)
+	}
+	if got := Start(t).Token(); got != "" {
+		t.Errorf("Token() without auth = %q, want empty", got)
+	}
+}
