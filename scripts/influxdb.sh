@@ -115,6 +115,7 @@ render_config() {
 	conf=${conf//@RPC_ADDR@/"$HOST:$rpc_port"}
 	conf=${conf//@FLUX@/true}
 	conf=${conf//@AUTH@/false}
+	conf=${conf//@MAX_BODY@/25000000}
 	printf '%s\n' "$conf" >"$dir/influxd.conf"
 }
 

@@ -12,6 +12,7 @@ package influxtest
 
 import (
 	"bytes"
+	"cmp"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -80,6 +81,9 @@ type Options struct {
 	// user [AdminUser] (password [AdminPassword]); the harness's own
 	// queries and writes use it, and a writer needs Token().
 	Auth bool
+	// MaxBodyBytes is max-body-size: a write whose (decompressed) body is
+	// larger is refused with 413. Zero keeps InfluxDB's 25 000 000.
+	MaxBodyBytes int
 }
 
 // The admin user StartWith creates when Options.Auth is set.
@@ -105,7 +109,7 @@ func StartWith(tb testing.TB, opts Options) *Server {
 	s := &Server{
 		opts: opts,
 		bin:  bin,
-		dir: tb.TempDir(),
+		dir:  tb.TempDir(),
 		// No keep-alive: no idle connection goroutines for goleak to
 		// find, and no stale connection after a restart.
 		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
@@ -210,6 +214,7 @@ func (s *Server) start() error {
 		"@RPC_ADDR@", s.rpcAddr,
 		"@FLUX@", "false",
 		"@AUTH@", strconv.FormatBool(s.opts.Auth),
+		"@MAX_BODY@", strconv.Itoa(cmp.Or(s.opts.MaxBodyBytes, 25_000_000)),
 	).Replace(configTemplate)
 	confPath := filepath.Join(s.dir, "influxd.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
