@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"sync"
@@ -14,12 +13,24 @@ import (
 
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	"github.com/influxdata/influxdb-client-go/v2/api"
-	http2 "github.com/influxdata/influxdb-client-go/v2/api/http"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configure a Writer. Zero durations and sizes take the defaults.
 type Options struct {
-	// URL is InfluxDB's base URL, e.g. http://127.0.0.1:8086.
+	// Dir is the spool directory (required): every point is committed
+	// there before it is sent, and stays until InfluxDB acknowledged it.
+	Dir string
+	// MaxBytes bounds the spool (default 1 GiB). When full, the oldest
+	// telemetry is dropped first, then new telemetry, then new records;
+	// every drop is counted and logged.
+	MaxBytes int64
+	// FsyncInterval is the group commit: points enqueued are written and
+	// fsynced together at most this long after Enqueue (default 200 ms).
+	FsyncInterval time.Duration
+
+	// URL is InfluxDB's base URL, e.g. http://127.0.0.1:8086. Empty: no
+	// InfluxDB, the spool only keeps (what ReadSpool and `report` read).
 	URL string
 	// Bucket is "database/retention-policy" on InfluxDB 1.8, e.g.
 	// "deadlabour/autogen"; a bucket name on 2.x.
@@ -29,73 +40,93 @@ type Options struct {
 	// Token is "user:password" on InfluxDB 1.8 with auth, empty without.
 	// The caller reads it from the environment or a file.
 	Token string
-	// BatchSize is the most points per write request (default 1000).
-	BatchSize int
+	// BatchSize and BatchBytes bound one write request, in points and in
+	// bytes of line protocol before gzip (defaults 1000 and 4 MiB).
+	BatchSize  int
+	BatchBytes int64
 	// FlushInterval is the longest a point waits for its batch to fill
 	// (default 1 s).
 	FlushInterval time.Duration
-	// MaxQueue is how many points wait while InfluxDB is slow or down
-	// (default 100 000); points beyond it are dropped and counted.
-	MaxQueue int
 	// Timeout bounds each write request (default 5 s).
 	Timeout time.Duration
 	// BackoffMin and BackoffMax bound the wait after a failed write: it
-	// doubles from BackoffMin up to BackoffMax (defaults 100 ms and 30 s),
-	// or follows the server's Retry-After up to BackoffMax.
+	// doubles from BackoffMin up to BackoffMax with jitter (defaults 100 ms
+	// and 30 s), or follows the server's Retry-After up to BackoffMax.
+	// A refused token or a missing bucket waits BackoffMax each time.
 	BackoffMin, BackoffMax time.Duration
+	// DeadLetterMaxBytes bounds the dead-letter file (default 64 MiB);
+	// refused lines beyond it are dropped and counted.
+	DeadLetterMaxBytes int64
+	// NoGzip sends write bodies uncompressed (default: gzip). The client
+	// streams gzip bodies without a length, and InfluxDB 1.8 enforces its
+	// max-body-size only on bodies whose length it is told.
+	NoGzip bool
+
+	// Now is the clock stamping enqueue times (default time.Now).
+	Now func() time.Time
 }
 
 // Defaults of Options.
 const (
-	DefaultBatchSize     = 1000
-	DefaultFlushInterval = time.Second
-	DefaultMaxQueue      = 100_000
-	DefaultTimeout       = 5 * time.Second
-	DefaultBackoffMin    = 100 * time.Millisecond
-	DefaultBackoffMax    = 30 * time.Second
+	DefaultMaxBytes           = 1 << 30
+	DefaultFsyncInterval      = 200 * time.Millisecond
+	DefaultBatchSize          = 1000
+	DefaultBatchBytes         = 4 << 20
+	DefaultFlushInterval      = time.Second
+	DefaultTimeout            = 5 * time.Second
+	DefaultBackoffMin         = 100 * time.Millisecond
+	DefaultBackoffMax         = 30 * time.Second
+	DefaultDeadLetterMaxBytes = 64 << 20
+
+	// maxBacklog bounds the points enqueued but not yet committed (the
+	// disk failing or far too slow); beyond it points are dropped.
+	maxBacklog = 64 << 20
 )
 
-var (
-	// ErrQueueFull: Enqueue dropped points because MaxQueue were waiting.
-	ErrQueueFull = errors.New("sink: queue full")
-	// ErrClosed: the Writer was closed.
-	ErrClosed = errors.New("sink: writer closed")
-)
+// ErrClosed: the Writer was closed.
+var ErrClosed = errors.New("sink: writer closed")
 
-// Stats are a Writer's counters since it was made.
-type Stats struct {
-	Queued   int    // points waiting, the batch in flight included
-	Written  uint64 // points InfluxDB acknowledged
-	Dropped  uint64 // points refused because the queue was full or the writer closed
-	Invalid  uint64 // points the encoder refused (Enqueue returned why)
-	Rejected uint64 // points InfluxDB refused for good (400, 413 or 422 on a point alone)
-	Failures uint64 // write requests that failed and were retried
-}
+// ErrSpoolFull: Enqueue dropped points because the spool is full.
+var ErrSpoolFull = errors.New("sink: spool full")
 
-// Writer delivers points to InfluxDB in batches from one sender goroutine
-// (Run). Enqueue never blocks on the network, so the proxy and the pollers
-// never wait for the database; when InfluxDB is down the batch in flight
-// is retried with capped backoff and new points wait in a bounded queue.
+// Writer stores points in the spool and delivers them to InfluxDB in
+// batches. Enqueue never touches the disk or the network: a committer
+// goroutine appends what was enqueued to the spool and fsyncs it every
+// FsyncInterval, and one sender goroutine writes the committed points with
+// WriteAPIBlocking and deletes them once InfluxDB answered 2xx (see
+// deliver.go for each answer). Run runs both; Close commits what is left,
+// flushes under a deadline and leaves the rest on disk for the next start.
 type Writer struct {
-	opts   Options
-	log    *slog.Logger
-	client influxdb2.Client
+	opts  Options
+	log   *slog.Logger
+	spool *spool
+	dead  *deadLetters
+	rec   spoolRecovery
+
+	client influxdb2.Client // nil without InfluxDB
 	httpc  *http.Client
 	api    api.WriteAPIBlocking
 
-	mu      sync.Mutex
-	q       queue
-	closed  bool
-	runDone chan struct{} // non-nil once Run started; closed when it returns
+	mu           sync.Mutex // Enqueue's; never held across I/O
+	pending      []pendingLine
+	pendingBytes int64
+	stamps       *stamper
+	closed       bool
+	runDone      chan struct{} // non-nil once Run started; closed when it returns
+	committing   atomic.Int64  // bytes taken from pending, not yet committed
 
-	quit chan struct{} // closed by Close: Run returns
-	wake chan struct{} // a full batch waits; capacity 1, sends never block
+	quit      chan struct{} // closed by Close: Run returns
+	commitNow chan struct{} // capacity 1: the backlog is large
+	sendNow   chan struct{} // capacity 1: a commit added points
 
-	written, dropped, invalid, rejected, failures atomic.Uint64
+	commitMu sync.Mutex // one commit at a time (the loop, Close)
+
+	m metrics
 }
 
-// NewWriter checks opts and makes a Writer; it does not connect yet. A nil
-// log discards.
+// NewWriter opens the spool in opts.Dir, replaying whatever an earlier run
+// left there, and makes a Writer; it does not connect yet. A nil log
+// discards.
 func NewWriter(opts Options, log *slog.Logger) (*Writer, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -104,52 +135,99 @@ func NewWriter(opts Options, log *slog.Logger) (*Writer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	httpc := &http.Client{Timeout: opts.Timeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
-	client := influxdb2.NewClientWithOptions(opts.URL, opts.Token,
-		influxdb2.DefaultOptions().SetHTTPClient(httpc).SetApplicationName("deadlabour"))
-	return &Writer{
-		opts:   opts,
-		log:    log.With("component", "sink", "url", opts.URL, "bucket", opts.Bucket),
-		client: client,
-		httpc:  httpc,
-		api:    client.WriteAPIBlocking(opts.Org, opts.Bucket),
-		q:      newMemQueue(opts.MaxQueue),
-		quit:   make(chan struct{}),
-		wake:   make(chan struct{}, 1),
-	}, nil
+	log = log.With("component", "sink")
+	sp, rec, err := openSpool(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	w := &Writer{
+		opts:      opts,
+		log:       log,
+		spool:     sp,
+		dead:      newDeadLetters(opts.Dir, opts.DeadLetterMaxBytes),
+		rec:       rec,
+		stamps:    newStamper(rec.floors),
+		quit:      make(chan struct{}),
+		commitNow: make(chan struct{}, 1),
+		sendNow:   make(chan struct{}, 1),
+		m:         newMetrics(),
+	}
+	w.m.state.Store(int32(StateOK))
+	if opts.URL == "" {
+		w.m.state.Store(int32(StateDisabled))
+		w.m.reason.Store(new("no InfluxDB configured (influx.url is empty): points are kept in the spool"))
+	} else {
+		w.httpc = &http.Client{Timeout: opts.Timeout, Transport: captureErrors(http.DefaultTransport.(*http.Transport).Clone())}
+		w.client = influxdb2.NewClientWithOptions(opts.URL, opts.Token,
+			influxdb2.DefaultOptions().SetHTTPClient(w.httpc).SetUseGZip(!opts.NoGzip).SetApplicationName("deadlabour"))
+		w.api = w.client.WriteAPIBlocking(opts.Org, opts.Bucket)
+		w.log = w.log.With("url", opts.URL, "bucket", opts.Bucket)
+	}
+	w.logRecovery()
+	return w, nil
+}
+
+func (w *Writer) logRecovery() {
+	r := w.rec
+	if r.quarantined != "" {
+		w.log.Error("the spool file was unreadable: moved aside, what could be read was kept, the rest is lost",
+			"moved_to", r.quarantined, "salvaged_points", r.salvaged, "reason", r.reason)
+		w.m.quarantined.Store(1)
+	}
+	if n := r.points[kindCost] + r.points[kindTelemetry]; n > 0 {
+		w.log.Info("replaying points left in the spool by an earlier run", "records_and_idle", r.points[kindCost],
+			"telemetry", r.points[kindTelemetry], "bytes", r.bytes, "dir", w.opts.Dir)
+	}
+	if r.compacted {
+		w.log.Info("the empty spool file was compacted", "path", w.spool.path)
+	}
 }
 
 func (o Options) withDefaults() (Options, error) {
-	u, err := url.Parse(o.URL)
 	switch {
-	case err != nil:
-		return o, fmt.Errorf("sink: Options.URL %q: %w", o.URL, err)
-	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
-		return o, fmt.Errorf("sink: Options.URL %q: want http:// or https:// and a host", o.URL)
-	case o.Bucket == "":
-		return o, errors.New(`sink: Options.Bucket is empty: want "database/retention-policy" on InfluxDB 1.8`)
+	case o.Dir == "":
+		return o, errors.New("sink: Options.Dir is empty: the spool needs a directory")
+	case o.URL != "":
+		u, err := url.Parse(o.URL)
+		switch {
+		case err != nil:
+			return o, fmt.Errorf("sink: Options.URL %q: %w", o.URL, err)
+		case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+			return o, fmt.Errorf("sink: Options.URL %q: want http:// or https:// and a host", o.URL)
+		case o.Bucket == "":
+			return o, errors.New(`sink: Options.Bucket is empty: want "database/retention-policy" on InfluxDB 1.8`)
+		}
 	}
 	for _, c := range []struct {
 		name string
 		bad  bool
 	}{
+		{"MaxBytes", o.MaxBytes < 0},
+		{"FsyncInterval", o.FsyncInterval < 0},
 		{"BatchSize", o.BatchSize < 0},
-		{"MaxQueue", o.MaxQueue < 0},
+		{"BatchBytes", o.BatchBytes < 0},
 		{"FlushInterval", o.FlushInterval < 0},
 		{"Timeout", o.Timeout < 0},
 		{"BackoffMin", o.BackoffMin < 0},
 		{"BackoffMax", o.BackoffMax < 0},
+		{"DeadLetterMaxBytes", o.DeadLetterMaxBytes < 0},
 	} {
 		if c.bad {
 			return o, fmt.Errorf("sink: Options.%s is negative", c.name)
 		}
 	}
+	setDefault(&o.MaxBytes, DefaultMaxBytes)
+	setDefault(&o.FsyncInterval, DefaultFsyncInterval)
 	setDefault(&o.BatchSize, DefaultBatchSize)
-	setDefault(&o.MaxQueue, DefaultMaxQueue)
+	setDefault(&o.BatchBytes, DefaultBatchBytes)
 	setDefault(&o.FlushInterval, DefaultFlushInterval)
 	setDefault(&o.Timeout, DefaultTimeout)
 	setDefault(&o.BackoffMin, DefaultBackoffMin)
 	setDefault(&o.BackoffMax, DefaultBackoffMax)
+	setDefault(&o.DeadLetterMaxBytes, DefaultDeadLetterMaxBytes)
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	if o.BackoffMin > o.BackoffMax {
 		return o, fmt.Errorf("sink: Options.BackoffMin %v is more than BackoffMax %v", o.BackoffMin, o.BackoffMax)
 	}
@@ -163,69 +241,82 @@ func setDefault[T comparable](v *T, def T) {
 	}
 }
 
-// Enqueue encodes points and queues them for the sender; it never waits on
-// the network. Points the encoder refuses and points beyond MaxQueue are
-// not queued: the error says which and why (wrapping ErrNonFinite,
-// ErrInvalid, ErrQueueFull or ErrClosed), and the rest are queued.
+// Enqueue encodes points and queues them for the spool; it never waits on
+// the disk or the network. Points the encoder refuses, and points that do
+// not fit in the spool, are dropped and counted: the error says which and
+// why (wrapping ErrNonFinite, ErrInvalid, ErrSpoolFull or ErrClosed), and
+// the rest are queued. A record refused for room may also be dropped at
+// the next commit, when no older telemetry is left to make room for it.
 func (w *Writer) Enqueue(points ...Point) error {
 	var errs []error
-	lines := make([]string, 0, len(points))
-	buf := make([]byte, 0, 1024) // a request line is about 800 bytes
+	type encoded struct {
+		line []byte
+		kind kind
+	}
+	lines := make([]encoded, 0, len(points))
+	var buf []byte
 	for _, p := range points {
 		var err error
+		k := kindOf(p.Measurement)
 		if buf, err = AppendLine(buf[:0], p); err != nil {
-			w.invalid.Add(1)
+			w.m.dropped[k][dropInvalid].Add(1)
 			errs = append(errs, err)
 			continue
 		}
-		lines = append(lines, string(buf))
+		lines = append(lines, encoded{append([]byte(nil), buf...), k})
 	}
+	now := w.opts.Now().UnixNano()
 
+	var full, closed [numKinds]int
 	w.mu.Lock()
-	accepted := 0
-	if !w.closed {
-		accepted = w.q.push(lines)
+	for _, l := range lines {
+		size := entrySize(l.line)
+		switch {
+		case w.closed:
+			closed[l.kind]++
+			continue
+		case w.pendingBytes+size > maxBacklog:
+			full[l.kind]++
+			w.m.dropped[l.kind][dropBacklog].Add(1)
+			continue
+		case l.kind == kindTelemetry && w.spool.bytes.Load()+w.committing.Load()+w.pendingBytes+size > w.opts.MaxBytes:
+			full[l.kind]++
+			w.m.dropped[l.kind][dropSpoolFull].Add(1)
+			continue
+		}
+		line := w.stamps.fix(l.line)
+		w.pending = append(w.pending, pendingLine{line: line, kind: l.kind, enqueued: now})
+		w.pendingBytes += size
 	}
-	full := w.q.len() >= w.opts.BatchSize
-	closed := w.closed
+	w.m.moved.Store(w.stamps.n)
+	backlog := w.pendingBytes
 	w.mu.Unlock()
 
-	if n := len(lines) - accepted; n > 0 {
-		w.dropped.Add(uint64(n))
-		if closed {
-			errs = append(errs, fmt.Errorf("%w: %d points dropped", ErrClosed, n))
-		} else {
-			errs = append(errs, fmt.Errorf("%w: %d points dropped, %d waiting", ErrQueueFull, n, w.opts.MaxQueue))
+	for k := range numKinds {
+		if closed[k] > 0 {
+			w.m.dropped[k][dropClosed].Add(uint64(closed[k]))
+			errs = append(errs, fmt.Errorf("%w: %d %s points dropped", ErrClosed, closed[k], kind(k)))
+		}
+		if full[k] > 0 {
+			errs = append(errs, fmt.Errorf("%w: %d %s points dropped (spool.max_bytes %d)", ErrSpoolFull, full[k], kind(k), w.opts.MaxBytes))
 		}
 	}
-	if full {
-		select {
-		case w.wake <- struct{}{}:
-		default: // the sender is already told
-		}
+	if backlog > int64(w.opts.BatchBytes) {
+		notify(w.commitNow)
 	}
 	return errors.Join(errs...)
 }
 
-// Stats returns the Writer's counters.
-func (w *Writer) Stats() Stats {
-	w.mu.Lock()
-	queued := w.q.len()
-	w.mu.Unlock()
-	return Stats{
-		Queued:   queued,
-		Written:  w.written.Load(),
-		Dropped:  w.dropped.Load(),
-		Invalid:  w.invalid.Load(),
-		Rejected: w.rejected.Load(),
-		Failures: w.failures.Load(),
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default: // already told
 	}
 }
 
-// Run sends batches until ctx is done or Close is called: a batch as soon as
-// BatchSize points wait, and whatever waits every FlushInterval. It returns
+// Run commits and sends until ctx is done or Close is called. It returns
 // nil then, or ErrClosed if the Writer was closed or already running.
-// Points still queued are Close's to flush.
+// What is still enqueued or spooled is Close's to commit and flush.
 func (w *Writer) Run(ctx context.Context) error {
 	w.mu.Lock()
 	if w.closed || w.runDone != nil {
@@ -239,6 +330,7 @@ func (w *Writer) Run(ctx context.Context) error {
 
 	// Close cancels the write in flight too: it will send that batch again.
 	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		select {
@@ -247,32 +339,91 @@ func (w *Writer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	})
-	defer wg.Wait()
-	defer cancel()
+	wg.Go(func() { w.commitLoop(ctx) })
+	if w.api != nil {
+		wg.Go(func() { w.sendLoop(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
 
-	tick := time.NewTicker(w.opts.FlushInterval)
-	defer tick.Stop()
+func (w *Writer) commitLoop(ctx context.Context) {
+	t := time.NewTicker(w.opts.FsyncInterval)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-w.wake:
-			_ = w.drain(ctx, false) // only ctx ends it early; the loop sees that
-		case <-tick.C:
-			_ = w.drain(ctx, true)
+			return
+		case <-t.C:
+		case <-w.commitNow:
 		}
+		w.commit()
 	}
 }
 
-// Close stops Run, then flushes what is queued until it is delivered or ctx
-// is done, and releases the connections. It returns how many points were
-// left undelivered, with ctx's error if that is why. Later Enqueues drop.
+// commit writes what was enqueued to the spool in one fsynced transaction,
+// with the deletions of what was delivered since the last one.
+func (w *Writer) commit() error {
+	w.commitMu.Lock()
+	defer w.commitMu.Unlock()
+	w.mu.Lock()
+	lines, size := w.pending, w.pendingBytes
+	w.pending, w.pendingBytes = nil, 0
+	w.committing.Store(size)
+	w.mu.Unlock()
+
+	start := time.Now()
+	res, err := w.spool.commit(lines, w.opts.MaxBytes)
+	if err != nil {
+		// Nothing was written: the lines go back in front, and wait for the
+		// next commit (or the backlog limit).
+		w.mu.Lock()
+		w.pending = append(lines, w.pending...)
+		w.pendingBytes += size
+		w.committing.Store(0)
+		w.mu.Unlock()
+		w.m.commitErrors.Add(1)
+		w.log.Error("spool commit failed; points wait in memory", "points", len(lines), "err", err)
+		return err
+	}
+	w.committing.Store(0)
+	if len(lines) > 0 {
+		w.m.commit.Observe(time.Since(start).Seconds())
+		notify(w.sendNow)
+	}
+	if res.evicted != [numKinds]int{} || res.dropped != [numKinds]int{} {
+		w.m.dropped[kindTelemetry][dropSpoolFull].Add(uint64(res.evicted[kindTelemetry] + res.dropped[kindTelemetry]))
+		w.m.dropped[kindCost][dropSpoolFull].Add(uint64(res.dropped[kindCost]))
+		w.logDrop("spool full: points dropped to make room (telemetry first)",
+			"telemetry_evicted", res.evicted[kindTelemetry], "telemetry_dropped", res.dropped[kindTelemetry],
+			"records_dropped", res.dropped[kindCost], "max_bytes", w.opts.MaxBytes)
+	}
+	return nil
+}
+
+// logDrop logs a drop at most once every 10 s, so that a full spool
+// during a long outage is one line every 10 s, not one per commit; the
+// counters have every drop.
+func (w *Writer) logDrop(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := w.m.lastDropLog.Load()
+	if now-last < int64(10*time.Second) || !w.m.lastDropLog.CompareAndSwap(last, now) {
+		return
+	}
+	d := w.m.droppedTotals()
+	w.log.Warn(msg, append(args, "dropped_records_total", d[kindCost], "dropped_telemetry_total", d[kindTelemetry])...)
+}
+
+// Close stops accepting points and stops Run, commits what was enqueued,
+// then delivers what the spool holds until it is empty or ctx is done, and
+// closes the spool. Whatever is left stays on disk for the next start: it
+// returns how many points that is, with ctx's error if that is why. Later
+// Enqueues drop.
 func (w *Writer) Close(ctx context.Context) (undelivered int, err error) {
 	w.mu.Lock()
 	if w.closed {
-		n := w.q.len()
 		w.mu.Unlock()
-		return n, nil
+		return w.Stats().SpoolPoints, nil
 	}
 	w.closed = true
 	runDone := w.runDone
@@ -280,111 +431,127 @@ func (w *Writer) Close(ctx context.Context) (undelivered int, err error) {
 
 	close(w.quit)
 	if runDone != nil {
-		// Quitting cancels Run's write in flight, so this is quick.
-		<-runDone
+		<-runDone // quitting cancels Run's write in flight, so this is quick
 	}
-	err = w.drain(ctx, true)
-	w.client.Close()
-	w.httpc.CloseIdleConnections()
-
-	if n := w.Stats().Queued; n > 0 {
-		return n, fmt.Errorf("sink: close: %d points undelivered: %w", n, err)
+	cerr := w.commit()
+	if w.api != nil && cerr == nil {
+		err = w.flush(ctx)
 	}
-	return 0, nil
+	cerr = errors.Join(cerr, w.commit()) // the deletions of what flush delivered
+	n := w.Stats().SpoolPoints
+	cerr = errors.Join(cerr, w.spool.close(), w.dead.close())
+	if w.client != nil {
+		w.client.Close()
+		w.httpc.CloseIdleConnections()
+	}
+	if cerr != nil {
+		return n, fmt.Errorf("sink: close: %w", cerr)
+	}
+	if n > 0 && w.api != nil {
+		return n, fmt.Errorf("sink: close: %d points left in the spool for the next start: %w", n, err)
+	}
+	return n, nil
 }
 
-// drain writes queued batches until fewer than BatchSize wait (all of them
-// if partial) or ctx is done, retrying a failed batch with backoff.
-func (w *Writer) drain(ctx context.Context, partial bool) error {
-	var (
-		limit    = w.opts.BatchSize
-		shrunk   int // lines left of a batch InfluxDB refused whole: sent in halves
-		backoff  time.Duration
-		failures int
-		since    time.Time
-	)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		w.mu.Lock()
-		batch := w.q.peek(limit)
-		w.mu.Unlock()
-		if len(batch) == 0 || len(batch) < limit && !partial && shrunk == 0 {
-			return nil
-		}
+// State is whether the sink delivers, and if not why.
+type State int32
 
-		wctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
-		err := w.api.WriteRecord(wctx, batch...)
-		cancel()
+// States of the sink, as /readyz, the metric deadlabour_sink_state and the
+// deadlabour_health field sink_state name them.
+const (
+	StateOK           State = iota // delivering (or nothing to deliver)
+	StateRetrying                  // InfluxDB unreachable or overloaded: backing off
+	StateUnauthorized              // 401/403: the token is wrong or lacks write permission
+	StateNoBucket                  // 404: the bucket (database/retention policy) does not exist
+	StateDisabled                  // no InfluxDB configured: spool only
+	numStates
+)
 
-		var herr *http2.Error
-		errors.As(err, &herr)
-		switch {
-		case err == nil:
-			w.written.Add(uint64(len(batch)))
-			if failures > 0 {
-				w.log.Info("writes resumed", "failed_attempts", failures, "after", time.Since(since).Round(time.Millisecond))
-				failures, backoff = 0, 0
-			}
-		case herr != nil && refusesBatch(herr.StatusCode) && len(batch) > 1:
-			// Find the bad points: halve until they stand alone. The
-			// good ones may be written twice; a rewrite overwrites.
-			if shrunk == 0 {
-				shrunk = len(batch)
-			}
-			limit = max(1, len(batch)/2)
-			continue
-		case herr != nil && refusesBatch(herr.StatusCode):
-			w.rejected.Add(1)
-			w.log.Error("InfluxDB refused a point; dropped it", "status", herr.StatusCode, "err", err, "line", batch[0])
-		default:
-			if ctx.Err() != nil {
-				return ctx.Err() // cancelled, not failed: the batch stays
-			}
-			w.failures.Add(1)
-			if failures == 0 {
-				since = time.Now()
-				w.log.Warn("write failed; retrying with backoff", "err", err, "points", len(batch))
-			} else {
-				w.log.Debug("write failed again", "err", err, "attempt", failures+1)
-			}
-			failures++
-			backoff = w.nextBackoff(backoff, herr)
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
-			}
-			continue
-		}
+func (s State) String() string {
+	return [...]string{"ok", "retrying", "unauthorized", "no_bucket", "disabled"}[s]
+}
 
-		w.mu.Lock()
-		w.q.drop(len(batch))
-		w.mu.Unlock()
-		if shrunk > 0 {
-			if shrunk -= len(batch); shrunk <= 0 {
-				shrunk, limit = 0, w.opts.BatchSize
+// Stats are a Writer's state and counters since it was made.
+type Stats struct {
+	State State
+	// Reason says why State is not ok: the server's answer or the error.
+	Reason string
+	// SpoolPoints and SpoolBytes are what waits to be delivered, enqueued
+	// but not yet committed included; SpoolRecords of them are cost lines
+	// (records and idle shares).
+	SpoolPoints, SpoolRecords int
+	SpoolBytes                int64
+	// OldestUndelivered is how long the oldest of them has waited.
+	OldestUndelivered time.Duration
+	// Sent points InfluxDB acknowledged; Retries failed write requests
+	// that will be retried; DeadLettered points InfluxDB refused for good
+	// (kept in the dead-letter file).
+	Sent, Retries, DeadLettered uint64
+	// Dropped points, for any reason (DroppedBy says which).
+	Dropped   uint64
+	DroppedBy map[string]uint64 // "kind/reason", e.g. "telemetry/spool_full"
+	// Moved are lines whose timestamp was moved past an earlier run's.
+	Moved uint64
+}
+
+// Stats returns the Writer's state and counters. It never waits for the
+// disk.
+func (w *Writer) Stats() Stats {
+	points, bytes := w.spool.counts()
+	w.mu.Lock()
+	pend := w.pending
+	for _, l := range pend {
+		points[l.kind]++
+	}
+	bytes += w.pendingBytes + w.committing.Load()
+	var oldestPending int64
+	if len(pend) > 0 {
+		oldestPending = pend[0].enqueued
+	}
+	w.mu.Unlock()
+
+	st := Stats{
+		State:        State(w.m.state.Load()),
+		SpoolPoints:  points[kindCost] + points[kindTelemetry],
+		SpoolRecords: points[kindCost],
+		SpoolBytes:   bytes,
+		Sent:         w.m.sent.Load(),
+		DeadLettered: w.m.deadLettered[kindCost].Load() + w.m.deadLettered[kindTelemetry].Load(),
+		DroppedBy:    map[string]uint64{},
+		Moved:        w.m.moved.Load(),
+	}
+	if r := w.m.reason.Load(); r != nil && st.State != StateOK {
+		st.Reason = *r
+	}
+	for _, n := range w.m.retries() {
+		st.Retries += n
+	}
+	for k := range numKinds {
+		for r := range numDropReasons {
+			if n := w.m.dropped[k][r].Load(); n > 0 {
+				st.DroppedBy[kind(k).String()+"/"+dropReason(r).String()] = n
+				st.Dropped += n
 			}
 		}
 	}
-}
-
-// refusesBatch: a status that will not change by retrying the same lines.
-func refusesBatch(status int) bool {
-	return status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge ||
-		status == http.StatusUnprocessableEntity
-}
-
-// nextBackoff doubles prev within [BackoffMin, BackoffMax], with jitter,
-// and honours a Retry-After up to BackoffMax.
-func (w *Writer) nextBackoff(prev time.Duration, herr *http2.Error) time.Duration {
-	next := min(max(2*prev, w.opts.BackoffMin), w.opts.BackoffMax)
-	if herr != nil && herr.RetryAfter > 0 {
-		return min(time.Duration(herr.RetryAfter)*time.Second, w.opts.BackoffMax)
+	oldest, err := w.spool.oldest()
+	if err == nil && !oldest.IsZero() || oldestPending != 0 {
+		o := oldest.UnixNano()
+		if oldest.IsZero() || oldestPending != 0 && oldestPending < o {
+			o = oldestPending
+		}
+		st.OldestUndelivered = max(0, w.opts.Now().Sub(time.Unix(0, o)))
 	}
-	// Between 3/4 and all of next, so restarted daemons do not march in step.
-	return next - time.Duration(rand.Int64N(int64(next)/4+1))
+	return st
 }
+
+// ScanSpool calls yield with each line waiting in the spool, oldest first,
+// as it will be sent, from one consistent snapshot; it stops when yield
+// returns false. Lines enqueued in the last FsyncInterval are not there
+// yet. It is what GET /v1/spool serves to `report` while the daemon runs.
+func (w *Writer) ScanSpool(yield func(line string) bool) error {
+	return w.spool.scan(yield)
+}
+
+// Collector returns the sink's Prometheus metrics, for the daemon's registry.
+func (w *Writer) Collector() prometheus.Collector { return writerCollector{w} }

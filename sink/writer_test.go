@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,21 +19,57 @@ import (
 
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
+	"github.com/deadlabour/deadlabour/internal/testlog"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fastOptions retry and flush quickly so the tests take little time.
-func fastOptions(url, bucket string) Options {
-	return Options{URL: url, Bucket: bucket, FlushInterval: 20 * time.Millisecond,
-		Timeout: 2 * time.Second, BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond}
+// fastOptions retry and flush quickly so the tests take little time; the
+// spool is in a fresh directory.
+func fastOptions(t testing.TB, url, bucket string) Options {
+	return Options{Dir: t.TempDir(), URL: url, Bucket: bucket, FlushInterval: 20 * time.Millisecond,
+		FsyncInterval: 10 * time.Millisecond, Timeout: 2 * time.Second,
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond}
+}
+
+// newTestLogger logs to the test's output and, if buf is not nil, to buf
+// at info and above.
+func newTestLogger(t *testing.T, buf *testlog.Buffer) *slog.Logger {
+	h := slog.Handler(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if buf != nil {
+		h = teeHandler{h, slog.NewTextHandler(buf, nil)}
+	}
+	return slog.New(h)
+}
+
+type teeHandler struct{ a, b slog.Handler }
+
+func (t teeHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return t.a.Enabled(ctx, l) || t.b.Enabled(ctx, l)
+}
+
+func (t teeHandler) Handle(ctx context.Context, r slog.Record) error {
+	var err error
+	for _, h := range []slog.Handler{t.a, t.b} {
+		if h.Enabled(ctx, r.Level) {
+			err = errors.Join(err, h.Handle(ctx, r.Clone()))
+		}
+	}
+	return err
+}
+
+func (t teeHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return teeHandler{t.a.WithAttrs(as), t.b.WithAttrs(as)}
+}
+func (t teeHandler) WithGroup(g string) slog.Handler {
+	return teeHandler{t.a.WithGroup(g), t.b.WithGroup(g)}
 }
 
 func newWriter(t *testing.T, opts Options) *Writer {
 	t.Helper()
-	w, err := NewWriter(opts, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})))
+	w, err := NewWriter(opts, newTestLogger(t, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +215,7 @@ func checkStored(t *testing.T, s *influxtest.Server, pts []Point, key string) {
 
 func TestWriterDeliversRecordsExactly(t *testing.T) {
 	s := influxtest.Start(t)
-	opts := fastOptions(s.URL(), s.Bucket())
+	opts := fastOptions(t, s.URL(), s.Bucket())
 	opts.BatchSize = 64
 	w := newWriter(t, opts)
 	run(t, w)
@@ -205,8 +244,8 @@ func TestWriterDeliversRecordsExactly(t *testing.T) {
 	if unknown := s.Count(t, MeasurementRequest, "prompt_tokens >= 0"); unknown != n-(n+2)/3 {
 		t.Errorf("%d points with prompt_tokens, want %d (unknown ones left out)", unknown, n-(n+2)/3)
 	}
-	if st := w.Stats(); st.Written != n || st.Queued != 0 || st.Dropped+st.Invalid+st.Rejected != 0 {
-		t.Errorf("Stats() = %+v, want %d written and nothing else", st, n)
+	if st := w.Stats(); st.Sent != n || st.SpoolPoints != 0 || st.Dropped+st.DeadLettered != 0 || st.State != StateOK {
+		t.Errorf("Stats() = %+v, want %d sent and nothing else", st, n)
 	}
 }
 
@@ -214,7 +253,7 @@ func TestWriterDeliversRecordsExactly(t *testing.T) {
 // to the real server as to the line-protocol parser the fuzz test uses.
 func TestWriterEscapingThroughInfluxDB(t *testing.T) {
 	s := influxtest.Start(t)
-	w := newWriter(t, fastOptions(s.URL(), s.Bucket()))
+	w := newWriter(t, fastOptions(t, s.URL(), s.Bucket()))
 	names := []string{`plain`, `a b`, `a,b`, `a=b`, `a"b`, `a\b`, `a\\b`, `\x`, ` lead`, `trail `, `é λ ☃`, `a=b,c d"e\f`}
 	pts := make([]Point, len(names))
 	for i, name := range names {
@@ -239,15 +278,15 @@ func TestWriterEscapingThroughInfluxDB(t *testing.T) {
 func TestWriterWaitsForInfluxDB(t *testing.T) {
 	s := influxtest.Start(t)
 	s.Stop(t)
-	w := newWriter(t, fastOptions(s.URL(), s.Bucket()))
+	w := newWriter(t, fastOptions(t, s.URL(), s.Bucket()))
 	run(t, w)
 	pts := requestPoints(t, records(50))
 	if err := w.Enqueue(pts...); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "two failed writes", func() bool { return w.Stats().Failures >= 2 })
-	if st := w.Stats(); st.Queued != 50 || st.Written != 0 {
-		t.Fatalf("Stats() while InfluxDB is down = %+v, want 50 queued", st)
+	waitFor(t, "two failed writes", func() bool { return w.Stats().Retries >= 2 })
+	if st := w.Stats(); st.SpoolPoints != 50 || st.Sent != 0 || st.State != StateRetrying || st.Reason == "" || st.OldestUndelivered <= 0 {
+		t.Fatalf("Stats() while InfluxDB is down = %+v, want 50 spooled, retrying and why", st)
 	}
 	s.Restart(t)
 	s.WaitCount(t, MeasurementRequest, "", 50, 10*time.Second)
@@ -257,7 +296,7 @@ func TestWriterWaitsForInfluxDB(t *testing.T) {
 
 func TestWriterRejectsNonFinite(t *testing.T) {
 	s := influxtest.Start(t)
-	w := newWriter(t, fastOptions(s.URL(), s.Bucket()))
+	w := newWriter(t, fastOptions(t, s.URL(), s.Bucket()))
 	recs := records(3)
 	recs[1].GPUEnergyJ = math.NaN()
 	pts := make([]Point, 3)
@@ -270,38 +309,8 @@ func TestWriterRejectsNonFinite(t *testing.T) {
 	}
 	closeWriter(t, w)
 	checkStored(t, s, []Point{pts[0], pts[2]}, "request_id")
-	if st := w.Stats(); st.Invalid != 1 || st.Written != 2 {
-		t.Errorf("Stats() = %+v, want 1 invalid, 2 written", st)
-	}
-}
-
-// TestWriterDropsWhatInfluxDBRefuses: a point InfluxDB refuses (a field
-// type conflict) is found among its batch, dropped and counted; the others
-// arrive and the queue does not wedge.
-func TestWriterDropsWhatInfluxDBRefuses(t *testing.T) {
-	s := influxtest.Start(t)
-	s.Write(t, `conflict v="a string" 1772366400000000000`)
-	opts := fastOptions(s.URL(), s.Bucket())
-	opts.BatchSize = 16
-	w := newWriter(t, opts)
-	run(t, w)
-	var pts []Point
-	for i := range 16 {
-		pts = append(pts, Point{Measurement: "ok", Fields: []Field{{"i", int64(i)}}, Time: time.Unix(1_772_366_400, int64(i))})
-	}
-	pts[11] = Point{Measurement: "conflict", Fields: []Field{{"v", 1.5}}, Time: time.Unix(1_772_366_401, 0)}
-	if err := w.Enqueue(pts...); err != nil {
-		t.Fatal(err)
-	}
-	s.WaitCount(t, "ok", "", 15, 10*time.Second)
-	waitFor(t, "the refused point dropped", func() bool { return w.Stats().Queued == 0 })
-	if err := w.Enqueue(Point{Measurement: "ok", Fields: []Field{{"i", int64(99)}}, Time: time.Unix(1_772_366_500, 0)}); err != nil {
-		t.Fatal(err)
-	}
-	s.WaitCount(t, "ok", "", 16, 10*time.Second)
-	closeWriter(t, w)
-	if st := w.Stats(); st.Rejected != 1 || st.Written != 16 {
-		t.Errorf("Stats() = %+v, want 1 rejected, 16 written", st)
+	if st := w.Stats(); st.DroppedBy["cost/invalid"] != 1 || st.Dropped != 1 || st.Sent != 2 {
+		t.Errorf("Stats() = %+v, want 1 invalid, 2 sent", st)
 	}
 }
 
@@ -316,7 +325,7 @@ func TestWriterBatching(t *testing.T) {
 	}
 
 	t.Run("by count", func(t *testing.T) {
-		opts := fastOptions(s.URL(), s.Bucket())
+		opts := fastOptions(t, s.URL(), s.Bucket())
 		opts.BatchSize, opts.FlushInterval = 10, time.Hour
 		w := newWriter(t, opts)
 		run(t, w)
@@ -325,14 +334,14 @@ func TestWriterBatching(t *testing.T) {
 		}
 		s.WaitCount(t, "b", "", 20, 10*time.Second)
 		time.Sleep(100 * time.Millisecond)
-		if st := w.Stats(); st.Queued != 5 || st.Written != 20 {
-			t.Errorf("Stats() = %+v, want two full batches written and 5 points waiting", st)
+		if st := w.Stats(); st.SpoolPoints != 5 || st.Sent != 20 {
+			t.Errorf("Stats() = %+v, want two full batches sent and 5 points waiting", st)
 		}
 		closeWriter(t, w)
 		s.WaitCount(t, "b", "", 25, time.Second)
 	})
 	t.Run("by interval", func(t *testing.T) {
-		opts := fastOptions(s.URL(), s.Bucket())
+		opts := fastOptions(t, s.URL(), s.Bucket())
 		opts.BatchSize, opts.FlushInterval = 1000, 50*time.Millisecond
 		w := newWriter(t, opts)
 		run(t, w)
@@ -344,35 +353,43 @@ func TestWriterBatching(t *testing.T) {
 	})
 }
 
-func TestWriterQueueFullAndClose(t *testing.T) {
-	// Nothing listens on port 1: every write fails.
-	opts := fastOptions("http://127.0.0.1:1", "db/rp")
-	opts.MaxQueue = 10
-	w := newWriter(t, opts)
-	pts := make([]Point, 15)
+// telemetryPoints are n deadlabour_gpu-like points, the kind dropped first.
+func telemetryPoints(from, n int) []Point {
+	pts := make([]Point, n)
 	for i := range pts {
-		pts[i] = Point{Measurement: "m", Fields: []Field{{"i", int64(i)}}, Time: time.Unix(0, int64(i))}
+		pts[i] = Point{Measurement: MeasurementGPU, Tags: []Tag{{"gpu", "0"}, {"host", "h"}},
+			Fields: []Field{{"i", int64(from + i)}, {"pad", strings.Repeat("t", 200)}}, Time: time.Unix(1_772_366_400, int64(from+i))}
 	}
-	err := w.Enqueue(pts...)
-	if !errors.Is(err, ErrQueueFull) || !strings.Contains(err.Error(), "5 points dropped") {
-		t.Errorf("Enqueue(15 into 10) error = %v, want ErrQueueFull with 5 dropped", err)
+	return pts
+}
+
+// TestWriterCloseLeavesTheRestOnDisk: Close with InfluxDB down flushes
+// until its deadline and leaves every point in the spool; the next Writer
+// on the same directory delivers them, each exactly once.
+func TestWriterCloseLeavesTheRestOnDisk(t *testing.T) {
+	s := influxtest.Start(t)
+	s.Stop(t)
+	opts := fastOptions(t, s.URL(), s.Bucket())
+	w := newWriter(t, opts)
+	run(t, w)
+	pts := requestPoints(t, records(120))
+	if err := w.Enqueue(pts[:100]...); err != nil {
+		t.Fatal(err)
 	}
-	if st := w.Stats(); st.Queued != 10 || st.Dropped != 5 {
-		t.Errorf("Stats() = %+v, want 10 queued, 5 dropped", st)
+	waitFor(t, "a failed write", func() bool { return w.Stats().Retries >= 1 })
+	if err := w.Enqueue(pts[100:]...); err != nil {
+		t.Fatal(err)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	n, err := w.Close(ctx)
-	if n != 10 || !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Close() = %d, %v; want 10 undelivered and the deadline", n, err)
+	if n != 120 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Close() = %d, %v; want 120 left in the spool and the deadline", n, err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Close() took %v, want it to stop at its 200 ms deadline", d)
-	}
-	if w.Stats().Failures == 0 {
-		t.Errorf("Close() did not try to write")
 	}
 	if err := w.Enqueue(pts[0]); !errors.Is(err, ErrClosed) {
 		t.Errorf("Enqueue after Close = %v, want ErrClosed", err)
@@ -380,13 +397,151 @@ func TestWriterQueueFullAndClose(t *testing.T) {
 	if err := w.Run(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Run after Close = %v, want ErrClosed", err)
 	}
-	if n, err := w.Close(context.Background()); n != 10 || err != nil {
-		t.Errorf("second Close() = %d, %v; want 10, nil", n, err)
+	if n, err := w.Close(context.Background()); n != 120 || err != nil {
+		t.Errorf("second Close() = %d, %v; want 120, nil", n, err)
+	}
+
+	s.Restart(t)
+	w2 := newWriter(t, opts)
+	if st := w2.Stats(); st.SpoolPoints != 120 || st.SpoolRecords != 120 {
+		t.Fatalf("reopened spool: %+v, want the 120 records", st)
+	}
+	closeWriter(t, w2)
+	checkStored(t, s, pts, "request_id")
+	if st := w2.Stats(); st.Sent != 120 || st.SpoolPoints != 0 {
+		t.Errorf("Stats() = %+v, want 120 sent, the spool empty", st)
+	}
+}
+
+// TestWriterSpoolOnly: without InfluxDB the spool keeps everything; the
+// running Writer serves it with ScanSpool, ReadSpool refuses while it runs
+// and reads it once it is closed.
+func TestWriterSpoolOnly(t *testing.T) {
+	dir := t.TempDir()
+	w := newWriter(t, Options{Dir: dir, FsyncInterval: 10 * time.Millisecond})
+	run(t, w)
+	pts := append(requestPoints(t, records(30)), telemetryPoints(0, 5)...)
+	if err := w.Enqueue(pts...); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]string, len(pts))
+	for i, p := range pts {
+		want[i], _ = Line(p)
+	}
+	waitFor(t, "the commit", func() bool {
+		var n int
+		w.ScanSpool(func(string) bool { n++; return true })
+		return n == len(pts)
+	})
+	var scanned []string
+	if err := w.ScanSpool(func(l string) bool { scanned = append(scanned, l); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(scanned, want) {
+		t.Errorf("ScanSpool = %d lines, want the %d enqueued, in order", len(scanned), len(want))
+	}
+	st := w.Stats()
+	if st.State != StateDisabled || !strings.Contains(st.Reason, "influx.url is empty") || st.SpoolPoints != 35 || st.SpoolRecords != 30 {
+		t.Errorf("Stats() = %+v, want disabled, 35 points, 30 records", st)
+	}
+	for _, err := range ReadSpool(dir) {
+		if !errors.Is(err, ErrSpoolBusy) || !strings.Contains(err.Error(), "GET /v1/spool") {
+			t.Errorf("ReadSpool while running: %v, want ErrSpoolBusy pointing to GET /v1/spool", err)
+		}
+	}
+	if n, err := w.Close(context.Background()); n != 35 || err != nil {
+		t.Errorf("Close() = %d, %v; want 35 kept, no error", n, err)
+	}
+	var read []string
+	for line, err := range ReadSpool(dir) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		read = append(read, line)
+	}
+	if !slices.Equal(read, want) {
+		t.Errorf("ReadSpool = %q, want %q", read, want)
+	}
+	for _, err := range ReadSpool(t.TempDir()) {
+		if err == nil || !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("ReadSpool of an empty directory: %v, want not exist", err)
+		}
+	}
+}
+
+// TestWriterSpoolFull: at spool.max_bytes the oldest telemetry is evicted
+// for records, then new telemetry is refused, then new records; every
+// point is either in the spool or counted as dropped, by kind.
+func TestWriterSpoolFull(t *testing.T) {
+	opts := Options{Dir: t.TempDir(), MaxBytes: 64 << 10, FsyncInterval: time.Hour}
+	w := newWriter(t, opts)
+	defer w.Close(context.Background())
+	tel := telemetryPoints(0, 400) // about 100 KB: more than fits
+	err := w.Enqueue(tel...)
+	if !errors.Is(err, ErrSpoolFull) {
+		t.Fatalf("Enqueue(100 KB of telemetry into 64 KiB) = %v, want ErrSpoolFull", err)
+	}
+	if err := w.commit(); err != nil {
+		t.Fatal(err)
+	}
+	st := w.Stats()
+	telKept := st.SpoolPoints
+	if telKept == 0 || telKept == 400 || st.DroppedBy["telemetry/spool_full"] != uint64(400-telKept) || st.SpoolBytes > opts.MaxBytes {
+		t.Fatalf("after telemetry: %+v, want some kept, the rest dropped, within %d bytes", st, opts.MaxBytes)
+	}
+
+	// Records evict the oldest telemetry.
+	recs := requestPoints(t, records(60))
+	if err := w.Enqueue(recs[:30]...); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.commit(); err != nil {
+		t.Fatal(err)
+	}
+	st = w.Stats()
+	if st.SpoolRecords != 30 || st.SpoolBytes > opts.MaxBytes || st.DroppedBy["telemetry/spool_full"] <= uint64(400-telKept) {
+		t.Fatalf("after 30 records: %+v, want 30 records kept by evicting telemetry", st)
+	}
+	// The oldest telemetry went first: what is left is the newest.
+	var left []int64
+	w.ScanSpool(func(l string) bool {
+		if strings.HasPrefix(l, MeasurementGPU) {
+			i, _ := strconv.ParseInt(l[strings.Index(l, " i=")+3:strings.Index(l, "i,pad")], 10, 64)
+			left = append(left, i)
+		}
+		return true
+	})
+	if len(left) == 0 || left[len(left)-1] != int64(telKept-1) || left[0] != int64(telKept-len(left)) {
+		t.Errorf("telemetry left %v, want the newest of 0..%d", left, telKept-1)
+	}
+
+	// More records than fit: the telemetry is all gone, then records drop.
+	big := requestPoints(t, records(200))
+	err = w.Enqueue(big...)
+	if err != nil {
+		t.Fatalf("Enqueue(records) = %v: records are admitted, the commit decides", err)
+	}
+	if err := w.commit(); err != nil {
+		t.Fatal(err)
+	}
+	st = w.Stats()
+	if st.SpoolRecords != st.SpoolPoints || st.SpoolBytes > opts.MaxBytes {
+		t.Errorf("after 230 records: %+v, want records only within %d bytes", st, opts.MaxBytes)
+	}
+	if got := uint64(st.SpoolRecords) + st.DroppedBy["cost/spool_full"]; got != 230 {
+		t.Errorf("records spooled %d + dropped %d = %d, want 230", st.SpoolRecords, st.DroppedBy["cost/spool_full"], got)
+	}
+	if got := st.DroppedBy["telemetry/spool_full"]; got != 400 {
+		t.Errorf("telemetry dropped %d, want all 400", got)
+	}
+	// New telemetry is refused at once (a few may fill the last gap).
+	if err := w.Enqueue(telemetryPoints(1000, 10)...); !errors.Is(err, ErrSpoolFull) {
+		t.Errorf("Enqueue(telemetry into a spool full of records) = %v, want ErrSpoolFull", err)
 	}
 }
 
 func TestWriterRunTwice(t *testing.T) {
-	w := newWriter(t, fastOptions("http://127.0.0.1:1", "db/rp"))
+	w := newWriter(t, fastOptions(t, "http://127.0.0.1:1", "db/rp"))
 	run(t, w)
 	waitFor(t, "Run to start", func() bool {
 		w.mu.Lock()
@@ -400,18 +555,20 @@ func TestWriterRunTwice(t *testing.T) {
 }
 
 func TestNewWriterValidates(t *testing.T) {
-	good := Options{URL: "http://127.0.0.1:8086", Bucket: "deadlabour/autogen"}
+	good := Options{Dir: t.TempDir(), URL: "http://127.0.0.1:8086", Bucket: "deadlabour/autogen"}
 	tests := []struct {
 		name   string
 		modify func(*Options)
 		wantIn string
 	}{
-		{"no URL", func(o *Options) { o.URL = "" }, "Options.URL"},
+		{"no dir", func(o *Options) { o.Dir = "" }, "Options.Dir"},
 		{"no scheme", func(o *Options) { o.URL = "127.0.0.1:8086" }, "Options.URL"},
 		{"bad scheme", func(o *Options) { o.URL = "udp://127.0.0.1:8089" }, `"udp://127.0.0.1:8089"`},
 		{"no bucket", func(o *Options) { o.Bucket = "" }, "Options.Bucket"},
 		{"negative batch", func(o *Options) { o.BatchSize = -1 }, "Options.BatchSize"},
-		{"negative queue", func(o *Options) { o.MaxQueue = -1 }, "Options.MaxQueue"},
+		{"negative batch bytes", func(o *Options) { o.BatchBytes = -1 }, "Options.BatchBytes"},
+		{"negative max", func(o *Options) { o.MaxBytes = -1 }, "Options.MaxBytes"},
+		{"negative fsync", func(o *Options) { o.FsyncInterval = -1 }, "Options.FsyncInterval"},
 		{"negative flush", func(o *Options) { o.FlushInterval = -time.Second }, "Options.FlushInterval"},
 		{"negative timeout", func(o *Options) { o.Timeout = -time.Second }, "Options.Timeout"},
 		{"backoff upside down", func(o *Options) { o.BackoffMin, o.BackoffMax = time.Minute, time.Second }, "BackoffMin 1m0s"},
@@ -432,10 +589,17 @@ func TestNewWriterValidates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close(context.Background())
-	want := Options{URL: good.URL, Bucket: good.Bucket, BatchSize: DefaultBatchSize, FlushInterval: DefaultFlushInterval,
-		MaxQueue: DefaultMaxQueue, Timeout: DefaultTimeout, BackoffMin: DefaultBackoffMin, BackoffMax: DefaultBackoffMax}
-	if w.opts != want {
-		t.Errorf("options with defaults = %+v, want %+v", w.opts, want)
+	got := w.opts
+	got.Now = nil
+	want := Options{Dir: good.Dir, URL: good.URL, Bucket: good.Bucket, MaxBytes: DefaultMaxBytes, FsyncInterval: DefaultFsyncInterval,
+		BatchSize: DefaultBatchSize, BatchBytes: DefaultBatchBytes, FlushInterval: DefaultFlushInterval,
+		Timeout: DefaultTimeout, BackoffMin: DefaultBackoffMin, BackoffMax: DefaultBackoffMax, DeadLetterMaxBytes: DefaultDeadLetterMaxBytes}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("options with defaults = %+v, want %+v", got, want)
+	}
+	// A second Writer on the same spool is refused while the first has it.
+	if _, err := NewWriter(good, nil); !errors.Is(err, ErrSpoolBusy) {
+		t.Errorf("a second NewWriter on the same directory: %v, want ErrSpoolBusy", err)
 	}
 }
 
@@ -450,10 +614,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// BenchmarkEnqueue is the cost the proxy pays per record: encoding and a
-// queue push, no network.
+// BenchmarkEnqueue is the cost the engine pays per record: encoding and an
+// append to the commit backlog, no disk, no network.
 func BenchmarkEnqueue(b *testing.B) {
-	w, err := NewWriter(Options{URL: "http://127.0.0.1:1", Bucket: "db/rp", MaxQueue: 1 << 20}, nil)
+	w, err := NewWriter(Options{Dir: b.TempDir(), FsyncInterval: time.Hour}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -463,9 +627,9 @@ func BenchmarkEnqueue(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		if i%(1<<19) == 0 {
+		if i%(1<<15) == 0 {
 			w.mu.Lock()
-			w.q.drop(w.q.len())
+			w.pending, w.pendingBytes = nil, 0
 			w.mu.Unlock()
 		}
 		if err := w.Enqueue(p); err != nil {
@@ -473,7 +637,8 @@ func BenchmarkEnqueue(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	w.Close(ctx)
+	w.mu.Lock()
+	w.pending, w.pendingBytes = nil, 0
+	w.mu.Unlock()
+	w.Close(context.Background())
 }

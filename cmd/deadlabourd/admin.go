@@ -18,8 +18,8 @@ func (d *daemon) adminMux() *http.ServeMux {
 			return
 		}
 		st := d.writer.Stats()
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "gpus": d.gpuCount(), "sink_queued": st.Queued,
-			"sink_written": st.Written, "sink_dropped": st.Dropped})
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "gpus": d.gpuCount(), "sink_queued": st.SpoolPoints,
+			"sink_written": st.Sent, "sink_dropped": st.Dropped})
 	})
 	return mux
 }

@@ -156,13 +156,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Influx.URL == "" {
-		return nil, errors.New("influx.url is empty: InfluxDB is required until the spool lands (issue 6)")
-	}
-	d.writer, err = sink.NewWriter(sink.Options{URL: cfg.Influx.URL, Bucket: cfg.Influx.Bucket, Org: cfg.Influx.Org,
-		Token: token, BatchSize: cfg.Influx.BatchSize, FlushInterval: cfg.Influx.FlushInterval.D(),
-		Timeout: cfg.Influx.Timeout.D()}, log.With("component", "sink"))
-	if err != nil {
+	if d.writer, err = newWriter(cfg, token, log); err != nil {
 		return nil, err
 	}
 
@@ -407,7 +401,7 @@ func (d *daemon) run(ctx context.Context) error {
 	undelivered, err := d.writer.Close(flushCtx)
 	cancel()
 	if err != nil {
-		d.log.Error("points left undelivered at shutdown", "points", undelivered, "err", err)
+		d.log.Warn("points left in the spool at shutdown; the next start sends them", "points", undelivered, "err", err)
 	}
 	if d.admin != nil {
 		d.admin.Close()
@@ -418,6 +412,6 @@ func (d *daemon) run(ctx context.Context) error {
 			d.log.Warn("NVML shutdown", "err", err)
 		}
 	}
-	d.log.Info("stopped", "points_written", d.writer.Stats().Written)
+	d.log.Info("stopped", "points_sent", d.writer.Stats().Sent)
 	return runErr
 }

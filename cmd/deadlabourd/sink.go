@@ -1,0 +1,18 @@
+package main
+
+import (
+	"log/slog"
+
+	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/sink"
+)
+
+// newWriter opens the spool and makes the sink's writer from the config.
+// With no influx.url the spool only keeps: `report` reads it there.
+func newWriter(cfg *config.Config, token string, log *slog.Logger) (*sink.Writer, error) {
+	return sink.NewWriter(sink.Options{
+		Dir: cfg.Spool.Dir, MaxBytes: int64(cfg.Spool.MaxBytes), FsyncInterval: cfg.Spool.FsyncInterval.D(),
+		URL: cfg.Influx.URL, Bucket: cfg.Influx.Bucket, Org: cfg.Influx.Org, Token: token,
+		BatchSize: cfg.Influx.BatchSize, FlushInterval: cfg.Influx.FlushInterval.D(), Timeout: cfg.Influx.Timeout.D(),
+	}, log)
+}

@@ -1,0 +1,317 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	http2 "github.com/influxdata/influxdb-client-go/v2/api/http"
+)
+
+// What the sender does with each answer of InfluxDB to a batch:
+//
+//	2xx                   delivered: resolved in the spool, deleted at the next commit
+//	413                   split in halves, each sent again
+//	400, 422              bisected until the refused lines stand alone; those go to the
+//	                      dead-letter file with the server's message, the rest are delivered
+//	401, 403              unauthorized: kept, retried every BackoffMax, one log line
+//	404                   no_bucket: the same
+//	429, 5xx, network     backed off with jitter (Retry-After honoured), kept, retried
+//
+// A line InfluxDB 1.8 wrote as part of a partial write (400) is sent again
+// in its half: it overwrites itself.
+type action int
+
+const (
+	actDelivered action = iota
+	actSplit            // 413: too large
+	actBisect           // 400, 422: some lines refused
+	actRetry            // transient: back off
+	actHold             // 401, 403, 404: nothing will pass until someone fixes it
+)
+
+// outcome classes a write's result.
+type outcome struct {
+	act        action
+	status     int    // HTTP status, 0 for a network error
+	reason     string // retry label: the status, or "network"
+	message    string // the server's message
+	retryAfter time.Duration
+	state      State
+}
+
+func classify(err error) outcome {
+	if err == nil {
+		return outcome{act: actDelivered, state: StateOK}
+	}
+	var herr *http2.Error
+	if !errors.As(err, &herr) || herr.StatusCode == 0 {
+		return outcome{act: actRetry, reason: "network", message: err.Error(), state: StateRetrying}
+	}
+	o := outcome{status: herr.StatusCode, reason: strconv.Itoa(herr.StatusCode), message: serverMessage(herr)}
+	switch code := herr.StatusCode; {
+	case code >= 200 && code < 300:
+		o.act, o.state = actDelivered, StateOK
+	case code == http.StatusRequestEntityTooLarge:
+		o.act = actSplit
+	case code == http.StatusBadRequest || code == http.StatusUnprocessableEntity:
+		o.act = actBisect
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		o.act, o.state = actHold, StateUnauthorized
+	case code == http.StatusNotFound:
+		o.act, o.state = actHold, StateNoBucket
+	default: // 429, 500, 502, 503, 504 and anything unexpected
+		o.act, o.state = actRetry, StateRetrying
+		o.retryAfter = retryAfter(herr.Header, time.Now())
+	}
+	return o
+}
+
+// retryAfter reads a Retry-After header given as seconds or as an HTTP
+// date; 0 when absent or unreadable.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, t.Sub(now))
+	}
+	return 0
+}
+
+// serverMessage is InfluxDB's own explanation. The client drops the body
+// of a JSON error it cannot map ({"error": ...} on 1.8), so the transport
+// keeps it (captureErrors) and this digs it out.
+func serverMessage(herr *http2.Error) string {
+	body := herr.Header.Get(capturedBody)
+	var j struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}
+	switch {
+	case body != "" && json.Unmarshal([]byte(body), &j) == nil && (j.Error != "" || j.Message != ""):
+		return strings.TrimSpace(j.Error + " " + j.Message)
+	case body != "":
+		return strings.TrimSpace(body)
+	case herr.Message != "":
+		return herr.Message
+	}
+	return herr.Error()
+}
+
+// capturedBody is the pseudo-header under which captureErrors hands the
+// body of an error answer to serverMessage.
+const capturedBody = "X-Deadlabour-Error-Body"
+
+// captureErrors wraps a transport so that the body of a non-2xx answer
+// (up to 64 KiB) is also kept in a response header the client copies into
+// its error.
+func captureErrors(rt http.RoundTripper) http.RoundTripper {
+	return roundTripper(func(req *http.Request) (*http.Response, error) {
+		resp, err := rt.RoundTrip(req)
+		if err != nil || resp.StatusCode < 300 {
+			return resp, err
+		}
+		body, rerr := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		if rerr == nil {
+			resp.Header.Set(capturedBody, strings.ToValidUTF8(strings.ReplaceAll(string(body), "\n", " "), "?"))
+		}
+		return resp, nil
+	})
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// sendLoop sends batches until ctx is done: a batch as soon as it is full,
+// or once its oldest point has waited FlushInterval.
+func (w *Writer) sendLoop(ctx context.Context) {
+	var failures int
+	for ctx.Err() == nil {
+		b, err := w.spool.next(w.opts.BatchSize, w.opts.BatchBytes)
+		if err != nil {
+			failures++
+			w.log.Error("reading the spool failed", "err", err)
+			sleep(ctx, w.nextBackoff(time.Duration(failures)*w.opts.BackoffMin, 0))
+			continue
+		}
+		failures = 0
+		wait := time.Duration(-1) // until a commit
+		if b.last != 0 && !b.full && len(b.enqueued) > 0 {
+			wait = w.opts.FlushInterval - w.opts.Now().Sub(time.Unix(0, b.enqueued[0]))
+		}
+		if b.last == 0 || !b.full && wait > 0 {
+			w.waitForBatch(ctx, wait)
+			continue
+		}
+		w.send(ctx, &b)
+	}
+}
+
+// waitForBatch waits for a commit, for d if d >= 0, or for ctx.
+func (w *Writer) waitForBatch(ctx context.Context, d time.Duration) {
+	var timeout <-chan time.Time
+	if d >= 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-ctx.Done():
+	case <-w.sendNow:
+	case <-timeout:
+	}
+}
+
+// flush delivers everything committed, at shutdown, until ctx is done.
+func (w *Writer) flush(ctx context.Context) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		b, err := w.spool.next(w.opts.BatchSize, w.opts.BatchBytes)
+		if err != nil {
+			return err
+		}
+		if b.last == 0 {
+			return nil
+		}
+		w.send(ctx, &b)
+	}
+}
+
+// send delivers one batch: when every line is delivered or dead-lettered it
+// is resolved; if ctx ends first it stays in the spool.
+func (w *Writer) send(ctx context.Context, b *spoolBatch) {
+	if len(b.corrupt) > 0 {
+		w.deadLetterCorrupt(b.corrupt)
+	}
+	if len(b.lines) > 0 && w.deliver(ctx, b, 0, len(b.lines)) != nil {
+		return
+	}
+	w.spool.resolve(*b)
+}
+
+// deliver writes b.lines[lo:hi], retrying, splitting and bisecting as the
+// answers require, until each line is delivered or dead-lettered. It
+// returns ctx's error if ctx ends first.
+func (w *Writer) deliver(ctx context.Context, b *spoolBatch, lo, hi int) error {
+	var backoff time.Duration
+	for {
+		start := time.Now()
+		wctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
+		err := w.api.WriteRecord(wctx, b.lines[lo:hi]...)
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err() // cancelled, not refused: the batch stays
+		}
+		o := classify(err)
+		w.m.observeWrite(time.Since(start), o)
+		switch o.act {
+		case actDelivered:
+			w.delivered(b, lo, hi)
+			w.setState(o)
+			return nil
+		case actSplit, actBisect:
+			if hi-lo == 1 {
+				w.deadLetter(b, lo, o)
+				return nil
+			}
+			mid := lo + (hi-lo)/2
+			if err := w.deliver(ctx, b, lo, mid); err != nil {
+				return err
+			}
+			return w.deliver(ctx, b, mid, hi)
+		}
+		w.m.retry(o.reason)
+		w.setState(o)
+		if o.act == actHold {
+			backoff = w.opts.BackoffMax
+		} else {
+			backoff = w.nextBackoff(backoff, o.retryAfter)
+		}
+		if !sleep(ctx, backoff) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (w *Writer) delivered(b *spoolBatch, lo, hi int) {
+	w.m.sent.Add(uint64(hi - lo))
+	now := w.opts.Now()
+	for _, enq := range b.enqueued[lo:hi] {
+		w.m.latency.Observe(now.Sub(time.Unix(0, enq)).Seconds())
+	}
+}
+
+// setState records the sink's state after a write, and logs each change
+// once: a refused token or a missing bucket as an error that says nothing
+// is delivered until it is fixed.
+func (w *Writer) setState(o outcome) {
+	prev := State(w.m.state.Swap(int32(o.state)))
+	if o.state != StateOK {
+		w.m.reason.Store(new(o.message))
+	}
+	if prev == o.state {
+		if o.state != StateOK {
+			w.log.Debug("write failed again", "status", o.status, "error", o.message)
+		}
+		return
+	}
+	switch o.state {
+	case StateOK:
+		if since := w.m.failingSince.Swap(0); since != 0 {
+			w.log.Info("writes to InfluxDB resumed", "after", time.Since(time.Unix(0, since)).Round(time.Millisecond),
+				"spool_points", w.Stats().SpoolPoints)
+		}
+	case StateUnauthorized, StateNoBucket:
+		w.m.failingSince.CompareAndSwap(0, time.Now().UnixNano())
+		what := "InfluxDB refused the token (check influx.token_env or influx.token_file, and its write permission)"
+		if o.state == StateNoBucket {
+			what = "InfluxDB has no such bucket (on 1.x: database/retention-policy; create it)"
+		}
+		w.log.Error(what+": nothing is delivered until this is fixed; points are kept in the spool and retried every "+w.opts.BackoffMax.String(),
+			"status", o.status, "error", o.message)
+	default:
+		w.m.failingSince.CompareAndSwap(0, time.Now().UnixNano())
+		w.log.Warn("writes to InfluxDB failed; points are kept in the spool and retried with backoff",
+			"status", o.status, "error", o.message)
+	}
+}
+
+// nextBackoff doubles prev within [BackoffMin, BackoffMax] with jitter, or
+// follows the server's Retry-After up to BackoffMax.
+func (w *Writer) nextBackoff(prev, retryAfter time.Duration) time.Duration {
+	if retryAfter > 0 {
+		return min(retryAfter, w.opts.BackoffMax)
+	}
+	next := min(max(2*prev, w.opts.BackoffMin), w.opts.BackoffMax)
+	// Between 3/4 and all of next, so restarted daemons do not march in step.
+	return next - time.Duration(rand.Int64N(int64(next)/4+1))
+}
+
+// sleep waits d or until ctx is done; false if ctx is.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,314 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	http2 "github.com/influxdata/influxdb-client-go/v2/api/http"
+
+	"github.com/deadlabour/deadlabour/internal/influxtest"
+	"github.com/deadlabour/deadlabour/internal/testlog"
+)
+
+func TestClassify(t *testing.T) {
+	withBody := func(code int, body string) error {
+		h := http.Header{}
+		h.Set(capturedBody, body)
+		return &http2.Error{StatusCode: code, Header: h}
+	}
+	tests := []struct {
+		name    string
+		err     error
+		act     action
+		state   State
+		message string
+	}{
+		{"nil", nil, actDelivered, StateOK, ""},
+		{"413", withBody(413, "Request Entity Too Large"), actSplit, StateOK, "Request Entity Too Large"},
+		{"400 json", withBody(400, `{"error":"partial write: field type conflict"}`), actBisect, StateOK, "partial write: field type conflict"},
+		{"422", withBody(422, `{"code":"unprocessable","message":"points beyond retention"}`), actBisect, StateOK, "points beyond retention"},
+		{"401", withBody(401, `{"error":"authorization failed"}`), actHold, StateUnauthorized, "authorization failed"},
+		{"403", withBody(403, "forbidden"), actHold, StateUnauthorized, "forbidden"},
+		{"404", withBody(404, `{"error":"database not found: \"x\""}`), actHold, StateNoBucket, `database not found: "x"`},
+		{"429", withBody(429, "slow down"), actRetry, StateRetrying, "slow down"},
+		{"500", withBody(500, "engine error"), actRetry, StateRetrying, "engine error"},
+		{"503", withBody(503, ""), actRetry, StateRetrying, "Unexpected status code 503"},
+		{"network", http2.NewError(&net.OpError{Op: "dial", Err: errors.New("connection refused")}), actRetry, StateRetrying, "dial: connection refused"},
+		{"plain", errors.New("boom"), actRetry, StateRetrying, "boom"},
+	}
+	for _, tt := range tests {
+		o := classify(tt.err)
+		if o.act != tt.act || tt.act != actSplit && tt.act != actBisect && o.state != tt.state || o.message != tt.message {
+			t.Errorf("%s: classify = act %d state %v message %q; want act %d state %v message %q",
+				tt.name, o.act, o.state, o.message, tt.act, tt.state, tt.message)
+		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		v    string
+		want time.Duration
+	}{
+		{"", 0},
+		{"7", 7 * time.Second},
+		{" 2 ", 2 * time.Second},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+		{"soon", 0},
+	}
+	for _, tt := range tests {
+		h := http.Header{}
+		h.Set("Retry-After", tt.v)
+		if got := retryAfter(h, now); got != tt.want {
+			t.Errorf("retryAfter(%q) = %v, want %v", tt.v, got, tt.want)
+		}
+	}
+}
+
+// TestPoisonedBatch: lines InfluxDB refuses inside a batch (a field type
+// conflict, a point older than the retention policy) are found by
+// bisection and kept in the dead-letter file with the server's message;
+// every other line of the batch is delivered, and what comes after flows.
+func TestPoisonedBatch(t *testing.T) {
+	s := influxtest.Start(t)
+	s.Exec(t, `CREATE RETENTION POLICY "week" ON "deadlabour" DURATION 7d REPLICATION 1 DEFAULT`)
+	now := time.Now()
+	s.Write(t, fmt.Sprintf(`conflict v="a string" %d`, now.Add(-time.Second).UnixNano()))
+	opts := fastOptions(t, s.URL(), influxtest.Database+"/week")
+	opts.BatchSize = 1000
+	logs := &testlog.Buffer{}
+	w, err := NewWriter(opts, newTestLogger(t, logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, w)
+	var pts []Point
+	for i := range 1000 {
+		pts = append(pts, Point{Measurement: "ok", Fields: []Field{{"i", int64(i)}}, Time: now.Add(time.Duration(i))})
+	}
+	pts[137] = Point{Measurement: "conflict", Fields: []Field{{"v", 1.5}}, Time: now}
+	pts[600] = Point{Measurement: "conflict", Fields: []Field{{"v", 2.5}}, Time: now.Add(time.Second)}
+	pts[999] = Point{Measurement: "ok", Fields: []Field{{"i", int64(999)}}, Time: now.Add(-30 * 24 * time.Hour)} // beyond 7d
+	if err := w.Enqueue(pts...); err != nil {
+		t.Fatal(err)
+	}
+	q := `SELECT * FROM "week"."ok"`
+	waitFor(t, "997 delivered", func() bool { return len(s.Rows(t, q)) == 997 })
+	waitFor(t, "the batch resolved", func() bool { return w.Stats().SpoolPoints == 0 })
+	if err := w.Enqueue(Point{Measurement: "ok", Fields: []Field{{"i", int64(5000)}}, Time: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the next point", func() bool { return len(s.Rows(t, q)) == 998 })
+	closeWriter(t, w)
+
+	st := w.Stats()
+	if st.DeadLettered != 3 || st.Sent != 998 || st.Dropped != 0 {
+		t.Errorf("Stats() = %+v, want 3 dead-lettered, 998 sent", st)
+	}
+	dl, err := os.ReadFile(filepath.Join(opts.Dir, DeadLetterFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"status=400", "field type conflict", "points beyond retention policy",
+		fmt.Sprintf("conflict v=1.5 %d\n", now.UnixNano()), fmt.Sprintf("ok i=999i %d\n", now.Add(-30*24*time.Hour).UnixNano())} {
+		if !strings.Contains(string(dl), want) {
+			t.Errorf("dead-letter file lacks %q:\n%s", want, dl)
+		}
+	}
+	if n := strings.Count(logs.String(), "kept in the dead-letter file"); n != 3 {
+		t.Errorf("%d log lines about dead letters, want 3:\n%s", n, logs)
+	}
+}
+
+// TestTooLargeSplits: a batch over InfluxDB's max-body-size (413) is split
+// until the halves pass; a single line over it is dead-lettered. (Without
+// gzip: InfluxDB 1.8 checks the size of bodies that say their length.)
+func TestTooLargeSplits(t *testing.T) {
+	s := influxtest.StartWith(t, influxtest.Options{MaxBodyBytes: 20_000})
+	opts := fastOptions(t, s.URL(), s.Bucket())
+	opts.BatchSize, opts.NoGzip = 200, true
+	w := newWriter(t, opts)
+	rng := rand.New(rand.NewPCG(1, 2))
+	noise := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.IntN(26)) + 'a'
+		}
+		return string(b)
+	}
+	var pts []Point
+	for i := range 200 {
+		pts = append(pts, Point{Measurement: "big", Fields: []Field{{"i", int64(i)}, {"pad", noise(300)}}, Time: time.Unix(1_772_366_400, int64(i))})
+	}
+	huge := noise(40_000)
+	pts[50].Fields[1].Value = huge
+	if err := w.Enqueue(pts...); err != nil {
+		t.Fatal(err)
+	}
+	closeWriter(t, w)
+	if n := s.Count(t, "big", ""); n != 199 {
+		t.Errorf("%d points stored, want 199", n)
+	}
+	if st := w.Stats(); st.DeadLettered != 1 || st.Sent != 199 {
+		t.Errorf("Stats() = %+v, want 1 dead-lettered (the 30 KB line), 199 sent", st)
+	}
+	dl, _ := os.ReadFile(filepath.Join(opts.Dir, DeadLetterFile))
+	if !strings.Contains(string(dl), "status=413") || !strings.Contains(string(dl), huge) {
+		t.Errorf("dead-letter file lacks the 413 line")
+	}
+}
+
+// faultProxy sits in front of the real InfluxDB and answers the first
+// `fail` writes itself with status and header, then forwards.
+type faultProxy struct {
+	*httptest.Server
+	fail   atomic.Int32
+	writes atomic.Int32
+	seen   chan time.Time
+}
+
+func newFaultProxy(t *testing.T, target string, status int, header http.Header, fail int) *faultProxy {
+	u, _ := url.Parse(target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	p := &faultProxy{seen: make(chan time.Time, 100)}
+	p.fail.Store(int32(fail))
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/write") {
+			p.writes.Add(1)
+			p.seen <- time.Now()
+			if p.fail.Add(-1) >= 0 {
+				for k, v := range header {
+					w.Header()[k] = v
+				}
+				w.WriteHeader(status)
+				fmt.Fprint(w, "injected")
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.Close)
+	return p
+}
+
+// TestRetryAfterHonoured: 503 and 429 with Retry-After (seconds, HTTP
+// date) wait as told, keep the batch, and deliver it once InfluxDB takes it.
+func TestRetryAfterHonoured(t *testing.T) {
+	s := influxtest.Start(t)
+	httpDate := func() string { return time.Now().Add(2 * time.Second).UTC().Format(http.TimeFormat) }
+	for _, tc := range []struct {
+		status int
+		header func() string
+		wait   time.Duration
+	}{
+		{http.StatusServiceUnavailable, func() string { return "1" }, time.Second},
+		{http.StatusTooManyRequests, httpDate, time.Second}, // 1 to 2 s: the date has whole seconds
+		{http.StatusBadGateway, nil, 0},
+		{http.StatusGatewayTimeout, nil, 0},
+	} {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			t.Parallel()
+			h := http.Header{}
+			if tc.header != nil {
+				h.Set("Retry-After", tc.header())
+			}
+			p := newFaultProxy(t, s.URL(), tc.status, h, 2)
+			opts := fastOptions(t, p.URL, s.Bucket())
+			opts.BackoffMax = 5 * time.Second
+			w := newWriter(t, opts)
+			m := fmt.Sprintf("retry%d", tc.status)
+			if err := w.Enqueue(Point{Measurement: m, Fields: []Field{{"v", 1.0}}, Time: time.Unix(1_772_366_400, 0)}); err != nil {
+				t.Fatal(err)
+			}
+			closeWriter(t, w)
+			if n := s.Count(t, m, ""); n != 1 {
+				t.Fatalf("%d points stored, want 1", n)
+			}
+			var at []time.Time
+			for len(p.seen) > 0 {
+				at = append(at, <-p.seen)
+			}
+			if len(at) != 3 {
+				t.Fatalf("%d write attempts, want 3 (2 refused, 1 delivered)", len(at))
+			}
+			for i := 1; i < len(at); i++ {
+				if gap := at[i].Sub(at[i-1]); gap < tc.wait-50*time.Millisecond || tc.wait == 0 && gap > time.Second {
+					t.Errorf("attempt %d came %v after the one before; Retry-After %q", i+1, gap, h.Get("Retry-After"))
+				}
+			}
+			if st := w.Stats(); st.Retries != 2 || st.Sent != 1 || st.State != StateOK {
+				t.Errorf("Stats() = %+v, want 2 retries, 1 sent, ok", st)
+			}
+		})
+	}
+}
+
+// TestUnauthorizedAndNoBucket: a wrong token (401) or a missing database
+// (404) delivers nothing and loses nothing: the state and the reason say
+// why, one log line says it, and a Writer with the right settings later
+// delivers every point.
+func TestUnauthorizedAndNoBucket(t *testing.T) {
+	s := influxtest.StartWith(t, influxtest.Options{Auth: true})
+	for _, tc := range []struct {
+		name, token, bucket string
+		state               State
+		logLine, reason     string
+	}{
+		{"wrong token", "admin:wrong", s.Bucket(), StateUnauthorized, "InfluxDB refused the token", "authorization failed"},
+		{"no token", "", s.Bucket(), StateUnauthorized, "InfluxDB refused the token", "unable to parse authentication credentials"},
+		{"no bucket", s.Token(), "nosuchdb/autogen", StateNoBucket, "InfluxDB has no such bucket", "database not found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := fastOptions(t, s.URL(), tc.bucket)
+			opts.Token = tc.token
+			opts.BackoffMax = 200 * time.Millisecond
+			logs := &testlog.Buffer{}
+			w, err := NewWriter(opts, newTestLogger(t, logs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			run(t, w)
+			m := strings.ReplaceAll(tc.name, " ", "_")
+			pts := make([]Point, 30)
+			for i := range pts {
+				pts[i] = Point{Measurement: m, Fields: []Field{{"i", int64(i)}}, Time: time.Unix(1_772_366_400, int64(i))}
+			}
+			if err := w.Enqueue(pts...); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "three refusals", func() bool { return w.Stats().Retries >= 3 })
+			st := w.Stats()
+			if st.State != tc.state || !strings.Contains(st.Reason, tc.reason) || st.SpoolPoints != 30 {
+				t.Errorf("Stats() = %+v, want %v because %q, 30 kept", st, tc.state, tc.reason)
+			}
+			if n := strings.Count(logs.String(), tc.logLine); n != 1 {
+				t.Errorf("%d log lines saying %q, want 1:\n%s", n, tc.logLine, logs)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if n, _ := w.Close(ctx); n != 30 {
+				t.Fatalf("Close left %d, want 30", n)
+			}
+			opts.Token, opts.Bucket = s.Token(), s.Bucket()
+			closeWriter(t, newWriter(t, opts))
+			if n := s.Count(t, m, ""); n != 30 {
+				t.Errorf("%d points stored after fixing it, want 30", n)
+			}
+		})
+	}
+}
