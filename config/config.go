@@ -129,14 +129,17 @@ type Influx struct {
 	TokenFile     string   `yaml:"token_file"`
 	Timeout       Duration `yaml:"timeout"`
 	BatchSize     int      `yaml:"batch_size"`
+	BatchBytes    ByteSize `yaml:"batch_bytes"`
 	FlushInterval Duration `yaml:"flush_interval"`
+	BackoffMax    Duration `yaml:"backoff_max"`
 }
 
 // Spool configures the durable on-disk queue in front of InfluxDB.
 type Spool struct {
-	Dir           string   `yaml:"dir"`
-	MaxBytes      ByteSize `yaml:"max_bytes"`
-	FsyncInterval Duration `yaml:"fsync_interval"`
+	Dir                string   `yaml:"dir"`
+	MaxBytes           ByteSize `yaml:"max_bytes"`
+	FsyncInterval      Duration `yaml:"fsync_interval"`
+	DeadLetterMaxBytes ByteSize `yaml:"dead_letter_max_bytes"`
 }
 
 // Weighting modes.
@@ -185,12 +188,15 @@ func Default() Config {
 			TokenEnv:      "INFLUX_TOKEN",
 			Timeout:       Duration(5 * time.Second),
 			BatchSize:     5000,
+			BatchBytes:    ByteSize(4 << 20),
 			FlushInterval: Duration(time.Second),
+			BackoffMax:    Duration(30 * time.Second),
 		},
 		Spool: Spool{
-			Dir:           "/var/lib/deadlabour/spool",
-			MaxBytes:      ByteSize(1 << 30),
-			FsyncInterval: Duration(200 * time.Millisecond),
+			Dir:                "/var/lib/deadlabour/spool",
+			MaxBytes:           ByteSize(1 << 30),
+			FsyncInterval:      Duration(200 * time.Millisecond),
+			DeadLetterMaxBytes: ByteSize(64 << 20),
 		},
 	}
 }

@@ -247,6 +247,12 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	if c.Influx.BatchSize <= 0 {
 		v.add("influx.batch_size", "must be positive, got %d", c.Influx.BatchSize)
 	}
+	if c.Influx.BatchBytes < 1<<10 {
+		v.add("influx.batch_bytes", "must be at least 1KiB, got %d", c.Influx.BatchBytes)
+	}
+	if c.Influx.BackoffMax < Duration(100*time.Millisecond) {
+		v.add("influx.backoff_max", "must be at least 100ms, got %s", c.Influx.BackoffMax.D())
+	}
 	if c.Influx.TokenEnv != "" && c.Influx.TokenFile != "" {
 		v.add("influx.token_file", "set token_env or token_file, not both")
 	}
@@ -259,6 +265,9 @@ func (c *Config) Validate(gpuCount int) []Problem {
 		v.add("spool.max_bytes", "must be at least 1MiB, got %d", c.Spool.MaxBytes)
 	}
 	v.positiveDuration("spool.fsync_interval", c.Spool.FsyncInterval)
+	if c.Spool.DeadLetterMaxBytes < 1<<10 {
+		v.add("spool.dead_letter_max_bytes", "must be at least 1KiB, got %d", c.Spool.DeadLetterMaxBytes)
+	}
 
 	sortProblems(v.problems)
 	return v.problems

@@ -33,6 +33,7 @@ type metrics struct {
 	failingSince atomic.Int64 // Unix ns of the first failure of a streak; 0 when ok
 	lastDropLog  atomic.Int64
 
+	enqueued     [numKinds]atomic.Uint64
 	sent         atomic.Uint64
 	deadLettered [numKinds]atomic.Uint64
 	dropped      [numKinds][numDropReasons]atomic.Uint64
@@ -108,6 +109,8 @@ var (
 		"spool.max_bytes: the bound of deadlabour_sink_spool_bytes.", nil, nil)
 	descOldest = prometheus.NewDesc("deadlabour_sink_oldest_undelivered_seconds",
 		"How long the oldest undelivered point has waited; 0 when none waits.", nil, nil)
+	descEnqueued = prometheus.NewDesc("deadlabour_sink_points_enqueued_total",
+		"Points handed to the sink, by kind. Each ends sent, dead-lettered, dropped, or waiting in the spool.", []string{"kind"}, nil)
 	descSent = prometheus.NewDesc("deadlabour_sink_points_sent_total",
 		"Points InfluxDB acknowledged.", nil, nil)
 	descRetries = prometheus.NewDesc("deadlabour_sink_write_retries_total",
@@ -130,7 +133,7 @@ var (
 type writerCollector struct{ w *Writer }
 
 func (c writerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSpoolPoints, descSpoolBytes, descSpoolMax, descOldest, descSent, descRetries,
+	for _, d := range []*prometheus.Desc{descSpoolPoints, descSpoolBytes, descSpoolMax, descOldest, descEnqueued, descSent, descRetries,
 		descDeadLettered, descDropped, descState, descMoved, descCommitErrors, descQuarantined} {
 		ch <- d
 	}
@@ -158,6 +161,7 @@ func (c writerCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRetries, n, reason)
 	}
 	for k := range numKinds {
+		counter(descEnqueued, m.enqueued[k].Load(), kind(k).String())
 		counter(descDeadLettered, m.deadLettered[k].Load(), kind(k).String())
 		for r := range numDropReasons {
 			counter(descDropped, m.dropped[k][r].Load(), kind(k).String(), dropReason(r).String())

@@ -156,6 +156,8 @@ func NewWriter(opts Options, log *slog.Logger) (*Writer, error) {
 	if opts.URL == "" {
 		w.m.state.Store(int32(StateDisabled))
 		w.m.reason.Store(new("no InfluxDB configured (influx.url is empty): points are kept in the spool"))
+		w.log.Info("no InfluxDB configured (influx.url is empty): records are kept in the spool, where `report` reads them",
+			"dir", opts.Dir, "max_bytes", opts.MaxBytes)
 	} else {
 		w.httpc = &http.Client{Timeout: opts.Timeout, Transport: captureErrors(http.DefaultTransport.(*http.Transport).Clone())}
 		w.client = influxdb2.NewClientWithOptions(opts.URL, opts.Token,
@@ -258,6 +260,7 @@ func (w *Writer) Enqueue(points ...Point) error {
 	for _, p := range points {
 		var err error
 		k := kindOf(p.Measurement)
+		w.m.enqueued[k].Add(1)
 		if buf, err = AppendLine(buf[:0], p); err != nil {
 			w.m.dropped[k][dropInvalid].Add(1)
 			errs = append(errs, err)
@@ -483,6 +486,9 @@ type Stats struct {
 	SpoolBytes                int64
 	// OldestUndelivered is how long the oldest of them has waited.
 	OldestUndelivered time.Duration
+	// Enqueued points were handed to Enqueue; each is then sent,
+	// dead-lettered, dropped or waiting (SpoolPoints).
+	Enqueued uint64
 	// Sent points InfluxDB acknowledged; Retries failed write requests
 	// that will be retried; DeadLettered points InfluxDB refused for good
 	// (kept in the dead-letter file).
@@ -515,6 +521,7 @@ func (w *Writer) Stats() Stats {
 		SpoolPoints:  points[kindCost] + points[kindTelemetry],
 		SpoolRecords: points[kindCost],
 		SpoolBytes:   bytes,
+		Enqueued:     w.m.enqueued[kindCost].Load() + w.m.enqueued[kindTelemetry].Load(),
 		Sent:         w.m.sent.Load(),
 		DeadLettered: w.m.deadLettered[kindCost].Load() + w.m.deadLettered[kindTelemetry].Load(),
 		DroppedBy:    map[string]uint64{},

@@ -9,18 +9,7 @@ import (
 // feature registers its routes from its own file.
 func (d *daemon) adminMux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "alive"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !d.ready.Load() {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "starting"})
-			return
-		}
-		st := d.writer.Stats()
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "gpus": d.gpuCount(), "sink_queued": st.SpoolPoints,
-			"sink_written": st.Sent, "sink_dropped": st.Dropped})
-	})
+	d.obs.routes(mux) // GET /metrics, /healthz, /readyz, /v1/spool (observe.go)
 	return mux
 }
 

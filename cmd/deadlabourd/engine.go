@@ -25,6 +25,14 @@ type pointSink interface {
 	Enqueue(points ...sink.Point) error
 }
 
+// engineObserver sees every poll and record, for the daemon's metrics and
+// its deadlabour_health point (observe.go).
+type engineObserver interface {
+	polled(now time.Time, took time.Duration, ivs []estimator.Interval, samples []estimator.DeviceSample, hostErr error)
+	recorded(r estimator.Record)
+	healthPoints(now time.Time) []sink.Point
+}
+
 // engine is the poll loop: one goroutine that reads the meters, takes the
 // request events, runs the ledger and hands points to the sink. Everything
 // the ledger touches is owned by it.
@@ -42,6 +50,7 @@ type engine struct {
 	node      string
 	simulated bool
 	onRecord  func(estimator.Record) // may be nil
+	obs       engineObserver         // may be nil
 
 	warned map[string]bool // log lines said once
 }
@@ -66,30 +75,42 @@ func (e *engine) Run(ctx context.Context) {
 }
 
 func (e *engine) tick(ctx context.Context, now time.Time) {
-	e.read(ctx, now)
+	start := time.Now()
+	p := e.read(ctx, now)
 	e.emit(e.ledger.Settle(now), now)
+	if e.obs != nil {
+		e.obs.polled(now, time.Since(start), p.ivs, p.samples, p.hostErr)
+	}
+}
+
+// reading is what one poll of the meters returned.
+type reading struct {
+	ivs     []estimator.Interval
+	samples []estimator.DeviceSample
+	hostErr error
 }
 
 // read polls the meters and takes the request events, in that order: a
 // request that began before the poll is in the queue by the time it is
 // drained.
-func (e *engine) read(ctx context.Context, now time.Time) {
+func (e *engine) read(ctx context.Context, now time.Time) (p reading) {
 	if e.gpu != nil {
-		ivs, samples := e.gpu.Poll(now)
-		for _, iv := range ivs {
+		p.ivs, p.samples = e.gpu.Poll(now)
+		for _, iv := range p.ivs {
 			e.add(iv)
 			e.telemetry.AddEnergy(iv)
 		}
-		for _, s := range samples {
+		for _, s := range p.samples {
 			e.telemetry.AddSample(s)
 		}
 	}
 	if e.host != nil {
 		iv, ok, err := e.host.Poll(ctx, now)
-		if err != nil {
+		if p.hostErr = err; err != nil {
 			e.warnOnce("host", "host meter failed", "err", err)
 		} else if ok {
 			e.add(iv)
+			p.ivs = append(p.ivs, iv)
 		}
 	}
 	for _, ev := range e.queue.drain() {
@@ -100,6 +121,7 @@ func (e *engine) read(ctx context.Context, now time.Time) {
 			e.ledger.End(ev.span)
 		}
 	}
+	return p
 }
 
 func (e *engine) add(iv estimator.Interval) {
@@ -129,6 +151,9 @@ func (e *engine) emit(out estimator.Output, now time.Time) {
 		if e.onRecord != nil {
 			e.onRecord(r)
 		}
+		if e.obs != nil {
+			e.obs.recorded(r)
+		}
 	}
 	for _, s := range out.Idle {
 		e.idle.add(s)
@@ -138,6 +163,9 @@ func (e *engine) emit(out estimator.Output, now time.Time) {
 	}
 	for _, w := range e.telemetry.Flush(now) {
 		points = append(points, sink.GPUPoint(e.node, e.simulated, w))
+	}
+	if e.obs != nil {
+		points = append(points, e.obs.healthPoints(now)...)
 	}
 	e.enqueue(points)
 }

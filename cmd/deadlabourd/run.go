@@ -84,6 +84,7 @@ type daemon struct {
 	queue     *spanQueue
 	engine    *engine
 	writer    *sink.Writer
+	obs       *observer
 	proxies   []*proxyServer
 	admin     *http.Server
 	adminLn   net.Listener
@@ -169,6 +170,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 	if d.gpu != nil {
 		d.engine.gpu = d.gpu
 	}
+	d.obs = newObserver(d, string(hostc.Method()))
+	d.engine.obs = d.obs
 
 	if err := d.listen(); err != nil {
 		return nil, err

@@ -11,8 +11,18 @@ import (
 // With no influx.url the spool only keeps: `report` reads it there.
 func newWriter(cfg *config.Config, token string, log *slog.Logger) (*sink.Writer, error) {
 	return sink.NewWriter(sink.Options{
-		Dir: cfg.Spool.Dir, MaxBytes: int64(cfg.Spool.MaxBytes), FsyncInterval: cfg.Spool.FsyncInterval.D(),
-		URL: cfg.Influx.URL, Bucket: cfg.Influx.Bucket, Org: cfg.Influx.Org, Token: token,
-		BatchSize: cfg.Influx.BatchSize, FlushInterval: cfg.Influx.FlushInterval.D(), Timeout: cfg.Influx.Timeout.D(),
+		Dir:                cfg.Spool.Dir,
+		MaxBytes:           int64(cfg.Spool.MaxBytes),
+		FsyncInterval:      cfg.Spool.FsyncInterval.D(),
+		DeadLetterMaxBytes: int64(cfg.Spool.DeadLetterMaxBytes),
+		URL:                cfg.Influx.URL,
+		Bucket:             cfg.Influx.Bucket,
+		Org:                cfg.Influx.Org,
+		Token:              token,
+		BatchSize:          cfg.Influx.BatchSize,
+		BatchBytes:         int64(cfg.Influx.BatchBytes),
+		FlushInterval:      cfg.Influx.FlushInterval.D(),
+		Timeout:            cfg.Influx.Timeout.D(),
+		BackoffMax:         cfg.Influx.BackoffMax.D(),
 	}, log)
 }

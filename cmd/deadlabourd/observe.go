@@ -1,0 +1,323 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/sink"
+)
+
+// The daemon's own observability: GET /metrics (Prometheus), /healthz,
+// /readyz, GET /v1/spool, and the deadlabour_health point. The engine sees
+// every interval, sample and record, so it feeds the metrics (observer)
+// and the proxy is untouched.
+
+// gpuHealth is what /readyz, the metrics and deadlabour_health need of the
+// GPU collector: the GPUs it marked unhealthy and why. The collector's
+// Health() (issue 3) plugs in through gpuHealthFunc.
+type gpuHealth interface {
+	unhealthyGPUs() map[string]string // device id -> reason
+}
+
+// gpuHealthFunc adapts a function to gpuHealth.
+type gpuHealthFunc func() map[string]string
+
+func (f gpuHealthFunc) unhealthyGPUs() map[string]string { return f() }
+
+// sinkState is what the observer needs of the sink.
+type sinkState interface {
+	Stats() sink.Stats
+	ScanSpool(yield func(line string) bool) error
+}
+
+// observer keeps the daemon's metrics and answers /healthz and /readyz.
+// The engine's goroutine calls polled and recorded; HTTP handlers read.
+type observer struct {
+	reg        *prometheus.Registry
+	node       string
+	simulated  bool
+	started    time.Time
+	interval   time.Duration // engine poll
+	report     time.Duration // deadlabour_health period
+	now        func() time.Time
+	gpus       []string // device ids found at start
+	gpuHealth  gpuHealth
+	hostMeter  string // counter, modelled, or "" without a host meter
+	sink       sinkState
+	ready      func() bool
+	spoolLimit int64
+
+	gpuPower, gpuUtil, gpuMemUtil *prometheus.GaugeVec
+	energy                        *prometheus.CounterVec
+	requests                      *prometheus.CounterVec
+	poll                          prometheus.Histogram
+
+	mu         sync.Mutex
+	lastPoll   time.Time
+	hostErr    string
+	hostErrAt  time.Time
+	nextHealth time.Time
+}
+
+func newObserver(d *daemon, hostMeter string) *observer {
+	o := &observer{
+		reg: prometheus.NewRegistry(), node: d.cfg.Node, simulated: d.simulated, started: nowFunc(),
+		interval: d.cfg.GPU.Interval.D(), report: d.cfg.GPU.ReportInterval.D(), now: nowFunc,
+		hostMeter: hostMeter, sink: d.writer, ready: d.ready.Load, spoolLimit: int64(d.cfg.Spool.MaxBytes),
+		gpuHealth: gpuHealthFunc(func() map[string]string { return nil }),
+		gpuPower: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "deadlabour_gpu_power_watts",
+			Help: "GPU power at the last poll."}, []string{"gpu"}),
+		gpuUtil: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "deadlabour_gpu_utilization_ratio",
+			Help: "GPU (SM) utilisation at the last poll, 0 to 1."}, []string{"gpu"}),
+		gpuMemUtil: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "deadlabour_gpu_memory_utilization_ratio",
+			Help: "GPU memory-controller utilisation at the last poll, 0 to 1."}, []string{"gpu"}),
+		energy: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deadlabour_energy_joules_total",
+			Help: "Energy measured by each meter (GPU id, or host for CPU and DRAM), by method (counter, power_integral, modelled)."},
+			[]string{"device", "method"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deadlabour_requests_total",
+			Help: "Requests metered (a record written), by upstream and status."}, []string{"upstream", "status"}),
+		poll: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deadlabour_engine_poll_duration_seconds",
+			Help:    "Duration of one poll of the engine: meters, ledger, points handed to the sink.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 3, 10)}),
+	}
+	if d.gpu != nil {
+		for _, g := range d.gpu.Devices() {
+			o.gpus = append(o.gpus, g.ID)
+		}
+	}
+	o.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		d.writer.Collector(),
+		o.gpuPower, o.gpuUtil, o.gpuMemUtil, o.energy, o.requests, o.poll,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "deadlabour_gpus",
+			Help: "GPUs found at start."}, func() float64 { return float64(len(o.gpus)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "deadlabour_gpus_unhealthy",
+			Help: "GPUs the collector marked unhealthy."}, func() float64 { return float64(len(o.gpuHealth.unhealthyGPUs())) }),
+		collectorUp{o},
+	)
+	return o
+}
+
+var descCollectorUp = prometheus.NewDesc("deadlabour_collector_up",
+	"1 if the collector reads as it should: gpu (no GPU unhealthy), host (its last poll succeeded).", []string{"collector"}, nil)
+
+// collectorUp exports the collectors' health.
+type collectorUp struct{ o *observer }
+
+func (c collectorUp) Describe(ch chan<- *prometheus.Desc) { ch <- descCollectorUp }
+func (c collectorUp) Collect(ch chan<- prometheus.Metric) {
+	h := c.o.health()
+	if len(c.o.gpus) > 0 {
+		ch <- prometheus.MustNewConstMetric(descCollectorUp, prometheus.GaugeValue, b2f(len(h.unhealthy) == 0), "gpu")
+	}
+	if c.o.hostMeter != "" {
+		ch <- prometheus.MustNewConstMetric(descCollectorUp, prometheus.GaugeValue, b2f(h.hostErr == ""), "host")
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// polled takes one poll's readings; the engine calls it every interval.
+func (o *observer) polled(now time.Time, took time.Duration, ivs []estimator.Interval, samples []estimator.DeviceSample, hostErr error) {
+	for _, iv := range ivs {
+		o.energy.WithLabelValues(iv.Device, string(iv.Method)).Add(iv.Joules)
+	}
+	for _, s := range samples {
+		if !math.IsNaN(s.PowerW) {
+			o.gpuPower.WithLabelValues(s.Device).Set(s.PowerW)
+		}
+		o.gpuUtil.WithLabelValues(s.Device).Set(s.UtilGPU / 100)
+		o.gpuMemUtil.WithLabelValues(s.Device).Set(s.UtilMem / 100)
+	}
+	o.poll.Observe(took.Seconds())
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.lastPoll = now
+	if hostErr != nil {
+		o.hostErr, o.hostErrAt = hostErr.Error(), now
+	} else {
+		o.hostErr = ""
+	}
+}
+
+// recorded counts a request's record.
+func (o *observer) recorded(r estimator.Record) {
+	o.requests.WithLabelValues(r.Upstream, r.Status).Inc()
+}
+
+// healthPoints returns the deadlabour_health point once every report
+// interval, aligned to it.
+func (o *observer) healthPoints(now time.Time) []sink.Point {
+	o.mu.Lock()
+	due := !now.Before(o.nextHealth)
+	if due {
+		o.nextHealth = now.Truncate(o.report).Add(o.report)
+	}
+	o.mu.Unlock()
+	if !due {
+		return nil
+	}
+	h := o.health()
+	return []sink.Point{sink.HealthPoint(o.node, sink.Health{
+		Time: now, GPUsTotal: len(o.gpus), GPUsUnhealthy: len(h.unhealthy), HostMeter: o.hostMeter,
+		Simulated: o.simulated, Sink: h.sink,
+	})}
+}
+
+// nodeHealth is a snapshot of everything /readyz reports.
+type nodeHealth struct {
+	lastPoll  time.Time
+	hostErr   string
+	unhealthy map[string]string
+	sink      sink.Stats
+}
+
+func (o *observer) health() nodeHealth {
+	o.mu.Lock()
+	h := nodeHealth{lastPoll: o.lastPoll, hostErr: o.hostErr}
+	o.mu.Unlock()
+	h.unhealthy = o.gpuHealth.unhealthyGPUs()
+	h.sink = o.sink.Stats()
+	return h
+}
+
+// stalled says why the poll loop looks stuck, or "".
+func (o *observer) stalled(h nodeHealth) string {
+	limit := max(10*o.interval, 5*time.Second)
+	since := h.lastPoll
+	if since.IsZero() {
+		since = o.started
+	}
+	if age := o.now().Sub(since); age > limit {
+		return fmt.Sprintf("engine: no poll for %v (interval %v)", age.Round(time.Millisecond), o.interval)
+	}
+	return ""
+}
+
+// routes registers the observability routes on the admin router.
+func (o *observer) routes(mux *http.ServeMux) {
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.reg, promhttp.HandlerOpts{Registry: o.reg, EnableOpenMetrics: true}))
+	mux.HandleFunc("GET /healthz", o.serveHealthz)
+	mux.HandleFunc("GET /readyz", o.serveReadyz)
+	mux.HandleFunc("GET /v1/spool", o.serveSpool)
+}
+
+// serveHealthz: the process is alive and its poll loop turns (200), or
+// the loop is stuck (503). It is what a liveness probe or watchdog asks.
+func (o *observer) serveHealthz(w http.ResponseWriter, r *http.Request) {
+	h := o.health()
+	body := map[string]any{"status": "alive", "uptime_s": o.now().Sub(o.started).Seconds()}
+	if why := o.stalled(h); why != "" {
+		body["status"], body["reasons"] = "stalled", []string{why}
+		writeJSON(w, http.StatusServiceUnavailable, body)
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// serveReadyz reports the collectors and the sink with reasons: 200
+// "ready", 200 "degraded" (metering works, something needs a look), or 503
+// "not_ready" (starting or stopping, the poll loop stuck, every GPU
+// unhealthy, or InfluxDB refusing the token or missing the bucket: records
+// pile up in the spool until a person acts).
+func (o *observer) serveReadyz(w http.ResponseWriter, r *http.Request) {
+	h := o.health()
+	var blocking, degraded []string
+	if !o.ready() {
+		blocking = append(blocking, "daemon: starting or stopping")
+	}
+	if why := o.stalled(h); why != "" {
+		blocking = append(blocking, why)
+	}
+	if n := len(h.unhealthy); n > 0 {
+		ids := make([]string, 0, n)
+		for id, why := range h.unhealthy {
+			ids = append(ids, fmt.Sprintf("GPU %s: %s", id, why))
+		}
+		sort.Strings(ids)
+		msg := fmt.Sprintf("gpu: %d of %d unhealthy (%s)", n, len(o.gpus), strings.Join(ids, "; "))
+		if n == len(o.gpus) {
+			blocking = append(blocking, msg)
+		} else {
+			degraded = append(degraded, msg)
+		}
+	}
+	if h.hostErr != "" {
+		degraded = append(degraded, "host: meter failing: "+h.hostErr)
+	}
+	st := h.sink
+	switch st.State {
+	case sink.StateUnauthorized, sink.StateNoBucket:
+		blocking = append(blocking, fmt.Sprintf("sink: %s: %s (records are kept in the spool)", st.State, st.Reason))
+	case sink.StateRetrying:
+		degraded = append(degraded, fmt.Sprintf("sink: retrying: %s (oldest undelivered %v)", st.Reason, st.OldestUndelivered.Round(time.Second)))
+	}
+	if o.spoolLimit > 0 && st.SpoolBytes > o.spoolLimit*9/10 {
+		degraded = append(degraded, fmt.Sprintf("sink: spool %d%% full (spool.max_bytes %d): telemetry is being dropped", st.SpoolBytes*100/o.spoolLimit, o.spoolLimit))
+	}
+	status, code := "ready", http.StatusOK
+	switch {
+	case len(blocking) > 0:
+		status, code = "not_ready", http.StatusServiceUnavailable
+	case len(degraded) > 0:
+		status = "degraded"
+	}
+	gpu := map[string]any{"gpus": len(o.gpus), "unhealthy": h.unhealthy}
+	host := map[string]any{"meter": o.hostMeter, "error": h.hostErr}
+	writeJSON(w, code, map[string]any{
+		"status":     status,
+		"reasons":    append(append([]string{}, blocking...), degraded...),
+		"node":       o.node,
+		"simulated":  o.simulated,
+		"collectors": map[string]any{"gpu": gpu, "host": host},
+		"sink": map[string]any{
+			"state": st.State.String(), "reason": st.Reason,
+			"spool_points": st.SpoolPoints, "spool_records": st.SpoolRecords, "spool_bytes": st.SpoolBytes,
+			"spool_max_bytes": o.spoolLimit, "oldest_undelivered_s": st.OldestUndelivered.Seconds(),
+			"sent": st.Sent, "retries": st.Retries, "dead_lettered": st.DeadLettered,
+			"dropped": st.Dropped, "dropped_by": st.DroppedBy,
+		},
+	})
+}
+
+// serveSpool streams the lines waiting in the spool as line protocol, one
+// per line, oldest first; ?measurement=NAME keeps one measurement. It is
+// how `report` reads the spool of a running daemon (sink.ReadSpool reads a
+// stopped one's).
+func (o *observer) serveSpool(w http.ResponseWriter, r *http.Request) {
+	prefix := ""
+	if m := r.URL.Query().Get("measurement"); m != "" {
+		prefix = strings.NewReplacer(",", `\,`, " ", `\ `).Replace(m)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	bw := bufio.NewWriterSize(w, 64<<10)
+	err := o.sink.ScanSpool(func(line string) bool {
+		if prefix != "" && !(strings.HasPrefix(line, prefix) && len(line) > len(prefix) && (line[len(prefix)] == ',' || line[len(prefix)] == ' ')) {
+			return true
+		}
+		bw.WriteString(line)
+		bw.WriteByte('\n')
+		return r.Context().Err() == nil
+	})
+	if err != nil {
+		bw.WriteString("# error reading the spool: " + strings.ReplaceAll(err.Error(), "\n", " ") + "\n")
+	}
+	bw.Flush()
+}
