@@ -101,7 +101,7 @@ func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	lib, err := nvmlLibrary(*simulate, *libPath, config.Default(), func(int) float64 { return 0 })
+	lib, err := nvmlLibrary(*simulate, *libPath, config.Default(), nil)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

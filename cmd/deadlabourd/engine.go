@@ -13,6 +13,9 @@ import (
 // gpuSource is what the engine needs of the GPU collector.
 type gpuSource interface {
 	Poll(now time.Time) ([]estimator.Interval, []estimator.DeviceSample)
+	// Flush closes, at shutdown, the intervals still open because a
+	// counter has not moved since the last poll that saw it move.
+	Flush() []estimator.Interval
 }
 
 // hostSource is what the engine needs of the host collector.
@@ -112,6 +115,12 @@ func (e *engine) add(iv estimator.Interval) {
 func (e *engine) final(ctx context.Context) {
 	now := e.now()
 	e.read(ctx, now)
+	if e.gpu != nil {
+		for _, iv := range e.gpu.Flush() {
+			e.add(iv)
+			e.telemetry.AddEnergy(iv)
+		}
+	}
 	e.emit(e.ledger.Settle(now), now)
 	e.emit(e.ledger.Close(), now)
 	e.flushAll()

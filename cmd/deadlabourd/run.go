@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -100,7 +100,7 @@ type proxyServer struct {
 }
 
 func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{cfg: cfg, log: log, queue: newSpanQueue(16), simulated: simulate != ""}
+	d := &daemon{cfg: cfg, log: log, queue: newSpanQueue(), simulated: simulate != ""}
 	defer func() {
 		if err != nil {
 			d.closeListeners()
@@ -200,20 +200,7 @@ func (d *daemon) params() (estimator.Params, error) {
 		EmbodiedGPerSecond:    cfg.Facility.HostEmbodiedKgCO2e * 1000 / life,
 	}
 	if d.gpu != nil {
-		for _, g := range d.gpu.Devices() {
-			hw, ok := cfg.HardwareFor(g.Name)
-			if !ok {
-				d.log.Warn("no hardware entry matches this GPU: its depreciation and embodied carbon count as 0; add one under hardware:",
-					"gpu", g.Index, "name", g.Name)
-				p.Devices[g.ID] = estimator.DeviceParams{}
-				continue
-			}
-			s := hw.Life.Seconds()
-			p.Devices[g.ID] = estimator.DeviceParams{
-				DepreciationPerSecond: hw.SlotCapex() / s,
-				EmbodiedGPerSecond:    hw.SlotEmbodiedKg() * 1000 / s,
-			}
-		}
+		maps.Copy(p.Devices, gpuDeviceParams(cfg, d.gpu.Devices(), d.log))
 	}
 	for _, m := range cfg.Models {
 		if m.LifetimeTokens > 0 {
@@ -225,29 +212,6 @@ func (d *daemon) params() (estimator.Params, error) {
 		}
 	}
 	return p, nil
-}
-
-// upstreamDevices maps an upstream's gpus entries (indices or UUIDs) to
-// device ids; entries naming no GPU present are dropped with a warning.
-func (d *daemon) upstreamDevices(u config.Upstream) []string {
-	if d.gpu == nil {
-		return nil
-	}
-	var out []string
-	for _, g := range u.GPUs {
-		found := ""
-		for _, dev := range d.gpu.Devices() {
-			if g == dev.UUID || g == strconv.Itoa(dev.Index) {
-				found = dev.ID
-			}
-		}
-		if found == "" {
-			d.log.Warn("upstream names a GPU that is not present; it is ignored", "upstream", u.Name, "gpu", g)
-			continue
-		}
-		out = append(out, found)
-	}
-	return out
 }
 
 // listen opens every listener before anything runs, so that a port in use
