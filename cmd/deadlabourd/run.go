@@ -141,8 +141,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 	if err != nil {
 		return nil, err
 	}
-	hostc := host.Open(ctx, host.Options{SysfsRoot: cfg.Host.SysfsRoot, UseRAPL: cfg.Host.RAPL,
-		CPUTDPWatts: cfg.Host.CPUTDPWatts, CPUIdleWatts: cfg.Host.CPUIdleWatts}, log)
+	hostc := host.Open(ctx, hostOptions(ctx, cfg, log), log)
 	ledger, err := estimator.New(params)
 	if err != nil {
 		return nil, err

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"strconv"
 
 	"github.com/deadlabour/deadlabour/collector/gpu"
+	"github.com/deadlabour/deadlabour/collector/host"
 	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/estimator"
 )
@@ -72,4 +74,17 @@ func (d *daemon) upstreamDevices(u config.Upstream) []string {
 		}
 	}
 	return out
+}
+
+// hostOptions configures the host meter; its CPU power model (used without
+// RAPL) comes from the config, else the CPU catalogue for this CPU times
+// its sockets, else defaults.
+func hostOptions(ctx context.Context, cfg *config.Config, log *slog.Logger) host.Options {
+	model, sockets, err := host.CPUs(ctx)
+	if err != nil {
+		log.Debug("CPU model unknown; the host power model uses the config or defaults", "err", err)
+	}
+	tdp, idle, source := cfg.CPUModel(model, sockets)
+	log.Debug("host CPU power model", "cpu", model, "sockets", sockets, "tdp_watts", tdp, "idle_watts", idle, "source", source)
+	return host.Options{SysfsRoot: cfg.Host.SysfsRoot, UseRAPL: cfg.Host.RAPL, CPUTDPWatts: tdp, CPUIdleWatts: idle}
 }
