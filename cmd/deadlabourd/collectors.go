@@ -88,3 +88,57 @@ func hostOptions(ctx context.Context, cfg *config.Config, log *slog.Logger) host
 	log.Debug("host CPU power model", "cpu", model, "sockets", sockets, "tdp_watts", tdp, "idle_watts", idle, "source", source)
 	return host.Options{SysfsRoot: cfg.Host.SysfsRoot, UseRAPL: cfg.Host.RAPL, CPUTDPWatts: tdp, CPUIdleWatts: idle}
 }
+
+// newResolver sets up the GPU resolver of the upstreams that name their
+// processes (pid_file, process_name), and resolves them once, before the
+// first request.
+func (d *daemon) newResolver() {
+	r := &gpuResolver{gpu: d.gpu, procRoot: "/proc", every: d.cfg.GPU.ProcessRefresh.D(), log: d.log.With("component", "gpu-resolver")}
+	for _, u := range d.cfg.Upstreams {
+		if u.PIDFile == "" && u.ProcessName == "" {
+			continue
+		}
+		if d.gpu == nil {
+			d.log.Warn("upstream names its processes, but there are no GPUs to find them on", "upstream", u.Name)
+			continue
+		}
+		r.add(u.Name, u.PIDFile, u.ProcessName, d.upstreamDevices(u))
+	}
+	if len(r.ups) == 0 {
+		return
+	}
+	r.Refresh()
+	d.resolver = r
+}
+
+// devicesFunc is the proxy's DevicesFunc of an upstream: nil unless the
+// resolver maps it.
+func (d *daemon) devicesFunc(upstream string) func() []string {
+	if d.resolver == nil {
+		return nil
+	}
+	for _, u := range d.resolver.ups {
+		if u.name == upstream {
+			return u.Devices
+		}
+	}
+	return nil
+}
+
+// startResolver runs the resolver until the returned stop is called; stop
+// waits for it.
+func (d *daemon) startResolver(ctx context.Context) (stop func()) {
+	if d.resolver == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.resolver.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}

@@ -81,6 +81,7 @@ type daemon struct {
 	log       *slog.Logger
 	gpu       *gpu.Collector  // nil without GPUs
 	sim       *gpu.Simulation // non-nil with --simulate
+	resolver  *gpuResolver    // nil unless an upstream names its processes
 	queue     *spanQueue
 	engine    *engine
 	writer    *sink.Writer
@@ -175,6 +176,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 		d.engine.gpu = d.gpu
 	}
 
+	d.newResolver()
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
@@ -222,7 +224,7 @@ func (d *daemon) listen() error {
 	}
 	for _, u := range d.cfg.Upstreams {
 		p, err := requests.New(requests.Options{
-			Name: u.Name, Target: u.Target, Devices: d.upstreamDevices(u), TenantHeader: u.TenantHeader,
+			Name: u.Name, Target: u.Target, Devices: d.upstreamDevices(u), DevicesFunc: d.devicesFunc(u.Name), TenantHeader: u.TenantHeader,
 			TenantSecret: secret, MaxRequestBytes: int64(u.MaxBodyBytes), Now: nowFunc,
 			Logger: d.log.With("upstream", u.Name),
 		}, d.queue)
@@ -323,6 +325,7 @@ func (d *daemon) run(ctx context.Context) error {
 		defer close(engineDone)
 		d.engine.Run(engineCtx)
 	}()
+	stopResolver := d.startResolver(ctx)
 	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
 	writerDone := make(chan struct{})
 	go func() {
@@ -360,6 +363,7 @@ func (d *daemon) run(ctx context.Context) error {
 		p.wg.Wait()
 		p.proxy.CloseIdleConnections()
 	}
+	stopResolver()
 	// 2. Settle and flush the ledger.
 	stopEngine()
 	<-engineDone
