@@ -52,6 +52,8 @@ type Collector struct {
 	lastT     time.Time
 	lastBusy  float64
 	lastTotal float64
+	timesAt   time.Time // when CPU times were last read
+	util      float64   // CPU utilisation over the last CPU-times period
 	// RAPL that failed at run time: intervals are held at the last measured
 	// power until it reads again, and counting restarts from that read.
 	raplFailing bool
@@ -181,19 +183,36 @@ func (c *Collector) Poll(ctx context.Context, now time.Time) (estimator.Interval
 			}
 		}
 	} else {
-		busy, total, err := c.opts.CPUTimes(ctx)
-		if err != nil {
-			return estimator.Interval{}, false, fmt.Errorf("CPU times: %w", err)
+		if err := c.readUtil(ctx, now); err != nil {
+			return estimator.Interval{}, false, err
 		}
-		util := 0.0
-		if d := total - c.lastTotal; c.primed && d > 0 {
-			util = min(max((busy-c.lastBusy)/d, 0), 1)
-		}
-		c.lastBusy, c.lastTotal = busy, total
-		iv.Joules = (c.opts.CPUIdleWatts + (c.opts.CPUTDPWatts-c.opts.CPUIdleWatts)*util) * dt
+		iv.Joules = (c.opts.CPUIdleWatts + (c.opts.CPUTDPWatts-c.opts.CPUIdleWatts)*c.util) * dt
 	}
 	c.primed, c.lastT = true, now
 	return iv, primed, nil
+}
+
+// cpuTimesEvery is how often the model reads CPU times (/proc/stat): a
+// read costs an open, a read and a parse, which at every 100 ms poll was a
+// third of the idle daemon's CPU; the polls in between use the latest
+// utilisation.
+const cpuTimesEvery = time.Second
+
+// readUtil updates the CPU utilisation from the CPU times, at most every
+// cpuTimesEvery.
+func (c *Collector) readUtil(ctx context.Context, now time.Time) error {
+	if c.primed && now.Sub(c.timesAt) < cpuTimesEvery {
+		return nil
+	}
+	busy, total, err := c.opts.CPUTimes(ctx)
+	if err != nil {
+		return fmt.Errorf("CPU times: %w", err)
+	}
+	if d := total - c.lastTotal; c.primed && d > 0 {
+		c.util = min(max((busy-c.lastBusy)/d, 0), 1)
+	}
+	c.lastBusy, c.lastTotal, c.timesAt = busy, total, now
+	return nil
 }
 
 // readRAPL reads every zone and, only if all of them read, moves the

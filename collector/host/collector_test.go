@@ -281,6 +281,17 @@ func TestModelFallback(t *testing.T) {
 	if want := (100 + 200*0.25) * 2; math.Abs(iv.Joules-want) > 1e-9 || iv.Method != estimator.MethodModelled {
 		t.Errorf("interval = %+v, want %v J modelled", iv, want)
 	}
+	// CPU times are read at most once a second: polls in between keep the
+	// last utilisation.
+	busy, total = 20, 40 // 75 % busy since
+	iv, _, _ = c.Poll(ctx, t0.Add(2500*time.Millisecond))
+	if want := (100 + 200*0.25) * 0.5; math.Abs(iv.Joules-want) > 1e-9 {
+		t.Errorf("half a second later: %v J, want %v J (the last utilisation)", iv.Joules, want)
+	}
+	iv, _, _ = c.Poll(ctx, t0.Add(3*time.Second))
+	if want := (100 + 200*0.75) * 0.5; math.Abs(iv.Joules-want) > 1e-9 {
+		t.Errorf("a second later: %v J, want %v J (the new utilisation)", iv.Joules, want)
+	}
 }
 
 func TestDelta(t *testing.T) {
