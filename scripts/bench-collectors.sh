@@ -14,14 +14,10 @@ WARMUP=${BENCH_WARMUP:-5}
 
 go build -o bin/deadlabourd ./cmd/deadlabourd
 dir=$(mktemp -d "${TMPDIR:-/tmp}/deadlabour-bench.XXXXXX")
-pids=()
+# shellcheck source=scripts/background.sh
+. scripts/background.sh
 cleanup() {
-	for p in "${pids[@]}"; do
-		kill -TERM "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
+	bg_stop
 	scripts/influxdb.sh stop "$dir/influx" >/dev/null 2>&1 || true
 	rm -rf "$dir"
 }
@@ -52,10 +48,10 @@ config gpus true
 config base false
 
 bin/deadlabourd run --config "$dir/gpus/config.yaml" --simulate h100:8 --log-level warn 2>"$dir/gpus/log" &
-pids+=($!)
+bg_track $!
 gpus_pid=$!
 bin/deadlabourd run --config "$dir/base/config.yaml" --log-level warn 2>"$dir/base/log" &
-pids+=($!)
+bg_track $!
 base_pid=$!
 sleep "$WARMUP"
 for p in "$gpus_pid" "$base_pid"; do

@@ -34,14 +34,10 @@ OUT=$(cd "$OUT" && pwd)
 log() { echo "gpu-check: $*" | tee -a "$OUT/summary.txt" >&2; }
 : >"$OUT/summary.txt"
 
-pids=()
+# shellcheck source=scripts/background.sh
+. scripts/background.sh
 cleanup() {
-	for p in "${pids[@]}"; do
-		kill -TERM "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
+	bg_stop
 	[[ -d $OUT/influx ]] && scripts/influxdb.sh stop "$OUT/influx" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -92,7 +88,7 @@ while time.time() < end:
     on = not on
 PY
 	python3 "$OUT/load.py" "$((DURATION + 15))" >"$OUT/load.log" 2>&1 &
-	pids+=($!)
+	bg_track $!
 	load=torch
 	sleep 5 # let the load start (CUDA context, allocation)
 else
@@ -118,7 +114,7 @@ spool:
 YAML
 	"$BIN" run --config "$OUT/config.yaml" "${SIM[@]}" --log-level info 2>"$OUT/daemon.log" &
 	daemon_pid=$!
-	pids+=($daemon_pid)
+	bg_track "$daemon_pid"
 	daemon=yes
 else
 	log "no InfluxDB could be started (scripts/influxdb.sh; see $OUT/influx-start.log): the daemon part is skipped"
@@ -134,21 +130,33 @@ if [[ $daemon == yes ]]; then
 	curl -sG "$url/query" --data-urlencode "db=deadlabour" --data-urlencode \
 		"q=SELECT energy_j, power_mean_w FROM deadlabour_gpu WHERE host = 'gpu-check' GROUP BY gpu" -o "$OUT/daemon-gpu.json"
 	# Per GPU, over the whole 1 s windows but the first and the last (partial):
-	# counter energy against the mean of the instant power samples x 1 s.
+	# counter energy against the mean of the power samples x 1 s. In MIG mode
+	# the board's energy is its own row plus its instances' (0/1, ...).
 	python3 - "$OUT/daemon-gpu.json" >"$OUT/daemon.txt" <<'PY' || log "could not read the daemon's telemetry back"
 import json, sys
+from collections import defaultdict
 series = json.load(open(sys.argv[1]))["results"][0].get("series", [])
-worst = None
+energy = defaultdict(lambda: defaultdict(float))  # board -> window -> J
+power = defaultdict(dict)                           # board -> window -> W
 for s in series:
-    rows = [r for r in s["values"] if r[1] is not None and r[2] is not None][1:-1]
-    if not rows:
+    dev = s["tags"]["gpu"]
+    board = dev.split("/")[0]
+    for t, e, p in s["values"]:
+        if e is not None:
+            energy[board][t] += e
+        if p is not None and dev == board:
+            power[board][t] = p
+worst = None
+for board in sorted(power, key=int):
+    windows = sorted(t for t in power[board] if t in energy[board])[1:-1]
+    if not windows:
         continue
-    counter = sum(r[1] for r in rows)
-    power = sum(r[2] * 1.0 for r in rows)
-    diff = (power - counter) / counter * 100
+    counter = sum(energy[board][t] for t in windows)
+    integral = sum(power[board][t] * 1.0 for t in windows)
+    diff = (integral - counter) / counter * 100
     agree = 100 - abs(diff)
     worst = agree if worst is None else min(worst, agree)
-    print(f"daemon GPU {s['tags']['gpu']}: {len(rows)} windows, counter {counter:.1f} J, power samples {power:.1f} J, difference {diff:+.2f} %, agreement {agree:.2f} %")
+    print(f"daemon GPU {board}: {len(windows)} windows, counter {counter:.1f} J, power samples {integral:.1f} J, difference {diff:+.2f} %, agreement {agree:.2f} %")
 print("daemon worst agreement: " + ("n/a" if worst is None else f"{worst:.2f} %"))
 PY
 	cat "$OUT/daemon.txt" 2>/dev/null || true
