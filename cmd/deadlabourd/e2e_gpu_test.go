@@ -104,6 +104,16 @@ func (r *gpuRig) conserved(board int, upstreams, devices []string) {
 	}
 }
 
+// noneTruncated checks that every record was charged for all of its
+// requests' time: at shutdown the intervals still open because a counter
+// had not moved are closed (engine.final, gpu.Collector.Flush).
+func (r *gpuRig) noneTruncated() {
+	r.t.Helper()
+	if n := r.influx.Count(r.t, "deadlabour_request", "history_truncated = true"); n != 0 {
+		r.t.Errorf("%d records flagged history_truncated", n)
+	}
+}
+
 // MIG end to end: two upstreams on two instances of one simulated H100.
 // Each request is charged from its instance's share of the board's counter,
 // which is split, never copied: per board, records + idle of the board and
@@ -139,6 +149,7 @@ func TestEndToEndMIG(t *testing.T) {
 		}
 	}
 	r.conserved(0, []string{"a", "b"}, []string{"0", "0/0", "0/1"})
+	r.noneTruncated()
 	r.conserved(1, nil, []string{"1", "1/0", "1/1"})
 }
 
@@ -168,6 +179,7 @@ func TestEndToEndPIDFile(t *testing.T) {
 		}
 	}
 	r.conserved(3, []string{"tp"}, []string{"3"})
+	r.noneTruncated()
 	if !strings.Contains(r.d.log.String(), "upstream GPUs: from the NVML processes of pid_file") {
 		t.Errorf("no log line of the mapping:\n%s", r.d.log)
 	}

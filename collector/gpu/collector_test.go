@@ -334,6 +334,9 @@ func TestTraceGPULost(t *testing.T) {
 				if !h[0].Healthy || h[1].Healthy || !strings.Contains(h[1].Reason, ret.Error()) || !h[1].Since.After(lostAt) {
 					t.Errorf("health %+v, want GPU 1 unhealthy since after %v because of %v", h, lostAt.Sub(r.t0), ret)
 				}
+				if n := r.c.Unhealthy(); n != 1 {
+					t.Errorf("%d unhealthy GPUs, want 1", n)
+				}
 				if calls := r.sim.Device(1).FailedCalls(); calls > 8 {
 					t.Errorf("%d calls to the failed GPU in 20 s: want backoff (1, 2, 4, 8 s ...), not a busy loop", calls)
 				}
@@ -451,6 +454,21 @@ func TestTraceMIG(t *testing.T) {
 			}
 		})
 	}
+	t.Run("hopper without GPM", func(t *testing.T) {
+		r := newRig(t, SimSpec{Kind: "h100", Count: 1, MIG: "1g"}, nil, func(s *Simulation) {
+			s.Device(0).SetTrace(tr)
+			s.Device(0).SetGPM(false)
+			s.Device(0).SetProcesses([]nvml.ProcessInfo{{Pid: 5, GpuInstanceId: 2}, {Pid: 6, GpuInstanceId: 4}, {Pid: 7, GpuInstanceId: 4}})
+		})
+		if d := r.c.Devices()[0]; d.Activity != ActivityProcesses || len(d.Instances) != 7 {
+			t.Fatalf("device %+v: want 7 instances split by processes", d)
+		}
+		r.polls(10, 100*ms)
+		board := tr.Energy(r.clk.now().Sub(r.t0))
+		for dev, want := range map[string]float64{"0": 0, "0/2": board / 2, "0/4": board / 2, "0/0": 0, "0/6": 0} {
+			near(t, "share of "+dev, r.sum(dev), want)
+		}
+	})
 	t.Run("idle instances", func(t *testing.T) {
 		r := newRig(t, SimSpec{Kind: "a100", Count: 1, MIG: "2g"}, nil, func(s *Simulation) { s.Device(0).SetTrace(tr) })
 		r.polls(10, 100*ms)

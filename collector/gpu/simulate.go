@@ -343,14 +343,6 @@ func (d *SimDevice) SetProcesses(ps []nvml.ProcessInfo) {
 	d.procs, d.procsSet = ps, ps != nil
 }
 
-// EnergyJoules is the true energy since the counter (re)started, for tests.
-func (d *SimDevice) EnergyJoules() float64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.advance()
-	return d.joules
-}
-
 // failed is what every call returns first: SUCCESS, or the Fail value
 // (counted, so that tests can tell a backoff from a busy loop).
 func (d *SimDevice) failed() nvml.Return {

@@ -77,15 +77,6 @@ func (d *SimDevice) EnableMIG(profile string) error {
 	return nil
 }
 
-// MIG returns the simulated MIG devices, for tests.
-func (d *SimDevice) MIG() []*SimMigDevice { return d.mig }
-
-// ID is the device id of the instance, "0/1".
-func (m *SimMigDevice) ID() string { return m.id }
-
-// UUID is the MIG device's UUID.
-func (m *SimMigDevice) UUID() string { return m.uuid }
-
 // GetMaxMigDeviceCount implements nvml.Device.
 func (d *SimDevice) GetMaxMigDeviceCount() (int, nvml.Return) {
 	d.mu.Lock()

@@ -47,14 +47,3 @@ func (tr Trace) Energy(d time.Duration) float64 {
 	}
 	return j + tr[len(tr)-1].Watts*d.Seconds()
 }
-
-// Duration is the length of every step but the last (which never ends).
-func (tr Trace) Duration() time.Duration {
-	var d time.Duration
-	for i, s := range tr {
-		if i < len(tr)-1 {
-			d += s.For
-		}
-	}
-	return d
-}
