@@ -19,7 +19,9 @@ const usage = `deadlabourd: per-prompt energy, carbon, water and dead-labour cos
 Usage:
   deadlabourd run --config FILE [--simulate h100:8]   run the daemon in the foreground
   deadlabourd check-config FILE                       validate a config file, print every problem
-  deadlabourd probe [--simulate h100:8]               list GPUs and RAPL domains and what each supports
+  deadlabourd probe [--simulate h100:8] [--measure 60s]
+                                                      list GPUs and RAPL domains and what each supports;
+                                                      --measure compares each GPU's counter with its power
   deadlabourd version                                 print the version
 
 Run 'deadlabourd COMMAND -h' for the flags of a command.

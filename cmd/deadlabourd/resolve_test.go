@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/deadlabour/deadlabour/internal/testlog"
 )
 
@@ -79,4 +81,15 @@ func TestResolver(t *testing.T) {
 	if got := byFile.Devices(); !slices.Equal(got, []string{"0"}) || !strings.Contains(logs.String(), `want a process id, got \"garbage\"`) {
 		t.Errorf("a bad pid file: %v\n%s", got, logs)
 	}
+}
+
+// The resolver's goroutine is owned by the daemon: stop ends it and waits.
+func TestResolverStops(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	r := &gpuResolver{gpu: fakeDevicer{}, procRoot: "/proc", every: 10 * time.Millisecond, log: slog.New(slog.DiscardHandler)}
+	r.add("u", "", "no-such-process-xyz", nil)
+	d := &daemon{resolver: r}
+	stop := d.startResolver(t.Context())
+	time.Sleep(50 * time.Millisecond) // a few refreshes
+	stop()
 }
