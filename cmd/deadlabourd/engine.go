@@ -42,6 +42,7 @@ type engine struct {
 	node      string
 	simulated bool
 	onRecord  func(estimator.Record) // may be nil
+	alive     func(now time.Time)    // the systemd watchdog, after every tick; may be nil
 
 	warned map[string]bool // log lines said once
 }
@@ -60,7 +61,11 @@ func (e *engine) Run(ctx context.Context) {
 			e.final(context.WithoutCancel(ctx))
 			return
 		case <-t.C:
-			e.tick(ctx, e.now())
+			now := e.now()
+			e.tick(ctx, now)
+			if e.alive != nil {
+				e.alive(now)
+			}
 		}
 	}
 }
