@@ -8,7 +8,7 @@ GO ?= go
 export CGO_ENABLED := 1
 export CGO_CFLAGS := -O2 -g -Wno-deprecated-declarations
 
-.PHONY: build demo influxdb test fmt-check vet bench clean install
+.PHONY: build demo influxdb test fmt-check vet bench clean install fleet-sizing
 
 # Where `make install` puts things. DESTDIR stages an install for packaging
 # (nothing outside it is touched then); PREFIX=/usr for a distribution package.
@@ -48,6 +48,10 @@ vet:
 
 bench:
 	$(GO) test -run '^$$' -bench . ./...
+
+# Points and bytes per node per day in InfluxDB 1.8 (docs/operations.md, "Fleet").
+fleet-sizing: influxdb
+	$(GO) run ./scripts/fleetsizing
 
 # The binary, the hardened unit, its user, the RAPL udev rule, a state
 # directory, and /etc/deadlabour/config.yaml (from config/example.yaml, token
