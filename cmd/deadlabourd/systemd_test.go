@@ -126,8 +126,10 @@ collect:
 			break collect
 		}
 	}
-	if want := int(window / (watchdog / 2)); pings < want-1 || pings > want+1 {
-		t.Errorf("%d watchdog pings in %v, want about %d (one per %v)", pings, window, want, watchdog/2)
+	// At most one per half period (not one per tick: that would be 60); at
+	// least a few, however slow a loaded machine ticks.
+	if most := int(window/(watchdog/2)) + 1; pings < 2 || pings > most {
+		t.Errorf("%d watchdog pings in %v, want 2 to %d (one per %v)", pings, window, most, watchdog/2)
 	}
 
 	if err := d.stop(); err != nil {
