@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deadlabour/deadlabour/internal/influxql"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -106,9 +107,10 @@ func sumsSelect() string {
 	var b strings.Builder
 	b.WriteString(`SELECT count("request_id") AS "requests"`)
 	for _, c := range reportColumns {
-		fmt.Fprintf(&b, `, sum(%[1]q) AS %[1]q`, c.field)
+		f := influxql.QuoteIdent(c.field)
+		fmt.Fprintf(&b, `, sum(%s) AS %s`, f, f)
 	}
-	fmt.Fprintf(&b, ` FROM %q`, sink.MeasurementRequest)
+	fmt.Fprintf(&b, ` FROM %s`, influxql.QuoteIdent(sink.MeasurementRequest))
 	return b.String()
 }
 
@@ -127,7 +129,7 @@ func (s *influxSource) Sums(ctx context.Context, q reportQuery) ([]reportRow, er
 		return s.gpuSums(ctx, q)
 	}
 	tag := reportDimensions[q.By]
-	res, err := s.query(ctx, fmt.Sprintf(`%s WHERE %s GROUP BY %q`, sumsSelect(), q.where(), tag))
+	res, err := s.query(ctx, fmt.Sprintf(`%s WHERE %s GROUP BY %s`, sumsSelect(), q.where(), influxql.QuoteIdent(tag)))
 	if err != nil {
 		return nil, err
 	}
@@ -148,8 +150,8 @@ func (s *influxSource) Sums(ctx context.Context, q reportQuery) ([]reportRow, er
 // for the distinct GPU sets of each node first, then the sums of each set
 // in one request, and splits them with gpuShares.
 func (s *influxSource) gpuSums(ctx context.Context, q reportQuery) ([]reportRow, error) {
-	res, err := s.query(ctx, fmt.Sprintf(`SELECT DISTINCT("gpus") FROM %q WHERE %s GROUP BY "host"`,
-		sink.MeasurementRequest, q.where()))
+	res, err := s.query(ctx, fmt.Sprintf(`SELECT DISTINCT("gpus") FROM %s WHERE %s GROUP BY "host"`,
+		influxql.QuoteIdent(sink.MeasurementRequest), q.where()))
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +174,7 @@ func (s *influxSource) gpuSums(ctx context.Context, q reportQuery) ([]reportRow,
 	var order []string
 	for g := range sets {
 		order = append(order, g)
-		stmts = append(stmts, fmt.Sprintf(`%s WHERE %s AND "gpus" = %s GROUP BY "host"`, sumsSelect(), q.where(), quoteInfluxString(g)))
+		stmts = append(stmts, fmt.Sprintf(`%s WHERE %s AND "gpus" = %s GROUP BY "host"`, sumsSelect(), q.where(), influxql.QuoteString(g)))
 	}
 	res, err = s.query(ctx, strings.Join(stmts, "; "))
 	if err != nil {
@@ -223,9 +225,4 @@ func seriesRow(sr influxSeries) (reportRow, error) {
 		row.Sums[col] = v
 	}
 	return row, nil
-}
-
-// quoteInfluxString quotes an InfluxQL string literal.
-func quoteInfluxString(s string) string {
-	return `'` + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + `'`
 }
