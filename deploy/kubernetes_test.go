@@ -95,17 +95,13 @@ func loadManifests(t *testing.T) (manifests, kustomization) {
 			var obj any
 			switch meta.APIVersion + " " + meta.Kind {
 			case "v1 Namespace":
-				m.namespaces = append(m.namespaces, corev1.Namespace{})
-				obj = &m.namespaces[len(m.namespaces)-1]
+				obj = grow(&m.namespaces)
 			case "v1 ConfigMap":
-				m.configMaps = append(m.configMaps, corev1.ConfigMap{})
-				obj = &m.configMaps[len(m.configMaps)-1]
+				obj = grow(&m.configMaps)
 			case "v1 Secret":
-				m.secrets = append(m.secrets, corev1.Secret{})
-				obj = &m.secrets[len(m.secrets)-1]
+				obj = grow(&m.secrets)
 			case "apps/v1 DaemonSet":
-				m.daemonSets = append(m.daemonSets, appsv1.DaemonSet{})
-				obj = &m.daemonSets[len(m.daemonSets)-1]
+				obj = grow(&m.daemonSets)
 			case "kustomize.config.k8s.io/v1beta1 Kustomization":
 				obj = &k
 			default:
@@ -308,6 +304,12 @@ func TestKubernetesManifests(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) || k.Namespace != ns {
 		t.Errorf("kustomization: resources %v in %q, want %v in %q", got, k.Namespace, want, ns)
 	}
+}
+
+// grow appends a zero T and returns a pointer to it.
+func grow[T any](s *[]T) *T {
+	*s = append(*s, *new(T))
+	return &(*s)[len(*s)-1]
 }
 
 func subset(a, b map[string]string) bool {

@@ -133,14 +133,23 @@ func (s *influxSource) Sums(ctx context.Context, q reportQuery) ([]reportRow, er
 	if err != nil {
 		return nil, err
 	}
+	return collect(res, func(_ int, sr influxSeries) ([]string, float64) { return []string{sr.Tags[tag]}, 1 })
+}
+
+// collect adds up the aggregate series of results: each series counts
+// share times under each of the keys keyOf gives it (i is the statement).
+func collect(res []influxResult, keyOf func(i int, sr influxSeries) ([]string, float64)) ([]reportRow, error) {
 	set := rowSet{}
-	for _, r := range res {
+	for i, r := range res {
 		for _, sr := range r.Series {
 			row, err := seriesRow(sr)
 			if err != nil {
 				return nil, err
 			}
-			set.add(sr.Tags[tag], row, 1)
+			keys, share := keyOf(i, sr)
+			for _, k := range keys {
+				set.add(k, row, share)
+			}
 		}
 	}
 	return set.sorted(), nil
@@ -183,20 +192,7 @@ func (s *influxSource) gpuSums(ctx context.Context, q reportQuery) ([]reportRow,
 	if len(res) != len(order) {
 		return nil, fmt.Errorf("InfluxDB query: %d results for %d statements", len(res), len(order))
 	}
-	set := rowSet{}
-	for i, r := range res {
-		for _, sr := range r.Series {
-			row, err := seriesRow(sr)
-			if err != nil {
-				return nil, err
-			}
-			keys, share := gpuShares(sr.Tags["host"], order[i])
-			for _, k := range keys {
-				set.add(k, row, share)
-			}
-		}
-	}
-	return set.sorted(), nil
+	return collect(res, func(i int, sr influxSeries) ([]string, float64) { return gpuShares(sr.Tags["host"], order[i]) })
 }
 
 // seriesRow reads the one row of an aggregate series; null columns (a field
