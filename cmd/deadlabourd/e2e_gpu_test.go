@@ -180,7 +180,7 @@ func TestEndToEndPIDFile(t *testing.T) {
 	}
 	r.conserved(3, []string{"tp"}, []string{"3"})
 	r.noneTruncated()
-	if !strings.Contains(r.d.log.String(), "upstream GPUs: from the NVML processes of pid_file") {
+	if !strings.Contains(r.d.log.String(), "upstream GPUs found from its processes") {
 		t.Errorf("no log line of the mapping:\n%s", r.d.log)
 	}
 }

@@ -13,8 +13,12 @@ import (
 // gpuSource is what the engine needs of the GPU collector.
 type gpuSource interface {
 	Poll(now time.Time) ([]estimator.Interval, []estimator.DeviceSample)
-	// Flush closes, at shutdown, the intervals still open because a
-	// counter has not moved since the last poll that saw it move.
+}
+
+// gpuFlusher is a gpuSource whose intervals can stay open between polls
+// (gpu.Collector: a counter that has not moved since its last increment);
+// Flush closes them at shutdown.
+type gpuFlusher interface {
 	Flush() []estimator.Interval
 }
 
@@ -45,6 +49,7 @@ type engine struct {
 	node      string
 	simulated bool
 	onRecord  func(estimator.Record) // may be nil
+	alive     func(now time.Time)    // the systemd watchdog, after every tick; may be nil
 
 	warned map[string]bool // log lines said once
 }
@@ -63,7 +68,11 @@ func (e *engine) Run(ctx context.Context) {
 			e.final(context.WithoutCancel(ctx))
 			return
 		case <-t.C:
-			e.tick(ctx, e.now())
+			now := e.now()
+			e.tick(ctx, now)
+			if e.alive != nil {
+				e.alive(now)
+			}
 		}
 	}
 }
@@ -115,8 +124,8 @@ func (e *engine) add(iv estimator.Interval) {
 func (e *engine) final(ctx context.Context) {
 	now := e.now()
 	e.read(ctx, now)
-	if e.gpu != nil {
-		for _, iv := range e.gpu.Flush() {
+	if f, ok := e.gpu.(gpuFlusher); ok {
+		for _, iv := range f.Flush() {
 			e.add(iv)
 			e.telemetry.AddEnergy(iv)
 		}

@@ -30,8 +30,9 @@ type spanQueue struct {
 	inflight map[string]int64 // by device id
 }
 
-func newSpanQueue() *spanQueue {
-	return &spanQueue{inflight: map[string]int64{}}
+// newSpanQueue makes a queue; devices is a size hint (GPUs or instances).
+func newSpanQueue(devices int) *spanQueue {
+	return &spanQueue{inflight: make(map[string]int64, max(devices, 0))}
 }
 
 // Begin implements requests.Recorder.

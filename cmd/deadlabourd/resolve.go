@@ -31,7 +31,7 @@ type upstreamGPUs struct {
 	procName string
 	static   []string
 	cur      atomic.Pointer[[]string]
-	state    string // what was last logged, so that each change is logged once
+	state    string // how it was last resolved, so that each change is logged once
 }
 
 // Devices is the proxy's DevicesFunc: the GPUs as of the last refresh.
@@ -79,27 +79,29 @@ func (r *gpuResolver) Refresh() {
 	}
 	tree, err := readProcTree(r.procRoot)
 	for _, u := range r.ups {
-		devs, state, warn := r.resolve(u, tree, err)
+		devs, how, found := r.resolve(u, tree, err)
 		u.cur.Store(&devs)
-		if state == u.state {
+		if how == u.state {
 			continue
 		}
-		u.state = state
-		level := slog.LevelInfo
-		if warn {
-			level = slog.LevelWarn
+		u.state = how
+		args := []any{"upstream", u.name, "gpus", strings.Join(devs, ","), "how", how}
+		if found {
+			r.log.Info("upstream GPUs found from its processes", args...)
+		} else {
+			r.log.Warn("upstream GPUs not found from its processes", args...)
 		}
-		r.log.Log(context.Background(), level, "upstream GPUs: "+state, "upstream", u.name, "gpus", strings.Join(devs, ","))
 	}
 }
 
-// resolve finds one upstream's GPUs and says, in words, how.
-func (r *gpuResolver) resolve(u *upstreamGPUs, tree *procTree, treeErr error) (devs []string, state string, warn bool) {
+// resolve finds one upstream's GPUs and says, in words, how; found is
+// false when the configured gpus stand in.
+func (r *gpuResolver) resolve(u *upstreamGPUs, tree *procTree, treeErr error) (devs []string, how string, found bool) {
 	fallback := func(why string) ([]string, string, bool) {
 		if len(u.static) == 0 {
-			return u.static, why + "; until then its requests are charged no GPU energy", true
+			return u.static, why + "; until then its requests are charged no GPU energy", false
 		}
-		return u.static, why + "; the configured gpus apply meanwhile", true
+		return u.static, why + "; the configured gpus apply meanwhile", false
 	}
 	if treeErr != nil {
 		return fallback(fmt.Sprintf("cannot list processes: %v", treeErr))
@@ -131,7 +133,7 @@ func (r *gpuResolver) resolve(u *upstreamGPUs, tree *procTree, treeErr error) (d
 	if len(devs) == 0 {
 		return fallback(fmt.Sprintf("%s: none of its %d processes runs on a GPU yet", what, len(pids)))
 	}
-	return devs, fmt.Sprintf("from the NVML processes of %s", what), false
+	return devs, fmt.Sprintf("the NVML processes of %s", what), true
 }
 
 func readPIDFile(path string) (int, error) {

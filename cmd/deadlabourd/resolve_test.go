@@ -65,8 +65,8 @@ func TestResolver(t *testing.T) {
 	}
 	out := logs.String()
 	for _, want := range []string{
-		`upstream GPUs: pid_file: open ` + pidFile, `upstream=by-file gpus=0`,
-		`upstream GPUs: from the NVML processes of pid_file ` + pidFile, `upstream=by-file gpus=3`,
+		`level=WARN msg="upstream GPUs not found from its processes" upstream=by-file gpus=0 how="pid_file: open ` + pidFile,
+		`level=INFO msg="upstream GPUs found from its processes" upstream=by-file gpus=3 how="the NVML processes of pid_file ` + pidFile,
 		`no process named \"no-such-process-xyz\"; the configured gpus apply meanwhile`,
 	} {
 		if !strings.Contains(out, want) {

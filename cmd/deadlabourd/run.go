@@ -90,6 +90,7 @@ type daemon struct {
 	adminLn   net.Listener
 	simulated bool
 	ready     atomic.Bool
+	notify    *notifier // systemd
 }
 
 type proxyServer struct {
@@ -101,7 +102,7 @@ type proxyServer struct {
 }
 
 func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{cfg: cfg, log: log, queue: newSpanQueue(), simulated: simulate != ""}
+	d := &daemon{cfg: cfg, log: log, queue: newSpanQueue(16), simulated: simulate != "", notify: newNotifier(log)}
 	defer func() {
 		if err != nil {
 			d.closeListeners()
@@ -170,7 +171,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 		log: log.With("component", "engine"), interval: cfg.GPU.Interval.D(), now: nowFunc,
 		host: hostc, queue: d.queue, ledger: ledger, telemetry: telemetry,
 		idle: newIdleAggregator(cfg.GPU.ReportInterval.D()), out: d.writer,
-		node: cfg.Node, simulated: d.simulated, warned: map[string]bool{},
+		node: cfg.Node, simulated: d.simulated, warned: map[string]bool{}, alive: d.notify.alive,
 	}
 	if d.gpu != nil {
 		d.engine.gpu = d.gpu
@@ -339,6 +340,7 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	d.log.Info("deadlabourd running", "node", d.cfg.Node, "upstreams", strings.Join(names, ","), "gpus", d.gpuCount(),
 		"simulated", d.simulated, "influx", d.cfg.Influx.URL)
+	d.notify.ready(fmt.Sprintf("metering %d upstream(s) on %d GPU(s)", len(d.proxies), d.gpuCount()))
 
 	var runErr error
 	select {
@@ -348,6 +350,7 @@ func (d *daemon) run(ctx context.Context) error {
 		d.log.Error("listener failed; shutting down", "err", runErr)
 	}
 	d.ready.Store(false)
+	d.notify.stopping("draining requests and flushing records")
 
 	// 1. Stop taking requests; those in flight finish (or are cut at the
 	// deadline, and recorded as client_closed).

@@ -17,7 +17,6 @@
 package gpu
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -248,36 +247,33 @@ func (c *Collector) Flush() []estimator.Interval {
 	return out
 }
 
-// logEvent says once per GPU, at warn, what the counter did; repeats go to
-// debug so that a flapping counter cannot flood the log.
+// logEvent says once per GPU and kind, at warn or info, what the counter
+// did; repeats go to debug so that a flapping counter cannot flood the log.
 func (c *Collector) logEvent(d *deviceState, ev meterEvent, ret nvml.Return) {
-	var msg string
-	level := slog.LevelWarn
-	switch ev {
-	case eventNone:
+	if ev == eventNone {
 		return
-	case eventReset:
+	}
+	if ev == eventReset {
 		c.countReset(d)
-		msg = "GPU energy counter went backwards (driver reload or GPU reset): that interval is integrated from power"
-	case eventCounterGone:
-		msg = "GPU energy counter cannot be read: energy is integrated from power until it reads again"
-	case eventCounterBack:
-		msg, level = "GPU energy counter reads again", slog.LevelInfo
-	case eventStuck:
-		msg = fmt.Sprintf("GPU energy counter has not moved for %v: energy is integrated from power until it moves", stuckAfter)
-	case eventUnstuck:
-		msg, level = "GPU energy counter moves again", slog.LevelInfo
 	}
 	args := []any{"gpu", d.info.Index, "uuid", d.info.UUID, "power", d.info.Power}
-	if ev == eventCounterGone {
-		args = append(args, "err", ret)
-	}
 	if d.warned[ev] {
-		c.log.Debug(msg, args...)
+		c.log.Debug("GPU energy counter event, again", append(args, "event", int(ev), "err", ret)...)
 		return
 	}
 	d.warned[ev] = true
-	c.log.Log(context.Background(), level, msg+" (repeats are logged at debug)", args...)
+	switch ev {
+	case eventReset:
+		c.log.Warn("GPU energy counter went backwards (driver reload or GPU reset): that interval is integrated from power (repeats are logged at debug)", args...)
+	case eventCounterGone:
+		c.log.Warn("GPU energy counter cannot be read: energy is integrated from power until it reads again (repeats are logged at debug)", append(args, "err", ret)...)
+	case eventCounterBack:
+		c.log.Info("GPU energy counter reads again (repeats are logged at debug)", args...)
+	case eventStuck:
+		c.log.Warn("GPU energy counter stopped moving: energy is integrated from power until it moves (repeats are logged at debug)", append(args, "still_for", stuckAfter)...)
+	case eventUnstuck:
+		c.log.Info("GPU energy counter moves again (repeats are logged at debug)", args...)
+	}
 }
 
 // sample reads the telemetry of a GPU at a poll. An unreadable value is
