@@ -91,13 +91,11 @@ func (w *Writer) deadLetter(b *spoolBatch, i int, o outcome) {
 		"status", o.status, "error", o.message, "kind", k, "dead_letter", w.dead.path)
 }
 
-// deadLetterCorrupt keeps spool entries whose checksum failed, quoted in
-// comments (they cannot be trusted as line protocol), and counts them.
-func (w *Writer) deadLetterCorrupt(entries []corruptEntry) {
-	for _, e := range entries {
-		w.m.dropped[e.kind][dropCorrupt].Add(1)
-		ok, err := w.dead.write(fmt.Sprintf("corrupt spool entry %d (checksum mismatch), raw: %s", e.seq, strconv.Quote(string(e.raw))))
-		w.log.Error("a spool entry failed its checksum: skipped and counted", "entry", e.seq, "kind", e.kind,
-			"kept_in_dead_letter", ok, "file_err", err)
-	}
+// deadLetterCorrupt keeps a spool entry whose checksum failed, quoted in a
+// comment (it cannot be trusted as line protocol), and counts it.
+func (w *Writer) deadLetterCorrupt(e corruptEntry) {
+	w.m.dropped[e.kind][dropCorrupt].Add(1)
+	ok, err := w.dead.write(fmt.Sprintf("corrupt spool entry %d (checksum mismatch), raw: %s", e.seq, strconv.Quote(string(e.raw))))
+	w.log.Error("a spool entry failed its checksum: skipped and counted", "entry", e.seq, "kind", e.kind,
+		"kept_in_dead_letter", ok, "file_err", err)
 }

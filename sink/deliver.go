@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -158,7 +159,7 @@ func (w *Writer) sendLoop(ctx context.Context) {
 			w.waitForBatch(ctx, wait)
 			continue
 		}
-		w.send(ctx, &b)
+		_ = w.send(ctx, &b) // only ctx ends it early; the loop sees that
 	}
 }
 
@@ -190,20 +191,29 @@ func (w *Writer) flush(ctx context.Context) error {
 		if b.last == 0 {
 			return nil
 		}
-		w.send(ctx, &b)
+		if err := w.send(ctx, &b); err != nil {
+			return err
+		}
 	}
 }
 
 // send delivers one batch: when every line is delivered or dead-lettered it
-// is resolved; if ctx ends first it stays in the spool.
-func (w *Writer) send(ctx context.Context, b *spoolBatch) {
-	if len(b.corrupt) > 0 {
-		w.deadLetterCorrupt(b.corrupt)
+// is resolved; if ctx ends first (or, at Close, InfluxDB refuses the token
+// or the bucket) it stays in the spool and send says why.
+func (w *Writer) send(ctx context.Context, b *spoolBatch) error {
+	for _, c := range b.corrupt {
+		if c.seq > w.corruptSeen { // once, though the batch may be read again
+			w.deadLetterCorrupt(c)
+			w.corruptSeen = c.seq
+		}
 	}
-	if len(b.lines) > 0 && w.deliver(ctx, b, 0, len(b.lines)) != nil {
-		return
+	if len(b.lines) > 0 {
+		if err := w.deliver(ctx, b, 0, len(b.lines)); err != nil {
+			return err
+		}
 	}
 	w.spool.resolve(*b)
+	return nil
 }
 
 // deliver writes b.lines[lo:hi], retrying, splitting and bisecting as the
@@ -240,6 +250,11 @@ func (w *Writer) deliver(ctx context.Context, b *spoolBatch, lo, hi int) error {
 		w.m.retry(o.reason)
 		w.setState(o)
 		if o.act == actHold {
+			if w.closing.Load() {
+				// Retrying until the deadline cannot fix a token or a
+				// bucket: leave the batch for the next start now.
+				return fmt.Errorf("sink: InfluxDB answered %d: %s", o.status, o.message)
+			}
 			backoff = w.opts.BackoffMax
 		} else {
 			backoff = w.nextBackoff(backoff, o.retryAfter)

@@ -42,6 +42,8 @@ type Options struct {
 	Token string
 	// BatchSize and BatchBytes bound one write request, in points and in
 	// bytes of line protocol before gzip (defaults 1000 and 4 MiB).
+	// BatchBytes is at most an eighth of MaxBytes: the batch in flight is
+	// never dropped to make room, so it must leave room to drop.
 	BatchSize  int
 	BatchBytes int64
 	// FlushInterval is the longest a point waits for its batch to fill
@@ -119,7 +121,10 @@ type Writer struct {
 	commitNow chan struct{} // capacity 1: the backlog is large
 	sendNow   chan struct{} // capacity 1: a commit added points
 
-	commitMu sync.Mutex // one commit at a time (the loop, Close)
+	commitMu sync.Mutex  // one commit at a time (the loop, Close)
+	closing  atomic.Bool // Close is flushing: a refusal that needs a person ends it
+
+	corruptSeen uint64 // the sender's: corrupt entries up to this one are reported
 
 	m metrics
 }
@@ -227,6 +232,7 @@ func (o Options) withDefaults() (Options, error) {
 	setDefault(&o.BackoffMin, DefaultBackoffMin)
 	setDefault(&o.BackoffMax, DefaultBackoffMax)
 	setDefault(&o.DeadLetterMaxBytes, DefaultDeadLetterMaxBytes)
+	o.BatchBytes = min(o.BatchBytes, o.MaxBytes/8)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -438,6 +444,7 @@ func (w *Writer) Close(ctx context.Context) (undelivered int, err error) {
 	}
 	cerr := w.commit()
 	if w.api != nil && cerr == nil {
+		w.closing.Store(true)
 		err = w.flush(ctx)
 	}
 	cerr = errors.Join(cerr, w.commit()) // the deletions of what flush delivered

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/deadlabour/deadlabour/collector/gpu"
 )
 
 // adminMux is the admin listener's router (loopback by default). Each
@@ -18,6 +20,14 @@ func (d *daemon) gpuCount() int {
 		return 0
 	}
 	return len(d.gpu.Devices())
+}
+
+// gpuHealth is every GPU's health (healthy, or why not and since when).
+func (d *daemon) gpuHealth() []gpu.DeviceHealth {
+	if d.gpu == nil {
+		return []gpu.DeviceHealth{}
+	}
+	return d.gpu.Health()
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

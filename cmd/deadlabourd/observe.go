@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/sink"
 )
@@ -22,18 +23,6 @@ import (
 // /readyz, GET /v1/spool, and the deadlabour_health point. The engine sees
 // every interval, sample and record, so it feeds the metrics (observer)
 // and the proxy is untouched.
-
-// gpuHealth is what /readyz, the metrics and deadlabour_health need of the
-// GPU collector: the GPUs it marked unhealthy and why. The collector's
-// Health() (issue 3) plugs in through gpuHealthFunc.
-type gpuHealth interface {
-	unhealthyGPUs() map[string]string // device id -> reason
-}
-
-// gpuHealthFunc adapts a function to gpuHealth.
-type gpuHealthFunc func() map[string]string
-
-func (f gpuHealthFunc) unhealthyGPUs() map[string]string { return f() }
 
 // sinkState is what the observer needs of the sink.
 type sinkState interface {
@@ -51,9 +40,9 @@ type observer struct {
 	interval   time.Duration // engine poll
 	report     time.Duration // deadlabour_health period
 	now        func() time.Time
-	gpus       []string // device ids found at start
-	gpuHealth  gpuHealth
-	hostMeter  string // counter, modelled, or "" without a host meter
+	gpus       []string                  // device ids found at start
+	gpuHealth  func() []gpu.DeviceHealth // the collector's, one per GPU
+	hostMeter  string                    // counter, modelled, or "" without a host meter
 	sink       sinkState
 	ready      func() bool
 	spoolLimit int64
@@ -75,7 +64,7 @@ func newObserver(d *daemon, hostMeter string) *observer {
 		reg: prometheus.NewRegistry(), node: d.cfg.Node, simulated: d.simulated, started: nowFunc(),
 		interval: d.cfg.GPU.Interval.D(), report: d.cfg.GPU.ReportInterval.D(), now: nowFunc,
 		hostMeter: hostMeter, sink: d.writer, ready: d.ready.Load, spoolLimit: int64(d.cfg.Spool.MaxBytes),
-		gpuHealth: gpuHealthFunc(func() map[string]string { return nil }),
+		gpuHealth: d.gpuHealth,
 		gpuPower: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "deadlabour_gpu_power_watts",
 			Help: "GPU power at the last poll."}, []string{"gpu"}),
 		gpuUtil: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "deadlabour_gpu_utilization_ratio",
@@ -104,7 +93,7 @@ func newObserver(d *daemon, hostMeter string) *observer {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "deadlabour_gpus",
 			Help: "GPUs found at start."}, func() float64 { return float64(len(o.gpus)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "deadlabour_gpus_unhealthy",
-			Help: "GPUs the collector marked unhealthy."}, func() float64 { return float64(len(o.gpuHealth.unhealthyGPUs())) }),
+			Help: "GPUs the collector marked unhealthy."}, func() float64 { return float64(len(unhealthy(o.gpuHealth()))) }),
 		collectorUp{o},
 	)
 	return o
@@ -181,11 +170,12 @@ func (o *observer) healthPoints(now time.Time) []sink.Point {
 	})}
 }
 
-// nodeHealth is a snapshot of everything /readyz reports.
+// nodeHealth is a snapshot of everything /healthz and /readyz report.
 type nodeHealth struct {
 	lastPoll  time.Time
 	hostErr   string
-	unhealthy map[string]string
+	gpus      []gpu.DeviceHealth
+	unhealthy map[string]string // GPU id -> reason
 	sink      sink.Stats
 }
 
@@ -193,9 +183,21 @@ func (o *observer) health() nodeHealth {
 	o.mu.Lock()
 	h := nodeHealth{lastPoll: o.lastPoll, hostErr: o.hostErr}
 	o.mu.Unlock()
-	h.unhealthy = o.gpuHealth.unhealthyGPUs()
+	h.gpus = o.gpuHealth()
+	h.unhealthy = unhealthy(h.gpus)
 	h.sink = o.sink.Stats()
 	return h
+}
+
+// unhealthy maps the unhealthy GPUs' ids to why.
+func unhealthy(gpus []gpu.DeviceHealth) map[string]string {
+	out := map[string]string{}
+	for _, g := range gpus {
+		if !g.Healthy {
+			out[g.ID] = g.Reason
+		}
+	}
+	return out
 }
 
 // stalled says why the poll loop looks stuck, or "".
@@ -223,7 +225,7 @@ func (o *observer) routes(mux *http.ServeMux) {
 // the loop is stuck (503). It is what a liveness probe or watchdog asks.
 func (o *observer) serveHealthz(w http.ResponseWriter, r *http.Request) {
 	h := o.health()
-	body := map[string]any{"status": "alive", "uptime_s": o.now().Sub(o.started).Seconds()}
+	body := map[string]any{"status": "alive", "uptime_s": o.now().Sub(o.started).Seconds(), "gpus": h.gpus}
 	if why := o.stalled(h); why != "" {
 		body["status"], body["reasons"] = "stalled", []string{why}
 		writeJSON(w, http.StatusServiceUnavailable, body)
@@ -279,14 +281,14 @@ func (o *observer) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	case len(degraded) > 0:
 		status = "degraded"
 	}
-	gpu := map[string]any{"gpus": len(o.gpus), "unhealthy": h.unhealthy}
+	gpus := map[string]any{"gpus": len(o.gpus), "unhealthy": h.unhealthy}
 	host := map[string]any{"meter": o.hostMeter, "error": h.hostErr}
 	writeJSON(w, code, map[string]any{
 		"status":     status,
 		"reasons":    append(append([]string{}, blocking...), degraded...),
 		"node":       o.node,
 		"simulated":  o.simulated,
-		"collectors": map[string]any{"gpu": gpu, "host": host},
+		"collectors": map[string]any{"gpu": gpus, "host": host},
 		"sink": map[string]any{
 			"state": st.State.String(), "reason": st.Reason,
 			"spool_points": st.SpoolPoints, "spool_records": st.SpoolRecords, "spool_bytes": st.SpoolBytes,

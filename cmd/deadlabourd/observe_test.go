@@ -25,15 +25,16 @@ import (
 
 // daemonConfig is a small daemon config for the sink and admin tests: one
 // upstream on GPU 0, fast polls, the admin API on a free port, backoff
-// capped at 500 ms. influxURL "" means spool only; extra is appended.
-func daemonConfig(influxURL, bucket, spoolDir, upstream, extra string) string {
+// capped at 500 ms. influxURL "" means spool only; spoolKeys are more keys
+// of the spool section (indented), which comes last.
+func daemonConfig(influxURL, bucket, spoolDir, upstream, spoolKeys string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "node: chaos\ngpu:\n  interval: 50ms\n  report_interval: 1s\n")
 	fmt.Fprintf(&b, "attribution:\n  settle_delay: 100ms\nadmin:\n  listen: 127.0.0.1:0\n")
 	fmt.Fprintf(&b, "influx:\n  url: %q\n  bucket: %s\n  flush_interval: 100ms\n  backoff_max: 500ms\n  timeout: 2s\n", influxURL, bucket)
-	fmt.Fprintf(&b, "spool:\n  dir: %s\n", spoolDir)
 	fmt.Fprintf(&b, "upstreams:\n  - name: up\n    listen: 127.0.0.1:0\n    target: %s\n    gpus: [0]\n", upstream)
-	b.WriteString(extra)
+	fmt.Fprintf(&b, "spool:\n  dir: %s\n", spoolDir)
+	b.WriteString(spoolKeys)
 	return b.String()
 }
 

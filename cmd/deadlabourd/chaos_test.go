@@ -1,0 +1,474 @@
+package main
+
+// Chaos tests: the daemon under load while InfluxDB goes away, the spool
+// fills, the token is wrong, or the daemon itself is killed. All against
+// the real InfluxDB, on loopback, bounded in time. The outage lasts
+// $DEADLABOUR_CHAOS_OUTAGE (default 5s; `make chaos` runs 60s).
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/deadlabour/deadlabour/internal/influxtest"
+	"github.com/deadlabour/deadlabour/sink"
+)
+
+// load sends requests through the proxy: a new one every `every`, at
+// most 8 at a time, until stopped.
+type load struct {
+	mu       sync.Mutex
+	finished map[string]time.Time // request id -> when the client had the whole answer
+	failed   int
+	stop     func()
+	wg       sync.WaitGroup
+}
+
+func startLoad(url, prefix string, every time.Duration) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{finished: map[string]time.Time{}, stop: cancel}
+	sem := make(chan struct{}, 8)
+	l.wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			id := fmt.Sprintf("%s-%06d", prefix, i)
+			l.wg.Go(func() {
+				defer func() { <-sem }()
+				err := complete(url, id)
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				if err != nil {
+					l.failed++
+					return
+				}
+				l.finished[id] = time.Now()
+			})
+		}
+	})
+	return l
+}
+
+// halt stops sending and waits for the requests in flight.
+func (l *load) halt() map[string]time.Time {
+	l.stop()
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.finished
+}
+
+func (l *load) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.finished)
+}
+
+// storedIDs counts the records of each request id in InfluxDB.
+func storedIDs(t *testing.T, influx *influxtest.Server) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, r := range influx.Rows(t, "SELECT request_id FROM deadlabour_request") {
+		id, _ := r.String("request_id")
+		out[id]++
+	}
+	return out
+}
+
+// exactlyOnce checks that every id in want has exactly one record, and that
+// no record is there twice or for a request nobody sent.
+func exactlyOnce(t *testing.T, stored map[string]int, want map[string]time.Time) {
+	t.Helper()
+	atMostOnce(t, stored, want, true)
+}
+
+// atMostOnce checks that no record is there twice or for a request not in
+// want, and if all, that every request of want has one.
+func atMostOnce(t *testing.T, stored map[string]int, want map[string]time.Time, all bool) {
+	t.Helper()
+	var missing, dup, stranger []string
+	for id := range want {
+		if stored[id] == 0 && all {
+			missing = append(missing, id)
+		}
+	}
+	for id, n := range stored {
+		if n > 1 {
+			dup = append(dup, fmt.Sprintf("%s x%d", id, n))
+		}
+		if _, ok := want[id]; !ok {
+			stranger = append(stranger, id)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing)+len(dup)+len(stranger) > 0 {
+		t.Errorf("%d requests, %d records: missing %d %.10v, duplicated %v, unknown %.10v",
+			len(want), len(stored), len(missing), missing, dup, stranger)
+	}
+}
+
+func outage() time.Duration {
+	if v := os.Getenv("DEADLABOUR_CHAOS_OUTAGE"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return 5 * time.Second
+}
+
+// TestChaosInfluxOutage: InfluxDB stopped under steady load, then started:
+// every request's record arrives exactly once and the spool drains.
+func TestChaosInfluxOutage(t *testing.T) {
+	influx := influxtest.Start(t)
+	fake := startFake(t)
+	d := startDaemon(t, daemonConfig(influx.URL(), influx.Bucket(), t.TempDir(), fake.URL(), ""), "h100:2")
+	l := startLoad(d.proxyURL("up"), "out", 25*time.Millisecond) // 40 requests/s
+
+	time.Sleep(time.Second)
+	influx.Stop(t)
+	down := outage()
+	t.Logf("InfluxDB down for %v under load", down)
+	time.Sleep(min(2*time.Second, down))
+	code, body := getJSON(t, d.adminURL()+"/readyz")
+	if code != http.StatusOK || body["status"] != "degraded" || !strings.Contains(fmt.Sprint(body["reasons"]), "sink: retrying") {
+		t.Errorf("/readyz during the outage = %d %v; want 200 degraded, sink retrying", code, body)
+	}
+	time.Sleep(down - min(2*time.Second, down))
+	m := scrape(t, d.adminURL())
+	if m["deadlabour_sink_spool_points{kind=cost}"] < 10 || m["deadlabour_sink_oldest_undelivered_seconds"] < down.Seconds()/2 {
+		t.Errorf("at the end of the outage: %v records spooled, oldest %vs; want them waiting",
+			m["deadlabour_sink_spool_points{kind=cost}"], m["deadlabour_sink_oldest_undelivered_seconds"])
+	}
+	influx.Restart(t)
+	time.Sleep(time.Second)
+	sent := l.halt()
+
+	waitUntil(t, "the spool to drain", 20*time.Second, func() bool {
+		m := scrape(t, d.adminURL())
+		return m["deadlabour_sink_spool_points{kind=cost}"] == 0 && m["deadlabour_sink_oldest_undelivered_seconds"] < 2
+	})
+	m = scrape(t, d.adminURL())
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if l.failed > 0 {
+		t.Errorf("%d requests failed through the proxy during the outage", l.failed)
+	}
+	exactlyOnce(t, storedIDs(t, influx), sent)
+	t.Logf("%d requests, %.0f write retries, %.0f points sent", len(sent), sumPrefix(m, "deadlabour_sink_write_retries_total"), m["deadlabour_sink_points_sent_total"])
+	if m["deadlabour_sink_points_dropped_total{kind=cost,reason=spool_full}"] != 0 {
+		t.Errorf("records dropped: %v", m)
+	}
+}
+
+func sumPrefix(m map[string]float64, prefix string) float64 {
+	var s float64
+	for k, v := range m {
+		if strings.HasPrefix(k, prefix) {
+			s += v
+		}
+	}
+	return s
+}
+
+// TestChaosSpoolCap: the spool reaches spool.max_bytes during an outage.
+// Telemetry is dropped first; what is missing from InfluxDB afterwards is
+// exactly what /metrics counts as dropped, kind by kind.
+func TestChaosSpoolCap(t *testing.T) {
+	influx := influxtest.Start(t)
+	fake := startFake(t)
+	d := startDaemon(t, daemonConfig(influx.URL(), influx.Bucket(), t.TempDir(), fake.URL(), "  max_bytes: 1MiB\n"), "h100:1")
+	influx.Stop(t)
+	const n = 1800 // about 1.2 MiB of records
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := complete(d.proxyURL("up"), fmt.Sprintf("cap-%05d", i)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	// Records over the cap are dropped at the next commit (until then they
+	// count in spool_bytes); telemetry is refused as it comes (a window a
+	// second).
+	waitUntil(t, "records and telemetry dropped at the cap", 10*time.Second, func() bool {
+		m := scrape(t, d.adminURL())
+		return m["deadlabour_sink_points_dropped_total{kind=cost,reason=spool_full}"] > 0 &&
+			m["deadlabour_sink_points_dropped_total{kind=telemetry,reason=spool_full}"] > 0 &&
+			m["deadlabour_sink_spool_bytes"] <= 1<<20
+	})
+	m := scrape(t, d.adminURL())
+	if m["deadlabour_sink_spool_points{kind=telemetry}"] > 0 && m["deadlabour_sink_spool_points{kind=cost}"] < 1000 {
+		t.Errorf("at the cap: %v bytes spooled, %v records, %v telemetry; want at most 1 MiB, mostly records",
+			m["deadlabour_sink_spool_bytes"], m["deadlabour_sink_spool_points{kind=cost}"], m["deadlabour_sink_spool_points{kind=telemetry}"])
+	}
+	if !strings.Contains(d.log.String(), "spool full: points dropped to make room") {
+		t.Error("no log line about the drops")
+	}
+	influx.Restart(t)
+	waitUntil(t, "the spool to drain", 20*time.Second, func() bool {
+		return scrape(t, d.adminURL())["deadlabour_sink_spool_points{kind=cost}"] == 0
+	})
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	m = d.gathered(t) // the final /metrics, after the last flush
+	count := func(ms ...string) float64 {
+		var c int
+		for _, meas := range ms {
+			c += influx.Count(t, meas, "")
+		}
+		return float64(c)
+	}
+	kinds := []struct {
+		kind         string
+		measurements []string
+	}{
+		{"cost", []string{sink.MeasurementRequest, sink.MeasurementIdle}},
+		{"telemetry", []string{sink.MeasurementGPU, sink.MeasurementHealth}},
+	}
+	for _, k := range kinds {
+		enq := m["deadlabour_sink_points_enqueued_total{kind="+k.kind+"}"]
+		dropped := sumPrefix(m, "deadlabour_sink_points_dropped_total{kind="+k.kind+",")
+		dead := m["deadlabour_sink_points_dead_lettered_total{kind="+k.kind+"}"]
+		stored := count(k.measurements...)
+		if enq-stored != dropped+dead || dropped == 0 {
+			t.Errorf("%s: %v enqueued, %v in InfluxDB: %v missing; /metrics counts %v dropped, %v dead-lettered",
+				k.kind, enq, stored, enq-stored, dropped, dead)
+		}
+		t.Logf("%s: %v enqueued, %v stored, %v dropped", k.kind, enq, stored, dropped)
+	}
+	if got := m["deadlabour_requests_total{status=200,upstream=up}"]; got != n {
+		t.Errorf("requests_total %v, want %d", got, n)
+	}
+	stored := storedIDs(t, influx)
+	for id, c := range stored {
+		if c != 1 {
+			t.Errorf("%s stored %d times", id, c)
+		}
+	}
+	if missing := n - len(stored); missing == 0 || float64(missing) > m["deadlabour_sink_points_dropped_total{kind=cost,reason=spool_full}"] {
+		t.Errorf("%d records missing, %v cost points dropped", missing, m["deadlabour_sink_points_dropped_total{kind=cost,reason=spool_full}"])
+	}
+}
+
+// TestChaosWrongToken: InfluxDB refuses the token. Nothing is delivered and
+// nothing lost: /readyz says why (503), one log line says so, shutdown
+// leaves the records in the spool, and a restart with the right token
+// delivers each exactly once.
+func TestChaosWrongToken(t *testing.T) {
+	influx := influxtest.StartWith(t, influxtest.Options{Auth: true})
+	fake := startFake(t)
+	dir := t.TempDir()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte("admin:not-the-password\n"), 0o600)
+	cfg := daemonConfig(influx.URL(), influx.Bucket(), dir, fake.URL(), "")
+	cfg = strings.Replace(cfg, "influx:\n", "influx:\n  token_env: \"\"\n  token_file: "+tokenFile+"\n", 1)
+	d := startDaemon(t, cfg, "h100:1")
+	sent := map[string]time.Time{}
+	for i := range 20 {
+		id := fmt.Sprintf("tok-%02d", i)
+		if err := complete(d.proxyURL("up"), id); err != nil {
+			t.Fatal(err)
+		}
+		sent[id] = time.Now()
+	}
+	var body map[string]any
+	waitUntil(t, "/readyz to say why", 10*time.Second, func() bool {
+		var code int
+		code, body = getJSON(t, d.adminURL()+"/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(fmt.Sprint(body["reasons"]), "sink: unauthorized: authorization failed")
+	})
+	time.Sleep(time.Second) // a few more refusals
+	if n := strings.Count(d.log.String(), "InfluxDB refused the token"); n != 1 {
+		t.Errorf("%d log lines about the token, want 1:\n%s", n, d.log)
+	}
+	if m := scrape(t, d.adminURL()); m["deadlabour_sink_state{state=unauthorized}"] != 1 || m["deadlabour_sink_spool_points{kind=cost}"] < 20 {
+		t.Errorf("metrics: state unauthorized %v, %v records spooled; want 1, at least 20",
+			m["deadlabour_sink_state{state=unauthorized}"], m["deadlabour_sink_spool_points{kind=cost}"])
+	}
+	start := time.Now()
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("shutdown took %v: a refused token should not hold the flush to its deadline", took)
+	}
+	if n := influx.Count(t, "deadlabour_request", ""); n != 0 {
+		t.Fatalf("%d records stored with a wrong token", n)
+	}
+
+	os.WriteFile(tokenFile, []byte(influx.Token()+"\n"), 0o600)
+	d2 := startDaemon(t, cfg, "h100:1")
+	influx.WaitCount(t, "deadlabour_request", "", 20, 10*time.Second)
+	if err := d2.stop(); err != nil {
+		t.Fatal(err)
+	}
+	exactlyOnce(t, storedIDs(t, influx), sent)
+}
+
+// buildDaemon compiles deadlabourd into a temporary directory.
+func buildDaemon(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "deadlabourd")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// process is the daemon run as a subprocess.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when it exited; err is set then
+	err  error
+	log  string
+}
+
+func startProcess(t *testing.T, bin, cfgPath, adminAddr string) *process {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), "daemon.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, "run", "--config", cfgPath, "--simulate", "h100:1")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{}), log: logPath}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("daemon log:\n%s", b)
+		}
+	})
+	waitUntil(t, "the daemon to answer /healthz", 30*time.Second, func() bool {
+		resp, err := http.Get("http://" + adminAddr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return p
+}
+
+// TestChaosSIGKILL: the daemon is killed (SIGKILL) under load and started
+// again on the same spool. Every request that finished before the last
+// fsync is in InfluxDB exactly once: records already sent but not yet
+// deleted from the spool are sent again and overwrite themselves.
+func TestChaosSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the daemon")
+	}
+	influx := influxtest.Start(t)
+	fake := startFake(t)
+	bin := buildDaemon(t)
+	admin, proxy := freeAddr(t), freeAddr(t)
+	cfg := daemonConfig(influx.URL(), influx.Bucket(), t.TempDir(), fake.URL(), "")
+	cfg = strings.Replace(cfg, "listen: 127.0.0.1:0\ninflux", "listen: "+admin+"\ninflux", 1)
+	cfg = strings.Replace(cfg, "    listen: 127.0.0.1:0\n", "    listen: "+proxy+"\n", 1)
+	cfg = strings.Replace(cfg, "flush_interval: 100ms", "flush_interval: 1s", 1) // more waits in the spool
+	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
+	os.WriteFile(cfgPath, []byte(cfg), 0o600)
+
+	p := startProcess(t, bin, cfgPath, admin)
+	l := startLoad("http://"+proxy, "kill", 10*time.Millisecond)
+	time.Sleep(2500 * time.Millisecond)
+	killed := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	finished := l.halt()
+	storedAtKill := len(storedIDs(t, influx))
+
+	// A record is final settle_delay (100 ms) plus a poll (50 ms) after its
+	// request ends, and durable at the next group commit (200 ms).
+	const durableAfter = 100*time.Millisecond + 50*time.Millisecond + 200*time.Millisecond + 150*time.Millisecond
+	durable := map[string]time.Time{}
+	for id, at := range finished {
+		if at.Before(killed.Add(-durableAfter)) {
+			durable[id] = at
+		}
+	}
+
+	p2 := startProcess(t, bin, cfgPath, admin)
+	waitUntil(t, "the replayed spool to drain", 20*time.Second, func() bool {
+		m := scrape(t, "http://"+admin)
+		return m["deadlabour_sink_spool_points{kind=cost}"] == 0 && m["deadlabour_sink_points_sent_total"] > 0
+	})
+	p2.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p2.done:
+		if p2.err != nil {
+			t.Errorf("daemon after SIGTERM: %v", p2.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not stop on SIGTERM")
+	}
+
+	stored := storedIDs(t, influx)
+	atMostOnce(t, stored, finished, false) // nothing twice, nothing unknown
+	var lost []string
+	for id := range durable {
+		if stored[id] != 1 {
+			lost = append(lost, id)
+		}
+	}
+	if len(lost) > 0 || len(durable) < 100 {
+		t.Errorf("%d of %d requests finished %v before the kill are not stored once: %.10v", len(lost), len(durable), durableAfter, lost)
+	}
+	t.Logf("%d requests finished (%d before the last fsync); %d records stored at the kill, %d after the restart",
+		len(finished), len(durable), storedAtKill, len(stored))
+	b, _ := os.ReadFile(p2.log)
+	if !strings.Contains(string(b), "replaying points left in the spool") {
+		t.Errorf("the restarted daemon did not say it replays the spool")
+	}
+}
