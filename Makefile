@@ -8,7 +8,7 @@ GO ?= go
 export CGO_ENABLED := 1
 export CGO_CFLAGS := -O2 -g -Wno-deprecated-declarations
 
-.PHONY: build demo influxdb test fmt-check vet bench bench-collectors gpu-check clean install fleet-sizing
+.PHONY: build demo influxdb test fmt-check vet bench bench-collectors bench-sink spool-choice chaos gpu-check clean install fleet-sizing
 
 # Where `make install` puts things. DESTDIR stages an install for packaging
 # (nothing outside it is touched then); PREFIX=/usr for a distribution package.
@@ -53,6 +53,23 @@ bench:
 # 100 ms, against the same daemon with GPUs off (docs/benchmarks.md).
 bench-collectors: influxdb
 	scripts/bench-collectors.sh
+
+# The sink with its spool against a raw line-protocol batch writer into the
+# same InfluxDB (points/s), and the time from a request's end to its record
+# being queryable through the daemon (docs/benchmarks.md, "Sink").
+bench-sink: influxdb
+	$(GO) test -run '^$$' -bench 'BenchmarkSinkThroughput' -benchtime 1x ./sink/
+	$(GO) test -run '^$$' -bench 'BenchmarkRecordLatency' -benchtime 1x ./cmd/deadlabourd/
+
+# bbolt against tidwall/wal on the spool's access pattern, in a module of its
+# own (docs/operations.md, "The spool"). SPOOL_DIR: the disk to measure.
+spool-choice:
+	cd scripts/spoolchoice && $(GO) run . -dir $(or $(SPOOL_DIR),/var/tmp)
+
+# The chaos tests with InfluxDB down for 60 s (`make test` runs them with a
+# 5 s outage): outage, SIGKILL, spool cap, wrong token.
+chaos: influxdb
+	DEADLABOUR_CHAOS_OUTAGE=60s $(GO) test -race -count=1 -timeout 10m -run 'Chaos' ./cmd/deadlabourd/
 
 # On a machine with an NVIDIA GPU: probe, then 60 s under load comparing the
 # energy counter with the integral of power samples (docs/real-gpu.md).

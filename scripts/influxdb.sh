@@ -114,8 +114,6 @@ render_config() {
 	conf=${conf//@HTTP_ADDR@/"$HOST:$http_port"}
 	conf=${conf//@RPC_ADDR@/"$HOST:$rpc_port"}
 	conf=${conf//@FLUX@/true}
-	conf=${conf//@AUTH@/false}
-	conf=${conf//@MAX_BODY@/25000000}
 	printf '%s\n' "$conf" >"$dir/influxd.conf"
 }
 

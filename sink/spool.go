@@ -111,17 +111,17 @@ type pendingLine struct {
 }
 
 // spool is the durable queue between Enqueue and InfluxDB. One goroutine
-// commits (appends and deletes), one sends (next and resolve); mu
-// serialises them.
+// commits (appends and deletes), one sends (next and resolve).
 type spool struct {
 	path string
 	opts *bolt.Options
 
-	mu       sync.Mutex // held by commit, next and resolve
-	db       *bolt.DB
-	seq      uint64 // the next entry's number
-	deleted  uint64 // entries up to this one are deleted from the file
-	inflight uint64 // the last entry handed to the sender
+	db      *bolt.DB
+	seq     uint64 // the next entry's number (the committer's)
+	deleted uint64 // entries up to this one are deleted from the file (the committer's)
+
+	mu       sync.Mutex // held by next, resolve, and a commit that makes room
+	inflight uint64     // the last entry handed to the sender
 
 	// Read without mu, so that Enqueue and Stats never wait for an fsync.
 	resolved atomic.Uint64 // entries up to this one are delivered or dead-lettered
@@ -399,10 +399,12 @@ type commitResult struct {
 // flight, then by not writing the batch's newest telemetry, then its newest
 // cost lines. It also raises each series' highest timestamp. On error
 // nothing changed.
+//
+// Commits are serialised by the caller. Only a commit that must make room
+// holds mu, against next choosing a batch meanwhile: the sender goes on
+// sending while an ordinary commit waits for its fsync.
 func (s *spool) commit(lines []pendingLine, maxBytes int64) (commitResult, error) {
 	var res commitResult
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	resolved := s.resolved.Load()
 	if len(lines) == 0 && s.deleted == resolved {
 		return res, nil
@@ -416,6 +418,11 @@ func (s *spool) commit(lines []pendingLine, maxBytes int64) (commitResult, error
 		add += entrySize(l.line)
 		keep[i] = true
 	}
+	// Only commits add bytes, so room found now stays.
+	if s.bytes.Load()+add > maxBytes {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, name := range kindBuckets {
 			if err := deleteThrough(tx.Bucket(name), resolved); err != nil {
@@ -423,7 +430,7 @@ func (s *spool) commit(lines []pendingLine, maxBytes int64) (commitResult, error
 			}
 		}
 		need := s.bytes.Load() + add - maxBytes
-		if need > 0 {
+		if need > 0 { // mu is held
 			// The oldest telemetry not in flight.
 			b := tx.Bucket(bucketTelemetry)
 			var evict [][]byte

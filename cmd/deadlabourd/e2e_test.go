@@ -29,7 +29,7 @@ type testDaemon struct {
 	stop func() error
 }
 
-func startDaemon(t *testing.T, yaml, simulate string) *testDaemon {
+func startDaemon(t testing.TB, yaml, simulate string) *testDaemon {
 	t.Helper()
 	cfg, err := config.Parse("test.yaml", []byte(yaml), -1)
 	if err != nil {
@@ -63,7 +63,7 @@ func startDaemon(t *testing.T, yaml, simulate string) *testDaemon {
 	return td
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	if testing.Verbose() {

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -38,7 +40,7 @@ func daemonConfig(influxURL, bucket, spoolDir, upstream, spoolKeys string) strin
 	return b.String()
 }
 
-func startFake(t *testing.T) *fakeupstream.Server {
+func startFake(t testing.TB) *fakeupstream.Server {
 	t.Helper()
 	f, err := fakeupstream.Start(context.Background(), fakeupstream.Options{DefaultMaxTokens: 4})
 	if err != nil {
@@ -322,5 +324,39 @@ func TestScrapeDuringLoad(t *testing.T) {
 	}
 	if n := influx.Count(t, "deadlabour_request", ""); n != 30 {
 		t.Errorf("%d records, want 30", n)
+	}
+}
+
+// TestReportFromSpool: with no InfluxDB, `report` totals the records in the
+// spool: through the running daemon's GET /v1/spool while it holds the
+// spool, in place (sink.ReadSpool) once it stopped; the same either way.
+func TestReportFromSpool(t *testing.T) {
+	fake := startFake(t)
+	dir := t.TempDir()
+	admin := freeAddr(t)
+	cfg := strings.Replace(daemonConfig("", "deadlabour/autogen", dir, fake.URL(), ""), "listen: 127.0.0.1:0\ninflux", "listen: "+admin+"\ninflux", 1)
+	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
+	os.WriteFile(cfgPath, []byte(cfg), 0o600)
+	d := startDaemon(t, cfg, "h100:1")
+	const n = 9
+	for i := range n {
+		if err := complete(d.proxyURL("up"), fmt.Sprintf("rep-%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	requests := func() string {
+		doc := reportJSONOf(t, "--config", cfgPath, "--simulated", "--by", "upstream")
+		return fmt.Sprint(doc.Total["requests"], " ", doc.Total["gpu_energy_j"])
+	}
+	var running string
+	waitUntil(t, "the records in the report", 10*time.Second, func() bool {
+		running = requests()
+		return strings.HasPrefix(running, fmt.Sprint(n, " "))
+	})
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if stopped := requests(); stopped != running {
+		t.Errorf("report from the stopped daemon's spool = %s, from the running daemon = %s", stopped, running)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -251,8 +250,8 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		if cfg.Influx.URL == "" {
-			return errors.New("no InfluxDB configured (influx.url is empty): reports from the spool need the spool reader (docs/operations.md); " +
-				"meanwhile use --line-protocol FILE")
+			src, source = spoolSource(cfg), "spool "+cfg.Spool.Dir
+			break
 		}
 		token, err := reportToken(cfg, *tokenFile)
 		if err != nil {

@@ -215,8 +215,10 @@ func (s *Server) start() error {
 		"@HTTP_ADDR@", s.httpAddr,
 		"@RPC_ADDR@", s.rpcAddr,
 		"@FLUX@", "false",
-		"@AUTH@", strconv.FormatBool(s.opts.Auth),
-		"@MAX_BODY@", strconv.Itoa(cmp.Or(s.opts.MaxBodyBytes, 25_000_000)),
+		// Options change the template's own defaults, so that its other
+		// users (scripts) need not know them.
+		"auth-enabled = false", "auth-enabled = "+strconv.FormatBool(s.opts.Auth),
+		"max-body-size = 25000000", "max-body-size = "+strconv.Itoa(cmp.Or(s.opts.MaxBodyBytes, 25_000_000)),
 	).Replace(configTemplate)
 	confPath := filepath.Join(s.dir, "influxd.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {

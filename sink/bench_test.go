@@ -1,0 +1,170 @@
+package sink
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/influxtest"
+)
+
+// BenchmarkSinkThroughput: points per second into one local InfluxDB, in
+// one run, of a raw line-protocol batch writer (the baseline: encode, gzip,
+// POST /api/v2/write, batch after batch) and of the Writer with its spool
+// (Enqueue, group commit with fsync, our sender), alternating rounds.
+// Each round writes its own request records (measurement of its own) and
+// ends when InfluxDB counts them all. Reported: both rates and their
+// ratio (target >= 0.9). Run by `make bench-sink`.
+func BenchmarkSinkThroughput(b *testing.B) {
+	const (
+		points = 60_000
+		batch  = 5000 // influx.batch_size's default
+		rounds = 3
+	)
+	s := influxtest.Start(b)
+	recs := records(points)
+	var raw, spooled []float64
+	for i := 0; b.Loop(); i++ {
+		for r := range rounds {
+			raw = append(raw, rawRound(b, s, recs, batch, fmt.Sprintf("raw_%d_%d", i, r)))
+			spooled = append(spooled, sinkRound(b, s, recs, batch, fmt.Sprintf("sink_%d_%d", i, r)))
+		}
+	}
+	rawMed, sinkMed := median(raw), median(spooled)
+	b.ReportMetric(rawMed, "raw_points/s")
+	b.ReportMetric(sinkMed, "sink_points/s")
+	b.ReportMetric(sinkMed/rawMed, "sink/raw")
+	b.Logf("raw points/s %.0f, sink points/s %.0f (medians of %d rounds each): ratio %.3f", rawMed, sinkMed, len(raw), sinkMed/rawMed)
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+// pointsOf are recs as request points of measurement m.
+func pointsOf(b *testing.B, recs []estimator.Record, m string) []Point {
+	pts := make([]Point, len(recs))
+	for i, r := range recs {
+		p, err := RequestPoint(r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.Measurement = m
+		pts[i] = p
+	}
+	return pts
+}
+
+// waitStored waits until InfluxDB counts n points of m.
+func waitStored(b *testing.B, s *influxtest.Server, m string, n int) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		rows := s.Rows(b, "SELECT count(request_id) FROM "+influxtest.QuoteIdent(m))
+		if len(rows) == 1 {
+			if c, _ := rows[0].Int("count"); c == int64(n) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s: not all %d points stored after 5 minutes", m, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// rawRound: encode, gzip and POST batches one after the other.
+func rawRound(b *testing.B, s *influxtest.Server, recs []estimator.Record, batch int, m string) float64 {
+	pts := pointsOf(b, recs, m)
+	u := s.URL() + "/api/v2/write?" + url.Values{"bucket": {s.Bucket()}, "precision": {"ns"}}.Encode()
+	client := &http.Client{Timeout: 30 * time.Second}
+	defer client.CloseIdleConnections()
+	start := time.Now()
+	var body, zbuf bytes.Buffer
+	zw := gzip.NewWriter(&zbuf)
+	var line []byte
+	for from := 0; from < len(pts); from += batch {
+		body.Reset()
+		for _, p := range pts[from:min(from+batch, len(pts))] {
+			var err error
+			if line, err = AppendLine(line[:0], p); err != nil {
+				b.Fatal(err)
+			}
+			body.Write(line)
+			body.WriteByte('\n')
+		}
+		zbuf.Reset()
+		zw.Reset(&zbuf)
+		zw.Write(body.Bytes())
+		zw.Close()
+		req, _ := http.NewRequest(http.MethodPost, u, bytes.NewReader(zbuf.Bytes()))
+		req.Header.Set("Content-Encoding", "gzip")
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			b.Fatalf("raw write: %s", resp.Status)
+		}
+	}
+	waitStored(b, s, m, len(pts))
+	return float64(len(pts)) / time.Since(start).Seconds()
+}
+
+// sinkRound: a producer enqueues as fast as the Writer takes them (at
+// most 4 batches waiting), the Writer spools and sends. After the measured
+// points the producer goes on with filler points of another measurement,
+// as a daemon would, so that the last batch is sent full rather than after
+// FlushInterval: the rate is the steady one.
+func sinkRound(b *testing.B, s *influxtest.Server, recs []estimator.Record, batch int, m string) float64 {
+	pts := pointsOf(b, recs, m)
+	filler := pointsOf(b, recs, m+"_filler")
+	w, err := NewWriter(Options{Dir: b.TempDir(), URL: s.URL(), Bucket: s.Bucket(), BatchSize: batch}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { w.Run(ctx) })
+	waiting := func() int { // Stats without its snapshot of the oldest
+		p, _ := w.spool.counts()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return p[kindCost] + p[kindTelemetry] + len(w.pending)
+	}
+	start := time.Now()
+	wg.Go(func() {
+		for from := 0; ctx.Err() == nil; from += 500 {
+			src := pts
+			if from >= len(pts) {
+				src = filler
+			}
+			chunk := src[from%len(src) : min(from%len(src)+500, len(src))]
+			for waiting() > 4*batch && ctx.Err() == nil {
+				time.Sleep(2 * time.Millisecond)
+			}
+			if err := w.Enqueue(chunk...); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	waitStored(b, s, m, len(pts))
+	rate := float64(len(pts)) / time.Since(start).Seconds()
+	cancel()
+	wg.Wait()
+	closeCtx, stop := context.WithTimeout(context.Background(), time.Millisecond)
+	defer stop()
+	w.Close(closeCtx) // the filler left is of no interest
+	return rate
+}
