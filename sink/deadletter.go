@@ -79,11 +79,11 @@ func (d *deadLetters) close() error {
 func (w *Writer) deadLetter(b *spoolBatch, i int, o outcome) {
 	k := b.kinds[i]
 	why := fmt.Sprintf("status=%d error=%s", o.status, strconv.Quote(o.message))
-	ok, err := w.dead.write(why, b.lines[i])
+	ok, err := w.dead.write(why, b.line(i))
 	if !ok {
 		w.m.dropped[k][dropDeadLetterFull].Add(1)
 		w.log.Error("InfluxDB refused a line and the dead-letter file could not take it: dropped",
-			"status", o.status, "error", o.message, "line", b.lines[i], "dead_letter", w.dead.path, "file_err", err)
+			"status", o.status, "error", o.message, "line", b.line(i), "dead_letter", w.dead.path, "file_err", err)
 		return
 	}
 	w.m.deadLettered[k].Add(1)

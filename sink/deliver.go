@@ -207,8 +207,8 @@ func (w *Writer) send(ctx context.Context, b *spoolBatch) error {
 			w.corruptSeen = c.seq
 		}
 	}
-	if len(b.lines) > 0 {
-		if err := w.deliver(ctx, b, 0, len(b.lines)); err != nil {
+	if b.n() > 0 {
+		if err := w.deliver(ctx, b, 0, b.n()); err != nil {
 			return err
 		}
 	}
@@ -216,7 +216,7 @@ func (w *Writer) send(ctx context.Context, b *spoolBatch) error {
 	return nil
 }
 
-// deliver writes b.lines[lo:hi], retrying, splitting and bisecting as the
+// deliver writes lines [lo, hi) of b, retrying, splitting and bisecting as the
 // answers require, until each line is delivered or dead-lettered. It
 // returns ctx's error if ctx ends first.
 func (w *Writer) deliver(ctx context.Context, b *spoolBatch, lo, hi int) error {
@@ -224,7 +224,7 @@ func (w *Writer) deliver(ctx context.Context, b *spoolBatch, lo, hi int) error {
 	for {
 		start := time.Now()
 		wctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
-		err := w.api.WriteRecord(wctx, b.lines[lo:hi]...)
+		err := w.api.WriteRecord(wctx, b.text(lo, hi))
 		cancel()
 		if err != nil && ctx.Err() != nil {
 			return ctx.Err() // cancelled, not refused: the batch stays

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,17 +148,22 @@ type spoolRecovery struct {
 // copied into a fresh one, and the daemon starts: rec says what happened.
 // A spool held by another process is ErrSpoolBusy.
 func openSpool(dir string) (*spool, spoolRecovery, error) {
-	return openSpoolCompacting(dir, compactAbove)
+	return openSpoolWith(dir, compactAbove, DefaultMaxBytes)
 }
 
-// openSpoolCompacting is openSpool compacting an empty file above compactSize.
-func openSpoolCompacting(dir string, compactSize int64) (*spool, spoolRecovery, error) {
+// openSpoolWith is openSpool compacting an empty file above compactSize,
+// for a spool bounded to maxBytes of entries.
+func openSpoolWith(dir string, compactSize, maxBytes int64) (*spool, spoolRecovery, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, spoolRecovery{}, fmt.Errorf("sink: spool directory: %w", err)
 	}
 	s := &spool{
 		path: filepath.Join(dir, SpoolFile),
-		opts: &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
+		opts: &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
+			// Address space for the whole file at its bound (about 1.3 x
+			// the entries) from the start: bbolt remaps as the file grows,
+			// copying the transaction's pages out and holding readers.
+			InitialMmapSize: int(min(2*maxBytes, 1<<34))},
 	}
 	rec, err := s.open()
 	switch {
@@ -365,7 +371,9 @@ func (s *spool) salvage(path string) (n int, reason error) {
 func (s *spool) compact() error {
 	tmp := s.path + ".compact"
 	os.Remove(tmp)
-	dst, err := bolt.Open(tmp, 0o600, s.opts)
+	small := *s.opts
+	small.InitialMmapSize = 0 // else bbolt grows the new file to fit it
+	dst, err := bolt.Open(tmp, 0o600, &small)
 	if err != nil {
 		return err
 	}
@@ -519,11 +527,15 @@ func deleteThrough(b *bolt.Bucket, seq uint64) error {
 	return nil
 }
 
-// spoolBatch is a run of entries handed to the sender, oldest first.
+// spoolBatch is a run of entries handed to the sender, oldest first. Its
+// lines are one newline-separated text, so that a write request (or a half
+// of one) is a substring, not a copy.
 type spoolBatch struct {
 	last     uint64 // number of its last entry
 	full     bool   // it stopped at maxN or maxBytes, not for want of entries
-	lines    []string
+	body     string // the lines, separated by newlines
+	start    []int  // line i is body[start[i]:end[i]]
+	end      []int
 	kinds    []kind
 	enqueued []int64 // Unix ns
 	points   [numKinds]int
@@ -532,6 +544,14 @@ type spoolBatch struct {
 	// with the batch.
 	corrupt []corruptEntry
 }
+
+// n is the number of lines (corrupt entries not counted).
+func (b *spoolBatch) n() int { return len(b.start) }
+
+func (b *spoolBatch) line(i int) string { return b.body[b.start[i]:b.end[i]] }
+
+// text is lines [lo, hi) as one write body.
+func (b *spoolBatch) text(lo, hi int) string { return b.body[b.start[lo]:b.end[hi-1]] }
 
 type corruptEntry struct {
 	seq  uint64
@@ -547,6 +567,8 @@ func (s *spool) next(maxN int, maxBytes int64) (b spoolBatch, err error) {
 	defer s.mu.Unlock()
 	from := seqKey(s.resolved.Load() + 1)
 	var size int64
+	var body strings.Builder
+	defer func() { b.body = body.String() }()
 	err = s.db.View(func(tx *bolt.Tx) error {
 		var cur [numKinds]*bolt.Cursor
 		var key, val [numKinds][]byte
@@ -555,7 +577,7 @@ func (s *spool) next(maxN int, maxBytes int64) (b spoolBatch, err error) {
 			key[k], val[k] = cur[k].Seek(from)
 		}
 		for {
-			if len(b.lines)+len(b.corrupt) == maxN {
+			if b.n()+len(b.corrupt) == maxN {
 				b.full = true
 				return nil
 			}
@@ -565,7 +587,7 @@ func (s *spool) next(maxN int, maxBytes int64) (b spoolBatch, err error) {
 			}
 			v := val[k]
 			enq, line, ok := decodeEntry(v)
-			if size += int64(len(line)); size > maxBytes && len(b.lines) > 0 {
+			if size += int64(len(line)); size > maxBytes && b.n() > 0 {
 				b.full = true
 				return nil
 			}
@@ -574,7 +596,14 @@ func (s *spool) next(maxN int, maxBytes int64) (b spoolBatch, err error) {
 			b.points[k]++
 			b.bytes += int64(len(v))
 			if ok {
-				b.lines = append(b.lines, string(line))
+				if body.Len() > 0 {
+					body.WriteByte('\n')
+				} else {
+					body.Grow(int(min(maxBytes, 1<<20)))
+				}
+				b.start = append(b.start, body.Len())
+				body.Write(line)
+				b.end = append(b.end, body.Len())
 				b.kinds = append(b.kinds, k)
 				b.enqueued = append(b.enqueued, enq)
 			} else {

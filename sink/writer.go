@@ -141,7 +141,7 @@ func NewWriter(opts Options, log *slog.Logger) (*Writer, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "sink")
-	sp, rec, err := openSpool(opts.Dir)
+	sp, rec, err := openSpoolWith(opts.Dir, compactAbove, opts.MaxBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -258,27 +258,29 @@ func setDefault[T comparable](v *T, def T) {
 func (w *Writer) Enqueue(points ...Point) error {
 	var errs []error
 	type encoded struct {
-		line []byte
-		kind kind
+		start, end int // in buf
+		kind       kind
 	}
 	lines := make([]encoded, 0, len(points))
-	var buf []byte
+	buf := make([]byte, 0, 1024*len(points)) // a request line is about 1.3 KB
 	for _, p := range points {
 		var err error
 		k := kindOf(p.Measurement)
 		w.m.enqueued[k].Add(1)
-		if buf, err = AppendLine(buf[:0], p); err != nil {
+		start := len(buf)
+		if buf, err = AppendLine(buf, p); err != nil {
 			w.m.dropped[k][dropInvalid].Add(1)
 			errs = append(errs, err)
 			continue
 		}
-		lines = append(lines, encoded{append([]byte(nil), buf...), k})
+		lines = append(lines, encoded{start, len(buf), k})
 	}
 	now := w.opts.Now().UnixNano()
 
 	var full, closed [numKinds]int
 	w.mu.Lock()
-	for _, l := range lines {
+	for _, e := range lines {
+		l := pendingLine{line: buf[e.start:e.end:e.end], kind: e.kind, enqueued: now} // its own capacity: fix may grow it
 		size := entrySize(l.line)
 		switch {
 		case w.closed:
@@ -293,8 +295,8 @@ func (w *Writer) Enqueue(points ...Point) error {
 			w.m.dropped[l.kind][dropSpoolFull].Add(1)
 			continue
 		}
-		line := w.stamps.fix(l.line)
-		w.pending = append(w.pending, pendingLine{line: line, kind: l.kind, enqueued: now})
+		l.line = w.stamps.fix(l.line)
+		w.pending = append(w.pending, l)
 		w.pendingBytes += size
 	}
 	w.m.moved.Store(w.stamps.n)

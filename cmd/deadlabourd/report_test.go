@@ -281,7 +281,7 @@ func TestReportBadInput(t *testing.T) {
 	bad := filepath.Join(dir, "bad.lp")
 	os.WriteFile(bad, []byte("deadlabour_request,host=a request_id=\"x\",gpu_energy_j=1 1\ndeadlabour_request,host=a gpu_energy_j=oops 2\n"), 0o600)
 	noInflux := filepath.Join(dir, "noinflux.yaml")
-	os.WriteFile(noInflux, []byte("influx:\n  url: \"\"\n"), 0o600)
+	os.WriteFile(noInflux, []byte("influx:\n  url: \"\"\nspool:\n  dir: "+filepath.Join(dir, "nospool")+"\n"), 0o600)
 	for _, c := range []struct {
 		args []string
 		code int
@@ -292,7 +292,7 @@ func TestReportBadInput(t *testing.T) {
 		{[]string{"--since", "yesterday"}, 2, `--since "yesterday": want a duration`},
 		{[]string{"--since", "1h", "--until", "2h"}, 2, "is not before --until"},
 		{[]string{"--line-protocol", bad, "--since", "1000000h"}, 1, "bad.lp: at line 2:40: field value has unrecognized type"},
-		{[]string{"--config", noInflux}, 1, "no InfluxDB configured (influx.url is empty)"},
+		{[]string{"--config", noInflux}, 1, "sink: read spool: stat " + filepath.Join(dir, "nospool", "spool.db") + ": no such file"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(context.Background(), append([]string{"report"}, c.args...), &out, &errb)
