@@ -37,6 +37,9 @@ const (
 	DeadLetterFile = "dead-letter.lp"
 
 	entryHeader = 12
+	// floorHorizon: a series with no point for this long before the newest
+	// of any series is forgotten at start (see stamp.go).
+	floorHorizon = 30 * 24 * time.Hour
 	// compactAbove: a spool found empty at start is rewritten to a fresh
 	// file when its file is larger (bbolt never shrinks a file itself).
 	compactAbove = 64 << 20
@@ -239,12 +242,30 @@ func (s *spool) open() (rec spoolRecovery, err error) {
 				s.seq = max(s.seq, binary.BigEndian.Uint64(key)+1)
 			}
 		}
-		return tx.Bucket(bucketSeries).ForEach(func(k, v []byte) error {
+		sb := tx.Bucket(bucketSeries)
+		var newest int64
+		err := sb.ForEach(func(k, v []byte) error {
 			if len(v) == 8 {
-				rec.floors[string(k)] = int64(binary.BigEndian.Uint64(v))
+				ts := int64(binary.BigEndian.Uint64(v))
+				rec.floors[string(k)] = ts
+				newest = max(newest, ts)
 			}
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		// Forget series silent for a long time, so that the bucket does
+		// not grow with every tenant ever seen.
+		for k, ts := range rec.floors {
+			if ts < newest-int64(floorHorizon) {
+				delete(rec.floors, k)
+				if err := sb.Delete([]byte(k)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return rec, fmt.Errorf("%w: %w", errSpoolCorrupt, err)

@@ -33,6 +33,23 @@ func openTestSpool(t *testing.T, dir string) (*spool, spoolRecovery) {
 	return s, rec
 }
 
+// writeSpool makes a spool in dir holding the given commits, and closes it.
+func writeSpool(t *testing.T, dir string, commits ...[]pendingLine) {
+	t.Helper()
+	s, _, err := openSpool(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range commits {
+		if _, err := s.commit(c, 1<<30); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func batchLines(b spoolBatch) []string {
 	out := make([]string, b.n())
 	for i := range out {
@@ -104,6 +121,19 @@ func TestSpoolOrderResolveReplay(t *testing.T) {
 	if fmt.Sprint(rec.floors) != fmt.Sprint(want) {
 		t.Errorf("floors = %v, want %v", rec.floors, want)
 	}
+
+	// A series silent for more than floorHorizon before the newest is
+	// forgotten at the next start.
+	later := spoolLines(kindTelemetry, 0, 1, 60)
+	later[0].line = []byte(fmt.Sprintf("late f=1 %d", 1_772_366_400_000_000_009+int64(floorHorizon)+2))
+	if _, err := s.commit(later, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+	_, rec = openTestSpool(t, dir)
+	if _, ok := rec.floors["m0,k=cost"]; ok || len(rec.floors) != 1 {
+		t.Errorf("floors after a month: %v, want only the late series", rec.floors)
+	}
 }
 
 // TestSpoolEvictionSparesInFlight: making room never deletes the batch the
@@ -137,15 +167,7 @@ func TestSpoolEvictionSparesInFlight(t *testing.T) {
 func TestSpoolCorruptEntry(t *testing.T) {
 	influx := influxtest.Start(t)
 	opts := fastOptions(t, influx.URL(), influx.Bucket())
-	s, _, err := openSpool(opts.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := spoolLines(kindCost, 0, 20, 80)
-	if _, err := s.commit(lines, 1<<30); err != nil {
-		t.Fatal(err)
-	}
-	s.close()
+	writeSpool(t, opts.Dir, spoolLines(kindCost, 0, 20, 80))
 	path := filepath.Join(opts.Dir, SpoolFile)
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -214,18 +236,9 @@ func TestSpoolTornCommit(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s, _, err := openSpool(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
 			first := spoolLines(kindCost, 0, 100, 200)
 			last := spoolLines(kindCost, 100, 1, 200)
-			for _, c := range [][]pendingLine{first, last} {
-				if _, err := s.commit(c, 1<<30); err != nil {
-					t.Fatal(err)
-				}
-			}
-			s.close()
+			writeSpool(t, dir, first, last)
 			path := filepath.Join(dir, SpoolFile)
 			fi, _ := os.Stat(path)
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -281,15 +294,8 @@ func TestSpoolUnreadableFile(t *testing.T) {
 	for _, d := range damage {
 		t.Run(d.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s, _, err := openSpool(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
 			lines := spoolLines(kindCost, 0, 3000, 400)
-			if _, err := s.commit(lines, 1<<30); err != nil {
-				t.Fatal(err)
-			}
-			s.close()
+			writeSpool(t, dir, lines)
 			if err := d.do(filepath.Join(dir, SpoolFile)); err != nil {
 				t.Fatal(err)
 			}

@@ -18,7 +18,8 @@ import (
 // floor), and a new process moves any line at or below its series' floor
 // to just above everything that series has seen, 1 ns at a time. A record
 // replayed from the spool is never moved: it was stamped once and is sent
-// as stored, so it overwrites itself.
+// as stored, so it overwrites itself. A series with no point for 30 days
+// (floorHorizon) before the newest is forgotten at start.
 
 const (
 	maxMoved     = 4096
