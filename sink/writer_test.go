@@ -642,3 +642,47 @@ func BenchmarkEnqueue(b *testing.B) {
 	w.mu.Unlock()
 	w.Close(context.Background())
 }
+
+// TestEnqueueNeverWaitsForTheDisk: with a commit stuck (its lock held and a
+// bbolt write transaction open, as during a slow fsync), Enqueue and
+// Stats still return at once: the engine's poll loop and the proxy never
+// wait for the disk.
+func TestEnqueueNeverWaitsForTheDisk(t *testing.T) {
+	w := newWriter(t, Options{Dir: t.TempDir(), FsyncInterval: 10 * time.Millisecond})
+	run(t, w)
+	w.commitMu.Lock()
+	w.spool.mu.Lock()
+	tx, err := w.spool.db.Begin(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 100 {
+			if err := w.Enqueue(requestPoints(t, records(10))...); err != nil {
+				t.Errorf("Enqueue %d: %v", i, err)
+			}
+			w.Stats()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Error("Enqueue or Stats waited for the stuck commit")
+	}
+	tx.Rollback()
+	w.spool.mu.Unlock()
+	w.commitMu.Unlock()
+	<-done
+	closeWriterNoInflux(t, w, 1000)
+}
+
+// closeWriterNoInflux closes a spool-only Writer and checks that want
+// points were kept.
+func closeWriterNoInflux(t *testing.T, w *Writer, want int) {
+	t.Helper()
+	if n, err := w.Close(context.Background()); n != want || err != nil {
+		t.Errorf("Close() = %d, %v; want %d kept", n, err, want)
+	}
+}
