@@ -59,8 +59,15 @@ type Facility struct {
 	WaterOffsiteLPerKWh float64  `yaml:"water_offsite_l_per_kwh"`
 	CarbonGPerKWh       float64  `yaml:"carbon_g_per_kwh"`
 	CarbonFile          string   `yaml:"carbon_file"`
-	PricePerKWh         float64  `yaml:"price_per_kwh"`
-	Currency            string   `yaml:"currency"`
+	// CarbonColumn and CarbonMarketColumn name carbon_file's columns.
+	CarbonColumn       string `yaml:"carbon_column"`
+	CarbonMarketColumn string `yaml:"carbon_market_column"`
+	// CarbonMarketGPerKWh is a static market-based intensity; nil: none.
+	CarbonMarketGPerKWh *float64      `yaml:"carbon_market_g_per_kwh"`
+	PricePerKWh         float64       `yaml:"price_per_kwh"`
+	PriceTimezone       string        `yaml:"price_timezone"`
+	PriceSchedule       []PriceWindow `yaml:"price_schedule"`
+	Currency            string        `yaml:"currency"`
 	HostCapex           float64  `yaml:"host_capex"`
 	HostLife            Duration `yaml:"host_life"`
 	HostEmbodiedKgCO2e  float64  `yaml:"host_embodied_kg_co2e"`
@@ -108,10 +115,24 @@ type Model struct {
 type Attribution struct {
 	Weighting         string   `yaml:"weighting"`
 	PromptTokenWeight float64  `yaml:"prompt_token_weight"`
+	Marginal          Marginal `yaml:"marginal"`
 	IdleWindow        Duration `yaml:"idle_window"`
 	SettleDelay       Duration `yaml:"settle_delay"`
 	History           Duration `yaml:"history"`
 	TenantSecretFile  string   `yaml:"tenant_secret_file"`
+	// AuditRecords recent records (and AuditWindow of how intervals were
+	// split) are kept for GET /v1/requests/{id} and deadlabourd audit.
+	AuditRecords int      `yaml:"audit_records"`
+	AuditWindow  Duration `yaml:"audit_window"`
+}
+
+// Marginal holds the linear cost model of the marginal weighting: J per
+// prompt and per completion token on a GPU. Both zero: fitted from the
+// node's own history, with exponential forgetting over FitWindow.
+type Marginal struct {
+	PromptJPerToken float64  `yaml:"prompt_j_per_token"`
+	DecodeJPerToken float64  `yaml:"decode_j_per_token"`
+	FitWindow       Duration `yaml:"fit_window"`
 }
 
 // Admin configures the loopback admin/event API listener.
@@ -169,15 +190,19 @@ func Default() Config {
 			WaterOffsiteLPerKWh: 3.9,
 			CarbonGPerKWh:       473,
 			PricePerKWh:         0.15,
+			PriceTimezone:       "UTC",
 			Currency:            "USD",
 			HostLife:            Duration(5 * Year),
 		},
 		Attribution: Attribution{
 			Weighting:         WeightTime,
 			PromptTokenWeight: 0.1,
+			Marginal:          Marginal{FitWindow: Duration(time.Hour)},
 			IdleWindow:        Duration(time.Hour),
 			SettleDelay:       Duration(500 * time.Millisecond),
 			History:           Duration(15 * time.Minute),
+			AuditRecords:      1000,
+			AuditWindow:       Duration(5 * time.Minute),
 		},
 		Admin: Admin{Listen: "127.0.0.1:9464"},
 		Influx: Influx{
