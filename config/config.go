@@ -54,11 +54,11 @@ type Host struct {
 
 // Facility holds the data-centre factors applied to IT energy.
 type Facility struct {
-	PUE                 float64  `yaml:"pue"`
-	WUEOnsiteLPerKWh    float64  `yaml:"wue_onsite_l_per_kwh"`
-	WaterOffsiteLPerKWh float64  `yaml:"water_offsite_l_per_kwh"`
-	CarbonGPerKWh       float64  `yaml:"carbon_g_per_kwh"`
-	CarbonFile          string   `yaml:"carbon_file"`
+	PUE                 float64 `yaml:"pue"`
+	WUEOnsiteLPerKWh    float64 `yaml:"wue_onsite_l_per_kwh"`
+	WaterOffsiteLPerKWh float64 `yaml:"water_offsite_l_per_kwh"`
+	CarbonGPerKWh       float64 `yaml:"carbon_g_per_kwh"`
+	CarbonFile          string  `yaml:"carbon_file"`
 	// CarbonColumn and CarbonMarketColumn name carbon_file's columns.
 	CarbonColumn       string `yaml:"carbon_column"`
 	CarbonMarketColumn string `yaml:"carbon_market_column"`
@@ -68,9 +68,9 @@ type Facility struct {
 	PriceTimezone       string        `yaml:"price_timezone"`
 	PriceSchedule       []PriceWindow `yaml:"price_schedule"`
 	Currency            string        `yaml:"currency"`
-	HostCapex           float64  `yaml:"host_capex"`
-	HostLife            Duration `yaml:"host_life"`
-	HostEmbodiedKgCO2e  float64  `yaml:"host_embodied_kg_co2e"`
+	HostCapex           float64       `yaml:"host_capex"`
+	HostLife            Duration      `yaml:"host_life"`
+	HostEmbodiedKgCO2e  float64       `yaml:"host_embodied_kg_co2e"`
 }
 
 // Hardware is one GPU model's economic and physical figures. In the config
