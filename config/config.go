@@ -54,23 +54,25 @@ type Host struct {
 
 // Facility holds the data-centre factors applied to IT energy.
 type Facility struct {
-	PUE                 float64 `yaml:"pue"`
-	WUEOnsiteLPerKWh    float64 `yaml:"wue_onsite_l_per_kwh"`
-	WaterOffsiteLPerKWh float64 `yaml:"water_offsite_l_per_kwh"`
-	CarbonGPerKWh       float64 `yaml:"carbon_g_per_kwh"`
-	CarbonFile          string  `yaml:"carbon_file"`
+	PUE                 float64  `yaml:"pue"`
+	WUEOnsiteLPerKWh    float64  `yaml:"wue_onsite_l_per_kwh"`
+	WaterOffsiteLPerKWh float64  `yaml:"water_offsite_l_per_kwh"`
+	CarbonGPerKWh       float64  `yaml:"carbon_g_per_kwh"`
+	CarbonFile          string   `yaml:"carbon_file"`
+	PricePerKWh         float64  `yaml:"price_per_kwh"`
+	Currency            string   `yaml:"currency"`
+	HostCapex           float64  `yaml:"host_capex"`
+	HostLife            Duration `yaml:"host_life"`
+	HostEmbodiedKgCO2e  float64  `yaml:"host_embodied_kg_co2e"`
+
 	// CarbonColumn and CarbonMarketColumn name carbon_file's columns.
 	CarbonColumn       string `yaml:"carbon_column"`
 	CarbonMarketColumn string `yaml:"carbon_market_column"`
 	// CarbonMarketGPerKWh is a static market-based intensity; nil: none.
-	CarbonMarketGPerKWh *float64      `yaml:"carbon_market_g_per_kwh"`
-	PricePerKWh         float64       `yaml:"price_per_kwh"`
-	PriceTimezone       string        `yaml:"price_timezone"`
-	PriceSchedule       []PriceWindow `yaml:"price_schedule"`
-	Currency            string        `yaml:"currency"`
-	HostCapex           float64       `yaml:"host_capex"`
-	HostLife            Duration      `yaml:"host_life"`
-	HostEmbodiedKgCO2e  float64       `yaml:"host_embodied_kg_co2e"`
+	CarbonMarketGPerKWh *float64 `yaml:"carbon_market_g_per_kwh"`
+	// PriceSchedule: time-of-use prices in PriceTimezone's local time.
+	PriceTimezone string        `yaml:"price_timezone"`
+	PriceSchedule []PriceWindow `yaml:"price_schedule"`
 }
 
 // Hardware is one GPU model's economic and physical figures. In the config
@@ -115,11 +117,12 @@ type Model struct {
 type Attribution struct {
 	Weighting         string   `yaml:"weighting"`
 	PromptTokenWeight float64  `yaml:"prompt_token_weight"`
-	Marginal          Marginal `yaml:"marginal"`
 	IdleWindow        Duration `yaml:"idle_window"`
 	SettleDelay       Duration `yaml:"settle_delay"`
 	History           Duration `yaml:"history"`
 	TenantSecretFile  string   `yaml:"tenant_secret_file"`
+
+	Marginal Marginal `yaml:"marginal"`
 	// AuditRecords recent records (and AuditWindow of how intervals were
 	// split) are kept for GET /v1/requests/{id} and deadlabourd audit.
 	AuditRecords int      `yaml:"audit_records"`
