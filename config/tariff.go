@@ -218,3 +218,7 @@ func clock(s string) (time.Duration, error) {
 func (c *Config) PriceZone() (*time.Location, error) {
 	return time.LoadLocation(c.Facility.PriceTimezone)
 }
+
+// KeyLine is the line of the config file that sets key (a dotted path such
+// as facility.pue or models[0]); 0 when the file does not set it.
+func (c *Config) KeyLine(key string) int { return c.lines[key] }

@@ -109,7 +109,7 @@ func Explain(p Params, r Record, settled map[string][]Settlement) Explanation {
 			one.add(&u, w, wear)
 			acc.add(&u, w, wear)
 			acc.methods |= methodBits[st.Method]
-			mid := st.Start.Add(st.End.Sub(st.Start) / 2)
+			mid := midpoint(t0, t1)
 			ch := Charge{Settlement: st, OverlapS: o, PromptTokens: pt, DecodeTokens: dt, Weight: w,
 				Joules: one.joules, StaticJoules: one.static, Depreciation: one.depreciation, EmbodiedG: one.embodied,
 				CarbonGPerKWh: p.Carbon.At(mid), PricePerKWh: p.Price.At(mid)}

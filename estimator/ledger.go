@@ -171,6 +171,9 @@ func (l *Ledger) AddInterval(iv Interval) error {
 	case iv.Joules < 0 || iv.Joules != iv.Joules || iv.Joules > 1e300:
 		return fmt.Errorf("interval of %q: joules %v is not a non-negative number", iv.Device, iv.Joules)
 	}
+	// Wall clock only: a monotonic reading would make Sub disagree with
+	// UnixNano, and the arithmetic uses the latter throughout.
+	iv.Start, iv.End = iv.Start.Round(0), iv.End.Round(0)
 	d.pending = append(d.pending, iv)
 	d.lastEnd = iv.End
 	return nil

@@ -1,5 +1,7 @@
 package estimator
 
+import "time"
+
 // phases is what the weighting knows of a request's progress, from its
 // span alone. A streamed request (its first token's time known, two
 // completion tokens or more) is taken to have queued from its arrival until
@@ -109,7 +111,8 @@ type unit struct {
 // unitOf is the charge per unit of weight of a settled interval of a
 // device, given its rates at the interval's midpoint.
 func (p *Params) unitOf(st *Settlement, dp DeviceParams, host bool) unit {
-	dt := st.End.Sub(st.Start).Seconds()
+	t0, t1 := st.Start.UnixNano(), st.End.UnixNano()
+	dt := float64(t1-t0) / 1e9
 	static := 0.0
 	if host {
 		static = p.StaticWatts * dt
@@ -128,7 +131,7 @@ func (p *Params) unitOf(st *Settlement, dp DeviceParams, host bool) unit {
 		u.depreciation = dp.DepreciationPerSecond * dt * st.Covered / wear
 		u.embodied = dp.EmbodiedGPerSecond * dt * st.Covered / wear
 	}
-	mid := st.Start.Add(st.End.Sub(st.Start) / 2)
+	mid := midpoint(t0, t1)
 	e := u.joules + u.static
 	u.co2 = e * p.Carbon.At(mid)
 	if p.CarbonMarket != nil {
@@ -148,3 +151,6 @@ func (a *share) add(u *unit, w, wearW float64) {
 	a.depreciation += wearW * u.depreciation
 	a.embodied += wearW * u.embodied
 }
+
+// midpoint is the middle of [t0, t1), at which an interval's rates are taken.
+func midpoint(t0, t1 int64) time.Time { return time.Unix(0, t0+(t1-t0)/2) }

@@ -9,6 +9,7 @@ import (
 // feature registers its routes from its own file.
 func (d *daemon) adminMux() *http.ServeMux {
 	mux := http.NewServeMux()
+	d.requestRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "alive"})
 	})

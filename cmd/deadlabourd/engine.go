@@ -41,7 +41,8 @@ type engine struct {
 	out       pointSink
 	node      string
 	simulated bool
-	onRecord  func(estimator.Record) // may be nil
+	onRecord  func(estimator.Record)       // may be nil
+	onSettled func([]estimator.Settlement) // may be nil: how intervals were split, for the audit
 
 	warned map[string]bool // log lines said once
 }
@@ -129,6 +130,9 @@ func (e *engine) emit(out estimator.Output, now time.Time) {
 		if e.onRecord != nil {
 			e.onRecord(r)
 		}
+	}
+	if e.onSettled != nil {
+		e.onSettled(out.Settled)
 	}
 	for _, s := range out.Idle {
 		e.idle.add(s)

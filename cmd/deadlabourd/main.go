@@ -20,6 +20,7 @@ Usage:
   deadlabourd run --config FILE [--simulate h100:8]   run the daemon in the foreground
   deadlabourd check-config FILE                       validate a config file, print every problem
   deadlabourd probe [--simulate h100:8]               list GPUs and RAPL domains and what each supports
+  deadlabourd audit [--config FILE] REQUEST_ID        show how a recent record was made, and recompute it
   deadlabourd version                                 print the version
 
 Run 'deadlabourd COMMAND -h' for the flags of a command.
@@ -50,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdCheckConfig(args[1:], stdout, stderr)
 	case "probe":
 		err = cmdProbe(ctx, args[1:], stdout, stderr)
+	case "audit":
+		err = cmdAudit(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "deadlabourd", version())
 		return 0

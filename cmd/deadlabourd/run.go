@@ -87,6 +87,7 @@ type daemon struct {
 	proxies   []*proxyServer
 	admin     *http.Server
 	adminLn   net.Listener
+	audit     *auditStore // nil when attribution.audit_records is 0
 	simulated bool
 	ready     atomic.Bool
 }
@@ -137,7 +138,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 		}
 	}
 
-	params, err := d.params()
+	params, sources, err := d.params()
 	if err != nil {
 		return nil, err
 	}
@@ -175,56 +176,15 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 	if d.gpu != nil {
 		d.engine.gpu = d.gpu
 	}
+	if cfg.Attribution.AuditRecords > 0 {
+		d.audit = newAuditStore(ledger.Params(), sources, cfg.Attribution.AuditRecords, cfg.Attribution.AuditWindow.D())
+		d.engine.onRecord, d.engine.onSettled = d.audit.addRecord, d.audit.addSettled
+	}
 
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
 	return d, nil
-}
-
-// params builds the estimator's parameters from the config and the GPUs found.
-func (d *daemon) params() (estimator.Params, error) {
-	cfg := d.cfg
-	p := estimator.Params{
-		Node: cfg.Node, Weighting: cfg.Attribution.Weighting, PromptTokenWeight: cfg.Attribution.PromptTokenWeight,
-		SettleDelay: cfg.Attribution.SettleDelay.D(), History: cfg.Attribution.History.D(),
-		StaticWatts: cfg.Host.StaticWatts, PUE: cfg.Facility.PUE, CarbonGPerKWh: cfg.Facility.CarbonGPerKWh,
-		WUEOnsiteLPerKWh: cfg.Facility.WUEOnsiteLPerKWh, WaterOffsiteLPerKWh: cfg.Facility.WaterOffsiteLPerKWh,
-		PricePerKWh: cfg.Facility.PricePerKWh, Simulated: d.simulated,
-		Devices: map[string]estimator.DeviceParams{},
-		Models:  map[string]estimator.ModelParams{},
-	}
-	life := cfg.Facility.HostLife.D().Seconds()
-	p.Devices[estimator.HostDevice] = estimator.DeviceParams{
-		DepreciationPerSecond: cfg.Facility.HostCapex / life,
-		EmbodiedGPerSecond:    cfg.Facility.HostEmbodiedKgCO2e * 1000 / life,
-	}
-	if d.gpu != nil {
-		for _, g := range d.gpu.Devices() {
-			hw, ok := cfg.HardwareFor(g.Name)
-			if !ok {
-				d.log.Warn("no hardware entry matches this GPU: its depreciation and embodied carbon count as 0; add one under hardware:",
-					"gpu", g.Index, "name", g.Name)
-				p.Devices[g.ID] = estimator.DeviceParams{}
-				continue
-			}
-			s := hw.Life.Seconds()
-			p.Devices[g.ID] = estimator.DeviceParams{
-				DepreciationPerSecond: hw.SlotCapex() / s,
-				EmbodiedGPerSecond:    hw.SlotEmbodiedKg() * 1000 / s,
-			}
-		}
-	}
-	for _, m := range cfg.Models {
-		if m.LifetimeTokens > 0 {
-			p.Models[m.Name] = estimator.ModelParams{
-				TrainingCostPerToken:  m.TrainingCost / m.LifetimeTokens,
-				TrainingCO2eGPerToken: m.TrainingCO2eKg * 1000 / m.LifetimeTokens,
-				LivingLabourSPerToken: m.HumanLabourHours * 3600 / m.LifetimeTokens,
-			}
-		}
-	}
-	return p, nil
 }
 
 // upstreamDevices maps an upstream's gpus entries (indices or UUIDs) to
