@@ -26,6 +26,10 @@ type workload struct {
 // measured is the ground truth of one device over a run.
 type measured struct{ joules, depreciation, embodied float64 }
 
+func (m measured) plus(o measured) measured {
+	return measured{m.joules + o.joules, m.depreciation + o.depreciation, m.embodied + o.embodied}
+}
+
 type workloadOpts struct {
 	horizon   float64 // seconds of intervals
 	maxDur    float64 // longest request, seconds
@@ -57,14 +61,10 @@ func randomWorkload(rng *rand.Rand, p Params, o workloadOpts) workload {
 				j = 0 // a counter that did not move
 			}
 			w.intervals[d] = append(w.intervals[d], Interval{Device: d, Start: at(t), End: at(t + dt), Joules: j, Method: MethodCounter})
-			m := w.measured[d]
-			m.joules += j
-			m.depreciation += p.Devices[d].DepreciationPerSecond * dt
-			m.embodied += p.Devices[d].EmbodiedGPerSecond * dt
 			if d == HostDevice {
-				m.joules += p.StaticWatts * dt
+				j += p.StaticWatts * dt
 			}
-			w.measured[d] = m
+			w.measured[d] = w.measured[d].plus(measured{j, p.Devices[d].DepreciationPerSecond * dt, p.Devices[d].EmbodiedGPerSecond * dt})
 			t += dt
 		}
 	}
@@ -203,24 +203,31 @@ func propertyParams(rng *rand.Rand, mode string) Params {
 
 var modes = []string{WeightTime, WeightTokens, WeightMarginal}
 
+// eachCase runs f as a subtest for every weighting and seed 1..seeds, with
+// a random source of its own per case (stream tells tests apart).
+func eachCase(t *testing.T, seeds, stream uint64, f func(t *testing.T, seed uint64, mode string, rng *rand.Rand)) {
+	for seed := uint64(1); seed <= seeds; seed++ {
+		for _, mode := range modes {
+			t.Run(fmt.Sprintf("%s/seed%d", mode, seed), func(t *testing.T) {
+				f(t, seed, mode, rand.New(rand.NewPCG(seed, stream)))
+			})
+		}
+	}
+}
+
 // Conservation per device and per node, for energy, depreciation and
 // embodied carbon: the records' shares plus the idle ledger are what was
 // measured. Every span gets one record; a request listed on a GPU twice is
 // charged that GPU once; the totals are the sums of the parts; every
 // record recomputes exactly from the settlements (Explain).
 func TestPropertyConservation(t *testing.T) {
-	for seed := uint64(1); seed <= 40; seed++ {
-		for _, mode := range modes {
-			t.Run(fmt.Sprintf("%s/seed%d", mode, seed), func(t *testing.T) {
-				rng := rand.New(rand.NewPCG(seed, 7))
-				p := propertyParams(rng, mode)
-				w := randomWorkload(rng, p, workloadOpts{horizon: 20, maxDur: 5})
-				res := w.run(t, p, feed{ticks: rng, order: rng})
-				checkConservation(t, p, w, res)
-				checkRecords(t, p, w, res)
-			})
-		}
-	}
+	eachCase(t, 40, 7, func(t *testing.T, _ uint64, mode string, rng *rand.Rand) {
+		p := propertyParams(rng, mode)
+		w := randomWorkload(rng, p, workloadOpts{horizon: 20, maxDur: 5})
+		res := w.run(t, p, feed{ticks: rng, order: rng})
+		checkConservation(t, p, w, res)
+		checkRecords(t, p, w, res)
+	})
 }
 
 func checkConservation(t *testing.T, p Params, w workload, res result) {
@@ -230,36 +237,25 @@ func checkConservation(t *testing.T, p Params, w workload, res result) {
 	}
 	got := map[string]measured{}
 	var node, nodeWant measured
+	add := func(dev string, j, dep, emb float64) {
+		got[dev] = got[dev].plus(measured{j, dep, emb})
+	}
 	for _, r := range res.records {
 		for _, s := range r.PerDevice {
-			m := got[s.Device]
-			m.joules += s.Joules + s.StaticJoules
-			m.depreciation += s.DepreciationCost
-			m.embodied += s.EmbodiedCO2eG
-			got[s.Device] = m
+			add(s.Device, s.Joules+s.StaticJoules, s.DepreciationCost, s.EmbodiedCO2eG)
 		}
-		node.joules += r.ITEnergyJ
-		node.depreciation += r.DepreciationCost
-		node.embodied += r.EmbodiedCO2eG
+		node = node.plus(measured{r.ITEnergyJ, r.DepreciationCost, r.EmbodiedCO2eG})
 	}
 	for _, s := range res.idle {
-		m := got[s.Device]
-		m.joules += s.Joules + s.StaticJoules
-		m.depreciation += s.DepreciationCost
-		m.embodied += s.EmbodiedCO2eG
-		got[s.Device] = m
-		node.joules += s.Joules + s.StaticJoules
-		node.depreciation += s.DepreciationCost
-		node.embodied += s.EmbodiedCO2eG
+		add(s.Device, s.Joules+s.StaticJoules, s.DepreciationCost, s.EmbodiedCO2eG)
+		node = node.plus(measured{s.Joules + s.StaticJoules, s.DepreciationCost, s.EmbodiedCO2eG})
 	}
 	for _, d := range w.devices {
 		g, want := got[d], w.measured[d]
 		if !near(g.joules, want.joules) || !near(g.depreciation, want.depreciation) || !near(g.embodied, want.embodied) {
 			t.Errorf("device %s: attributed %+v, measured %+v", d, g, want)
 		}
-		nodeWant.joules += want.joules
-		nodeWant.depreciation += want.depreciation
-		nodeWant.embodied += want.embodied
+		nodeWant = nodeWant.plus(want)
 	}
 	if !near(node.joules, nodeWant.joules) || !near(node.depreciation, nodeWant.depreciation) || !near(node.embodied, nodeWant.embodied) {
 		t.Errorf("node: records' totals + idle %+v, measured %+v", node, nodeWant)
@@ -349,36 +345,32 @@ func TestPropertyDeterminism(t *testing.T) {
 // that (documented). Its events are delivered on time here, and the second
 // case, other settle times, has every request served.
 func TestPropertyOrderOfArrival(t *testing.T) {
-	for seed := uint64(1); seed <= 25; seed++ {
-		for _, mode := range modes {
-			for _, otherTicks := range []bool{false, true} {
-				t.Run(fmt.Sprintf("%s/seed%d/other-ticks=%v", mode, seed, otherTicks), func(t *testing.T) {
-					rng := rand.New(rand.NewPCG(seed, 5))
-					p := propertyParams(rng, mode)
-					p.SettleDelay = 400 * time.Millisecond
-					w := randomWorkload(rng, p, workloadOpts{horizon: 20, maxDur: 5})
-					ticks := uint64(6)
-					if otherTicks {
-						ticks = 8
-						for i := range w.spans {
-							w.spans[i].Served = true
-						}
-					}
-					inOrder := w.run(t, p, feed{ticks: rand.New(rand.NewPCG(seed, 6))})
-					shuffled := w.run(t, p, feed{ticks: rand.New(rand.NewPCG(seed, ticks)), order: rand.New(rand.NewPCG(seed, 9)), delay: p.SettleDelay / 2})
-					a, b := sortedRecords(inOrder.records), sortedRecords(shuffled.records)
-					if len(a) != len(b) {
-						t.Fatalf("%d vs %d records", len(a), len(b))
-					}
-					for i := range a {
-						if ja, jb := jsonOf(t, a[i]), jsonOf(t, b[i]); !bytes.Equal(ja, jb) {
-							t.Errorf("%s differs with events out of order:\n%s\n%s", a[i].ID, ja, jb)
-						}
-					}
-				})
+	eachCase(t, 25, 5, func(t *testing.T, seed uint64, mode string, rng *rand.Rand) {
+		p := propertyParams(rng, mode)
+		p.SettleDelay = 400 * time.Millisecond
+		w := randomWorkload(rng, p, workloadOpts{horizon: 20, maxDur: 5})
+		inOrder := w.run(t, p, feed{ticks: rand.New(rand.NewPCG(seed, 6))})
+		for _, otherTicks := range []bool{false, true} {
+			ticks := uint64(6)
+			if otherTicks {
+				ticks = 8
+				for i := range w.spans {
+					w.spans[i].Served = true
+				}
+				inOrder = w.run(t, p, feed{ticks: rand.New(rand.NewPCG(seed, 6))})
+			}
+			shuffled := w.run(t, p, feed{ticks: rand.New(rand.NewPCG(seed, ticks)), order: rand.New(rand.NewPCG(seed, 9)), delay: p.SettleDelay / 2})
+			a, b := sortedRecords(inOrder.records), sortedRecords(shuffled.records)
+			if len(a) != len(b) {
+				t.Fatalf("other ticks %v: %d vs %d records", otherTicks, len(a), len(b))
+			}
+			for i := range a {
+				if ja, jb := jsonOf(t, a[i]), jsonOf(t, b[i]); !bytes.Equal(ja, jb) {
+					t.Errorf("other ticks %v: %s differs with events out of order:\n%s\n%s", otherTicks, a[i].ID, ja, jb)
+				}
 			}
 		}
-	}
+	})
 }
 
 // A request longer than the history kept (tokens, marginal: still running
@@ -387,54 +379,49 @@ func TestPropertyOrderOfArrival(t *testing.T) {
 // flagged; everything else is charged in full and not flagged. Conservation
 // holds all the same, and the records recompute from their intervals.
 func TestPropertyHistoryTruncation(t *testing.T) {
-	for seed := uint64(1); seed <= 25; seed++ {
-		for _, mode := range modes {
-			t.Run(fmt.Sprintf("%s/seed%d", mode, seed), func(t *testing.T) {
-				rng := rand.New(rand.NewPCG(seed, 11))
-				p := propertyParams(rng, mode)
-				p.SettleDelay = 200 * time.Millisecond
-				p.History = 2 * time.Second
-				w := randomWorkload(rng, p, workloadOpts{horizon: 20, maxDur: 8, beginLess: true})
-				res := w.run(t, p, feed{ticks: rng, lateEnd: 2500 * time.Millisecond})
-				checkConservation(t, p, w, res)
-				checkRecords(t, p, w, res)
-				spans := map[string]Span{}
-				for _, s := range w.spans {
-					spans[s.ID] = s
-				}
-				flagged := 0
-				for _, r := range res.records {
-					s := spans[r.ID]
-					cut := false
-					for _, ds := range r.PerDevice {
-						ivs := w.intervals[ds.Device]
-						stopped := ivs[len(ivs)-1].End.Before(s.End) // never reported past its end
-						if r.Served && stopped != (!ds.ChargedTo.IsZero() && ds.ChargedTo.Before(s.End)) {
-							t.Errorf("%s on %s: device stopped before its end %v, but charged to %v", r.ID, ds.Device, stopped, ds.ChargedTo)
-						}
-						// Charged from later than its start or not to its end.
-						cut = cut || !ds.ChargedFrom.IsZero() || stopped
-					}
-					// Longer than history + the longest interval and tick.
-					long := mode != WeightTime && s.End.Sub(s.Start) > p.History+1500*time.Millisecond
-					late := w.beginLess[r.ID] && s.End.Sub(s.Start) > p.SettleDelay+700*time.Millisecond
-					if r.Served && (long || late) && !r.HistoryTruncated {
-						t.Errorf("%s (%v long, begin-less %v) not flagged", r.ID, s.End.Sub(s.Start), w.beginLess[r.ID])
-					}
-					if r.Served && r.HistoryTruncated != cut {
-						t.Errorf("%s: flagged %v, but charged from later than its start or not to its end: %v", r.ID, r.HistoryTruncated, cut)
-					}
-					if !cut && !w.beginLess[r.ID] && (mode == WeightTime || s.End.Sub(s.Start) < p.History) && r.HistoryTruncated {
-						t.Errorf("%s (%v long, begun on time) flagged", r.ID, s.End.Sub(s.Start))
-					}
-					if r.HistoryTruncated {
-						flagged++
-					}
-				}
-				t.Logf("%d of %d records truncated", flagged, len(res.records))
-			})
+	eachCase(t, 25, 11, func(t *testing.T, _ uint64, mode string, rng *rand.Rand) {
+		p := propertyParams(rng, mode)
+		p.SettleDelay = 200 * time.Millisecond
+		p.History = 2 * time.Second
+		w := randomWorkload(rng, p, workloadOpts{horizon: 20, maxDur: 8, beginLess: true})
+		res := w.run(t, p, feed{ticks: rng, lateEnd: 2500 * time.Millisecond})
+		checkConservation(t, p, w, res)
+		checkRecords(t, p, w, res)
+		spans := map[string]Span{}
+		for _, s := range w.spans {
+			spans[s.ID] = s
 		}
-	}
+		flagged := 0
+		for _, r := range res.records {
+			s := spans[r.ID]
+			cut := false
+			for _, ds := range r.PerDevice {
+				ivs := w.intervals[ds.Device]
+				stopped := ivs[len(ivs)-1].End.Before(s.End) // never reported past its end
+				if r.Served && stopped != (!ds.ChargedTo.IsZero() && ds.ChargedTo.Before(s.End)) {
+					t.Errorf("%s on %s: device stopped before its end %v, but charged to %v", r.ID, ds.Device, stopped, ds.ChargedTo)
+				}
+				// Charged from later than its start or not to its end.
+				cut = cut || !ds.ChargedFrom.IsZero() || stopped
+			}
+			// Longer than history + the longest interval and tick.
+			long := mode != WeightTime && s.End.Sub(s.Start) > p.History+1500*time.Millisecond
+			late := w.beginLess[r.ID] && s.End.Sub(s.Start) > p.SettleDelay+700*time.Millisecond
+			if r.Served && (long || late) && !r.HistoryTruncated {
+				t.Errorf("%s (%v long, begin-less %v) not flagged", r.ID, s.End.Sub(s.Start), w.beginLess[r.ID])
+			}
+			if r.Served && r.HistoryTruncated != cut {
+				t.Errorf("%s: flagged %v, but charged from later than its start or not to its end: %v", r.ID, r.HistoryTruncated, cut)
+			}
+			if !cut && !w.beginLess[r.ID] && (mode == WeightTime || s.End.Sub(s.Start) < p.History) && r.HistoryTruncated {
+				t.Errorf("%s (%v long, begun on time) flagged", r.ID, s.End.Sub(s.Start))
+			}
+			if r.HistoryTruncated {
+				flagged++
+			}
+		}
+		t.Logf("%d of %d records truncated", flagged, len(res.records))
+	})
 }
 
 func sortedRecords(rs []Record) []Record {

@@ -52,14 +52,7 @@ models:
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, sources, err := buildParams(cfg, []meteredGPU{{"0", "NVIDIA H100 80GB HBM3"}}, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := estimator.New(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, sources := h100Ledger(t, cfg)
 	store := newAuditStore(l.Params(), sources, maxRecords, window)
 	var recs []estimator.Record
 	take := func(out estimator.Output) {
@@ -98,6 +91,21 @@ models:
 	return store, recs
 }
 
+// h100Ledger is the ledger the daemon would build from cfg on a node with
+// one H100 (GPU 0) and the host meter.
+func h100Ledger(t *testing.T, cfg *config.Config) (*estimator.Ledger, []paramSource) {
+	t.Helper()
+	p, sources, err := buildParams(cfg, []meteredGPU{{"0", "NVIDIA H100 80GB HBM3"}}, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := estimator.New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, sources
+}
+
 func httpGet(t *testing.T, h http.Handler, path string) (int, []byte) {
 	t.Helper()
 	mux := http.NewServeMux()
@@ -109,14 +117,7 @@ func httpGet(t *testing.T, h http.Handler, path string) (int, []byte) {
 
 type explainResponse struct {
 	Record  map[string]any `json:"record"`
-	Explain struct {
-		Matches    bool            `json:"matches"`
-		MaxRelDiff float64         `json:"max_rel_diff"`
-		Weighting  string          `json:"weighting"`
-		Parameters []paramSource   `json:"parameters"`
-		Devices    []deviceExplain `json:"devices"`
-		Note       string          `json:"note"`
-	} `json:"explain"`
+	Explain explanation    `json:"explain"`
 }
 
 // GET /v1/requests/{id} answers the record as InfluxDB has it; with

@@ -23,14 +23,7 @@ func TestGoogle2025Boundary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _, err := buildParams(cfg, []meteredGPU{{"0", "NVIDIA H100 80GB HBM3"}}, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := estimator.New(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, _ := h100Ledger(t, cfg)
 	const (
 		tick               = 20 * time.Millisecond
 		busy, idle         = 50, 43 // ticks of a prompt, and of the idle gap after it
