@@ -343,7 +343,7 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 	l.w = slices.Grow(l.w[:0], len(d.spans))[:len(d.spans)]
 	l.o = slices.Grow(l.o[:0], len(d.spans))[:len(d.spans)]
 	segs := l.segs[:0]
-	whole := false
+	sorted, whole := true, false
 	var sumW, sumO, tokP, tokD float64
 	skipped := false
 	for k, r := range d.spans {
@@ -379,7 +379,10 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 		if a == t0 && b == t1 {
 			whole = true
 		} else if !whole {
-			segs = append(segs, segment{a, b}) // in order of start: spans are
+			// In order of start, as the spans are, unless the phase model
+			// moved a start.
+			sorted = sorted && (len(segs) == 0 || a >= segs[len(segs)-1].a)
+			segs = append(segs, segment{a, b})
 		}
 	}
 	covered := 0.0
@@ -388,6 +391,9 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 	case whole:
 		covered = 1
 	default:
+		if !sorted {
+			slices.SortFunc(segs, func(x, y segment) int { return cmp.Compare(x.a, y.a) })
+		}
 		covered = min(union(segs)/float64(t1-t0), 1)
 	}
 	l.segs = segs[:0]

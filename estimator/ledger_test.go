@@ -588,3 +588,28 @@ func TestExplainByHand(t *testing.T) {
 		t.Errorf("with an interval missing: matches %v, kept from %v; want false, %v", ex.Matches, ex.Devices[0].KeptFrom, at(1))
 	}
 }
+
+// The covered fraction is the union of the requests' stretches, whatever
+// order the phase model leaves them in: here b starts before a but entered
+// the batch (its prefill began) after a ended.
+func TestCoveredUnion(t *testing.T) {
+	p := testParams("0")
+	p.Weighting = WeightTokens
+	l := mustLedger(t, p)
+	a := mkSpan("a", 0.1, 0.3, "0") // not streamed: [0.1, 0.3)
+	b := mkSpan("b", 0, 1, "0")     // queued until 0.6, prefill to 0.7, decoding to 1
+	b.FirstToken, b.PromptTokens, b.CompletionTokens = at(0.7), 0, 4
+	addIntervals(t, l, Interval{Device: "0", Start: at(0), End: at(1), Joules: 100})
+	l.End(a)
+	l.End(b)
+	out := l.Settle(at(2))
+	idle := 0.0
+	for _, s := range out.Idle {
+		idle += s.Joules
+	}
+	// b decodes 4 tokens in 0.3 s: a step of 0.1 s; its prefill of 0 prompt
+	// tokens took one step, from 0.6. Covered: [0.1, 0.3) and [0.6, 1).
+	if !near(idle, 40) {
+		t.Errorf("idle = %v J, want 40 (covered 0.6 of the interval)", idle)
+	}
+}
