@@ -120,6 +120,11 @@ func (e *engine) final(ctx context.Context) {
 
 func (e *engine) emit(out estimator.Output, now time.Time) {
 	points := make([]sink.Point, 0, len(out.Records)+8)
+	if e.onSettled != nil {
+		// Before the records, so that a record is never seen without the
+		// settlements that made it.
+		e.onSettled(out.Settled)
+	}
 	for _, r := range out.Records {
 		p, err := sink.RequestPoint(r)
 		if err != nil {
@@ -130,9 +135,6 @@ func (e *engine) emit(out estimator.Output, now time.Time) {
 		if e.onRecord != nil {
 			e.onRecord(r)
 		}
-	}
-	if e.onSettled != nil {
-		e.onSettled(out.Settled)
 	}
 	for _, s := range out.Idle {
 		e.idle.add(s)
