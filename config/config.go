@@ -41,6 +41,9 @@ type GPU struct {
 	Interval       Duration `yaml:"interval"`
 	ReportInterval Duration `yaml:"report_interval"`
 	LibraryPath    string   `yaml:"library_path"`
+	// ProcessRefresh is how often upstreams with pid_file or process_name
+	// are matched again against NVML's compute processes.
+	ProcessRefresh Duration `yaml:"process_refresh"`
 }
 
 // Host configures the host (CPU, DRAM, chassis) meter.
@@ -179,13 +182,14 @@ func Default() Config {
 			Enabled:        true,
 			Interval:       Duration(100 * time.Millisecond),
 			ReportInterval: Duration(10 * time.Second),
+			ProcessRefresh: Duration(5 * time.Second),
 		},
 		Host: Host{
 			StaticWatts:  150,
 			RAPL:         true,
 			SysfsRoot:    "/sys",
-			CPUTDPWatts:  350,
-			CPUIdleWatts: 100,
+			CPUTDPWatts:  0, // from the CPU catalogue, else DefaultCPUTDPWatts
+			CPUIdleWatts: 0,
 		},
 		Facility: Facility{
 			PUE:                 1.2,

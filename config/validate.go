@@ -74,12 +74,15 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	if c.GPU.ReportInterval < c.GPU.Interval {
 		v.add("gpu.report_interval", "must be at least gpu.interval (%s), got %s", c.GPU.Interval.D(), c.GPU.ReportInterval.D())
 	}
+	if c.GPU.ProcessRefresh.D() < time.Second {
+		v.add("gpu.process_refresh", "must be at least 1s, got %s", c.GPU.ProcessRefresh.D())
+	}
 
 	// host
 	v.nonNegative("host.static_watts", c.Host.StaticWatts)
 	v.nonNegative("host.cpu_tdp_watts", c.Host.CPUTDPWatts)
 	v.nonNegative("host.cpu_idle_watts", c.Host.CPUIdleWatts)
-	if c.Host.CPUIdleWatts > c.Host.CPUTDPWatts {
+	if c.Host.CPUTDPWatts > 0 && c.Host.CPUIdleWatts > c.Host.CPUTDPWatts {
 		v.add("host.cpu_idle_watts", "must not exceed host.cpu_tdp_watts (%v), got %v", c.Host.CPUTDPWatts, c.Host.CPUIdleWatts)
 	}
 	if c.Host.SysfsRoot == "" {

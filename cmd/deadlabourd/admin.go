@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/deadlabour/deadlabour/collector/gpu"
 )
 
 // adminMux is the admin listener's router (loopback by default). Each
@@ -11,7 +13,7 @@ func (d *daemon) adminMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	d.requestRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "alive"})
+		writeJSON(w, http.StatusOK, map[string]any{"status": "alive", "gpus": d.gpuHealth()})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !d.ready.Load() {
@@ -30,6 +32,14 @@ func (d *daemon) gpuCount() int {
 		return 0
 	}
 	return len(d.gpu.Devices())
+}
+
+// gpuHealth is every GPU's health (healthy, or why not and since when).
+func (d *daemon) gpuHealth() []gpu.DeviceHealth {
+	if d.gpu == nil {
+		return []gpu.DeviceHealth{}
+	}
+	return d.gpu.Health()
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

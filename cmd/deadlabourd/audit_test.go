@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
@@ -95,7 +97,7 @@ models:
 // one H100 (GPU 0) and the host meter.
 func h100Ledger(t *testing.T, cfg *config.Config) (*estimator.Ledger, []paramSource) {
 	t.Helper()
-	p, sources, err := buildParams(cfg, []meteredGPU{{"0", "NVIDIA H100 80GB HBM3"}}, false, nil)
+	p, sources, err := buildParams(cfg, []gpu.DeviceInfo{{ID: "0", Name: "NVIDIA H100 80GB HBM3"}}, false, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

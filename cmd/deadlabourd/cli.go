@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
@@ -94,14 +95,22 @@ func summary(path string, cfg *config.Config, gpus int, source string) string {
 
 func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("probe", stderr)
-	simulate := fs.String("simulate", "", "probe a simulated node, e.g. h100:8")
+	simulate := fs.String("simulate", "", "probe a simulated node, e.g. h100:8 or a100:2:mig=3g")
 	sysfs := fs.String("sysfs", "/sys", "root of sysfs, for RAPL")
 	libPath := fs.String("nvml-library", "", "path of libnvidia-ml.so.1 (default: the loader's search)")
+	measure := fs.Duration("measure", 0, "then read every GPU for this long and compare its energy counter with the integral of its power samples, e.g. 60s")
+	interval := fs.Duration("interval", 100*time.Millisecond, "poll interval of --measure")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	lib, err := nvmlLibrary(*simulate, *libPath, config.Default(), func(int) float64 { return 0 })
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if *measure < 0 || *interval <= 0 {
+		return fmt.Errorf("%w: --measure and --interval must be positive", errUsage)
+	}
+	log := slog.New(slog.DiscardHandler)
+	lib, err := nvmlLibrary(*simulate, *libPath, config.Default(), nil)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -110,22 +119,50 @@ func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "GPUs: none: %v\n", err)
 	} else {
 		defer c.Close()
-		fmt.Fprintf(stdout, "GPUs: %d, driver %s\n", len(c.Devices()), c.Driver())
-		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "INDEX\tNAME\tUUID\tENERGY COUNTER\tMEMORY")
-		for _, d := range c.Devices() {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%.0f GiB\n", d.Index, d.Name, d.UUID, yesNo(d.EnergyCounter), float64(d.MemoryBytes)/(1<<30))
-		}
-		tw.Flush()
+		printGPUs(stdout, c)
 	}
 	h := host.Open(ctx, host.Options{SysfsRoot: *sysfs, UseRAPL: true}, log)
 	if h.Fallback() != "" {
 		fmt.Fprintf(stdout, "Host energy: modelled (%s)\n", h.Fallback())
 	} else {
-		fmt.Fprintf(stdout, "Host energy: RAPL counters\n")
+		var zones []string
+		for _, z := range h.Zones() {
+			zones = append(zones, fmt.Sprintf("%s (%s)", z.Name, z.Path))
+		}
+		fmt.Fprintf(stdout, "Host energy: RAPL counters: %s\n", strings.Join(zones, ", "))
+	}
+	if *measure > 0 && c != nil {
+		return measureGPUs(ctx, c, *measure, *interval, stdout)
 	}
 	return nil
 }
+
+// printGPUs is probe's table: per GPU what it is and what it supports, and
+// under a GPU in MIG mode one line per instance.
+func printGPUs(w io.Writer, c *gpu.Collector) {
+	fmt.Fprintf(w, "GPUs: %d, driver %s\n", len(c.Devices()), c.Driver())
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INDEX\tNAME\tUUID\tDRIVER\tENERGY COUNTER\tPOWER READING\tMIG\tMEMORY\tHEALTH")
+	health := c.Health()
+	for i, d := range c.Devices() {
+		mig := "off"
+		if d.MIG {
+			mig = fmt.Sprintf("on: %d instance(s) of %d slices, split by %s", len(d.Instances), d.Slices, d.Activity)
+		}
+		state := "ok"
+		if !health[i].Healthy {
+			state = "unhealthy: " + health[i].Reason
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Index, d.Name, d.UUID, c.Driver(), yesNo(d.EnergyCounter),
+			d.Power.Describe(), mig, gib(d.MemoryBytes), state)
+		for _, in := range d.Instances {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t\t\t\t%s, %d SMs\t%s\t\n", in.ID, in.Name, in.UUID, in.Profile, in.SMs, gib(in.MemoryBytes))
+		}
+	}
+	tw.Flush()
+}
+
+func gib(b uint64) string { return fmt.Sprintf("%.0f GiB", float64(b)/(1<<30)) }
 
 func yesNo(b bool) string {
 	if b {

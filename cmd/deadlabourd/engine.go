@@ -15,6 +15,13 @@ type gpuSource interface {
 	Poll(now time.Time) ([]estimator.Interval, []estimator.DeviceSample)
 }
 
+// gpuFlusher is a gpuSource whose intervals can stay open between polls
+// (gpu.Collector: a counter that has not moved since its last increment);
+// Flush closes them at shutdown.
+type gpuFlusher interface {
+	Flush() []estimator.Interval
+}
+
 // hostSource is what the engine needs of the host collector.
 type hostSource interface {
 	Poll(ctx context.Context, now time.Time) (estimator.Interval, bool, error)
@@ -43,6 +50,7 @@ type engine struct {
 	simulated bool
 	onRecord  func(estimator.Record)       // may be nil
 	onSettled func([]estimator.Settlement) // may be nil: how intervals were split, for the audit
+	alive     func(now time.Time)          // the systemd watchdog, after every tick; may be nil
 
 	warned map[string]bool // log lines said once
 }
@@ -61,7 +69,11 @@ func (e *engine) Run(ctx context.Context) {
 			e.final(context.WithoutCancel(ctx))
 			return
 		case <-t.C:
-			e.tick(ctx, e.now())
+			now := e.now()
+			e.tick(ctx, now)
+			if e.alive != nil {
+				e.alive(now)
+			}
 		}
 	}
 }
@@ -113,6 +125,12 @@ func (e *engine) add(iv estimator.Interval) {
 func (e *engine) final(ctx context.Context) {
 	now := e.now()
 	e.read(ctx, now)
+	if f, ok := e.gpu.(gpuFlusher); ok {
+		for _, iv := range f.Flush() {
+			e.add(iv)
+			e.telemetry.AddEnergy(iv)
+		}
+	}
 	e.emit(e.ledger.Settle(now), now)
 	e.emit(e.ledger.Close(), now)
 	e.flushAll()

@@ -19,7 +19,11 @@ const usage = `deadlabourd: per-prompt energy, carbon, water and dead-labour cos
 Usage:
   deadlabourd run --config FILE [--simulate h100:8]   run the daemon in the foreground
   deadlabourd check-config FILE                       validate a config file, print every problem
-  deadlabourd probe [--simulate h100:8]               list GPUs and RAPL domains and what each supports
+  deadlabourd probe [--simulate h100:8] [--measure 60s]
+                                                      list GPUs and RAPL domains and what each supports;
+                                                      --measure compares each GPU's counter with its power
+  deadlabourd report [--since 24h] [--until T] [--by model|tenant|gpu|node|upstream] [--format table|csv|json]
+                                                      totals of energy, carbon, water and cost over a period
   deadlabourd audit [--config FILE] REQUEST_ID        show how a recent record was made, and recompute it
   deadlabourd version                                 print the version
 
@@ -51,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdCheckConfig(args[1:], stdout, stderr)
 	case "probe":
 		err = cmdProbe(ctx, args[1:], stdout, stderr)
+	case "report":
+		err = cmdReport(ctx, args[1:], stdout, stderr)
 	case "audit":
 		err = cmdAudit(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":

@@ -3,16 +3,14 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"time"
 
+	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/estimator"
 )
-
-// meteredGPU is what the parameters need of a GPU: its device id (as in
-// meter intervals) and its name (to find its hardware entry).
-type meteredGPU struct{ ID, Name string }
 
 // paramSource is one input of the arithmetic, its value and where it came
 // from, as the audit shows it.
@@ -24,18 +22,16 @@ type paramSource struct {
 
 // params builds the estimator's parameters from the config and the GPUs found.
 func (d *daemon) params() (estimator.Params, []paramSource, error) {
-	var gpus []meteredGPU
+	var gpus []gpu.DeviceInfo
 	if d.gpu != nil {
-		for _, g := range d.gpu.Devices() {
-			gpus = append(gpus, meteredGPU{g.ID, g.Name})
-		}
+		gpus = d.gpu.Devices()
 	}
 	return buildParams(d.cfg, gpus, d.simulated, d.log)
 }
 
 // buildParams turns the configuration into the estimator's parameters and
 // says where each came from.
-func buildParams(cfg *config.Config, gpus []meteredGPU, simulated bool, log *slog.Logger) (estimator.Params, []paramSource, error) {
+func buildParams(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log *slog.Logger) (estimator.Params, []paramSource, error) {
 	f, a := cfg.Facility, cfg.Attribution
 	var src []paramSource
 	add := func(name, value, source string) { src = append(src, paramSource{name, value, source}) }
@@ -83,7 +79,7 @@ func buildParams(cfg *config.Config, gpus []meteredGPU, simulated bool, log *slo
 		first, last := intensity.Location[0].Time, intensity.Location[len(intensity.Location)-1].Time
 		add("facility.carbon_file", f.CarbonFile, fmt.Sprintf("%d rows, %s to %s; column %q", len(p.Carbon.Steps),
 			first.Format(time.RFC3339), last.Format(time.RFC3339), columnName(f.CarbonColumn)))
-		if age := time.Since(last); age > time.Hour && log != nil {
+		if age := time.Since(last); age > time.Hour {
 			log.Warn("the carbon-intensity file ends more than an hour ago: its last value is used from then on; refresh it",
 				"file", f.CarbonFile, "last_row", last, "age", age.Round(time.Minute))
 		}
@@ -125,25 +121,19 @@ func buildParams(cfg *config.Config, gpus []meteredGPU, simulated bool, log *slo
 	if cfg.Facility.HostCapex > 0 || cfg.Facility.HostEmbodiedKgCO2e > 0 {
 		add("host", fmt.Sprintf("capex %v over %s, %v kgCO2e", f.HostCapex, f.HostLife.D(), f.HostEmbodiedKgCO2e), keySource(cfg, "facility.host_capex"))
 	}
+	maps.Copy(p.Devices, gpuDeviceParams(cfg, gpus, log))
 	for _, g := range gpus {
 		hw, ok := cfg.HardwareFor(g.Name)
 		if !ok {
-			if log != nil {
-				log.Warn("no hardware entry matches this GPU: its depreciation and embodied carbon count as 0; add one under hardware:",
-					"gpu", g.ID, "name", g.Name)
-			}
-			p.Devices[g.ID] = estimator.DeviceParams{}
 			add("gpu "+g.ID, g.Name, "no hardware entry: no depreciation, no embodied carbon")
 			continue
 		}
-		s := hw.Life.Seconds()
-		p.Devices[g.ID] = estimator.DeviceParams{
-			DepreciationPerSecond: hw.SlotCapex() / s,
-			EmbodiedGPerSecond:    hw.SlotEmbodiedKg() * 1000 / s,
+		value := fmt.Sprintf("%s: capex %v + server %v + facility %v over %s; %v + %v kgCO2e", g.Name,
+			hw.Capex, hw.ServerShare, hw.FacilityShare, hw.Life, hw.EmbodiedKgCO2e, hw.ServerEmbodiedKgCO2e)
+		if g.MIG {
+			value += fmt.Sprintf("; MIG, split by slices among %v", g.Shares())
 		}
-		add("gpu "+g.ID, fmt.Sprintf("%s: capex %v + server %v + facility %v over %s; %v + %v kgCO2e", g.Name,
-			hw.Capex, hw.ServerShare, hw.FacilityShare, hw.Life, hw.EmbodiedKgCO2e, hw.ServerEmbodiedKgCO2e),
-			fmt.Sprintf("hardware %q from the %s (config/catalogue.yaml gives each figure's source)", hw.Match, hw.Source))
+		add("gpu "+g.ID, value, fmt.Sprintf("hardware %q from the %s (config/catalogue.yaml gives each figure's source)", hw.Match, hw.Source))
 	}
 	for i, m := range cfg.Models {
 		if m.LifetimeTokens > 0 {

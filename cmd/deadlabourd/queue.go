@@ -1,9 +1,7 @@
 package main
 
 import (
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
@@ -21,17 +19,20 @@ type spanEvent struct {
 // spanQueue hands request events from the proxies (many goroutines) to the
 // engine (one goroutine). Appending never blocks on the engine: the proxy's
 // hot path takes one short mutex. It also counts requests in flight per
-// GPU, which drives the simulator's power model.
+// device (GPU "3" or MIG instance "0/1"), which drives the simulator's
+// power model.
 type spanQueue struct {
 	mu     sync.Mutex
 	events []spanEvent
 	spare  []spanEvent
 
-	inflight []atomic.Int64 // by GPU index
+	lmu      sync.Mutex
+	inflight map[string]int64 // by device id
 }
 
-func newSpanQueue(gpus int) *spanQueue {
-	return &spanQueue{inflight: make([]atomic.Int64, max(gpus, 0))}
+// newSpanQueue makes a queue; devices is a size hint (GPUs or instances).
+func newSpanQueue(devices int) *spanQueue {
+	return &spanQueue{inflight: make(map[string]int64, max(devices, 0))}
 }
 
 // Begin implements requests.Recorder.
@@ -58,20 +59,27 @@ func (q *spanQueue) Submit(s estimator.Span) {
 }
 
 func (q *spanQueue) add(devices []string, d int64) {
+	if len(devices) == 0 {
+		return
+	}
+	q.lmu.Lock()
 	for _, id := range devices {
-		if i, err := strconv.Atoi(id); err == nil && i >= 0 && i < len(q.inflight) {
-			q.inflight[i].Add(d)
+		if n := q.inflight[id] + d; n != 0 {
+			q.inflight[id] = n
+		} else {
+			delete(q.inflight, id)
 		}
 	}
+	q.lmu.Unlock()
 }
 
-// Load is the simulator's view of GPU i: requests in flight n, as n/(n+2),
-// a saturating curve like continuous batching (1 request ~ 33 %, 8 ~ 80 %).
-func (q *spanQueue) Load(i int) float64 {
-	if i < 0 || i >= len(q.inflight) {
-		return 0
-	}
-	n := float64(max(q.inflight[i].Load(), 0))
+// Load is the simulator's view of a device: requests in flight n, as
+// n/(n+2), a saturating curve like continuous batching (1 request ~ 33 %,
+// 8 ~ 80 %).
+func (q *spanQueue) Load(device string) float64 {
+	q.lmu.Lock()
+	n := float64(max(q.inflight[device], 0))
+	q.lmu.Unlock()
 	return n / (n + 2)
 }
 

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,6 +80,7 @@ type daemon struct {
 	log       *slog.Logger
 	gpu       *gpu.Collector  // nil without GPUs
 	sim       *gpu.Simulation // non-nil with --simulate
+	resolver  *gpuResolver    // nil unless an upstream names its processes
 	queue     *spanQueue
 	engine    *engine
 	writer    *sink.Writer
@@ -90,6 +90,7 @@ type daemon struct {
 	audit     *auditStore // nil when attribution.audit_records is 0
 	simulated bool
 	ready     atomic.Bool
+	notify    *notifier // systemd
 }
 
 type proxyServer struct {
@@ -101,7 +102,7 @@ type proxyServer struct {
 }
 
 func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{cfg: cfg, log: log, queue: newSpanQueue(16), simulated: simulate != ""}
+	d := &daemon{cfg: cfg, log: log, queue: newSpanQueue(16), simulated: simulate != "", notify: newNotifier(log)}
 	defer func() {
 		if err != nil {
 			d.closeListeners()
@@ -142,8 +143,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 	if err != nil {
 		return nil, err
 	}
-	hostc := host.Open(ctx, host.Options{SysfsRoot: cfg.Host.SysfsRoot, UseRAPL: cfg.Host.RAPL,
-		CPUTDPWatts: cfg.Host.CPUTDPWatts, CPUIdleWatts: cfg.Host.CPUIdleWatts}, log)
+	hostc := host.Open(ctx, hostOptions(ctx, cfg, log), log)
 	ledger, err := estimator.New(params)
 	if err != nil {
 		return nil, err
@@ -171,7 +171,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 		log: log.With("component", "engine"), interval: cfg.GPU.Interval.D(), now: nowFunc,
 		host: hostc, queue: d.queue, ledger: ledger, telemetry: telemetry,
 		idle: newIdleAggregator(cfg.GPU.ReportInterval.D()), out: d.writer,
-		node: cfg.Node, simulated: d.simulated, warned: map[string]bool{},
+		node: cfg.Node, simulated: d.simulated, warned: map[string]bool{}, alive: d.notify.alive,
 	}
 	if d.gpu != nil {
 		d.engine.gpu = d.gpu
@@ -181,33 +181,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 		d.engine.onRecord, d.engine.onSettled = d.audit.addRecord, d.audit.addSettled
 	}
 
+	d.newResolver()
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
 	return d, nil
-}
-
-// upstreamDevices maps an upstream's gpus entries (indices or UUIDs) to
-// device ids; entries naming no GPU present are dropped with a warning.
-func (d *daemon) upstreamDevices(u config.Upstream) []string {
-	if d.gpu == nil {
-		return nil
-	}
-	var out []string
-	for _, g := range u.GPUs {
-		found := ""
-		for _, dev := range d.gpu.Devices() {
-			if g == dev.UUID || g == strconv.Itoa(dev.Index) {
-				found = dev.ID
-			}
-		}
-		if found == "" {
-			d.log.Warn("upstream names a GPU that is not present; it is ignored", "upstream", u.Name, "gpu", g)
-			continue
-		}
-		out = append(out, found)
-	}
-	return out
 }
 
 // listen opens every listener before anything runs, so that a port in use
@@ -219,7 +197,7 @@ func (d *daemon) listen() error {
 	}
 	for _, u := range d.cfg.Upstreams {
 		p, err := requests.New(requests.Options{
-			Name: u.Name, Target: u.Target, Devices: d.upstreamDevices(u), TenantHeader: u.TenantHeader,
+			Name: u.Name, Target: u.Target, Devices: d.upstreamDevices(u), DevicesFunc: d.devicesFunc(u.Name), TenantHeader: u.TenantHeader,
 			TenantSecret: secret, MaxRequestBytes: int64(u.MaxBodyBytes), Now: nowFunc,
 			Logger: d.log.With("upstream", u.Name),
 		}, d.queue)
@@ -320,6 +298,7 @@ func (d *daemon) run(ctx context.Context) error {
 		defer close(engineDone)
 		d.engine.Run(engineCtx)
 	}()
+	stopResolver := d.startResolver(ctx)
 	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
 	writerDone := make(chan struct{})
 	go func() {
@@ -333,6 +312,7 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	d.log.Info("deadlabourd running", "node", d.cfg.Node, "upstreams", strings.Join(names, ","), "gpus", d.gpuCount(),
 		"simulated", d.simulated, "influx", d.cfg.Influx.URL)
+	d.notify.ready(fmt.Sprintf("metering %d upstream(s) on %d GPU(s)", len(d.proxies), d.gpuCount()))
 
 	var runErr error
 	select {
@@ -342,6 +322,7 @@ func (d *daemon) run(ctx context.Context) error {
 		d.log.Error("listener failed; shutting down", "err", runErr)
 	}
 	d.ready.Store(false)
+	d.notify.stopping("draining requests and flushing records")
 
 	// 1. Stop taking requests; those in flight finish (or are cut at the
 	// deadline, and recorded as client_closed).
@@ -357,6 +338,7 @@ func (d *daemon) run(ctx context.Context) error {
 		p.wg.Wait()
 		p.proxy.CloseIdleConnections()
 	}
+	stopResolver()
 	// 2. Settle and flush the ledger.
 	stopEngine()
 	<-engineDone

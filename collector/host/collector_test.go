@@ -2,59 +2,263 @@ package host
 
 import (
 	"context"
-	"io"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/procfs/sysfs"
+	"golang.org/x/tools/txtar"
+
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/testlog"
 )
 
-func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func writeZone(t *testing.T, root, dir, name string, uj, max uint64) {
+// fixture extracts testdata/NAME.txtar (a sysfs tree, node_exporter style)
+// into a temporary directory and returns the sysfs root in it.
+func fixture(t *testing.T, name string) string {
 	t.Helper()
-	d := filepath.Join(root, "class/powercap", dir)
-	if err := os.MkdirAll(d, 0o755); err != nil {
+	a, err := txtar.ParseFile(filepath.Join("testdata", name+".txtar"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	for f, v := range map[string]string{"name": name, "energy_uj": strconv.FormatUint(uj, 10), "max_energy_range_uj": strconv.FormatUint(max, 10)} {
-		if err := os.WriteFile(filepath.Join(d, f), []byte(v+"\n"), 0o644); err != nil {
+	dir := t.TempDir()
+	for _, f := range a.Files {
+		p := filepath.Join(dir, f.Name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, f.Data, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return filepath.Join(dir, "sys")
 }
 
-// Package and DRAM zones are summed, core is not (it is inside the
-// package), and a counter that wraps at max_energy_range_uj still counts.
-func TestRAPL(t *testing.T) {
-	root := t.TempDir()
-	const max = 262143328850
-	writeZone(t, root, "intel-rapl:0", "package-0", max-1_000_000, max)
-	writeZone(t, root, "intel-rapl:0:0", "core", 5_000_000, max)
-	writeZone(t, root, "intel-rapl:0:2", "dram", 1_000_000, max)
+func zoneFile(root, dir, file string) string {
+	return filepath.Join(root, "class/powercap", dir, file)
+}
+
+func readUint(t *testing.T, path string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func writeUint(t *testing.T, path string, v uint64) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strconv.FormatUint(v, 10)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Which zones each fixture tree gives: package and DRAM, each once; never
+// core, uncore (inside the package), psys (around everything) or the MMIO
+// repeat of a package. A VM falls back to the model, saying why.
+func TestFixtureZones(t *testing.T) {
+	for _, tc := range []struct {
+		fixture string
+		zones   []string
+		reason  string
+	}{
+		{"xeon-2s", []string{"package-0", "dram-0", "package-1", "dram-1"}, ""},
+		{"intel-client", []string{"package-0", "dram-0"}, ""},
+		{"epyc-2s", []string{"package-0", "package-1"}, ""},
+		{"vm", nil, "no RAPL powercap zones under"},
+	} {
+		t.Run(tc.fixture, func(t *testing.T) {
+			c := Open(context.Background(), Options{SysfsRoot: fixture(t, tc.fixture), UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100}, discard())
+			var got []string
+			for _, z := range c.Zones() {
+				got = append(got, z.Name)
+				if strings.Contains(z.Path, "mmio") || z.MaxMicrojoules == 0 {
+					t.Errorf("zone %+v", z)
+				}
+			}
+			if !slices.Equal(got, tc.zones) {
+				t.Errorf("zones %v, want %v", got, tc.zones)
+			}
+			if !strings.Contains(c.Fallback(), tc.reason) || (tc.reason == "") != (c.Method() == estimator.MethodCounter) {
+				t.Errorf("method %q, fallback %q; want reason %q", c.Method(), c.Fallback(), tc.reason)
+			}
+		})
+	}
+}
+
+// A power trace on the Xeon fixture: each interval is exactly the zones'
+// energy over it, including a package counter that wraps at
+// max_energy_range_uj.
+func TestRAPLTraceWithWrap(t *testing.T) {
+	root := fixture(t, "xeon-2s")
+	dirs := []string{"intel-rapl:0", "intel-rapl:0:0", "intel-rapl:1", "intel-rapl:1:0"}
+	// Package 0 sits 0.5 J below its wrap.
+	max0 := readUint(t, zoneFile(root, dirs[0], "max_energy_range_uj"))
+	writeUint(t, zoneFile(root, dirs[0], "energy_uj"), max0-500_000)
 	ctx := context.Background()
 	c := Open(ctx, Options{SysfsRoot: root, UseRAPL: true}, discard())
-	if c.Method() != estimator.MethodCounter {
-		t.Fatalf("method = %q (%s), want counter", c.Method(), c.Fallback())
-	}
 	t0 := time.Unix(100, 0)
 	if _, ok, err := c.Poll(ctx, t0); ok || err != nil {
 		t.Fatalf("first poll: ok=%v err=%v, want priming only", ok, err)
 	}
-	writeZone(t, root, "intel-rapl:0", "package-0", 2_000_000, max) // wrapped: +3 J
-	writeZone(t, root, "intel-rapl:0:0", "core", 9_000_000, max)
-	writeZone(t, root, "intel-rapl:0:2", "dram", 1_500_000, max) // +0.5 J
-	iv, ok, err := c.Poll(ctx, t0.Add(time.Second))
-	if !ok || err != nil {
-		t.Fatal(ok, err)
+	// Watts per zone per 100 ms step.
+	trace := [][4]uint64{{310, 22, 290, 20}, {355, 30, 120, 9}, {90, 8, 95, 8}, {700, 40, 701, 41}}
+	now := t0
+	for step, w := range trace {
+		var want uint64 // µJ
+		for i, dir := range dirs {
+			uj := w[i] * 100_000 // W over 100 ms in µJ
+			want += uj
+			p := zoneFile(root, dir, "energy_uj")
+			v := readUint(t, p) + uj
+			if max := readUint(t, zoneFile(root, dir, "max_energy_range_uj")); v > max {
+				v -= max // wrapped
+			}
+			writeUint(t, p, v)
+		}
+		now = now.Add(100 * time.Millisecond)
+		iv, ok, err := c.Poll(ctx, now)
+		if !ok || err != nil {
+			t.Fatalf("step %d: ok=%v err=%v", step, ok, err)
+		}
+		if math.Abs(iv.Joules-float64(want)/1e6) > 1e-9 || iv.Method != estimator.MethodCounter || iv.Device != estimator.HostDevice {
+			t.Errorf("step %d: %+v, want %v J by counter", step, iv, float64(want)/1e6)
+		}
 	}
-	if math.Abs(iv.Joules-3.5) > 1e-9 || iv.Device != estimator.HostDevice || iv.Method != estimator.MethodCounter {
-		t.Errorf("interval = %+v, want 3.5 J of host by counter", iv)
+	if v := readUint(t, zoneFile(root, dirs[0], "energy_uj")); v > max0/2 {
+		t.Fatalf("package-0 at %d: the trace did not wrap it", v)
+	}
+}
+
+// energy_uj is root-only on modern kernels. Tests run as root, which reads
+// a file whatever its mode, so the denial is made through the reader the
+// collector uses (Options.ReadEnergy), returning what the kernel returns
+// to others: EACCES. The collector says so in one line and falls back to
+// the model. (Run as non-root, the chmod subtest below does it for real.)
+func TestPermissionDenied(t *testing.T) {
+	check := func(t *testing.T, c *Collector, logs string) {
+		t.Helper()
+		if c.Method() != estimator.MethodModelled || len(c.Zones()) != 0 {
+			t.Fatalf("method %q, zones %v; want the model", c.Method(), c.Zones())
+		}
+		for _, want := range []string{"intel-rapl:1/energy_uj is readable by root only", "docs/operations.md"} {
+			if !strings.Contains(c.Fallback(), want) {
+				t.Errorf("fallback %q lacks %q", c.Fallback(), want)
+			}
+		}
+		if n := strings.Count(logs, "\n"); n != 1 || !strings.Contains(logs, "host energy is modelled") {
+			t.Errorf("want one log line, got:\n%s", logs)
+		}
+		ctx := context.Background()
+		c.Poll(ctx, time.Unix(10, 0))
+		iv, ok, err := c.Poll(ctx, time.Unix(11, 0))
+		if !ok || err != nil || iv.Method != estimator.MethodModelled || iv.Joules <= 0 {
+			t.Errorf("interval %+v, %v, %v; want a modelled one", iv, ok, err)
+		}
+	}
+	times := func(context.Context) (float64, float64, error) { return 1, 2, nil }
+	t.Run("reader", func(t *testing.T) {
+		root := fixture(t, "xeon-2s")
+		deny := func(z sysfs.RaplZone) (uint64, error) {
+			if filepath.Base(z.Path) == "intel-rapl:1" {
+				return 0, &fs.PathError{Op: "open", Path: filepath.Join(z.Path, "energy_uj"), Err: syscall.EACCES}
+			}
+			return z.GetEnergyMicrojoules()
+		}
+		logs := &testlog.Buffer{}
+		c := Open(context.Background(), Options{SysfsRoot: root, UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100,
+			CPUTimes: times, ReadEnergy: deny}, slog.New(slog.NewTextHandler(logs, nil)))
+		check(t, c, logs.String())
+	})
+	t.Run("chmod", func(t *testing.T) {
+		if os.Geteuid() == 0 {
+			t.Skip("root reads a file whatever its mode; the reader subtest covers the denial")
+		}
+		root := fixture(t, "xeon-2s")
+		if err := os.Chmod(zoneFile(root, "intel-rapl:1", "energy_uj"), 0o000); err != nil {
+			t.Fatal(err)
+		}
+		logs := &testlog.Buffer{}
+		c := Open(context.Background(), Options{SysfsRoot: root, UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100,
+			CPUTimes: times}, slog.New(slog.NewTextHandler(logs, nil)))
+		check(t, c, logs.String())
+	})
+}
+
+// RAPL that fails at run time never holds records up: the interval is held
+// at the last measured power (flagged modelled), one warning is logged,
+// and counting restarts from the first good read, not across the failure.
+func TestRAPLFailsAtRunTime(t *testing.T) {
+	root := fixture(t, "epyc-2s")
+	fail := false
+	read := func(z sysfs.RaplZone) (uint64, error) {
+		if fail {
+			return 0, errors.New("read error")
+		}
+		return z.GetEnergyMicrojoules()
+	}
+	logs := &testlog.Buffer{}
+	ctx := context.Background()
+	c := Open(ctx, Options{SysfsRoot: root, UseRAPL: true, ReadEnergy: read}, slog.New(slog.NewTextHandler(logs, nil)))
+	add := func(uj uint64) {
+		for _, dir := range []string{"intel-rapl:0", "intel-rapl:1"} {
+			p := zoneFile(root, dir, "energy_uj")
+			writeUint(t, p, readUint(t, p)+uj)
+		}
+	}
+	t0 := time.Unix(100, 0)
+	var got []estimator.Interval
+	poll := func(sec int64) {
+		iv, ok, err := c.Poll(ctx, t0.Add(time.Duration(sec)*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			got = append(got, iv)
+		}
+	}
+	poll(0)
+	add(100e6) // 2 x 100 J in 1 s: 200 W
+	poll(1)
+	fail = true
+	add(500e6)
+	poll(2) // held at 200 W
+	poll(3)
+	fail = false
+	add(500e6)
+	poll(4) // the read that restarts counting: held too
+	add(50e6)
+	poll(5)
+	want := []struct {
+		j float64
+		m estimator.Method
+	}{{200, estimator.MethodCounter}, {200, estimator.MethodModelled}, {200, estimator.MethodModelled}, {200, estimator.MethodModelled}, {100, estimator.MethodCounter}}
+	if len(got) != len(want) {
+		t.Fatalf("intervals %+v", got)
+	}
+	for i, w := range want {
+		if math.Abs(got[i].Joules-w.j) > 1e-9 || got[i].Method != w.m {
+			t.Errorf("interval %d: %v J by %s, want %v J by %s", i, got[i].Joules, got[i].Method, w.j, w.m)
+		}
+	}
+	if strings.Count(logs.String(), "RAPL read failed") != 1 || strings.Count(logs.String(), "RAPL reads again") != 1 {
+		t.Errorf("want one line each way:\n%s", logs)
 	}
 }
 
@@ -62,7 +266,7 @@ func TestRAPL(t *testing.T) {
 func TestModelFallback(t *testing.T) {
 	ctx := context.Background()
 	busy, total := 0.0, 0.0
-	c := Open(ctx, Options{SysfsRoot: t.TempDir(), UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100,
+	c := Open(ctx, Options{SysfsRoot: fixture(t, "vm"), UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100,
 		CPUTimes: func(context.Context) (float64, float64, error) { return busy, total, nil }}, discard())
 	if c.Method() != estimator.MethodModelled || c.Fallback() == "" {
 		t.Fatalf("method = %q, fallback %q; want modelled with a reason", c.Method(), c.Fallback())
@@ -77,6 +281,17 @@ func TestModelFallback(t *testing.T) {
 	if want := (100 + 200*0.25) * 2; math.Abs(iv.Joules-want) > 1e-9 || iv.Method != estimator.MethodModelled {
 		t.Errorf("interval = %+v, want %v J modelled", iv, want)
 	}
+	// CPU times are read at most once a second: polls in between keep the
+	// last utilisation.
+	busy, total = 20, 40 // 75 % busy since
+	iv, _, _ = c.Poll(ctx, t0.Add(2500*time.Millisecond))
+	if want := (100 + 200*0.25) * 0.5; math.Abs(iv.Joules-want) > 1e-9 {
+		t.Errorf("half a second later: %v J, want %v J (the last utilisation)", iv.Joules, want)
+	}
+	iv, _, _ = c.Poll(ctx, t0.Add(3*time.Second))
+	if want := (100 + 200*0.75) * 0.5; math.Abs(iv.Joules-want) > 1e-9 {
+		t.Errorf("a second later: %v J, want %v J (the new utilisation)", iv.Joules, want)
+	}
 }
 
 func TestDelta(t *testing.T) {
@@ -86,5 +301,13 @@ func TestDelta(t *testing.T) {
 		if got := Delta(tc.prev, tc.cur, tc.max); got != tc.want {
 			t.Errorf("Delta(%d, %d, %d) = %d, want %d", tc.prev, tc.cur, tc.max, got, tc.want)
 		}
+	}
+}
+
+// The host's processors, for the model: this machine has at least one.
+func TestCPUs(t *testing.T) {
+	model, sockets, err := CPUs(context.Background())
+	if err != nil || sockets < 1 {
+		t.Fatalf("CPUs() = %q, %d, %v", model, sockets, err)
 	}
 }

@@ -75,6 +75,11 @@ type Options struct {
 	Target string
 	// Devices are the GPU ids the upstream runs on (as estimator.Interval.Device).
 	Devices []string
+	// DevicesFunc, if set, replaces Devices: it is asked once per request,
+	// when the request begins (the GPUs found from the upstream's processes,
+	// which change when it restarts). It must be cheap and safe for
+	// concurrent use.
+	DevicesFunc func() []string
 	// TenantHeader, if set, names a request header whose value is the
 	// tenant. Requests without it fall back to the API key's HMAC.
 	TenantHeader string
@@ -110,6 +115,7 @@ type Proxy struct {
 	name      string
 	target    *url.URL
 	devices   []string
+	devFunc   func() []string
 	tenants   tenants
 	maxBody   int64
 	maxUsage  int
@@ -143,6 +149,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		name:      opts.Name,
 		target:    target,
 		devices:   slices.Clip(slices.Clone(opts.Devices)),
+		devFunc:   opts.DevicesFunc,
 		tenants:   tenants{header: opts.TenantHeader, secret: slices.Clone(opts.TenantSecret)},
 		maxBody:   cmpOr(opts.MaxRequestBytes, DefaultMaxRequestBytes),
 		maxUsage:  cmpOr(opts.MaxUsageBytes, DefaultMaxUsageBytes),
@@ -220,6 +227,8 @@ type exchange struct {
 	stream bool // the client asked for a stream
 	tenant string
 
+	devices []string // the GPUs, fixed when the request begins
+
 	wrote  atomic.Bool  // the request reached the upstream whole (set on the transport's goroutine)
 	status int          // the upstream's status code
 	body   *meteredBody // the upstream's response body
@@ -247,7 +256,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ex.start = p.now()
-	p.rec.Begin(ex.id, p.name, ex.start, p.devices)
+	ex.devices = p.devices
+	if p.devFunc != nil {
+		ex.devices = slices.Clip(p.devFunc())
+	}
+	p.rec.Begin(ex.id, p.name, ex.start, ex.devices)
 	// End runs even when the copy of the response panics with
 	// http.ErrAbortHandler, which is how ReverseProxy gives up on a client
 	// that went away.
@@ -361,7 +374,7 @@ func (p *Proxy) writeError(w http.ResponseWriter, ex *exchange, status int, msg 
 func (p *Proxy) end(ctx context.Context, ex *exchange) {
 	s := estimator.Span{
 		ID: ex.id, Upstream: p.name, Model: ex.model, Tenant: ex.tenant,
-		Start: ex.start, End: p.now(), Devices: p.devices,
+		Start: ex.start, End: p.now(), Devices: ex.devices,
 		PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
 		UsageSource: estimator.UsageUnknown,
 		Served:      ex.wrote.Load(),

@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deadlabour/deadlabour/internal/influxql"
 )
 
 // Database is the database Start creates; the v2 write API addresses it as
@@ -363,14 +365,10 @@ func selectAll(measurement, where string) string {
 }
 
 // QuoteIdent quotes an InfluxQL identifier (measurement, tag or field key).
-func QuoteIdent(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
-}
+func QuoteIdent(s string) string { return influxql.QuoteIdent(s) }
 
 // QuoteString quotes an InfluxQL string literal (a tag value in WHERE).
-func QuoteString(s string) string {
-	return `'` + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + `'`
-}
+func QuoteString(s string) string { return influxql.QuoteString(s) }
 
 func (s *Server) query(influxql string) ([]Series, error) {
 	form := url.Values{"db": {Database}, "q": {influxql}, "epoch": {"ns"}}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+
+	"github.com/deadlabour/deadlabour/collector/gpu"
+	"github.com/deadlabour/deadlabour/collector/host"
+	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/estimator"
+)
+
+// gpuDeviceParams are the wear rates of every GPU meter device: a GPU's
+// slot, or in MIG mode its instances and the board, each with its share of
+// the slot (gpu.DeviceInfo.Shares), so that a board is depreciated once.
+func gpuDeviceParams(cfg *config.Config, devs []gpu.DeviceInfo, log *slog.Logger) map[string]estimator.DeviceParams {
+	out := map[string]estimator.DeviceParams{}
+	for _, g := range devs {
+		hw, ok := cfg.HardwareFor(g.Name)
+		if !ok {
+			log.Warn("no hardware entry matches this GPU: its depreciation and embodied carbon count as 0; add one under hardware:",
+				"gpu", g.Index, "name", g.Name)
+		}
+		for id, share := range g.Shares() {
+			if !ok {
+				out[id] = estimator.DeviceParams{}
+				continue
+			}
+			s := hw.Life.Seconds()
+			out[id] = estimator.DeviceParams{
+				DepreciationPerSecond: hw.SlotCapex() / s * share,
+				EmbodiedGPerSecond:    hw.SlotEmbodiedKg() * 1000 / s * share,
+			}
+		}
+	}
+	return out
+}
+
+// upstreamDevices maps an upstream's gpus entries (indices, GPU UUIDs or
+// MIG UUIDs) to device ids; entries naming no GPU present are dropped with
+// a warning. A GPU in MIG mode named as a whole stands for all its
+// instances: requests are then charged from each instance's share, which
+// is right only if the upstream really uses them all, so it says so.
+func (d *daemon) upstreamDevices(u config.Upstream) []string {
+	if d.gpu == nil {
+		return nil
+	}
+	var out []string
+	for _, g := range u.GPUs {
+		found := false
+		for _, dev := range d.gpu.Devices() {
+			if g == dev.UUID || g == strconv.Itoa(dev.Index) {
+				found = true
+				if !dev.MIG {
+					out = append(out, dev.ID)
+					continue
+				}
+				d.log.Warn("upstream names a GPU in MIG mode: it is charged from all its instances; name the instances' MIG UUIDs (deadlabourd probe lists them) or use pid_file",
+					"upstream", u.Name, "gpu", g)
+				for _, in := range dev.Instances {
+					out = append(out, in.ID)
+				}
+			}
+			for _, in := range dev.Instances {
+				if g == in.UUID {
+					found = true
+					out = append(out, in.ID)
+				}
+			}
+		}
+		if !found {
+			d.log.Warn("upstream names a GPU that is not present; it is ignored", "upstream", u.Name, "gpu", g)
+		}
+	}
+	return out
+}
+
+// hostOptions configures the host meter; its CPU power model (used without
+// RAPL) comes from the config, else the CPU catalogue for this CPU times
+// its sockets, else defaults.
+func hostOptions(ctx context.Context, cfg *config.Config, log *slog.Logger) host.Options {
+	model, sockets, err := host.CPUs(ctx)
+	if err != nil {
+		log.Debug("CPU model unknown; the host power model uses the config or defaults", "err", err)
+	}
+	tdp, idle, source := cfg.CPUModel(model, sockets)
+	log.Debug("host CPU power model", "cpu", model, "sockets", sockets, "tdp_watts", tdp, "idle_watts", idle, "source", source)
+	return host.Options{SysfsRoot: cfg.Host.SysfsRoot, UseRAPL: cfg.Host.RAPL, CPUTDPWatts: tdp, CPUIdleWatts: idle}
+}
+
+// newResolver sets up the GPU resolver of the upstreams that name their
+// processes (pid_file, process_name), and resolves them once, before the
+// first request.
+func (d *daemon) newResolver() {
+	r := &gpuResolver{gpu: d.gpu, procRoot: "/proc", every: d.cfg.GPU.ProcessRefresh.D(), log: d.log.With("component", "gpu-resolver")}
+	for _, u := range d.cfg.Upstreams {
+		if u.PIDFile == "" && u.ProcessName == "" {
+			continue
+		}
+		if d.gpu == nil {
+			d.log.Warn("upstream names its processes, but there are no GPUs to find them on", "upstream", u.Name)
+			continue
+		}
+		r.add(u.Name, u.PIDFile, u.ProcessName, d.upstreamDevices(u))
+	}
+	if len(r.ups) == 0 {
+		return
+	}
+	r.Refresh()
+	d.resolver = r
+}
+
+// devicesFunc is the proxy's DevicesFunc of an upstream: nil unless the
+// resolver maps it.
+func (d *daemon) devicesFunc(upstream string) func() []string {
+	if d.resolver == nil {
+		return nil
+	}
+	for _, u := range d.resolver.ups {
+		if u.name == upstream {
+			return u.Devices
+		}
+	}
+	return nil
+}
+
+// startResolver runs the resolver until the returned stop is called; stop
+// waits for it.
+func (d *daemon) startResolver(ctx context.Context) (stop func()) {
+	if d.resolver == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.resolver.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
