@@ -360,11 +360,13 @@ func TestStreamIsNotBuffered(t *testing.T) {
 	}
 	cancel()
 
+	// No usage came: the tokens are counted from the stream so far (one),
+	// the prompt estimated from its text ("hi": one token).
 	s := g.rec.span(t)
 	checkSpan(t, s, estimator.Span{
 		Upstream: upstreamName, Model: "m", Status: estimator.StatusClientClosed,
-		PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
-		UsageSource: estimator.UsageUnknown, Devices: []string{"0", "1"}, Served: true,
+		PromptTokens: 1, CompletionTokens: 1, CachedTokens: -1, ReasoningTokens: -1,
+		UsageSource: estimator.UsageEstimated, Devices: []string{"0", "1"}, Served: true,
 	})
 	if s.FirstToken.IsZero() {
 		t.Error("FirstToken is zero, want the time of the first content event")
@@ -452,8 +454,8 @@ func TestUpstreamFailures(t *testing.T) {
 }
 
 // TestUpstreamCutsStream: the upstream dies mid-stream after reporting
-// cumulative usage. The span keeps the upstream's status and flags the usage
-// as partial.
+// cumulative usage. The span says upstream_error and flags the usage as
+// partial.
 func TestUpstreamCutsStream(t *testing.T) {
 	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -478,7 +480,7 @@ func TestUpstreamCutsStream(t *testing.T) {
 		t.Errorf("client read the cut stream to a clean end (%q), want an error", got)
 	}
 	checkSpan(t, g.rec.span(t), estimator.Span{
-		Upstream: upstreamName, Model: "m", Status: "200",
+		Upstream: upstreamName, Model: "m", Status: estimator.StatusUpstreamError,
 		PromptTokens: 9, CompletionTokens: 2, CachedTokens: -1, ReasoningTokens: -1,
 		UsageSource: estimator.UsageReportedPartial, Devices: []string{"0", "1"}, Served: true,
 	})
