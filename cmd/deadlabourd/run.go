@@ -261,7 +261,8 @@ func (d *daemon) listen() error {
 		p, err := requests.New(requests.Options{
 			Name: u.Name, Target: u.Target, Devices: d.upstreamDevices(u), TenantHeader: u.TenantHeader,
 			TenantSecret: secret, MaxRequestBytes: int64(u.MaxBodyBytes), Now: nowFunc,
-			Logger: d.log.With("upstream", u.Name),
+			NoIncludeUsage: u.IncludeUsage != nil && !*u.IncludeUsage,
+			Logger:         d.log.With("upstream", u.Name),
 		}, d.queue)
 		if err != nil {
 			return fmt.Errorf("upstream %s: %w", u.Name, err)

@@ -488,7 +488,7 @@ func (p *Proxy) tokens(s *estimator.Span, ex *exchange, ok bool) {
 		s.PromptTokens, s.CompletionTokens = u.prompt, u.completion
 		s.CachedTokens, s.ReasoningTokens = u.cached, u.reasoning
 		s.UsageSource = estimator.UsageReported
-		if !m.done && (!ex.body.eof || m.failed) {
+		if m.failed || (!m.done && !ex.body.eof) {
 			s.UsageSource = estimator.UsageReportedPartial
 		}
 	case !ok || m.framing == framingNone || (m.framing == framingJSON && m.failed):
