@@ -695,3 +695,56 @@ func TestNewRefuses(t *testing.T) {
 	}
 	p.CloseIdleConnections()
 }
+
+// TestCompressed: a gzip answer passes to the client as the upstream
+// encoded it and is metered through a decoder on the side. A stream the
+// proxy adds include_usage to is asked for unencoded, and comes so.
+func TestCompressed(t *testing.T) {
+	const (
+		whole  = `{"model":"m","max_tokens":3,"messages":[{"content":"compress me please"}]}`
+		asked  = `{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":3,"messages":[{"content":"compress me"}]}`
+		edited = `{"model":"m","stream":true,"max_tokens":3,"messages":[{"content":"compress me"}]}`
+	)
+	gz := map[string]string{"Accept-Encoding": "gzip"}
+	for _, tt := range []struct {
+		name, body, wantCoding string
+	}{
+		{"whole", whole, "gzip"},
+		{"stream that asked for usage", asked, "gzip"},
+		{"stream given include_usage", edited, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fake := fakeupstream.New(fakeupstream.Options{Gzip: true})
+			g := newRig(t, fake, Options{})
+			direct := httptest.NewServer(fakeupstream.New(fakeupstream.Options{Gzip: true}))
+			defer direct.Close()
+			dc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+			defer dc.CloseIdleConnections()
+			g.client.Transport.(*http.Transport).DisableCompression = true
+
+			res, got := send(t, g.client, g.front.URL, query{"POST", "/v1/chat/completions", tt.body, gz})
+			if ce := res.Header.Get("Content-Encoding"); ce != tt.wantCoding {
+				t.Fatalf("Content-Encoding %q, want %q", ce, tt.wantCoding)
+			}
+			if tt.wantCoding != "" {
+				_, want := send(t, dc, direct.URL, query{"POST", "/v1/chat/completions", tt.body, gz})
+				if !bytes.Equal(got, want) {
+					t.Errorf("compressed bytes through the proxy differ from the direct ones")
+				}
+			} else {
+				_, want := send(t, dc, direct.URL, query{"POST", "/v1/chat/completions", tt.body, nil})
+				if !bytes.Equal(got, want) {
+					t.Errorf("got %q\nwant %q", got, want)
+				}
+			}
+			if up := (<-g.seen).Get("Accept-Encoding"); (tt.wantCoding == "") != (up == "identity") {
+				t.Errorf("upstream saw Accept-Encoding %q", up)
+			}
+			s := g.rec.span(t)
+			sent := fake.Sent()["m"]
+			if s.UsageSource != estimator.UsageReported || s.PromptTokens != sent.PromptTokens || s.CompletionTokens != sent.CompletionTokens {
+				t.Errorf("span %+v: want the fake's counts %+v, reported", s, sent)
+			}
+		})
+	}
+}
