@@ -87,6 +87,7 @@ type daemon struct {
 	proxies   []*proxyServer
 	admin     *http.Server
 	adminLn   net.Listener
+	events    *requests.Events // the event API; nil without an admin listener
 	simulated bool
 	ready     atomic.Bool
 }
@@ -285,7 +286,14 @@ func (d *daemon) listen() error {
 			return fmt.Errorf("admin: %w", err)
 		}
 		d.adminLn = ln
-		d.admin = &http.Server{Handler: d.adminMux(), ReadHeaderTimeout: 10 * time.Second}
+		if err := d.newEvents(); err != nil {
+			return err
+		}
+		h, err := d.adminHandler()
+		if err != nil {
+			return err
+		}
+		d.admin = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	}
 	return nil
 }
@@ -354,6 +362,7 @@ func (d *daemon) run(ctx context.Context) error {
 				serveErr <- fmt.Errorf("admin: %w", err)
 			}
 		})
+		wg.Go(func() { d.events.Run(ctx) })
 	}
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	engineDone := make(chan struct{})
