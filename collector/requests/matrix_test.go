@@ -123,8 +123,8 @@ func matrixDialects() []dialectCase {
 	}
 	out = append(out,
 		dialectCase{name: "openai-embeddings", path: "/v1/embeddings", model: "m",
-			body:  func(p string, n int) string { return `{"model":"m","input":` + jsonStr(p) + `}` },
-			text:  func([]byte) string { return "" }, cached: none, reasoning: -1, embed: true},
+			body: func(p string, n int) string { return `{"model":"m","input":` + jsonStr(p) + `}` },
+			text: func([]byte) string { return "" }, cached: none, reasoning: -1, embed: true},
 		dialectCase{name: "tgi-generate", path: "/generate", body: tgi, text: field("generated_text"),
 			cached: none, reasoning: -1, headers: true},
 		dialectCase{name: "tgi-generate_stream", path: "/generate_stream", stream: true, body: tgi,
