@@ -8,7 +8,7 @@ GO ?= go
 export CGO_ENABLED := 1
 export CGO_CFLAGS := -O2 -g -Wno-deprecated-declarations
 
-.PHONY: build demo influxdb test fmt-check vet bench clean
+.PHONY: build demo influxdb test fmt-check vet bench bench-proxy clean
 
 # The daemon and the demo driver.
 build:
@@ -36,6 +36,10 @@ vet:
 
 bench:
 	$(GO) test -run '^$$' -bench . ./...
+
+# The metering proxy against nginx and a direct call (docs/benchmarks.md).
+bench-proxy:
+	scripts/bench-proxy.sh
 
 clean:
 	rm -rf bin

@@ -316,6 +316,11 @@ func callProxy(t *testing.T, g *rig, dc dialectCase, body string, hdr map[string
 		return nil, 0, err
 	}
 	res, err := g.client.Do(req)
+	if err != nil && outcome == "upstream-cut" && !dc.stream {
+		// A whole answer goes out in one write: cut before it, the client
+		// gets no headers at all.
+		return nil, 0, err
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -189,9 +189,12 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		p.transport = newTransport(cmpOr(opts.DialTimeout, DefaultDialTimeout), opts.HeaderTimeout)
 	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:        p.rewrite,
-		Transport:      p.transport,
-		FlushInterval:  -1, // write every read through at once: streams keep their pace
+		Rewrite:   p.rewrite,
+		Transport: p.transport,
+		// Streams (text/event-stream, or no Content-Length: NDJSON) are
+		// flushed at every read, so they keep their pace; a whole answer
+		// goes out in one write.
+		FlushInterval:  0,
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),

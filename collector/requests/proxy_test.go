@@ -390,6 +390,9 @@ func TestClientLeavesBeforeAnswer(t *testing.T) {
 		errc <- err
 	}()
 	<-g.seen // the upstream has the request
+	// The proxy learns that the request was written from its transport's
+	// writer goroutine, an instant after the upstream has it.
+	time.Sleep(20 * time.Millisecond)
 	cancel()
 	if err := <-errc; err == nil {
 		t.Error("client got an answer, want its request canceled")
