@@ -2,9 +2,10 @@
 # Benchmark of the metering proxy (make bench-proxy): the fake upstream on
 # loopback, called directly, through nginx (plain proxy_pass with upstream
 # keep-alive) and through deadlabourd, in one run. Measures
-#   - throughput: wrk, 2 threads, 64 connections, 10 s, non-streamed chat;
-#   - latency at a fixed 500 req/s, open loop, 20 s (deadlabour-bench rate);
-#   - per-event delay of streams: 20 streams x 3 rounds x 64 tokens at 10 ms,
+#   - throughput: wrk, 2 threads, 64 connections, 3 turns of 4 s, non-streamed chat;
+#   - latency at a fixed 500 req/s, open loop, 20 s per target in 2 s turns
+#     (deadlabour-bench rate);
+#   - per-event delay of streams: 20 streams x 3 turns x 64 tokens at 10 ms,
 #     each event timed from the fake's flush to the client's read on one clock;
 #   - memory per open stream: RSS growth of the proxy while 500 streams are held.
 # Prints the table for docs/benchmarks.md; raw results in $BENCH_OUT
@@ -107,23 +108,25 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"bench","max_tokens":16,"messages":[{"role":"user","content":"how much does this answer cost?"}]}'
 EOF
-for t in direct:$FAKE nginx:$NG deadlabourd:$DL; do
-	name=${t%%:*} port=${t##*:}
-	rps=$(wrk -t2 -c64 -d10s -s "$work/post.lua" "http://127.0.0.1:$port/v1/chat/completions" | awk '/Requests\/sec/ {print $2}')
-	echo "{\"kind\":\"throughput\",\"rps\":$rps}" | tag "$name"
+declare -A sum=()
+for round in 1 2 3; do # in turns, as the other measurements
+	for t in direct:$FAKE nginx:$NG deadlabourd:$DL; do
+		name=${t%%:*} port=${t##*:}
+		rps=$(wrk -t2 -c64 -d4s -s "$work/post.lua" "http://127.0.0.1:$port/v1/chat/completions" | awk '/Requests\/sec/ {print $2}')
+		sum[$name]=$(awk -v a="${sum[$name]:-0}" -v b="$rps" 'BEGIN {print a + b}')
+	done
+done
+for name in direct nginx deadlabourd; do
+	echo "{\"kind\":\"throughput\",\"rps\":$(awk -v a="${sum[$name]}" 'BEGIN {print a / 3}')}" | tag "$name"
 done
 
 echo "latency at 500 req/s..." >&2
-for t in direct:$FAKE nginx:$NG deadlabourd:$DL; do
-	name=${t%%:*} port=${t##*:}
-	bin/deadlabour-bench rate -target "http://127.0.0.1:$port" -rps 500 -duration 20s | tag "$name"
-done
+bin/deadlabour-bench rate -rps 500 -duration 20s -slice 2s \
+	-targets "direct=http://127.0.0.1:$FAKE,nginx=http://127.0.0.1:$NG,deadlabourd=http://127.0.0.1:$DL" >>"$out"
 
 echo "stream event delay..." >&2
-for t in direct:$STREAMFAKE nginx:$NGS deadlabourd:$DLS; do
-	name=${t%%:*} port=${t##*:}
-	bin/deadlabour-bench stream -listen 127.0.0.1:$STREAMFAKE -target "http://127.0.0.1:$port" | tag "$name"
-done
+bin/deadlabour-bench stream -listen 127.0.0.1:$STREAMFAKE -streams 20 -rounds 3 -tokens 64 -token-delay 10ms \
+	-targets "direct=http://127.0.0.1:$STREAMFAKE,nginx=http://127.0.0.1:$NGS,deadlabourd=http://127.0.0.1:$DLS" >>"$out"
 
 rss_kib() { # total RSS of the processes given
 	local sum=0
@@ -131,11 +134,21 @@ rss_kib() { # total RSS of the processes given
 	echo $sum
 }
 echo "memory per open stream..." >&2
+# A fresh deadlabourd, so that its heap has not already grown for the runs
+# above (Go reuses freed memory, which would hide the streams' own).
+kill $dlpid
+wait $dlpid 2>/dev/null || true
+bin/deadlabourd run --config "$work/deadlabour.yaml" --simulate h100:1 --log-level error 2>>"$work/deadlabourd.log" &
+dlpid=$!
+pids+=($dlpid)
+wait_port $DLS
 ngpids=$(pgrep -f "nginx: (master|worker)" | tr '\n' ' ')
 for t in nginx:$NGS deadlabourd:$DLS; do
 	name=${t%%:*} port=${t##*:}
 	procs=$dlpid
 	[ "$name" = nginx ] && procs=$ngpids
+	# One small hold first: connections, buffers and goroutines are warm.
+	bin/deadlabour-bench hold -listen 127.0.0.1:$STREAMFAKE -target "http://127.0.0.1:$port" -streams 10 -hold 100ms >/dev/null
 	before=$(rss_kib $procs)
 	fifo="$work/hold.$name"
 	mkfifo "$fifo"

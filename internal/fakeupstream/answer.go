@@ -344,7 +344,9 @@ func (s *Server) whole(out *output, r *http.Request, a *answer) {
 		out.write(body[:len(body)/2])
 		abort()
 	}
-	if !out.write(body) {
+	// One write, no flush: net/http then sends a Content-Length, as
+	// servers do for a whole answer.
+	if _, err := out.body.Write(body); err != nil {
 		return
 	}
 	c := Counts{Requests: 1, PromptTokens: a.usage.PromptTokens, CompletionTokens: n}
