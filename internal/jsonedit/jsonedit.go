@@ -166,7 +166,6 @@ func Splice(b []byte, from, to int, s string) []byte {
 	return append(out, b[to:]...)
 }
 
-
 // RemoveKey returns b without its top-level member named name (the last
 // one, if there are several), in a new slice, and whether there was one. A
 // member inserted after the last one with a leading comma is removed with
