@@ -27,9 +27,18 @@ type usageFilter struct {
 	line    int    // start of the line being scanned
 	out     []byte // released, not yet read by the client
 	off     int
-	passing bool  // editing gave up: pass everything
-	err     error // how the upstream read ended, returned once out is drained
-	removed int   // usage-only events removed
+	passing bool   // editing gave up: pass everything
+	err     error  // how the upstream read ended, returned once out is drained
+	removed int    // usage-only events removed
+	later   []byte // events released unedited and not yet metered
+}
+
+// settle meters the events released and not yet metered.
+func (f *usageFilter) settle(m *meter) {
+	if len(f.later) > 0 {
+		m.write(f.later)
+		f.later = f.later[:0]
+	}
 }
 
 func newUsageFilter(limit int) *usageFilter { return &usageFilter{limit: limit} }
@@ -48,6 +57,7 @@ func (f *usageFilter) read(b *meteredBody, p []byte) (int, error) {
 		if f.buf == nil {
 			f.buf = make([]byte, 16<<10)
 		}
+		f.settle(b.meter)
 		n, err := b.ReadCloser.Read(f.buf)
 		b.bytes += int64(n)
 		if f.passing {
@@ -83,6 +93,7 @@ func (f *usageFilter) events(m *meter) {
 	if len(f.pending) > f.limit {
 		f.passing = true
 		f.out = append(f.out, f.pending...)
+		f.settle(m)
 		m.write(f.pending)
 		f.pending = nil
 	}
@@ -117,8 +128,16 @@ func (f *usageFilter) eventEnd() int {
 	return -1
 }
 
-// event meters one event's raw bytes and releases them, edited.
+// event meters one event's raw bytes and releases them, edited. An event
+// without a "usage" key cannot need an edit: it is released at once and
+// metered at the next read, off the event's way to the client.
 func (f *usageFilter) event(m *meter, raw []byte, last bool) {
+	if !last && !bytes.Contains(raw, []byte(`"usage"`)) {
+		f.out = append(f.out, raw...)
+		f.later = append(f.later, raw...)
+		return
+	}
+	f.settle(m)
 	m.last = eventInfo{}
 	m.write(raw)
 	if last {

@@ -261,3 +261,30 @@ func (r *stepReader) Read(p []byte) (int, error) {
 	r.b = r.b[k:]
 	return k, nil
 }
+
+// FuzzFilterMeter: metering through the filter (which meters some events
+// after it released them) reads a stream as metering it directly does.
+func FuzzFilterMeter(f *testing.F) {
+	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n"), uint8(5), uint16(200))
+	f.Fuzz(func(t *testing.T, stream []byte, step uint8, limit uint16) {
+		lim := 1 + int(limit)
+		b := &meteredBody{
+			ReadCloser: io.NopCloser(&stepReader{b: stream, n: 1 + int(step)}),
+			meter:      newMeter(openAI(), framingSSE, lim, func() time.Time { return t0 }),
+			filter:     newUsageFilter(lim),
+		}
+		io.ReadAll(b)
+		b.settle()
+		b.meter.close()
+		got := reading{usage: b.meter.usage, hasUsage: b.meter.hasUsage, firstEvent: -1, done: b.meter.done, tokens: b.meter.tokens}
+		if !got.hasUsage {
+			got.usage = usage{}
+		}
+		if !b.meter.firstToken.IsZero() {
+			got.firstEvent = 0
+		}
+		if want := meterParts(openAI(), framingSSE, stream, lim, 0); got != want {
+			t.Fatalf("through the filter %+v, directly %+v", got, want)
+		}
+	})
+}

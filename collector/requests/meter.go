@@ -418,26 +418,49 @@ func (d *decoder) close() {
 // meteredBody is an upstream response body that shows every byte it passes
 // to a meter, and remembers how reading it ended. With a filter it also
 // edits the stream (see usageFilter).
+//
+// Bytes are metered after they are handed on, at the next Read: parsing
+// them never delays an event on its way to the client. The proxy's end of
+// the request meters what is left (see settle).
 type meteredBody struct {
 	io.ReadCloser
-	meter  *meter
-	filter *usageFilter
-	eof    bool  // read to the end
-	err    error // the first read error, other than io.EOF
-	bytes  int64 // bytes read from the upstream
+	meter   *meter
+	filter  *usageFilter
+	pending []byte // handed on, not yet metered (a copy: the caller reuses its buffer)
+	eof     bool   // read to the end
+	err     error  // the first read error, other than io.EOF
+	bytes   int64  // bytes read from the upstream
 }
 
 func (b *meteredBody) Read(p []byte) (int, error) {
 	if b.filter != nil {
 		return b.filter.read(b, p)
 	}
+	b.settle()
 	n, err := b.ReadCloser.Read(p)
-	b.saw(p[:n], err)
+	if err != nil {
+		b.saw(p[:n], err)
+		return n, err
+	}
+	b.bytes += int64(n)
+	b.pending = append(b.pending, p[:n]...)
 	return n, err
+}
+
+// settle meters the bytes handed on and not yet metered.
+func (b *meteredBody) settle() {
+	if len(b.pending) > 0 {
+		b.meter.write(b.pending)
+		b.pending = b.pending[:0]
+	}
+	if b.filter != nil {
+		b.filter.settle(b.meter)
+	}
 }
 
 // saw meters the bytes read and notes how the read ended.
 func (b *meteredBody) saw(p []byte, err error) {
+	b.settle()
 	b.bytes += int64(len(p))
 	if len(p) > 0 {
 		b.meter.write(p)

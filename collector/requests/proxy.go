@@ -437,6 +437,7 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 	switch {
 	case ex.body != nil:
 		b := ex.body
+		b.settle()
 		b.meter.close()
 		// A 4xx is the upstream refusing the request (bad input, no key,
 		// rate limit): it did no generation, so it gets no share of a GPU.
