@@ -55,7 +55,7 @@ func (f *usageFilter) read(b *meteredBody, p []byte) (int, error) {
 			return 0, f.err
 		}
 		if f.buf == nil {
-			f.buf = make([]byte, 16<<10)
+			f.buf = make([]byte, 4<<10)
 		}
 		f.settle(b.meter)
 		n, err := b.ReadCloser.Read(f.buf)

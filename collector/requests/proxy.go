@@ -531,7 +531,9 @@ func (b *bufferPool) Get() []byte {
 	if buf, ok := b.pool.Get().(*[]byte); ok {
 		return *buf
 	}
-	return make([]byte, 32<<10)
+	// 8 KiB: an event is a few hundred bytes and an answer a few KiB; a
+	// larger buffer would only be memory held by every open stream.
+	return make([]byte, 8<<10)
 }
 
 func (b *bufferPool) Put(buf []byte) { b.pool.Put(&buf) }
