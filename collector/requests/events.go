@@ -645,6 +645,7 @@ func (e *Events) Open() int {
 	return len(e.open)
 }
 
+// cmpStr is a, or b when a is empty.
 func cmpStr(a, b string) string {
 	if a != "" {
 		return a

@@ -123,8 +123,8 @@ func newRig(t *testing.T, upstream http.Handler, opts Options) *rig {
 		upstream.ServeHTTP(w, r)
 	}))
 	t.Cleanup(g.upstream.Close)
-	opts.Name = cmp(opts.Name, upstreamName)
-	opts.Target = cmp(opts.Target, g.upstream.URL)
+	opts.Name = cmpStr(opts.Name, upstreamName)
+	opts.Target = cmpStr(opts.Target, g.upstream.URL)
 	if opts.Devices == nil {
 		opts.Devices = []string{"0", "1"}
 	}
@@ -146,13 +146,6 @@ func newRig(t *testing.T, upstream http.Handler, opts Options) *rig {
 	g.client = &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(g.client.CloseIdleConnections)
 	return g
-}
-
-func cmp(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // send makes one request to base and reads the whole answer.
