@@ -744,3 +744,25 @@ func TestCompressed(t *testing.T) {
 		})
 	}
 }
+
+// TestNoIncludeUsage: with include_usage off, a stream that did not ask for
+// usage goes to the upstream as sent, and is counted from its events.
+func TestNoIncludeUsage(t *testing.T) {
+	var got []byte
+	fake := fakeupstream.New(fakeupstream.Options{})
+	g := newRig(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ = io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(got))
+		fake.ServeHTTP(w, r)
+	}), Options{NoIncludeUsage: true})
+	body := `{"model":"m","stream":true,"max_tokens":3,"messages":[{"content":"abcdefgh"}]}`
+	res, _ := send(t, g.client, g.front.URL, query{"POST", "/v1/chat/completions", body, nil})
+	if res.StatusCode != 200 || string(got) != body {
+		t.Errorf("%d; upstream got %s, want the body as sent", res.StatusCode, got)
+	}
+	checkSpan(t, g.rec.span(t), estimator.Span{
+		Upstream: upstreamName, Model: "m", Status: "200",
+		PromptTokens: 2, CompletionTokens: 3, CachedTokens: -1, ReasoningTokens: -1,
+		UsageSource: estimator.UsageEstimated, Devices: []string{"0", "1"}, Served: true,
+	})
+}
