@@ -30,8 +30,9 @@ type Ledger struct {
 	maxTS   int64
 
 	// scratch of the interval being settled, parallel to device.spans
-	w, o []float64
-	segs []segment
+	w, o    []float64
+	segs    []segment
+	pruneAt int // size of usedTS at which it is next pruned
 }
 
 type device struct {
@@ -717,13 +718,17 @@ func (l *Ledger) uniqueTime(t time.Time) time.Time {
 	}
 	l.usedTS[ts] = struct{}{}
 	l.maxTS = max(l.maxTS, ts)
-	if len(l.usedTS) > 1<<14 {
+	if len(l.usedTS) > max(l.pruneAt, 1<<14) {
 		horizon := l.maxTS - int64(max(l.p.History, time.Minute))
 		for k := range l.usedTS {
 			if k < horizon {
 				delete(l.usedTS, k)
 			}
 		}
+		// Prune again only once the map has doubled: a busy node keeps
+		// more than 1<<14 timestamps within the horizon, and scanning them
+		// all at every record made each record cost O(records).
+		l.pruneAt = 2 * len(l.usedTS)
 	}
 	return time.Unix(0, ts)
 }

@@ -52,6 +52,12 @@ const (
 // Status values beside the HTTP status code (as decimal text).
 const (
 	StatusClientClosed = "client_closed"
+	// StatusUpstreamError: the upstream answered 2xx and then failed: an
+	// error object inside the stream or body, or the body cut short.
+	StatusUpstreamError = "upstream_error"
+	// StatusAbandoned: begun through the event API and never ended within
+	// the history kept; charged until it was given up.
+	StatusAbandoned = "abandoned"
 )
 
 // Span is what the request side knows about one request. Token counts are -1

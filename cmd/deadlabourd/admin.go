@@ -24,6 +24,7 @@ func (d *daemon) adminMux() *http.ServeMux {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "gpus": d.gpuCount(), "sink_queued": st.Queued,
 			"sink_written": st.Written, "sink_dropped": st.Dropped})
 	})
+	d.registerEvents(mux)
 	return mux
 }
 

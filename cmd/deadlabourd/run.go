@@ -88,6 +88,7 @@ type daemon struct {
 	admin     *http.Server
 	adminLn   net.Listener
 	audit     *auditStore // nil when attribution.audit_records is 0
+	events    *requests.Events // the event API; nil without an admin listener
 	simulated bool
 	ready     atomic.Bool
 	notify    *notifier // systemd
@@ -199,7 +200,8 @@ func (d *daemon) listen() error {
 		p, err := requests.New(requests.Options{
 			Name: u.Name, Target: u.Target, Devices: d.upstreamDevices(u), DevicesFunc: d.devicesFunc(u.Name), TenantHeader: u.TenantHeader,
 			TenantSecret: secret, MaxRequestBytes: int64(u.MaxBodyBytes), Now: nowFunc,
-			Logger: d.log.With("upstream", u.Name),
+			NoIncludeUsage: u.IncludeUsage != nil && !*u.IncludeUsage,
+			Logger:         d.log.With("upstream", u.Name),
 		}, d.queue)
 		if err != nil {
 			return fmt.Errorf("upstream %s: %w", u.Name, err)
@@ -222,7 +224,14 @@ func (d *daemon) listen() error {
 			return fmt.Errorf("admin: %w", err)
 		}
 		d.adminLn = ln
-		d.admin = &http.Server{Handler: d.adminMux(), ReadHeaderTimeout: 10 * time.Second}
+		if err := d.newEvents(); err != nil {
+			return err
+		}
+		h, err := d.adminHandler()
+		if err != nil {
+			return err
+		}
+		d.admin = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	}
 	return nil
 }
@@ -291,6 +300,7 @@ func (d *daemon) run(ctx context.Context) error {
 				serveErr <- fmt.Errorf("admin: %w", err)
 			}
 		})
+		wg.Go(func() { d.events.Run(ctx) })
 	}
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	engineDone := make(chan struct{})
