@@ -87,7 +87,7 @@ type daemon struct {
 	proxies   []*proxyServer
 	admin     *http.Server
 	adminLn   net.Listener
-	audit     *auditStore // nil when attribution.audit_records is 0
+	audit     *auditStore      // nil when attribution.audit_records is 0
 	events    *requests.Events // the event API; nil without an admin listener
 	simulated bool
 	ready     atomic.Bool
