@@ -8,7 +8,7 @@ GO ?= go
 export CGO_ENABLED := 1
 export CGO_CFLAGS := -O2 -g -Wno-deprecated-declarations
 
-.PHONY: build demo influxdb test fmt-check vet bench bench-collectors bench-sink spool-choice chaos gpu-check clean install fleet-sizing
+.PHONY: build demo influxdb test fmt-check vet bench bench-collectors bench-proxy bench-sink spool-choice chaos gpu-check clean install fleet-sizing
 
 # Where `make install` puts things. DESTDIR stages an install for packaging
 # (nothing outside it is touched then); PREFIX=/usr for a distribution package.
@@ -118,6 +118,10 @@ install: build
 		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
 	fi
 	@echo "next: edit $(CONFDIR)/config.yaml, then: systemctl enable --now deadlabourd"
+
+# The metering proxy against nginx and a direct call (docs/benchmarks.md).
+bench-proxy:
+	scripts/bench-proxy.sh
 
 clean:
 	rm -rf bin

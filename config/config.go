@@ -67,6 +67,15 @@ type Facility struct {
 	HostCapex           float64  `yaml:"host_capex"`
 	HostLife            Duration `yaml:"host_life"`
 	HostEmbodiedKgCO2e  float64  `yaml:"host_embodied_kg_co2e"`
+
+	// CarbonColumn and CarbonMarketColumn name carbon_file's columns.
+	CarbonColumn       string `yaml:"carbon_column"`
+	CarbonMarketColumn string `yaml:"carbon_market_column"`
+	// CarbonMarketGPerKWh is a static market-based intensity; nil: none.
+	CarbonMarketGPerKWh *float64 `yaml:"carbon_market_g_per_kwh"`
+	// PriceSchedule: time-of-use prices in PriceTimezone's local time.
+	PriceTimezone string        `yaml:"price_timezone"`
+	PriceSchedule []PriceWindow `yaml:"price_schedule"`
 }
 
 // Hardware is one GPU model's economic and physical figures. In the config
@@ -115,6 +124,21 @@ type Attribution struct {
 	SettleDelay       Duration `yaml:"settle_delay"`
 	History           Duration `yaml:"history"`
 	TenantSecretFile  string   `yaml:"tenant_secret_file"`
+
+	Marginal Marginal `yaml:"marginal"`
+	// AuditRecords recent records (and AuditWindow of how intervals were
+	// split) are kept for GET /v1/requests/{id} and deadlabourd audit.
+	AuditRecords int      `yaml:"audit_records"`
+	AuditWindow  Duration `yaml:"audit_window"`
+}
+
+// Marginal holds the linear cost model of the marginal weighting: J per
+// prompt and per completion token on a GPU. Both zero: fitted from the
+// node's own history, with exponential forgetting over FitWindow.
+type Marginal struct {
+	PromptJPerToken float64  `yaml:"prompt_j_per_token"`
+	DecodeJPerToken float64  `yaml:"decode_j_per_token"`
+	FitWindow       Duration `yaml:"fit_window"`
 }
 
 // Admin configures the loopback admin/event API listener.
@@ -176,15 +200,19 @@ func Default() Config {
 			WaterOffsiteLPerKWh: 3.9,
 			CarbonGPerKWh:       473,
 			PricePerKWh:         0.15,
+			PriceTimezone:       "UTC",
 			Currency:            "USD",
 			HostLife:            Duration(5 * Year),
 		},
 		Attribution: Attribution{
 			Weighting:         WeightTime,
 			PromptTokenWeight: 0.1,
+			Marginal:          Marginal{FitWindow: Duration(time.Hour)},
 			IdleWindow:        Duration(time.Hour),
 			SettleDelay:       Duration(500 * time.Millisecond),
 			History:           Duration(15 * time.Minute),
+			AuditRecords:      1000,
+			AuditWindow:       Duration(5 * time.Minute),
 		},
 		Admin: Admin{Listen: "127.0.0.1:9464"},
 		Influx: Influx{

@@ -101,6 +101,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	v.nonNegative("facility.host_capex", f.HostCapex)
 	v.nonNegative("facility.host_embodied_kg_co2e", f.HostEmbodiedKgCO2e)
 	v.positiveDuration("facility.host_life", f.HostLife)
+	v.tariffs()
 	if !currencyRe.MatchString(f.Currency) {
 		v.add("facility.currency", "want an ISO 4217 code such as USD or EUR, got %q", f.Currency)
 	}
@@ -226,6 +227,15 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	}
 	v.nonNegative("attribution.prompt_token_weight", a.PromptTokenWeight)
 	v.positiveDuration("attribution.idle_window", a.IdleWindow)
+	v.nonNegative("attribution.marginal.prompt_j_per_token", a.Marginal.PromptJPerToken)
+	v.nonNegative("attribution.marginal.decode_j_per_token", a.Marginal.DecodeJPerToken)
+	v.positiveDuration("attribution.marginal.fit_window", a.Marginal.FitWindow)
+	if a.AuditRecords < 0 {
+		v.add("attribution.audit_records", "must be zero (no audit) or more, got %d", a.AuditRecords)
+	}
+	if a.AuditWindow < 0 {
+		v.add("attribution.audit_window", "must be zero or more, got %s", a.AuditWindow.D())
+	}
 	if a.SettleDelay < 0 {
 		v.add("attribution.settle_delay", "must be zero or more, got %s", a.SettleDelay.D())
 	}
@@ -284,4 +294,38 @@ func sortProblems(ps []Problem) {
 		return p.Line
 	}
 	sort.SliceStable(ps, func(i, j int) bool { return key(ps[i]) < key(ps[j]) })
+}
+
+// tariffs checks the carbon-intensity file and the price schedule.
+func (v *validator) tariffs() {
+	f := v.c.Facility
+	if f.CarbonMarketGPerKWh != nil {
+		v.nonNegative("facility.carbon_market_g_per_kwh", *f.CarbonMarketGPerKWh)
+		if f.CarbonMarketColumn != "" {
+			v.add("facility.carbon_market_g_per_kwh", "set carbon_market_g_per_kwh or carbon_market_column, not both")
+		}
+	}
+	if f.CarbonFile == "" {
+		for key, val := range map[string]string{"facility.carbon_column": f.CarbonColumn, "facility.carbon_market_column": f.CarbonMarketColumn} {
+			if val != "" {
+				v.add(key, "names a column of facility.carbon_file, which is not set")
+			}
+		}
+	} else if _, err := v.c.Intensity(); err != nil {
+		v.add("facility.carbon_file", "%v", err)
+	}
+	if _, err := v.c.PriceZone(); err != nil {
+		v.add("facility.price_timezone", "want an IANA time zone such as UTC or Europe/Berlin: %v", err)
+	}
+	for i, w := range f.PriceSchedule {
+		_, problems := w.Parse()
+		keys := make([]string, 0, len(problems))
+		for k := range problems {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			v.add(fmt.Sprintf("facility.price_schedule[%d].%s", i, k), "%s", problems[k])
+		}
+	}
 }

@@ -71,11 +71,11 @@ func TestRetentionAndContinuousQueries(t *testing.T) {
 		if r.Simulated {
 			simulated++
 		}
+		r.LoadedDeadLabourCost = r.DeadLabourCost * 1.3
 		p, err := sink.RequestPoint(r)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.Fields = append(p.Fields, sink.Field{Key: "loaded_dead_labour_cost", Value: r.DeadLabourCost * 1.3})
 		add(p)
 	}
 	for w := start; w.Before(end); w = w.Add(10 * time.Second) {

@@ -12,10 +12,10 @@ import (
 // Ledger attributes meter intervals to request spans. It is not safe for
 // concurrent use: one goroutine owns it and feeds it in time order.
 //
-// The life of a request: Begin when it arrives (it is then charged, by time,
-// for every interval that settles while it runs), End when it finishes (with
-// its tokens and status), and a Record out of Settle once every device it
-// used has settled past its end.
+// The life of a request: Begin when it arrives (in time weighting it is
+// then charged for every interval that settles while it runs), End when it
+// finishes (with its tokens and status), and a Record out of Settle once
+// every device it used has settled past its end.
 type Ledger struct {
 	p       Params
 	hash    string
@@ -24,34 +24,58 @@ type Ledger struct {
 	spans   map[string]*span
 	waiting []*span // ended, not yet final
 	idle    []IdleShare
+	refunds []IdleShare // of unserved requests, returned at the next settle
+	settled []Settlement
 	usedTS  map[int64]struct{}
 	maxTS   int64
-	scratch []segment
+
+	// scratch of the interval being settled, parallel to device.spans
+	w, o    []float64
+	segs    []segment
+	pruneAt int // size of usedTS at which it is next pruned
 }
 
 type device struct {
 	id        string
+	host      bool
 	params    DeviceParams
 	pending   []Interval // closed, not yet settled, in time order
 	lastEnd   time.Time  // end of the last interval added
 	settledTo time.Time  // end of the last interval settled
-	spans     []*span    // spans that may still overlap an unsettled interval
+	spans     []ref      // spans that may still overlap an unsettled interval
+	win       trailing
+	fit       *fitter // marginal weighting with fitted coefficients
+	refitAt   int64   // ns: the fit is solved again at the first interval starting after
+	coef      coefficients
+}
+
+// refitEvery is how often the marginal coefficients are fitted again.
+const refitEvery = 10 * time.Second
+
+// ref is a span on one device: i is the device's index in span.devices.
+type ref struct {
+	sp *span
+	i  int
 }
 
 type span struct {
 	s         Span
-	start     time.Time
+	start     int64 // ns
+	end       int64 // ns, once ended
+	ph        phases
 	devices   []string // known devices, host included
 	ended     bool
 	truncated bool
 	acc       []share // one per device, same order as devices
-	weight    float64 // scratch: weight in the interval being settled
-	overlap   float64 // scratch: seconds of overlap
 }
 
 type share struct {
-	joules, static, depreciation, embodied float64
-	methods                                methodSet
+	joules, static, depreciation, embodied, co2, co2m, cost float64
+	methods                                                 methodSet
+	from, to                                                int64 // see DeviceShare.ChargedFrom, ChargedTo
+	cut                                                     bool  // charging ended at to, before the end
+	win                                                     UpliftWindow
+	windowed                                                bool
 }
 
 type segment struct{ a, b int64 }
@@ -81,14 +105,24 @@ func (m methodSet) method() Method {
 // New returns an empty ledger.
 func New(p Params) (*Ledger, error) {
 	switch p.Weighting {
-	case WeightTime, WeightTokens:
+	case WeightTime, WeightTokens, WeightMarginal:
 	case "":
 		p.Weighting = WeightTime
 	default:
-		return nil, fmt.Errorf("weighting %q is not implemented", p.Weighting)
+		return nil, fmt.Errorf("weighting %q: want time, tokens or marginal", p.Weighting)
 	}
-	if p.PUE < 1 {
+	if p.PUE < 1 || p.PUE != p.PUE {
 		return nil, fmt.Errorf("PUE %v is below 1", p.PUE)
+	}
+	if p.IdleWindow <= 0 {
+		p.IdleWindow = time.Hour
+	}
+	m := p.Marginal
+	if m.PromptJPerToken < 0 || m.DecodeJPerToken < 0 || m.PromptJPerToken != m.PromptJPerToken || m.DecodeJPerToken != m.DecodeJPerToken {
+		return nil, fmt.Errorf("marginal coefficients %v, %v J per token: want numbers of zero or more", m.PromptJPerToken, m.DecodeJPerToken)
+	}
+	if p.Weighting == WeightMarginal && m.Fit && m.FitWindow <= 0 {
+		p.Marginal.FitWindow = time.Hour
 	}
 	l := &Ledger{
 		p:      p,
@@ -98,7 +132,19 @@ func New(p Params) (*Ledger, error) {
 		usedTS: map[int64]struct{}{},
 	}
 	for id, dp := range p.Devices {
-		l.devs[id] = &device{id: id, params: dp}
+		d := &device{id: id, host: id == HostDevice, params: dp, win: newTrailing(&p)}
+		if p.Weighting == WeightMarginal {
+			switch {
+			case d.host:
+				d.coef.source = "host"
+			case m.Fit:
+				d.fit = &fitter{tau: p.Marginal.FitWindow.Seconds()}
+				d.coef.source = "warming"
+			default:
+				d.coef = coefficients{m.PromptJPerToken, m.DecodeJPerToken, "configured"}
+			}
+		}
+		l.devs[id] = d
 		l.order = append(l.order, id)
 	}
 	sort.Strings(l.order)
@@ -123,9 +169,12 @@ func (l *Ledger) AddInterval(iv Interval) error {
 		return fmt.Errorf("interval of %q: end %v is not after start %v", iv.Device, iv.End, iv.Start)
 	case iv.Start.Before(d.lastEnd):
 		return fmt.Errorf("interval of %q starts at %v, before the previous one ended (%v)", iv.Device, iv.Start, d.lastEnd)
-	case iv.Joules < 0 || iv.Joules != iv.Joules:
+	case iv.Joules < 0 || iv.Joules != iv.Joules || iv.Joules > 1e300:
 		return fmt.Errorf("interval of %q: joules %v is not a non-negative number", iv.Device, iv.Joules)
 	}
+	// Wall clock only: a monotonic reading would make Sub disagree with
+	// UnixNano, and the arithmetic uses the latter throughout.
+	iv.Start, iv.End = iv.Start.Round(0), iv.End.Round(0)
 	d.pending = append(d.pending, iv)
 	d.lastEnd = iv.End
 	return nil
@@ -137,7 +186,7 @@ func (l *Ledger) Begin(id string, start time.Time, devices []string) {
 	if _, ok := l.spans[id]; ok {
 		return
 	}
-	l.track(&span{s: Span{ID: id, Start: start, Devices: devices, Served: true}, start: start}, devices)
+	l.track(&span{s: Span{ID: id, Start: start, Devices: devices, Served: true}, start: start.UnixNano()}, devices)
 }
 
 // End records a finished request. A request never begun is charged from
@@ -145,12 +194,14 @@ func (l *Ledger) Begin(id string, start time.Time, devices []string) {
 func (l *Ledger) End(s Span) {
 	sp, ok := l.spans[s.ID]
 	if !ok {
-		sp = &span{s: s, start: s.Start}
+		sp = &span{s: s, start: s.Start.UnixNano()}
 		l.track(sp, s.Devices)
 	} else if sp.ended {
 		return // a second End changes nothing
 	}
 	sp.s = s
+	sp.end = max(s.End.UnixNano(), sp.start)
+	sp.ph = phasesOf(&s, l.p.Weighting != WeightTime)
 	sp.ended = true
 	if !s.Served {
 		// Whatever it was charged while in flight goes back to idle: a
@@ -160,7 +211,7 @@ func (l *Ledger) End(s Span) {
 			if a.joules == 0 && a.static == 0 && a.depreciation == 0 && a.embodied == 0 {
 				continue
 			}
-			l.idle = append(l.idle, IdleShare{Device: dev, Start: s.Start, End: s.End, Joules: a.joules,
+			l.refunds = append(l.refunds, IdleShare{Device: dev, Start: s.Start, End: s.End, Joules: a.joules,
 				StaticJoules: a.static, DepreciationCost: a.depreciation, EmbodiedCO2eG: a.embodied, Method: a.methods.method()})
 			sp.acc[i] = share{}
 		}
@@ -168,9 +219,31 @@ func (l *Ledger) End(s Span) {
 	l.waiting = append(l.waiting, sp)
 }
 
+// refund returns what unserved requests were charged to idle, in an order
+// that does not depend on the order their ends arrived in.
+func (l *Ledger) refund() {
+	slices.SortFunc(l.refunds, func(a, b IdleShare) int {
+		if c := a.End.Compare(b.End); c != 0 {
+			return c
+		}
+		if c := a.Start.Compare(b.Start); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Device, b.Device); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Joules, b.Joules)
+	})
+	for _, r := range l.refunds {
+		l.idle = append(l.idle, r)
+		l.devs[r.Device].win.refund(r.Joules + r.StaticJoules)
+	}
+	l.refunds = l.refunds[:0]
+}
+
 func (l *Ledger) track(sp *span, devices []string) {
 	for _, id := range devices {
-		if _, ok := l.devs[id]; ok && id != HostDevice {
+		if _, ok := l.devs[id]; ok && id != HostDevice && !slices.Contains(sp.devices, id) {
 			sp.devices = append(sp.devices, id)
 		}
 	}
@@ -178,25 +251,41 @@ func (l *Ledger) track(sp *span, devices []string) {
 		sp.devices = append(sp.devices, HostDevice)
 	}
 	sp.acc = make([]share, len(sp.devices))
-	for _, id := range sp.devices {
+	for i, id := range sp.devices {
 		d := l.devs[id]
-		if d.settledTo.After(sp.start) {
+		if to := d.settledTo.UnixNano(); !d.settledTo.IsZero() && to > sp.start {
 			sp.truncated = true
+			sp.acc[i].from = to
 		}
-		d.spans = append(d.spans, sp)
+		// Kept in order of start and id, whatever the order of arrival, so
+		// that sums over the spans of an interval are always added up in
+		// the same order: byte-identical records.
+		k := sort.Search(len(d.spans), func(k int) bool { return sp.before(d.spans[k].sp) })
+		d.spans = slices.Insert(d.spans, k, ref{sp, i})
 	}
 	l.spans[sp.s.ID] = sp
+}
+
+func (sp *span) before(o *span) bool {
+	if sp.start != o.start {
+		return sp.start < o.start
+	}
+	return sp.s.ID < o.s.ID
 }
 
 // Output is what one Settle call produced.
 type Output struct {
 	Records []Record
 	Idle    []IdleShare
+	// Settled says how each interval that some request was charged for
+	// was split, for the audit trail.
+	Settled []Settlement
 }
 
 // Settle attributes every interval that can be attributed at time now and
 // returns the records that became final and the idle shares found.
 func (l *Ledger) Settle(now time.Time) Output {
+	l.refund()
 	for _, id := range l.order {
 		l.settleDevice(l.devs[id], now, false)
 	}
@@ -207,6 +296,7 @@ func (l *Ledger) Settle(now time.Time) Output {
 // interval is attributed, and every ended span becomes a record.
 // Spans still open are charged what they ran and flagged truncated.
 func (l *Ledger) Close() Output {
+	l.refund()
 	for _, id := range l.order {
 		l.settleDevice(l.devs[id], time.Time{}, true)
 	}
@@ -214,20 +304,23 @@ func (l *Ledger) Close() Output {
 }
 
 func (l *Ledger) settleDevice(d *device, now time.Time, all bool) {
-	horizon := now.Add(-l.p.SettleDelay)
-	forced := now.Add(-l.p.History)
+	if len(d.pending) == 0 {
+		return
+	}
+	horizon := now.Add(-l.p.SettleDelay).UnixNano()
+	forced := now.Add(-l.p.History).UnixNano()
 	if l.p.Weighting != WeightTime {
 		// Token weights need the span's final counts: wait for open spans,
 		// but no longer than the history kept.
-		for _, sp := range d.spans {
-			if !sp.ended && sp.start.Before(horizon) {
-				horizon = sp.start
+		for _, r := range d.spans {
+			if !r.sp.ended && r.sp.start < horizon {
+				horizon = r.sp.start
 			}
 		}
 	}
 	n := 0
 	for _, iv := range d.pending {
-		if !all && iv.End.After(horizon) && (l.p.History <= 0 || iv.End.After(forced)) {
+		if e := iv.End.UnixNano(); !all && e > horizon && (l.p.History <= 0 || e > forced) {
 			break
 		}
 		l.settleInterval(d, iv)
@@ -239,114 +332,167 @@ func (l *Ledger) settleDevice(d *device, now time.Time, all bool) {
 func (l *Ledger) settleInterval(d *device, iv Interval) {
 	t0, t1 := iv.Start.UnixNano(), iv.End.UnixNano()
 	dt := float64(t1-t0) / 1e9
-	segs := l.scratch[:0]
-	var sumW float64
-	for _, sp := range d.spans {
-		sp.weight = 0
+	mode := l.p.Weighting
+	if d.fit != nil && t0 >= d.refitAt {
+		// Refitted at fixed points in time, from the intervals before
+		// them: the coefficients do not depend on when Settle was called.
+		if b, ok := d.fit.solve(); ok {
+			d.coef = coefficients{b[2], b[3], "fitted"}
+		}
+		d.refitAt = floorTo(t0, int64(refitEvery)) + int64(refitEvery)
+	}
+	l.w = slices.Grow(l.w[:0], len(d.spans))[:len(d.spans)]
+	l.o = slices.Grow(l.o[:0], len(d.spans))[:len(d.spans)]
+	segs := l.segs[:0]
+	sorted, whole := true, false
+	var sumW, sumO, tokP, tokD float64
+	skipped := false
+	for k, r := range d.spans {
+		sp := r.sp
+		l.w[k], l.o[k] = 0, 0
 		if sp.ended && !sp.s.Served {
 			continue
 		}
-		a, b := max(sp.start.UnixNano(), t0), t1
+		a, b := max(sp.start, t0), t1
 		if sp.ended {
-			b = min(sp.s.End.UnixNano(), t1)
+			a, b = max(a, sp.ph.in), min(sp.end, t1)
 		}
 		if b <= a {
 			continue
 		}
-		if !sp.ended && l.p.Weighting != WeightTime {
-			// Only reached when the interval is older than the history:
-			// the open span is not charged for it, and says so.
-			sp.truncated = true
-			continue
-		}
-		overlap := float64(b-a) / 1e9
-		sp.overlap = overlap
-		sp.weight = l.weight(sp, overlap)
-		sumW += sp.weight
-		segs = append(segs, segment{a, b})
-	}
-	covered := union(segs) / 1e9
-	l.scratch = segs
-	frac := 0.0
-	if sumW > 0 && dt > 0 {
-		frac = min(covered/dt, 1)
-	}
-	static := 0.0
-	if d.id == HostDevice {
-		static = l.p.StaticWatts * dt
-	}
-	total := share{
-		joules:       iv.Joules,
-		static:       static,
-		depreciation: d.params.DepreciationPerSecond * dt,
-		embodied:     d.params.EmbodiedGPerSecond * dt,
-	}
-	active := share{
-		joules:       total.joules * frac,
-		static:       total.static * frac,
-		depreciation: total.depreciation * frac,
-		embodied:     total.embodied * frac,
-	}
-	if sumW > 0 {
-		bit := methodBits[iv.Method]
-		for _, sp := range d.spans {
-			if sp.weight == 0 {
+		if !sp.ended {
+			if mode != WeightTime {
+				// Only reached when the interval is older than the history:
+				// the open span is not charged for it, and says so.
+				sp.truncated = true
+				sp.acc[r.i].from = t1
+				skipped = true
 				continue
 			}
-			k := sp.weight / sumW
-			i := slices.Index(sp.devices, d.id)
-			acc := &sp.acc[i]
-			acc.joules += active.joules * k
-			acc.static += active.static * k
-			acc.depreciation += active.depreciation * k
-			acc.embodied += active.embodied * k
-			acc.methods |= bit
+			sp.acc[r.i].to = t1 // charged to the interval's end while open
+		}
+		w, o, p, dd := l.p.claim(&sp.ph, a, b, d.host, d.coef)
+		l.w[k], l.o[k] = w, o
+		sumW += w
+		sumO += o
+		tokP += p
+		tokD += dd
+		if a == t0 && b == t1 {
+			whole = true
+		} else if !whole {
+			// In order of start, as the spans are, unless the phase model
+			// moved a start.
+			sorted = sorted && (len(segs) == 0 || a >= segs[len(segs)-1].a)
+			segs = append(segs, segment{a, b})
 		}
 	}
-	if frac < 1 {
+	covered := 0.0
+	switch {
+	case sumO == 0:
+	case whole:
+		covered = 1
+	default:
+		if !sorted {
+			slices.SortFunc(segs, func(x, y segment) int { return cmp.Compare(x.a, y.a) })
+		}
+		covered = min(union(segs)/float64(t1-t0), 1)
+	}
+	l.segs = segs[:0]
+
+	st := Settlement{Interval: iv, Covered: covered}
+	if mode == WeightMarginal && sumO > 0 {
+		st.PromptJPerToken, st.DecodeJPerToken, st.Coefficients = d.coef.prompt, d.coef.decode, d.coef.source
+		st.SumOverlapS = sumO
+		// The linear-cost Shapley split: each request's token part is its
+		// own; what the tokens do not explain is fixed, shared by overlap.
+		if fixed := iv.Joules*covered - sumW; fixed > 0 {
+			st.FixedJ = fixed
+			sumW = 0
+			for k := range l.w {
+				if l.o[k] > 0 {
+					l.w[k] += fixed * l.o[k] / sumO
+					sumW += l.w[k]
+				}
+			}
+		}
+	}
+	if sumW == 0 && sumO > 0 {
+		st.ByOverlap = true
+		copy(l.w, l.o)
+		sumW = sumO
+	}
+	st.SumWeight = sumW
+
+	static := 0.0
+	if d.host {
+		static = l.p.StaticWatts * dt
+	}
+	dep, emb := d.params.DepreciationPerSecond*dt, d.params.EmbodiedGPerSecond*dt
+	if sumW > 0 {
+		u := l.p.unitOf(&st, d.params, d.host)
+		bit := methodBits[iv.Method]
+		for k, r := range d.spans {
+			w := l.w[k]
+			if w == 0 && l.o[k] == 0 {
+				continue
+			}
+			wear := w
+			if u.byOverlap {
+				wear = l.o[k]
+			}
+			acc := &r.sp.acc[r.i]
+			acc.add(&u, w, wear)
+			acc.methods |= bit
+		}
+		l.settled = append(l.settled, st)
+	}
+	activeJ, activeS := iv.Joules*covered, static*covered
+	if covered < 1 {
 		l.idle = append(l.idle, IdleShare{
 			Device:           d.id,
 			Start:            iv.Start,
 			End:              iv.End,
-			Joules:           total.joules - active.joules,
-			StaticJoules:     total.static - active.static,
-			DepreciationCost: total.depreciation - active.depreciation,
-			EmbodiedCO2eG:    total.embodied - active.embodied,
+			Joules:           iv.Joules - activeJ,
+			StaticJoules:     static - activeS,
+			DepreciationCost: dep - dep*covered,
+			EmbodiedCO2eG:    emb - emb*covered,
 			Method:           iv.Method,
 		})
 	}
+	if d.fit != nil {
+		d.fit.block(t1, skipped, [fitVars]float64{dt * (1 - covered), dt * covered, tokP, tokD}, iv.Joules)
+	}
+	c := cumul{idleJ: iv.Joules + static - activeJ - activeS, activeJ: activeJ + activeS, idleS: dt * (1 - covered), activeS: dt * covered}
+	before := d.win.advance(t0, t1, c)
 	d.settledTo = iv.End
-	// Spans that ended by the end of this interval are done on this device.
+
+	// Spans that ended by the end of this interval are done on this device:
+	// their trailing window ends at their end, inside this interval.
 	keep := d.spans[:0]
-	for _, sp := range d.spans {
-		if !sp.ended || sp.s.End.After(iv.End) {
-			keep = append(keep, sp)
+	for _, r := range d.spans {
+		sp := r.sp
+		if !sp.ended || sp.end > t1 {
+			keep = append(keep, r)
+			continue
+		}
+		if sp.s.Served {
+			f := 0.0
+			if sp.end > t0 {
+				f = float64(sp.end-t0) / float64(t1-t0)
+			}
+			acc := &sp.acc[r.i]
+			acc.win, acc.windowed = d.win.window(l.p.IdleWindow, sp.end, before.plus(c, f)), true
 		}
 	}
 	clear(d.spans[len(keep):])
 	d.spans = keep
 }
 
-// weight is a span's claim on an interval it overlaps for overlap seconds.
-func (l *Ledger) weight(sp *span, overlap float64) float64 {
-	if l.p.Weighting == WeightTime {
-		return overlap
-	}
-	dur := sp.s.End.Sub(sp.start).Seconds()
-	tokens := l.p.PromptTokenWeight*float64(max(sp.s.PromptTokens, 0)) + float64(max(sp.s.CompletionTokens, 0))
-	if dur <= 0 || tokens <= 0 {
-		// No token rate to go on: fall back to time, at a token's weight.
-		return overlap
-	}
-	return overlap * tokens / dur
-}
-
-// union is the total length of a set of segments.
+// union is the total length of a set of segments sorted by start.
 func union(segs []segment) float64 {
 	if len(segs) == 0 {
 		return 0
 	}
-	slices.SortFunc(segs, func(x, y segment) int { return cmp.Compare(x.a, y.a) })
 	var total int64
 	cur := segs[0]
 	for _, s := range segs[1:] {
@@ -368,7 +514,7 @@ func (l *Ledger) collect(now time.Time, all bool) Output {
 			keep = append(keep, sp)
 			continue
 		}
-		out.Records = append(out.Records, l.record(sp, now, all))
+		out.Records = append(out.Records, l.record(sp, all))
 		delete(l.spans, sp.s.ID)
 	}
 	clear(l.waiting[len(keep):])
@@ -390,6 +536,7 @@ func (l *Ledger) collect(now time.Time, all bool) Output {
 		out.Records[i].Time = l.uniqueTime(out.Records[i].End)
 	}
 	out.Idle, l.idle = l.idle, nil
+	out.Settled, l.settled = l.settled, nil
 	return out
 }
 
@@ -397,68 +544,166 @@ func (l *Ledger) final(sp *span, now time.Time) bool {
 	if !sp.s.Served {
 		return true
 	}
-	if l.p.History > 0 && now.Sub(sp.s.End) > l.p.History {
-		// A device stopped reporting: give up waiting, charge what was seen.
-		for _, id := range sp.devices {
-			if l.devs[id].settledTo.Before(sp.s.End) {
-				sp.truncated = true
-			}
-		}
-		return true
-	}
+	waiting := false
 	for _, id := range sp.devices {
-		if l.devs[id].settledTo.Before(sp.s.End) {
-			return false
+		d := l.devs[id]
+		if !d.settledTo.Before(sp.s.End) {
+			continue
+		}
+		if l.p.History <= 0 || now.Sub(sp.s.End) <= l.p.History || !d.lastEnd.Before(sp.s.End) {
+			// Intervals up to its end are due (at the latest when History
+			// forces them): wait.
+			waiting = true
+		}
+	}
+	if waiting {
+		return false
+	}
+	// Final, unless a device stopped reporting: then give up waiting for
+	// it, and charge what was seen.
+	for i, id := range sp.devices {
+		if d := l.devs[id]; d.settledTo.Before(sp.s.End) {
+			l.cut(sp, i, d)
 		}
 	}
 	return true
 }
 
-func (l *Ledger) record(sp *span, now time.Time, all bool) Record {
+// cut ends the charging of span sp on device d (index i) where the device's
+// settled intervals end: the rest of the request is not charged there.
+func (l *Ledger) cut(sp *span, i int, d *device) {
+	sp.truncated = true
+	sp.acc[i].to, sp.acc[i].cut = max(d.settledTo.UnixNano(), sp.start), true
+	for k, r := range d.spans {
+		if r.sp == sp {
+			d.spans = slices.Delete(d.spans, k, k+1)
+			break
+		}
+	}
+}
+
+func (l *Ledger) record(sp *span, all bool) Record {
 	r := Record{
 		Span:             sp.s,
 		Node:             l.p.Node,
+		Weighting:        l.p.Weighting,
 		Simulated:        l.p.Simulated,
 		MethodVersion:    MethodVersion,
 		ParamsHash:       l.hash,
 		HistoryTruncated: sp.truncated,
 	}
 	if all && sp.s.Served {
-		for _, id := range sp.devices {
-			if l.devs[id].settledTo.Before(sp.s.End) {
+		for i, id := range sp.devices {
+			if d := l.devs[id]; d.settledTo.Before(sp.s.End) {
+				l.cut(sp, i, d)
 				r.HistoryTruncated = true
 			}
 		}
 	}
-	var gpuMethods, hostMethods methodSet
 	r.PerDevice = make([]DeviceShare, len(sp.devices))
 	for i, id := range sp.devices {
-		a := sp.acc[i]
-		r.PerDevice[i] = DeviceShare{Device: id, Joules: a.joules, StaticJoules: a.static,
-			DepreciationCost: a.depreciation, EmbodiedCO2eG: a.embodied, Method: a.methods.method()}
-		if id == HostDevice {
-			r.HostEnergyJ += a.joules
-			r.StaticEnergyJ += a.static
-			hostMethods |= a.methods
-		} else {
-			r.GPUEnergyJ += a.joules
-			gpuMethods |= a.methods
+		a := &sp.acc[i]
+		d := l.devs[id]
+		if sp.s.Served && !a.windowed && !d.settledTo.IsZero() {
+			// The device never settled past the end: the window ends
+			// where its intervals do.
+			end := min(sp.end, d.settledTo.UnixNano())
+			a.win = d.win.window(l.p.IdleWindow, end, d.win.cum)
 		}
-		r.DepreciationCost += a.depreciation
-		r.EmbodiedCO2eG += a.embodied
+		r.PerDevice[i] = l.p.deviceShare(id, a, sp.start, sp.end)
+	}
+	l.p.finish(&r)
+	return r
+}
+
+// deviceShare turns a span's accumulated share of one device into its part
+// of the record.
+func (p *Params) deviceShare(id string, a *share, start, end int64) DeviceShare {
+	ds := DeviceShare{
+		Device: id, Joules: a.joules, StaticJoules: a.static,
+		DepreciationCost: a.depreciation, EmbodiedCO2eG: a.embodied,
+		CO2eG: a.co2 * p.PUE / 3.6e6, EnergyCost: a.cost * p.PUE / 3.6e6,
+		Method: a.methods.method(), Window: a.win,
+		EnergyUplift: ratio(a.win.IdleJ, a.win.ActiveJ), WearUplift: ratio(a.win.IdleS, a.win.ActiveS),
+	}
+	if p.CarbonMarket != nil {
+		ds.CO2eMarketG = a.co2m * p.PUE / 3.6e6
+	}
+	if a.from > start {
+		ds.ChargedFrom = time.Unix(0, a.from).UTC()
+	}
+	if a.to > end || a.cut {
+		ds.ChargedTo = time.Unix(0, a.to).UTC()
+	}
+	return ds
+}
+
+// finish sums a record's totals from its PerDevice shares and derives the
+// facility, carbon, water, money, training and loaded figures.
+func (p *Params) finish(r *Record) {
+	var gpuMethods, hostMethods methodSet
+	var gpuUplift, hostUplift, hostE float64
+	var loadedIT, loadedGPU, loadedCO2, loadedCO2m, loadedCost, loadedDep, loadedEmb float64
+	for _, ds := range r.PerDevice {
+		e := ds.Joules + ds.StaticJoules
+		if ds.Device == HostDevice {
+			r.HostEnergyJ += ds.Joules
+			r.StaticEnergyJ += ds.StaticJoules
+			hostMethods |= methodBits[ds.Method]
+			hostUplift += e * ds.EnergyUplift
+			hostE += e
+		} else {
+			r.GPUEnergyJ += ds.Joules
+			gpuMethods |= methodBits[ds.Method]
+			gpuUplift += ds.Joules * ds.EnergyUplift
+			loadedGPU += ds.Joules * (1 + ds.EnergyUplift)
+		}
+		r.DepreciationCost += ds.DepreciationCost
+		r.EmbodiedCO2eG += ds.EmbodiedCO2eG
+		r.CO2eG += ds.CO2eG
+		r.CO2eMarketG += ds.CO2eMarketG
+		r.EnergyCost += ds.EnergyCost
+		loadedIT += e * (1 + ds.EnergyUplift)
+		loadedCO2 += ds.CO2eG * (1 + ds.EnergyUplift)
+		loadedCO2m += ds.CO2eMarketG * (1 + ds.EnergyUplift)
+		loadedCost += ds.EnergyCost * (1 + ds.EnergyUplift)
+		loadedDep += ds.DepreciationCost * (1 + ds.WearUplift)
+		loadedEmb += ds.EmbodiedCO2eG * (1 + ds.WearUplift)
 	}
 	r.GPUMeter, r.HostMeter = gpuMethods.method(), hostMethods.method()
 	r.ITEnergyJ = r.GPUEnergyJ + r.HostEnergyJ + r.StaticEnergyJ
-	r.FacilityEnergyJ = r.ITEnergyJ * l.p.PUE
+	r.FacilityEnergyJ = r.ITEnergyJ * p.PUE
 	itKWh, facKWh := r.ITEnergyJ/3.6e6, r.FacilityEnergyJ/3.6e6
-	r.CO2eG = facKWh * l.p.CarbonGPerKWh
-	r.WaterL = itKWh*l.p.WUEOnsiteLPerKWh + facKWh*l.p.WaterOffsiteLPerKWh
-	r.EnergyCost = facKWh * l.p.PricePerKWh
-	if m, ok := l.p.Models[sp.s.Model]; ok {
-		r.TrainingCost = float64(sp.s.Tokens()) * m.TrainingCostPerToken
+	r.HasMarketCarbon = p.CarbonMarket != nil
+	r.WaterOnsiteL = itKWh * p.WUEOnsiteLPerKWh
+	r.WaterOffsiteL = facKWh * p.WaterOffsiteLPerKWh
+	r.WaterL = r.WaterOnsiteL + r.WaterOffsiteL
+
+	tokens := float64(r.Tokens())
+	if m, ok := p.Models[r.Model]; ok {
+		r.TrainingCost = tokens * m.TrainingCostPerToken
+		r.TrainingCO2eG, r.HasTrainingCO2e = tokens*m.TrainingCO2eGPerToken, m.TrainingCO2eGPerToken > 0
+		r.TrainingEnergyJ, r.HasTrainingEnergy = tokens*m.TrainingEnergyJPerToken, m.TrainingEnergyJPerToken > 0
+		r.LivingLabourS, r.HasLivingLabour = tokens*m.LivingLabourSPerToken, m.LivingLabourSPerToken > 0
 	}
 	r.DeadLabourCost = r.DepreciationCost + r.EnergyCost + r.TrainingCost
-	return r
+
+	switch {
+	case r.GPUEnergyJ > 0:
+		r.IdleUplift = gpuUplift / r.GPUEnergyJ
+	case hostE > 0:
+		r.IdleUplift = hostUplift / hostE
+	}
+	r.LoadedGPUEnergyJ = loadedGPU
+	r.LoadedITEnergyJ = loadedIT
+	r.LoadedFacilityEnergyJ = loadedIT * p.PUE
+	r.LoadedCO2eG = loadedCO2
+	r.LoadedCO2eMarketG = loadedCO2m
+	r.LoadedEmbodiedCO2eG = loadedEmb
+	r.LoadedWaterL = loadedIT/3.6e6*p.WUEOnsiteLPerKWh + r.LoadedFacilityEnergyJ/3.6e6*p.WaterOffsiteLPerKWh
+	r.LoadedDepreciationCost = loadedDep
+	r.LoadedEnergyCost = loadedCost
+	r.LoadedDeadLabourCost = loadedDep + loadedCost + r.TrainingCost
 }
 
 // uniqueTime returns t in nanoseconds, bumped past any timestamp already
@@ -473,13 +718,17 @@ func (l *Ledger) uniqueTime(t time.Time) time.Time {
 	}
 	l.usedTS[ts] = struct{}{}
 	l.maxTS = max(l.maxTS, ts)
-	if len(l.usedTS) > 1<<14 {
+	if len(l.usedTS) > max(l.pruneAt, 1<<14) {
 		horizon := l.maxTS - int64(max(l.p.History, time.Minute))
 		for k := range l.usedTS {
 			if k < horizon {
 				delete(l.usedTS, k)
 			}
 		}
+		// Prune again only once the map has doubled: a busy node keeps
+		// more than 1<<14 timestamps within the horizon, and scanning them
+		// all at every record made each record cost O(records).
+		l.pruneAt = 2 * len(l.usedTS)
 	}
 	return time.Unix(0, ts)
 }

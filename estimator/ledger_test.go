@@ -3,8 +3,6 @@ package estimator
 import (
 	"fmt"
 	"math"
-	"math/rand/v2"
-	"reflect"
 	"testing"
 	"time"
 )
@@ -17,7 +15,7 @@ func testParams(devices ...string) Params {
 	p := Params{
 		Node: "n1", Weighting: WeightTime, PromptTokenWeight: 0.1,
 		SettleDelay: 0, History: time.Hour,
-		PUE: 1.5, CarbonGPerKWh: 400, WUEOnsiteLPerKWh: 0.5, WaterOffsiteLPerKWh: 4, PricePerKWh: 0.2,
+		PUE: 1.5, Carbon: Const(400), WUEOnsiteLPerKWh: 0.5, WaterOffsiteLPerKWh: 4, Price: Const(0.2),
 		Devices: map[string]DeviceParams{},
 		Models:  map[string]ModelParams{"m": {TrainingCostPerToken: 1e-6}},
 	}
@@ -136,7 +134,7 @@ func TestDerivedFigures(t *testing.T) {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
 	}
-	if r.MethodVersion != MethodVersion || r.ParamsHash != p.Hash() || r.Node != "n1" {
+	if r.MethodVersion != MethodVersion || r.ParamsHash != l.Params().Hash() || r.Node != "n1" || r.Weighting != WeightTime {
 		t.Errorf("provenance = %q %q %q", r.MethodVersion, r.ParamsHash, r.Node)
 	}
 }
@@ -257,190 +255,6 @@ func TestBadIntervals(t *testing.T) {
 	}
 }
 
-// workload is a random run: intervals of irregular length on several
-// devices, spans on one or more GPUs, some unserved, settled at random times.
-type workload struct {
-	devices   []string
-	intervals []Interval
-	spans     []Span
-	measured  map[string]Measured
-}
-
-// Measured is the ground truth of one device over a run.
-type Measured struct{ joules, depreciation, embodied float64 }
-
-func randomWorkload(rng *rand.Rand, p Params) workload {
-	w := workload{measured: map[string]Measured{}}
-	for id := range p.Devices {
-		w.devices = append(w.devices, id)
-	}
-	gpus := []string{}
-	for _, d := range w.devices {
-		if d != HostDevice {
-			gpus = append(gpus, d)
-		}
-	}
-	horizon := 20.0
-	for _, d := range w.devices {
-		t := 0.0
-		for t < horizon {
-			dt := 0.02 + rng.Float64()*0.2
-			if rng.IntN(10) == 0 {
-				t += dt // a gap: nobody measured it
-				continue
-			}
-			j := rng.Float64() * 500 * dt
-			w.intervals = append(w.intervals, Interval{Device: d, Start: at(t), End: at(t + dt), Joules: j, Method: MethodCounter})
-			m := w.measured[d]
-			m.joules += j
-			m.depreciation += p.Devices[d].DepreciationPerSecond * dt
-			m.embodied += p.Devices[d].EmbodiedGPerSecond * dt
-			if d == HostDevice {
-				m.joules += p.StaticWatts * dt
-			}
-			w.measured[d] = m
-			t += dt
-		}
-	}
-	n := 5 + rng.IntN(60)
-	for i := 0; i < n; i++ {
-		start := rng.Float64() * (horizon - 1)
-		end := start + 0.001 + rng.Float64()*min(5, horizon-start-0.01)
-		k := 1 + rng.IntN(len(gpus))
-		perm := rng.Perm(len(gpus))[:k]
-		var devs []string
-		for _, j := range perm {
-			devs = append(devs, gpus[j])
-		}
-		s := mkSpan(fmt.Sprintf("r%03d", i), start, end, devs...)
-		s.PromptTokens, s.CompletionTokens = int64(rng.IntN(2000)), int64(rng.IntN(500))
-		s.Served = rng.IntN(15) != 0
-		w.spans = append(w.spans, s)
-	}
-	return w
-}
-
-// run feeds a workload the way the daemon does: at each tick the intervals
-// that closed, the spans that began or ended, then Settle.
-func (w workload) run(t *testing.T, p Params, rng *rand.Rand) ([]Record, []IdleShare) {
-	t.Helper()
-	l := mustLedger(t, p)
-	var recs []Record
-	var idle []IdleShare
-	tick := 0.1 + rng.Float64()*0.3
-	next := map[string]int{}
-	for now := 0.0; now < 30; now += tick {
-		for _, d := range w.devices {
-			for i := next[d]; i < len(w.intervals); i++ {
-				iv := w.intervals[i]
-				if iv.Device != d {
-					continue
-				}
-				if iv.End.After(at(now)) {
-					break
-				}
-				if err := l.AddInterval(iv); err != nil {
-					t.Fatal(err)
-				}
-				next[d] = i + 1
-			}
-		}
-		var events []func()
-		for _, s := range w.spans {
-			s := s
-			if !s.Start.After(at(now)) && s.Start.After(at(now-tick)) {
-				events = append(events, func() { l.Begin(s.ID, s.Start, s.Devices) })
-			}
-			if !s.End.After(at(now)) && s.End.After(at(now-tick)) {
-				events = append(events, func() { l.End(s) })
-			}
-		}
-		// Arrival order within a tick must not matter.
-		rng.Shuffle(len(events), func(i, j int) { events[i], events[j] = events[j], events[i] })
-		for _, e := range events {
-			e()
-		}
-		out := l.Settle(at(now))
-		recs = append(recs, out.Records...)
-		idle = append(idle, out.Idle...)
-	}
-	out := l.Close()
-	return append(recs, out.Records...), append(idle, out.Idle...)
-}
-
-func TestPropertyConservation(t *testing.T) {
-	for seed := uint64(1); seed <= 60; seed++ {
-		for _, mode := range []string{WeightTime, WeightTokens} {
-			t.Run(fmt.Sprintf("%s/seed%d", mode, seed), func(t *testing.T) {
-				rng := rand.New(rand.NewPCG(seed, 7))
-				p := testParams("0", "1", "2", "3", HostDevice)
-				p.Weighting = mode
-				p.StaticWatts = 120
-				p.SettleDelay = time.Duration(rng.IntN(500)) * time.Millisecond
-				w := randomWorkload(rng, p)
-				recs, idle := w.run(t, p, rng)
-
-				if len(recs) != len(w.spans) {
-					t.Fatalf("%d records for %d spans", len(recs), len(w.spans))
-				}
-				got := map[string]Measured{}
-				seen := map[string]bool{}
-				for _, r := range recs {
-					if seen[r.ID] {
-						t.Fatalf("record %s twice", r.ID)
-					}
-					seen[r.ID] = true
-					devs := map[string]bool{}
-					for _, s := range r.PerDevice {
-						if devs[s.Device] {
-							t.Fatalf("%s charged twice on %s", r.ID, s.Device)
-						}
-						devs[s.Device] = true
-						m := got[s.Device]
-						m.joules += s.Joules + s.StaticJoules
-						m.depreciation += s.DepreciationCost
-						m.embodied += s.EmbodiedCO2eG
-						got[s.Device] = m
-					}
-					if !r.Served && r.ITEnergyJ != 0 {
-						t.Errorf("unserved %s charged %v J", r.ID, r.ITEnergyJ)
-					}
-				}
-				for _, s := range idle {
-					m := got[s.Device]
-					m.joules += s.Joules + s.StaticJoules
-					m.depreciation += s.DepreciationCost
-					m.embodied += s.EmbodiedCO2eG
-					got[s.Device] = m
-				}
-				for _, d := range w.devices {
-					g, want := got[d], w.measured[d]
-					if !near(g.joules, want.joules) || !near(g.depreciation, want.depreciation) || !near(g.embodied, want.embodied) {
-						t.Errorf("device %s: attributed %+v, measured %+v", d, g, want)
-					}
-				}
-			})
-		}
-	}
-}
-
-func TestPropertyDeterminism(t *testing.T) {
-	for seed := uint64(1); seed <= 20; seed++ {
-		p := testParams("0", "1", HostDevice)
-		w := randomWorkload(rand.New(rand.NewPCG(seed, 1)), p)
-		// Same inputs, different arrival order within ticks: identical records.
-		a, ai := w.run(t, p, rand.New(rand.NewPCG(seed, 2)))
-		b, bi := w.run(t, p, rand.New(rand.NewPCG(seed, 2)))
-		if !reflect.DeepEqual(a, b) || !reflect.DeepEqual(ai, bi) {
-			t.Fatalf("seed %d: two runs of the same input differ", seed)
-		}
-		c, _ := w.run(t, p, rand.New(rand.NewPCG(seed, 3)))
-		if len(c) != len(a) {
-			t.Fatalf("seed %d: %d vs %d records", seed, len(c), len(a))
-		}
-	}
-}
-
 func TestUniqueTimestamps(t *testing.T) {
 	l := mustLedger(t, testParams("0"))
 	for i := 0; i < 5; i++ {
@@ -457,5 +271,345 @@ func TestUniqueTimestamps(t *testing.T) {
 		if d := r.Time.Sub(r.End); d < 0 || d > 4 {
 			t.Errorf("timestamp bumped by %v, want 0-4 ns", d)
 		}
+	}
+}
+
+func addIntervals(t *testing.T, l *Ledger, ivs ...Interval) {
+	t.Helper()
+	for _, iv := range ivs {
+		if iv.Method == "" {
+			iv.Method = MethodCounter
+		}
+		if err := l.AddInterval(iv); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Tokens weighting spreads prompt tokens over the prefill phase and
+// completion tokens over the decode phase when the first token's time is
+// known, and both over the whole request when it is not.
+func TestTokensPhases(t *testing.T) {
+	p := testParams("0")
+	p.Weighting, p.PromptTokenWeight = WeightTokens, 0.5
+	l := mustLedger(t, p)
+	a := mkSpan("a", 0, 1, "0") // streamed: prefill [0, 0.5), decode [0.5, 1)
+	a.FirstToken, a.PromptTokens, a.CompletionTokens = at(0.5), 100, 100
+	b := mkSpan("b", 0, 1, "0") // not streamed: even over [0, 1)
+	b.PromptTokens, b.CompletionTokens = 0, 50
+	addIntervals(t, l, Interval{Device: "0", Start: at(0), End: at(0.5), Joules: 100},
+		Interval{Device: "0", Start: at(0.5), End: at(1), Joules: 100})
+	l.End(a)
+	l.End(b)
+	got := byID(l.Settle(at(2)).Records)
+	// [0, 0.5): a 0.5×100 prompt = 50, b 25 decode: a takes 2/3.
+	// [0.5, 1): a 100 decode, b 25: a takes 4/5.
+	if want := 100*2.0/3 + 100*4.0/5; !near(got["a"].GPUEnergyJ, want) || !near(got["b"].GPUEnergyJ, 200-want) {
+		t.Errorf("a = %v, b = %v; want %v, %v", got["a"].GPUEnergyJ, got["b"].GPUEnergyJ, want, 200-want)
+	}
+}
+
+// Marginal weighting: each request's token part is its own, the rest of the
+// interval is fixed and shared by overlap; wear is all fixed. When the
+// tokens claim more than the interval holds, they share it in proportion.
+func TestMarginalByHand(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		joules     float64
+		wantA      float64
+		wantB      float64
+		wantFixedJ float64
+	}{
+		// Token parts a = 0.1×100 + 1×20 = 30, b = 1×10 = 10; fixed 60 halved.
+		{"fixed part", 100, 30 + 30, 10 + 30, 60},
+		// Tokens claim 40 J of 20: 3:1.
+		{"tokens exceed", 20, 15, 5, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testParams("0", HostDevice)
+			p.Weighting = WeightMarginal
+			p.Marginal = MarginalParams{PromptJPerToken: 0.1, DecodeJPerToken: 1}
+			l := mustLedger(t, p)
+			a, b := mkSpan("a", 0, 1, "0"), mkSpan("b", 0, 1, "0")
+			a.PromptTokens, a.CompletionTokens = 100, 20
+			b.PromptTokens, b.CompletionTokens = 0, 10
+			addIntervals(t, l, Interval{Device: "0", Start: at(0), End: at(1), Joules: tc.joules},
+				Interval{Device: HostDevice, Start: at(0), End: at(1), Joules: 30})
+			l.End(a)
+			l.End(b)
+			out := l.Settle(at(2))
+			got := byID(out.Records)
+			if !near(got["a"].GPUEnergyJ, tc.wantA) || !near(got["b"].GPUEnergyJ, tc.wantB) {
+				t.Errorf("gpu a = %v, b = %v; want %v, %v", got["a"].GPUEnergyJ, got["b"].GPUEnergyJ, tc.wantA, tc.wantB)
+			}
+			for _, id := range []string{"a", "b"} {
+				if r := got[id]; !near(r.HostEnergyJ, 15) || !near(r.PerDevice[0].DepreciationCost, 0.0005) {
+					t.Errorf("%s: host %v J, GPU depreciation %v; want 15 and 0.0005 (by overlap)", id, r.HostEnergyJ, r.PerDevice[0].DepreciationCost)
+				}
+			}
+			for _, st := range out.Settled {
+				if st.Device == "0" && (!near(st.FixedJ, tc.wantFixedJ) || st.Coefficients != "configured") {
+					t.Errorf("settlement fixed %v J (%s), want %v (configured)", st.FixedJ, st.Coefficients, tc.wantFixedJ)
+				}
+			}
+		})
+	}
+}
+
+// The fit finds the coefficients of exact linear data, and clamps a
+// coefficient the data say is negative to zero.
+func TestFitterRecovers(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		beta [fitVars]float64
+		bias float64 // J per prompt token added to the data: negative, clamped
+	}{
+		{"all positive", [fitVars]float64{70, 350, 0.02, 0.15}, 0},
+		{"no prompt cost", [fitVars]float64{60, 300, 0, 0.2}, 0},
+		{"negative prompt cost", [fitVars]float64{60, 300, 0, 0.2}, -0.001},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := fitter{}
+			for i := 0; i < 400; i++ {
+				busy := float64(i%10) / 10 * 0.1
+				x := [fitVars]float64{0.1 - busy, busy, float64((i * 37) % 900), float64((i*11)%40) * busy * 10}
+				y := 0.0
+				for k := range x {
+					y += tc.beta[k] * x[k]
+				}
+				f.add(0.1, x, y+tc.bias*x[2])
+			}
+			got, ok := f.solve()
+			if !ok {
+				t.Fatal("no fit")
+			}
+			for k := range got {
+				if got[k] < 0 {
+					t.Errorf("coefficient %d = %v, negative", k, got[k])
+				}
+				if tc.bias == 0 && abs(got[k]-tc.beta[k]) > 1e-6*max(tc.beta[k], 1) {
+					t.Errorf("coefficient %d = %v, want %v", k, got[k], tc.beta[k])
+				}
+			}
+			if tc.bias < 0 && got[2] != 0 {
+				t.Errorf("prompt coefficient %v, want it clamped to 0", got[2])
+			}
+		})
+	}
+}
+
+func abs(x float64) float64 { return math.Abs(x) }
+
+// The loaded figures: each device's idle/active ratio over the trailing
+// window up to the request's end, applied to its energy and (by time) wear.
+func TestLoadedByHand(t *testing.T) {
+	p := testParams("0")
+	p.IdleWindow = time.Minute // buckets of 1 s
+	l := mustLedger(t, p)
+	for i := 0; i < 10; i++ {
+		addIntervals(t, l, Interval{Device: "0", Start: at(float64(i)), End: at(float64(i + 1)), Joules: 100})
+	}
+	a, b := mkSpan("a", 0, 2, "0"), mkSpan("b", 9, 10, "0")
+	l.End(a)
+	l.End(b)
+	got := byID(l.Settle(at(20)).Records)
+	ra, rb := got["a"], got["b"]
+	if ra.IdleUplift != 0 || ra.LoadedGPUEnergyJ != ra.GPUEnergyJ || ra.LoadedDepreciationCost != ra.DepreciationCost {
+		t.Errorf("a ran on a busy GPU: uplift %v, loaded %v of %v J", ra.IdleUplift, ra.LoadedGPUEnergyJ, ra.GPUEnergyJ)
+	}
+	// b's window is [0, 10): 700 J idle over 300 J active, 7 s over 3 s.
+	ds := rb.PerDevice[0]
+	if !near(ds.Window.IdleJ, 700) || !near(ds.Window.ActiveJ, 300) || !near(ds.Window.IdleS, 7) || !near(ds.Window.ActiveS, 3) {
+		t.Errorf("b's window = %+v, want 700 J / 300 J idle/active, 7 s / 3 s", ds.Window)
+	}
+	u := 7.0 / 3
+	checks := []struct {
+		name      string
+		got, want float64
+	}{
+		{"idle_uplift", rb.IdleUplift, u},
+		{"loaded gpu", rb.LoadedGPUEnergyJ, 100 * (1 + u)},
+		{"loaded it", rb.LoadedITEnergyJ, 100 * (1 + u)},
+		{"loaded facility", rb.LoadedFacilityEnergyJ, 150 * (1 + u)},
+		{"loaded co2e", rb.LoadedCO2eG, rb.CO2eG * (1 + u)},
+		{"loaded depreciation", rb.LoadedDepreciationCost, 0.001 * (1 + u)},
+		{"loaded embodied", rb.LoadedEmbodiedCO2eG, 0.01 * (1 + u)},
+		{"loaded energy cost", rb.LoadedEnergyCost, rb.EnergyCost * (1 + u)},
+		{"loaded dead labour", rb.LoadedDeadLabourCost, 0.001*(1+u) + rb.EnergyCost*(1+u) + rb.TrainingCost},
+	}
+	for _, c := range checks {
+		if !near(c.got, c.want) {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+// Carbon intensity and price are taken at each interval's midpoint;
+// market-based carbon, water, training and living labour per token.
+func TestTimeVaryingFactors(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := testParams("0")
+	p.PUE = 1.25
+	p.Carbon = Rate{Value: 999, Steps: []Step{{at(-5), 100}, {at(1), 300}}}
+	p.CarbonMarket = &Rate{Value: 50}
+	// 2026-01-01 00:00 UTC is 01:00 in Berlin: a night tariff from 00:00 to 01:00:01 local.
+	p.Price = Rate{Value: 0.2, Zone: berlin, ZoneName: "Europe/Berlin",
+		Weekly: []Window{{Days: EveryDay, From: 0, To: time.Hour + time.Second, Value: 0.1}}}
+	p.Models = map[string]ModelParams{"m": {TrainingCostPerToken: 1e-6, TrainingCO2eGPerToken: 0.01, TrainingEnergyJPerToken: 2, LivingLabourSPerToken: 0.001}}
+	l := mustLedger(t, p)
+	addIntervals(t, l, Interval{Device: "0", Start: at(0), End: at(1), Joules: 3.6e6},
+		Interval{Device: "0", Start: at(1), End: at(2), Joules: 3.6e6})
+	l.End(mkSpan("a", 0, 2, "0"))
+	r := l.Settle(at(3)).Records[0]
+	checks := []struct {
+		name      string
+		got, want float64
+	}{
+		{"co2e", r.CO2eG, 1.25*100 + 1.25*300},
+		{"co2e market", r.CO2eMarketG, 2.5 * 50},
+		{"energy cost", r.EnergyCost, 1.25*0.1 + 1.25*0.2},
+		{"water onsite", r.WaterOnsiteL, 2 * 0.5},
+		{"water offsite", r.WaterOffsiteL, 2.5 * 4},
+		{"water", r.WaterL, 1 + 10},
+		{"training co2e", r.TrainingCO2eG, 150 * 0.01},
+		{"training energy", r.TrainingEnergyJ, 150 * 2},
+		{"living labour", r.LivingLabourS, 150 * 0.001},
+	}
+	for _, c := range checks {
+		if !near(c.got, c.want) {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	if !r.HasMarketCarbon || !r.HasTrainingCO2e || !r.HasTrainingEnergy || !r.HasLivingLabour {
+		t.Errorf("flags %v %v %v %v, want all set", r.HasMarketCarbon, r.HasTrainingCO2e, r.HasTrainingEnergy, r.HasLivingLabour)
+	}
+}
+
+func TestRateAt(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	weekdays := EveryDay &^ (1<<time.Saturday | 1<<time.Sunday)
+	tou := Rate{Value: 0.2, Zone: berlin, Weekly: []Window{
+		{Days: weekdays, From: 7 * time.Hour, To: 22 * time.Hour, Value: 0.3},
+		{Days: 1 << time.Friday, From: 22 * time.Hour, To: 6 * time.Hour, Value: 0.05}, // Friday night into Saturday
+	}}
+	series := Rate{Value: 9, Steps: []Step{{at(0), 1}, {at(3600), 2}, {at(7200), 3}}}
+	local := func(s string) time.Time {
+		t, err := time.ParseInLocation("2006-01-02 15:04", s, berlin)
+		if err != nil {
+			panic(err)
+		}
+		return t
+	}
+	for _, tc := range []struct {
+		name string
+		r    Rate
+		at   time.Time
+		want float64
+	}{
+		{"const", Const(0.15), at(5), 0.15},
+		{"before the first step", series, at(-10), 1},
+		{"on a step", series, at(3600), 2},
+		{"between steps", series, at(5000), 2},
+		{"after the last step", series, at(1e6), 3},
+		{"weekday peak", tou, local("2026-03-04 12:00"), 0.3}, // a Wednesday
+		{"weekday evening", tou, local("2026-03-04 22:30"), 0.2},
+		{"weekend day", tou, local("2026-03-07 12:00"), 0.2},
+		{"friday night", tou, local("2026-03-06 23:00"), 0.05},
+		{"saturday morning, friday's night", tou, local("2026-03-07 05:59"), 0.05},
+		{"sunday morning", tou, local("2026-03-08 05:00"), 0.2},
+		{"peak on the DST day, by the wall clock", tou, local("2026-03-30 07:30"), 0.3}, // Monday after the change
+		{"DST change day 07:01", tou, time.Date(2026, 3, 27, 6, 1, 0, 0, time.UTC), 0.3},
+	} {
+		if got := tc.r.At(tc.at); got != tc.want {
+			t.Errorf("%s: At(%v) = %v, want %v", tc.name, tc.at, got, tc.want)
+		}
+	}
+}
+
+// A request that ends after its device stopped reporting is charged what
+// was seen, flagged, and its charge stops there: later intervals of the
+// device go to others or idle, so nothing is lost.
+func TestDeviceStopsReporting(t *testing.T) {
+	p := testParams("0")
+	p.History = 2 * time.Second
+	l := mustLedger(t, p)
+	addIntervals(t, l, Interval{Device: "0", Start: at(0), End: at(1), Joules: 100})
+	l.End(mkSpan("a", 0, 3, "0"))
+	out := l.Settle(at(6))
+	if len(out.Records) != 1 || !out.Records[0].HistoryTruncated || !near(out.Records[0].GPUEnergyJ, 100) {
+		t.Fatalf("records %+v, want one flagged with 100 J", out.Records)
+	}
+	if ct := out.Records[0].PerDevice[0].ChargedTo; !ct.Equal(at(1)) {
+		t.Errorf("charged to %v, want %v", ct, at(1))
+	}
+	addIntervals(t, l, Interval{Device: "0", Start: at(1), End: at(5), Joules: 400})
+	out = l.Settle(at(7))
+	idle := 0.0
+	for _, s := range out.Idle {
+		idle += s.Joules
+	}
+	if !near(idle, 400) {
+		t.Errorf("the late interval's idle = %v, want all 400 J", idle)
+	}
+}
+
+// Explain lists the intervals and recomputes the record; without the
+// intervals it says the figures do not match.
+func TestExplainByHand(t *testing.T) {
+	p := testParams("0")
+	l := mustLedger(t, p)
+	l.Begin("b", at(0), []string{"0"})
+	addIntervals(t, l, Interval{Device: "0", Start: at(0), End: at(1), Joules: 100},
+		Interval{Device: "0", Start: at(1), End: at(2), Joules: 50})
+	l.End(mkSpan("a", 0.5, 1.5, "0"))
+	l.End(mkSpan("b", 0, 2, "0"))
+	out := l.Settle(at(3))
+	settled := map[string][]Settlement{}
+	for _, st := range out.Settled {
+		settled[st.Device] = append(settled[st.Device], st)
+	}
+	a := byID(out.Records)["a"]
+	ex := Explain(l.Params(), a, settled)
+	if !ex.Matches || len(ex.Devices) != 1 || len(ex.Devices[0].Intervals) != 2 {
+		t.Fatalf("explanation %+v, want two intervals that recompute the record", ex)
+	}
+	c := ex.Devices[0].Intervals[0]
+	if !near(c.OverlapS, 0.5) || !near(c.Share, 0.5/1.5) || !near(c.Joules, 100*0.5/1.5) || c.Method != MethodCounter {
+		t.Errorf("first interval: overlap %v, share %v, %v J, %s; want 0.5, 1/3, 33.3, counter", c.OverlapS, c.Share, c.Joules, c.Method)
+	}
+	settled["0"] = settled["0"][1:] // the first interval no longer kept
+	if ex := Explain(l.Params(), a, settled); ex.Matches || !ex.Devices[0].KeptFrom.Equal(at(1)) {
+		t.Errorf("with an interval missing: matches %v, kept from %v; want false, %v", ex.Matches, ex.Devices[0].KeptFrom, at(1))
+	}
+}
+
+// The covered fraction is the union of the requests' stretches, whatever
+// order the phase model leaves them in: here b starts before a but entered
+// the batch (its prefill began) after a ended.
+func TestCoveredUnion(t *testing.T) {
+	p := testParams("0")
+	p.Weighting = WeightTokens
+	l := mustLedger(t, p)
+	a := mkSpan("a", 0.1, 0.3, "0") // not streamed: [0.1, 0.3)
+	b := mkSpan("b", 0, 1, "0")     // queued until 0.6, prefill to 0.7, decoding to 1
+	b.FirstToken, b.PromptTokens, b.CompletionTokens = at(0.7), 0, 4
+	addIntervals(t, l, Interval{Device: "0", Start: at(0), End: at(1), Joules: 100})
+	l.End(a)
+	l.End(b)
+	out := l.Settle(at(2))
+	idle := 0.0
+	for _, s := range out.Idle {
+		idle += s.Joules
+	}
+	// b decodes 4 tokens in 0.3 s: a step of 0.1 s; its prefill of 0 prompt
+	// tokens took one step, from 0.6. Covered: [0.1, 0.3) and [0.6, 1).
+	if !near(idle, 40) {
+		t.Errorf("idle = %v J, want 40 (covered 0.6 of the interval)", idle)
 	}
 }

@@ -22,11 +22,27 @@ type DeviceParams struct {
 	EmbodiedGPerSecond float64
 }
 
-// ModelParams are one model's training figures per token.
+// ModelParams are one model's training figures per token. A zero figure is
+// one nobody configured: its field is left out of the record.
 type ModelParams struct {
-	TrainingCostPerToken  float64
-	TrainingCO2eGPerToken float64
-	LivingLabourSPerToken float64
+	TrainingCostPerToken    float64
+	TrainingCO2eGPerToken   float64
+	TrainingEnergyJPerToken float64
+	LivingLabourSPerToken   float64
+}
+
+// MarginalParams are the coefficients of the linear cost model of the
+// marginal weighting: an interval's energy is a fixed part plus
+// PromptJPerToken per prompt token plus DecodeJPerToken per completion token.
+type MarginalParams struct {
+	// Fit: fit the coefficients from the node's own history (least squares
+	// of interval energy on idle time, busy time and tokens processed,
+	// per device) instead of using the configured ones.
+	Fit             bool
+	PromptJPerToken float64
+	DecodeJPerToken float64
+	// FitWindow is the time constant of the fit's exponential forgetting.
+	FitWindow time.Duration
 }
 
 // Params are every input of the arithmetic that is not a measurement. They
@@ -36,20 +52,27 @@ type Params struct {
 	Node              string
 	Weighting         string
 	PromptTokenWeight float64
+	Marginal          MarginalParams
 	// SettleDelay: intervals are attributed only once they ended this long
 	// before the settle time, so that spans reported a little late still count.
 	SettleDelay time.Duration
 	// History: how long unsettled intervals are kept for spans still open.
 	History time.Duration
+	// IdleWindow is the trailing window of the loaded figures.
+	IdleWindow time.Duration
 
 	// StaticWatts of the chassis, added to every host interval.
 	StaticWatts float64
 
-	PUE                 float64
-	CarbonGPerKWh       float64
+	PUE float64
+	// Carbon is the location-based grid intensity, gCO2e per kWh.
+	Carbon Rate
+	// CarbonMarket is the market-based intensity; nil when not configured.
+	CarbonMarket        *Rate
 	WUEOnsiteLPerKWh    float64
 	WaterOffsiteLPerKWh float64
-	PricePerKWh         float64
+	// Price of electricity per kWh of facility energy.
+	Price Rate
 
 	// Devices lists every metered device, the host meter (HostDevice) included
 	// when there is one. Intervals of other devices are rejected.
@@ -64,4 +87,11 @@ func (p Params) Hash() string {
 	b, _ := json.Marshal(p) // maps marshal with sorted keys: stable
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:6])
+}
+
+// window bucket count: the trailing window is kept as this many sums.
+const windowBuckets = 60
+
+func (p *Params) bucket() int64 {
+	return max(int64(p.IdleWindow)/windowBuckets, int64(time.Second))
 }

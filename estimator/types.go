@@ -7,7 +7,7 @@ import "time"
 
 // MethodVersion names the attribution rules that produced a record. Bump it
 // whenever the arithmetic changes so that old and new records can be told apart.
-const MethodVersion = "1"
+const MethodVersion = "2"
 
 // Method says how the joules of an interval were obtained.
 type Method string
@@ -52,6 +52,12 @@ const (
 // Status values beside the HTTP status code (as decimal text).
 const (
 	StatusClientClosed = "client_closed"
+	// StatusUpstreamError: the upstream answered 2xx and then failed: an
+	// error object inside the stream or body, or the body cut short.
+	StatusUpstreamError = "upstream_error"
+	// StatusAbandoned: begun through the event API and never ended within
+	// the history kept; charged until it was given up.
+	StatusAbandoned = "abandoned"
 )
 
 // Span is what the request side knows about one request. Token counts are -1
@@ -93,7 +99,9 @@ func (s Span) Tokens() int64 {
 }
 
 // Record is the final cost of one request. Energy in joules, money in the
-// configured currency, carbon in grams CO2e, water in litres.
+// configured currency, carbon in grams CO2e, water in litres. The plain
+// fields are the exact, measured split; the Loaded fields are derived from
+// them and the idle ledger (docs/methodology.md).
 type Record struct {
 	Span
 	Node string
@@ -107,17 +115,51 @@ type Record struct {
 	ITEnergyJ       float64
 	FacilityEnergyJ float64
 
-	CO2eG         float64
-	EmbodiedCO2eG float64
+	// CO2eG is operational: facility energy x grid intensity at the time
+	// of each interval. CO2eMarketG likewise with the market-based
+	// intensity, when one is configured (HasMarketCarbon).
+	CO2eG           float64
+	CO2eMarketG     float64
+	HasMarketCarbon bool
+	EmbodiedCO2eG   float64
+	// WaterL = WaterOnsiteL (IT energy x WUE) + WaterOffsiteL (facility
+	// energy x the grid's water intensity).
 	WaterL        float64
+	WaterOnsiteL  float64
+	WaterOffsiteL float64
 
 	EnergyCost       float64
 	DepreciationCost float64
 	TrainingCost     float64
 	DeadLabourCost   float64
 
+	// Training and living labour of the model, spread over its lifetime
+	// tokens; the Has flags say whether the model has the figure at all.
+	TrainingCO2eG     float64
+	TrainingEnergyJ   float64
+	LivingLabourS     float64
+	HasTrainingCO2e   bool
+	HasTrainingEnergy bool
+	HasLivingLabour   bool
+
+	// IdleUplift is the idle/active energy ratio of the trailing window,
+	// weighted by the record's energy on each of its GPUs (on the host when
+	// it ran on none): LoadedGPUEnergyJ = GPUEnergyJ x (1 + IdleUplift).
+	IdleUplift             float64
+	LoadedGPUEnergyJ       float64
+	LoadedITEnergyJ        float64
+	LoadedFacilityEnergyJ  float64
+	LoadedCO2eG            float64
+	LoadedCO2eMarketG      float64
+	LoadedEmbodiedCO2eG    float64
+	LoadedWaterL           float64
+	LoadedDepreciationCost float64
+	LoadedEnergyCost       float64
+	LoadedDeadLabourCost   float64
+
 	GPUMeter  Method
 	HostMeter Method
+	Weighting string
 
 	Simulated     bool
 	MethodVersion string
@@ -138,7 +180,39 @@ type DeviceShare struct {
 	StaticJoules     float64
 	DepreciationCost float64
 	EmbodiedCO2eG    float64
-	Method           Method
+	// Operational carbon and energy cost of this share's facility energy,
+	// each interval at its own intensity and price.
+	CO2eG       float64
+	CO2eMarketG float64
+	EnergyCost  float64
+	Method      Method
+
+	// ChargedFrom is set when the intervals of this device before it were
+	// settled without the request (it was reported late, or, in tokens and
+	// marginal weighting, still running when History ran out).
+	ChargedFrom time.Time `json:",omitzero"`
+	// ChargedTo is set when the request was charged to another end than
+	// its own: past it, because its end was reported after those intervals
+	// were settled; or short of it, because the device had not reported
+	// past its end for History (the rest is not charged).
+	ChargedTo time.Time `json:",omitzero"`
+
+	// Window is the device's trailing idle window that the loaded figures
+	// use: EnergyUplift = IdleJ / ActiveJ, WearUplift = IdleWear / ActiveWear.
+	Window       UpliftWindow
+	EnergyUplift float64
+	WearUplift   float64
+}
+
+// UpliftWindow sums a device's intervals over [Start, End): the energy no
+// request used and the energy requests used, and the seconds with and
+// without a request (wear — depreciation, embodied carbon — goes by time).
+type UpliftWindow struct {
+	Start, End time.Time
+	IdleJ      float64
+	ActiveJ    float64
+	IdleS      float64
+	ActiveS    float64
 }
 
 // IdleShare is energy and wear of a device that no request used, over [Start, End).
@@ -151,6 +225,27 @@ type IdleShare struct {
 	DepreciationCost float64
 	EmbodiedCO2eG    float64
 	Method           Method
+}
+
+// Settlement says how one interval was split: enough, with the parameters
+// and a record's span, to recompute that record's share (Explain).
+type Settlement struct {
+	Interval
+	// Covered is the fraction of the interval some request was active in;
+	// Covered x Joules was shared, the rest went to idle.
+	Covered float64
+	// SumWeight is the sum of the weights of the requests charged.
+	SumWeight float64
+	// ByOverlap: every request's weight was zero (e.g. all in prefill with
+	// prompt_token_weight 0), so the interval was shared by overlap.
+	ByOverlap bool `json:",omitempty"`
+	// Marginal weighting: the coefficients used, where they came from, the
+	// fixed part shared by overlap and the sum of the overlaps (seconds).
+	PromptJPerToken float64 `json:",omitempty"`
+	DecodeJPerToken float64 `json:",omitempty"`
+	Coefficients    string  `json:",omitempty"` // configured, fitted, warming (none yet), host (fixed only)
+	FixedJ          float64 `json:",omitempty"`
+	SumOverlapS     float64 `json:",omitempty"`
 }
 
 // DeviceSample is one telemetry reading of a device, taken at a poll.

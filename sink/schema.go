@@ -21,7 +21,9 @@ const unknownTokens = -1
 
 // RequestPoint is the deadlabour_request point of one record, stamped with
 // r.Time. Unknown token counts (-1) are left out rather than written as 0,
-// and so is ttft_s when no token was seen. Other negative token counts are
+// and so are ttft_s when no token was seen and the market-based carbon,
+// training carbon and energy and living labour where nobody configured
+// them. Other negative token counts are
 // an error naming the field.
 func RequestPoint(r estimator.Record) (Point, error) {
 	p := Point{
@@ -33,7 +35,7 @@ func RequestPoint(r estimator.Record) (Point, error) {
 			{"tenant", r.Tenant},
 			{"upstream", r.Upstream},
 		},
-		Fields: make([]Field, 0, 32),
+		Fields: make([]Field, 0, 56),
 		Time:   r.Time,
 	}
 	p.Fields = append(p.Fields, Field{"request_id", r.ID})
@@ -68,14 +70,38 @@ func RequestPoint(r estimator.Record) (Point, error) {
 		Field{"it_energy_j", r.ITEnergyJ},
 		Field{"facility_energy_j", r.FacilityEnergyJ},
 		Field{"co2e_g", r.CO2eG},
+	)
+	p.Fields = appendIf(p.Fields, r.HasMarketCarbon, Field{"co2e_market_g", r.CO2eMarketG})
+	p.Fields = append(p.Fields,
 		Field{"embodied_co2e_g", r.EmbodiedCO2eG},
 		Field{"water_l", r.WaterL},
+		Field{"water_onsite_l", r.WaterOnsiteL},
+		Field{"water_offsite_l", r.WaterOffsiteL},
 		Field{"energy_cost", r.EnergyCost},
 		Field{"depreciation_cost", r.DepreciationCost},
 		Field{"training_cost", r.TrainingCost},
 		Field{"dead_labour_cost", r.DeadLabourCost},
+	)
+	p.Fields = appendIf(p.Fields, r.HasTrainingCO2e, Field{"training_co2e_g", r.TrainingCO2eG})
+	p.Fields = appendIf(p.Fields, r.HasTrainingEnergy, Field{"training_energy_j", r.TrainingEnergyJ})
+	p.Fields = appendIf(p.Fields, r.HasLivingLabour, Field{"living_labour_s", r.LivingLabourS})
+	p.Fields = append(p.Fields,
+		Field{"idle_uplift", r.IdleUplift},
+		Field{"loaded_gpu_energy_j", r.LoadedGPUEnergyJ},
+		Field{"loaded_it_energy_j", r.LoadedITEnergyJ},
+		Field{"loaded_facility_energy_j", r.LoadedFacilityEnergyJ},
+		Field{"loaded_co2e_g", r.LoadedCO2eG},
+	)
+	p.Fields = appendIf(p.Fields, r.HasMarketCarbon, Field{"loaded_co2e_market_g", r.LoadedCO2eMarketG})
+	p.Fields = append(p.Fields,
+		Field{"loaded_embodied_co2e_g", r.LoadedEmbodiedCO2eG},
+		Field{"loaded_water_l", r.LoadedWaterL},
+		Field{"loaded_depreciation_cost", r.LoadedDepreciationCost},
+		Field{"loaded_energy_cost", r.LoadedEnergyCost},
+		Field{"loaded_dead_labour_cost", r.LoadedDeadLabourCost},
 		Field{"gpu_meter", string(r.GPUMeter)},
 		Field{"host_meter", string(r.HostMeter)},
+		Field{"weighting", r.Weighting},
 		Field{"gpus", strings.Join(r.Devices, ",")},
 		Field{"served", r.Served},
 		Field{"simulated", r.Simulated},
@@ -84,6 +110,14 @@ func RequestPoint(r estimator.Record) (Point, error) {
 		Field{"params_hash", r.ParamsHash},
 	)
 	return p, nil
+}
+
+// appendIf appends f when the figure it carries is known.
+func appendIf(fields []Field, known bool, f Field) []Field {
+	if !known {
+		return fields
+	}
+	return append(fields, f)
 }
 
 // IdlePoint is the deadlabour_idle point of one idle share of a device on

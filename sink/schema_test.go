@@ -51,6 +51,29 @@ func testRecord() estimator.Record {
 		HostMeter:        estimator.MethodModelled,
 		MethodVersion:    estimator.MethodVersion,
 		ParamsHash:       "9f86d081",
+
+		CO2eMarketG:            20.5,
+		HasMarketCarbon:        true,
+		WaterOnsiteL:           0.17,
+		WaterOffsiteL:          1.6,
+		TrainingCO2eG:          2.314,
+		HasTrainingCO2e:        true,
+		TrainingEnergyJ:        4000,
+		HasTrainingEnergy:      true,
+		LivingLabourS:          0.2,
+		HasLivingLabour:        true,
+		IdleUplift:             0.25,
+		LoadedGPUEnergyJ:       1543.2,
+		LoadedITEnergyJ:        1543.6,
+		LoadedFacilityEnergyJ:  1852.3,
+		LoadedCO2eG:            243.35,
+		LoadedCO2eMarketG:      25.6,
+		LoadedEmbodiedCO2eG:    0.5,
+		LoadedWaterL:           2.2,
+		LoadedDepreciationCost: 7.5e-4,
+		LoadedEnergyCost:       7.7e-5,
+		LoadedDeadLabourCost:   3.141e-3,
+		Weighting:              estimator.WeightTokens,
 	}
 }
 
@@ -69,10 +92,14 @@ func TestRequestPoint(t *testing.T) {
 		`request_id="req-7f3a",prompt_tokens=812i,completion_tokens=345i,cached_tokens=512i,reasoning_tokens=0i,` +
 		`usage_source="reported",duration_s=2.5,ttft_s=0.18,` +
 		`gpu_energy_j=1234.5678901234567,host_energy_j=0.30000000000000004,static_energy_j=1e-09,it_energy_j=1234.8678901244566,facility_energy_j=1481.842468149348,` +
-		`co2e_g=194.68,embodied_co2e_g=5e-324,water_l=1.7e+300,` +
+		`co2e_g=194.68,co2e_market_g=20.5,embodied_co2e_g=5e-324,water_l=1.7e+300,water_onsite_l=0.17,water_offsite_l=1.6,` +
 		`energy_cost=6.17e-05,depreciation_cost=0.000597,training_cost=0.002314,dead_labour_cost=0.0029727,` +
-		`gpu_meter="counter",host_meter="modelled",gpus="0,1,2,3",served=true,simulated=false,history_truncated=false,` +
-		`method_version="1",params_hash="9f86d081" 1772366402500000001`
+		`training_co2e_g=2.314,training_energy_j=4000,living_labour_s=0.2,` +
+		`idle_uplift=0.25,loaded_gpu_energy_j=1543.2,loaded_it_energy_j=1543.6,loaded_facility_energy_j=1852.3,` +
+		`loaded_co2e_g=243.35,loaded_co2e_market_g=25.6,loaded_embodied_co2e_g=0.5,loaded_water_l=2.2,` +
+		`loaded_depreciation_cost=0.00075,loaded_energy_cost=7.7e-05,loaded_dead_labour_cost=0.003141,` +
+		`gpu_meter="counter",host_meter="modelled",weighting="tokens",gpus="0,1,2,3",served=true,simulated=false,history_truncated=false,` +
+		`method_version="2",params_hash="9f86d081" 1772366402500000001`
 	if got != want {
 		t.Errorf("RequestPoint line =\n%s\nwant\n%s", got, want)
 	}
@@ -83,6 +110,7 @@ func TestRequestPointOmitsUnknown(t *testing.T) {
 	r.PromptTokens, r.CompletionTokens, r.CachedTokens, r.ReasoningTokens = -1, 7, -1, -1
 	r.FirstToken = time.Time{}
 	r.Tenant = ""
+	r.HasMarketCarbon, r.HasTrainingCO2e, r.HasTrainingEnergy, r.HasLivingLabour = false, false, false, false
 	p, err := RequestPoint(r)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +119,8 @@ func TestRequestPointOmitsUnknown(t *testing.T) {
 	for _, f := range p.Fields {
 		keys[f.Key] = true
 	}
-	for _, k := range []string{"prompt_tokens", "cached_tokens", "reasoning_tokens", "ttft_s"} {
+	for _, k := range []string{"prompt_tokens", "cached_tokens", "reasoning_tokens", "ttft_s",
+		"co2e_market_g", "loaded_co2e_market_g", "training_co2e_g", "training_energy_j", "living_labour_s"} {
 		if keys[k] {
 			t.Errorf("field %s present, want it left out", k)
 		}

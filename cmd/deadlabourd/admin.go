@@ -11,7 +11,9 @@ import (
 // feature registers its routes from its own file.
 func (d *daemon) adminMux() *http.ServeMux {
 	mux := http.NewServeMux()
+	d.requestRoutes(mux)
 	d.obs.routes(mux) // GET /metrics, /healthz, /readyz, /v1/spool (observe.go)
+	d.registerEvents(mux)
 	return mux
 }
 

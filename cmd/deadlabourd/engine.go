@@ -56,9 +56,10 @@ type engine struct {
 	out       pointSink
 	node      string
 	simulated bool
-	onRecord  func(estimator.Record) // may be nil
-	obs       engineObserver         // may be nil
-	alive     func(now time.Time)    // the systemd watchdog, after every tick; may be nil
+	onRecord  func(estimator.Record)       // may be nil
+	onSettled func([]estimator.Settlement) // may be nil: how intervals were split, for the audit
+	obs       engineObserver               // may be nil
+	alive     func(now time.Time)          // the systemd watchdog, after every tick; may be nil
 
 	warned map[string]bool // log lines said once
 }
@@ -159,6 +160,11 @@ func (e *engine) final(ctx context.Context) {
 
 func (e *engine) emit(out estimator.Output, now time.Time) {
 	points := make([]sink.Point, 0, len(out.Records)+8)
+	if e.onSettled != nil {
+		// Before the records, so that a record is never seen without the
+		// settlements that made it.
+		e.onSettled(out.Settled)
+	}
 	for _, r := range out.Records {
 		p, err := sink.RequestPoint(r)
 		if err != nil {

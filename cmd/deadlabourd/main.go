@@ -24,6 +24,7 @@ Usage:
                                                       --measure compares each GPU's counter with its power
   deadlabourd report [--since 24h] [--until T] [--by model|tenant|gpu|node|upstream] [--format table|csv|json]
                                                       totals of energy, carbon, water and cost over a period
+  deadlabourd audit [--config FILE] REQUEST_ID        show how a recent record was made, and recompute it
   deadlabourd version                                 print the version
 
 Run 'deadlabourd COMMAND -h' for the flags of a command.
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdProbe(ctx, args[1:], stdout, stderr)
 	case "report":
 		err = cmdReport(ctx, args[1:], stdout, stderr)
+	case "audit":
+		err = cmdAudit(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "deadlabourd", version())
 		return 0

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -89,6 +88,8 @@ type daemon struct {
 	proxies   []*proxyServer
 	admin     *http.Server
 	adminLn   net.Listener
+	audit     *auditStore      // nil when attribution.audit_records is 0
+	events    *requests.Events // the event API; nil without an admin listener
 	simulated bool
 	ready     atomic.Bool
 	notify    *notifier // systemd
@@ -140,7 +141,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 		}
 	}
 
-	params, err := d.params()
+	params, sources, err := d.params()
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +172,10 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 	if d.gpu != nil {
 		d.engine.gpu = d.gpu
 	}
+	if cfg.Attribution.AuditRecords > 0 {
+		d.audit = newAuditStore(ledger.Params(), sources, cfg.Attribution.AuditRecords, cfg.Attribution.AuditWindow.D())
+		d.engine.onRecord, d.engine.onSettled = d.audit.addRecord, d.audit.addSettled
+	}
 	d.obs = newObserver(d, string(hostc.Method()))
 	d.engine.obs = d.obs
 
@@ -179,38 +184,6 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 		return nil, err
 	}
 	return d, nil
-}
-
-// params builds the estimator's parameters from the config and the GPUs found.
-func (d *daemon) params() (estimator.Params, error) {
-	cfg := d.cfg
-	p := estimator.Params{
-		Node: cfg.Node, Weighting: cfg.Attribution.Weighting, PromptTokenWeight: cfg.Attribution.PromptTokenWeight,
-		SettleDelay: cfg.Attribution.SettleDelay.D(), History: cfg.Attribution.History.D(),
-		StaticWatts: cfg.Host.StaticWatts, PUE: cfg.Facility.PUE, CarbonGPerKWh: cfg.Facility.CarbonGPerKWh,
-		WUEOnsiteLPerKWh: cfg.Facility.WUEOnsiteLPerKWh, WaterOffsiteLPerKWh: cfg.Facility.WaterOffsiteLPerKWh,
-		PricePerKWh: cfg.Facility.PricePerKWh, Simulated: d.simulated,
-		Devices: map[string]estimator.DeviceParams{},
-		Models:  map[string]estimator.ModelParams{},
-	}
-	life := cfg.Facility.HostLife.D().Seconds()
-	p.Devices[estimator.HostDevice] = estimator.DeviceParams{
-		DepreciationPerSecond: cfg.Facility.HostCapex / life,
-		EmbodiedGPerSecond:    cfg.Facility.HostEmbodiedKgCO2e * 1000 / life,
-	}
-	if d.gpu != nil {
-		maps.Copy(p.Devices, gpuDeviceParams(cfg, d.gpu.Devices(), d.log))
-	}
-	for _, m := range cfg.Models {
-		if m.LifetimeTokens > 0 {
-			p.Models[m.Name] = estimator.ModelParams{
-				TrainingCostPerToken:  m.TrainingCost / m.LifetimeTokens,
-				TrainingCO2eGPerToken: m.TrainingCO2eKg * 1000 / m.LifetimeTokens,
-				LivingLabourSPerToken: m.HumanLabourHours * 3600 / m.LifetimeTokens,
-			}
-		}
-	}
-	return p, nil
 }
 
 // listen opens every listener before anything runs, so that a port in use
@@ -224,7 +197,8 @@ func (d *daemon) listen() error {
 		p, err := requests.New(requests.Options{
 			Name: u.Name, Target: u.Target, Devices: d.upstreamDevices(u), DevicesFunc: d.devicesFunc(u.Name), TenantHeader: u.TenantHeader,
 			TenantSecret: secret, MaxRequestBytes: int64(u.MaxBodyBytes), Now: nowFunc,
-			Logger: d.log.With("upstream", u.Name),
+			NoIncludeUsage: u.IncludeUsage != nil && !*u.IncludeUsage,
+			Logger:         d.log.With("upstream", u.Name),
 		}, d.queue)
 		if err != nil {
 			return fmt.Errorf("upstream %s: %w", u.Name, err)
@@ -247,7 +221,14 @@ func (d *daemon) listen() error {
 			return fmt.Errorf("admin: %w", err)
 		}
 		d.adminLn = ln
-		d.admin = &http.Server{Handler: d.adminMux(), ReadHeaderTimeout: 10 * time.Second}
+		if err := d.newEvents(); err != nil {
+			return err
+		}
+		h, err := d.adminHandler()
+		if err != nil {
+			return err
+		}
+		d.admin = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	}
 	return nil
 }
@@ -316,6 +297,7 @@ func (d *daemon) run(ctx context.Context) error {
 				serveErr <- fmt.Errorf("admin: %w", err)
 			}
 		})
+		wg.Go(func() { d.events.Run(ctx) })
 	}
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	engineDone := make(chan struct{})

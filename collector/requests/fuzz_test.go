@@ -2,48 +2,74 @@ package requests
 
 import (
 	"bytes"
+	"encoding/json"
+	"io"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
 
-// Seed corpora are in testdata/fuzz/FuzzSSE and testdata/fuzz/FuzzUsage;
-// `go test` runs them, `go test -fuzz FuzzSSE` explores from them.
-
-// events is what an sseParser hands on for stream, written in two parts cut at cut.
-func sseEvents(stream []byte, limit, cut int) []string {
-	var out []string
-	p := sseParser{limit: limit, onEvent: func(d []byte) { out = append(out, string(d)) }}
-	p.write(stream[:cut])
-	p.write(stream[cut:])
-	p.close()
-	return out
-}
+// Seed corpora are in testdata/fuzz/Fuzz*; `go test` runs them,
+// `go test -fuzz FuzzSSE` explores from them.
 
 // meterParts meters body written in two parts cut at cut. The clock is
 // constant: firstEvent is 0 when a first token was seen, -1 when not.
-func meterParts(f framing, body []byte, limit, cut int) reading {
-	m := newMeter(openAI(), f, limit, func() time.Time { return t0 })
+func meterParts(d *dialect, f framing, body []byte, limit, cut int) reading {
+	m := newMeter(d, f, limit, func() time.Time { return t0 })
 	m.write(body[:cut])
 	m.write(body[cut:])
 	m.close()
-	r := reading{usage: m.usage, hasUsage: m.hasUsage, firstEvent: -1, done: m.done}
+	r := reading{usage: m.usage, hasUsage: m.hasUsage, firstEvent: -1, done: m.done, tokens: m.tokens}
+	if !m.hasUsage {
+		r.usage = usage{}
+	}
 	if !m.firstToken.IsZero() {
 		r.firstEvent = 0
 	}
 	return r
 }
 
+// replay is what a meter should read from the documents docs: the dialect's
+// reading of each, usage merged, up to the end marker.
+func replay(d *dialect, f framing, docs []string) reading {
+	want := reading{firstEvent: -1, usage: noUsage}
+	for _, e := range docs {
+		if f == framingSSE && e == "[DONE]" {
+			want.done = true
+			break
+		}
+		dd := d.document([]byte(e))
+		if dd.hasUsage {
+			want.usage.merge(dd.usage)
+			want.hasUsage = true
+		}
+		if dd.tokens > 0 {
+			want.tokens += dd.tokens
+			want.firstEvent = 0
+		}
+		if dd.final {
+			want.done = true
+			break
+		}
+	}
+	if !want.hasUsage {
+		want.usage = usage{}
+	}
+	return want
+}
+
 // FuzzSSE: the SSE parser never panics, finds the same events however the
-// stream is cut into writes, reads CRLF as LF, and the meter keeps the last
-// usage before [DONE] and the first token's event.
+// stream is cut into writes, reads CRLF and a lone CR as LF, and the meter
+// keeps the merged usage before [DONE], the first token and the count.
 func FuzzSSE(f *testing.F) {
 	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n"), uint16(17), uint16(4096))
 	f.Fuzz(func(t *testing.T, stream []byte, cut, limit uint16) {
 		lim := 1 + int(limit)
 		at := int(cut) % (len(stream) + 1)
-		whole := sseEvents(stream, lim, 0)
-		if split := sseEvents(stream, lim, at); !slices.Equal(whole, split) {
+		whole := documents(framingSSE, stream, lim, 0)
+		if split := documents(framingSSE, stream, lim, at); !slices.Equal(whole, split) {
 			t.Fatalf("events differ with the stream cut at %d:\nwhole %q\nsplit %q", at, whole, split)
 		}
 		for _, e := range whole {
@@ -53,32 +79,49 @@ func FuzzSSE(f *testing.F) {
 		}
 		if !bytes.Contains(stream, []byte("\r")) {
 			big := len(stream) + 2 // nothing dropped
+			lf := documents(framingSSE, stream, big, 0)
 			crlf := bytes.ReplaceAll(stream, []byte("\n"), []byte("\r\n"))
-			if lf, cr := sseEvents(stream, big, 0), sseEvents(crlf, 2*big, 0); !slices.Equal(lf, cr) {
-				t.Fatalf("CRLF read differently:\n  LF %q\nCRLF %q", lf, cr)
+			if got := documents(framingSSE, crlf, 2*big, at); !slices.Equal(lf, got) {
+				t.Fatalf("CRLF read differently:\n  LF %q\nCRLF %q", lf, got)
+			}
+			cr := bytes.ReplaceAll(stream, []byte("\n"), []byte("\r"))
+			if got := documents(framingSSE, cr, big, at); !slices.Equal(lf, got) {
+				t.Fatalf("lone CR read differently:\nLF %q\nCR %q", lf, got)
 			}
 		}
+		for _, path := range []string{"/v1/chat/completions", "/generate_stream", "/completion"} {
+			d := endpoints()[path].dialect
+			got := meterParts(d, framingSSE, stream, lim, 0)
+			if split := meterParts(d, framingSSE, stream, lim, at); split != got {
+				t.Fatalf("%s: meter differs with the stream cut at %d: %+v, whole %+v", path, at, split, got)
+			}
+			if want := replay(d, framingSSE, whole); got != want {
+				t.Fatalf("%s: meter read %+v, want %+v from the events %q", path, got, want, whole)
+			}
+		}
+	})
+}
 
-		got := meterParts(framingSSE, stream, lim, 0)
-		if split := meterParts(framingSSE, stream, lim, at); split != got {
-			t.Fatalf("meter differs with the stream cut at %d: %+v, whole %+v", at, split, got)
+// FuzzNDJSON: the NDJSON reader finds the same lines however the stream is
+// cut, and the Ollama meter reads them as the dialect does one by one.
+func FuzzNDJSON(f *testing.F) {
+	f.Add([]byte("{\"message\":{\"content\":\"a\"},\"done\":false}\n{\"done\":true,\"prompt_eval_count\":3,\"eval_count\":1}\n"), uint16(9), uint16(4096))
+	f.Fuzz(func(t *testing.T, stream []byte, cut, limit uint16) {
+		lim := 1 + int(limit)
+		at := int(cut) % (len(stream) + 1)
+		whole := documents(framingNDJSON, stream, lim, 0)
+		if split := documents(framingNDJSON, stream, lim, at); !slices.Equal(whole, split) {
+			t.Fatalf("lines differ with the stream cut at %d:\nwhole %q\nsplit %q", at, whole, split)
 		}
-		want := reading{firstEvent: -1}
 		for _, e := range whole {
-			if e == "[DONE]" {
-				want.done = true
-				break
-			}
-			u, hasUsage, hasToken := openAIDocument([]byte(e))
-			if hasUsage {
-				want.usage, want.hasUsage = u, true
-			}
-			if hasToken {
-				want.firstEvent = 0
+			if len(e) > lim || strings.TrimSpace(e) != e || e == "" {
+				t.Fatalf("line %q handed on with a limit of %d", e, lim)
 			}
 		}
-		if got != want {
-			t.Fatalf("meter read %+v, want %+v from the events %q", got, want, whole)
+		d := endpoints()["/api/chat"].dialect
+		got := meterParts(d, framingNDJSON, stream, lim, at)
+		if want := replay(d, framingNDJSON, whole); got != want {
+			t.Fatalf("meter read %+v, want %+v from the lines %q", got, want, whole)
 		}
 	})
 }
@@ -91,26 +134,157 @@ func FuzzUsage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, cut, limit uint16) {
 		lim := 1 + int(limit)
 		at := int(cut) % (len(body) + 1)
-		got := meterParts(framingJSON, body, lim, 0)
-		if split := meterParts(framingJSON, body, lim, at); split != got {
-			t.Fatalf("differs with the body cut at %d: %+v, whole %+v", at, split, got)
-		}
-		if got.firstEvent != -1 {
-			t.Fatalf("a whole body set FirstToken")
-		}
-		if len(body) <= lim {
-			u, hasUsage, _ := openAIDocument(body)
-			if want := (reading{usage: u, hasUsage: hasUsage, firstEvent: -1}); got != want {
-				t.Fatalf("read %+v, want %+v as a whole document", got, want)
+		for _, path := range []string{"/v1/chat/completions", "/api/chat", "/generate", "/completion"} {
+			d := endpoints()[path].dialect
+			got := meterParts(d, framingJSON, body, lim, 0)
+			if split := meterParts(d, framingJSON, body, lim, at); split != got {
+				t.Fatalf("%s: differs with the body cut at %d: %+v, whole %+v", path, at, split, got)
+			}
+			if got.firstEvent != -1 || got.tokens != 0 {
+				t.Fatalf("%s: a whole body set FirstToken or counted tokens: %+v", path, got)
+			}
+			if len(body) <= lim {
+				dd := d.document(body)
+				want := reading{firstEvent: -1}
+				if dd.hasUsage {
+					want.usage, want.hasUsage = noUsage, true
+					want.usage.merge(dd.usage)
+				}
+				if got != want {
+					t.Fatalf("%s: read %+v, want %+v as a whole document", path, got, want)
+				}
+			}
+			for _, n := range []int64{got.usage.prompt, got.usage.completion, got.usage.cached, got.usage.reasoning} {
+				if got.hasUsage && n < -1 {
+					t.Fatalf("%s: count %d in %+v", path, n, got.usage)
+				}
+			}
+			if got.hasUsage && got.usage.prompt < 0 && got.usage.completion < 0 {
+				t.Fatalf("%s: usage reported with neither prompt nor completion: %+v", path, got.usage)
 			}
 		}
-		for _, n := range []int64{got.usage.prompt, got.usage.completion, got.usage.cached, got.usage.reasoning} {
-			if got.hasUsage && n < -1 {
-				t.Fatalf("count %d in %+v", n, got.usage)
+	})
+}
+
+// FuzzJSONEdit: the edits of the proxy keep a document valid JSON, change
+// only what they mean to, and never touch what they cannot read.
+func FuzzJSONEdit(f *testing.F) {
+	f.Add([]byte(`{"model":"m","stream":true,"messages":[]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var before map[string]any
+		valid := json.Unmarshal(body, &before) == nil && before != nil
+		if out, ok := addIncludeUsage(body); ok {
+			if !valid {
+				t.Fatalf("edited a body that is not a JSON object: %q -> %q", body, out)
+			}
+			var after map[string]any
+			if err := json.Unmarshal(out, &after); err != nil {
+				t.Fatalf("edit broke the JSON: %q -> %q: %v", body, out, err)
+			}
+			so, _ := after["stream_options"].(map[string]any)
+			if so == nil || so["include_usage"] != true {
+				t.Fatalf("no include_usage in %q", out)
+			}
+			delete(after, "stream_options")
+			wantSO, _ := before["stream_options"].(map[string]any)
+			delete(before, "stream_options")
+			if !reflect.DeepEqual(before, after) {
+				t.Fatalf("other members changed: %q -> %q", body, out)
+			}
+			delete(so, "include_usage")
+			if wantSO != nil {
+				delete(wantSO, "include_usage")
+				if !reflect.DeepEqual(so, wantSO) {
+					t.Fatalf("stream_options changed beyond include_usage: %q -> %q", body, out)
+				}
+			}
+		} else if !bytes.Equal(out, body) {
+			t.Fatal("an unedited body changed")
+		}
+		if out, ok := removeNullUsage(body); ok {
+			var after map[string]any
+			if err := json.Unmarshal(out, &after); err != nil || !valid {
+				t.Fatalf("edit broke the JSON: %q -> %q: %v", body, out, err)
+			}
+			if v, had := before["usage"]; !had || v != nil {
+				t.Fatalf("removed a usage that was not null: %q", body)
+			}
+			delete(before, "usage")
+			if !reflect.DeepEqual(before, after) {
+				t.Fatalf("other members changed: %q -> %q", body, out)
 			}
 		}
-		if got.hasUsage && got.usage.prompt < 0 && got.usage.completion < 0 {
-			t.Fatalf("usage reported with neither prompt nor completion: %+v", got.usage)
+	})
+}
+
+// FuzzFilter: a stream passes the include_usage filter unchanged, however it
+// is cut into reads, unless it holds a usage-only chunk or "usage":null;
+// and the filter never makes a stream longer.
+func FuzzFilter(f *testing.F) {
+	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n"), uint8(5))
+	f.Fuzz(func(t *testing.T, stream []byte, step uint8) {
+		n := 1 + int(step)
+		out := filterAll(stream, n, 1<<16)
+		if len(out) > len(stream) {
+			t.Fatalf("filter made the stream longer: %q -> %q", stream, out)
+		}
+		if whole := filterAll(stream, len(stream)+1, 1<<16); !bytes.Equal(whole, out) {
+			t.Fatalf("reads of %d bytes: %q, one read: %q", n, out, whole)
+		}
+		if !bytes.Contains(stream, []byte(`"usage"`)) && !bytes.Equal(out, stream) {
+			t.Fatalf("a stream without usage changed: %q -> %q", stream, out)
+		}
+	})
+}
+
+// filterAll passes stream through a usage filter that reads n bytes at a time.
+func filterAll(stream []byte, n, limit int) []byte {
+	b := &meteredBody{
+		ReadCloser: io.NopCloser(&stepReader{b: stream, n: n}),
+		meter:      newMeter(openAI(), framingSSE, limit, func() time.Time { return t0 }),
+		filter:     newUsageFilter(limit),
+	}
+	out, _ := io.ReadAll(b)
+	return out
+}
+
+type stepReader struct {
+	b []byte
+	n int
+}
+
+func (r *stepReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	k := copy(p[:min(len(p), r.n)], r.b)
+	r.b = r.b[k:]
+	return k, nil
+}
+
+// FuzzFilterMeter: metering through the filter (which meters some events
+// after it released them) reads a stream as metering it directly does.
+func FuzzFilterMeter(f *testing.F) {
+	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n"), uint8(5), uint16(200))
+	f.Fuzz(func(t *testing.T, stream []byte, step uint8, limit uint16) {
+		lim := 1 + int(limit)
+		b := &meteredBody{
+			ReadCloser: io.NopCloser(&stepReader{b: stream, n: 1 + int(step)}),
+			meter:      newMeter(openAI(), framingSSE, lim, func() time.Time { return t0 }),
+			filter:     newUsageFilter(lim),
+		}
+		io.ReadAll(b)
+		b.settle()
+		b.meter.close()
+		got := reading{usage: b.meter.usage, hasUsage: b.meter.hasUsage, firstEvent: -1, done: b.meter.done, tokens: b.meter.tokens}
+		if !got.hasUsage {
+			got.usage = usage{}
+		}
+		if !b.meter.firstToken.IsZero() {
+			got.firstEvent = 0
+		}
+		if want := meterParts(openAI(), framingSSE, stream, lim, 0); got != want {
+			t.Fatalf("through the filter %+v, directly %+v", got, want)
 		}
 	})
 }

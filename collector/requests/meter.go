@@ -2,11 +2,14 @@ package requests
 
 import (
 	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"encoding/json"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -14,26 +17,50 @@ import (
 type framing int
 
 const (
-	framingNone framing = iota // not read: another type, or an encoded body
-	framingJSON                // one JSON document
-	framingSSE                 // text/event-stream, one document per event
+	framingNone   framing = iota // not read: another type
+	framingJSON                  // one JSON document
+	framingSSE                   // text/event-stream, one document per event
+	framingNDJSON                // application/x-ndjson (Ollama), one document per line
 )
 
-// framingOf tells how to read a response from its headers. A compressed body
-// is not read (its usage stays unknown): the proxy forwards Accept-Encoding
-// as the client sent it, and inference servers rarely compress.
+// framingOf tells how to read a response from its Content-Type.
 func framingOf(h http.Header) framing {
-	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		return framingNone
-	}
 	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
 	switch mt {
 	case "text/event-stream":
 		return framingSSE
 	case "application/json":
 		return framingJSON
+	case "application/x-ndjson", "application/jsonl", "application/json-lines":
+		return framingNDJSON
 	}
 	return framingNone
+}
+
+// Content codings the meter decodes on the side (the client still gets the
+// body as the upstream encoded it). Any other coding leaves usage unknown.
+const (
+	codingIdentity = ""
+	codingGzip     = "gzip"
+	codingDeflate  = "deflate"
+)
+
+// codingOf is the response's content coding, lower case; "" for identity.
+func codingOf(h http.Header) string {
+	ce := strings.ToLower(strings.TrimSpace(h.Get("Content-Encoding")))
+	switch ce {
+	case "", "identity":
+		return codingIdentity
+	case "x-gzip":
+		return codingGzip
+	}
+	return ce
+}
+
+// eventInfo is what the meter saw in the last event it was shown (filter).
+type eventInfo struct {
+	data      bool // the event had data
+	usageOnly bool // it was an OpenAI usage-only chunk
 }
 
 // meter reads a response as it passes and keeps what it says about usage
@@ -43,23 +70,46 @@ type meter struct {
 	framing framing
 	limit   int
 	now     func() time.Time
-	key     []byte // `"usage"`, quoted
+	key     []byte // `"usage"` (the dialect's usage key, quoted), or nil
 
-	sse  sseParser
-	body []byte // JSON: the body so far, or its tail once over limit
-	over bool   // JSON: the body was larger than limit
+	lines lineSplitter
+	sse   sseEvent
+	body  []byte // JSON: the body so far, or its tail once over limit
+	over  bool   // JSON: the body was larger than limit
+	dec   *decoder
 
 	usage      usage
 	hasUsage   bool
 	firstToken time.Time
-	done       bool // the stream said [DONE]
+	tokens     int64 // generated tokens counted from the stream
+	text       int64 // bytes of generated text in a whole body; -1 when it could not be read
+	done       bool  // the stream said it was complete ([DONE], done:true, stop:true)
+	failed     bool  // an error object came in the body
+	docs       int   // documents read
+	last       eventInfo
 	closed     bool
 }
 
 func newMeter(d *dialect, f framing, limit int, now func() time.Time) *meter {
-	m := &meter{dialect: d, framing: f, limit: limit, now: now, key: []byte(`"` + d.usageKey + `"`)}
-	m.sse = sseParser{limit: limit, onEvent: m.event}
+	m := &meter{dialect: d, framing: f, limit: limit, now: now, usage: noUsage, text: -1}
+	if d.usageKey != "" {
+		m.key = []byte(`"` + d.usageKey + `"`)
+	}
+	m.lines.limit = limit
 	return m
+}
+
+// headerUsage records counts read from the response headers; the body's
+// own counts, where it has them, win over them.
+func (m *meter) headerUsage(u usage) {
+	m.usage.merge(u)
+	m.hasUsage = true
+}
+
+// decode makes the meter read the body through a decoder of coding (gzip or
+// deflate) on its own goroutine; close waits for it.
+func (m *meter) decode(coding string) {
+	m.dec = startDecoder(coding, m.feed)
 }
 
 // write shows the meter the next bytes of the body.
@@ -67,9 +117,20 @@ func (m *meter) write(p []byte) {
 	if m.closed {
 		return
 	}
+	if m.dec != nil {
+		m.dec.write(p)
+		return
+	}
+	m.feed(p)
+}
+
+// feed reads decoded bytes of the body.
+func (m *meter) feed(p []byte) {
 	switch m.framing {
 	case framingSSE:
-		m.sse.write(p)
+		m.lines.write(p, m.sseLine)
+	case framingNDJSON:
+		m.lines.write(p, m.ndjsonLine)
 	case framingJSON:
 		m.body = append(m.body, p...)
 		if len(m.body) > m.limit {
@@ -88,48 +149,68 @@ func (m *meter) close() {
 		return
 	}
 	m.closed = true
+	if m.dec != nil {
+		m.dec.close()
+	}
+	m.finish()
+}
+
+func (m *meter) finish() {
 	switch m.framing {
 	case framingSSE:
-		m.sse.close()
+		m.lines.close(m.sseLine)
+		m.dispatch()
+		m.sse.data = nil
+	case framingNDJSON:
+		m.lines.close(m.ndjsonLine)
 	case framingJSON:
 		if !m.over {
-			m.event(m.body)
-		} else {
+			m.document(m.body)
+		} else if m.key != nil {
 			m.tail(m.body[len(m.body)-m.limit:])
 		}
 		m.body = nil
 	}
 }
 
-// event reads one JSON document: a whole body or one event's data. The
-// last usage block seen wins: servers that report usage on every chunk
-// report it cumulatively, so summing would count tokens twice.
-func (m *meter) event(doc []byte) {
+// document reads one JSON document: a whole body, one event's data or one
+// line. The last usage block seen wins: servers that report usage on every
+// chunk report it cumulatively, so summing would count tokens twice.
+func (m *meter) document(b []byte) {
 	if m.done {
-		return
+		return // nothing after the end counts
 	}
-	if bytes.Equal(doc, []byte("[DONE]")) {
+	if m.framing == framingSSE && bytes.Equal(b, []byte("[DONE]")) {
 		m.done = true
 		return
 	}
-	// Once the first token is seen only usage matters: skip the decoding of
-	// the chunks that cannot carry it.
-	if (!m.firstToken.IsZero() || m.framing != framingSSE) && !bytes.Contains(doc, m.key) {
-		return
+	d := m.dialect.document(b)
+	m.docs++
+	if d.hasUsage {
+		m.usage.merge(d.usage)
+		m.hasUsage = true
 	}
-	u, hasUsage, hasToken := m.dialect.document(doc)
-	if hasUsage {
-		m.usage, m.hasUsage = u, true
+	m.failed = m.failed || d.failed
+	m.last.usageOnly = d.usageOnly
+	if m.framing == framingJSON {
+		if len(b) > 0 && (d.hasUsage || d.text > 0 || json.Valid(b)) {
+			m.text = d.text
+		}
+		return // a whole body says nothing about when its first token came
 	}
-	// Only a stream shows when its first token came; a whole body says
-	// nothing about it.
-	if hasToken && m.firstToken.IsZero() && m.framing == framingSSE {
-		m.firstToken = m.now()
+	if d.tokens > 0 {
+		m.tokens += d.tokens
+		if m.firstToken.IsZero() {
+			m.firstToken = m.now()
+		}
+	}
+	if d.final {
+		m.done = true
 	}
 }
 
 // tail finds the usage block in the end of a body too large to keep whole.
-// An unescaped "usage" followed by a colon can only be a key (inside a JSON
+// An unescaped key followed by a colon can only be a key (inside a JSON
 // string its quotes would be escaped), and servers write usage after the
 // choices, so the last such key whose value is an object is the one.
 func (m *meter) tail(t []byte) {
@@ -149,123 +230,240 @@ func (m *meter) tail(t []byte) {
 		}
 		doc := make([]byte, 0, len(m.key)+len(obj)+3)
 		doc = append(append(append(append(doc, '{'), m.key...), ':'), obj...)
-		if u, ok, _ := m.dialect.document(append(doc, '}')); ok {
-			m.usage, m.hasUsage = u, true
+		if d := m.dialect.document(append(doc, '}')); d.hasUsage {
+			m.usage.merge(d.usage)
+			m.hasUsage = true
 			return
 		}
 	}
 }
 
-// sseParser cuts a text/event-stream into events and hands on their data
-// (the lines "data: ..." of an event joined by "\n"). Lines end in LF or
-// CRLF; a lone CR, which the SSE standard also allows, is not an end of line
-// here: no inference server sends one. Comments (keep-alives) and fields
-// other than data are skipped. A line or an event's data longer than limit
-// is dropped whole, so memory stays bounded whatever the upstream sends.
-type sseParser struct {
-	limit   int
-	onEvent func(data []byte)
-
-	line    []byte // an unfinished line carried over from the last write
-	long    bool   // the current line is over limit: skip to its end
-	data    []byte // the data of the event being read
-	dropped bool   // the current event's data is over limit
-}
-
-func (p *sseParser) write(b []byte) {
-	for len(b) > 0 {
-		i := bytes.IndexByte(b, '\n')
-		if i < 0 {
-			p.carry(b)
-			return
-		}
-		part := b[:i]
-		b = b[i+1:]
-		switch {
-		case p.long:
-			p.long = false
-		case len(p.line)+len(part) > p.limit:
-			// too long: dropped
-		case len(p.line) > 0:
-			p.line = append(p.line, part...)
-			p.handle(p.line)
-		default:
-			p.handle(part)
-		}
-		p.line = p.line[:0]
+// ndjsonLine reads one line of an NDJSON stream.
+func (m *meter) ndjsonLine(line []byte) {
+	if line = bytes.TrimSpace(line); len(line) > 0 {
+		m.last.data = true
+		m.document(line)
 	}
 }
 
-// carry keeps the start of a line that the next write will finish.
-func (p *sseParser) carry(b []byte) {
-	if p.long {
-		return
-	}
-	if len(p.line)+len(b) > p.limit {
-		p.long = true
-		p.line = p.line[:0]
-		return
-	}
-	p.line = append(p.line, b...)
+// sseEvent is the event an SSE stream is in the middle of: the lines
+// "data: ..." joined by "\n". Comments (keep-alives) and fields other than
+// data are skipped. An event's data longer than limit is dropped whole.
+type sseEvent struct {
+	data    []byte
+	dropped bool // the event's data is over limit
 }
 
-func (p *sseParser) handle(line []byte) {
-	line = bytes.TrimSuffix(line, []byte("\r"))
+func (m *meter) sseLine(line []byte) {
 	if len(line) == 0 {
-		p.dispatch()
+		m.dispatch()
 		return
 	}
+	e := &m.sse
 	field, value, _ := bytes.Cut(line, []byte(":"))
-	if !bytes.Equal(field, []byte("data")) || p.dropped {
+	if !bytes.Equal(field, []byte("data")) || e.dropped {
 		return // a comment (empty field), event:, id:, retry:
 	}
 	value = bytes.TrimPrefix(value, []byte(" "))
 	extra := len(value)
-	if len(p.data) > 0 {
+	if len(e.data) > 0 {
 		extra++
 	}
-	if len(p.data)+extra > p.limit {
-		p.dropped = true
+	if len(e.data)+extra > m.limit {
+		e.dropped = true
 		return
 	}
-	if len(p.data) > 0 {
-		p.data = append(p.data, '\n')
+	if len(e.data) > 0 {
+		e.data = append(e.data, '\n')
 	}
-	p.data = append(p.data, value...)
+	e.data = append(e.data, value...)
 }
 
-func (p *sseParser) dispatch() {
-	if len(p.data) > 0 && !p.dropped {
-		p.onEvent(p.data)
+func (m *meter) dispatch() {
+	e := &m.sse
+	if len(e.data) > 0 && !e.dropped {
+		m.last.data = true
+		m.document(e.data)
 	}
-	p.data = p.data[:0]
-	p.dropped = false
+	e.data = e.data[:0]
+	e.dropped = false
 }
 
-// close ends the stream: a last line with no newline, and a last event with
-// no blank line after it, still count.
-func (p *sseParser) close() {
-	if len(p.line) > 0 && !p.long {
-		p.handle(p.line)
+// lineSplitter cuts a byte stream into lines ending in LF, CRLF or a lone
+// CR (all three end a line in SSE). A line longer than limit is dropped
+// whole, so memory stays bounded whatever the upstream sends.
+type lineSplitter struct {
+	limit  int
+	line   []byte // an unfinished line carried over from the last write
+	long   bool   // the current line is over limit: skip to its end
+	skipLF bool   // the last write ended in CR: a LF starting the next one belongs to it
+}
+
+func (s *lineSplitter) write(b []byte, onLine func([]byte)) {
+	if s.skipLF && len(b) > 0 {
+		s.skipLF = false
+		if b[0] == '\n' {
+			b = b[1:]
+		}
 	}
-	p.line, p.long = nil, false
-	p.dispatch()
-	p.data = nil
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		head := b
+		if i >= 0 {
+			head = b[:i]
+		}
+		next := i + 1
+		if j := bytes.IndexByte(head, '\r'); j >= 0 {
+			i, next = j, j+1
+			switch {
+			case j+1 < len(b) && b[j+1] == '\n':
+				next = j + 2
+			case j+1 == len(b):
+				s.skipLF = true
+			}
+		}
+		if i < 0 {
+			s.carry(b)
+			return
+		}
+		part := b[:i]
+		b = b[next:]
+		switch {
+		case s.long:
+			s.long = false
+		case len(s.line)+len(part) > s.limit:
+			// too long: dropped
+		case len(s.line) > 0:
+			s.line = append(s.line, part...)
+			onLine(s.line)
+		default:
+			onLine(part)
+		}
+		s.line = s.line[:0]
+	}
+}
+
+// carry keeps the start of a line that the next write will finish.
+func (s *lineSplitter) carry(b []byte) {
+	if s.long {
+		return
+	}
+	if len(s.line)+len(b) > s.limit {
+		s.long = true
+		s.line = s.line[:0]
+		return
+	}
+	s.line = append(s.line, b...)
+}
+
+// close ends the stream: a last line with no line end still counts.
+func (s *lineSplitter) close(onLine func([]byte)) {
+	if len(s.line) > 0 && !s.long {
+		onLine(s.line)
+	}
+	s.line, s.long, s.skipLF = nil, false, false
+}
+
+// decoder decompresses a copy of the body on its own goroutine, for a meter
+// that must read a gzip or deflate body the client gets as it is.
+type decoder struct {
+	pw   *io.PipeWriter
+	done chan struct{}
+	once sync.Once
+}
+
+func startDecoder(coding string, feed func([]byte)) *decoder {
+	pr, pw := io.Pipe()
+	d := &decoder{pw: pw, done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		// Whatever happens, read the pipe to its end: a write must never
+		// block the response on a decoder that gave up.
+		defer io.Copy(io.Discard, pr)
+		var r io.Reader
+		var err error
+		switch coding {
+		case codingGzip:
+			r, err = gzip.NewReader(pr)
+		case codingDeflate:
+			r, err = zlib.NewReader(pr)
+		}
+		if err != nil {
+			return
+		}
+		buf := make([]byte, 16<<10)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				feed(buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return d
+}
+
+func (d *decoder) write(p []byte) { _, _ = d.pw.Write(p) }
+
+// close ends the compressed stream and waits for the decoder.
+func (d *decoder) close() {
+	d.once.Do(func() {
+		d.pw.Close()
+		<-d.done
+	})
 }
 
 // meteredBody is an upstream response body that shows every byte it passes
-// to a meter, and remembers how reading it ended.
+// to a meter, and remembers how reading it ended. With a filter it also
+// edits the stream (see usageFilter).
+//
+// Bytes are metered after they are handed on, at the next Read: parsing
+// them never delays an event on its way to the client. The proxy's end of
+// the request meters what is left (see settle).
 type meteredBody struct {
 	io.ReadCloser
-	meter *meter
-	eof   bool  // read to the end
-	err   error // the first read error, other than io.EOF
+	meter   *meter
+	filter  *usageFilter
+	pending []byte // handed on, not yet metered (a copy: the caller reuses its buffer)
+	eof     bool   // read to the end
+	err     error  // the first read error, other than io.EOF
+	bytes   int64  // bytes read from the upstream
 }
 
 func (b *meteredBody) Read(p []byte) (int, error) {
+	if b.filter != nil {
+		return b.filter.read(b, p)
+	}
+	b.settle()
 	n, err := b.ReadCloser.Read(p)
-	if n > 0 {
-		b.meter.write(p[:n])
+	if err != nil {
+		b.saw(p[:n], err)
+		return n, err
+	}
+	b.bytes += int64(n)
+	b.pending = append(b.pending, p[:n]...)
+	return n, err
+}
+
+// settle meters the bytes handed on and not yet metered.
+func (b *meteredBody) settle() {
+	if len(b.pending) > 0 {
+		b.meter.write(b.pending)
+		b.pending = b.pending[:0]
+	}
+	if b.filter != nil {
+		b.filter.settle(b.meter)
+	}
+}
+
+// saw meters the bytes read and notes how the read ended.
+func (b *meteredBody) saw(p []byte, err error) {
+	b.settle()
+	b.bytes += int64(len(p))
+	if len(p) > 0 {
+		b.meter.write(p)
 	}
 	switch {
 	case err == io.EOF:
@@ -274,5 +472,4 @@ func (b *meteredBody) Read(p []byte) (int, error) {
 	case err != nil && b.err == nil:
 		b.err = err
 	}
-	return n, err
 }

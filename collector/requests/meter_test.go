@@ -1,6 +1,10 @@
 package requests
 
 import (
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -8,6 +12,28 @@ import (
 )
 
 func openAI() *dialect { return endpoints()["/v1/chat/completions"].dialect }
+
+// collector is a dialect that keeps every document it is shown.
+func collector(docs *[]string) *dialect {
+	return &dialect{document: func(b []byte) doc {
+		*docs = append(*docs, string(b))
+		return doc{}
+	}}
+}
+
+// events is what a meter of framing f hands on as documents for stream,
+// written in two parts cut at cut.
+func documents(f framing, stream []byte, limit, cut int) []string {
+	var out []string
+	m := newMeter(collector(&out), f, limit, func() time.Time { return t0 })
+	m.write(stream[:cut])
+	m.write(stream[cut:])
+	m.close()
+	if m.done && f == framingSSE && (len(out) == 0 || out[len(out)-1] != "[DONE]") {
+		out = append(out, "[DONE]") // the meter keeps [DONE] from the dialect
+	}
+	return out
+}
 
 var t0 = time.Unix(1700000000, 0)
 
@@ -17,6 +43,7 @@ type reading struct {
 	hasUsage   bool
 	firstEvent int // index of the event that set FirstToken, -1 for none
 	done       bool
+	tokens     int64 // counted from the stream
 }
 
 // readAll meters parts one after the other; the clock reads the index of
@@ -30,7 +57,10 @@ func readAll(f framing, limit int, parts []string) reading {
 	}
 	m.close()
 	m.close() // idempotent
-	r := reading{usage: m.usage, hasUsage: m.hasUsage, firstEvent: -1, done: m.done}
+	r := reading{usage: m.usage, hasUsage: m.hasUsage, firstEvent: -1, done: m.done, tokens: m.tokens}
+	if !m.hasUsage {
+		r.usage = usage{}
+	}
 	if !m.firstToken.IsZero() {
 		r.firstEvent = int(m.firstToken.Sub(t0) / time.Second)
 	}
@@ -55,55 +85,65 @@ func u(prompt, completion, cached, reasoning int64) usage {
 	return usage{prompt: prompt, completion: completion, cached: cached, reasoning: reasoning}
 }
 
+// rd is a reading with usage u; r0 one without usage.
+func rd(u usage, first int, done bool, tokens int64) reading {
+	return reading{usage: u, hasUsage: true, firstEvent: first, done: done, tokens: tokens}
+}
+
+func r0(first int, done bool, tokens int64) reading {
+	return reading{firstEvent: first, done: done, tokens: tokens}
+}
+
 func TestMeterJSON(t *testing.T) {
 	full := `{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30,` +
 		`"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":6}}}`
 	padding := strings.Repeat("z", 300)
+	none := r0(-1, false, 0)
 	tests := []struct {
 		name  string
 		body  string
 		limit int
 		want  reading
 	}{
-		{"full usage", full, 1 << 20, reading{u(10, 20, 4, 6), true, -1, false}},
-		{"no details", `{"usage":{"prompt_tokens":3,"completion_tokens":4}}`, 1 << 20, reading{u(3, 4, -1, -1), true, -1, false}},
-		{"details null", `{"usage":{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":null}}`, 1 << 20, reading{u(3, 4, -1, -1), true, -1, false}},
-		{"embeddings shape", `{"data":[],"usage":{"prompt_tokens":8,"total_tokens":8}}`, 1 << 20, reading{u(8, -1, -1, -1), true, -1, false}},
-		{"negative count", `{"usage":{"prompt_tokens":-3,"completion_tokens":4}}`, 1 << 20, reading{u(-1, 4, -1, -1), true, -1, false}},
-		{"a count of the wrong type", `{"usage":{"prompt_tokens":"3","completion_tokens":4}}`, 1 << 20, reading{u(-1, 4, -1, -1), true, -1, false}},
-		{"a fraction and a null", `{"usage":{"prompt_tokens":12.5,"completion_tokens":null}}`, 1 << 20, reading{firstEvent: -1}},
-		{"usage null", `{"usage":null}`, 1 << 20, reading{firstEvent: -1}},
-		{"key in another case", `{"Usage":{"prompt_tokens":3,"completion_tokens":4}}`, 1 << 20, reading{firstEvent: -1}},
-		{"key through an escape", `{"\u0075sage":{"prompt_tokens":3,"completion_tokens":4}}`, 1 << 20, reading{firstEvent: -1}},
-		{"usage empty", `{"usage":{}}`, 1 << 20, reading{firstEvent: -1}},
-		{"no usage", `{"choices":[{"text":"hello"}]}`, 1 << 20, reading{firstEvent: -1}},
-		{"broken JSON", `{"usage":{"prompt_tokens":3,`, 1 << 20, reading{firstEvent: -1}},
-		{"an error", `{"error":{"message":"no"}}`, 1 << 20, reading{firstEvent: -1}},
-		{"empty", ``, 1 << 20, reading{firstEvent: -1}},
+		{"full usage", full, 1 << 20, rd(u(10, 20, 4, 6), -1, false, 0)},
+		{"no details", `{"usage":{"prompt_tokens":3,"completion_tokens":4}}`, 1 << 20, rd(u(3, 4, -1, -1), -1, false, 0)},
+		{"details null", `{"usage":{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":null}}`, 1 << 20, rd(u(3, 4, -1, -1), -1, false, 0)},
+		{"embeddings shape", `{"data":[],"usage":{"prompt_tokens":8,"total_tokens":8}}`, 1 << 20, rd(u(8, -1, -1, -1), -1, false, 0)},
+		{"negative count", `{"usage":{"prompt_tokens":-3,"completion_tokens":4}}`, 1 << 20, rd(u(-1, 4, -1, -1), -1, false, 0)},
+		{"a count of the wrong type", `{"usage":{"prompt_tokens":"3","completion_tokens":4}}`, 1 << 20, rd(u(-1, 4, -1, -1), -1, false, 0)},
+		{"a fraction and a null", `{"usage":{"prompt_tokens":12.5,"completion_tokens":null}}`, 1 << 20, none},
+		{"usage null", `{"usage":null}`, 1 << 20, none},
+		{"key in another case", `{"Usage":{"prompt_tokens":3,"completion_tokens":4}}`, 1 << 20, none},
+		{"key through an escape", `{"\u0075sage":{"prompt_tokens":3,"completion_tokens":4}}`, 1 << 20, none},
+		{"usage empty", `{"usage":{}}`, 1 << 20, none},
+		{"no usage", `{"choices":[{"text":"hello"}]}`, 1 << 20, none},
+		{"broken JSON", `{"usage":{"prompt_tokens":3,`, 1 << 20, none},
+		{"an error", `{"error":{"message":"no"}}`, 1 << 20, none},
+		{"empty", ``, 1 << 20, none},
 		{
 			"over the limit, usage in the tail",
 			`{"choices":[{"text":"` + padding + `"}],"usage":{"prompt_tokens":1,"completion_tokens":2}}`, 100,
-			reading{u(1, 2, -1, -1), true, -1, false},
+			rd(u(1, 2, -1, -1), -1, false, 0),
 		},
 		{
 			"over the limit, quoted usage in the text is not a key",
 			`{"usage":{"prompt_tokens":5,"completion_tokens":5},"choices":[{"text":"` + padding + ` \"usage\": {\"prompt_tokens\": 99}"}]}`, 100,
-			reading{firstEvent: -1},
+			none,
 		},
 		{
 			"over the limit, a later key that is not an object is skipped",
 			`{"choices":[{"text":"` + padding + `"}],"usage":{"prompt_tokens":1,"completion_tokens":2},"x":{"usage":7}}`, 100,
-			reading{u(1, 2, -1, -1), true, -1, false},
+			rd(u(1, 2, -1, -1), -1, false, 0),
 		},
 		{
 			"over the limit, usage only at the start",
 			`{"usage":{"prompt_tokens":1,"completion_tokens":2},"choices":[{"text":"` + padding + `"}]}`, 100,
-			reading{firstEvent: -1},
+			none,
 		},
 		{
 			"over the limit, usage cut by the start of the tail",
 			`{"choices":[{"text":"` + padding + `"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"pad":"` + padding + `"}}`, 100,
-			reading{firstEvent: -1},
+			none,
 		},
 	}
 	for _, tt := range tests {
@@ -117,6 +157,31 @@ func TestMeterJSON(t *testing.T) {
 	}
 }
 
+// TestMeterJSONText: a whole body's generated text is measured for an
+// estimate, and only when the body is a readable document.
+func TestMeterJSONText(t *testing.T) {
+	tests := []struct {
+		body   string
+		want   int64
+		failed bool
+	}{
+		{`{"choices":[{"message":{"content":"hello world"}}]}`, 11, false},
+		{`{"choices":[{"text":"abcd"},{"text":"efgh"}]}`, 8, false},
+		{`{"choices":[{"message":{"content":""}}]}`, 0, false},
+		{`{"choices":[{"message":{"content":"x"`, -1, false},
+		{`{"error":{"message":"overloaded"}}`, 0, true},
+		{`{"object":"error","message":"x"}`, 0, true},
+	}
+	for _, tt := range tests {
+		m := newMeter(openAI(), framingJSON, 1<<20, time.Now)
+		m.write([]byte(tt.body))
+		m.close()
+		if m.text != tt.want || m.failed != tt.failed {
+			t.Errorf("%s: text %d, failed %v; want %d, %v", tt.body, m.text, m.failed, tt.want, tt.failed)
+		}
+	}
+}
+
 func TestMeterSSE(t *testing.T) {
 	const (
 		role   = `data: {"choices":[{"delta":{"role":"assistant","content":""}}]}` + "\n\n"
@@ -125,7 +190,7 @@ func TestMeterSSE(t *testing.T) {
 		done   = "data: [DONE]\n\n"
 		nulled = `data: {"choices":[{"delta":{"content":"x"}}],"usage":null}` + "\n\n"
 	)
-	want := reading{u(7, 3, 2, -1), true, 1, true}
+	want := rd(u(7, 3, 2, -1), 1, true, 2)
 	tests := []struct {
 		name   string
 		events []string // each is one write; the clock reads its index
@@ -135,31 +200,41 @@ func TestMeterSSE(t *testing.T) {
 		{"OpenAI with include_usage", []string{role, tok, tok, final, done}, 1 << 20, want},
 		{"usage null on every chunk", []string{role, nulled, nulled, final, done}, 1 << 20, want},
 		{"CRLF", crlf([]string{role, tok, tok, final, done}), 1 << 20, want},
+		{"lone CR", lonecr([]string{role, tok, tok, final, done}), 1 << 20, want},
+		{"CRLF cut between CR and LF", []string{strings.TrimSuffix(crlf([]string{role})[0], "\n"), "\n", crlf([]string{tok})[0], tok, final, done}, 1 << 20,
+			rd(u(7, 3, 2, -1), 2, true, 2)},
 		{"keep-alive comments", []string{": ping\n\n", role, ":\n", tok, ": keep-alive\r\n\r\n", final, done}, 1 << 20,
-			reading{u(7, 3, 2, -1), true, 3, true}},
-		{"no [DONE]", []string{role, tok, final}, 1 << 20, reading{u(7, 3, 2, -1), true, 1, false}},
-		{"no blank line at the end", []string{role, tok, strings.TrimSuffix(final, "\n\n")}, 1 << 20, reading{u(7, 3, 2, -1), true, 1, false}},
-		{"no newline at all at the end", []string{role, tok, strings.TrimSuffix(final, "\n\n")[:len(final)-2]}, 1 << 20, reading{u(7, 3, 2, -1), true, 1, false}},
-		{"no usage", []string{role, tok, tok, done}, 1 << 20, reading{firstEvent: 1, done: true}},
-		{"data without a space", []string{`data:{"choices":[{"text":"a"}]}` + "\n\n"}, 1 << 20, reading{firstEvent: 0}},
-		{"event and id fields", []string{"event: message\nid: 4\nretry: 10\n" + tok}, 1 << 20, reading{firstEvent: 0}},
-		{"data over two lines", []string{"data: {\"choices\":\n", "data: [{\"text\":\"a\"}]}\n\n"}, 1 << 20, reading{firstEvent: 1}},
+			rd(u(7, 3, 2, -1), 3, true, 1)},
+		{"no [DONE]", []string{role, tok, final}, 1 << 20, rd(u(7, 3, 2, -1), 1, false, 1)},
+		{"no blank line at the end", []string{role, tok, strings.TrimSuffix(final, "\n\n")}, 1 << 20, rd(u(7, 3, 2, -1), 1, false, 1)},
+		{"no newline at all at the end", []string{role, tok, strings.TrimSuffix(final, "\n\n")[:len(final)-2]}, 1 << 20, rd(u(7, 3, 2, -1), 1, false, 1)},
+		{"no usage", []string{role, tok, tok, done}, 1 << 20, r0(1, true, 2)},
+		{"data without a space", []string{`data:{"choices":[{"text":"a"}]}` + "\n\n"}, 1 << 20, r0(0, false, 1)},
+		{"event and id fields", []string{"event: message\nid: 4\nretry: 10\n" + tok}, 1 << 20, r0(0, false, 1)},
+		{"data over two lines", []string{"data: {\"choices\":\n", "data: [{\"text\":\"a\"}]}\n\n"}, 1 << 20, r0(1, false, 1)},
 		{
 			"cumulative usage: the last wins, never the sum",
 			[]string{
 				`data: {"choices":[{"delta":{"content":"a"}}],"usage":{"prompt_tokens":7,"completion_tokens":1}}` + "\n\n",
 				`data: {"choices":[{"delta":{"content":"b"}}],"usage":{"prompt_tokens":7,"completion_tokens":2}}` + "\n\n",
 				`data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}` + "\n\n", done,
-			}, 1 << 20, reading{u(7, 3, -1, -1), true, 0, true},
+			}, 1 << 20, rd(u(7, 3, -1, -1), 0, true, 2),
 		},
-		{"nothing after [DONE] counts", []string{tok, done, final}, 1 << 20, reading{firstEvent: 0, done: true}},
-		{"reasoning is a token", []string{role, `data: {"choices":[{"delta":{"reasoning_content":"hm"}}]}` + "\n\n"}, 1 << 20, reading{firstEvent: 1}},
-		{"a tool call is a token", []string{role, `data: {"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}` + "\n\n"}, 1 << 20, reading{firstEvent: 1}},
-		{"empty tool calls are not", []string{`data: {"choices":[{"delta":{"tool_calls":[ ]}}]}` + "\n\n"}, 1 << 20, reading{firstEvent: -1}},
-		{"an event over the limit is skipped", []string{role, tok, final, done}, 100, reading{firstEvent: 1, done: true}},
-		{"a line over the limit is skipped", []string{role, "data: " + strings.Repeat("x", 200) + "\n\n", tok}, 100, reading{firstEvent: 2}},
-		{"an error event in a 200", []string{"event: error\ndata: {\"error\":\"overloaded\"}\n\n"}, 1 << 20, reading{firstEvent: -1}},
-		{"garbage", []string{"\x00\xff\n\n\n", "data: {{{\n\n"}, 1 << 20, reading{firstEvent: -1}},
+		{
+			"a later report without a count keeps the earlier one",
+			[]string{
+				`data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":2}}}` + "\n\n",
+				`data: {"choices":[],"usage":{"completion_tokens":4}}` + "\n\n",
+			}, 1 << 20, rd(u(7, 4, 2, -1), -1, false, 0),
+		},
+		{"nothing after [DONE] counts", []string{tok, done, final}, 1 << 20, r0(0, true, 1)},
+		{"reasoning is a token", []string{role, `data: {"choices":[{"delta":{"reasoning_content":"hm"}}]}` + "\n\n"}, 1 << 20, r0(1, false, 1)},
+		{"a tool call is a token", []string{role, `data: {"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}` + "\n\n"}, 1 << 20, r0(1, false, 1)},
+		{"empty tool calls are not", []string{`data: {"choices":[{"delta":{"tool_calls":[ ]}}]}` + "\n\n"}, 1 << 20, r0(-1, false, 0)},
+		{"an event over the limit is skipped", []string{role, tok, final, done}, 100, r0(1, true, 1)},
+		{"a line over the limit is skipped", []string{role, "data: " + strings.Repeat("x", 200) + "\n\n", tok}, 100, r0(2, false, 1)},
+		{"an error event in a 200", []string{"event: error\ndata: {\"error\":\"overloaded\"}\n\n"}, 1 << 20, r0(-1, false, 0)},
+		{"garbage", []string{"\x00\xff\n\n\n", "data: {{{\n\n"}, 1 << 20, r0(-1, false, 0)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,29 +253,200 @@ func crlf(events []string) []string {
 	return out
 }
 
+func lonecr(events []string) []string {
+	out := make([]string, len(events))
+	for i, e := range events {
+		out[i] = strings.ReplaceAll(e, "\n", "\r")
+	}
+	return out
+}
+
+// TestMeterFailed: error objects inside a 200 stream are noticed, in every
+// dialect's shape.
+func TestMeterFailed(t *testing.T) {
+	tests := []struct {
+		path, framing, body string
+		failed              bool
+	}{
+		{"/v1/chat/completions", "sse", "data: {\"error\":{\"message\":\"boom\",\"code\":500}}\n\n", true},
+		{"/v1/chat/completions", "sse", "data: {\"object\":\"error\",\"message\":\"boom\"}\n\n", true},
+		{"/v1/chat/completions", "sse", "data: {\"choices\":[],\"error\":null}\n\n", false},
+		{"/generate_stream", "sse", "data: {\"error\":\"Request failed during generation\",\"error_type\":\"generation\"}\n\n", true},
+		{"/api/chat", "ndjson", "{\"message\":{\"content\":\"a\"},\"done\":false}\n{\"error\":\"model crashed\"}\n", true},
+		{"/completion", "sse", "data: {\"error\":{\"code\":500,\"message\":\"x\"}}\n\n", true},
+	}
+	for _, tt := range tests {
+		f := framingSSE
+		if tt.framing == "ndjson" {
+			f = framingNDJSON
+		}
+		m := newMeter(endpoints()[tt.path].dialect, f, 1<<20, time.Now)
+		m.write([]byte(tt.body))
+		m.close()
+		if m.failed != tt.failed {
+			t.Errorf("%s %q: failed = %v, want %v", tt.path, tt.body, m.failed, tt.failed)
+		}
+	}
+}
+
+// TestNativeDialects reads the native streams and bodies of Ollama, TGI and
+// llama.cpp, as those servers write them.
+func TestNativeDialects(t *testing.T) {
+	tests := []struct {
+		name, path string
+		f          framing
+		body       string
+		want       reading
+	}{
+		{
+			"ollama chat stream", "/api/chat", framingNDJSON,
+			`{"model":"m","message":{"role":"assistant","content":"The"},"done":false}` + "\n" +
+				`{"model":"m","message":{"role":"assistant","content":" sky"},"done":false}` + "\n" +
+				`{"model":"m","message":{"role":"assistant","content":""},"done_reason":"stop","done":true,"total_duration":5589157167,` +
+				`"load_duration":3013701500,"prompt_eval_count":26,"prompt_eval_duration":325953000,"eval_count":2,"eval_duration":1817470000}` + "\n",
+			rd(u(26, 2, -1, -1), 0, true, 2),
+		},
+		{
+			"ollama generate stream, prompt count missing (cached)", "/api/generate", framingNDJSON,
+			`{"response":"a","done":false}` + "\r\n" + `{"thinking":"hm","done":false}` + "\r\n" + `{"response":"","done":true,"eval_count":2}`,
+			rd(u(-1, 2, -1, -1), 0, true, 2),
+		},
+		{
+			"ollama stream without counts", "/api/generate", framingNDJSON,
+			`{"response":"a","done":false}` + "\n" + `{"response":"b","done":false}` + "\n" + `{"response":"","done":true}` + "\n",
+			r0(0, true, 2),
+		},
+		{
+			"ollama whole", "/api/chat", framingJSON,
+			`{"message":{"role":"assistant","content":"hello"},"done":true,"prompt_eval_count":5,"eval_count":7}`,
+			rd(u(5, 7, -1, -1), -1, false, 0),
+		},
+		{
+			"tgi generate whole with details", "/generate", framingJSON,
+			`{"generated_text":"abc","details":{"finish_reason":"length","generated_tokens":3,"seed":null,"prefill":[],"tokens":[]}}`,
+			rd(u(-1, 3, -1, -1), -1, false, 0),
+		},
+		{
+			"tgi stream", "/generate_stream", framingSSE,
+			`data:{"index":1,"token":{"id":1,"text":"a","logprob":-1,"special":false},"generated_text":null,"details":null}` + "\n\n" +
+				`data:{"index":2,"token":{"id":2,"text":"</s>","logprob":-1,"special":true},"generated_text":"a","details":{"finish_reason":"eos_token","generated_tokens":2,"seed":null,"input_length":9}}` + "\n\n",
+			rd(u(9, 2, -1, -1), 0, true, 2),
+		},
+		{
+			"tgi stream without details", "/generate_stream", framingSSE,
+			`data:{"index":1,"token":{"id":1,"text":"a","logprob":-1,"special":false},"generated_text":null,"details":null}` + "\n\n" +
+				`data:{"index":2,"token":{"id":2,"text":"b","logprob":-1,"special":false},"generated_text":"ab","details":null}` + "\n\n",
+			r0(0, true, 2),
+		},
+		{
+			"llama.cpp stream, cumulative counts", "/completion", framingSSE,
+			`data: {"content":"a","tokens":[5],"stop":false,"tokens_predicted":1,"tokens_evaluated":4}` + "\n\n" +
+				`data: {"content":"bc","tokens":[6,7],"stop":false,"tokens_predicted":3,"tokens_evaluated":4}` + "\n\n" +
+				`data: {"content":"","stop":true,"tokens_predicted":3,"tokens_evaluated":4,"timings":{"prompt_n":1,"cache_n":3,"predicted_n":3}}` + "\n\n",
+			rd(u(4, 3, 3, -1), 0, true, 3),
+		},
+		{
+			"llama.cpp whole, timings only", "/completion", framingJSON,
+			`{"content":"abc","stop":true,"timings":{"prompt_n":2,"cache_n":5,"predicted_n":3}}`,
+			rd(u(7, 3, 5, -1), -1, false, 0),
+		},
+	}
+	for _, tt := range tests {
+		for how, parts := range chunkings(tt.body) {
+			t.Run(tt.name+"/"+how, func(t *testing.T) {
+				var part int
+				m := newMeter(endpoints()[tt.path].dialect, tt.f, 1<<20, func() time.Time { return t0.Add(time.Duration(part) * time.Second) })
+				for i, p := range parts {
+					part = i
+					m.write([]byte(p))
+				}
+				m.close()
+				got := reading{usage: m.usage, hasUsage: m.hasUsage, firstEvent: -1, done: m.done, tokens: m.tokens}
+				if !m.hasUsage {
+					got.usage = usage{}
+				}
+				if !m.firstToken.IsZero() {
+					got.firstEvent = 0 // the clock reads the part, which depends on the chunking
+				}
+				if got != tt.want {
+					t.Errorf("got %+v, want %+v", got, tt.want)
+				}
+			})
+		}
+	}
+}
+
+func TestTGIHeaders(t *testing.T) {
+	h := http.Header{}
+	if _, ok := tgiHeader(h); ok {
+		t.Error("no headers read as counts")
+	}
+	h.Set("X-Prompt-Tokens", "12")
+	h.Set("X-Generated-Tokens", "x")
+	if got, ok := tgiHeader(h); !ok || got != u(12, -1, -1, -1) {
+		t.Errorf("got %+v, %v; want prompt 12 only", got, ok)
+	}
+}
+
+// TestMeterDecodes: a gzip or deflate body is metered through a decoder on
+// the side.
+func TestMeterDecodes(t *testing.T) {
+	body := []byte(`data: {"choices":[{"delta":{"content":"x"}}]}` + "\n\n" + `data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":1}}` + "\n\ndata: [DONE]\n\n")
+	for _, coding := range []string{codingGzip, codingDeflate} {
+		var z bytes.Buffer
+		var w io.WriteCloser = gzip.NewWriter(&z)
+		if coding == codingDeflate {
+			w = zlib.NewWriter(&z)
+		}
+		w.Write(body)
+		w.Close()
+		m := newMeter(openAI(), framingSSE, 1<<20, time.Now)
+		m.decode(coding)
+		for _, c := range z.Bytes() {
+			m.write([]byte{c})
+		}
+		m.close()
+		if !m.hasUsage || m.usage != u(7, 1, -1, -1) || m.tokens != 1 || !m.done {
+			t.Errorf("%s: usage %+v (%v), tokens %d, done %v", coding, m.usage, m.hasUsage, m.tokens, m.done)
+		}
+	}
+	// A broken stream: the decoder gives up, writes never block.
+	m := newMeter(openAI(), framingSSE, 1<<20, time.Now)
+	m.decode(codingGzip)
+	m.write(bytes.Repeat([]byte("not gzip"), 10000))
+	m.close()
+	if m.hasUsage {
+		t.Error("usage read from garbage")
+	}
+}
+
 func TestFramingOf(t *testing.T) {
 	tests := []struct {
-		contentType, encoding string
-		want                  framing
+		contentType string
+		want        framing
 	}{
-		{"application/json", "", framingJSON},
-		{"application/json; charset=utf-8", "", framingJSON},
-		{"text/event-stream", "", framingSSE},
-		{"text/event-stream; charset=utf-8", "identity", framingSSE},
-		{"text/event-stream", "gzip", framingNone},
-		{"application/json", "br", framingNone},
-		{"text/plain", "", framingNone},
-		{"", "", framingNone},
-		{"application/x-ndjson", "", framingNone},
+		{"application/json", framingJSON},
+		{"application/json; charset=utf-8", framingJSON},
+		{"text/event-stream", framingSSE},
+		{"text/event-stream; charset=utf-8", framingSSE},
+		{"application/x-ndjson", framingNDJSON},
+		{"text/plain", framingNone},
+		{"", framingNone},
 	}
 	for _, tt := range tests {
 		h := http.Header{}
 		h.Set("Content-Type", tt.contentType)
-		if tt.encoding != "" {
-			h.Set("Content-Encoding", tt.encoding)
-		}
 		if got := framingOf(h); got != tt.want {
-			t.Errorf("framingOf(%q, %q) = %d, want %d", tt.contentType, tt.encoding, got, tt.want)
+			t.Errorf("framingOf(%q) = %d, want %d", tt.contentType, got, tt.want)
+		}
+	}
+	for ce, want := range map[string]string{"": "", "identity": "", "gzip": "gzip", "X-Gzip": "gzip", "deflate": "deflate", "br": "br", "zstd": "zstd"} {
+		h := http.Header{}
+		if ce != "" {
+			h.Set("Content-Encoding", ce)
+		}
+		if got := codingOf(h); got != want {
+			t.Errorf("codingOf(%q) = %q, want %q", ce, got, want)
 		}
 	}
 }
@@ -218,7 +464,8 @@ func TestRequestFields(t *testing.T) {
 		{``, "", false},
 	}
 	for _, tt := range tests {
-		if model, stream := openAIRequest([]byte(tt.body)); model != tt.model || stream != tt.stream {
+		if r := openAIRequest([]byte(tt.body)); r.model != tt.model || r.stream != tt.stream {
+			model, stream := r.model, r.stream
 			t.Errorf("openAIRequest(%s) = %q, %v; want %q, %v", tt.body, model, stream, tt.model, tt.stream)
 		}
 	}

@@ -8,22 +8,42 @@
 // request's model, and the response's usage block and first token as they
 // pass, holding a bounded number of bytes whatever the size of the body.
 //
+// Dialects (see endpoints): OpenAI-compatible chat completions, completions
+// and embeddings (vLLM, SGLang, TGI, llama.cpp and Ollama under /v1);
+// Ollama's /api/chat and /api/generate (NDJSON); TGI's /generate and
+// /generate_stream; llama.cpp's /completion.
+//
 // What a span says:
 //
 //   - ID: the client's X-Request-Id when it is sane, else a random 128-bit
 //     hex id; either way it is sent to the upstream and back to the client.
 //   - Status: the upstream's status code; client_closed when the client went
-//     away before the response was complete; the proxy's own 413, 502 or
-//     504 when it answered itself.
+//     away before the response was complete; upstream_error when the
+//     upstream answered 2xx and then failed (an error object inside the
+//     body, or the body cut short); the proxy's own 413, 502 or 504 when it
+//     answered itself.
 //   - Served: the upstream had the whole request and did not refuse it with
 //     a 4xx; false for a request it never saw.
 //   - FirstToken: when the first streamed event with generated output
 //     passed; zero for a non-streamed answer.
-//   - Tokens: from the last usage block seen (UsageSource reported, or
-//     reported_partial when the response was cut short); -1 and unknown
-//     when there was none.
+//   - Tokens: from the last usage block seen, count by count (UsageSource
+//     reported, or reported_partial when the response ended before its own
+//     end marker); else counted from the response (estimated: one token per
+//     streamed event with generated output, or a quarter of the generated
+//     text's bytes for a whole body; a quarter of the prompt text's bytes
+//     for the prompt); -1 and unknown when the response could not be read.
 //   - Tenant: the configured tenant header, else a keyed hash of the bearer
 //     API key, else empty. Keys, prompts and completions are never kept.
+//
+// include_usage: a streamed OpenAI-style request that did not ask for usage
+// is sent with stream_options.include_usage set (unless NoIncludeUsage), and
+// the stream is edited back (see usageFilter) so that the client sees what
+// it would have seen without the proxy. Such a request is sent with
+// Accept-Encoding: identity, since the proxy must read and edit its stream.
+//
+// Compression: other metered responses pass as the upstream encoded them;
+// gzip and deflate bodies are metered through a decompressing copy on the
+// side; any other coding leaves the request's usage unknown.
 package requests
 
 import (
@@ -95,6 +115,10 @@ type Options struct {
 	// only its tail is searched for usage) and of one streamed event
 	// (beyond it the event is skipped) (default DefaultMaxUsageBytes).
 	MaxUsageBytes int
+	// NoIncludeUsage stops the proxy from adding
+	// stream_options.include_usage to streamed OpenAI-style requests that
+	// did not ask for usage (config upstreams[].include_usage: false).
+	NoIncludeUsage bool
 	// DialTimeout bounds connecting to the upstream (default DefaultDialTimeout).
 	DialTimeout time.Duration
 	// HeaderTimeout bounds the wait for the upstream's response headers,
@@ -119,6 +143,7 @@ type Proxy struct {
 	tenants   tenants
 	maxBody   int64
 	maxUsage  int
+	inject    bool
 	now       func() time.Time
 	log       *slog.Logger
 	rec       Recorder
@@ -153,6 +178,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		tenants:   tenants{header: opts.TenantHeader, secret: slices.Clone(opts.TenantSecret)},
 		maxBody:   cmpOr(opts.MaxRequestBytes, DefaultMaxRequestBytes),
 		maxUsage:  cmpOr(opts.MaxUsageBytes, DefaultMaxUsageBytes),
+		inject:    !opts.NoIncludeUsage,
 		now:       opts.Now,
 		log:       opts.Logger,
 		rec:       rec,
@@ -170,9 +196,12 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		p.transport = newTransport(cmpOr(opts.DialTimeout, DefaultDialTimeout), opts.HeaderTimeout)
 	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:        p.rewrite,
-		Transport:      p.transport,
-		FlushInterval:  -1, // write every read through at once: streams keep their pace
+		Rewrite:   p.rewrite,
+		Transport: p.transport,
+		// Streams (text/event-stream, or no Content-Length: NDJSON) are
+		// flushed at every read, so they keep their pace; a whole answer
+		// goes out in one write.
+		FlushInterval:  0,
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
@@ -222,10 +251,12 @@ type exchange struct {
 	id      string
 	dialect *dialect // nil: not metered
 
-	start  time.Time
-	model  string
-	stream bool // the client asked for a stream
-	tenant string
+	start    time.Time
+	model    string
+	stream   bool   // the client asked for a stream
+	injected bool   // the proxy added stream_options.include_usage
+	reqBody  []byte // the client's request body, for a prompt estimate
+	tenant   string
 
 	devices []string // the GPUs, fixed when the request begins
 
@@ -277,9 +308,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.writeError(w, ex, ex.failed, "cannot read the request body")
 		return
 	}
-	model, stream := ex.dialect.request(body)
-	ex.model, ex.stream = clip(model, maxModel), stream
+	req := ex.dialect.request(body)
+	ex.model, ex.stream, ex.reqBody = clip(req.model, maxModel), req.stream, body
 	ex.tenant = p.tenants.of(r.Header)
+	if p.inject && ex.dialect.includeUsage && req.stream && !req.asked {
+		body, ex.injected = addIncludeUsage(body)
+	}
 
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		WroteRequest: func(info httptrace.WroteRequestInfo) {
@@ -331,6 +365,10 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		// upstream would only add latency.
 		pr.Out.Header.Del("Expect")
 	}
+	if ex.injected {
+		// The proxy edits this stream: it must come unencoded.
+		pr.Out.Header.Set("Accept-Encoding", "identity")
+	}
 }
 
 func (p *Proxy) modifyResponse(res *http.Response) error {
@@ -341,7 +379,36 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		return nil
 	}
 	ex.status = res.StatusCode
-	ex.body = &meteredBody{ReadCloser: res.Body, meter: newMeter(ex.dialect, framingOf(res.Header), p.maxUsage, p.now)}
+	f, coding := framingOf(res.Header), codingOf(res.Header)
+	m := newMeter(ex.dialect, f, p.maxUsage, p.now)
+	switch coding {
+	case codingIdentity:
+	case codingGzip, codingDeflate:
+		if f != framingNone {
+			m.decode(coding)
+		}
+	default:
+		m.framing = framingNone
+		if f != framingNone {
+			p.log.Debug("response in a content coding the meter cannot read: usage unknown", "request_id", ex.id, "coding", coding)
+		}
+	}
+	if ex.dialect.header != nil {
+		if u, ok := ex.dialect.header(res.Header); ok {
+			m.headerUsage(u)
+		}
+	}
+	ex.body = &meteredBody{ReadCloser: res.Body, meter: m}
+	if ex.injected && res.StatusCode == http.StatusOK && m.framing == framingSSE {
+		if m.dec != nil {
+			p.log.Warn("upstream compressed a stream the proxy asked for unencoded; its usage chunk reaches the client",
+				"request_id", ex.id, "coding", coding)
+		} else {
+			ex.body.filter = newUsageFilter(p.maxUsage)
+			res.ContentLength = -1 // the edits change the length
+			res.Header.Del("Content-Length")
+		}
+	}
 	res.Body = ex.body
 	return nil
 }
@@ -383,29 +450,31 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 	switch {
 	case ex.body != nil:
 		b := ex.body
+		b.settle()
 		b.meter.close()
 		// A 4xx is the upstream refusing the request (bad input, no key,
 		// rate limit): it did no generation, so it gets no share of a GPU.
 		s.Served = ex.status < 400 || ex.status >= 500
 		s.Status = strconv.Itoa(ex.status)
+		ok := ex.status >= 200 && ex.status < 300
 		switch {
 		case b.eof:
+			if ok && b.meter.failed {
+				s.Status = estimator.StatusUpstreamError
+				p.log.Warn("upstream sent an error inside its answer", "request_id", ex.id, "status", ex.status)
+			}
 		case b.err == nil || gone:
 			// The copy stopped without a read error (a write to the client
 			// failed), or the read failed because the client's context ended.
 			s.Status = estimator.StatusClientClosed
 		default:
+			if ok {
+				s.Status = estimator.StatusUpstreamError
+			}
 			p.log.Warn("upstream response cut short", "request_id", ex.id, "err", b.err)
 		}
 		s.FirstToken = b.meter.firstToken
-		if m := b.meter; m.hasUsage {
-			s.PromptTokens, s.CompletionTokens = m.usage.prompt, m.usage.completion
-			s.CachedTokens, s.ReasoningTokens = m.usage.cached, m.usage.reasoning
-			s.UsageSource = estimator.UsageReported
-			if !b.eof && !m.done {
-				s.UsageSource = estimator.UsageReportedPartial
-			}
-		}
+		p.tokens(&s, ex, ok)
 	case ex.failed != 0:
 		s.Status = strconv.Itoa(ex.failed)
 		if gone || ex.cut {
@@ -420,9 +489,52 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 	if p.log.Enabled(ctx, slog.LevelDebug) {
 		p.log.Debug("request", "request_id", s.ID, "model", s.Model, "stream", ex.stream, "status", s.Status,
 			"prompt_tokens", s.PromptTokens, "completion_tokens", s.CompletionTokens,
-			"usage", s.UsageSource, "duration", s.End.Sub(s.Start))
+			"usage", s.UsageSource, "include_usage_added", ex.injected, "duration", s.End.Sub(s.Start))
 	}
 	p.rec.End(s)
+}
+
+// tokens fills in the span's token counts from what the meter read: the
+// upstream's own counts when it sent any, else counts from the response
+// itself when it was a readable 2xx answer, else unknown.
+func (p *Proxy) tokens(s *estimator.Span, ex *exchange, ok bool) {
+	m := ex.body.meter
+	switch {
+	case m.hasUsage:
+		u := m.usage
+		s.PromptTokens, s.CompletionTokens = u.prompt, u.completion
+		s.CachedTokens, s.ReasoningTokens = u.cached, u.reasoning
+		s.UsageSource = estimator.UsageReported
+		if m.failed || (!m.done && !ex.body.eof) {
+			s.UsageSource = estimator.UsageReportedPartial
+		}
+	case !ok || m.framing == framingNone || (m.framing == framingJSON && m.failed):
+		return
+	default:
+		s.PromptTokens = estimate(ex.dialect.promptText(ex.reqBody))
+		if m.framing == framingJSON {
+			s.CompletionTokens = estimate(m.text)
+		} else {
+			s.CompletionTokens = m.tokens
+		}
+		if s.PromptTokens < 0 && s.CompletionTokens < 0 {
+			return
+		}
+		s.UsageSource = estimator.UsageEstimated
+	}
+	if ex.dialect.embeddings && s.CompletionTokens < 0 {
+		s.CompletionTokens = 0 // embeddings generate nothing: known, not missing
+	}
+}
+
+// estimate is a token count from a length of text in bytes: a quarter of
+// it, rounded up (about right for English under the common tokenizers);
+// -1 for an unknown or empty length.
+func estimate(textBytes int64) int64 {
+	if textBytes <= 0 {
+		return -1
+	}
+	return (textBytes + 3) / 4
 }
 
 // bufferPool lends ReverseProxy its copy buffers.
@@ -432,7 +544,9 @@ func (b *bufferPool) Get() []byte {
 	if buf, ok := b.pool.Get().(*[]byte); ok {
 		return *buf
 	}
-	return make([]byte, 32<<10)
+	// 8 KiB: an event is a few hundred bytes and an answer a few KiB; a
+	// larger buffer would only be memory held by every open stream.
+	return make([]byte, 8<<10)
 }
 
 func (b *bufferPool) Put(buf []byte) { b.pool.Put(&buf) }

@@ -123,8 +123,8 @@ func newRig(t *testing.T, upstream http.Handler, opts Options) *rig {
 		upstream.ServeHTTP(w, r)
 	}))
 	t.Cleanup(g.upstream.Close)
-	opts.Name = cmp(opts.Name, upstreamName)
-	opts.Target = cmp(opts.Target, g.upstream.URL)
+	opts.Name = cmpStr(opts.Name, upstreamName)
+	opts.Target = cmpStr(opts.Target, g.upstream.URL)
 	if opts.Devices == nil {
 		opts.Devices = []string{"0", "1"}
 	}
@@ -146,13 +146,6 @@ func newRig(t *testing.T, upstream http.Handler, opts Options) *rig {
 	g.client = &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(g.client.CloseIdleConnections)
 	return g
-}
-
-func cmp(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // send makes one request to base and reads the whole answer.
@@ -360,11 +353,13 @@ func TestStreamIsNotBuffered(t *testing.T) {
 	}
 	cancel()
 
+	// No usage came: the tokens are counted from the stream so far (one),
+	// the prompt estimated from its text ("hi": one token).
 	s := g.rec.span(t)
 	checkSpan(t, s, estimator.Span{
 		Upstream: upstreamName, Model: "m", Status: estimator.StatusClientClosed,
-		PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
-		UsageSource: estimator.UsageUnknown, Devices: []string{"0", "1"}, Served: true,
+		PromptTokens: 1, CompletionTokens: 1, CachedTokens: -1, ReasoningTokens: -1,
+		UsageSource: estimator.UsageEstimated, Devices: []string{"0", "1"}, Served: true,
 	})
 	if s.FirstToken.IsZero() {
 		t.Error("FirstToken is zero, want the time of the first content event")
@@ -388,6 +383,9 @@ func TestClientLeavesBeforeAnswer(t *testing.T) {
 		errc <- err
 	}()
 	<-g.seen // the upstream has the request
+	// The proxy learns that the request was written from its transport's
+	// writer goroutine, an instant after the upstream has it.
+	time.Sleep(20 * time.Millisecond)
 	cancel()
 	if err := <-errc; err == nil {
 		t.Error("client got an answer, want its request canceled")
@@ -452,8 +450,8 @@ func TestUpstreamFailures(t *testing.T) {
 }
 
 // TestUpstreamCutsStream: the upstream dies mid-stream after reporting
-// cumulative usage. The span keeps the upstream's status and flags the usage
-// as partial.
+// cumulative usage. The span says upstream_error and flags the usage as
+// partial.
 func TestUpstreamCutsStream(t *testing.T) {
 	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -478,7 +476,7 @@ func TestUpstreamCutsStream(t *testing.T) {
 		t.Errorf("client read the cut stream to a clean end (%q), want an error", got)
 	}
 	checkSpan(t, g.rec.span(t), estimator.Span{
-		Upstream: upstreamName, Model: "m", Status: "200",
+		Upstream: upstreamName, Model: "m", Status: estimator.StatusUpstreamError,
 		PromptTokens: 9, CompletionTokens: 2, CachedTokens: -1, ReasoningTokens: -1,
 		UsageSource: estimator.UsageReportedPartial, Devices: []string{"0", "1"}, Served: true,
 	})
@@ -692,4 +690,79 @@ func TestNewRefuses(t *testing.T) {
 		t.Fatalf("New(%+v): %v", good, err)
 	}
 	p.CloseIdleConnections()
+}
+
+// TestCompressed: a gzip answer passes to the client as the upstream
+// encoded it and is metered through a decoder on the side. A stream the
+// proxy adds include_usage to is asked for unencoded, and comes so.
+func TestCompressed(t *testing.T) {
+	const (
+		whole  = `{"model":"m","max_tokens":3,"messages":[{"content":"compress me please"}]}`
+		asked  = `{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":3,"messages":[{"content":"compress me"}]}`
+		edited = `{"model":"m","stream":true,"max_tokens":3,"messages":[{"content":"compress me"}]}`
+	)
+	gz := map[string]string{"Accept-Encoding": "gzip"}
+	for _, tt := range []struct {
+		name, body, wantCoding string
+	}{
+		{"whole", whole, "gzip"},
+		{"stream that asked for usage", asked, "gzip"},
+		{"stream given include_usage", edited, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fake := fakeupstream.New(fakeupstream.Options{Gzip: true})
+			g := newRig(t, fake, Options{})
+			direct := httptest.NewServer(fakeupstream.New(fakeupstream.Options{Gzip: true}))
+			defer direct.Close()
+			dc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+			defer dc.CloseIdleConnections()
+			g.client.Transport.(*http.Transport).DisableCompression = true
+
+			res, got := send(t, g.client, g.front.URL, query{"POST", "/v1/chat/completions", tt.body, gz})
+			if ce := res.Header.Get("Content-Encoding"); ce != tt.wantCoding {
+				t.Fatalf("Content-Encoding %q, want %q", ce, tt.wantCoding)
+			}
+			if tt.wantCoding != "" {
+				_, want := send(t, dc, direct.URL, query{"POST", "/v1/chat/completions", tt.body, gz})
+				if !bytes.Equal(got, want) {
+					t.Errorf("compressed bytes through the proxy differ from the direct ones")
+				}
+			} else {
+				_, want := send(t, dc, direct.URL, query{"POST", "/v1/chat/completions", tt.body, nil})
+				if !bytes.Equal(got, want) {
+					t.Errorf("got %q\nwant %q", got, want)
+				}
+			}
+			if up := (<-g.seen).Get("Accept-Encoding"); (tt.wantCoding == "") != (up == "identity") {
+				t.Errorf("upstream saw Accept-Encoding %q", up)
+			}
+			s := g.rec.span(t)
+			sent := fake.Sent()["m"]
+			if s.UsageSource != estimator.UsageReported || s.PromptTokens != sent.PromptTokens || s.CompletionTokens != sent.CompletionTokens {
+				t.Errorf("span %+v: want the fake's counts %+v, reported", s, sent)
+			}
+		})
+	}
+}
+
+// TestNoIncludeUsage: with include_usage off, a stream that did not ask for
+// usage goes to the upstream as sent, and is counted from its events.
+func TestNoIncludeUsage(t *testing.T) {
+	var got []byte
+	fake := fakeupstream.New(fakeupstream.Options{})
+	g := newRig(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ = io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(got))
+		fake.ServeHTTP(w, r)
+	}), Options{NoIncludeUsage: true})
+	body := `{"model":"m","stream":true,"max_tokens":3,"messages":[{"content":"abcdefgh"}]}`
+	res, _ := send(t, g.client, g.front.URL, query{"POST", "/v1/chat/completions", body, nil})
+	if res.StatusCode != 200 || string(got) != body {
+		t.Errorf("%d; upstream got %s, want the body as sent", res.StatusCode, got)
+	}
+	checkSpan(t, g.rec.span(t), estimator.Span{
+		Upstream: upstreamName, Model: "m", Status: "200",
+		PromptTokens: 2, CompletionTokens: 3, CachedTokens: -1, ReasoningTokens: -1,
+		UsageSource: estimator.UsageEstimated, Devices: []string{"0", "1"}, Served: true,
+	})
 }

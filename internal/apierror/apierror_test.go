@@ -19,3 +19,12 @@ func TestWrite(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteParam(t *testing.T) {
+	rec := httptest.NewRecorder()
+	WriteParam(rec, 422, "invalid_request_error", "[1].start", "[1].start: in the future")
+	want := `{"error":{"message":"[1].start: in the future","type":"invalid_request_error","param":"[1].start","code":422}}`
+	if rec.Code != 422 || rec.Body.String() != want {
+		t.Errorf("got %d %s, want 422 %s", rec.Code, rec.Body, want)
+	}
+}

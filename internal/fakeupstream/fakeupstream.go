@@ -1,27 +1,52 @@
-// Package fakeupstream is a small, deterministic OpenAI-compatible inference
-// server for tests, demos and benchmarks. It generates no text worth reading:
-// the answer to a request is a function of the request's bytes alone, so two
-// servers with the same Options answer the same request byte for byte.
+// Package fakeupstream is a small, deterministic inference server for tests,
+// demos and benchmarks, speaking the OpenAI-compatible API and the native
+// APIs of Ollama, TGI and llama.cpp. It generates no text worth reading: the
+// answer to a request is a function of the request's bytes alone (less its
+// stream_options, so that a request a proxy gave include_usage gets the same
+// text), so two servers with the same Options answer the same request byte
+// for byte.
 //
 // Served paths:
 //
-//	POST /v1/chat/completions   streamed (SSE) or not, with usage
-//	POST /v1/completions        streamed (SSE) or not, with usage
+//	POST /v1/chat/completions   OpenAI, streamed (SSE) or not
+//	POST /v1/completions        OpenAI, streamed (SSE) or not
+//	POST /v1/embeddings         OpenAI, never streamed
+//	POST /api/chat              Ollama, streamed (NDJSON, the default) or not
+//	POST /api/generate          Ollama, streamed (NDJSON, the default) or not
+//	POST /generate              TGI, whole; counts in X-Prompt-Tokens and X-Generated-Tokens
+//	POST /generate_stream       TGI, SSE; counts in the last event's details
+//	POST /completion            llama.cpp, streamed (SSE) or not
 //	GET  /v1/models             the configured model list
 //	GET  /health                200, empty body
 //
 // Token arithmetic (documented so that tests can predict it):
 //
 //   - prompt tokens: ceil(bytes of prompt text / 4), plus 3 per chat message,
-//     at least 1;
+//     at least 1 (prompt text: messages' content, prompt, input, inputs);
 //   - cached tokens: half the prompt tokens, rounded down;
-//   - completion tokens: max_completion_tokens, else max_tokens, else
-//     Options.DefaultMaxTokens;
+//   - completion tokens: max_completion_tokens, max_tokens, Ollama's
+//     options.num_predict, TGI's parameters.max_new_tokens or llama.cpp's
+//     n_predict, else Options.DefaultMaxTokens; embeddings: none;
 //   - reasoning tokens: half the completion tokens when the request sets
 //     reasoning_effort, else 0.
 //
-// A streamed answer carries a usage chunk only when the request asks for it
-// with stream_options.include_usage, as the OpenAI API does.
+// A stream carries one event (or NDJSON line) per generated token.
+//
+// Usage reporting follows Options.Usage:
+//
+//   - UsageReported: as the real servers do. OpenAI: usage in whole answers;
+//     in a stream only when the request sets stream_options.include_usage
+//     (then every chunk has "usage":null and a last chunk with no choices
+//     has the usage). Ollama: prompt_eval_count and eval_count in the last
+//     line. TGI: headers on /generate, details in the last event of
+//     /generate_stream when parameters.details is true. llama.cpp:
+//     tokens_evaluated, tokens_predicted and timings in the last event.
+//   - UsageOmitted: no counts anywhere.
+//   - UsageCumulative: OpenAI and llama.cpp streams carry the counts so far
+//     on every chunk (as vLLM's continuous usage and newer llama.cpp do),
+//     the OpenAI usage chunk still only when asked for; Ollama leaves out
+//     prompt_eval_count (as it does when the prompt was cached); TGI as
+//     UsageReported.
 package fakeupstream
 
 import (
@@ -35,6 +60,31 @@ import (
 	"strings"
 	"sync"
 	"time"
+)
+
+// UsageMode says how the fake reports token counts (see the package doc).
+type UsageMode int
+
+const (
+	UsageReported UsageMode = iota
+	UsageOmitted
+	UsageCumulative
+)
+
+// Failure is a way for the fake to fail after Options.FailAfter tokens.
+type Failure int
+
+const (
+	FailNone Failure = iota
+	// FailCut drops the connection: mid-stream, or halfway through a whole
+	// answer's body.
+	FailCut
+	// FailErrorEvent sends an error object in the dialect's shape inside the
+	// 200 stream, then ends the stream. Whole answers are not affected.
+	FailErrorEvent
+	// FailStall stops writing until the request's context ends: a stream
+	// after FailAfter tokens, a whole answer before its headers.
+	FailStall
 )
 
 // Options shape the fake's answers. The zero value answers at once with
@@ -53,6 +103,16 @@ type Options struct {
 	// Created is the "created" timestamp written in every answer (default
 	// 1700000000), fixed so that answers stay byte-for-byte reproducible.
 	Created int64
+	// Usage says how token counts are reported.
+	Usage UsageMode
+	// Fail and FailAfter make every answer fail after FailAfter tokens.
+	Fail      Failure
+	FailAfter int
+	// Gzip compresses answers for requests that accept gzip.
+	Gzip bool
+	// OnEvent, if set, is called after each streamed event is flushed, with
+	// the request's X-Request-Id and the event's index (benchmarks).
+	OnEvent func(requestID string, event int)
 	// Logger receives the HTTP server's own error lines (default: discarded).
 	Logger *slog.Logger
 }
@@ -108,8 +168,13 @@ func New(opts Options) *Server {
 // Close is called. Close must be called in either case: it waits for the
 // server's goroutines.
 func Start(ctx context.Context, opts Options) (*Server, error) {
+	return StartOn(ctx, "127.0.0.1:0", opts)
+}
+
+// StartOn is Start on a given address (benchmarks, which need a known port).
+func StartOn(ctx context.Context, addr string, opts Options) (*Server, error) {
 	s := New(opts)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("fakeupstream: listen: %w", err)
 	}
@@ -185,11 +250,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if id := r.Header.Get("X-Request-Id"); id != "" {
 		w.Header().Set("X-Request-Id", id)
 	}
+	if k, ok := paths[r.URL.Path]; ok {
+		s.complete(w, r, k)
+		return
+	}
 	switch r.URL.Path {
-	case "/v1/chat/completions":
-		s.complete(w, r, chatKind)
-	case "/v1/completions":
-		s.complete(w, r, textKind)
 	case "/v1/models":
 		if r.Method != http.MethodGet {
 			writeError(w, http.StatusMethodNotAllowed, "method not allowed")

@@ -277,23 +277,19 @@ func requestPoint(rng *rand.Rand, end time.Time, i, gpus int) sink.Point {
 		MethodVersion: "1", ParamsHash: "3f2a9c1b7d4e",
 	}
 	r.DeadLabourCost = r.EnergyCost + r.DepreciationCost + r.TrainingCost
+	u := 0.1 + rng.Float64()
+	r.IdleUplift = u
+	r.LoadedGPUEnergyJ, r.LoadedITEnergyJ, r.LoadedFacilityEnergyJ = gpuJ*(1+u), it*(1+u), fac*(1+u)
+	r.LoadedCO2eG, r.LoadedDepreciationCost, r.LoadedEnergyCost = r.CO2eG*(1+u), r.DepreciationCost*(1+u), r.EnergyCost*(1+u)
+	r.LoadedDeadLabourCost = r.DeadLabourCost * (1 + u)
+	r.WaterOnsiteL, r.WaterOffsiteL = it/3.6e6*0.5, fac/3.6e6*3.9
+	r.TrainingCO2eG, r.HasTrainingCO2e = float64(prompt+completion)*2e-4, true
+	r.LivingLabourS, r.HasLivingLabour = float64(prompt+completion)*1.8e-4, true
+	r.Weighting = estimator.WeightTime
 	p, err := sink.RequestPoint(r)
 	if err != nil {
 		panic(err)
 	}
-	// The fields SCHEMA-PLAN adds (issue 5), so that the figures hold once
-	// they land.
-	u := 0.1 + rng.Float64()
-	p.Fields = append(p.Fields,
-		sink.Field{Key: "idle_uplift", Value: u},
-		sink.Field{Key: "loaded_gpu_energy_j", Value: gpuJ * (1 + u)}, sink.Field{Key: "loaded_it_energy_j", Value: it * (1 + u)},
-		sink.Field{Key: "loaded_facility_energy_j", Value: fac * (1 + u)}, sink.Field{Key: "loaded_co2e_g", Value: r.CO2eG * (1 + u)},
-		sink.Field{Key: "loaded_depreciation_cost", Value: r.DepreciationCost * (1 + u)}, sink.Field{Key: "loaded_energy_cost", Value: r.EnergyCost * (1 + u)},
-		sink.Field{Key: "loaded_dead_labour_cost", Value: r.DeadLabourCost * (1 + u)},
-		sink.Field{Key: "water_onsite_l", Value: it / 3.6e6 * 0.5}, sink.Field{Key: "water_offsite_l", Value: fac / 3.6e6 * 3.9},
-		sink.Field{Key: "training_co2e_g", Value: float64(prompt+completion) * 2e-4}, sink.Field{Key: "living_labour_s", Value: float64(prompt+completion) * 1.8e-4},
-		sink.Field{Key: "weighting", Value: "time"},
-	)
 	return p
 }
 

@@ -1,0 +1,463 @@
+// Command deadlabour-bench drives the metering proxy benchmark
+// (scripts/bench-proxy.sh): it serves the fake upstream, and measures a
+// target (the fake itself, nginx, or deadlabourd in front of it) with an
+// open-loop load at a fixed rate, with paced streams, or with streams held
+// open. It prints one JSON object per measurement.
+//
+//	deadlabour-bench serve  -listen 127.0.0.1:18000
+//	deadlabour-bench rate   -targets direct=http://127.0.0.1:18000,proxy=http://127.0.0.1:18080 -rps 500 -duration 20s
+//	deadlabour-bench stream -listen 127.0.0.1:18001 -targets direct=http://127.0.0.1:18001,proxy=http://127.0.0.1:18081
+//	deadlabour-bench hold   -listen 127.0.0.1:18001 -target http://127.0.0.1:18081 -streams 500 -hold 5s
+//	deadlabour-bench report < results.jsonl
+//
+// rate sends request i at start + i/rps whatever the answers before it
+// (no coordinated omission: a slow answer cannot slow the load down), and
+// times each from when it was due to when its body was read. rate and
+// stream measure their targets in turns (slices, rounds), so that a change
+// in the load of a shared machine falls on all of them alike. stream and
+// hold serve the fake in-process on -listen, which the target must proxy
+// to: stream then times every event from the fake's flush to the client's
+// read on one clock.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/deadlabour/deadlabour/internal/fakeupstream"
+)
+
+const chatBody = `{"model":"bench","max_tokens":16,"messages":[{"role":"user","content":"how much does this answer cost?"}]}`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: deadlabour-bench serve|rate|stream|hold [flags]")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(ctx, os.Args[2:])
+	case "rate":
+		err = rate(ctx, os.Args[2:])
+	case "stream":
+		err = streams(ctx, os.Args[2:])
+	case "hold":
+		err = hold(ctx, os.Args[2:])
+	case "report":
+		err = report(os.Stdin, os.Stdout)
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "deadlabour-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:18000", "address")
+	fs.Parse(args)
+	fake, err := fakeupstream.StartOn(ctx, *listen, fakeupstream.Options{})
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return fake.Close()
+}
+
+func newClient(conns int) *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: 0,
+		DisableCompression: true, IdleConnTimeout: time.Minute}}
+}
+
+// result is one measurement, printed as JSON.
+type result struct {
+	Kind     string             `json:"kind"`
+	Target   string             `json:"target"`
+	Count    int                `json:"count"`
+	Errors   int                `json:"errors"`
+	Seconds  float64            `json:"seconds"`
+	RPS      float64            `json:"rps,omitempty"`
+	Percents map[string]float64 `json:"ms"`
+}
+
+func percentiles(ds []time.Duration) map[string]float64 {
+	if len(ds) == 0 {
+		return nil
+	}
+	slices.Sort(ds)
+	at := func(q float64) float64 {
+		i := int(q * float64(len(ds)-1))
+		return float64(ds[i]) / 1e6
+	}
+	return map[string]float64{"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "p999": at(0.999), "max": at(1)}
+}
+
+func printJSON(v any) {
+	b, _ := json.Marshal(v)
+	fmt.Println(string(b))
+}
+
+// targets parses "name=url,name=url".
+func targets(spec string) ([][2]string, error) {
+	var out [][2]string
+	for _, t := range strings.Split(spec, ",") {
+		name, url, ok := strings.Cut(t, "=")
+		if !ok || name == "" || url == "" {
+			return nil, fmt.Errorf("target %q: want name=url", t)
+		}
+		out = append(out, [2]string{name, url})
+	}
+	return out, nil
+}
+
+// named is a result with the target's name, as the report reads it.
+type named struct {
+	Name string `json:"name"`
+	result
+}
+
+func rate(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("rate", flag.ExitOnError)
+	spec := fs.String("targets", "", "name=url,... measured in turn, slice by slice")
+	rps := fs.Float64("rps", 500, "requests per second")
+	dur := fs.Duration("duration", 20*time.Second, "how long each target is measured, in all")
+	slice := fs.Duration("slice", 2*time.Second, "how long each turn lasts")
+	path := fs.String("path", "/v1/chat/completions", "path")
+	body := fs.String("body", chatBody, "request body")
+	fs.Parse(args)
+	tgts, err := targets(*spec)
+	if err != nil {
+		return err
+	}
+	client := newClient(512)
+	defer client.CloseIdleConnections()
+	var mu sync.Mutex
+	lat := make([][]time.Duration, len(tgts))
+	errs := make([]int, len(tgts))
+	var wg sync.WaitGroup
+	one := func(t int, due time.Time, count bool) {
+		defer wg.Done()
+		req, _ := http.NewRequestWithContext(ctx, "POST", tgts[t][1]+*path, strings.NewReader(*body))
+		req.Header.Set("Content-Type", "application/json")
+		res, err := client.Do(req)
+		if err == nil {
+			_, err = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if err == nil && res.StatusCode != 200 {
+				err = fmt.Errorf("status %d", res.StatusCode)
+			}
+		}
+		d := time.Since(due)
+		if !count {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs[t]++
+			return
+		}
+		lat[t] = append(lat[t], d)
+	}
+	interval := time.Duration(float64(time.Second) / *rps)
+	perSlice := int(*slice / interval)
+	// Round 0 warms every target up and is not counted.
+	for round := 0; round <= int(*dur / *slice) && ctx.Err() == nil; round++ {
+		for t := range tgts {
+			start := time.Now()
+			for i := 0; i < perSlice && ctx.Err() == nil; i++ {
+				due := start.Add(time.Duration(i) * interval)
+				if w := time.Until(due); w > 0 {
+					time.Sleep(w)
+				}
+				wg.Add(1)
+				go one(t, due, round > 0)
+			}
+			wg.Wait() // the next target starts on an idle machine
+		}
+	}
+	for t := range tgts {
+		printJSON(named{tgts[t][0], result{Kind: "rate", Target: tgts[t][1], Count: len(lat[t]), Errors: errs[t],
+			Seconds: dur.Seconds(), RPS: float64(len(lat[t])) / dur.Seconds(), Percents: percentiles(lat[t])}})
+	}
+	return nil
+}
+
+// eventClock keeps when the fake flushed each event of each request.
+type eventClock struct {
+	mu   sync.Mutex
+	sent map[string][]time.Time
+}
+
+func (c *eventClock) onEvent(id string, n int) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.sent[id]) <= n {
+		c.sent[id] = append(c.sent[id], time.Time{})
+	}
+	c.sent[id][n] = now
+}
+
+func (c *eventClock) at(id string, n int) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n < len(c.sent[id]) && !c.sent[id][n].IsZero() {
+		return c.sent[id][n], true
+	}
+	return time.Time{}, false
+}
+
+func streamBody(tokens int) string {
+	return fmt.Sprintf(`{"model":"bench","stream":true,"max_tokens":%d,"messages":[{"role":"user","content":"stream me an answer"}]}`, tokens)
+}
+
+// openStream posts a streamed chat request with id and calls onEvent with
+// the index of each event as it is read, until the stream ends or onEvent
+// says stop.
+func openStream(ctx context.Context, client *http.Client, target, id string, tokens int, onEvent func(i int) bool) error {
+	req, _ := http.NewRequestWithContext(ctx, "POST", target+"/v1/chat/completions", strings.NewReader(streamBody(tokens)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Request-Id", id)
+	res, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 {
+		return fmt.Errorf("status %d", res.StatusCode)
+	}
+	r := bufio.NewReaderSize(res.Body, 64<<10)
+	i := 0
+	for {
+		line, err := r.ReadSlice('\n')
+		if len(bytes.TrimSpace(line)) == 0 && err == nil {
+			if !onEvent(i) {
+				return nil
+			}
+			i++
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func streams(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("stream", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:18001", "address of the in-process fake")
+	spec := fs.String("targets", "", "name=url,... (the fake, or proxies in front of it), measured in turn")
+	n := fs.Int("streams", 20, "concurrent streams")
+	rounds := fs.Int("rounds", 3, "turns of each target")
+	tokens := fs.Int("tokens", 64, "tokens per stream")
+	delay := fs.Duration("token-delay", 10*time.Millisecond, "between tokens")
+	fs.Parse(args)
+	tgts, err := targets(*spec)
+	if err != nil {
+		return err
+	}
+	clock := &eventClock{sent: map[string][]time.Time{}}
+	fake, err := fakeupstream.StartOn(ctx, *listen, fakeupstream.Options{TokenDelay: *delay, OnEvent: clock.onEvent})
+	if err != nil {
+		return err
+	}
+	defer fake.Close()
+	client := newClient(*n * 2)
+	defer client.CloseIdleConnections()
+	delays := make([][]time.Duration, len(tgts))
+	errs := make([]int, len(tgts))
+	start := time.Now()
+	for round := range *rounds {
+		for t, tg := range tgts {
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for s := range *n {
+				wg.Go(func() {
+					id := fmt.Sprintf("bench-%d-%s-%d-%d", start.UnixNano(), tg[0], round, s)
+					var mine []time.Duration
+					err := openStream(ctx, client, tg[1], id, *tokens, func(i int) bool {
+						now := time.Now()
+						// The role chunk and the tokens: the events the proxy
+						// passes as they are (the ones after may be edited).
+						if i <= *tokens {
+							if sent, ok := clock.at(id, i); ok {
+								mine = append(mine, now.Sub(sent))
+							}
+						}
+						return true
+					})
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						errs[t]++
+					}
+					delays[t] = append(delays[t], mine...)
+				})
+			}
+			wg.Wait()
+		}
+	}
+	for t := range tgts {
+		printJSON(named{tgts[t][0], result{Kind: "stream", Target: tgts[t][1], Count: len(delays[t]), Errors: errs[t],
+			Seconds: time.Since(start).Seconds(), Percents: percentiles(delays[t])}})
+	}
+	return nil
+}
+
+func hold(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("hold", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:18001", "address of the in-process fake")
+	target := fs.String("target", "", "base URL")
+	n := fs.Int("streams", 500, "streams to hold open")
+	dur := fs.Duration("hold", 5*time.Second, "how long to hold them once all are open")
+	fs.Parse(args)
+	fake, err := fakeupstream.StartOn(ctx, *listen, fakeupstream.Options{TokenDelay: time.Hour})
+	if err != nil {
+		return err
+	}
+	defer fake.Close()
+	client := newClient(*n)
+	defer client.CloseIdleConnections()
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var opened sync.WaitGroup
+	opened.Add(*n)
+	errc := make(chan error, *n)
+	var wg sync.WaitGroup
+	for s := range *n {
+		wg.Go(func() {
+			once := sync.OnceFunc(opened.Done)
+			defer once()
+			err := openStream(hctx, client, *target, fmt.Sprintf("hold-%d", s), 2, func(i int) bool {
+				if i == 1 { // the role chunk and the first token are in: the stream is open
+					once()
+				}
+				return true
+			})
+			if err != nil && hctx.Err() == nil {
+				errc <- err
+			}
+		})
+	}
+	opened.Wait()
+	fmt.Printf("{\"kind\":\"hold\",\"streams\":%d,\"state\":\"holding\"}\n", *n)
+	select {
+	case <-time.After(*dur):
+	case <-ctx.Done():
+	}
+	cancel()
+	wg.Wait()
+	close(errc)
+	errs := 0
+	for range errc {
+		errs++
+	}
+	fmt.Printf("{\"kind\":\"hold\",\"streams\":%d,\"state\":\"done\",\"errors\":%d}\n", *n, errs)
+	return nil
+}
+
+// line is one line of the script's results file: a measurement of a name
+// (direct, nginx, deadlabourd), or a figure the script took itself.
+type line struct {
+	Name     string             `json:"name"`
+	Kind     string             `json:"kind"`
+	RPS      float64            `json:"rps"`
+	Errors   int                `json:"errors"`
+	Count    int                `json:"count"`
+	Percents map[string]float64 `json:"ms"`
+	Bytes    float64            `json:"bytes_per_stream"`
+	Streams  int                `json:"streams"`
+}
+
+// report prints the results file as the table of docs/benchmarks.md, with
+// each figure against its target.
+func report(in io.Reader, out io.Writer) error {
+	got := map[string]line{} // kind/name
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		var l line
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil || l.Name == "" {
+			continue
+		}
+		got[l.Kind+"/"+l.Name] = l
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "**missed**"
+	}
+	p := func(kind, name, q string) float64 { return got[kind+"/"+name].Percents[q] }
+	fmt.Fprintf(out, "| measure | direct | nginx | deadlabourd | deadlabourd vs target |\n|---|---|---|---|---|\n")
+	thr := func(name string) float64 { return got["throughput/"+name].RPS }
+	if n, d := thr("nginx"), thr("deadlabourd"); n > 0 && d > 0 {
+		fmt.Fprintf(out, "| throughput, req/s (wrk, 64 conns) | %.0f | %.0f | %.0f | %.2f× nginx (target ≥ 1.0×): %s |\n",
+			thr("direct"), n, d, d/n, verdict(d/n >= 1.0))
+	}
+	for _, q := range []string{"p50", "p99"} {
+		limit := map[string]float64{"p50": 0.3, "p99": 1.0}[q]
+		dir := p("rate", "direct", q)
+		if dir == 0 {
+			continue
+		}
+		add := p("rate", "deadlabourd", q) - dir
+		v := verdict(add <= limit)
+		if add < 0 || p("rate", "nginx", q) < dir {
+			v = "disturbed (a proxy beat the direct call): rerun"
+		}
+		fmt.Fprintf(out, "| latency %s at 500 req/s, ms | %.3f | %.3f (%+.3f) | %.3f (%+.3f) | added %.3f ms (target ≤ %.1f ms): %s |\n",
+			q, dir, p("rate", "nginx", q), p("rate", "nginx", q)-dir, p("rate", "deadlabourd", q), add, add, limit, v)
+	}
+	for _, q := range []string{"p50", "p99"} {
+		dir := p("stream", "direct", q)
+		if dir == 0 {
+			continue
+		}
+		add := p("stream", "deadlabourd", q) - dir
+		target := ""
+		if q == "p99" {
+			v := verdict(add <= 0.1)
+			if add < 0 || p("stream", "nginx", q) < dir {
+				v = "disturbed (a proxy beat the direct call): rerun"
+			}
+			target = fmt.Sprintf("added %.3f ms (target ≤ 0.1 ms): %s", add, v)
+		}
+		fmt.Fprintf(out, "| stream event delay %s, ms | %.3f | %.3f (%+.3f) | %.3f (%+.3f) | %s |\n",
+			q, dir, p("stream", "nginx", q), p("stream", "nginx", q)-dir, p("stream", "deadlabourd", q), add, target)
+	}
+	if m := got["memory/deadlabourd"]; m.Streams > 0 {
+		fmt.Fprintf(out, "| memory per open stream (RSS growth / %d streams), KiB | | %.1f | %.1f | bounded: stated |\n",
+			m.Streams, got["memory/nginx"].Bytes/1024, m.Bytes/1024)
+	}
+	for k, l := range got {
+		if l.Errors > 0 {
+			fmt.Fprintf(out, "\nwarning: %s had %d errors\n", k, l.Errors)
+		}
+	}
+	return nil
+}

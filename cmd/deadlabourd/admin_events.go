@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/deadlabour/deadlabour/collector/requests"
+	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/internal/apierror"
+)
+
+// minAdminToken is the shortest bearer token admin.token_file may hold.
+const minAdminToken = 16
+
+// newEvents makes the event API (POST /v1/requests), reporting to the span
+// queue like the proxies.
+func (d *daemon) newEvents() error {
+	e, err := requests.NewEvents(requests.EventOptions{
+		History: d.cfg.Attribution.History.D(), SettleDelay: d.cfg.Attribution.SettleDelay.D(),
+		Devices: d.eventDevices, Now: nowFunc, Logger: d.log.With("component", "events"),
+	}, d.queue)
+	if err != nil {
+		return fmt.Errorf("event API: %w", err)
+	}
+	d.events = e
+	return nil
+}
+
+// registerEvents adds the event API to the admin router.
+func (d *daemon) registerEvents(mux *http.ServeMux) {
+	if d.events != nil {
+		mux.Handle("POST /v1/requests", d.events)
+	}
+}
+
+// eventDevices maps an event's upstream and gpus to device ids: the gpus it
+// names (indices or UUIDs of GPUs on this node), else the GPUs of the
+// configured upstream of that name.
+func (d *daemon) eventDevices(upstream string, gpus []string) ([]string, error) {
+	if len(gpus) > 0 {
+		return d.upstreamDevicesStrict(gpus)
+	}
+	for _, u := range d.cfg.Upstreams {
+		if u.Name == upstream {
+			return d.upstreamDevices(u), nil
+		}
+	}
+	return nil, fmt.Errorf("upstream %q is not in the config: name the GPUs it runs on in gpus", upstream)
+}
+
+// upstreamDevicesStrict maps GPU indices or UUIDs to device ids, refusing
+// any that is not on this node.
+func (d *daemon) upstreamDevicesStrict(gpus []string) ([]string, error) {
+	if d.gpu == nil {
+		return nil, fmt.Errorf("this node has no GPUs to charge")
+	}
+	out := make([]string, 0, len(gpus))
+	for _, g := range gpus {
+		found := ""
+		for _, dev := range d.gpu.Devices() {
+			if g == dev.UUID || g == strconv.Itoa(dev.Index) {
+				found = dev.ID
+			}
+		}
+		if found == "" {
+			return nil, fmt.Errorf("GPU %q is not on this node (%d GPUs)", g, len(d.gpu.Devices()))
+		}
+		out = append(out, found)
+	}
+	return out, nil
+}
+
+// adminHandler is the admin router behind the bearer-token check when
+// admin.token_file is set.
+func (d *daemon) adminHandler() (http.Handler, error) {
+	mux := d.adminMux()
+	if d.cfg.Admin.TokenFile == "" {
+		if host, _, err := net.SplitHostPort(d.cfg.Admin.Listen); err == nil && !isLoopback(host) {
+			d.log.Warn("the admin API listens beyond loopback without a token: anyone who reaches it can post requests; set admin.token_file",
+				"listen", d.cfg.Admin.Listen)
+		}
+		return mux, nil
+	}
+	token, err := readAdminToken(d.cfg.Admin.TokenFile)
+	if err != nil {
+		return nil, &config.Error{Problems: []config.Problem{{Key: "admin.token_file", Msg: err.Error()}}}
+	}
+	return bearerAuth(token, mux), nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// readAdminToken reads the admin bearer token: the file's content, less
+// surrounding space.
+func readAdminToken(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	token := bytes.TrimSpace(b)
+	if len(token) < minAdminToken {
+		return nil, fmt.Errorf("%s holds a token of %d bytes; want at least %d (e.g. openssl rand -hex 32)", path, len(token), minAdminToken)
+	}
+	if bytes.ContainsAny(token, " \t\r\n") {
+		return nil, fmt.Errorf("%s: the token must be one word", path)
+	}
+	return token, nil
+}
+
+// bearerAuth lets through requests that carry "Authorization: Bearer
+// <token>", and the liveness and readiness probes, which carry nothing
+// secret and are called by orchestrators without credentials.
+func bearerAuth(token []byte, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), token) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="deadlabour admin"`)
+			apierror.WriteParam(w, http.StatusUnauthorized, "authentication_error", "Authorization",
+				"Authorization: want the bearer token of admin.token_file")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

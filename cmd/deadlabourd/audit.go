@@ -1,0 +1,515 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/sink"
+)
+
+// auditStore keeps the most recent records and, per device, how the
+// intervals of the last window were split, so that a recent record can be
+// shown and recomputed (GET /v1/requests/{id}?explain=1, deadlabourd
+// audit). The engine writes, HTTP handlers read. Memory is bounded: at most
+// maxRecords records, and the settlements of window per device.
+type auditStore struct {
+	params     estimator.Params
+	sources    []paramSource
+	maxRecords int
+	window     time.Duration
+
+	mu      sync.Mutex
+	records map[string]estimator.Record
+	order   []string // ids, oldest first
+	settled map[string]*settleLog
+}
+
+func newAuditStore(p estimator.Params, sources []paramSource, maxRecords int, window time.Duration) *auditStore {
+	return &auditStore{params: p, sources: sources, maxRecords: maxRecords, window: window,
+		records: map[string]estimator.Record{}, settled: map[string]*settleLog{}}
+}
+
+// addRecord keeps r, forgetting the oldest record beyond maxRecords.
+func (s *auditStore) addRecord(r estimator.Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.records[r.ID]; !ok {
+		s.order = append(s.order, r.ID)
+	}
+	s.records[r.ID] = r
+	for len(s.order) > s.maxRecords {
+		delete(s.records, s.order[0])
+		s.order = s.order[1:]
+	}
+	if cap(s.order) > 4*s.maxRecords {
+		s.order = append([]string(nil), s.order...)
+	}
+}
+
+// addSettled keeps how intervals were split, forgetting those older than window.
+func (s *auditStore) addSettled(sts []estimator.Settlement) {
+	if len(sts) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range sts {
+		lg := s.settled[st.Device]
+		if lg == nil {
+			lg = &settleLog{}
+			s.settled[st.Device] = lg
+		}
+		lg.add(st, s.window)
+	}
+}
+
+// lookup returns a record and the settlements that may have charged it.
+func (s *auditStore) lookup(id string) (estimator.Record, map[string][]estimator.Settlement, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.records[id]
+	if !ok {
+		return r, nil, false
+	}
+	out := map[string][]estimator.Settlement{}
+	for _, ds := range r.PerDevice {
+		from, to := r.Start, r.End
+		if !ds.ChargedTo.IsZero() && ds.ChargedTo.After(to) {
+			to = ds.ChargedTo
+		}
+		if lg := s.settled[ds.Device]; lg != nil {
+			out[ds.Device] = lg.between(from, to, ds.Device)
+		}
+	}
+	return r, out, true
+}
+
+// settleLog is one device's settlements in time order, compact.
+type settleLog struct {
+	entries []compactSettlement
+	head    int
+}
+
+type compactSettlement struct {
+	start, end                                              int64
+	joules, covered, sumWeight, prompt, decode, fixed, sumO float64
+	method, coef                                            uint8
+	byOverlap                                               bool
+}
+
+var (
+	methods      = []estimator.Method{estimator.MethodCounter, estimator.MethodPowerIntegral, estimator.MethodModelled, estimator.MethodStatic, estimator.MethodMixed, estimator.MethodNone}
+	coefficients = []string{"", "configured", "fitted", "warming", "host"}
+)
+
+func indexOf[T comparable](list []T, v T) uint8 {
+	for i, x := range list {
+		if x == v {
+			return uint8(i)
+		}
+	}
+	return 0
+}
+
+func (lg *settleLog) add(st estimator.Settlement, window time.Duration) {
+	lg.entries = append(lg.entries, compactSettlement{
+		start: st.Start.UnixNano(), end: st.End.UnixNano(), joules: st.Joules, covered: st.Covered,
+		sumWeight: st.SumWeight, prompt: st.PromptJPerToken, decode: st.DecodeJPerToken, fixed: st.FixedJ,
+		sumO: st.SumOverlapS, method: indexOf(methods, st.Method), coef: indexOf(coefficients, st.Coefficients),
+		byOverlap: st.ByOverlap,
+	})
+	horizon := st.End.UnixNano() - int64(window)
+	for lg.head < len(lg.entries) && lg.entries[lg.head].end < horizon {
+		lg.head++
+	}
+	if lg.head > len(lg.entries)/2 && lg.head > 64 {
+		lg.entries = append(lg.entries[:0], lg.entries[lg.head:]...)
+		lg.head = 0
+	}
+}
+
+// between returns the settlements of intervals that overlap [from, to].
+func (lg *settleLog) between(from, to time.Time, device string) []estimator.Settlement {
+	live := lg.entries[lg.head:]
+	a, b := from.UnixNano(), to.UnixNano()
+	i := sort.Search(len(live), func(i int) bool { return live[i].end > a })
+	var out []estimator.Settlement
+	for ; i < len(live) && live[i].start < b; i++ {
+		c := live[i]
+		out = append(out, estimator.Settlement{
+			Interval: estimator.Interval{Device: device, Start: time.Unix(0, c.start), End: time.Unix(0, c.end),
+				Joules: c.joules, Method: methods[c.method]},
+			Covered: c.covered, SumWeight: c.sumWeight, ByOverlap: c.byOverlap,
+			PromptJPerToken: c.prompt, DecodeJPerToken: c.decode, Coefficients: coefficients[c.coef],
+			FixedJ: c.fixed, SumOverlapS: c.sumO,
+		})
+	}
+	return out
+}
+
+// requestRoutes registers GET /v1/requests/{id} on the admin listener.
+func (d *daemon) requestRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/requests/{id}", d.audit.serveRequest)
+}
+
+// serveRequest answers GET /v1/requests/{id}: the record as written to
+// InfluxDB (tags, fields, time), and with ?explain=1 how it was made.
+func (s *auditStore) serveRequest(w http.ResponseWriter, r *http.Request) {
+	if s == nil {
+		writeJSON(w, http.StatusNotFound, map[string]any{"error": "the audit store is off (attribution.audit_records: 0)"})
+		return
+	}
+	id := r.PathValue("id")
+	rec, settled, ok := s.lookup(id)
+	if !ok {
+		writeJSON(w, http.StatusNotFound, map[string]any{"error": fmt.Sprintf(
+			"request %q is not among the %d most recent records kept (attribution.audit_records); InfluxDB has every record", id, s.maxRecords)})
+		return
+	}
+	out, err := recordJSON(rec)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error()})
+		return
+	}
+	resp := map[string]any{"record": out}
+	if explain := r.URL.Query().Get("explain"); explain != "" && explain != "0" && explain != "false" {
+		resp["explain"] = s.explain(rec, settled)
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// recordJSON is a record as the InfluxDB point has it, in schema order.
+func recordJSON(r estimator.Record) (orderedJSON, error) {
+	p, err := sink.RequestPoint(r)
+	if err != nil {
+		return nil, err
+	}
+	out := orderedJSON{{Key: "measurement", Value: p.Measurement}, {Key: "time", Value: p.Time.UTC().Format(time.RFC3339Nano)}}
+	for _, t := range p.Tags {
+		out = append(out, sink.Field{Key: t.Key, Value: t.Value})
+	}
+	return append(out, p.Fields...), nil
+}
+
+// orderedJSON is a JSON object whose keys keep their order.
+type orderedJSON []sink.Field
+
+func (o orderedJSON) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, f := range o {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, _ := json.Marshal(f.Key)
+		v, err := json.Marshal(f.Value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.Key, err)
+		}
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// UnmarshalJSON reads an object, keeping its keys' order.
+func (o *orderedJSON) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return fmt.Errorf("want a JSON object, got %.40q", b)
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		*o = append(*o, sink.Field{Key: fmt.Sprint(k), Value: v})
+	}
+	return nil
+}
+
+// explanation is the JSON of ?explain=1.
+type explanation struct {
+	MethodVersion string          `json:"method_version"`
+	ParamsHash    string          `json:"params_hash"`
+	Weighting     string          `json:"weighting"`
+	Parameters    []paramSource   `json:"parameters"`
+	Devices       []deviceExplain `json:"devices"`
+	Recomputed    orderedJSON     `json:"recomputed"`
+	Matches       bool            `json:"matches"`
+	MaxRelDiff    float64         `json:"max_rel_diff"`
+	Note          string          `json:"note,omitempty"`
+}
+
+type deviceExplain struct {
+	Device       string          `json:"device"`
+	Joules       float64         `json:"joules"`
+	StaticJoules float64         `json:"static_joules,omitempty"`
+	Depreciation float64         `json:"depreciation_cost"`
+	EmbodiedG    float64         `json:"embodied_co2e_g"`
+	Meter        string          `json:"meter"`
+	ChargedFrom  string          `json:"charged_from,omitempty"`
+	ChargedTo    string          `json:"charged_to,omitempty"`
+	KeptFrom     string          `json:"intervals_kept_from,omitempty"`
+	Window       windowExplain   `json:"idle_window"`
+	Intervals    []chargeExplain `json:"intervals"`
+}
+
+type windowExplain struct {
+	Start        string  `json:"start"`
+	End          string  `json:"end"`
+	IdleJ        float64 `json:"idle_j"`
+	ActiveJ      float64 `json:"active_j"`
+	IdleS        float64 `json:"idle_s"`
+	ActiveS      float64 `json:"active_s"`
+	EnergyUplift float64 `json:"energy_uplift"`
+	WearUplift   float64 `json:"wear_uplift"`
+}
+
+type chargeExplain struct {
+	Start        string  `json:"start"`
+	End          string  `json:"end"`
+	Joules       float64 `json:"interval_j"`
+	Meter        string  `json:"meter"`
+	Covered      float64 `json:"covered"`
+	SumWeight    float64 `json:"sum_weight"`
+	Coefficients string  `json:"coefficients,omitempty"`
+	PromptJ      float64 `json:"prompt_j_per_token,omitempty"`
+	DecodeJ      float64 `json:"decode_j_per_token,omitempty"`
+	FixedJ       float64 `json:"fixed_j,omitempty"`
+	OverlapS     float64 `json:"overlap_s"`
+	PromptTokens float64 `json:"prompt_tokens,omitempty"`
+	DecodeTokens float64 `json:"completion_tokens,omitempty"`
+	Weight       float64 `json:"weight"`
+	Share        float64 `json:"share"`
+	Charged      float64 `json:"charged_j"`
+	Static       float64 `json:"charged_static_j,omitempty"`
+	Carbon       float64 `json:"carbon_g_per_kwh"`
+	CarbonMarket float64 `json:"carbon_market_g_per_kwh,omitempty"`
+	Price        float64 `json:"price_per_kwh"`
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func (s *auditStore) explain(rec estimator.Record, settled map[string][]estimator.Settlement) explanation {
+	ex := estimator.Explain(s.params, rec, settled)
+	out := explanation{MethodVersion: rec.MethodVersion, ParamsHash: rec.ParamsHash, Weighting: ex.Weighting,
+		Parameters: s.sources, Matches: ex.Matches, MaxRelDiff: ex.MaxRelDiff}
+	if rec.ParamsHash != s.params.Hash() {
+		out.Note = "the record was made under other parameters (params_hash differs): the recomputation uses the current ones"
+	} else if !ex.Matches {
+		out.Note = fmt.Sprintf("some intervals the record was charged for are no longer kept (attribution.audit_window %s)", s.window)
+	}
+	out.Recomputed, _ = recordJSON(ex.Recomputed)
+	for i, trail := range ex.Devices {
+		ds := rec.PerDevice[i]
+		de := deviceExplain{Device: ds.Device, Joules: ds.Joules, StaticJoules: ds.StaticJoules, Depreciation: ds.DepreciationCost,
+			EmbodiedG: ds.EmbodiedCO2eG, Meter: string(ds.Method), ChargedFrom: stamp(ds.ChargedFrom), ChargedTo: stamp(ds.ChargedTo),
+			KeptFrom: stamp(trail.KeptFrom),
+			Window: windowExplain{Start: stamp(ds.Window.Start), End: stamp(ds.Window.End), IdleJ: ds.Window.IdleJ, ActiveJ: ds.Window.ActiveJ,
+				IdleS: ds.Window.IdleS, ActiveS: ds.Window.ActiveS, EnergyUplift: ds.EnergyUplift, WearUplift: ds.WearUplift}}
+		for _, c := range trail.Intervals {
+			de.Intervals = append(de.Intervals, chargeExplain{Start: stamp(c.Start), End: stamp(c.End), Joules: c.Settlement.Joules,
+				Meter: string(c.Method), Covered: c.Covered, SumWeight: c.SumWeight, Coefficients: c.Coefficients,
+				PromptJ: c.PromptJPerToken, DecodeJ: c.DecodeJPerToken, FixedJ: c.FixedJ, OverlapS: c.OverlapS,
+				PromptTokens: c.PromptTokens, DecodeTokens: c.DecodeTokens, Weight: c.Weight, Share: c.Share,
+				Charged: c.Joules, Static: c.StaticJoules, Carbon: c.CarbonGPerKWh, CarbonMarket: c.CarbonMarketGPerKWh, Price: c.PricePerKWh})
+		}
+		out.Devices = append(out.Devices, de)
+	}
+	return out
+}
+
+// cmdAudit fetches a recent record's explanation from the running daemon's
+// admin listener and prints it.
+func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("audit", stderr)
+	cfgPath := fs.String("config", "/etc/deadlabour/config.yaml", "configuration file (for admin.listen and admin.token_file)")
+	admin := fs.String("admin", "", "admin listener host:port (default: admin.listen from --config)")
+	asJSON := fs.Bool("json", false, "print the daemon's JSON answer as it is")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the daemon")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: deadlabourd audit [--config FILE | --admin HOST:PORT] [--json] REQUEST_ID")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: want exactly one REQUEST_ID, got %d arguments", errUsage, fs.NArg())
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	addr, token := *admin, ""
+	if addr == "" || explicit {
+		// The config says where the admin listener is and its token.
+		cfg, err := config.Load(*cfgPath, -1)
+		if err != nil {
+			return fmt.Errorf("%w (or name the admin listener with --admin)", err)
+		}
+		if addr == "" {
+			addr = cfg.Admin.Listen
+		}
+		if cfg.Admin.TokenFile != "" {
+			b, err := os.ReadFile(cfg.Admin.TokenFile)
+			if err != nil {
+				return fmt.Errorf("admin.token_file: %w", err)
+			}
+			token = strings.TrimSpace(string(b))
+		}
+	}
+	if addr == "" {
+		return errors.New("the admin listener is off (admin.listen is empty): the daemon cannot be asked")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w: admin address %q: %v", errUsage, addr, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), Path: "/v1/requests/" + fs.Arg(0), RawQuery: "explain=1"}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("is deadlabourd running? %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s: %s", resp.Status, e.Error)
+		}
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	if *asJSON {
+		_, err := stdout.Write(body)
+		return err
+	}
+	var got struct {
+		Record  map[string]any `json:"record"`
+		Explain explanation    `json:"explain"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		return fmt.Errorf("the daemon's answer: %w", err)
+	}
+	printAudit(stdout, got.Record, got.Explain)
+	return nil
+}
+
+func printAudit(w io.Writer, rec map[string]any, ex explanation) {
+	f := func(k string) string {
+		v, ok := rec[k]
+		if !ok {
+			return "-"
+		}
+		if x, ok := v.(float64); ok {
+			return fmt.Sprintf("%.6g", x)
+		}
+		return fmt.Sprint(v)
+	}
+	fmt.Fprintf(w, "request %s: model %s, upstream %s, tenant %s, status %s, at %s\n", f("request_id"), f("model"), f("upstream"), f("tenant"), f("status"), f("time"))
+	fmt.Fprintf(w, "  %s s, %s prompt + %s completion tokens (%s); GPUs %s; served %s; simulated %s; history truncated %s\n",
+		f("duration_s"), f("prompt_tokens"), f("completion_tokens"), f("usage_source"), f("gpus"), f("served"), f("simulated"), f("history_truncated"))
+	fmt.Fprintf(w, "  method version %s, parameters %s, weighting %s; meters: GPU %s, host %s\n",
+		ex.MethodVersion, ex.ParamsHash, ex.Weighting, f("gpu_meter"), f("host_meter"))
+	fmt.Fprintf(w, "energy (J): GPU %s + host %s + static %s = IT %s; facility %s\n",
+		f("gpu_energy_j"), f("host_energy_j"), f("static_energy_j"), f("it_energy_j"), f("facility_energy_j"))
+	fmt.Fprintf(w, "carbon (g): operational %s, market-based %s, embodied %s, training %s; water (L): %s on-site + %s off-site\n",
+		f("co2e_g"), f("co2e_market_g"), f("embodied_co2e_g"), f("training_co2e_g"), f("water_onsite_l"), f("water_offsite_l"))
+	fmt.Fprintf(w, "money: energy %s + depreciation %s + training %s = dead labour %s; living labour %s s\n",
+		f("energy_cost"), f("depreciation_cost"), f("training_cost"), f("dead_labour_cost"), f("living_labour_s"))
+	fmt.Fprintf(w, "loaded (with the idle share, uplift %s): GPU %s J, IT %s J, facility %s J, CO2e %s g, depreciation %s, dead labour %s\n",
+		f("idle_uplift"), f("loaded_gpu_energy_j"), f("loaded_it_energy_j"), f("loaded_facility_energy_j"), f("loaded_co2e_g"),
+		f("loaded_depreciation_cost"), f("loaded_dead_labour_cost"))
+	for _, d := range ex.Devices {
+		fmt.Fprintf(w, "\ndevice %s: %.6g J", d.Device, d.Joules)
+		if d.StaticJoules > 0 {
+			fmt.Fprintf(w, " + %.6g J static", d.StaticJoules)
+		}
+		fmt.Fprintf(w, ", depreciation %.6g, embodied %.6g g, meter %s", d.Depreciation, d.EmbodiedG, d.Meter)
+		if d.ChargedFrom != "" {
+			fmt.Fprintf(w, ", charged from %s", d.ChargedFrom)
+		}
+		if d.ChargedTo != "" {
+			fmt.Fprintf(w, ", charged to %s", d.ChargedTo)
+		}
+		fmt.Fprintf(w, "\n  idle window %s to %s: %.6g J idle / %.6g J active (uplift %.4g), %.6g s / %.6g s (wear uplift %.4g)\n",
+			d.Window.Start, d.Window.End, d.Window.IdleJ, d.Window.ActiveJ, d.Window.EnergyUplift, d.Window.IdleS, d.Window.ActiveS, d.Window.WearUplift)
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "  START\tEND\tINTERVAL J\tMETER\tCOVERED\tOVERLAP S\tWEIGHT\tSUM WEIGHTS\tSHARE\tCHARGED J\tgCO2e/kWh\tPRICE/kWh\t")
+		for _, c := range d.Intervals {
+			fmt.Fprintf(tw, "  %s\t%s\t%.6g\t%s\t%.4g\t%.4g\t%.6g\t%.6g\t%.4g\t%.6g\t%.4g\t%.4g\t\n", clockOf(c.Start), clockOf(c.End),
+				c.Joules, c.Meter, c.Covered, c.OverlapS, c.Weight, c.SumWeight, c.Share, c.Charged, c.Carbon, c.Price)
+		}
+		tw.Flush()
+	}
+	fmt.Fprintf(w, "\nrecomputed from the intervals above: GPU %v J, host %v J, static %v J, depreciation %v\n",
+		get(ex.Recomputed, "gpu_energy_j"), get(ex.Recomputed, "host_energy_j"), get(ex.Recomputed, "static_energy_j"), get(ex.Recomputed, "depreciation_cost"))
+	if ex.Matches {
+		fmt.Fprintf(w, "matches the record (largest relative difference %.3g)\n", ex.MaxRelDiff)
+	} else {
+		fmt.Fprintf(w, "DOES NOT match the record (largest relative difference %.3g): %s\n", ex.MaxRelDiff, ex.Note)
+	}
+	fmt.Fprintln(w, "\nparameters:")
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, p := range ex.Parameters {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", p.Name, p.Value, p.Source)
+	}
+	tw.Flush()
+}
+
+func clockOf(s string) string {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.Format("15:04:05.000")
+	}
+	return s
+}
+
+func get(o orderedJSON, key string) any {
+	for _, f := range o {
+		if f.Key == key {
+			return f.Value
+		}
+	}
+	return "-"
+}

@@ -1,0 +1,68 @@
+package requests
+
+import (
+	"encoding/json"
+
+	"github.com/deadlabour/deadlabour/internal/jsonedit"
+)
+
+// addIncludeUsage returns a streamed request's body with
+// stream_options.include_usage set to true, and whether it changed it. It
+// leaves the body alone (false) when the client asked for usage itself, when
+// the body is not an object, or when stream_options is not an object or
+// null: then the upstream answers the request exactly as the client sent it.
+func addIncludeUsage(body []byte) ([]byte, bool) {
+	if !json.Valid(body) {
+		return body, false
+	}
+	members, closing, ok := jsonedit.Members(body, 0)
+	if !ok || len(members) == 0 || jsonedit.SkipSpace(body, closing+1) != len(body) {
+		return body, false
+	}
+	so, ok := jsonedit.Find(body, members, "stream_options")
+	if !ok {
+		// Insert after the last member: `{..., "stream_options":{...}}`.
+		end := members[len(members)-1].Val[1]
+		return jsonedit.Splice(body, end, end, `,"stream_options":{"include_usage":true}`), true
+	}
+	val := body[so.Val[0]:so.Val[1]]
+	if string(val) == "null" {
+		return jsonedit.Splice(body, so.Val[0], so.Val[1], `{"include_usage":true}`), true
+	}
+	inner, innerClose, ok := jsonedit.Members(body, so.Val[0])
+	if !ok {
+		return body, false
+	}
+	iu, ok := jsonedit.Find(body, inner, "include_usage")
+	switch {
+	case !ok && len(inner) == 0:
+		return jsonedit.Splice(body, so.Val[0]+1, innerClose, `"include_usage":true`), true
+	case !ok:
+		end := inner[len(inner)-1].Val[1]
+		return jsonedit.Splice(body, end, end, `,"include_usage":true`), true
+	}
+	switch string(body[iu.Val[0]:iu.Val[1]]) {
+	case "false", "null":
+		return jsonedit.Splice(body, iu.Val[0], iu.Val[1], "true"), true
+	}
+	return body, false // true already, or a value the upstream will judge
+}
+
+// removeNullUsage returns doc without a top-level "usage":null member, and
+// whether there was one.
+func removeNullUsage(doc []byte) ([]byte, bool) {
+	members, _, ok := jsonedit.Members(doc, 0)
+	if !ok {
+		return doc, false
+	}
+	for i := len(members) - 1; i >= 0; i-- {
+		m := members[i]
+		if string(doc[m.Key[0]:m.Key[1]]) == `"usage"` {
+			if string(doc[m.Val[0]:m.Val[1]]) != "null" {
+				return doc, false
+			}
+			return jsonedit.Remove(doc, members, i), true
+		}
+	}
+	return doc, false
+}

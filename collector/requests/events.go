@@ -1,0 +1,654 @@
+package requests
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/apierror"
+)
+
+// The event API: POST /v1/requests, for inference servers that cannot be
+// put behind the proxy. A server reports its requests itself, as events:
+//
+//   - {"type":"begin", ...} when a request starts and {"type":"end", ...}
+//     when it finishes: the request is charged, like a proxied one, for the
+//     meter intervals that settle while it runs. This is the way to honest
+//     figures.
+//   - {"type":"span", ...} (the default type) for a request already
+//     finished. It is charged only for the meter intervals not yet settled
+//     (attribution.settle_delay, default 500 ms): a span of a longer request
+//     is charged its last half second or so and recorded history_truncated.
+//     The answer says so in a warning.
+//
+// The body is one event object or an array of them, strict JSON (unknown
+// fields, trailing data and wrong types are refused), at most MaxBodyBytes.
+// A batch is taken whole or not at all. Every refusal is a 4xx whose error
+// names the field at fault in "param", e.g. "[3].start".
+
+// EventSink receives what the event API accepts (cmd's span queue).
+type EventSink interface {
+	Begin(id, upstream string, start time.Time, devices []string)
+	End(span estimator.Span)    // a request begun with Begin ended
+	Submit(span estimator.Span) // a whole request never begun
+}
+
+// Defaults of EventOptions.
+const (
+	DefaultMaxEventBytes = 1 << 20
+	DefaultMaxEvents     = 1000
+	DefaultMaxOpen       = 10000
+	// futureSlack is how far past the daemon's clock a timestamp may lie
+	// (clock steps between processes on one node).
+	futureSlack = time.Second
+	maxUpstream = 64
+)
+
+// EventOptions configure the event API.
+type EventOptions struct {
+	// History is how far back a timestamp may lie: the interval history the
+	// estimator keeps (attribution.history). Required. A request begun and
+	// not ended for this long is ended by the API with status abandoned.
+	History time.Duration
+	// SettleDelay is attribution.settle_delay: spans that start further
+	// back than this are answered with a warning.
+	SettleDelay time.Duration
+	// Devices maps an event's upstream and gpus to device ids; an error
+	// refuses the event, naming its gpus field. Required.
+	Devices func(upstream string, gpus []string) ([]string, error)
+	// MaxBodyBytes caps a request body (default DefaultMaxEventBytes),
+	// MaxEvents a batch (default DefaultMaxEvents), MaxOpen the requests
+	// begun and not yet ended (default DefaultMaxOpen).
+	MaxBodyBytes int64
+	MaxEvents    int
+	MaxOpen      int
+	Now          func() time.Time
+	Logger       *slog.Logger
+}
+
+// Events is the handler of POST /v1/requests. Run must run for begun
+// requests to be ended when they are abandoned.
+type Events struct {
+	opts EventOptions
+	sink EventSink
+
+	mu     sync.Mutex
+	open   map[string]openSpan
+	recent map[string]time.Time // ids ended, for duplicates
+	order  []recentID           // recent in the order ended, for pruning
+}
+
+type openSpan struct {
+	upstream, model, tenant string
+	start                   time.Time
+	devices                 []string
+}
+
+type recentID struct {
+	id string
+	at time.Time
+}
+
+// NewEvents makes the event API, reporting to sink.
+func NewEvents(opts EventOptions, sink EventSink) (*Events, error) {
+	if sink == nil || opts.Devices == nil {
+		return nil, errors.New("requests: event API needs a sink and a device map")
+	}
+	if opts.History <= 0 {
+		return nil, errors.New("requests: event API needs the history kept (attribution.history)")
+	}
+	opts.MaxBodyBytes = cmpOr(opts.MaxBodyBytes, DefaultMaxEventBytes)
+	opts.MaxEvents = cmpOr(opts.MaxEvents, DefaultMaxEvents)
+	opts.MaxOpen = cmpOr(opts.MaxOpen, DefaultMaxOpen)
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Events{opts: opts, sink: sink, open: map[string]openSpan{}, recent: map[string]time.Time{}}, nil
+}
+
+// eventIn is one event as it is sent. Pointers tell absent from zero.
+type eventIn struct {
+	Type             string            `json:"type"`
+	ID               string            `json:"id"`
+	Upstream         string            `json:"upstream"`
+	Model            string            `json:"model"`
+	Tenant           string            `json:"tenant"`
+	GPUs             []json.RawMessage `json:"gpus"`
+	Start            *time.Time        `json:"start"`
+	FirstToken       *time.Time        `json:"first_token"`
+	End              *time.Time        `json:"end"`
+	Status           json.RawMessage   `json:"status"`
+	PromptTokens     *int64            `json:"prompt_tokens"`
+	CompletionTokens *int64            `json:"completion_tokens"`
+	CachedTokens     *int64            `json:"cached_tokens"`
+	ReasoningTokens  *int64            `json:"reasoning_tokens"`
+	UsageSource      string            `json:"usage_source"`
+	Served           *bool             `json:"served"`
+}
+
+// event is a checked event.
+type event struct {
+	kind string // begin, end, span
+	span estimator.Span
+	gpus []string
+	// hasStart: the event gave a start (an end may leave it to its begin).
+	hasStart bool
+}
+
+// fieldError is a refusal naming a field.
+type fieldError struct {
+	status int
+	field  string
+	msg    string
+}
+
+func (e *fieldError) Error() string {
+	if e.field == "" {
+		return e.msg
+	}
+	return e.field + ": " + e.msg
+}
+
+func refuse(status int, field, format string, args ...any) *fieldError {
+	return &fieldError{status: status, field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+var upstreamRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// decodeEvents reads a body: one event or an array of at most maxEvents,
+// each checked against the clock now and the history kept.
+func decodeEvents(body []byte, now time.Time, history time.Duration, maxEvents int) ([]event, *fieldError) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, refuse(http.StatusBadRequest, "", "empty body: want an event object or an array of them")
+	}
+	var raws []json.RawMessage
+	prefix := func(i int) string { return "" }
+	if body[0] == '[' {
+		if err := strict(body, &raws); err != nil {
+			return nil, jsonError("", err)
+		}
+		if len(raws) == 0 {
+			return nil, refuse(http.StatusBadRequest, "", "empty array: want at least one event")
+		}
+		if len(raws) > maxEvents {
+			return nil, refuse(http.StatusRequestEntityTooLarge, "", "%d events in one batch; at most %d", len(raws), maxEvents)
+		}
+		prefix = func(i int) string { return "[" + strconv.Itoa(i) + "]." }
+	} else {
+		raws = []json.RawMessage{body}
+	}
+	out := make([]event, 0, len(raws))
+	for i, raw := range raws {
+		var in eventIn
+		if err := strict(raw, &in); err != nil {
+			return nil, jsonError(prefix(i), err)
+		}
+		ev, ferr := in.check(now, history)
+		if ferr != nil {
+			ferr.field = prefix(i) + ferr.field
+			return nil, ferr
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// strict decodes one JSON value with no unknown fields and nothing after it.
+func strict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON value")
+	}
+	return nil
+}
+
+// jsonError turns a decoding error into a refusal naming the field.
+func jsonError(prefix string, err error) *fieldError {
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		what := te.Value
+		if te.Field == "" {
+			return refuse(http.StatusBadRequest, eventName(prefix), "want an event object, got a JSON %s", what)
+		}
+		return refuse(http.StatusBadRequest, prefix+te.Field, "wrong type: JSON %s", what)
+	}
+	var pe *time.ParseError
+	if errors.As(err, &pe) {
+		return refuse(http.StatusBadRequest, eventName(prefix), "a timestamp is not RFC 3339 (e.g. 2025-01-02T15:04:05.123Z): %q", pe.Value)
+	}
+	msg := err.Error()
+	if f, ok := cutQuoted(msg, `json: unknown field "`); ok {
+		return refuse(http.StatusBadRequest, prefix+f, "unknown field")
+	}
+	return refuse(http.StatusBadRequest, eventName(prefix), "not valid JSON: %s", msg)
+}
+
+// eventName is a prefix without its trailing dot, naming the event itself.
+func eventName(prefix string) string {
+	if prefix == "" {
+		return ""
+	}
+	return prefix[:len(prefix)-1]
+}
+
+func cutQuoted(s, lead string) (string, bool) {
+	i := bytes.Index([]byte(s), []byte(lead))
+	if i < 0 {
+		return "", false
+	}
+	rest := s[i+len(lead):]
+	j := bytes.IndexByte([]byte(rest), '"')
+	if j < 0 {
+		return "", false
+	}
+	return rest[:j], true
+}
+
+// check validates one event and turns it into a span.
+func (in *eventIn) check(now time.Time, history time.Duration) (event, *fieldError) {
+	ev := event{kind: in.Type}
+	if ev.kind == "" {
+		ev.kind = "span"
+	}
+	bad := http.StatusUnprocessableEntity
+	switch ev.kind {
+	case "begin", "end", "span":
+	default:
+		return ev, refuse(bad, "type", "%q: want begin, end or span", in.Type)
+	}
+	if !visible(in.ID, maxRequestID) {
+		return ev, refuse(bad, "id", "want 1 to %d bytes of visible ASCII", maxRequestID)
+	}
+	if len(in.Upstream) > maxUpstream || !upstreamRe.MatchString(in.Upstream) {
+		return ev, refuse(bad, "upstream", "want a name of letters, digits, '.', '_' and '-' (at most %d bytes)", maxUpstream)
+	}
+	if len(in.Model) > maxModel || !utf8.ValidString(in.Model) {
+		return ev, refuse(bad, "model", "want at most %d bytes of UTF-8", maxModel)
+	}
+	if in.Tenant != "" && !visible(in.Tenant, maxTenant) {
+		return ev, refuse(bad, "tenant", "want at most %d bytes of visible ASCII", maxTenant)
+	}
+	for i, g := range in.GPUs {
+		var s string
+		var n int64
+		switch {
+		case json.Unmarshal(g, &s) == nil && s != "":
+		case json.Unmarshal(g, &n) == nil && n >= 0:
+			s = strconv.FormatInt(n, 10)
+		default:
+			return ev, refuse(bad, fmt.Sprintf("gpus[%d]", i), "want a GPU index (0, 1, ...) or a UUID string")
+		}
+		ev.gpus = append(ev.gpus, s)
+	}
+
+	// Times: not in the future, not older than the history kept.
+	oldest, newest := now.Add(-history), now.Add(futureSlack)
+	for _, t := range []struct {
+		name string
+		v    *time.Time
+	}{{"start", in.Start}, {"first_token", in.FirstToken}, {"end", in.End}} {
+		switch {
+		case t.v == nil:
+		case t.v.After(newest):
+			return ev, refuse(bad, t.name, "%s is in the future (the daemon's clock reads %s)", t.v.Format(time.RFC3339Nano), now.Format(time.RFC3339Nano))
+		case t.v.Before(oldest):
+			return ev, refuse(bad, t.name, "%s is older than the %s of meter history kept (attribution.history): no energy is left to attribute", t.v.Format(time.RFC3339Nano), history)
+		}
+	}
+	s := estimator.Span{ID: in.ID, Upstream: in.Upstream, Model: in.Model, Tenant: in.Tenant,
+		PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1, Status: "200"}
+	if in.Start != nil {
+		s.Start, ev.hasStart = *in.Start, true
+	}
+	if ev.kind == "begin" {
+		switch {
+		case in.Start == nil:
+			return ev, refuse(bad, "start", "required")
+		case in.End != nil || in.FirstToken != nil || len(in.Status) > 0 || in.Served != nil || in.UsageSource != "" ||
+			in.PromptTokens != nil || in.CompletionTokens != nil || in.CachedTokens != nil || in.ReasoningTokens != nil:
+			return ev, refuse(bad, "type", "a begin event has only id, upstream, model, tenant, gpus and start; the rest goes in its end event")
+		}
+		ev.span = s
+		return ev, nil
+	}
+	switch {
+	case in.End == nil:
+		return ev, refuse(bad, "end", "required")
+	case in.Start == nil && ev.kind == "span":
+		return ev, refuse(bad, "start", "required")
+	case in.Start != nil && in.End.Before(*in.Start):
+		return ev, refuse(bad, "end", "before start")
+	}
+	s.End = *in.End
+	if in.FirstToken != nil {
+		if (in.Start != nil && in.FirstToken.Before(*in.Start)) || in.FirstToken.After(*in.End) {
+			return ev, refuse(bad, "first_token", "want a time between start and end")
+		}
+		s.FirstToken = *in.FirstToken
+	}
+	if len(in.Status) > 0 {
+		status, ok := parseStatus(in.Status)
+		if !ok {
+			return ev, refuse(bad, "status", "want an HTTP status code (100-599) or %q or %q", estimator.StatusClientClosed, estimator.StatusUpstreamError)
+		}
+		s.Status = status
+	}
+	counts := 0
+	for _, c := range []struct {
+		name string
+		v    *int64
+		dst  *int64
+	}{{"prompt_tokens", in.PromptTokens, &s.PromptTokens}, {"completion_tokens", in.CompletionTokens, &s.CompletionTokens},
+		{"cached_tokens", in.CachedTokens, &s.CachedTokens}, {"reasoning_tokens", in.ReasoningTokens, &s.ReasoningTokens}} {
+		if c.v == nil {
+			continue
+		}
+		if *c.v < 0 {
+			return ev, refuse(bad, c.name, "want a whole number >= 0 (leave it out when unknown)")
+		}
+		*c.dst = *c.v
+		counts++
+	}
+	switch in.UsageSource {
+	case "":
+		s.UsageSource = estimator.UsageUnknown
+		if counts > 0 {
+			s.UsageSource = estimator.UsageReported
+		}
+	case estimator.UsageReported, estimator.UsageReportedPartial, estimator.UsageEstimated:
+		if counts == 0 {
+			return ev, refuse(bad, "usage_source", "%q with no token counts", in.UsageSource)
+		}
+		s.UsageSource = in.UsageSource
+	case estimator.UsageUnknown:
+		if counts > 0 {
+			return ev, refuse(bad, "usage_source", "unknown, yet token counts are given")
+		}
+		s.UsageSource = in.UsageSource
+	default:
+		return ev, refuse(bad, "usage_source", "%q: want reported, reported_partial, estimated or unknown", in.UsageSource)
+	}
+	// As the proxy judges it: a 4xx is a request the server refused.
+	code, _ := strconv.Atoi(s.Status)
+	s.Served = code < 400 || code >= 500
+	if in.Served != nil {
+		s.Served = *in.Served
+	}
+	ev.span = s
+	return ev, nil
+}
+
+func parseStatus(raw json.RawMessage) (string, bool) {
+	var n int
+	if json.Unmarshal(raw, &n) == nil {
+		return strconv.Itoa(n), n >= 100 && n <= 599
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil && (s == estimator.StatusClientClosed || s == estimator.StatusUpstreamError) {
+		return s, true
+	}
+	return "", false
+}
+
+// eventsAnswer is the answer to an accepted body.
+type eventsAnswer struct {
+	Accepted   int      `json:"accepted"`
+	Duplicates int      `json:"duplicates"`
+	Warnings   []string `json:"warnings,omitempty"`
+}
+
+// ServeHTTP takes one body of events.
+func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		e.fail(w, refuse(http.StatusMethodNotAllowed, "", "use POST"))
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		e.fail(w, refuse(http.StatusUnsupportedMediaType, "Content-Type", "want application/json"))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, e.opts.MaxBodyBytes))
+	if err != nil {
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+			e.fail(w, refuse(http.StatusRequestEntityTooLarge, "", "body is larger than the limit of %d bytes: send smaller batches", e.opts.MaxBodyBytes))
+			return
+		}
+		e.fail(w, refuse(http.StatusBadRequest, "", "cannot read the body"))
+		return
+	}
+	now := e.opts.Now()
+	events, ferr := decodeEvents(body, now, e.opts.History, e.opts.MaxEvents)
+	var ans eventsAnswer
+	if ferr == nil {
+		ans, ferr = e.apply(events, now, bytes.HasPrefix(bytes.TrimSpace(body), []byte("[")))
+	}
+	if ferr != nil {
+		e.fail(w, ferr)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_ = json.NewEncoder(w).Encode(ans)
+}
+
+func (e *Events) fail(w http.ResponseWriter, f *fieldError) {
+	e.opts.Logger.Debug("event API refused a body", "status", f.status, "param", f.field, "reason", f.msg)
+	apierror.WriteParam(w, f.status, "invalid_request_error", f.field, f.Error())
+}
+
+// apply takes a checked batch whole, or refuses it whole.
+func (e *Events) apply(events []event, now time.Time, batch bool) (eventsAnswer, *fieldError) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.prune(now)
+	name := func(i int, f string) string {
+		if batch {
+			return "[" + strconv.Itoa(i) + "]." + f
+		}
+		return f
+	}
+	// Plan against a view of the state as the batch changes it.
+	type action int
+	const (
+		doBegin action = iota
+		doEnd
+		doSubmit
+		doSkip
+	)
+	opened := map[string]openSpan{}
+	closed := map[string]bool{}
+	acts := make([]action, len(events))
+	var ans eventsAnswer
+	isOpen := func(id string) (openSpan, bool) {
+		if closed[id] {
+			return openSpan{}, false
+		}
+		if o, ok := opened[id]; ok {
+			return o, true
+		}
+		o, ok := e.open[id]
+		return o, ok
+	}
+	for i := range events {
+		ev := &events[i]
+		id := ev.span.ID
+		o, open := isOpen(id)
+		_, seen := e.recent[id]
+		seen = seen || closed[id]
+		switch ev.kind {
+		case "begin":
+			switch {
+			case open:
+				return ans, refuse(http.StatusConflict, name(i, "id"), "%q is already begun", id)
+			case seen:
+				return ans, refuse(http.StatusConflict, name(i, "id"), "%q has already ended", id)
+			case len(e.open)+len(opened) >= e.opts.MaxOpen:
+				return ans, refuse(http.StatusTooManyRequests, name(i, "id"), "%d requests are begun and not ended: end some first", e.opts.MaxOpen)
+			}
+			opened[id] = openSpan{upstream: ev.span.Upstream, model: ev.span.Model, tenant: ev.span.Tenant,
+				start: ev.span.Start, devices: ev.span.Devices}
+			acts[i] = doBegin
+		case "end":
+			switch {
+			case open && o.upstream != ev.span.Upstream:
+				return ans, refuse(http.StatusUnprocessableEntity, name(i, "upstream"), "%q was begun on upstream %q", id, o.upstream)
+			case open && ev.hasStart && !ev.span.Start.Equal(o.start):
+				return ans, refuse(http.StatusUnprocessableEntity, name(i, "start"), "differs from the begin event's %s", o.start.Format(time.RFC3339Nano))
+			case open && ev.span.End.Before(o.start):
+				return ans, refuse(http.StatusUnprocessableEntity, name(i, "end"), "before the begin event's start")
+			case open:
+				ev.span.Start, ev.span.Devices = o.start, o.devices
+				ev.span.Model, ev.span.Tenant = cmpStr(ev.span.Model, o.model), cmpStr(ev.span.Tenant, o.tenant)
+				if !ev.span.FirstToken.IsZero() && ev.span.FirstToken.Before(o.start) {
+					return ans, refuse(http.StatusUnprocessableEntity, name(i, "first_token"), "before the begin event's start")
+				}
+				acts[i] = doEnd
+			case seen:
+				acts[i] = doSkip
+			case !ev.hasStart:
+				return ans, refuse(http.StatusUnprocessableEntity, name(i, "start"), "required: no request %q is begun (was the daemon restarted?)", id)
+			default:
+				acts[i] = doSubmit
+			}
+			closed[id] = true
+		case "span":
+			switch {
+			case open:
+				return ans, refuse(http.StatusConflict, name(i, "id"), "%q is begun: finish it with an end event", id)
+			case seen:
+				acts[i] = doSkip
+			default:
+				acts[i] = doSubmit
+			}
+			closed[id] = true
+		}
+		if acts[i] == doBegin || acts[i] == doSubmit {
+			devices, err := e.opts.Devices(ev.span.Upstream, ev.gpus)
+			if err != nil {
+				return ans, refuse(http.StatusUnprocessableEntity, name(i, "gpus"), "%v", err)
+			}
+			ev.span.Devices = devices
+			if acts[i] == doBegin {
+				o := opened[id]
+				o.devices = devices
+				opened[id] = o
+			}
+		}
+		if acts[i] == doSubmit && now.Sub(ev.span.Start) > e.opts.SettleDelay {
+			ans.Warnings = append(ans.Warnings, name(i, "start")+": the request began "+now.Sub(ev.span.Start).Round(time.Millisecond).String()+
+				" ago, more than attribution.settle_delay: it is charged only for the meter intervals not yet settled and recorded history_truncated;"+
+				" send a begin event when a request starts for its full share")
+		}
+	}
+	for i, ev := range events {
+		s := ev.span
+		switch acts[i] {
+		case doBegin:
+			e.open[s.ID] = opened[s.ID]
+			e.sink.Begin(s.ID, s.Upstream, s.Start, s.Devices)
+		case doEnd:
+			delete(e.open, s.ID)
+			e.remember(s.ID, now)
+			e.sink.End(s)
+		case doSubmit:
+			e.remember(s.ID, now)
+			e.sink.Submit(s)
+		case doSkip:
+			ans.Duplicates++
+			continue
+		}
+		ans.Accepted++
+	}
+	return ans, nil
+}
+
+// remember keeps an ended id for the history, to answer a retried event as
+// a duplicate instead of recording the request twice.
+func (e *Events) remember(id string, now time.Time) {
+	e.recent[id] = now
+	e.order = append(e.order, recentID{id, now})
+}
+
+// prune forgets ended ids older than the history, and the oldest ones past
+// a bound on memory.
+func (e *Events) prune(now time.Time) {
+	n := 0
+	for n < len(e.order) && (now.Sub(e.order[n].at) > e.opts.History || len(e.order)-n > 16*e.opts.MaxOpen) {
+		if e.recent[e.order[n].id].Equal(e.order[n].at) {
+			delete(e.recent, e.order[n].id)
+		}
+		n++
+	}
+	if n > 0 {
+		e.order = append(e.order[:0], e.order[n:]...)
+	}
+}
+
+// Run ends requests begun and not ended within the history, once a second,
+// until ctx is done.
+func (e *Events) Run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			e.Expire(e.opts.Now())
+		}
+	}
+}
+
+// Expire ends, with status abandoned, every request begun longer than the
+// history ago and not ended: it has been charged until now, and no more.
+func (e *Events) Expire(now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for id, o := range e.open {
+		if now.Sub(o.start) <= e.opts.History {
+			continue
+		}
+		delete(e.open, id)
+		e.remember(id, now)
+		e.opts.Logger.Warn("event API: a request was begun and never ended; it is recorded as abandoned", "request_id", id,
+			"upstream", o.upstream, "begun", o.start)
+		e.sink.End(estimator.Span{ID: id, Upstream: o.upstream, Model: o.model, Tenant: o.tenant, Start: o.start, End: now, Status: estimator.StatusAbandoned,
+			PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
+			UsageSource: estimator.UsageUnknown, Devices: o.devices, Served: true})
+	}
+}
+
+// Open is how many requests are begun and not ended (metrics, tests).
+func (e *Events) Open() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.open)
+}
+
+// cmpStr is a, or b when a is empty.
+func cmpStr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,191 @@
+package requests
+
+import (
+	"bytes"
+	"io"
+)
+
+// usageFilter edits an SSE stream for which the proxy added
+// stream_options.include_usage, so that the client sees the stream it would
+// have seen without the proxy:
+//
+//   - the usage-only chunk (choices empty, usage set) is removed, with its
+//     blank line;
+//   - a top-level "usage":null member, which OpenAI-style servers add to
+//     every chunk of a stream that asked for usage, is removed from the
+//     chunk with the comma that separated it.
+//
+// It releases the stream event by event: an event's bytes wait until its
+// blank line arrives, which servers write with the event itself. An event
+// longer than the meter's limit ends the editing: from there on the stream
+// passes as it comes (memory stays bounded; no server sends such events).
+type usageFilter struct {
+	limit   int
+	buf     []byte // read buffer
+	pending []byte // read, not yet released: an unfinished event
+	scan    int    // pending[:scan] is scanned: no event ends in it
+	line    int    // start of the line being scanned
+	out     []byte // released, not yet read by the client
+	off     int
+	passing bool   // editing gave up: pass everything
+	err     error  // how the upstream read ended, returned once out is drained
+	removed int    // usage-only events removed
+	later   []byte // events released unedited and not yet metered
+}
+
+// settle meters the events released and not yet metered.
+func (f *usageFilter) settle(m *meter) {
+	if len(f.later) > 0 {
+		m.write(f.later)
+		f.later = f.later[:0]
+	}
+}
+
+func newUsageFilter(limit int) *usageFilter { return &usageFilter{limit: limit} }
+
+func (f *usageFilter) read(b *meteredBody, p []byte) (int, error) {
+	for {
+		if f.off < len(f.out) {
+			n := copy(p, f.out[f.off:])
+			f.off += n
+			return n, nil
+		}
+		f.out, f.off = f.out[:0], 0
+		if f.err != nil {
+			return 0, f.err
+		}
+		if f.buf == nil {
+			f.buf = make([]byte, 4<<10)
+		}
+		f.settle(b.meter)
+		n, err := b.ReadCloser.Read(f.buf)
+		b.bytes += int64(n)
+		if f.passing {
+			f.out = append(f.out, f.buf[:n]...)
+			b.meter.write(f.buf[:n])
+		} else {
+			f.pending = append(f.pending, f.buf[:n]...)
+			f.events(b.meter)
+		}
+		if err != nil {
+			if !f.passing && len(f.pending) > 0 {
+				f.event(b.meter, f.pending, true) // the last event, without its blank line
+				f.pending = f.pending[:0]
+			}
+			f.err = err
+			b.saw(nil, err)
+		}
+	}
+}
+
+// events releases the events that are complete in pending.
+func (f *usageFilter) events(m *meter) {
+	for {
+		end := f.eventEnd()
+		if end < 0 {
+			break
+		}
+		f.event(m, f.pending[:end], false)
+		rest := copy(f.pending, f.pending[end:])
+		f.pending = f.pending[:rest]
+		f.scan, f.line = 0, 0
+	}
+	if len(f.pending) > f.limit {
+		f.passing = true
+		f.out = append(f.out, f.pending...)
+		f.settle(m)
+		m.write(f.pending)
+		f.pending = nil
+	}
+}
+
+// eventEnd is the index after the blank line that ends the first event in
+// pending, or -1 when it has not come yet.
+func (f *usageFilter) eventEnd() int {
+	b := f.pending
+	for i := f.scan; i < len(b); i++ {
+		c := b[i]
+		if c != '\n' && c != '\r' {
+			continue
+		}
+		next := i + 1
+		if c == '\r' {
+			if i+1 == len(b) {
+				f.scan = i // CR or CRLF? wait for the next byte
+				return -1
+			}
+			if b[i+1] == '\n' {
+				next = i + 2
+			}
+		}
+		if i == f.line {
+			return next // an empty line: the event ends here
+		}
+		f.line = next
+		i = next - 1
+	}
+	f.scan = len(b)
+	return -1
+}
+
+// event meters one event's raw bytes and releases them, edited. An event
+// without a "usage" key cannot need an edit: it is released at once and
+// metered at the next read, off the event's way to the client.
+func (f *usageFilter) event(m *meter, raw []byte, last bool) {
+	if !last && !bytes.Contains(raw, []byte(`"usage"`)) {
+		f.out = append(f.out, raw...)
+		f.later = append(f.later, raw...)
+		return
+	}
+	f.settle(m)
+	m.last = eventInfo{}
+	m.write(raw)
+	if last {
+		m.close()
+	}
+	switch {
+	case m.last.usageOnly:
+		f.removed++
+		return
+	case m.last.data:
+		if edited, ok := editNullUsage(raw); ok {
+			f.out = append(f.out, edited...)
+			return
+		}
+	}
+	f.out = append(f.out, raw...)
+}
+
+// editNullUsage removes "usage":null from an event that is one data line of
+// JSON. Events of other shapes are left as they are.
+func editNullUsage(raw []byte) ([]byte, bool) {
+	rest, ok := bytes.CutPrefix(raw, []byte("data:"))
+	if !ok {
+		return nil, false
+	}
+	start := len(raw) - len(rest)
+	if len(rest) > 0 && rest[0] == ' ' {
+		start++
+	}
+	end := bytes.IndexAny(raw[start:], "\r\n")
+	if end < 0 {
+		end = len(raw)
+	} else {
+		end += start
+	}
+	// What follows the data line must be line ends only (one event, one line).
+	for _, c := range raw[end:] {
+		if c != '\r' && c != '\n' {
+			return nil, false
+		}
+	}
+	doc, ok := removeNullUsage(raw[start:end])
+	if !ok {
+		return nil, false
+	}
+	out := make([]byte, 0, start+len(doc)+len(raw)-end)
+	out = append(append(append(out, raw[:start]...), doc...), raw[end:]...)
+	return out, true
+}
+
+var _ io.Reader = (*meteredBody)(nil)

@@ -1,0 +1,156 @@
+package estimator
+
+import "time"
+
+// phases is what the weighting knows of a request's progress, from its
+// span alone. A streamed request (its first token's time known, two
+// completion tokens or more) is taken to have queued from its arrival until
+// its prefill began, then to have been in the batch until its end: its
+// prompt tokens processed evenly over [in, first token), its completion
+// tokens over [first token, end). Continuous batching decodes one token per
+// step for every request in the batch, so the request's own time per
+// completion token is the step length; its prefill took one step plus one
+// step per prefillTokensPerStep prompt tokens. A request whose first token
+// is unknown (not streamed) is taken to have been in the batch from its
+// arrival, both kinds of tokens spread evenly over [start, end).
+type phases struct {
+	start, in, ft, end int64   // nanoseconds
+	prompt, decode     float64 // tokens per nanosecond, in their phase
+	uniform            bool    // both rates hold over [start, end)
+	tokens             bool    // some tokens are known
+}
+
+// prefillTokensPerStep is how many prompt tokens a prefill processes in
+// the time of one decode step: about 1,000 for current GPUs and models
+// (an 8B model prefills some 20-40 thousand tokens a second on an H100,
+// whose decode steps take 20-40 ms; docs/methodology.md shows how the
+// fidelity depends on it).
+const prefillTokensPerStep = 1000
+
+// phasesOf is the phase model of a finished span; presence: whether to
+// model queueing (tokens and marginal weighting; time weighting charges
+// the whole span by definition).
+func phasesOf(s *Span, presence bool) phases {
+	st, en := s.Start.UnixNano(), s.End.UnixNano()
+	ph := phases{start: st, in: st, ft: st, end: en, uniform: true}
+	p, d := float64(max(s.PromptTokens, 0)), float64(max(s.CompletionTokens, 0))
+	ph.tokens = p+d > 0
+	if en <= st {
+		return ph
+	}
+	if !s.FirstToken.IsZero() {
+		if f := s.FirstToken.UnixNano(); f > st && f < en {
+			ph.ft, ph.uniform = f, false
+			if presence && d >= 2 {
+				step := float64(en-f) / (d - 1)
+				ph.in = max(st, f-int64(step*(1+p/prefillTokensPerStep)))
+			}
+			ph.prompt, ph.decode = p/float64(f-ph.in), d/float64(en-f)
+			return ph
+		}
+	}
+	ph.prompt, ph.decode = p/float64(en-st), d/float64(en-st)
+	return ph
+}
+
+// tokensIn is the prompt and completion tokens processed in [a, b), a
+// stretch within the request.
+func (ph *phases) tokensIn(a, b int64) (prompt, decode float64) {
+	if ph.uniform {
+		n := float64(b - a)
+		return ph.prompt * n, ph.decode * n
+	}
+	if a < ph.ft {
+		prompt = ph.prompt * float64(min(b, ph.ft)-a)
+	}
+	if b > ph.ft {
+		decode = ph.decode * float64(b-max(a, ph.ft))
+	}
+	return prompt, decode
+}
+
+// coefficients of the marginal weighting for one device and settle.
+type coefficients struct {
+	prompt, decode float64 // J per token
+	source         string  // configured, fitted, warming, host
+}
+
+// claim is a request's weight in one interval of one device, and its
+// overlap in seconds. The energy weight is in the mode's unit (seconds,
+// weighted tokens, joules); wear is shared by energy weight, except in
+// marginal weighting where wear, a cost of time alone, is shared by overlap.
+// The ledger and Explain both call it, so that a recomputation repeats the
+// ledger's arithmetic exactly.
+func (p *Params) claim(ph *phases, a, b int64, host bool, c coefficients) (w, overlap, prompt, decode float64) {
+	overlap = float64(b-a) / 1e9
+	switch p.Weighting {
+	case WeightTokens:
+		if !ph.tokens {
+			// No token rate to go on: time, at one token per second.
+			return overlap, overlap, 0, 0
+		}
+		prompt, decode = ph.tokensIn(a, b)
+		return p.PromptTokenWeight*prompt + decode, overlap, prompt, decode
+	case WeightMarginal:
+		if host {
+			return 0, overlap, 0, 0 // the host is all fixed part
+		}
+		prompt, decode = ph.tokensIn(a, b)
+		return c.prompt*prompt + c.decode*decode, overlap, prompt, decode
+	}
+	return overlap, overlap, 0, 0
+}
+
+// unit is what one unit of weight is charged in one interval.
+type unit struct {
+	joules, static, co2, co2m, cost float64 // per unit of energy weight
+	depreciation, embodied          float64 // per unit of wear weight
+	byOverlap                       bool    // wear weight is the overlap
+}
+
+// unitOf is the charge per unit of weight of a settled interval of a
+// device, given its rates at the interval's midpoint.
+func (p *Params) unitOf(st *Settlement, dp DeviceParams, host bool) unit {
+	t0, t1 := st.Start.UnixNano(), st.End.UnixNano()
+	dt := float64(t1-t0) / 1e9
+	static := 0.0
+	if host {
+		static = p.StaticWatts * dt
+	}
+	activeJ := st.Joules * st.Covered
+	activeS := static * st.Covered
+	u := unit{byOverlap: p.Weighting == WeightMarginal}
+	if st.SumWeight > 0 {
+		u.joules, u.static = activeJ/st.SumWeight, activeS/st.SumWeight
+	}
+	wear := st.SumWeight
+	if u.byOverlap {
+		wear = st.SumOverlapS
+	}
+	if wear > 0 {
+		u.depreciation = dp.DepreciationPerSecond * dt * st.Covered / wear
+		u.embodied = dp.EmbodiedGPerSecond * dt * st.Covered / wear
+	}
+	mid := midpoint(t0, t1)
+	e := u.joules + u.static
+	u.co2 = e * p.Carbon.At(mid)
+	if p.CarbonMarket != nil {
+		u.co2m = e * p.CarbonMarket.At(mid)
+	}
+	u.cost = e * p.Price.At(mid)
+	return u
+}
+
+// add charges w units of energy weight and wearW of wear weight.
+func (a *share) add(u *unit, w, wearW float64) {
+	a.joules += w * u.joules
+	a.static += w * u.static
+	a.co2 += w * u.co2
+	a.co2m += w * u.co2m
+	a.cost += w * u.cost
+	a.depreciation += wearW * u.depreciation
+	a.embodied += wearW * u.embodied
+}
+
+// midpoint is the middle of [t0, t1), at which an interval's rates are taken.
+func midpoint(t0, t1 int64) time.Time { return time.Unix(0, t0+(t1-t0)/2) }
