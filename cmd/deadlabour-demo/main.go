@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"text/tabwriter"
@@ -129,6 +130,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := stopDaemon(); err != nil {
 		return fmt.Errorf("deadlabourd: %w\n%s", err, tail(logFile.Name()))
 	}
+	if warnings := problems(logFile.Name()); warnings != "" {
+		fmt.Fprintf(out, "The daemon logged warnings:\n%s", warnings)
+	}
 	return printTable(ctx, out, *influx)
 }
 
@@ -234,13 +238,15 @@ type row struct {
 	model                                           string
 	requests, tokens                                float64
 	gpuJ, facilityJ, depreciation, deadLabour, co2e float64
+	loaded                                          float64
 }
 
 // printTable reads the per-model totals back from InfluxDB.
 func printTable(ctx context.Context, out io.Writer, influx string) error {
 	q := `SELECT count(request_id) AS requests, sum(prompt_tokens) AS prompt, sum(completion_tokens) AS completion,
 	sum(gpu_energy_j) AS gpu, sum(facility_energy_j) AS facility, sum(depreciation_cost) AS depreciation,
-	sum(dead_labour_cost) AS dead_labour, sum(co2e_g) AS co2e FROM deadlabour_request GROUP BY model`
+	sum(dead_labour_cost) AS dead_labour, sum(co2e_g) AS co2e, sum(loaded_dead_labour_cost) AS loaded
+	FROM deadlabour_request GROUP BY model`
 	series, err := influxQuery(ctx, influx, q)
 	if err != nil {
 		return err
@@ -253,7 +259,7 @@ func printTable(ctx context.Context, out io.Writer, influx string) error {
 			return f
 		}
 		rows = append(rows, row{model: s.Tags["model"], requests: num(1), tokens: num(2) + num(3), gpuJ: num(4),
-			facilityJ: num(5), depreciation: num(6), deadLabour: num(7), co2e: num(8)})
+			facilityJ: num(5), depreciation: num(6), deadLabour: num(7), co2e: num(8), loaded: num(9)})
 	}
 	if len(rows) == 0 {
 		return errors.New("InfluxDB holds no request records: see the daemon log")
@@ -261,17 +267,18 @@ func printTable(ctx context.Context, out io.Writer, influx string) error {
 	sort.Slice(rows, func(i, j int) bool { return rows[i].model < rows[j].model })
 	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "model\trequests\ttokens\tGPU Wh\tfacility Wh\tCO2e g\tdepreciation USD\tdead labour USD\tJ/token\t")
+	fmt.Fprintln(tw, "model\trequests\ttokens\tGPU Wh\tfacility Wh\tCO2e g\tdepreciation USD\tdead labour USD\tloaded USD\tJ/token\t")
 	var total row
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t%.5f\t%.5f\t%.3f\t\n", r.model, r.requests, r.tokens,
-			r.gpuJ/3600, r.facilityJ/3600, r.co2e, r.depreciation, r.deadLabour, r.gpuJ/max(r.tokens, 1))
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t%.5f\t%.5f\t%.5f\t%.3f\t\n", r.model, r.requests, r.tokens,
+			r.gpuJ/3600, r.facilityJ/3600, r.co2e, r.depreciation, r.deadLabour, r.loaded, r.gpuJ/max(r.tokens, 1))
 		total.requests += r.requests
 		total.tokens += r.tokens
 		total.gpuJ += r.gpuJ
 		total.facilityJ += r.facilityJ
 	}
 	tw.Flush()
+	fmt.Fprintln(out, "\n(loaded = dead labour plus the request's share of its GPUs' idle energy and wear: what idle capacity adds to each prompt.)")
 	idle, err := influxQuery(ctx, influx, `SELECT sum(energy_j) FROM deadlabour_idle WHERE device != 'host'`)
 	if err == nil && len(idle) > 0 {
 		f, _ := idle[0].Values[0][1].(float64)
@@ -347,6 +354,18 @@ func waitListening(ctx context.Context, addr string, exited <-chan error) error 
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("deadlabourd did not listen on %s within 20 s", addr)
+}
+
+// problems returns the daemon's WARN and ERROR lines.
+func problems(path string) string {
+	b, _ := os.ReadFile(path)
+	var out strings.Builder
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+			out.WriteString("  " + line + "\n")
+		}
+	}
+	return out.String()
 }
 
 func tail(path string) string {
