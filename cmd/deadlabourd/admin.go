@@ -14,6 +14,7 @@ func (d *daemon) adminMux() *http.ServeMux {
 	d.requestRoutes(mux)
 	d.obs.routes(mux) // GET /metrics, /healthz, /readyz, /v1/spool (observe.go)
 	d.registerEvents(mux)
+	d.debugRoutes(mux) // GET /debug/pprof/ (admin_debug.go)
 	return mux
 }
 
