@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/deadlabour/deadlabour/collector/requests"
@@ -54,24 +53,19 @@ func (d *daemon) eventDevices(upstream string, gpus []string) ([]string, error) 
 	return nil, fmt.Errorf("upstream %q is not in the config: name the GPUs it runs on in gpus", upstream)
 }
 
-// upstreamDevicesStrict maps GPU indices or UUIDs to device ids, refusing
-// any that is not on this node.
+// upstreamDevicesStrict maps GPU indices or UUIDs (GPU or MIG) to device
+// ids, refusing any that is not on this node.
 func (d *daemon) upstreamDevicesStrict(gpus []string) ([]string, error) {
 	if d.gpu == nil {
 		return nil, fmt.Errorf("this node has no GPUs to charge")
 	}
 	out := make([]string, 0, len(gpus))
 	for _, g := range gpus {
-		found := ""
-		for _, dev := range d.gpu.Devices() {
-			if g == dev.UUID || g == strconv.Itoa(dev.Index) {
-				found = dev.ID
-			}
-		}
-		if found == "" {
+		ids, _ := d.gpuDevices(g)
+		if len(ids) == 0 {
 			return nil, fmt.Errorf("GPU %q is not on this node (%d GPUs)", g, len(d.gpu.Devices()))
 		}
-		out = append(out, found)
+		out = append(out, ids...)
 	}
 	return out, nil
 }

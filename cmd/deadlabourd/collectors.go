@@ -43,37 +43,45 @@ func gpuDeviceParams(cfg *config.Config, devs []gpu.DeviceInfo, log *slog.Logger
 // instances: requests are then charged from each instance's share, which
 // is right only if the upstream really uses them all, so it says so.
 func (d *daemon) upstreamDevices(u config.Upstream) []string {
-	if d.gpu == nil {
-		return nil
-	}
 	var out []string
 	for _, g := range u.GPUs {
-		found := false
-		for _, dev := range d.gpu.Devices() {
-			if g == dev.UUID || g == strconv.Itoa(dev.Index) {
-				found = true
-				if !dev.MIG {
-					out = append(out, dev.ID)
-					continue
-				}
-				d.log.Warn("upstream names a GPU in MIG mode: it is charged from all its instances; name the instances' MIG UUIDs (deadlabourd probe lists them) or use pid_file",
-					"upstream", u.Name, "gpu", g)
-				for _, in := range dev.Instances {
-					out = append(out, in.ID)
-				}
-			}
-			for _, in := range dev.Instances {
-				if g == in.UUID {
-					found = true
-					out = append(out, in.ID)
-				}
-			}
-		}
-		if !found {
+		ids, wholeMIG := d.gpuDevices(g)
+		switch {
+		case len(ids) == 0:
 			d.log.Warn("upstream names a GPU that is not present; it is ignored", "upstream", u.Name, "gpu", g)
+		case wholeMIG:
+			d.log.Warn("upstream names a GPU in MIG mode: it is charged from all its instances; name the instances' MIG UUIDs (deadlabourd probe lists them) or use pid_file",
+				"upstream", u.Name, "gpu", g)
 		}
+		out = append(out, ids...)
 	}
 	return out
+}
+
+// gpuDevices is the device ids one gpus entry (an index, a GPU UUID or a
+// MIG UUID) names on this node: none if it names nothing here; every
+// instance of a GPU in MIG mode named as a whole (wholeMIG).
+func (d *daemon) gpuDevices(g string) (ids []string, wholeMIG bool) {
+	if d.gpu == nil {
+		return nil, false
+	}
+	for _, dev := range d.gpu.Devices() {
+		if g == dev.UUID || g == strconv.Itoa(dev.Index) {
+			if !dev.MIG {
+				return []string{dev.ID}, false
+			}
+			for _, in := range dev.Instances {
+				ids = append(ids, in.ID)
+			}
+			return ids, true
+		}
+		for _, in := range dev.Instances {
+			if g == in.UUID {
+				return []string{in.ID}, false
+			}
+		}
+	}
+	return nil, false
 }
 
 // hostOptions configures the host meter; its CPU power model (used without
