@@ -12,16 +12,19 @@
 //   - no counter, or one that went backwards or stopped: the trapezoid of
 //     power samples, read from FI_DEV_POWER_INSTANT where the driver has it;
 //   - a GPU that is lost, times out or fails: marked unhealthy, skipped,
-//     retried with backoff, while the others carry on;
+//     retried with backoff, while the others carry on; each GPU is read by
+//     a goroutine of its own under a deadline, so that a driver call that
+//     hangs on one GPU holds that GPU only;
 //   - MIG: the board's energy is split among its instances by activity.
 package gpu
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,42 +54,67 @@ type DeviceInfo struct {
 	Slices    int // GPU-instance slices of the whole board (MIG mode)
 }
 
-// Collector polls every GPU of one NVML instance. Poll and Flush belong to
-// one goroutine (the engine's); Health, Devices and ProcessDevices may be
-// called from any.
+// Collector polls every GPU of one NVML instance, each through a reader
+// goroutine of its own (reader.go), so that an NVML call that hangs holds
+// that GPU only. Poll, Flush and Close belong to one goroutine (the
+// engine's); Health, Devices and ProcessDevices may be called from any.
 type Collector struct {
 	lib     nvml.Interface
 	log     *slog.Logger
 	driver  string
 	devices []*deviceState
-	clock   func() time.Time // measures how long calls take
+	timeout time.Duration // how long a poll waits for a GPU's reads
+	answers chan int      // readers answer here, by GPU index
+	timer   *time.Timer   // the read deadline of a poll
+	stop    context.CancelFunc
 
-	mu sync.Mutex // guards every deviceState.health
+	mu sync.Mutex // guards every deviceState's info, handle and health
 }
 
+// readState is where a GPU's reader stands, as Poll sees it.
+type readState uint8
+
+const (
+	readIdle     readState = iota
+	readAsked              // a read was asked at this poll
+	readAnswered           // and answered before the deadline
+	readStuck              // a read past its deadline has not come back yet
+)
+
+// deviceState is one GPU as Poll sees it.
 type deviceState struct {
-	info   DeviceInfo
-	handle nvml.Device // nil until the GPU answered DeviceGetHandleByIndex
+	info   DeviceInfo  // as last read; written under Collector.mu
+	handle nvml.Device // for ProcessDevices; written under Collector.mu
 	meter  energyMeter
 	mig    []*instanceState
-	fv     [1]nvml.FieldValue
 
 	lastPoll time.Time
 	health   DeviceHealth
 	backoff  time.Duration
 	warned   map[meterEvent]bool // counter events logged at warn once
+
+	rd      *reader
+	read    readState
+	askedAt time.Time
+	forget  bool // the next read forgets its GPM samples (after a gap)
 }
 
 // Open initialises NVML and enumerates the GPUs at time now; the energy
 // counters read then are the start of the first interval, so no joule
 // between Open and the first Poll is lost. On failure it returns an error
 // wrapping ErrNoDriver and the nvml.Return, and NVML is left alone. A GPU
-// that fails at start is kept, unhealthy, and retried like any other.
+// that fails (or hangs) at start is kept, unhealthy, and retried like any
+// other. Close stops the readers.
 func Open(lib nvml.Interface, log *slog.Logger, now time.Time) (*Collector, error) {
+	return open(lib, log, now, readTimeout)
+}
+
+func open(lib nvml.Interface, log *slog.Logger, now time.Time, timeout time.Duration) (*Collector, error) {
 	if ret := lib.Init(); ret != nvml.SUCCESS {
 		return nil, fmt.Errorf("%w: nvml.Init returned %w", ErrNoDriver, ret)
 	}
-	c := &Collector{lib: lib, log: log, clock: time.Now}
+	c := &Collector{lib: lib, log: log, timeout: timeout, timer: time.NewTimer(time.Hour)}
+	c.timer.Stop()
 	if v, ret := lib.SystemGetDriverVersion(); ret == nvml.SUCCESS {
 		c.driver = v
 	}
@@ -95,51 +123,48 @@ func Open(lib nvml.Interface, log *slog.Logger, now time.Time) (*Collector, erro
 		lib.Shutdown()
 		return nil, fmt.Errorf("nvml.DeviceGetCount: %w", ret)
 	}
+	c.answers = make(chan int, n)
+	ctx, stop := context.WithCancel(context.Background())
+	c.stop = stop
 	for i := range n {
+		info := DeviceInfo{Index: i, ID: strconv.Itoa(i), Power: PowerNone}
 		d := &deviceState{
-			info:   DeviceInfo{Index: i, ID: strconv.Itoa(i), Power: PowerNone},
-			health: DeviceHealth{ID: strconv.Itoa(i), Index: i, Healthy: true, Since: now},
+			info:   info,
+			health: DeviceHealth{ID: info.ID, Index: i, Healthy: true, Since: now},
 			warned: map[meterEvent]bool{},
+			rd:     &reader{lib: lib, log: log, index: i, info: info, req: make(chan readRequest, 1), done: make(chan struct{})},
 		}
 		c.devices = append(c.devices, d)
-		h, ret := lib.DeviceGetHandleByIndex(i)
-		if ret != nvml.SUCCESS {
-			c.markUnhealthy(d, now, &callError{"DeviceGetHandleByIndex", ret})
-			continue
-		}
-		c.describe(d, h)
+		go d.rd.run(ctx, c.answers)
 	}
-	c.Poll(now) // primes the counters, power and GPM samples
+	c.Poll(now) // finds the GPUs, primes the counters, power and GPM samples
 	return c, nil
 }
 
-// describe fills in what the GPU is and supports. It holds the lock: other
-// goroutines read the handle and the info (Devices, ProcessDevices).
-func (c *Collector) describe(d *deviceState, h nvml.Device) {
+// install takes what a read found the GPU to be: its description, handle
+// and MIG instances (keeping the activity of those that stay).
+func (c *Collector) install(d *deviceState) {
+	rd := d.rd
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	d.handle = h
-	info := &d.info
-	info.Name, _ = h.GetName()
-	info.UUID, _ = h.GetUUID()
-	d.health.UUID = info.UUID
-	if mem, ret := h.GetMemoryInfo(); ret == nvml.SUCCESS {
-		info.MemoryBytes = mem.Total
-	}
-	_, ret := h.GetTotalEnergyConsumption()
-	info.EnergyCounter = ret == nvml.SUCCESS
-	arch, _ := h.GetArchitecture()
-	info.Power = detectPower(h, info.Name, arch)
-	if mode, _, ret := h.GetMigMode(); ret == nvml.SUCCESS && mode == nvml.DEVICE_MIG_ENABLE {
-		info.MIG = true
-		c.openMIG(d)
+	d.handle, d.info = rd.handle, rd.info
+	d.health.UUID = rd.info.UUID
+	c.mu.Unlock()
+	old := d.mig
+	d.mig = make([]*instanceState, len(rd.mig))
+	for i, in := range rd.mig {
+		d.mig[i] = &instanceState{info: in.info}
+		for _, o := range old {
+			if o.info.ID == in.info.ID {
+				d.mig[i].weight = o.weight
+			}
+		}
 	}
 }
 
 // Driver is the driver version NVML reported.
 func (c *Collector) Driver() string { return c.driver }
 
-// Devices lists the GPUs found at Open.
+// Devices lists the GPUs as last read.
 func (c *Collector) Devices() []DeviceInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -150,10 +175,35 @@ func (c *Collector) Devices() []DeviceInfo {
 	return out
 }
 
-// Close frees GPM samples and shuts NVML down.
+// Close stops the readers, frees GPM samples and shuts NVML down. A reader
+// stuck in an NVML call cannot be stopped: Close waits for it up to the
+// read deadline, then returns an error naming the GPU and leaves NVML
+// open (the call still uses it); that reader ends when its call returns.
 func (c *Collector) Close() error {
+	if c.stop == nil {
+		return nil // closed already
+	}
+	c.stop()
+	c.stop = nil
+	wait, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	var stuck []string
 	for _, d := range c.devices {
-		d.freeGPM(c.lib)
+		select {
+		case <-d.rd.done:
+		case <-wait.Done():
+			select {
+			case <-d.rd.done:
+			default:
+				stuck = append(stuck, d.info.ID)
+			}
+		}
+	}
+	if len(stuck) > 0 {
+		return fmt.Errorf("GPU %s still in an NVML call after %v: NVML is left open", strings.Join(stuck, ", "), c.timeout)
+	}
+	for _, d := range c.devices {
+		d.rd.freeGPM()
 	}
 	if ret := c.lib.Shutdown(); ret != nvml.SUCCESS {
 		return fmt.Errorf("nvml.Shutdown: %w", ret)
@@ -165,7 +215,34 @@ func (c *Collector) Close() error {
 // that closed (a GPU whose counter has not moved since its last increment
 // closes none: the next increment covers the wait) and a telemetry sample
 // of every GPU read. An unhealthy GPU is not read until its retry is due.
+//
+// The GPUs are read at once, each by its reader; Poll waits for them up to
+// the read deadline and takes what they answered. A GPU that has not
+// answered by then is marked unhealthy, and is asked nothing more until
+// that read comes back (its answer, late, is dropped: the counter read at
+// the next poll covers the time).
 func (c *Collector) Poll(now time.Time) ([]estimator.Interval, []estimator.DeviceSample) {
+	c.receive(false) // late answers
+	asked := 0
+	for _, d := range c.devices {
+		switch {
+		case !d.due(now):
+		case d.read == readStuck:
+			c.markUnhealthy(d, now, &hungError{c.timeout, now.Sub(d.askedAt)})
+		default:
+			d.rd.req <- readRequest{now: now, forget: d.forget}
+			d.forget = false
+			d.read, d.askedAt = readAsked, now
+			asked++
+		}
+	}
+	if asked > 0 {
+		c.timer.Reset(c.timeout)
+		for asked > 0 && c.receive(true) {
+			asked--
+		}
+		c.timer.Stop()
+	}
 	n := 0
 	for _, d := range c.devices {
 		n += 1 + len(d.mig)
@@ -173,61 +250,71 @@ func (c *Collector) Poll(now time.Time) ([]estimator.Interval, []estimator.Devic
 	intervals := make([]estimator.Interval, 0, n)
 	samples := make([]estimator.DeviceSample, 0, n)
 	for _, d := range c.devices {
-		if !d.due(now) {
-			continue
+		switch d.read {
+		case readAnswered:
+			d.read = readIdle
+			intervals, samples = c.apply(d, now, intervals, samples)
+		case readAsked:
+			d.read = readStuck
+			c.markUnhealthy(d, now, &hungError{c.timeout, 0})
 		}
-		intervals, samples = c.poll(d, now, intervals, samples)
 	}
 	return intervals, samples
 }
 
-func (c *Collector) poll(d *deviceState, now time.Time, ivs []estimator.Interval, samples []estimator.DeviceSample) ([]estimator.Interval, []estimator.DeviceSample) {
-	if d.handle == nil {
-		h, ret := c.lib.DeviceGetHandleByIndex(d.info.Index)
-		if ret != nvml.SUCCESS {
-			c.markUnhealthy(d, now, &callError{"DeviceGetHandleByIndex", ret})
-			return ivs, samples
+// receive takes the answers of the readers: late ones (of stuck reads)
+// until none is waiting, when wait is false; when wait is true, until one
+// of this poll's reads answers (it returns true) or the deadline passes
+// (false).
+func (c *Collector) receive(wait bool) bool {
+	for {
+		var i int
+		if wait {
+			select {
+			case i = <-c.answers:
+			case <-c.timer.C:
+				return false
+			}
+		} else {
+			select {
+			case i = <-c.answers:
+			default:
+				return false
+			}
 		}
-		c.describe(d, h)
+		d := c.devices[i]
+		if d.read == readAsked {
+			d.read = readAnswered
+			return true
+		}
+		// A read that came back after its deadline: what it found the GPU
+		// to be is kept, its readings are not (their time is unknown).
+		d.read = readIdle
+		if d.rd.out.layout {
+			c.install(d)
+		}
 	}
-	began := c.clock()
-	mj, mjRet := uint64(0), nvml.ERROR_NOT_SUPPORTED
-	if d.info.EnergyCounter {
-		mj, mjRet = d.handle.GetTotalEnergyConsumption()
-	}
-	if err := failure("GetTotalEnergyConsumption", mjRet); err != nil {
-		c.markUnhealthy(d, now, err)
-		return ivs, samples
-	}
-	p, pRet := d.readPower()
-	if err := failure("power", pRet); err != nil {
-		c.markUnhealthy(d, now, err)
-		return ivs, samples
-	}
-	s, err := d.sample(now, p)
-	if err == nil {
-		err = c.activity(d, now)
-	}
-	n := len(samples)
-	if err == nil {
-		samples = append(samples, s)
-		samples, err = d.instanceSamples(now, samples)
-	}
-	if err != nil {
-		c.markUnhealthy(d, now, err)
-		return ivs, samples[:n]
-	}
-	d.lastPoll = now
+}
 
-	if took := c.clock().Sub(began); took > slowCalls {
-		// Keep what was read, but do not stall every poll on this GPU.
-		c.markUnhealthy(d, now, fmt.Errorf("NVML calls took %v (timeouts)", took.Round(time.Millisecond)))
-	} else if !d.health.Healthy {
+// apply takes one GPU's answer to this poll's read.
+func (c *Collector) apply(d *deviceState, now time.Time, ivs []estimator.Interval, samples []estimator.DeviceSample) ([]estimator.Interval, []estimator.DeviceSample) {
+	o := &d.rd.out
+	if o.layout {
+		c.install(d)
+	}
+	if o.err != nil {
+		c.markUnhealthy(d, now, o.err)
+		return ivs, samples
+	}
+	d.addActivity(now, o)
+	samples = append(samples, o.sample)
+	samples = append(samples, o.inst...)
+	d.lastPoll = now
+	if !d.health.Healthy {
 		c.markHealthy(d, now)
 	}
-
-	iv, ok, ev := d.meter.observe(now, mj, mjRet == nvml.SUCCESS, p)
-	c.logEvent(d, ev, mjRet)
+	iv, ok, ev := d.meter.observe(now, o.mj, o.mjRet == nvml.SUCCESS, o.powerW)
+	c.logEvent(d, ev, o.mjRet)
 	if ok {
 		ivs = d.split(iv, ivs)
 	}
@@ -274,52 +361,4 @@ func (c *Collector) logEvent(d *deviceState, ev meterEvent, ret nvml.Return) {
 	case eventUnstuck:
 		c.log.Info("GPU energy counter moves again (repeats are logged at debug)", args...)
 	}
-}
-
-// sample reads the telemetry of a GPU at a poll. An unreadable value is
-// NaN (left out of the telemetry). The error is a device failure: the
-// reads stop there, as every further call on a lost GPU would fail too.
-func (d *deviceState) sample(now time.Time, powerW float64) (estimator.DeviceSample, error) {
-	h := d.handle
-	nan := math.NaN()
-	s := estimator.DeviceSample{Device: d.info.ID, Name: d.info.Name, Time: now, PowerW: powerW,
-		UtilGPU: nan, UtilMem: nan, TempC: nan, SMClockMHz: nan, PowerLimitW: nan,
-		MemTotalBytes: d.info.MemoryBytes}
-	u, ret := h.GetUtilizationRates()
-	if ret == nvml.SUCCESS {
-		s.UtilGPU, s.UtilMem = float64(u.Gpu), float64(u.Memory)
-	} else if err := failure("GetUtilizationRates", ret); err != nil {
-		return s, err
-	}
-	m, ret := h.GetMemoryInfo()
-	if ret == nvml.SUCCESS {
-		s.MemUsedBytes, s.MemTotalBytes = m.Used, m.Total
-	} else if err := failure("GetMemoryInfo", ret); err != nil {
-		return s, err
-	}
-	t, ret := h.GetTemperature(nvml.TEMPERATURE_GPU)
-	if ret == nvml.SUCCESS {
-		s.TempC = float64(t)
-	} else if err := failure("GetTemperature", ret); err != nil {
-		return s, err
-	}
-	mhz, ret := h.GetClockInfo(nvml.CLOCK_SM)
-	if ret == nvml.SUCCESS {
-		s.SMClockMHz = float64(mhz)
-	} else if err := failure("GetClockInfo", ret); err != nil {
-		return s, err
-	}
-	mw, ret := h.GetEnforcedPowerLimit()
-	if ret == nvml.SUCCESS {
-		s.PowerLimitW = float64(mw) / 1000
-	} else if err := failure("GetEnforcedPowerLimit", ret); err != nil {
-		return s, err
-	}
-	r, ret := h.GetCurrentClocksEventReasons()
-	if ret == nvml.SUCCESS {
-		s.Throttle = r
-	} else if err := failure("GetCurrentClocksEventReasons", ret); err != nil {
-		return s, err
-	}
-	return s, nil
 }

@@ -75,6 +75,12 @@ type rig struct {
 
 func newRig(t *testing.T, spec SimSpec, load LoadFunc, setup func(*Simulation)) *rig {
 	t.Helper()
+	return newRigTimeout(t, spec, load, setup, readTimeout)
+}
+
+// newRigTimeout is newRig with a read deadline of its own.
+func newRigTimeout(t *testing.T, spec SimSpec, load LoadFunc, setup func(*Simulation), timeout time.Duration) *rig {
+	t.Helper()
 	r := &rig{t: t, clk: newClock(), logs: &testlog.Buffer{}, ivs: map[string][]estimator.Interval{}, smp: map[string][]estimator.DeviceSample{}}
 	r.t0 = r.clk.now()
 	sim, err := Simulate(spec, PowerModel{IdleW: 70, TDPW: 700}, load, r.clk.now)
@@ -86,7 +92,7 @@ func newRig(t *testing.T, spec SimSpec, load LoadFunc, setup func(*Simulation)) 
 		setup(sim)
 	}
 	log := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	if r.c, err = Open(sim, log, r.clk.now()); err != nil {
+	if r.c, err = open(sim, log, r.clk.now(), timeout); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.c.Close() })
@@ -389,21 +395,40 @@ func TestGPULostWithReset(t *testing.T) {
 	near(t, "around the gap", r.sum("0"), want)
 }
 
-// NVML calls that take too long (timeouts) mark the GPU unhealthy; what
-// they read is kept.
+// NVML calls that do not return within the read deadline (timeouts) mark
+// the GPU unhealthy without holding the poll. What the late read found is
+// dropped, the GPU is not asked again before its retry, and once it
+// answers its counter covers the whole wait.
 func TestSlowCalls(t *testing.T) {
-	r := newRig(t, SimSpec{Kind: "h100", Count: 1}, nil, nil)
-	wall := time.Unix(0, 0)
-	r.c.clock = func() time.Time { wall = wall.Add(1500 * ms); return wall }
-	if ivs := r.poll(100 * ms); len(ivs) != 1 {
-		t.Fatalf("intervals %+v: the slow poll's readings must be kept", ivs)
+	r := newRigTimeout(t, SimSpec{Kind: "h100", Count: 1}, nil, nil, 50*ms)
+	dev := r.sim.Device(0)
+	t.Cleanup(dev.Unblock)
+	dev.Block()
+	if ivs := r.pollWithin(100*ms, 10*time.Second); len(ivs) != 0 {
+		t.Fatalf("intervals %+v from a read that did not return", ivs)
 	}
-	if h := r.c.Health()[0]; h.Healthy || !strings.Contains(h.Reason, "took 1.5s") {
-		t.Errorf("health %+v, want unhealthy for slow calls", h)
+	if h := r.c.Health()[0]; h.Healthy || !strings.Contains(h.Reason, "did not return within 50ms") {
+		t.Errorf("health %+v, want unhealthy for calls that did not return", h)
 	}
-	if ivs := r.poll(100 * ms); len(ivs) != 0 {
-		t.Errorf("polled again before the retry: %+v", ivs)
+	dev.Unblock()
+	for len(r.c.answers) == 0 { // the late answer
+		time.Sleep(ms)
 	}
+	_, _, reads := dev.CounterReads()
+	for range 5 {
+		if ivs := r.poll(100 * ms); len(ivs) != 0 {
+			t.Errorf("polled again before the retry: %+v", ivs)
+		}
+	}
+	if _, _, n := dev.CounterReads(); n != reads {
+		t.Errorf("%d counter reads before the retry, want none", n-reads)
+	}
+	r.polls(10, 100*ms)
+	if h := r.c.Health()[0]; !h.Healthy {
+		t.Errorf("health %+v after the retry, want healthy", h)
+	}
+	near(t, "across the wait", r.sum("0"), 70*r.clk.now().Sub(r.t0).Seconds())
+	r.contiguous("0", r.t0, r.clk.now())
 }
 
 // MIG on: the board's counter is split among its instances, never copied.
@@ -543,6 +568,7 @@ func BenchmarkPoll(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer c.Close()
 	b.ReportAllocs()
 	for b.Loop() {
 		clk.advance(100 * ms)

@@ -12,10 +12,10 @@ import (
 const (
 	retryMin = time.Second
 	retryMax = time.Minute
-	// slowCalls is how long one GPU's reads of one poll may take before the
-	// GPU counts as unhealthy (normal: well under a millisecond); its
-	// readings are kept, but it is not polled again until its retry.
-	slowCalls = time.Second
+	// readTimeout is how long a poll waits for one GPU's reads (normal:
+	// well under a millisecond each). A GPU that has not answered by then
+	// is marked unhealthy; the poll goes on with the others.
+	readTimeout = time.Second
 )
 
 // DeviceHealth is the state of one GPU, for /healthz and the gauge of
@@ -56,6 +56,18 @@ type callError struct {
 
 func (e *callError) Error() string { return fmt.Sprintf("%s: %v", e.call, e.ret) }
 func (e *callError) Unwrap() error { return e.ret }
+
+// hungError is a GPU whose reads did not return within the read deadline.
+type hungError struct {
+	timeout, waited time.Duration
+}
+
+func (e *hungError) Error() string {
+	if e.waited <= 0 {
+		return fmt.Sprintf("NVML calls did not return within %v (hung)", e.timeout)
+	}
+	return fmt.Sprintf("NVML calls did not return within %v (hung, still waiting after %v)", e.timeout, e.waited)
+}
 
 // failure returns a callError when ret is a device failure, else nil.
 func failure(call string, ret nvml.Return) error {

@@ -3,6 +3,7 @@ package gpu
 import (
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -50,26 +51,53 @@ func (d DeviceInfo) Shares() map[string]float64 {
 }
 
 // instanceState is the activity of one instance since the open interval
-// began.
+// began; Poll's.
 type instanceState struct {
-	info       MIGInstance
-	handle     nvml.Device // its MIG device
-	prev, cur  nvml.GpmSample
-	havePrev   bool
-	weight     float64 // SM-seconds (GPM) or busy seconds (processes)
-	util       float64 // last GPM SM utilisation, percent; NaN unknown
-	lastSample time.Time
+	info   MIGInstance
+	weight float64 // SM-seconds (GPM) or busy seconds (processes)
 }
 
-// openMIG finds the instances of a GPU in MIG mode and how to tell their
-// activity apart. It needs no root: MIG device handles and their attributes.
-func (c *Collector) openMIG(d *deviceState) {
-	h := d.handle
-	d.info.Slices = boardSlices(h)
+// migReader is one instance as its GPU's reader reads it.
+type migReader struct {
+	info      MIGInstance
+	handle    nvml.Device // its MIG device
+	prev, cur nvml.GpmSample
+	havePrev  bool
+	util      float64 // GPM SM utilisation at the last read, percent; NaN unknown
+}
+
+// rescan reads whether the GPU is in MIG mode and, if so, its GPU
+// instances; a layout different from the one the reader has replaces it.
+// It needs no root: MIG device handles and their attributes. It says
+// whether the layout changed.
+func (r *reader) rescan() bool {
+	mode, _, ret := r.handle.GetMigMode()
+	if ret != nvml.SUCCESS && ret != nvml.ERROR_NOT_SUPPORTED {
+		return false // the reads that follow tell a failing GPU
+	}
+	on := ret == nvml.SUCCESS && mode == nvml.DEVICE_MIG_ENABLE
+	var found []*migReader
+	if on {
+		var listed bool
+		if found, listed = r.scanMIG(); !listed && !r.warnedMIG {
+			r.warnedMIG = true
+			r.log.Warn("GPU in MIG mode, but its MIG devices cannot be listed: its energy goes to the board", "gpu", r.index, "err", ret)
+		}
+	}
+	if on == r.info.MIG && sameInstances(found, r.mig) {
+		return false
+	}
+	r.setLayout(on, found)
+	return true
+}
+
+// scanMIG lists the GPU instances of a GPU in MIG mode, in NVML's order;
+// listed is false when NVML refused to.
+func (r *reader) scanMIG() (found []*migReader, listed bool) {
+	h := r.handle
 	n, ret := h.GetMaxMigDeviceCount()
 	if ret != nvml.SUCCESS {
-		c.log.Warn("GPU in MIG mode, but its MIG devices cannot be listed: its energy goes to the board", "gpu", d.info.Index, "err", ret)
-		return
+		return nil, false
 	}
 	seen := map[int]bool{}
 	for i := range n {
@@ -82,7 +110,7 @@ func (c *Collector) openMIG(d *deviceState) {
 			continue // a second compute instance of the same GPU instance
 		}
 		seen[gi] = true
-		in := MIGInstance{ID: fmt.Sprintf("%d/%d", d.info.Index, gi), GPUInstance: gi}
+		in := MIGInstance{ID: fmt.Sprintf("%d/%d", r.index, gi), GPUInstance: gi}
 		in.UUID, _ = m.GetUUID()
 		in.Name, _ = m.GetName()
 		if a, ret := m.GetAttributes(); ret == nvml.SUCCESS {
@@ -96,30 +124,50 @@ func (c *Collector) openMIG(d *deviceState) {
 		if in.SMs == 0 {
 			in.SMs = in.Slices
 		}
-		d.info.Instances = append(d.info.Instances, in)
-		d.mig = append(d.mig, &instanceState{info: in, handle: m, util: math.NaN()})
+		found = append(found, &migReader{info: in, handle: m, util: math.NaN()})
 	}
-	used := 0
-	for _, in := range d.info.Instances {
-		used += in.Slices
-	}
-	d.info.Slices = max(d.info.Slices, used)
+	return found, true
+}
 
-	d.info.Activity = ActivityProcesses
-	if s, ret := h.GpmQueryDeviceSupport(); ret == nvml.SUCCESS && s.IsSupportedDevice != 0 && len(d.mig) > 0 {
+// sameInstances says whether two layouts have the same instances.
+func sameInstances(a, b []*migReader) bool {
+	return slices.EqualFunc(a, b, func(x, y *migReader) bool { return x.info == y.info })
+}
+
+// setLayout takes a MIG layout: the instances, the board's slices and how
+// their activity is told apart (GPM where the GPU has it for every
+// instance, else their compute processes).
+func (r *reader) setLayout(on bool, found []*migReader) {
+	r.freeGPM()
+	r.mig = found
+	info := &r.info
+	info.MIG, info.Instances, info.Slices, info.Activity = on, nil, 0, ""
+	if !on {
+		return
+	}
+	h := r.handle
+	used := 0
+	for _, in := range found {
+		info.Instances = append(info.Instances, in.info)
+		used += in.info.Slices
+	}
+	info.Slices = max(boardSlices(h), used)
+
+	info.Activity = ActivityProcesses
+	if s, ret := h.GpmQueryDeviceSupport(); ret == nvml.SUCCESS && s.IsSupportedDevice != 0 && len(found) > 0 {
 		ok := true
-		for _, in := range d.mig {
+		for _, in := range found {
 			var r1, r2 nvml.Return
-			in.prev, r1 = c.lib.GpmSampleAlloc()
-			in.cur, r2 = c.lib.GpmSampleAlloc()
+			in.prev, r1 = r.lib.GpmSampleAlloc()
+			in.cur, r2 = r.lib.GpmSampleAlloc()
 			if r1 != nvml.SUCCESS || r2 != nvml.SUCCESS || h.GpmMigSampleGet(in.info.GPUInstance, in.prev) != nvml.SUCCESS {
 				ok = false
 			}
 		}
 		if ok {
-			d.info.Activity = ActivityGPM
+			info.Activity = ActivityGPM
 		} else {
-			d.freeGPM(c.lib)
+			r.freeGPM()
 		}
 	}
 }
@@ -136,31 +184,28 @@ func boardSlices(h nvml.Device) int {
 	return best
 }
 
-func (d *deviceState) freeGPM(lib nvml.Interface) {
-	for _, in := range d.mig {
+func (r *reader) freeGPM() {
+	for _, in := range r.mig {
 		for _, s := range []nvml.GpmSample{in.prev, in.cur} {
 			if s != nil {
-				lib.GpmSampleFree(s)
+				r.lib.GpmSampleFree(s)
 			}
 		}
 		in.prev, in.cur, in.havePrev = nil, nil, false
 	}
 }
 
-// activity adds each instance's activity over (lastPoll, now] to its
-// weight: its GPM SM utilisation times its SMs, or, without GPM, 1 if it
-// runs a compute process. The error is a device failure.
-func (c *Collector) activity(d *deviceState, now time.Time) error {
-	if len(d.mig) == 0 {
+// activity reads what each instance did since the last read: its GPM SM
+// utilisation (into its sample), or, without GPM, whether it runs a
+// compute process. The error is a device failure.
+func (r *reader) activity() error {
+	if len(r.mig) == 0 {
 		return nil
 	}
-	dt := now.Sub(d.lastPoll).Seconds()
-	if d.lastPoll.IsZero() || dt < 0 {
-		dt = 0
-	}
-	if d.info.Activity == ActivityGPM {
-		for _, in := range d.mig {
-			ret := d.handle.GpmMigSampleGet(in.info.GPUInstance, in.cur)
+	h := r.handle
+	if r.info.Activity == ActivityGPM {
+		for _, in := range r.mig {
+			ret := h.GpmMigSampleGet(in.info.GPUInstance, in.cur)
 			if err := failure("GpmMigSampleGet", ret); err != nil {
 				return err
 			}
@@ -168,9 +213,8 @@ func (c *Collector) activity(d *deviceState, now time.Time) error {
 			if ret == nvml.SUCCESS && in.havePrev {
 				m := nvml.GpmMetricsGetType{NumMetrics: 1, Sample1: in.prev, Sample2: in.cur}
 				m.Metrics[0].MetricId = uint32(nvml.GPM_METRIC_SM_UTIL)
-				if c.lib.GpmMetricsGet(&m) == nvml.SUCCESS && nvml.Return(m.Metrics[0].NvmlReturn) == nvml.SUCCESS {
+				if r.lib.GpmMetricsGet(&m) == nvml.SUCCESS && nvml.Return(m.Metrics[0].NvmlReturn) == nvml.SUCCESS {
 					in.util = min(max(m.Metrics[0].Value, 0), 100)
-					in.weight += in.util / 100 * float64(in.info.SMs) * dt
 				}
 			}
 			if ret == nvml.SUCCESS {
@@ -179,26 +223,69 @@ func (c *Collector) activity(d *deviceState, now time.Time) error {
 		}
 		return nil
 	}
-	procs, ret := d.handle.GetComputeRunningProcesses()
+	procs, ret := h.GetComputeRunningProcesses()
 	if err := failure("GetComputeRunningProcesses", ret); err != nil {
 		return err
 	}
-	for _, in := range d.mig {
+	o := &r.out
+	for _, in := range r.mig {
+		busy := false
 		for _, p := range procs {
 			if int(p.GpuInstanceId) == in.info.GPUInstance {
-				in.weight += dt
+				busy = true
 				break
 			}
 		}
+		o.busy = append(o.busy, busy)
 	}
 	return nil
 }
 
-// resetActivity forgets the activity gathered so far (after a gap).
+// instanceSamples are the telemetry of the instances at a poll: their
+// memory and, with GPM, their SM utilisation (read by activity).
+func (r *reader) instanceSamples(now time.Time) error {
+	o := &r.out
+	for _, in := range r.mig {
+		nan := math.NaN()
+		s := estimator.DeviceSample{Device: in.info.ID, Name: in.info.Name, Time: now, PowerW: nan,
+			UtilGPU: in.util, UtilMem: nan, TempC: nan, SMClockMHz: nan, PowerLimitW: nan, MemTotalBytes: in.info.MemoryBytes}
+		m, ret := in.handle.GetMemoryInfo()
+		if err := failure("GetMemoryInfo (MIG)", ret); err != nil {
+			return err
+		}
+		if ret == nvml.SUCCESS {
+			s.MemUsedBytes, s.MemTotalBytes = m.Used, m.Total
+		}
+		o.inst = append(o.inst, s)
+	}
+	return nil
+}
+
+// addActivity adds each instance's activity over (lastPoll, now] to its
+// weight, from a read: its GPM SM utilisation times its SMs, or 1 if it
+// runs a compute process.
+func (d *deviceState) addActivity(now time.Time, o *reading) {
+	dt := now.Sub(d.lastPoll).Seconds()
+	if d.lastPoll.IsZero() || dt < 0 {
+		dt = 0
+	}
+	for i, in := range d.mig {
+		switch {
+		case d.info.Activity == ActivityGPM && i < len(o.inst) && !math.IsNaN(o.inst[i].UtilGPU):
+			in.weight += o.inst[i].UtilGPU / 100 * float64(in.info.SMs) * dt
+		case d.info.Activity == ActivityProcesses && i < len(o.busy) && o.busy[i]:
+			in.weight += dt
+		}
+	}
+}
+
+// resetActivity forgets the activity gathered so far (after a gap), and
+// has the next read forget its GPM samples.
 func (d *deviceState) resetActivity() {
 	for _, in := range d.mig {
-		in.weight, in.havePrev = 0, false
+		in.weight = 0
 	}
+	d.forget = true
 }
 
 // split turns one board interval into the intervals of its instances and
@@ -245,23 +332,4 @@ func (d *deviceState) split(iv estimator.Interval, out []estimator.Interval) []e
 		out = append(out, part)
 	}
 	return out
-}
-
-// instanceSamples are the telemetry of the instances at a poll: their
-// memory and, with GPM, their SM utilisation.
-func (d *deviceState) instanceSamples(now time.Time, out []estimator.DeviceSample) ([]estimator.DeviceSample, error) {
-	for _, in := range d.mig {
-		nan := math.NaN()
-		s := estimator.DeviceSample{Device: in.info.ID, Name: in.info.Name, Time: now, PowerW: nan,
-			UtilGPU: in.util, UtilMem: nan, TempC: nan, SMClockMHz: nan, PowerLimitW: nan, MemTotalBytes: in.info.MemoryBytes}
-		m, ret := in.handle.GetMemoryInfo()
-		if err := failure("GetMemoryInfo (MIG)", ret); err != nil {
-			return out, err
-		}
-		if ret == nvml.SUCCESS {
-			s.MemUsedBytes, s.MemTotalBytes = m.Used, m.Total
-		}
-		out = append(out, s)
-	}
-	return out, nil
 }

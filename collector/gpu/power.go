@@ -72,24 +72,24 @@ func detectPower(h nvml.Device, name string, arch nvml.DeviceArchitecture) Power
 
 // readPower reads the device's power in watts the way detectPower chose;
 // NaN when it cannot be read. The Return is the call's, for health.
-func (d *deviceState) readPower() (float64, nvml.Return) {
-	switch d.info.Power {
+func (r *reader) readPower() (float64, nvml.Return) {
+	switch r.info.Power {
 	case PowerInstant:
-		d.fv[0] = nvml.FieldValue{FieldId: nvml.FI_DEV_POWER_INSTANT}
-		ret := d.handle.GetFieldValues(d.fv[:])
+		r.fv[0] = nvml.FieldValue{FieldId: nvml.FI_DEV_POWER_INSTANT}
+		ret := r.handle.GetFieldValues(r.fv[:])
 		if ret != nvml.SUCCESS {
 			return math.NaN(), ret
 		}
-		if r := nvml.Return(d.fv[0].NvmlReturn); r != nvml.SUCCESS {
-			return math.NaN(), r
+		if ret := nvml.Return(r.fv[0].NvmlReturn); ret != nvml.SUCCESS {
+			return math.NaN(), ret
 		}
-		mw, ok := fieldFloat(d.fv[0])
+		mw, ok := fieldFloat(r.fv[0])
 		if !ok {
 			return math.NaN(), nvml.SUCCESS
 		}
 		return mw / 1000, nvml.SUCCESS
 	case PowerUsageInstant, PowerUsageAverage:
-		mw, ret := d.handle.GetPowerUsage()
+		mw, ret := r.handle.GetPowerUsage()
 		if ret != nvml.SUCCESS {
 			return math.NaN(), ret
 		}

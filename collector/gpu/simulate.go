@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -201,6 +202,8 @@ type SimDevice struct {
 	noCounter   bool
 	noInstant   bool
 	fail        nvml.Return
+	gate        atomic.Pointer[chan struct{}] // non-nil: calls wait for it to close (Block)
+	blocked     atomic.Int32                  // calls waiting on the gate
 	failedCalls int
 	procs       []nvml.ProcessInfo
 	procsSet    bool
@@ -343,6 +346,35 @@ func (d *SimDevice) SetProcesses(ps []nvml.ProcessInfo) {
 	d.procs, d.procsSet = ps, ps != nil
 }
 
+// Block makes every call the collector makes on the device (and on its
+// MIG devices) wait until Unblock, as NVML does when a driver call hangs on
+// a GPU that fell off the bus. The device keeps drawing power meanwhile.
+func (d *SimDevice) Block() {
+	g := make(chan struct{})
+	d.gate.CompareAndSwap(nil, &g)
+}
+
+// Unblock lets the calls waiting since Block go on, and the next ones through.
+func (d *SimDevice) Unblock() {
+	if g := d.gate.Swap(nil); g != nil {
+		close(*g)
+	}
+}
+
+// Blocked is how many calls are waiting on Block now.
+func (d *SimDevice) Blocked() int { return int(d.blocked.Load()) }
+
+// call starts an NVML call on the device: it waits while the device is
+// blocked, then takes the lock.
+func (d *SimDevice) call() {
+	if g := d.gate.Load(); g != nil {
+		d.blocked.Add(1)
+		<-*g
+		d.blocked.Add(-1)
+	}
+	d.mu.Lock()
+}
+
 // failed is what every call returns first: SUCCESS, or the Fail value
 // (counted, so that tests can tell a backoff from a busy loop).
 func (d *SimDevice) failed() nvml.Return {
@@ -361,7 +393,7 @@ func (d *SimDevice) FailedCalls() int {
 
 // GetTotalEnergyConsumption implements nvml.Device: millijoules since start.
 func (d *SimDevice) GetTotalEnergyConsumption() (uint64, nvml.Return) {
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return 0, r
@@ -382,7 +414,7 @@ func (d *SimDevice) GetTotalEnergyConsumption() (uint64, nvml.Return) {
 // GetPowerUsage implements nvml.Device: milliwatts, instant on GA100, the
 // mean of the last second on later chips.
 func (d *SimDevice) GetPowerUsage() (uint32, nvml.Return) {
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return 0, r
@@ -399,7 +431,7 @@ func milliwatts(w float64) uint32 { return uint32(math.Round(w * 1000)) }
 // GetFieldValues implements nvml.Device: FI_DEV_POWER_INSTANT and
 // FI_DEV_POWER_AVERAGE in milliwatts; every other field is unsupported.
 func (d *SimDevice) GetFieldValues(values []nvml.FieldValue) nvml.Return {
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return r
@@ -431,7 +463,7 @@ func (d *SimDevice) GetFieldValues(values []nvml.FieldValue) nvml.Return {
 // GetUtilizationRates implements nvml.Device (not supported in MIG mode,
 // as on real GPUs).
 func (d *SimDevice) GetUtilizationRates() (nvml.Utilization, nvml.Return) {
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return nvml.Utilization{}, r
@@ -445,7 +477,7 @@ func (d *SimDevice) GetUtilizationRates() (nvml.Utilization, nvml.Return) {
 
 // GetMemoryInfo implements nvml.Device: usage grows with load.
 func (d *SimDevice) GetMemoryInfo() (nvml.Memory, nvml.Return) {
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return nvml.Memory{}, r
@@ -460,7 +492,7 @@ func memoryAt(total uint64, util float64) nvml.Memory {
 
 // GetTemperature implements nvml.Device.
 func (d *SimDevice) GetTemperature(nvml.TemperatureSensors) (uint32, nvml.Return) {
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return 0, r
@@ -470,7 +502,7 @@ func (d *SimDevice) GetTemperature(nvml.TemperatureSensors) (uint32, nvml.Return
 
 // GetClockInfo implements nvml.Device.
 func (d *SimDevice) GetClockInfo(nvml.ClockType) (uint32, nvml.Return) {
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return 0, r
@@ -480,7 +512,7 @@ func (d *SimDevice) GetClockInfo(nvml.ClockType) (uint32, nvml.Return) {
 
 // GetEnforcedPowerLimit implements nvml.Device: milliwatts.
 func (d *SimDevice) GetEnforcedPowerLimit() (uint32, nvml.Return) {
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return 0, r
@@ -490,7 +522,7 @@ func (d *SimDevice) GetEnforcedPowerLimit() (uint32, nvml.Return) {
 
 // GetCurrentClocksEventReasons implements nvml.Device: idle when unloaded.
 func (d *SimDevice) GetCurrentClocksEventReasons() (uint64, nvml.Return) {
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return 0, r
@@ -506,7 +538,7 @@ const noInstance = 0xFFFFFFFF
 
 // GetComputeRunningProcesses implements nvml.Device.
 func (d *SimDevice) GetComputeRunningProcesses() ([]nvml.ProcessInfo, nvml.Return) {
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return nil, r

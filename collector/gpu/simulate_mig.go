@@ -77,9 +77,19 @@ func (d *SimDevice) EnableMIG(profile string) error {
 	return nil
 }
 
+// GetMigMode implements nvml.Device: current and pending mode.
+func (d *SimDevice) GetMigMode() (int, int, nvml.Return) {
+	d.call()
+	defer d.mu.Unlock()
+	if r := d.failed(); r != nvml.SUCCESS {
+		return 0, 0, r
+	}
+	return d.Device.MigMode, d.Device.MigMode, nvml.SUCCESS
+}
+
 // GetMaxMigDeviceCount implements nvml.Device.
 func (d *SimDevice) GetMaxMigDeviceCount() (int, nvml.Return) {
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return 0, r
@@ -90,7 +100,7 @@ func (d *SimDevice) GetMaxMigDeviceCount() (int, nvml.Return) {
 // GetMigDeviceHandleByIndex implements nvml.Device: ERROR_NOT_FOUND for
 // an empty slot, as on real GPUs.
 func (d *SimDevice) GetMigDeviceHandleByIndex(i int) (nvml.Device, nvml.Return) {
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return nil, r
@@ -103,7 +113,7 @@ func (d *SimDevice) GetMigDeviceHandleByIndex(i int) (nvml.Device, nvml.Return) 
 
 // GpmQueryDeviceSupport implements nvml.Device: Hopper and Blackwell have GPM.
 func (d *SimDevice) GpmQueryDeviceSupport() (nvml.GpmSupport, nvml.Return) {
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return nvml.GpmSupport{}, r
@@ -153,7 +163,7 @@ func (m *SimMigDevice) GetDeviceHandleFromMigDeviceHandle() (nvml.Device, nvml.R
 // GetMemoryInfo implements nvml.Device: the instance's memory, used with load.
 func (m *SimMigDevice) GetMemoryInfo() (nvml.Memory, nvml.Return) {
 	d := m.parent
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return nvml.Memory{}, r
@@ -215,7 +225,7 @@ func (g *simGpmSample) MigGet(dev nvml.Device, gi int) nvml.Return {
 	if !ok {
 		return nvml.ERROR_INVALID_ARGUMENT
 	}
-	d.mu.Lock()
+	d.call()
 	defer d.mu.Unlock()
 	if r := d.failed(); r != nvml.SUCCESS {
 		return r
