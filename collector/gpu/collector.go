@@ -15,7 +15,9 @@
 //     retried with backoff, while the others carry on; each GPU is read by
 //     a goroutine of its own under a deadline, so that a driver call that
 //     hangs on one GPU holds that GPU only;
-//   - MIG: the board's energy is split among its instances by activity.
+//   - MIG: the board's energy is split among its instances by activity;
+//     a layout changed at run time is found, and the instances the ledger
+//     does not know (not there at start) are charged to the board's id.
 package gpu
 
 import (
@@ -23,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,7 +39,9 @@ import (
 // ErrNoDriver wraps a failed nvml.Init: no driver or no library on this host.
 var ErrNoDriver = errors.New("NVML is not available")
 
-// DeviceInfo describes one GPU as found at start.
+// DeviceInfo describes one GPU as last read: found at start, described
+// once it answers if it failed then, its MIG layout read again every
+// migRescan.
 type DeviceInfo struct {
 	Index         int
 	ID            string // the device id used in intervals: the index as text
@@ -87,16 +92,21 @@ type deviceState struct {
 	handle nvml.Device // for ProcessDevices; written under Collector.mu
 	meter  energyMeter
 	mig    []*instanceState
+	// metered are the device ids of the GPU at Open, which the daemon
+	// gives the ledger; set once, before Open returns.
+	metered      []string
+	warnedLayout bool
 
 	lastPoll time.Time
 	health   DeviceHealth
 	backoff  time.Duration
 	warned   map[meterEvent]bool // counter events logged at warn once
 
-	rd      *reader
-	read    readState
-	askedAt time.Time
-	forget  bool // the next read forgets its GPM samples (after a gap)
+	rd       *reader
+	read     readState
+	askedAt  time.Time
+	forget   bool      // the next read forgets its GPM samples (after a gap)
+	lastScan time.Time // of its MIG layout
 }
 
 // Open initialises NVML and enumerates the GPUs at time now; the energy
@@ -129,15 +139,19 @@ func open(lib nvml.Interface, log *slog.Logger, now time.Time, timeout time.Dura
 	for i := range n {
 		info := DeviceInfo{Index: i, ID: strconv.Itoa(i), Power: PowerNone}
 		d := &deviceState{
-			info:   info,
-			health: DeviceHealth{ID: info.ID, Index: i, Healthy: true, Since: now},
-			warned: map[meterEvent]bool{},
-			rd:     &reader{lib: lib, log: log, index: i, info: info, req: make(chan readRequest, 1), done: make(chan struct{})},
+			info:     info,
+			health:   DeviceHealth{ID: info.ID, Index: i, Healthy: true, Since: now},
+			warned:   map[meterEvent]bool{},
+			lastScan: now,
+			rd:       &reader{lib: lib, log: log, index: i, info: info, req: make(chan readRequest, 1), done: make(chan struct{})},
 		}
 		c.devices = append(c.devices, d)
 		go d.rd.run(ctx, c.answers)
 	}
 	c.Poll(now) // finds the GPUs, primes the counters, power and GPM samples
+	for _, d := range c.devices {
+		d.metered = meterIDs(d.info)
+	}
 	return c, nil
 }
 
@@ -159,6 +173,20 @@ func (c *Collector) install(d *deviceState) {
 			}
 		}
 	}
+	if d.metered == nil {
+		return // found at Open: this is the layout metered
+	}
+	ids := meterIDs(d.info)
+	if slices.Equal(ids, d.metered) {
+		return
+	}
+	args := []any{"gpu", d.info.Index, "uuid", d.info.UUID, "ids", ids, "metered", d.metered}
+	if d.warnedLayout {
+		c.log.Debug("GPU MIG layout changed again", args...)
+		return
+	}
+	d.warnedLayout = true
+	c.log.Warn("GPU MIG layout differs from the one metered since start: instances not metered are charged to the board; restart deadlabourd to meter them", args...)
 }
 
 // Driver is the driver version NVML reported.
@@ -230,7 +258,11 @@ func (c *Collector) Poll(now time.Time) ([]estimator.Interval, []estimator.Devic
 		case d.read == readStuck:
 			c.markUnhealthy(d, now, &hungError{c.timeout, now.Sub(d.askedAt)})
 		default:
-			d.rd.req <- readRequest{now: now, forget: d.forget}
+			rq := readRequest{now: now, forget: d.forget, rescan: d.forget || now.Sub(d.lastScan) >= migRescan}
+			if rq.rescan {
+				d.lastScan = now
+			}
+			d.rd.req <- rq
 			d.forget = false
 			d.read, d.askedAt = readAsked, now
 			asked++

@@ -50,6 +50,20 @@ func (d DeviceInfo) Shares() map[string]float64 {
 	return out
 }
 
+// migRescan is how often a GPU's MIG layout is read again (and after every
+// outage): an operator may destroy and create GPU instances at run time.
+const migRescan = 10 * time.Second
+
+// meterIDs are the device ids of a GPU's meter intervals: the board's, and
+// in MIG mode its instances'.
+func meterIDs(d DeviceInfo) []string {
+	ids := []string{d.ID}
+	for _, in := range d.Instances {
+		ids = append(ids, in.ID)
+	}
+	return ids
+}
+
 // instanceState is the activity of one instance since the open interval
 // began; Poll's.
 type instanceState struct {
@@ -69,11 +83,11 @@ type migReader struct {
 // rescan reads whether the GPU is in MIG mode and, if so, its GPU
 // instances; a layout different from the one the reader has replaces it.
 // It needs no root: MIG device handles and their attributes. It says
-// whether the layout changed.
-func (r *reader) rescan() bool {
+// whether the layout changed; the error is a device failure.
+func (r *reader) rescan() (bool, error) {
 	mode, _, ret := r.handle.GetMigMode()
-	if ret != nvml.SUCCESS && ret != nvml.ERROR_NOT_SUPPORTED {
-		return false // the reads that follow tell a failing GPU
+	if err := failure("GetMigMode", ret); err != nil {
+		return false, err
 	}
 	on := ret == nvml.SUCCESS && mode == nvml.DEVICE_MIG_ENABLE
 	var found []*migReader
@@ -85,10 +99,10 @@ func (r *reader) rescan() bool {
 		}
 	}
 	if on == r.info.MIG && sameInstances(found, r.mig) {
-		return false
+		return false, nil
 	}
 	r.setLayout(on, found)
-	return true
+	return true, nil
 }
 
 // scanMIG lists the GPU instances of a GPU in MIG mode, in NVML's order;
@@ -293,10 +307,16 @@ func (d *deviceState) resetActivity() {
 // (equal weights when the activity is processes), all of it to the board
 // when no instance was active. Every id gets an interval over the same
 // span, so that every instance's requests settle with it.
+//
+// Only the ids metered since start are used (the ledger knows no other):
+// after the MIG layout changed, an instance that was not there at start is
+// charged to the board's id, and an instance metered since start that is
+// gone gets 0 J, so that its requests settle.
 func (d *deviceState) split(iv estimator.Interval, out []estimator.Interval) []estimator.Interval {
-	if !d.info.MIG {
-		iv.Device = d.info.ID
-		return append(out, iv)
+	board := iv
+	board.Device = d.info.ID
+	if len(d.mig) == 0 && len(d.metered) <= 1 {
+		return append(out, board)
 	}
 	var total float64
 	last := -1
@@ -306,30 +326,45 @@ func (d *deviceState) split(iv estimator.Interval, out []estimator.Interval) []e
 			last = i
 		}
 	}
-	board := iv
-	board.Device = d.info.ID
+	at := len(out)
+	out = append(out, board)
+	toBoard, assigned := 0.0, 0.0
 	if total <= 0 {
-		out = append(out, board)
-	} else {
-		board.Joules = 0
-		out = append(out, board)
+		toBoard = iv.Joules
 	}
-	assigned := 0.0
 	for i, in := range d.mig {
-		part := iv
-		part.Device = in.info.ID
+		var j float64
 		switch {
 		case total <= 0 || in.weight <= 0:
-			part.Joules = 0
 		case i == last:
 			// The remainder, so that the parts add up to the board's energy.
-			part.Joules = max(iv.Joules-assigned, 0)
+			j = max(iv.Joules-assigned, 0)
 		default:
-			part.Joules = iv.Joules * in.weight / total
-			assigned += part.Joules
+			j = iv.Joules * in.weight / total
+			assigned += j
 		}
 		in.weight = 0
+		if !d.meters(in.info.ID) {
+			toBoard += j
+			continue
+		}
+		part := iv
+		part.Device, part.Joules = in.info.ID, j
 		out = append(out, part)
 	}
+	out[at].Joules = toBoard
+	for _, id := range d.metered[min(1, len(d.metered)):] {
+		if !slices.ContainsFunc(d.mig, func(in *instanceState) bool { return in.info.ID == id }) {
+			part := iv
+			part.Device, part.Joules = id, 0
+			out = append(out, part)
+		}
+	}
 	return out
+}
+
+// meters says whether id is metered: one of the ids the GPU had at start
+// (before Open ends, every id is).
+func (d *deviceState) meters(id string) bool {
+	return d.metered == nil || slices.Contains(d.metered, id)
 }

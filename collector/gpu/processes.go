@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
@@ -33,7 +34,7 @@ func (c *Collector) ProcessDevices(pids []int) ([]string, error) {
 			errs = append(errs, fmt.Errorf("GPU %d: GetComputeRunningProcesses: %w", d.info.Index, ret))
 			continue
 		}
-		out = appendMatches(out, info, procs, want)
+		out = appendMatches(out, info, d.metered, procs, want)
 	}
 	if len(errs) > 0 {
 		return out, fmt.Errorf("NVML process lists: %w", errs[0])
@@ -41,8 +42,10 @@ func (c *Collector) ProcessDevices(pids []int) ([]string, error) {
 	return out, nil
 }
 
-// appendMatches adds the id of d (or of its instances) that run one of want.
-func appendMatches(out []string, d DeviceInfo, procs []nvml.ProcessInfo, want map[uint32]bool) []string {
+// appendMatches adds the id of d (or of its instances) that run one of
+// want, each as metered: an instance not among the ids metered since start
+// is charged under its board's id.
+func appendMatches(out []string, d DeviceInfo, metered []string, procs []nvml.ProcessInfo, want map[uint32]bool) []string {
 	if !d.MIG {
 		for _, p := range procs {
 			if want[p.Pid] {
@@ -54,7 +57,13 @@ func appendMatches(out []string, d DeviceInfo, procs []nvml.ProcessInfo, want ma
 	for _, in := range d.Instances {
 		for _, p := range procs {
 			if want[p.Pid] && int(p.GpuInstanceId) == in.GPUInstance {
-				out = append(out, in.ID)
+				id := in.ID
+				if !slices.Contains(metered, id) {
+					id = d.ID
+				}
+				if !slices.Contains(out, id) {
+					out = append(out, id)
+				}
 				break
 			}
 		}

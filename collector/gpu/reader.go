@@ -83,10 +83,14 @@ func (r *reader) read(rq readRequest) {
 			o.err = &callError{"DeviceGetHandleByIndex", ret}
 			return
 		}
-		r.describe(h)
+		if o.err = r.describe(h); o.err != nil {
+			return // described again at the retry
+		}
 		o.layout = true
 	} else if rq.rescan {
-		o.layout = r.rescan()
+		if o.layout, o.err = r.rescan(); o.err != nil {
+			return
+		}
 	}
 	if rq.forget {
 		for _, in := range r.mig {
@@ -113,20 +117,34 @@ func (r *reader) read(rq readRequest) {
 	o.err = r.instanceSamples(rq.now)
 }
 
-// describe finds what the GPU is and supports.
-func (r *reader) describe(h nvml.Device) {
-	r.handle = h
-	info := &r.info
+// describe finds what the GPU is and supports. A device failure meanwhile
+// leaves the GPU undescribed (and the reader without a handle): what it
+// answered then says nothing of what it supports.
+func (r *reader) describe(h nvml.Device) error {
+	info := r.info
 	info.Name, _ = h.GetName()
 	info.UUID, _ = h.GetUUID()
-	if mem, ret := h.GetMemoryInfo(); ret == nvml.SUCCESS {
+	mem, ret := h.GetMemoryInfo()
+	if err := failure("GetMemoryInfo", ret); err != nil {
+		return err
+	}
+	if ret == nvml.SUCCESS {
 		info.MemoryBytes = mem.Total
 	}
-	_, ret := h.GetTotalEnergyConsumption()
+	_, ret = h.GetTotalEnergyConsumption()
+	if err := failure("GetTotalEnergyConsumption", ret); err != nil {
+		return err
+	}
 	info.EnergyCounter = ret == nvml.SUCCESS
 	arch, _ := h.GetArchitecture()
 	info.Power = detectPower(h, info.Name, arch)
-	r.rescan()
+	handle, was := r.handle, r.info
+	r.handle, r.info = h, info
+	if _, err := r.rescan(); err != nil {
+		r.handle, r.info = handle, was
+		return err
+	}
+	return nil
 }
 
 // sample reads the telemetry of a GPU at a poll. An unreadable value is

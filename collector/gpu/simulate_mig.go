@@ -24,6 +24,7 @@ type SimMigDevice struct {
 	mock.Device // calls the collector never makes panic
 	parent      *SimDevice
 	gi          int
+	inst        nvml.GpuInstance // the mock's GPU instance, destroyed on reconfiguration
 	id          string
 	uuid        string
 	name        string
@@ -35,7 +36,14 @@ type SimMigDevice struct {
 
 // EnableMIG puts the GPU in MIG mode with as many GPU instances of the
 // profile (1g, 2g, 3g, 4g, 7g) as fit, each with one compute instance.
-func (d *SimDevice) EnableMIG(profile string) error {
+func (d *SimDevice) EnableMIG(profile string) error { return d.ReconfigureMIG(profile) }
+
+// ReconfigureMIG destroys the GPU's instances and creates as many of the
+// profile as fit, as an operator does at run time with nvidia-smi mig
+// (-dci, -dgi, -cgi ... -C); it puts the GPU in MIG mode first if it is
+// not. New GPU instances get new ids. Loads and process lists follow the
+// new device ids; the energy counter goes on (it is the board's).
+func (d *SimDevice) ReconfigureMIG(profile string) error {
 	p, ok := migSlices[profile]
 	if !ok {
 		return fmt.Errorf("MIG profile %q: want 1g, 2g, 3g, 4g or 7g", profile)
@@ -50,6 +58,13 @@ func (d *SimDevice) EnableMIG(profile string) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.started {
+		d.advance() // the draw so far, by the old instances' loads
+	}
+	for _, m := range d.mig {
+		m.inst.Destroy()
+	}
+	d.mig = nil
 	d.Device.SetMigMode(nvml.DEVICE_MIG_ENABLE)
 	d.smTotal = float64(full.MultiprocessorCount)
 	n := min(int(info.InstanceCount), int(full.SliceCount)/p.slices)
@@ -60,7 +75,7 @@ func (d *SimDevice) EnableMIG(profile string) error {
 		}
 		gii, _ := gi.GetInfo()
 		m := &SimMigDevice{
-			parent: d, gi: int(gii.Id),
+			parent: d, gi: int(gii.Id), inst: gi,
 			id:   fmt.Sprintf("%d/%d", d.index, gii.Id),
 			uuid: fmt.Sprintf("MIG-5e1a0000-0000-4000-8000-%04d%08d", d.index, gii.Id),
 			name: fmt.Sprintf("%s MIG %dg.%dgb", d.Config.Name, info.SliceCount, (info.MemorySizeMB+512)/1024),
@@ -75,6 +90,21 @@ func (d *SimDevice) EnableMIG(profile string) error {
 	}
 	d.setDraw()
 	return nil
+}
+
+// DisableMIG destroys the GPU's instances and takes it out of MIG mode.
+func (d *SimDevice) DisableMIG() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.started {
+		d.advance()
+	}
+	for _, m := range d.mig {
+		m.inst.Destroy()
+	}
+	d.mig = nil
+	d.Device.SetMigMode(nvml.DEVICE_MIG_DISABLE)
+	d.setDraw()
 }
 
 // GetMigMode implements nvml.Device: current and pending mode.
