@@ -613,3 +613,23 @@ func TestCoveredUnion(t *testing.T) {
 		t.Errorf("idle = %v J, want 40 (covered 0.6 of the interval)", idle)
 	}
 }
+
+// WindowStart aligns to the Unix epoch, also for lengths that do not
+// divide a day and for times before 1970.
+func TestWindowStart(t *testing.T) {
+	for _, tt := range []struct {
+		t    time.Time
+		d    time.Duration
+		want time.Time
+	}{
+		{time.Unix(20, 999), 7 * time.Second, time.Unix(14, 0)},
+		{time.Unix(21, 0), 7 * time.Second, time.Unix(21, 0)},
+		{time.Unix(1_772_366_407, 5), 11 * time.Second, time.Unix(1_772_366_407-1_772_366_407%11, 0)},
+		{time.Unix(-3, 0), 10 * time.Second, time.Unix(-10, 0)},
+		{time.Date(2026, 3, 1, 12, 0, 59, 0, time.UTC), time.Minute, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
+	} {
+		if got := WindowStart(tt.t, tt.d); !got.Equal(tt.want) {
+			t.Errorf("WindowStart(%v, %v) = %v, want %v", tt.t.UnixNano(), tt.d, got.UnixNano(), tt.want.UnixNano())
+		}
+	}
+}

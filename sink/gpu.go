@@ -82,12 +82,7 @@ func NewGPUAggregator(interval time.Duration) (*GPUAggregator, error) {
 
 // windowStart is the start of the window holding t, in Unix ns.
 func (a *GPUAggregator) windowStart(t time.Time) int64 {
-	ns, iv := t.UnixNano(), int64(a.interval)
-	start := ns - ns%iv
-	if ns%iv < 0 {
-		start -= iv
-	}
-	return start
+	return estimator.WindowStart(t, a.interval).UnixNano()
 }
 
 func (a *GPUAggregator) acc(device string, start int64) *gpuAcc {

@@ -239,7 +239,7 @@ func newIdleAggregator(window time.Duration) *idleAggregator {
 func (a *idleAggregator) add(s estimator.IdleShare) {
 	cur := a.open[s.Device]
 	if cur == nil {
-		start := s.Start.Truncate(a.window)
+		start := estimator.WindowStart(s.Start, a.window)
 		cur = &estimator.IdleShare{Device: s.Device, Start: start, End: start.Add(a.window), Method: s.Method}
 		a.open[s.Device] = cur
 	}

@@ -157,7 +157,7 @@ func (o *observer) healthPoints(now time.Time) []sink.Point {
 	o.mu.Lock()
 	due := !now.Before(o.nextHealth)
 	if due {
-		o.nextHealth = now.Truncate(o.report).Add(o.report)
+		o.nextHealth = estimator.WindowStart(now, o.report).Add(o.report)
 	}
 	o.mu.Unlock()
 	if !due {
