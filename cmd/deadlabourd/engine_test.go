@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/influxtest"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -46,3 +51,135 @@ type idleSinkState struct{}
 
 func (idleSinkState) Stats() sink.Stats                      { return sink.Stats{} }
 func (idleSinkState) ScanSpool(func(line string) bool) error { return nil }
+
+// scriptedGPU hands out a fixed list of meter intervals, each at the first
+// poll at or after its end, as gpu.Collector does.
+type scriptedGPU struct{ ivs []estimator.Interval }
+
+func (g *scriptedGPU) Poll(now time.Time) ([]estimator.Interval, []estimator.DeviceSample) {
+	n := 0
+	for n < len(g.ivs) && !g.ivs[n].End.After(now) {
+		n++
+	}
+	out := g.ivs[:n]
+	g.ivs = g.ivs[n:]
+	return out, nil
+}
+
+// collectSink keeps every point the engine queues.
+type collectSink struct{ points []sink.Point }
+
+func (c *collectSink) Enqueue(points ...sink.Point) error {
+	c.points = append(c.points, points...)
+	return nil
+}
+
+// engineRig is an engine on one GPU ("0") with a clock the test moves.
+type engineRig struct {
+	*engine
+	clock time.Time
+	out   *collectSink
+}
+
+func newEngineRig(t *testing.T, window time.Duration, ivs []estimator.Interval) *engineRig {
+	t.Helper()
+	ledger, err := estimator.New(estimator.Params{Node: "n", Weighting: estimator.WeightTime, PUE: 1, History: time.Minute,
+		Devices: map[string]estimator.DeviceParams{"0": {DepreciationPerSecond: 0.001}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	telemetry, err := sink.NewGPUAggregator(window)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &engineRig{out: &collectSink{}}
+	r.engine = &engine{
+		log: slog.New(slog.DiscardHandler), interval: time.Second, now: func() time.Time { return r.clock },
+		gpu: &scriptedGPU{ivs: ivs}, queue: newSpanQueue(1), ledger: ledger, telemetry: telemetry,
+		idle: newIdleAggregator(window), out: r.out, node: "n", warned: map[string]bool{},
+	}
+	return r
+}
+
+// tickAt runs one poll of the engine at now.
+func (r *engineRig) tickAt(now time.Time) {
+	r.clock = now
+	r.tick(context.Background(), now)
+}
+
+// stop shuts the engine down as Run does when its context ends.
+func (r *engineRig) stop(now time.Time) {
+	r.clock = now
+	r.final(context.Background())
+}
+
+// store writes every point the engine queued into a real InfluxDB.
+func (r *engineRig) store(t *testing.T) *influxtest.Server {
+	t.Helper()
+	influx := influxtest.Start(t)
+	var b bytes.Buffer
+	for _, p := range r.out.points {
+		appendLine(t, &b, p)
+	}
+	influx.Write(t, b.String())
+	return influx
+}
+
+// sumOf is SELECT sum(field) FROM measurement, 0 when there are no points.
+func sumOf(t *testing.T, influx *influxtest.Server, field, measurement string) float64 {
+	t.Helper()
+	rows := influx.Rows(t, fmt.Sprintf(`SELECT sum(%q) FROM %q`, field, measurement))
+	if len(rows) == 0 {
+		return 0
+	}
+	v, _ := rows[0].Float("sum")
+	return v
+}
+
+// everySecond is n one-second intervals of GPU 0 from start, w watts each.
+func everySecond(start time.Time, n int, w float64) []estimator.Interval {
+	ivs := make([]estimator.Interval, n)
+	for k := range ivs {
+		ivs[k] = estimator.Interval{Device: "0", Start: start.Add(time.Duration(k) * time.Second),
+			End: start.Add(time.Duration(k+1) * time.Second), Joules: w, Method: estimator.MethodCounter}
+	}
+	return ivs
+}
+
+// A request the upstream never served gives back what it was charged in
+// flight; when its end arrives after the idle window holding its start was
+// written, the refund must not write that window a second time (InfluxDB
+// keeps the last point of a series and time: the first one's energy was
+// lost). Every joule measured is in InfluxDB once: records + idle.
+func TestLateRefundDoesNotOverwriteAnIdleWindow(t *testing.T) {
+	base := time.Unix(1_772_366_400, 0) // aligned to 10 s
+	sec := func(s int) time.Time { return base.Add(time.Duration(s) * time.Second) }
+	r := newEngineRig(t, 10*time.Second, everySecond(base, 30, 100))
+	for s := 0; s <= 30; s++ {
+		switch s {
+		case 5:
+			r.queue.Begin("refused", "up", sec(5), []string{"0"})
+		case 13: // ended at 12 s, unserved: its 700 J go back to idle
+			r.queue.End(estimator.Span{ID: "refused", Upstream: "up", Model: "m", Start: sec(5), End: sec(12), Status: "502",
+				PromptTokens: -1, CompletionTokens: -1, Devices: []string{"0"}, Served: false})
+		}
+		r.tickAt(sec(s))
+	}
+	r.stop(sec(30))
+	influx := r.store(t)
+
+	idle, active := sumOf(t, influx, "energy_j", "deadlabour_idle"), sumOf(t, influx, "gpu_energy_j", "deadlabour_request")
+	if !closeTo(idle+active, 3000) {
+		t.Errorf("InfluxDB holds %v J idle + %v J in records, want the 3000 J measured", idle, active)
+	}
+	// One point per idle window and device, each written once.
+	seen := map[int64]bool{}
+	for _, p := range r.out.points {
+		if p.Measurement == sink.MeasurementIdle {
+			if seen[p.Time.UnixNano()] {
+				t.Errorf("deadlabour_idle written twice at %v", p.Time.Sub(base))
+			}
+			seen[p.Time.UnixNano()] = true
+		}
+	}
+}
