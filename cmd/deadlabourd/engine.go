@@ -200,7 +200,7 @@ func (e *engine) flushAll() {
 	for _, s := range e.idle.flushAll(e.ledger.SettledTo) {
 		points = append(points, sink.IdlePoint(e.node, e.simulated, s))
 	}
-	for _, w := range e.telemetry.Flush(time.Unix(1<<40, 0)) {
+	for _, w := range e.telemetry.FlushAll() {
 		points = append(points, sink.GPUPoint(e.node, e.simulated, w))
 	}
 	e.enqueue(points)

@@ -20,7 +20,7 @@ import (
 // year 1 (time.Truncate) put the idle windows elsewhere.
 func TestReportWindowsAlignToTheUnixEpoch(t *testing.T) {
 	const window = 7 * time.Second
-	iv := estimator.Interval{Device: "0", Start: time.Unix(20, 0), End: time.Unix(20, 5e8), Joules: 10, Method: estimator.MethodCounter}
+	iv := estimator.Interval{Device: "0", Start: time.Unix(20, 0), End: time.Unix(21, 0), Joules: 10, Method: estimator.MethodCounter}
 	wantStart, wantEnd := time.Unix(14, 0), time.Unix(21, 0) // 20 s lies in [14, 21)
 
 	idle := newIdleAggregator(window)
@@ -181,5 +181,44 @@ func TestLateRefundDoesNotOverwriteAnIdleWindow(t *testing.T) {
 			}
 			seen[p.Time.UnixNano()] = true
 		}
+	}
+}
+
+// A GPU counter that stalls across a window boundary closes its interval
+// after the window's end has passed: the telemetry window must wait for it
+// rather than be written without the part before the boundary. Every joule
+// measured is in deadlabour_gpu once.
+func TestStalledCounterKeepsItsEnergyInTelemetry(t *testing.T) {
+	base := time.Unix(1_772_366_400, 0) // aligned to 10 s
+	ivs := everySecond(base, 9, 100)
+	// The counter stood still from 9 s to 10.5 s; the next increment
+	// covers the whole stall.
+	ivs = append(ivs, estimator.Interval{Device: "0", Start: base.Add(9 * time.Second), End: base.Add(10500 * time.Millisecond),
+		Joules: 175, Method: estimator.MethodCounter})
+	for _, iv := range everySecond(base.Add(10500*time.Millisecond), 9, 100) {
+		ivs = append(ivs, iv)
+	}
+	want := 0.0
+	for _, iv := range ivs {
+		want += iv.Joules
+	}
+	r := newEngineRig(t, 10*time.Second, ivs)
+	for ms := 0; ms <= 25000; ms += 500 {
+		r.tickAt(base.Add(time.Duration(ms) * time.Millisecond))
+	}
+	r.stop(base.Add(25 * time.Second))
+	influx := r.store(t)
+	if got := sumOf(t, influx, "energy_j", "deadlabour_gpu"); !closeTo(got, want) {
+		t.Errorf("deadlabour_gpu holds %v J, want the %v J measured", got, want)
+	}
+	rows := influx.Rows(t, `SELECT "energy_j" FROM "deadlabour_gpu" WHERE time < `+fmt.Sprint(base.Add(10*time.Second).UnixNano()))
+	if len(rows) != 1 {
+		t.Fatalf("windows before 10 s: %v, want one", rows)
+	}
+	if v, _ := rows[0].Float("energy_j"); !closeTo(v, 900+175*2/3.0) {
+		t.Errorf("window [0, 10 s): %v, want 900 J + 2/3 of the stall's 175 J", rows)
+	}
+	if n := r.telemetry.Dropped(); n != 0 {
+		t.Errorf("%d interval parts dropped", n)
 	}
 }
