@@ -24,7 +24,7 @@ type Ledger struct {
 	spans   map[string]*span
 	waiting []*span // ended, not yet final
 	idle    []IdleShare
-	refunds []IdleShare // of unserved requests, returned at the next settle
+	refunds []refund // of unserved requests, returned at the next settle
 	settled []Settlement
 	usedTS  map[int64]struct{}
 	maxTS   int64
@@ -71,6 +71,7 @@ type span struct {
 
 type share struct {
 	joules, static, depreciation, embodied, co2, co2m, cost float64
+	seconds                                                 float64 // of the device's covered time, by wear weight
 	methods                                                 methodSet
 	from, to                                                int64 // see DeviceShare.ChargedFrom, ChargedTo
 	cut                                                     bool  // charging ended at to, before the end
@@ -211,18 +212,30 @@ func (l *Ledger) End(s Span) {
 			if a.joules == 0 && a.static == 0 && a.depreciation == 0 && a.embodied == 0 {
 				continue
 			}
-			l.refunds = append(l.refunds, IdleShare{Device: dev, Start: s.Start, End: s.End, Joules: a.joules,
-				StaticJoules: a.static, DepreciationCost: a.depreciation, EmbodiedCO2eG: a.embodied, Method: a.methods.method()})
+			l.refunds = append(l.refunds, refund{
+				IdleShare: IdleShare{Device: dev, Start: s.Start, End: s.End, Joules: a.joules,
+					StaticJoules: a.static, DepreciationCost: a.depreciation, EmbodiedCO2eG: a.embodied, Method: a.methods.method()},
+				from: max(sp.start, a.from), to: a.to, seconds: a.seconds})
 			sp.acc[i] = share{}
 		}
 	}
 	l.waiting = append(l.waiting, sp)
 }
 
+// refund is what an unserved request was charged on one device while in
+// flight, going back to idle.
+type refund struct {
+	IdleShare
+	from, to int64   // it was charged over [from, to) (ns)
+	seconds  float64 // of the device's covered time
+}
+
 // refund returns what unserved requests were charged to idle, in an order
-// that does not depend on the order their ends arrived in.
+// that does not depend on the order their ends arrived in. The trailing
+// window gets back the energy and the covered seconds, spread over the
+// time they were charged in.
 func (l *Ledger) refund() {
-	slices.SortFunc(l.refunds, func(a, b IdleShare) int {
+	slices.SortFunc(l.refunds, func(a, b refund) int {
 		if c := a.End.Compare(b.End); c != 0 {
 			return c
 		}
@@ -235,8 +248,9 @@ func (l *Ledger) refund() {
 		return cmp.Compare(a.Joules, b.Joules)
 	})
 	for _, r := range l.refunds {
-		l.idle = append(l.idle, r)
-		l.devs[r.Device].win.refund(r.Joules + r.StaticJoules)
+		l.idle = append(l.idle, r.IdleShare)
+		j := r.Joules + r.StaticJoules
+		l.devs[r.Device].win.refund(r.from, r.to, cumul{idleJ: j, activeJ: -j, idleS: r.seconds, activeS: -r.seconds})
 	}
 	l.refunds = l.refunds[:0]
 }

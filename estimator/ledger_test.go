@@ -633,3 +633,46 @@ func TestWindowStart(t *testing.T) {
 		}
 	}
 }
+
+// A request the upstream did not serve gives its charge back to idle: the
+// energy and the covered seconds, and at the time they were charged. A
+// trailing window that starts after the refunded intervals and before the
+// refund sees neither the charge nor its refund (it saw active energy
+// going negative: the refund taken from the running total only).
+func TestRefundCorrectsTheTrailingWindow(t *testing.T) {
+	p := testParams("0")
+	p.IdleWindow = 10 * time.Second // 1 s buckets
+	l := mustLedger(t, p)
+	l.Begin("refused", at(0), []string{"0"})
+	var rec Record
+	for k := 0; k < 30; k++ {
+		if err := l.AddInterval(Interval{Device: "0", Start: at(float64(k)), End: at(float64(k + 1)), Joules: 100, Method: MethodCounter}); err != nil {
+			t.Fatal(err)
+		}
+		switch k {
+		case 20: // charged 0-20 s while in flight; it ended at 10 s, unserved
+			s := mkSpan("refused", 0, 10, "0")
+			s.Served, s.Status = false, "502"
+			l.End(s)
+			l.Begin("b", at(21), []string{"0"})
+		case 22:
+			l.End(mkSpan("b", 21, 22, "0"))
+		}
+		for _, r := range l.Settle(at(float64(k + 1))).Records {
+			if r.ID == "b" {
+				rec = r
+			}
+		}
+	}
+	if len(rec.PerDevice) == 0 {
+		t.Fatal("no record of b")
+	}
+	w := rec.PerDevice[0].Window
+	// [12 s, 22 s): 9 s idle (the refused request's 12-20 s given back), b's 1 s.
+	if !w.Start.Equal(at(12)) || !near(w.ActiveJ, 100) || !near(w.IdleJ, 900) || !near(w.ActiveS, 1) || !near(w.IdleS, 9) {
+		t.Errorf("b's window %+v, want [12 s, 22 s) with 100 J and 1 s active, 900 J and 9 s idle", w)
+	}
+	if want := 9.0; !near(rec.PerDevice[0].EnergyUplift, want) {
+		t.Errorf("energy uplift %v, want %v", rec.PerDevice[0].EnergyUplift, want)
+	}
+}
