@@ -307,8 +307,9 @@ func (l *Ledger) Settle(now time.Time) Output {
 }
 
 // Close settles everything that is left, as at shutdown: every pending
-// interval is attributed, and every ended span becomes a record.
-// Spans still open are charged what they ran and flagged truncated.
+// interval is attributed, and every span becomes a record. Spans still
+// open are recorded with what they were charged, status abandoned, flagged
+// truncated, ending where their devices' intervals end.
 func (l *Ledger) Close() Output {
 	l.refund()
 	for _, id := range l.order {
@@ -534,11 +535,14 @@ func (l *Ledger) collect(now time.Time, all bool) Output {
 	clear(l.waiting[len(keep):])
 	l.waiting = keep
 	if all {
+		// Requests still open (an event-API begin never ended, at
+		// shutdown) are recorded with what they were charged; their
+		// energy would otherwise be in neither a record nor idle.
 		for _, sp := range l.spans {
-			if !sp.ended {
-				sp.truncated = true
-			}
+			l.abandon(sp)
+			out.Records = append(out.Records, l.record(sp, all))
 		}
+		clear(l.spans)
 	}
 	slices.SortFunc(out.Records, func(a, b Record) int {
 		if c := a.End.Compare(b.End); c != 0 {
@@ -552,6 +556,21 @@ func (l *Ledger) collect(now time.Time, all bool) Output {
 	out.Idle, l.idle = l.idle, nil
 	out.Settled, l.settled = l.settled, nil
 	return out
+}
+
+// abandon ends an open span at Close: status abandoned, tokens unknown,
+// ending where the latest of its devices' settled intervals ends (it was
+// charged until then, in time weighting), flagged truncated.
+func (l *Ledger) abandon(sp *span) {
+	end := sp.start
+	for _, id := range sp.devices {
+		end = max(end, l.devs[id].settledTo.UnixNano())
+	}
+	s := &sp.s
+	s.End, s.Status, s.UsageSource = time.Unix(0, end).UTC(), StatusAbandoned, UsageUnknown
+	s.PromptTokens, s.CompletionTokens, s.CachedTokens, s.ReasoningTokens = -1, -1, -1, -1
+	sp.end, sp.ended, sp.truncated = end, true, true
+	sp.ph = phasesOf(s, l.p.Weighting != WeightTime)
 }
 
 func (l *Ledger) final(sp *span, now time.Time) bool {

@@ -676,3 +676,41 @@ func TestRefundCorrectsTheTrailingWindow(t *testing.T) {
 		t.Errorf("energy uplift %v, want %v", rec.PerDevice[0].EnergyUplift, want)
 	}
 }
+
+// A request still open at Close (an event-API begin with no end, at
+// shutdown) is recorded with what it was charged: status abandoned,
+// flagged truncated, ending where its devices' intervals end. Its energy
+// was neither in a record nor in the idle ledger before.
+func TestCloseRecordsOpenRequests(t *testing.T) {
+	l := mustLedger(t, testParams("0"))
+	l.Begin("open", at(2), []string{"0"})
+	var recs []Record
+	idle := 0.0
+	take := func(out Output) {
+		recs = append(recs, out.Records...)
+		for _, s := range out.Idle {
+			idle += s.Joules
+		}
+	}
+	for k := 0; k < 10; k++ {
+		if err := l.AddInterval(Interval{Device: "0", Start: at(float64(k)), End: at(float64(k + 1)), Joules: 100, Method: MethodCounter}); err != nil {
+			t.Fatal(err)
+		}
+		take(l.Settle(at(float64(k + 1))))
+	}
+	take(l.Close())
+	if len(recs) != 1 {
+		t.Fatalf("records %+v, want the open request's", recs)
+	}
+	r := recs[0]
+	if r.ID != "open" || r.Status != StatusAbandoned || !r.HistoryTruncated || !r.Served || !r.End.Equal(at(10)) ||
+		r.PromptTokens != -1 || r.CompletionTokens != -1 || r.UsageSource != UsageUnknown {
+		t.Errorf("record %+v, want request open, abandoned, truncated, ending at 10 s with unknown tokens", r)
+	}
+	if !near(r.GPUEnergyJ, 800) || !near(r.GPUEnergyJ+idle, 1000) {
+		t.Errorf("%v J in the record + %v J idle, want 800 + 200 of the 1000 J measured", r.GPUEnergyJ, idle)
+	}
+	if _, spans := l.Pending(); spans != 0 {
+		t.Errorf("%d spans left after Close", spans)
+	}
+}

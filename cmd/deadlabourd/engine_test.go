@@ -222,3 +222,25 @@ func TestStalledCounterKeepsItsEnergyInTelemetry(t *testing.T) {
 		t.Errorf("%d interval parts dropped", n)
 	}
 }
+
+// A request begun and never ended (an event-API begin whose end never
+// came) is still open at shutdown: what it was charged lands in InfluxDB as
+// an abandoned record, so records + idle hold every joule measured.
+func TestOpenRequestAtShutdownIsRecorded(t *testing.T) {
+	base := time.Unix(1_772_366_400, 0)
+	r := newEngineRig(t, 10*time.Second, everySecond(base, 10, 100))
+	r.queue.Begin("never-ended", "up", base, []string{"0"})
+	for s := 0; s <= 10; s++ {
+		r.tickAt(base.Add(time.Duration(s) * time.Second))
+	}
+	r.stop(base.Add(10 * time.Second))
+	influx := r.store(t)
+	idle, active := sumOf(t, influx, "energy_j", "deadlabour_idle"), sumOf(t, influx, "gpu_energy_j", "deadlabour_request")
+	if !closeTo(active, 1000) || idle != 0 {
+		t.Errorf("InfluxDB holds %v J in records + %v J idle, want the 1000 J measured in the open request's record", active, idle)
+	}
+	rows := influx.Rows(t, `SELECT "request_id", "history_truncated" FROM "deadlabour_request" WHERE "status" = 'abandoned'`)
+	if len(rows) != 1 || rows[0]["request_id"] != "never-ended" || rows[0]["history_truncated"] != true {
+		t.Errorf("abandoned records %v, want never-ended's, flagged truncated", rows)
+	}
+}
