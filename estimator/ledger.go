@@ -112,16 +112,13 @@ func New(p Params) (*Ledger, error) {
 	default:
 		return nil, fmt.Errorf("weighting %q: want time, tokens or marginal", p.Weighting)
 	}
-	if p.PUE < 1 || p.PUE != p.PUE {
-		return nil, fmt.Errorf("PUE %v is below 1", p.PUE)
+	if err := p.check(); err != nil {
+		return nil, err
 	}
 	if p.IdleWindow <= 0 {
 		p.IdleWindow = time.Hour
 	}
 	m := p.Marginal
-	if m.PromptJPerToken < 0 || m.DecodeJPerToken < 0 || m.PromptJPerToken != m.PromptJPerToken || m.DecodeJPerToken != m.DecodeJPerToken {
-		return nil, fmt.Errorf("marginal coefficients %v, %v J per token: want numbers of zero or more", m.PromptJPerToken, m.DecodeJPerToken)
-	}
 	if p.Weighting == WeightMarginal && m.Fit && m.FitWindow <= 0 {
 		p.Marginal.FitWindow = time.Hour
 	}

@@ -714,3 +714,38 @@ func TestCloseRecordsOpenRequests(t *testing.T) {
 		t.Errorf("%d spans left after Close", spans)
 	}
 }
+
+// The parameters must be finite: an infinite PUE, power or rate makes
+// every record's figures infinite, and InfluxDB takes no such field.
+func TestNewRejectsNonFiniteParams(t *testing.T) {
+	inf, nan := math.Inf(1), math.NaN()
+	for name, f := range map[string]func(*Params){
+		"PUE":                    func(p *Params) { p.PUE = inf },
+		"PUE NaN":                func(p *Params) { p.PUE = nan },
+		"static watts":           func(p *Params) { p.StaticWatts = inf },
+		"prompt token weight":    func(p *Params) { p.PromptTokenWeight = inf },
+		"WUE":                    func(p *Params) { p.WUEOnsiteLPerKWh = inf },
+		"off-site water":         func(p *Params) { p.WaterOffsiteLPerKWh = nan },
+		"carbon":                 func(p *Params) { p.Carbon = Const(inf) },
+		"carbon step":            func(p *Params) { p.Carbon.Steps = []Step{{at(0), nan}} },
+		"market carbon":          func(p *Params) { p.CarbonMarket = &Rate{Value: inf} },
+		"price window":           func(p *Params) { p.Price.Weekly = []Window{{Days: EveryDay, To: time.Hour, Value: inf}} },
+		"marginal":               func(p *Params) { p.Marginal.DecodeJPerToken = inf },
+		"depreciation":           func(p *Params) { p.Devices["0"] = DeviceParams{DepreciationPerSecond: inf} },
+		"embodied":               func(p *Params) { p.Devices["0"] = DeviceParams{EmbodiedGPerSecond: nan} },
+		"training cost":          func(p *Params) { p.Models["m"] = ModelParams{TrainingCostPerToken: inf} },
+		"living labour":          func(p *Params) { p.Models["m"] = ModelParams{LivingLabourSPerToken: nan} },
+		"negative static watts":  func(p *Params) { p.StaticWatts = -1 },
+		"negative price":         func(p *Params) { p.Price = Const(-0.1) },
+		"negative training cost": func(p *Params) { p.Models["m"] = ModelParams{TrainingCostPerToken: -1} },
+	} {
+		p := testParams("0")
+		f(&p)
+		if _, err := New(p); err == nil {
+			t.Errorf("%s: New accepted it", name)
+		}
+	}
+	if _, err := New(testParams("0", HostDevice)); err != nil {
+		t.Errorf("New(test params) = %v", err)
+	}
+}
