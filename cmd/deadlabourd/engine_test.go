@@ -5,8 +5,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/estimator"
@@ -242,5 +245,32 @@ func TestOpenRequestAtShutdownIsRecorded(t *testing.T) {
 	rows := influx.Rows(t, `SELECT "request_id", "history_truncated" FROM "deadlabour_request" WHERE "status" = 'abandoned'`)
 	if len(rows) != 1 || rows[0]["request_id"] != "never-ended" || rows[0]["history_truncated"] != true {
 		t.Errorf("abandoned records %v, want never-ended's, flagged truncated", rows)
+	}
+}
+
+// A meter interval the ledger refuses (a negative trapezoid of instant
+// power samples, NaN) still reaches the observer: it must not panic the
+// poll loop (a Prometheus counter panics on a negative Add) nor poison
+// the energy counter.
+func TestObserverSkipsImpossibleEnergy(t *testing.T) {
+	o := &observer{
+		energy: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "e"}, []string{"device", "method"}),
+		poll:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "p"}),
+	}
+	ivs := []estimator.Interval{
+		{Device: "0", Joules: 5, Method: estimator.MethodPowerIntegral},
+		{Device: "0", Joules: -2, Method: estimator.MethodPowerIntegral},
+		{Device: "0", Joules: math.NaN(), Method: estimator.MethodPowerIntegral},
+		{Device: "0", Joules: math.Inf(1), Method: estimator.MethodPowerIntegral},
+	}
+	o.polled(time.Unix(10, 0), time.Millisecond, ivs, nil, nil)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(o.energy)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || len(mfs[0].GetMetric()) != 1 || mfs[0].GetMetric()[0].GetCounter().GetValue() != 5 {
+		t.Errorf("energy counter %v, want 5 J (the one possible interval)", mfs)
 	}
 }
