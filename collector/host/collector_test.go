@@ -311,3 +311,58 @@ func TestCPUs(t *testing.T) {
 		t.Fatalf("CPUs() = %q, %d, %v", model, sockets, err)
 	}
 }
+
+// A RAPL counter that restarts (the module reloaded, a CPU hot-plugged)
+// reads below its last value like a wrap, but the "wrap" implies up to
+// max_energy_range_uj (262 kJ here) in one poll. A delta beyond twice the
+// CPU TDP is a reset: the interval is held at the last measured power
+// (flagged modelled), one warning is logged, and counting goes on from
+// the new value.
+func TestRAPLCounterReset(t *testing.T) {
+	root := fixture(t, "xeon-2s")
+	dirs := []string{"intel-rapl:0", "intel-rapl:0:0", "intel-rapl:1", "intel-rapl:1:0"}
+	add := func(uj uint64) {
+		for _, dir := range dirs {
+			p := zoneFile(root, dir, "energy_uj")
+			writeUint(t, p, readUint(t, p)+uj)
+		}
+	}
+	logs := &testlog.Buffer{}
+	ctx := context.Background()
+	c := Open(ctx, Options{SysfsRoot: root, UseRAPL: true, CPUTDPWatts: 700, CPUIdleWatts: 200}, slog.New(slog.NewTextHandler(logs, nil)))
+	t0 := time.Unix(100, 0)
+	var got []estimator.Interval
+	poll := func(ms int64) {
+		iv, ok, err := c.Poll(ctx, t0.Add(time.Duration(ms)*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			got = append(got, iv)
+		}
+	}
+	poll(0)
+	add(10e6) // 4 zones x 10 J in 100 ms: 400 W
+	poll(100)
+	// Package 0 restarts from zero (it read 112 kJ), the others count on.
+	writeUint(t, zoneFile(root, dirs[0], "energy_uj"), 5e6)
+	add(10e6)
+	poll(200) // held at 400 W
+	add(5e6)
+	poll(300) // 200 W, counted from the restarted value
+	want := []struct {
+		j float64
+		m estimator.Method
+	}{{40, estimator.MethodCounter}, {40, estimator.MethodModelled}, {20, estimator.MethodCounter}}
+	if len(got) != len(want) {
+		t.Fatalf("intervals %+v", got)
+	}
+	for i, w := range want {
+		if math.Abs(got[i].Joules-w.j) > 1e-9 || got[i].Method != w.m {
+			t.Errorf("interval %d: %v J by %s, want %v J by %s", i, got[i].Joules, got[i].Method, w.j, w.m)
+		}
+	}
+	if n := strings.Count(logs.String(), "RAPL counter reset"); n != 1 {
+		t.Errorf("want one warning of the reset, got %d:\n%s", n, logs)
+	}
+}
