@@ -83,22 +83,43 @@ type segment struct{ a, b int64 }
 
 type methodSet uint8
 
-var methodBits = map[Method]methodSet{MethodCounter: 1, MethodPowerIntegral: 2, MethodModelled: 4, MethodStatic: 8}
+const (
+	setCounter methodSet = 1 << iota
+	setPowerIntegral
+	setModelled
+	setStatic
+	setMixed // a share already mixed, summed into a record
+)
+
+// methodBit is a method's bit in a methodSet; none for MethodNone.
+func methodBit(m Method) methodSet {
+	switch m {
+	case MethodCounter:
+		return setCounter
+	case MethodPowerIntegral:
+		return setPowerIntegral
+	case MethodModelled:
+		return setModelled
+	case MethodStatic:
+		return setStatic
+	case MethodMixed:
+		return setMixed
+	}
+	return 0
+}
 
 func (m methodSet) method() Method {
-	var found Method
-	n := 0
-	for meth, bit := range methodBits {
-		if m&bit != 0 {
-			found = meth
-			n++
-		}
-	}
-	switch n {
+	switch m {
 	case 0:
 		return MethodNone
-	case 1:
-		return found
+	case setCounter:
+		return MethodCounter
+	case setPowerIntegral:
+		return MethodPowerIntegral
+	case setModelled:
+		return MethodModelled
+	case setStatic:
+		return MethodStatic
 	}
 	return MethodMixed
 }
@@ -442,7 +463,7 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 	dep, emb := d.params.DepreciationPerSecond*dt, d.params.EmbodiedGPerSecond*dt
 	if sumW > 0 {
 		u := l.p.unitOf(&st, d.params, d.host)
-		bit := methodBits[iv.Method]
+		bit := methodBit(iv.Method)
 		for k, r := range d.spans {
 			w := l.w[k]
 			if w == 0 && l.o[k] == 0 {
@@ -679,12 +700,12 @@ func (p *Params) finish(r *Record) {
 		if ds.Device == HostDevice {
 			r.HostEnergyJ += ds.Joules
 			r.StaticEnergyJ += ds.StaticJoules
-			hostMethods |= methodBits[ds.Method]
+			hostMethods |= methodBit(ds.Method)
 			hostUplift += e * ds.EnergyUplift
 			hostE += e
 		} else {
 			r.GPUEnergyJ += ds.Joules
-			gpuMethods |= methodBits[ds.Method]
+			gpuMethods |= methodBit(ds.Method)
 			gpuUplift += ds.Joules * ds.EnergyUplift
 			loadedGPU += ds.Joules * (1 + ds.EnergyUplift)
 		}

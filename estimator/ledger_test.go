@@ -749,3 +749,31 @@ func TestNewRejectsNonFiniteParams(t *testing.T) {
 		t.Errorf("New(test params) = %v", err)
 	}
 }
+
+// A record's meter method sums its devices': one GPU whose intervals came
+// from the counter and from power samples is mixed, and so is the record.
+func TestMethodOfMixedDevice(t *testing.T) {
+	l := mustLedger(t, testParams("0"))
+	l.Begin("r", at(0), []string{"0"})
+	for k, m := range []Method{MethodCounter, MethodPowerIntegral} {
+		if err := l.AddInterval(Interval{Device: "0", Start: at(float64(k)), End: at(float64(k + 1)), Joules: 10, Method: m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.End(mkSpan("r", 0, 2, "0"))
+	recs := l.Settle(at(3)).Records
+	if len(recs) != 1 || recs[0].PerDevice[0].Method != MethodMixed || recs[0].GPUMeter != MethodMixed {
+		t.Fatalf("records %+v, want one whose GPU 0 share and GPU meter are mixed", recs)
+	}
+	for _, m := range []Method{MethodCounter, MethodPowerIntegral, MethodModelled, MethodStatic, MethodMixed} {
+		if got := methodBit(m).method(); got != m {
+			t.Errorf("the method set of %s alone is %s", m, got)
+		}
+	}
+	if got := (methodBit(MethodCounter) | methodBit(MethodModelled)).method(); got != MethodMixed {
+		t.Errorf("counter + modelled = %s, want mixed", got)
+	}
+	if got := methodSet(0).method(); got != MethodNone {
+		t.Errorf("no method = %s, want none", got)
+	}
+}
