@@ -62,6 +62,7 @@ type engine struct {
 	alive     func(now time.Time)          // the systemd watchdog, after every tick; may be nil
 
 	warned map[string]bool // log lines said once
+	carbon carbonWatch     // a stale carbon-intensity file, said once
 }
 
 // Run polls every interval until ctx is done, then settles and flushes
@@ -90,6 +91,7 @@ func (e *engine) Run(ctx context.Context) {
 func (e *engine) tick(ctx context.Context, now time.Time) {
 	start := time.Now()
 	p := e.read(ctx, now)
+	e.carbon.check(e.log, e.ledger, now)
 	e.emit(e.ledger.Settle(now), now)
 	if e.obs != nil {
 		e.obs.polled(now, time.Since(start), p.ivs, p.samples, p.hostErr)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
+	"github.com/deadlabour/deadlabour/internal/testlog"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -272,5 +274,33 @@ func TestObserverSkipsImpossibleEnergy(t *testing.T) {
 	}
 	if len(mfs) != 1 || len(mfs[0].GetMetric()) != 1 || mfs[0].GetMetric()[0].GetCounter().GetValue() != 5 {
 		t.Errorf("energy counter %v, want 5 J (the one possible interval)", mfs)
+	}
+}
+
+// The carbon-intensity file is read once, at start. When the meters
+// measure more than an hour past its last row, every interval is charged
+// that row's value: the daemon says so once, while running, not only when
+// the file was already old at start.
+func TestStaleCarbonFileWarnedAtRunTime(t *testing.T) {
+	base := time.Unix(1_772_366_400, 0)
+	r := newEngineRig(t, 10*time.Second, nil)
+	p := r.ledger.Params()
+	p.Carbon.Steps = []estimator.Step{{From: base.Add(-time.Hour), Value: 300}, {From: base, Value: 320}}
+	ledger, err := estimator.New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testlog.Buffer{}
+	r.ledger, r.log = ledger, slog.New(slog.NewTextHandler(logs, nil))
+	const msg = "the carbon-intensity file ends more than an hour before the time measured"
+	r.tickAt(base.Add(59 * time.Minute))
+	r.tickAt(base.Add(time.Hour))
+	if strings.Contains(logs.String(), msg) {
+		t.Fatalf("warned within the hour after the last row:\n%s", logs)
+	}
+	r.tickAt(base.Add(time.Hour + time.Second))
+	r.tickAt(base.Add(2 * time.Hour))
+	if n := strings.Count(logs.String(), msg); n != 1 || !strings.Contains(logs.String(), "facility.carbon_file") {
+		t.Errorf("want one warning naming facility.carbon_file once the hour has passed, got %d:\n%s", n, logs)
 	}
 }
