@@ -112,6 +112,16 @@ func TestBadFiles(t *testing.T) {
 		{"bad duration", "gpu:\n  interval: fast\n", -1, 2, "gpu.interval", `invalid duration "fast"`},
 		{"negative pue", "facility:\n  pue: -1.2\n", -1, 2, "facility.pue", "cannot be below 1.0"},
 		{"pue below one", "facility:\n  pue: 0.9\n", -1, 2, "facility.pue", "cannot be below 1.0"},
+		// YAML's .inf and .nan decode as floats; every record would then be
+		// dropped (InfluxDB takes no infinite field).
+		{"infinite pue", "facility:\n  pue: .inf\n", -1, 2, "facility.pue", "finite number, got +Inf"},
+		{"nan pue", "facility:\n  pue: .nan\n", -1, 2, "facility.pue", "finite number, got NaN"},
+		{"infinite static watts", "host:\n  static_watts: .inf\n", -1, 2, "host.static_watts", "finite number, zero or more, got +Inf"},
+		{"infinite carbon", "facility:\n  carbon_g_per_kwh: .inf\n", -1, 2, "facility.carbon_g_per_kwh", "finite number, zero or more, got +Inf"},
+		{"infinite market carbon", "facility:\n  carbon_market_g_per_kwh: .inf\n", -1, 2, "facility.carbon_market_g_per_kwh", "got +Inf"},
+		{"infinite capex", "hardware:\n  - match: H100\n    capex: .inf\n", -1, 3, "hardware[0].capex", "got +Inf"},
+		{"infinite lifetime tokens", "models:\n  - name: m\n    lifetime_tokens: .inf\n", -1, 3, "models[0].lifetime_tokens", "got +Inf"},
+		{"infinite prompt weight", "attribution:\n  prompt_token_weight: .inf\n", -1, 2, "attribution.prompt_token_weight", "got +Inf"},
 		{"upstream without target", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n", -1, 2, "upstreams[0].target", "needs a target"},
 		{"bad target", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: localhost:8000\n", -1, 4, "upstreams[0].target", "absolute http"},
 		{"gpu missing", up + "    gpus: [0, 8]\n", 8, 5, "upstreams[0].gpus[1]", "GPU 8 does not exist: this node has 8 GPU(s)"},

@@ -114,7 +114,7 @@ func ParseIntensity(name string, data []byte, column, marketColumn string) (*Int
 				return 0, fmt.Errorf("%s:%d: no %s column (%d fields)", name, line, what, len(rec))
 			}
 			v, err := strconv.ParseFloat(strings.TrimSpace(rec[col]), 64)
-			if err != nil || v < 0 || math.IsInf(v, 0) {
+			if err != nil || !(v >= 0) || math.IsInf(v, 0) { // NaN fails v >= 0
 				return 0, fmt.Errorf("%s:%d: %s %q: want a number of gCO2e/kWh, zero or more", name, line, header[col], rec[col])
 			}
 			return v, nil
@@ -198,8 +198,8 @@ func (w PriceWindow) Parse() (TOUWindow, map[string]string) {
 	if _, ok := problems["from"]; !ok && out.From == out.To {
 		problems["to"] = fmt.Sprintf("equals from (%s): the window would be empty", w.From)
 	}
-	if w.PricePerKWh < 0 || w.PricePerKWh != w.PricePerKWh {
-		problems["price_per_kwh"] = fmt.Sprintf("must be zero or more, got %v", w.PricePerKWh)
+	if !(w.PricePerKWh >= 0) || math.IsInf(w.PricePerKWh, 0) { // NaN fails >= 0
+		problems["price_per_kwh"] = fmt.Sprintf("must be a finite number, zero or more, got %v", w.PricePerKWh)
 	}
 	return out, problems
 }

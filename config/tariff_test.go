@@ -50,6 +50,9 @@ func TestParseIntensity(t *testing.T) {
 		{"no rows", "t,a\n", "", "", "no rows"},
 		{"bad time", "t,a\n2026-01-01T00:00:00Z,1\nyesterday,2\n", "", "", `ci.csv:3: timestamp "yesterday"`},
 		{"bad value", "t,a\n2026-01-01T00:00:00Z,1\n2026-01-01T00:10:00Z,-4\n", "", "", `ci.csv:3: a "-4": want a number`},
+		{"nan", "t,a\n2026-01-01T00:00:00Z,1\n2026-01-01T00:10:00Z,NaN\n", "", "", `ci.csv:3: a "NaN": want a number`},
+		{"infinite", "t,a\n2026-01-01T00:00:00Z,+Inf\n", "", "", `ci.csv:2: a "+Inf": want a number`},
+		{"nan market", "t,a,m\n2026-01-01T00:00:00Z,1,nan\n", "", "m", `ci.csv:2: m "nan": want a number`},
 		{"not increasing", "t,a\n2026-01-01T01:00:00Z,1\n2026-01-01T00:10:00Z,2\n", "", "", "ci.csv:3: timestamp 2026-01-01T00:10:00Z is not after"},
 		{"gap", "t,a\n2026-01-01T00:00:00Z,1\n2026-01-01T03:00:00Z,2\n", "", "", "ci.csv:3: 3h0m0s after the previous row: rows must be hourly or finer"},
 		{"short row", "t,a,m\n2026-01-01T00:00:00Z,1\n", "", "m", "ci.csv:2: no market-based column"},
@@ -98,6 +101,7 @@ func TestTariffProblems(t *testing.T) {
 		{"zone", "facility:\n  price_timezone: Mars/Olympus\n", 2, "facility.price_timezone", "IANA"},
 		{"window", "facility:\n  price_schedule:\n    - days: [mon, funday]\n      from: \"07:00\"\n      to: \"07:00\"\n", 3, "facility.price_schedule[0].days[1]", `"funday"`},
 		{"empty window", "facility:\n  price_schedule:\n    - from: \"07:00\"\n      to: \"07:00\"\n", 4, "facility.price_schedule[0].to", "empty"},
+		{"infinite price", "facility:\n  price_schedule:\n    - from: \"07:00\"\n      to: \"09:00\"\n      price_per_kwh: .inf\n", 5, "facility.price_schedule[0].price_per_kwh", "got +Inf"},
 		{"marginal", "attribution:\n  marginal:\n    decode_j_per_token: -0.1\n", 3, "attribution.marginal.decode_j_per_token", "zero or more"},
 		{"audit", "attribution:\n  audit_records: -1\n", 2, "attribution.audit_records", "zero"},
 	}

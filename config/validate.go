@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"regexp"
@@ -26,11 +27,16 @@ func (v *validator) add(key, format string, args ...any) {
 	v.problems = append(v.problems, Problem{Line: v.c.Line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
+// nonNegative requires a finite number of zero or more: YAML's .inf and
+// .nan decode as floats, and an infinite figure would make every record's
+// figures infinite (InfluxDB takes none).
 func (v *validator) nonNegative(key string, x float64) {
-	if x < 0 || x != x {
-		v.add(key, "must be zero or more, got %v", x)
+	if !finite(x) || x < 0 {
+		v.add(key, "must be a finite number, zero or more, got %v", x)
 	}
 }
+
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 
 func (v *validator) positiveDuration(key string, d Duration) {
 	if d <= 0 {
@@ -91,7 +97,10 @@ func (c *Config) Validate(gpuCount int) []Problem {
 
 	// facility
 	f := c.Facility
-	if f.PUE < 1 || f.PUE != f.PUE {
+	switch {
+	case !finite(f.PUE):
+		v.add("facility.pue", "must be a finite number, got %v", f.PUE)
+	case f.PUE < 1:
 		v.add("facility.pue", "a PUE is total facility energy over IT energy and cannot be below 1.0, got %v", f.PUE)
 	}
 	v.nonNegative("facility.wue_onsite_l_per_kwh", f.WUEOnsiteLPerKWh)
@@ -211,8 +220,8 @@ func (c *Config) Validate(gpuCount int) []Problem {
 		v.nonNegative(key+".training_co2e_kg", m.TrainingCO2eKg)
 		v.nonNegative(key+".training_energy_kwh", m.TrainingEnergyKWh)
 		v.nonNegative(key+".human_labour_hours", m.HumanLabourHours)
-		if m.LifetimeTokens < 0 || m.LifetimeTokens != m.LifetimeTokens {
-			v.add(key+".lifetime_tokens", "must be zero or more, got %v", m.LifetimeTokens)
+		if !finite(m.LifetimeTokens) || m.LifetimeTokens < 0 {
+			v.add(key+".lifetime_tokens", "must be a finite number, zero or more, got %v", m.LifetimeTokens)
 		} else if m.LifetimeTokens == 0 && (m.TrainingCost > 0 || m.TrainingCO2eKg > 0 || m.TrainingEnergyKWh > 0 || m.HumanLabourHours > 0) {
 			v.add(key+".lifetime_tokens", "must be positive to spread the training figures over, e.g. 1.0e13")
 		}

@@ -108,7 +108,7 @@ func Explain(p Params, r Record, settled map[string][]Settlement) Explanation {
 			var one share
 			one.add(&u, w, wear)
 			acc.add(&u, w, wear)
-			acc.methods |= methodBits[st.Method]
+			acc.methods |= methodBit(st.Method)
 			mid := midpoint(t0, t1)
 			ch := Charge{Settlement: st, OverlapS: o, PromptTokens: pt, DecodeTokens: dt, Weight: w,
 				Joules: one.joules, StaticJoules: one.static, Depreciation: one.depreciation, EmbodiedG: one.embodied,

@@ -200,10 +200,17 @@ func (m *batchSim) score(t *testing.T, name string, p Params) fidelity {
 	return f
 }
 
+// fidelityMode is one weighting scored against the truth. An oracle mode
+// takes parameters from the simulation itself (its true per-token costs,
+// or a prompt token weight computed from them): it shows what the split
+// achieves when its parameters are right — the ceiling, a check of the
+// arithmetic — not what a node that does not know them gets. The modes
+// that know nothing of the simulator are the real check of the method.
 type fidelityMode struct {
 	name   string
 	p      Params
 	target bool // held to median <= 5 %
+	oracle bool // parameters from the simulation's ground truth
 }
 
 func fidelityModes(m batchSim) []fidelityMode {
@@ -218,17 +225,17 @@ func fidelityModes(m batchSim) []fidelityMode {
 		return p
 	}
 	return []fidelityMode{
-		{"time", mk(WeightTime, nil), false},
-		{"tokens, prompt_token_weight 0.1 (the default)", mk(WeightTokens, func(p *Params) { p.PromptTokenWeight = 0.1 }), false},
-		{fmt.Sprintf("tokens, prompt_token_weight %.3f (this hardware's ratio)", m.promptWeight()), mk(WeightTokens, func(p *Params) {
+		{"time", mk(WeightTime, nil), false, false},
+		{"tokens, prompt_token_weight 0.1 (the default)", mk(WeightTokens, func(p *Params) { p.PromptTokenWeight = 0.1 }), false, false},
+		{fmt.Sprintf("tokens, prompt_token_weight %.3f (oracle: the simulator's true cost ratio)", m.promptWeight()), mk(WeightTokens, func(p *Params) {
 			p.PromptTokenWeight = m.promptWeight()
-		}), true},
-		{"marginal, configured (the true coefficients)", mk(WeightMarginal, func(p *Params) {
+		}), true, true},
+		{"marginal, configured (oracle: the simulator's true coefficients)", mk(WeightMarginal, func(p *Params) {
 			p.Marginal = MarginalParams{PromptJPerToken: m.PrefillJ, DecodeJPerToken: m.DecodeJ}
-		}), true},
-		{"marginal, fitted (fit window 1h)", mk(WeightMarginal, func(p *Params) {
+		}), true, true},
+		{"marginal, fitted (fit window 1h): the real check", mk(WeightMarginal, func(p *Params) {
 			p.Marginal = MarginalParams{Fit: true, FitWindow: time.Hour}
-		}), true},
+		}), true, false},
 	}
 }
 
@@ -240,10 +247,14 @@ func fidelityTable(t *testing.T, name string, m batchSim, seed uint64) (table st
 	fmt.Fprintf(&b, "%s, seed %d: %d requests, %d meter intervals of %v, mean batch %.1f, prefill %.0f tokens per step, %.0f J measured, %.0f %% idle\n",
 		name, seed, len(m.spans), len(m.intervals), time.Duration(m.MeterS*1e9), m.meanBatch, m.StepS/m.StepPerPrefillTokS,
 		sumJ(m.intervals), 100*m.idleJ/sumJ(m.intervals))
-	fmt.Fprintf(&b, "| weighting | median error | p90 error | mean error | error of the total |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| weighting | parameters | median error | p90 error | mean error | error of the total |\n|---|---|---|---|---|---|\n")
 	for _, mode := range fidelityModes(m) {
 		f := m.score(t, mode.name, mode.p)
-		fmt.Fprintf(&b, "| %s | %.1f %% | %.1f %% | %.1f %% | %.2f %% |\n", f.name, 100*f.median, 100*f.p90, 100*f.mean, 100*f.absTotal)
+		from := "none from the simulator"
+		if mode.oracle {
+			from = "oracle (the simulator's truth)"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.1f %% | %.1f %% | %.1f %% | %.2f %% |\n", f.name, from, 100*f.median, 100*f.p90, 100*f.mean, 100*f.absTotal)
 		if mode.target && f.median > 0.05 {
 			missed = append(missed, fmt.Sprintf("%s: median error %.1f %%", mode.name, 100*f.median))
 		}
@@ -252,9 +263,15 @@ func fidelityTable(t *testing.T, name string, m batchSim, seed uint64) (table st
 }
 
 // TestFidelity measures each weighting against the simulated ground truth
-// and holds tokens (with the hardware's prompt token weight) and marginal
-// to the target: median error <= 5 %. Tokens weighting with the default
-// weight, 0.1, is reported, not held to it (about 5-6 % here).
+// and holds three modes to the target, median error <= 5 %. Only one of
+// them is a real check of the method: marginal weighting with fitted
+// coefficients, which knows nothing of the simulator. The other two are
+// oracles — tokens with the prompt token weight computed from the
+// simulator's true costs (promptWeight), marginal with the simulator's
+// true coefficients — and check the arithmetic given perfect parameters,
+// which no node has. Tokens weighting with the default weight, 0.1, uses
+// nothing of the simulator either; it is reported, not held to the target
+// (about 5-6 % here: it misses).
 // `go test ./estimator -run TestFidelity -v` prints the tables that
 // docs/methodology.md quotes.
 func TestFidelity(t *testing.T) {
@@ -276,9 +293,11 @@ func TestFidelity(t *testing.T) {
 // TestFidelitySensitivity varies what the phase model assumes, the
 // prefill speed (prompt tokens per decode step; the model takes 1,000),
 // and reports how each weighting fares. Only marginal weighting with
-// configured coefficients is held to the target here: the fitted
-// coefficients and the tokens weighting depend on where the model puts the
-// prompt tokens, and miss it at slow prefill under load (documented).
+// configured coefficients is held to the target here, and it is an oracle
+// (the simulator's true coefficients): a check of the arithmetic. The real
+// check, the fitted coefficients, and the tokens weighting depend on where
+// the model puts the prompt tokens, and miss the target at slow prefill
+// under load (7.7 % and 6.5 %, documented); they are reported, not held.
 func TestFidelitySensitivity(t *testing.T) {
 	for _, perTok := range []float64{10e-6, 60e-6} {
 		for _, rates := range [][]float64{{0, 0.5, 2, 4, 6}, {4, 8, 12}} {

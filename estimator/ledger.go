@@ -24,7 +24,7 @@ type Ledger struct {
 	spans   map[string]*span
 	waiting []*span // ended, not yet final
 	idle    []IdleShare
-	refunds []IdleShare // of unserved requests, returned at the next settle
+	refunds []refund // of unserved requests, returned at the next settle
 	settled []Settlement
 	usedTS  map[int64]struct{}
 	maxTS   int64
@@ -71,6 +71,7 @@ type span struct {
 
 type share struct {
 	joules, static, depreciation, embodied, co2, co2m, cost float64
+	seconds                                                 float64 // of the device's covered time, by wear weight
 	methods                                                 methodSet
 	from, to                                                int64 // see DeviceShare.ChargedFrom, ChargedTo
 	cut                                                     bool  // charging ended at to, before the end
@@ -82,22 +83,43 @@ type segment struct{ a, b int64 }
 
 type methodSet uint8
 
-var methodBits = map[Method]methodSet{MethodCounter: 1, MethodPowerIntegral: 2, MethodModelled: 4, MethodStatic: 8}
+const (
+	setCounter methodSet = 1 << iota
+	setPowerIntegral
+	setModelled
+	setStatic
+	setMixed // a share already mixed, summed into a record
+)
+
+// methodBit is a method's bit in a methodSet; none for MethodNone.
+func methodBit(m Method) methodSet {
+	switch m {
+	case MethodCounter:
+		return setCounter
+	case MethodPowerIntegral:
+		return setPowerIntegral
+	case MethodModelled:
+		return setModelled
+	case MethodStatic:
+		return setStatic
+	case MethodMixed:
+		return setMixed
+	}
+	return 0
+}
 
 func (m methodSet) method() Method {
-	var found Method
-	n := 0
-	for meth, bit := range methodBits {
-		if m&bit != 0 {
-			found = meth
-			n++
-		}
-	}
-	switch n {
+	switch m {
 	case 0:
 		return MethodNone
-	case 1:
-		return found
+	case setCounter:
+		return MethodCounter
+	case setPowerIntegral:
+		return MethodPowerIntegral
+	case setModelled:
+		return MethodModelled
+	case setStatic:
+		return MethodStatic
 	}
 	return MethodMixed
 }
@@ -111,16 +133,13 @@ func New(p Params) (*Ledger, error) {
 	default:
 		return nil, fmt.Errorf("weighting %q: want time, tokens or marginal", p.Weighting)
 	}
-	if p.PUE < 1 || p.PUE != p.PUE {
-		return nil, fmt.Errorf("PUE %v is below 1", p.PUE)
+	if err := p.check(); err != nil {
+		return nil, err
 	}
 	if p.IdleWindow <= 0 {
 		p.IdleWindow = time.Hour
 	}
 	m := p.Marginal
-	if m.PromptJPerToken < 0 || m.DecodeJPerToken < 0 || m.PromptJPerToken != m.PromptJPerToken || m.DecodeJPerToken != m.DecodeJPerToken {
-		return nil, fmt.Errorf("marginal coefficients %v, %v J per token: want numbers of zero or more", m.PromptJPerToken, m.DecodeJPerToken)
-	}
 	if p.Weighting == WeightMarginal && m.Fit && m.FitWindow <= 0 {
 		p.Marginal.FitWindow = time.Hour
 	}
@@ -211,18 +230,30 @@ func (l *Ledger) End(s Span) {
 			if a.joules == 0 && a.static == 0 && a.depreciation == 0 && a.embodied == 0 {
 				continue
 			}
-			l.refunds = append(l.refunds, IdleShare{Device: dev, Start: s.Start, End: s.End, Joules: a.joules,
-				StaticJoules: a.static, DepreciationCost: a.depreciation, EmbodiedCO2eG: a.embodied, Method: a.methods.method()})
+			l.refunds = append(l.refunds, refund{
+				IdleShare: IdleShare{Device: dev, Start: s.Start, End: s.End, Joules: a.joules,
+					StaticJoules: a.static, DepreciationCost: a.depreciation, EmbodiedCO2eG: a.embodied, Method: a.methods.method()},
+				from: max(sp.start, a.from), to: a.to, seconds: a.seconds})
 			sp.acc[i] = share{}
 		}
 	}
 	l.waiting = append(l.waiting, sp)
 }
 
+// refund is what an unserved request was charged on one device while in
+// flight, going back to idle.
+type refund struct {
+	IdleShare
+	from, to int64   // it was charged over [from, to) (ns)
+	seconds  float64 // of the device's covered time
+}
+
 // refund returns what unserved requests were charged to idle, in an order
-// that does not depend on the order their ends arrived in.
+// that does not depend on the order their ends arrived in. The trailing
+// window gets back the energy and the covered seconds, spread over the
+// time they were charged in.
 func (l *Ledger) refund() {
-	slices.SortFunc(l.refunds, func(a, b IdleShare) int {
+	slices.SortFunc(l.refunds, func(a, b refund) int {
 		if c := a.End.Compare(b.End); c != 0 {
 			return c
 		}
@@ -235,8 +266,9 @@ func (l *Ledger) refund() {
 		return cmp.Compare(a.Joules, b.Joules)
 	})
 	for _, r := range l.refunds {
-		l.idle = append(l.idle, r)
-		l.devs[r.Device].win.refund(r.Joules + r.StaticJoules)
+		l.idle = append(l.idle, r.IdleShare)
+		j := r.Joules + r.StaticJoules
+		l.devs[r.Device].win.refund(r.from, r.to, cumul{idleJ: j, activeJ: -j, idleS: r.seconds, activeS: -r.seconds})
 	}
 	l.refunds = l.refunds[:0]
 }
@@ -293,8 +325,9 @@ func (l *Ledger) Settle(now time.Time) Output {
 }
 
 // Close settles everything that is left, as at shutdown: every pending
-// interval is attributed, and every ended span becomes a record.
-// Spans still open are charged what they ran and flagged truncated.
+// interval is attributed, and every span becomes a record. Spans still
+// open are recorded with what they were charged, status abandoned, flagged
+// truncated, ending where their devices' intervals end.
 func (l *Ledger) Close() Output {
 	l.refund()
 	for _, id := range l.order {
@@ -430,7 +463,7 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 	dep, emb := d.params.DepreciationPerSecond*dt, d.params.EmbodiedGPerSecond*dt
 	if sumW > 0 {
 		u := l.p.unitOf(&st, d.params, d.host)
-		bit := methodBits[iv.Method]
+		bit := methodBit(iv.Method)
 		for k, r := range d.spans {
 			w := l.w[k]
 			if w == 0 && l.o[k] == 0 {
@@ -520,11 +553,14 @@ func (l *Ledger) collect(now time.Time, all bool) Output {
 	clear(l.waiting[len(keep):])
 	l.waiting = keep
 	if all {
+		// Requests still open (an event-API begin never ended, at
+		// shutdown) are recorded with what they were charged; their
+		// energy would otherwise be in neither a record nor idle.
 		for _, sp := range l.spans {
-			if !sp.ended {
-				sp.truncated = true
-			}
+			l.abandon(sp)
+			out.Records = append(out.Records, l.record(sp, all))
 		}
+		clear(l.spans)
 	}
 	slices.SortFunc(out.Records, func(a, b Record) int {
 		if c := a.End.Compare(b.End); c != 0 {
@@ -538,6 +574,21 @@ func (l *Ledger) collect(now time.Time, all bool) Output {
 	out.Idle, l.idle = l.idle, nil
 	out.Settled, l.settled = l.settled, nil
 	return out
+}
+
+// abandon ends an open span at Close: status abandoned, tokens unknown,
+// ending where the latest of its devices' settled intervals ends (it was
+// charged until then, in time weighting), flagged truncated.
+func (l *Ledger) abandon(sp *span) {
+	end := sp.start
+	for _, id := range sp.devices {
+		end = max(end, l.devs[id].settledTo.UnixNano())
+	}
+	s := &sp.s
+	s.End, s.Status, s.UsageSource = time.Unix(0, end).UTC(), StatusAbandoned, UsageUnknown
+	s.PromptTokens, s.CompletionTokens, s.CachedTokens, s.ReasoningTokens = -1, -1, -1, -1
+	sp.end, sp.ended, sp.truncated = end, true, true
+	sp.ph = phasesOf(s, l.p.Weighting != WeightTime)
 }
 
 func (l *Ledger) final(sp *span, now time.Time) bool {
@@ -649,12 +700,12 @@ func (p *Params) finish(r *Record) {
 		if ds.Device == HostDevice {
 			r.HostEnergyJ += ds.Joules
 			r.StaticEnergyJ += ds.StaticJoules
-			hostMethods |= methodBits[ds.Method]
+			hostMethods |= methodBit(ds.Method)
 			hostUplift += e * ds.EnergyUplift
 			hostE += e
 		} else {
 			r.GPUEnergyJ += ds.Joules
-			gpuMethods |= methodBits[ds.Method]
+			gpuMethods |= methodBit(ds.Method)
 			gpuUplift += ds.Joules * ds.EnergyUplift
 			loadedGPU += ds.Joules * (1 + ds.EnergyUplift)
 		}

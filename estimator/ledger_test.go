@@ -613,3 +613,167 @@ func TestCoveredUnion(t *testing.T) {
 		t.Errorf("idle = %v J, want 40 (covered 0.6 of the interval)", idle)
 	}
 }
+
+// WindowStart aligns to the Unix epoch, also for lengths that do not
+// divide a day and for times before 1970.
+func TestWindowStart(t *testing.T) {
+	for _, tt := range []struct {
+		t    time.Time
+		d    time.Duration
+		want time.Time
+	}{
+		{time.Unix(20, 999), 7 * time.Second, time.Unix(14, 0)},
+		{time.Unix(21, 0), 7 * time.Second, time.Unix(21, 0)},
+		{time.Unix(1_772_366_407, 5), 11 * time.Second, time.Unix(1_772_366_407-1_772_366_407%11, 0)},
+		{time.Unix(-3, 0), 10 * time.Second, time.Unix(-10, 0)},
+		{time.Date(2026, 3, 1, 12, 0, 59, 0, time.UTC), time.Minute, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
+	} {
+		if got := WindowStart(tt.t, tt.d); !got.Equal(tt.want) {
+			t.Errorf("WindowStart(%v, %v) = %v, want %v", tt.t.UnixNano(), tt.d, got.UnixNano(), tt.want.UnixNano())
+		}
+	}
+}
+
+// A request the upstream did not serve gives its charge back to idle: the
+// energy and the covered seconds, and at the time they were charged. A
+// trailing window that starts after the refunded intervals and before the
+// refund sees neither the charge nor its refund (it saw active energy
+// going negative: the refund taken from the running total only).
+func TestRefundCorrectsTheTrailingWindow(t *testing.T) {
+	p := testParams("0")
+	p.IdleWindow = 10 * time.Second // 1 s buckets
+	l := mustLedger(t, p)
+	l.Begin("refused", at(0), []string{"0"})
+	var rec Record
+	for k := 0; k < 30; k++ {
+		if err := l.AddInterval(Interval{Device: "0", Start: at(float64(k)), End: at(float64(k + 1)), Joules: 100, Method: MethodCounter}); err != nil {
+			t.Fatal(err)
+		}
+		switch k {
+		case 20: // charged 0-20 s while in flight; it ended at 10 s, unserved
+			s := mkSpan("refused", 0, 10, "0")
+			s.Served, s.Status = false, "502"
+			l.End(s)
+			l.Begin("b", at(21), []string{"0"})
+		case 22:
+			l.End(mkSpan("b", 21, 22, "0"))
+		}
+		for _, r := range l.Settle(at(float64(k + 1))).Records {
+			if r.ID == "b" {
+				rec = r
+			}
+		}
+	}
+	if len(rec.PerDevice) == 0 {
+		t.Fatal("no record of b")
+	}
+	w := rec.PerDevice[0].Window
+	// [12 s, 22 s): 9 s idle (the refused request's 12-20 s given back), b's 1 s.
+	if !w.Start.Equal(at(12)) || !near(w.ActiveJ, 100) || !near(w.IdleJ, 900) || !near(w.ActiveS, 1) || !near(w.IdleS, 9) {
+		t.Errorf("b's window %+v, want [12 s, 22 s) with 100 J and 1 s active, 900 J and 9 s idle", w)
+	}
+	if want := 9.0; !near(rec.PerDevice[0].EnergyUplift, want) {
+		t.Errorf("energy uplift %v, want %v", rec.PerDevice[0].EnergyUplift, want)
+	}
+}
+
+// A request still open at Close (an event-API begin with no end, at
+// shutdown) is recorded with what it was charged: status abandoned,
+// flagged truncated, ending where its devices' intervals end. Its energy
+// was neither in a record nor in the idle ledger before.
+func TestCloseRecordsOpenRequests(t *testing.T) {
+	l := mustLedger(t, testParams("0"))
+	l.Begin("open", at(2), []string{"0"})
+	var recs []Record
+	idle := 0.0
+	take := func(out Output) {
+		recs = append(recs, out.Records...)
+		for _, s := range out.Idle {
+			idle += s.Joules
+		}
+	}
+	for k := 0; k < 10; k++ {
+		if err := l.AddInterval(Interval{Device: "0", Start: at(float64(k)), End: at(float64(k + 1)), Joules: 100, Method: MethodCounter}); err != nil {
+			t.Fatal(err)
+		}
+		take(l.Settle(at(float64(k + 1))))
+	}
+	take(l.Close())
+	if len(recs) != 1 {
+		t.Fatalf("records %+v, want the open request's", recs)
+	}
+	r := recs[0]
+	if r.ID != "open" || r.Status != StatusAbandoned || !r.HistoryTruncated || !r.Served || !r.End.Equal(at(10)) ||
+		r.PromptTokens != -1 || r.CompletionTokens != -1 || r.UsageSource != UsageUnknown {
+		t.Errorf("record %+v, want request open, abandoned, truncated, ending at 10 s with unknown tokens", r)
+	}
+	if !near(r.GPUEnergyJ, 800) || !near(r.GPUEnergyJ+idle, 1000) {
+		t.Errorf("%v J in the record + %v J idle, want 800 + 200 of the 1000 J measured", r.GPUEnergyJ, idle)
+	}
+	if _, spans := l.Pending(); spans != 0 {
+		t.Errorf("%d spans left after Close", spans)
+	}
+}
+
+// The parameters must be finite: an infinite PUE, power or rate makes
+// every record's figures infinite, and InfluxDB takes no such field.
+func TestNewRejectsNonFiniteParams(t *testing.T) {
+	inf, nan := math.Inf(1), math.NaN()
+	for name, f := range map[string]func(*Params){
+		"PUE":                    func(p *Params) { p.PUE = inf },
+		"PUE NaN":                func(p *Params) { p.PUE = nan },
+		"static watts":           func(p *Params) { p.StaticWatts = inf },
+		"prompt token weight":    func(p *Params) { p.PromptTokenWeight = inf },
+		"WUE":                    func(p *Params) { p.WUEOnsiteLPerKWh = inf },
+		"off-site water":         func(p *Params) { p.WaterOffsiteLPerKWh = nan },
+		"carbon":                 func(p *Params) { p.Carbon = Const(inf) },
+		"carbon step":            func(p *Params) { p.Carbon.Steps = []Step{{at(0), nan}} },
+		"market carbon":          func(p *Params) { p.CarbonMarket = &Rate{Value: inf} },
+		"price window":           func(p *Params) { p.Price.Weekly = []Window{{Days: EveryDay, To: time.Hour, Value: inf}} },
+		"marginal":               func(p *Params) { p.Marginal.DecodeJPerToken = inf },
+		"depreciation":           func(p *Params) { p.Devices["0"] = DeviceParams{DepreciationPerSecond: inf} },
+		"embodied":               func(p *Params) { p.Devices["0"] = DeviceParams{EmbodiedGPerSecond: nan} },
+		"training cost":          func(p *Params) { p.Models["m"] = ModelParams{TrainingCostPerToken: inf} },
+		"living labour":          func(p *Params) { p.Models["m"] = ModelParams{LivingLabourSPerToken: nan} },
+		"negative static watts":  func(p *Params) { p.StaticWatts = -1 },
+		"negative price":         func(p *Params) { p.Price = Const(-0.1) },
+		"negative training cost": func(p *Params) { p.Models["m"] = ModelParams{TrainingCostPerToken: -1} },
+	} {
+		p := testParams("0")
+		f(&p)
+		if _, err := New(p); err == nil {
+			t.Errorf("%s: New accepted it", name)
+		}
+	}
+	if _, err := New(testParams("0", HostDevice)); err != nil {
+		t.Errorf("New(test params) = %v", err)
+	}
+}
+
+// A record's meter method sums its devices': one GPU whose intervals came
+// from the counter and from power samples is mixed, and so is the record.
+func TestMethodOfMixedDevice(t *testing.T) {
+	l := mustLedger(t, testParams("0"))
+	l.Begin("r", at(0), []string{"0"})
+	for k, m := range []Method{MethodCounter, MethodPowerIntegral} {
+		if err := l.AddInterval(Interval{Device: "0", Start: at(float64(k)), End: at(float64(k + 1)), Joules: 10, Method: m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.End(mkSpan("r", 0, 2, "0"))
+	recs := l.Settle(at(3)).Records
+	if len(recs) != 1 || recs[0].PerDevice[0].Method != MethodMixed || recs[0].GPUMeter != MethodMixed {
+		t.Fatalf("records %+v, want one whose GPU 0 share and GPU meter are mixed", recs)
+	}
+	for _, m := range []Method{MethodCounter, MethodPowerIntegral, MethodModelled, MethodStatic, MethodMixed} {
+		if got := methodBit(m).method(); got != m {
+			t.Errorf("the method set of %s alone is %s", m, got)
+		}
+	}
+	if got := (methodBit(MethodCounter) | methodBit(MethodModelled)).method(); got != MethodMixed {
+		t.Errorf("counter + modelled = %s, want mixed", got)
+	}
+	if got := methodSet(0).method(); got != MethodNone {
+		t.Errorf("no method = %s, want none", got)
+	}
+}

@@ -4,6 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
 	"time"
 )
 
@@ -80,6 +84,52 @@ type Params struct {
 	Models  map[string]ModelParams
 
 	Simulated bool
+}
+
+// check returns an error naming the first figure that is not a finite
+// number of zero or more (the PUE: of one or more). An infinite figure
+// would make every record's figures infinite, and InfluxDB takes none.
+func (p *Params) check() error {
+	var err error
+	need := func(name string, v, least float64) {
+		if err == nil && !(v >= least && !math.IsInf(v, 1)) { // NaN fails v >= least
+			err = fmt.Errorf("%s %v: want a finite number of %v or more", name, v, least)
+		}
+	}
+	rate := func(name string, r *Rate) {
+		need(name, r.Value, 0)
+		for _, s := range r.Steps {
+			need(fmt.Sprintf("%s from %s", name, s.From.Format(time.RFC3339)), s.Value, 0)
+		}
+		for _, w := range r.Weekly {
+			need(fmt.Sprintf("%s window %v-%v", name, w.From, w.To), w.Value, 0)
+		}
+	}
+	need("PUE", p.PUE, 1)
+	need("static watts", p.StaticWatts, 0)
+	need("prompt token weight", p.PromptTokenWeight, 0)
+	need("marginal prompt J per token", p.Marginal.PromptJPerToken, 0)
+	need("marginal decode J per token", p.Marginal.DecodeJPerToken, 0)
+	need("on-site water L/kWh", p.WUEOnsiteLPerKWh, 0)
+	need("off-site water L/kWh", p.WaterOffsiteLPerKWh, 0)
+	rate("carbon intensity", &p.Carbon)
+	if p.CarbonMarket != nil {
+		rate("market-based carbon intensity", p.CarbonMarket)
+	}
+	rate("price", &p.Price)
+	for _, id := range slices.Sorted(maps.Keys(p.Devices)) {
+		d := p.Devices[id]
+		need("device "+id+" depreciation per second", d.DepreciationPerSecond, 0)
+		need("device "+id+" embodied g per second", d.EmbodiedGPerSecond, 0)
+	}
+	for _, name := range slices.Sorted(maps.Keys(p.Models)) {
+		m := p.Models[name]
+		need("model "+name+" training cost per token", m.TrainingCostPerToken, 0)
+		need("model "+name+" training CO2e per token", m.TrainingCO2eGPerToken, 0)
+		need("model "+name+" training energy per token", m.TrainingEnergyJPerToken, 0)
+		need("model "+name+" living labour per token", m.LivingLabourSPerToken, 0)
+	}
+	return err
 }
 
 // Hash is a short, stable digest of the parameters.

@@ -56,7 +56,8 @@ const (
 	// error object inside the stream or body, or the body cut short.
 	StatusUpstreamError = "upstream_error"
 	// StatusAbandoned: begun through the event API and never ended within
-	// the history kept; charged until it was given up.
+	// the history kept, or still open when the ledger was closed (at
+	// shutdown); charged until it was given up.
 	StatusAbandoned = "abandoned"
 )
 

@@ -104,7 +104,7 @@ func (p *Params) claim(ph *phases, a, b int64, host bool, c coefficients) (w, ov
 // unit is what one unit of weight is charged in one interval.
 type unit struct {
 	joules, static, co2, co2m, cost float64 // per unit of energy weight
-	depreciation, embodied          float64 // per unit of wear weight
+	depreciation, embodied, seconds float64 // per unit of wear weight
 	byOverlap                       bool    // wear weight is the overlap
 }
 
@@ -130,6 +130,7 @@ func (p *Params) unitOf(st *Settlement, dp DeviceParams, host bool) unit {
 	if wear > 0 {
 		u.depreciation = dp.DepreciationPerSecond * dt * st.Covered / wear
 		u.embodied = dp.EmbodiedGPerSecond * dt * st.Covered / wear
+		u.seconds = dt * st.Covered / wear
 	}
 	mid := midpoint(t0, t1)
 	e := u.joules + u.static
@@ -150,6 +151,7 @@ func (a *share) add(u *unit, w, wearW float64) {
 	a.cost += w * u.cost
 	a.depreciation += wearW * u.depreciation
 	a.embodied += wearW * u.embodied
+	a.seconds += wearW * u.seconds
 }
 
 // midpoint is the middle of [t0, t1), at which an interval's rates are taken.

@@ -73,11 +73,24 @@ func (w *trailing) advance(t0, t1 int64, c cumul) cumul {
 	return before
 }
 
-// refund moves energy requests were charged back to idle (a request that
-// turned out not to be served), from the totals' current end on.
-func (w *trailing) refund(j float64) {
-	w.cum.activeJ -= j
-	w.cum.idleJ += j
+// refund moves what a request was charged over [from, to) back to idle (a
+// request that turned out not to be served): c is the correction of the
+// totals, +idle and −active. The totals get all of it, and every kept mark
+// the part charged before it, taken as spread evenly over [from, to), so
+// that a window starting after the charge and before the refund sees
+// neither.
+func (w *trailing) refund(from, to int64, c cumul) {
+	for i := range w.marks {
+		m := &w.marks[i]
+		switch {
+		case m.t <= from:
+		case m.t >= to:
+			m.c = m.c.plus(c, 1)
+		default:
+			m.c = m.c.plus(c, float64(m.t-from)/float64(to-from))
+		}
+	}
+	w.cum = w.cum.plus(c, 1)
 }
 
 // window is the trailing window of a request ending at end, given the
@@ -98,16 +111,28 @@ func (w *trailing) window(idleWindow time.Duration, end int64, atEnd cumul) Upli
 	if start.t > end {
 		start = mark{t: end, c: atEnd}
 	}
+	// Never below zero: a refund spread evenly over its time is exact
+	// only where the request's charge was even.
 	return UpliftWindow{
 		Start:   time.Unix(0, start.t).UTC(),
 		End:     time.Unix(0, end).UTC(),
-		IdleJ:   atEnd.idleJ - start.c.idleJ,
-		ActiveJ: atEnd.activeJ - start.c.activeJ,
-		IdleS:   atEnd.idleS - start.c.idleS,
-		ActiveS: atEnd.activeS - start.c.activeS,
+		IdleJ:   max(atEnd.idleJ-start.c.idleJ, 0),
+		ActiveJ: max(atEnd.activeJ-start.c.activeJ, 0),
+		IdleS:   max(atEnd.idleS-start.c.idleS, 0),
+		ActiveS: max(atEnd.activeS-start.c.activeS, 0),
 	}
 }
 
+// WindowStart is the start of the window of length d that holds t, the
+// windows aligned to the Unix epoch as InfluxQL's GROUP BY time() buckets
+// are. Every report window (idle, GPU telemetry, health) and the trailing
+// window's buckets use it. (time.Truncate aligns to year 1, which differs
+// from the epoch for lengths that do not divide a day, such as 7 s.)
+func WindowStart(t time.Time, d time.Duration) time.Time {
+	return time.Unix(0, floorTo(t.UnixNano(), int64(d))).UTC()
+}
+
+// floorTo is t rounded down to a multiple of b (Unix ns), also before 1970.
 func floorTo(t, b int64) int64 {
 	r := t % b
 	if r < 0 {

@@ -46,14 +46,30 @@ type GPUWindow struct {
 // GPUWindow per device per report interval. Windows are aligned to the Unix
 // epoch (as InfluxQL's GROUP BY time() buckets are). It is a plain value for
 // one goroutine (the poller): add a tick's samples and intervals, then Flush.
+//
+// A device's window is complete once the device's meter intervals reach
+// its end: an interval may close well after the boundary it crosses (a
+// counter that stands still between increments), and the part before the
+// boundary belongs to the window. A device whose meter has given no
+// interval for MeterLag past a window's end, or never gave one, has its
+// window written without waiting.
 type GPUAggregator struct {
 	interval time.Duration
 	open     map[windowKey]*gpuAcc
-	// flushed is the end of the last flushed window: later input for a
-	// window before it is dropped.
-	flushed time.Time
+	// metered is the end of the last meter interval added, by device
+	// (Unix ns): its windows up to there have all their energy.
+	metered map[string]int64
+	// flushed is the end of the last flushed window, by device (Unix ns):
+	// later input for a window before it is dropped.
+	flushed map[string]int64
 	dropped int
 }
+
+// MeterLag is how long past a window's end the window waits for its
+// device's meter interval. A GPU counter that stands still is closed by
+// the collector within a second (then by power samples); a longer wait
+// means the meter has stopped (the GPU is unhealthy).
+const MeterLag = time.Minute
 
 type windowKey struct {
 	device string
@@ -77,17 +93,12 @@ func NewGPUAggregator(interval time.Duration) (*GPUAggregator, error) {
 	if interval <= 0 {
 		return nil, fmt.Errorf("sink: GPU report interval %v: must be positive", interval)
 	}
-	return &GPUAggregator{interval: interval, open: make(map[windowKey]*gpuAcc)}, nil
+	return &GPUAggregator{interval: interval, open: make(map[windowKey]*gpuAcc), metered: map[string]int64{}, flushed: map[string]int64{}}, nil
 }
 
 // windowStart is the start of the window holding t, in Unix ns.
 func (a *GPUAggregator) windowStart(t time.Time) int64 {
-	ns, iv := t.UnixNano(), int64(a.interval)
-	start := ns - ns%iv
-	if ns%iv < 0 {
-		start -= iv
-	}
-	return start
+	return estimator.WindowStart(t, a.interval).UnixNano()
 }
 
 func (a *GPUAggregator) acc(device string, start int64) *gpuAcc {
@@ -108,8 +119,9 @@ func (a *GPUAggregator) acc(device string, start int64) *gpuAcc {
 	return acc
 }
 
-func (a *GPUAggregator) isLate(start int64) bool {
-	return !a.flushed.IsZero() && start < a.flushed.UnixNano()
+func (a *GPUAggregator) isLate(device string, start int64) bool {
+	f, ok := a.flushed[device]
+	return ok && start < f
 }
 
 // AddSample folds one poll's reading of one device into its window.
@@ -117,7 +129,7 @@ func (a *GPUAggregator) isLate(start int64) bool {
 // sample for a window already flushed, or without a time, is dropped.
 func (a *GPUAggregator) AddSample(s estimator.DeviceSample) {
 	start := a.windowStart(s.Time)
-	if s.Time.IsZero() || a.isLate(start) {
+	if s.Time.IsZero() || a.isLate(s.Device, start) {
 		a.dropped++
 		return
 	}
@@ -162,6 +174,9 @@ func (a *GPUAggregator) AddEnergy(iv estimator.Interval) {
 		a.dropped++
 		return
 	}
+	if e := iv.End.UnixNano(); e > a.metered[iv.Device] {
+		a.metered[iv.Device] = e
+	}
 	total := iv.End.Sub(iv.Start)
 	assigned := 0.0
 	for start := a.windowStart(iv.Start); start < iv.End.UnixNano(); start += int64(a.interval) {
@@ -180,7 +195,7 @@ func (a *GPUAggregator) AddEnergy(iv estimator.Interval) {
 			j = iv.Joules * float64(we.Sub(from)) / float64(total)
 		}
 		assigned += j
-		if a.isLate(start) {
+		if a.isLate(iv.Device, start) {
 			a.dropped++
 			continue
 		}
@@ -192,14 +207,24 @@ func (a *GPUAggregator) AddEnergy(iv estimator.Interval) {
 	}
 }
 
-// Flush returns the windows that ended at or before now, ordered by start
-// and device, and forgets them. Input for them that arrives later is
-// dropped, so call it after adding a tick's samples and intervals.
-func (a *GPUAggregator) Flush(now time.Time) []GPUWindow {
+// Flush returns the windows that are complete at now, ordered by start and
+// device, and forgets them: those that ended at or before now and whose
+// device's meter intervals reached their end (or that waited MeterLag for
+// them, or whose device never gave one). Input for them that arrives later
+// is dropped, so call it after adding a tick's samples and intervals.
+func (a *GPUAggregator) Flush(now time.Time) []GPUWindow { return a.flush(now, false) }
+
+// FlushAll returns every window, complete or not, at shutdown.
+func (a *GPUAggregator) FlushAll() []GPUWindow { return a.flush(time.Time{}, true) }
+
+func (a *GPUAggregator) flush(now time.Time, all bool) []GPUWindow {
 	var out []GPUWindow
 	for k, acc := range a.open {
-		if acc.w.End.After(now) {
+		if !all && acc.w.End.After(now) {
 			continue
+		}
+		if m, ok := a.metered[k.device]; !all && ok && m < acc.w.End.UnixNano() && !now.After(acc.w.End.Add(MeterLag)) {
+			continue // its meter has not reached the end yet
 		}
 		w := acc.w
 		if acc.powerN > 0 {
@@ -213,8 +238,8 @@ func (a *GPUAggregator) Flush(now time.Time) []GPUWindow {
 		}
 		out = append(out, w)
 		delete(a.open, k)
-		if w.End.After(a.flushed) {
-			a.flushed = w.End
+		if end := w.End.UnixNano(); end > a.flushed[k.device] {
+			a.flushed[k.device] = end
 		}
 	}
 	slices.SortFunc(out, func(x, y GPUWindow) int {

@@ -59,12 +59,47 @@ func TestGPUAggregator(t *testing.T) {
 	if got, want := a.Dropped(), 3; got != want {
 		t.Errorf("Dropped() = %d, want %d (late sample, late half interval, empty interval)", got, want)
 	}
+	// GPU 0's meter has reached 11 s: its window [10 s, 20 s) waits for
+	// the rest of its energy.
+	if got := a.Flush(at(20 * time.Second)); len(got) != 0 {
+		t.Fatalf("Flush before the meter reached the window's end = %+v, want nothing", got)
+	}
+	a.AddEnergy(estimator.Interval{Device: "0", Start: at(11 * time.Second), End: at(20 * time.Second), Joules: 5})
 	got = a.Flush(at(20 * time.Second))
 	checkWindows(t, got, []GPUWindow{
 		{Device: "0", Start: at(10 * time.Second), End: at(20 * time.Second),
-			PowerMeanW: nan, PowerMaxW: nan, EnergyJ: 10 + 10, UtilGPUPct: nan, UtilMemPct: nan,
+			PowerMeanW: nan, PowerMaxW: nan, EnergyJ: 10 + 10 + 5, UtilGPUPct: nan, UtilMemPct: nan,
 			TempC: nan, SMClockMHz: nan, PowerLimitW: nan},
 	})
+}
+
+// A window waits for its device's meter interval that crosses its end (a
+// counter standing still), but no longer than MeterLag: a meter that
+// stopped does not hold the telemetry back for ever.
+func TestGPUAggregatorWaitsForTheMeter(t *testing.T) {
+	a, err := NewGPUAggregator(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.AddSample(sample("0", 5*time.Second, 100, 50, 60, 0))
+	a.AddEnergy(estimator.Interval{Device: "0", Start: at(0), End: at(9 * time.Second), Joules: 900})
+	if got := a.Flush(at(10 * time.Second)); len(got) != 0 {
+		t.Fatalf("Flush with the meter at 9 s = %+v, want nothing", got)
+	}
+	// The stalled counter moves: [9 s, 10.5 s) closes after the boundary.
+	a.AddEnergy(estimator.Interval{Device: "0", Start: at(9 * time.Second), End: at(10500 * time.Millisecond), Joules: 150})
+	got := a.Flush(at(10500 * time.Millisecond))
+	if len(got) != 1 || got[0].EnergyJ != 1000 || a.Dropped() != 0 {
+		t.Fatalf("windows %+v (%d dropped), want [0, 10 s) with 900 + 100 J", got, a.Dropped())
+	}
+	// Then the meter stops: the next window is written MeterLag after its end.
+	a.AddSample(sample("0", 15*time.Second, 100, 50, 60, 0))
+	if got := a.Flush(at(20*time.Second + MeterLag)); len(got) != 0 {
+		t.Fatalf("Flush at MeterLag after the end = %+v, want nothing yet", got)
+	}
+	if got := a.Flush(at(20*time.Second + MeterLag + time.Nanosecond)); len(got) != 1 || got[0].EnergyJ != 50 {
+		t.Fatalf("Flush past MeterLag = %+v, want [10 s, 20 s) with the 50 J measured", got)
+	}
 }
 
 func checkWindows(t *testing.T, got, want []GPUWindow) {
@@ -135,7 +170,7 @@ func TestGPUAggregatorConservesEnergy(t *testing.T) {
 		tm = tm.Add(d + 1)
 	}
 	var got float64
-	for _, w := range a.Flush(tm.Add(time.Second)) {
+	for _, w := range a.FlushAll() {
 		if !math.IsNaN(w.EnergyJ) {
 			got += w.EnergyJ
 		}

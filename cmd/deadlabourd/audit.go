@@ -113,10 +113,16 @@ type compactSettlement struct {
 	byOverlap                                               bool
 }
 
-var (
-	methods      = []estimator.Method{estimator.MethodCounter, estimator.MethodPowerIntegral, estimator.MethodModelled, estimator.MethodStatic, estimator.MethodMixed, estimator.MethodNone}
-	coefficients = []string{"", "configured", "fitted", "warming", "host"}
-)
+// methodCodes and coefficientSources are the values a compactSettlement
+// stores by index; returned by value, so nothing can change them.
+func methodCodes() [6]estimator.Method {
+	return [...]estimator.Method{estimator.MethodCounter, estimator.MethodPowerIntegral, estimator.MethodModelled,
+		estimator.MethodStatic, estimator.MethodMixed, estimator.MethodNone}
+}
+
+func coefficientSources() [5]string {
+	return [...]string{"", "configured", "fitted", "warming", "host"}
+}
 
 func indexOf[T comparable](list []T, v T) uint8 {
 	for i, x := range list {
@@ -128,10 +134,11 @@ func indexOf[T comparable](list []T, v T) uint8 {
 }
 
 func (lg *settleLog) add(st estimator.Settlement, window time.Duration) {
+	methods, coefs := methodCodes(), coefficientSources()
 	lg.entries = append(lg.entries, compactSettlement{
 		start: st.Start.UnixNano(), end: st.End.UnixNano(), joules: st.Joules, covered: st.Covered,
 		sumWeight: st.SumWeight, prompt: st.PromptJPerToken, decode: st.DecodeJPerToken, fixed: st.FixedJ,
-		sumO: st.SumOverlapS, method: indexOf(methods, st.Method), coef: indexOf(coefficients, st.Coefficients),
+		sumO: st.SumOverlapS, method: indexOf(methods[:], st.Method), coef: indexOf(coefs[:], st.Coefficients),
 		byOverlap: st.ByOverlap,
 	})
 	horizon := st.End.UnixNano() - int64(window)
@@ -150,13 +157,14 @@ func (lg *settleLog) between(from, to time.Time, device string) []estimator.Sett
 	a, b := from.UnixNano(), to.UnixNano()
 	i := sort.Search(len(live), func(i int) bool { return live[i].end > a })
 	var out []estimator.Settlement
+	methods, coefs := methodCodes(), coefficientSources()
 	for ; i < len(live) && live[i].start < b; i++ {
 		c := live[i]
 		out = append(out, estimator.Settlement{
 			Interval: estimator.Interval{Device: device, Start: time.Unix(0, c.start), End: time.Unix(0, c.end),
 				Joules: c.joules, Method: methods[c.method]},
 			Covered: c.covered, SumWeight: c.sumWeight, ByOverlap: c.byOverlap,
-			PromptJPerToken: c.prompt, DecodeJPerToken: c.decode, Coefficients: coefficients[c.coef],
+			PromptJPerToken: c.prompt, DecodeJPerToken: c.decode, Coefficients: coefs[c.coef],
 			FixedJ: c.fixed, SumOverlapS: c.sumO,
 		})
 	}

@@ -62,6 +62,7 @@ type engine struct {
 	alive     func(now time.Time)          // the systemd watchdog, after every tick; may be nil
 
 	warned map[string]bool // log lines said once
+	carbon carbonWatch     // a stale carbon-intensity file, said once
 }
 
 // Run polls every interval until ctx is done, then settles and flushes
@@ -90,6 +91,7 @@ func (e *engine) Run(ctx context.Context) {
 func (e *engine) tick(ctx context.Context, now time.Time) {
 	start := time.Now()
 	p := e.read(ctx, now)
+	e.carbon.check(e.log, e.ledger, now)
 	e.emit(e.ledger.Settle(now), now)
 	if e.obs != nil {
 		e.obs.polled(now, time.Since(start), p.ivs, p.samples, p.hostErr)
@@ -197,10 +199,10 @@ func (e *engine) emit(out estimator.Output, now time.Time) {
 // flushAll writes every open telemetry and idle window, at shutdown.
 func (e *engine) flushAll() {
 	var points []sink.Point
-	for _, s := range e.idle.flushAll() {
+	for _, s := range e.idle.flushAll(e.ledger.SettledTo) {
 		points = append(points, sink.IdlePoint(e.node, e.simulated, s))
 	}
-	for _, w := range e.telemetry.Flush(time.Unix(1<<40, 0)) {
+	for _, w := range e.telemetry.FlushAll() {
 		points = append(points, sink.GPUPoint(e.node, e.simulated, w))
 	}
 	e.enqueue(points)
@@ -225,28 +227,38 @@ func (e *engine) warnOnce(key, msg string, args ...any) {
 }
 
 // idleAggregator sums the idle ledger into one share per device per report
-// window, written once the device has settled past the window's end.
+// window, written once the device has settled past the window's end. A
+// window is written once: InfluxDB keeps the last point of a series and
+// time, so writing it again would replace the first point's energy.
 type idleAggregator struct {
 	window  time.Duration
-	open    map[string]*estimator.IdleShare // by device: the window being filled
-	lastEnd map[string]time.Time            // by device: end of the last share added
+	open    map[idleKey]*estimator.IdleShare
+	flushed map[string]time.Time // by device: end of the last window written
+}
+
+type idleKey struct {
+	device string
+	start  int64 // Unix ns
 }
 
 func newIdleAggregator(window time.Duration) *idleAggregator {
-	return &idleAggregator{window: window, open: map[string]*estimator.IdleShare{}, lastEnd: map[string]time.Time{}}
+	return &idleAggregator{window: window, open: map[idleKey]*estimator.IdleShare{}, flushed: map[string]time.Time{}}
 }
 
 func (a *idleAggregator) add(s estimator.IdleShare) {
-	cur := a.open[s.Device]
-	if cur == nil {
-		start := s.Start.Truncate(a.window)
-		cur = &estimator.IdleShare{Device: s.Device, Start: start, End: start.Add(a.window), Method: s.Method}
-		a.open[s.Device] = cur
+	start := estimator.WindowStart(s.Start, a.window)
+	if f := a.flushed[s.Device]; start.Before(f) {
+		// A share for a window already written (the refund of a request
+		// the upstream did not serve, begun in that window) joins the
+		// first window not yet written: its energy is counted once, a
+		// little later.
+		start = f
 	}
-	// A share for a window already written (a late correction) joins the
-	// open one: its energy is counted once, a little later.
-	if s.End.After(a.lastEnd[s.Device]) {
-		a.lastEnd[s.Device] = s.End
+	k := idleKey{s.Device, start.UnixNano()}
+	cur := a.open[k]
+	if cur == nil {
+		cur = &estimator.IdleShare{Device: s.Device, Start: start, End: start.Add(a.window), Method: s.Method}
+		a.open[k] = cur
 	}
 	cur.Joules += s.Joules
 	cur.StaticJoules += s.StaticJoules
@@ -260,29 +272,36 @@ func (a *idleAggregator) add(s estimator.IdleShare) {
 // flush returns the windows whose device has settled past their end.
 func (a *idleAggregator) flush(settledTo func(device string) time.Time) []estimator.IdleShare {
 	var out []estimator.IdleShare
-	for dev, cur := range a.open {
-		if !settledTo(dev).Before(cur.End) {
-			out = append(out, *cur)
-			delete(a.open, dev)
+	for k, cur := range a.open {
+		if !settledTo(k.device).Before(cur.End) {
+			out = append(out, a.take(k, cur))
 		}
 	}
 	sortShares(out)
 	return out
 }
 
-// flushAll returns every open window, ending each at the shutdown so that a
-// partial window never shares a timestamp with the next run's full one.
-func (a *idleAggregator) flushAll() []estimator.IdleShare {
+// flushAll returns every open window, at shutdown, each ending where its
+// device's settled intervals end if that is inside it, so that a partial
+// window never shares a timestamp with the next run's full one.
+func (a *idleAggregator) flushAll(settledTo func(device string) time.Time) []estimator.IdleShare {
 	var out []estimator.IdleShare
-	for dev, cur := range a.open {
-		if last := a.lastEnd[dev]; last.After(cur.Start) && last.Before(cur.End) {
+	for k, cur := range a.open {
+		if last := settledTo(k.device); last.After(cur.Start) && last.Before(cur.End) {
 			cur.End = last
 		}
-		out = append(out, *cur)
-		delete(a.open, dev)
+		out = append(out, a.take(k, cur))
 	}
 	sortShares(out)
 	return out
+}
+
+func (a *idleAggregator) take(k idleKey, cur *estimator.IdleShare) estimator.IdleShare {
+	delete(a.open, k)
+	if cur.End.After(a.flushed[k.device]) {
+		a.flushed[k.device] = cur.End
+	}
+	return *cur
 }
 
 func sortShares(s []estimator.IdleShare) {

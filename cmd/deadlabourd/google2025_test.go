@@ -17,7 +17,10 @@ import (
 // prompts at 70 W and 30 W (capacity kept for latency). The record of a
 // prompt splits into the study's four parts: active accelerator, host, idle
 // capacity, data-centre overhead, and its market-based carbon and water are
-// the study's 0.03 g and 0.26 mL.
+// the study's 0.03 g and 0.26 mL. Those two agree by construction: the
+// example's carbon_market_g_per_kwh (125) and wue_onsite_l_per_kwh (1.18)
+// were back-solved from the study's 0.03 g / 0.24 Wh and 0.26 mL / 0.22 Wh
+// (docs/methodology.md); only the energy split is reproduced independently.
 func TestGoogle2025Boundary(t *testing.T) {
 	cfg, err := config.Load("../../docs/examples/google-2025.yaml", 1)
 	if err != nil {

@@ -126,7 +126,12 @@ func b2f(b bool) float64 {
 // polled takes one poll's readings; the engine calls it every interval.
 func (o *observer) polled(now time.Time, took time.Duration, ivs []estimator.Interval, samples []estimator.DeviceSample, hostErr error) {
 	for _, iv := range ivs {
-		o.energy.WithLabelValues(iv.Device, string(iv.Method)).Add(iv.Joules)
+		// What the ledger refuses (a negative trapezoid of instant power
+		// samples, NaN) is no energy: a counter panics on a negative Add,
+		// and NaN or +Inf would stay in it for good.
+		if iv.Joules >= 0 && !math.IsInf(iv.Joules, 1) { // NaN fails >= 0
+			o.energy.WithLabelValues(iv.Device, string(iv.Method)).Add(iv.Joules)
+		}
 	}
 	for _, s := range samples {
 		if !math.IsNaN(s.PowerW) {
@@ -157,7 +162,7 @@ func (o *observer) healthPoints(now time.Time) []sink.Point {
 	o.mu.Lock()
 	due := !now.Before(o.nextHealth)
 	if due {
-		o.nextHealth = now.Truncate(o.report).Add(o.report)
+		o.nextHealth = estimator.WindowStart(now, o.report).Add(o.report)
 	}
 	o.mu.Unlock()
 	if !due {

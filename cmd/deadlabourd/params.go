@@ -79,10 +79,6 @@ func buildParams(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log 
 		first, last := intensity.Location[0].Time, intensity.Location[len(intensity.Location)-1].Time
 		add("facility.carbon_file", f.CarbonFile, fmt.Sprintf("%d rows, %s to %s; column %q", len(p.Carbon.Steps),
 			first.Format(time.RFC3339), last.Format(time.RFC3339), columnName(f.CarbonColumn)))
-		if age := time.Since(last); age > time.Hour {
-			log.Warn("the carbon-intensity file ends more than an hour ago: its last value is used from then on; refresh it",
-				"file", f.CarbonFile, "last_row", last, "age", age.Round(time.Minute))
-		}
 	} else {
 		key("facility.carbon_g_per_kwh", f.CarbonGPerKWh)
 	}
@@ -149,6 +145,34 @@ func buildParams(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log 
 		}
 	}
 	return p, src, nil
+}
+
+// carbonWatch warns, once, when the meters run more than an hour past the
+// carbon-intensity file's last row: the file is read at start, and from
+// then on every interval is charged that row's value. Its zero value is
+// ready; it takes the last row from the ledger's parameters.
+type carbonWatch struct {
+	read, warned bool
+	last         time.Time // zero without a carbon file
+}
+
+// staleAfter is how far the time measured may pass the file's last row
+// (an hourly export is an hour behind at worst).
+const staleAfter = time.Hour
+
+func (w *carbonWatch) check(log *slog.Logger, ledger *estimator.Ledger, now time.Time) {
+	if !w.read {
+		w.read = true
+		if s := ledger.Params().Carbon.Steps; len(s) > 0 {
+			w.last = s[len(s)-1].From
+		}
+	}
+	if w.warned || w.last.IsZero() || now.Sub(w.last) <= staleAfter {
+		return
+	}
+	w.warned = true
+	log.Warn("the carbon-intensity file ends more than an hour before the time measured: its last value is used from then on; refresh it",
+		"key", "facility.carbon_file", "last_row", w.last, "measured", now, "behind", now.Sub(w.last).Round(time.Minute))
 }
 
 func steps(points []config.SeriesPoint) []estimator.Step {

@@ -42,7 +42,7 @@ const DefaultCounterPeriod = 100 * time.Millisecond
 func ParseSimSpec(s string) (SimSpec, error) {
 	parts := strings.Split(strings.ToLower(strings.TrimSpace(s)), ":")
 	spec := SimSpec{Kind: parts[0], Count: 8, CounterPeriod: DefaultCounterPeriod}
-	if _, ok := simKinds[spec.Kind]; !ok {
+	if _, ok := simKindOf(spec.Kind); !ok {
 		return SimSpec{}, fmt.Errorf("--simulate %q: kind must be a100, h100, h200 or b200", s)
 	}
 	if len(parts) > 3 {
@@ -50,7 +50,7 @@ func ParseSimSpec(s string) (SimSpec, error) {
 	}
 	for _, p := range parts[1:] {
 		if prof, ok := strings.CutPrefix(p, "mig="); ok {
-			if _, ok := migSlices[prof]; !ok {
+			if _, ok := migProfileOf(prof); !ok {
 				return SimSpec{}, fmt.Errorf("--simulate %q: MIG profile must be 1g, 2g, 3g, 4g or 7g", s)
 			}
 			spec.MIG = prof
@@ -70,11 +70,19 @@ type simKind struct {
 	new func(...gpus.Config) *server.Server
 }
 
-var simKinds = map[string]simKind{
-	"a100": {gpus.A100_SXM4_80GB, dgxa100.NewWithGPUs},
-	"h100": {gpus.H100_SXM5_80GB, dgxh100.NewWithGPUs},
-	"h200": {gpus.H200_SXM5_141GB, dgxh200.NewWithGPUs},
-	"b200": {gpus.B200_SXM5_180GB, dgxb200.NewWithGPUs},
+// simKindOf looks a simulated GPU kind up by name (a100, h100, h200, b200).
+func simKindOf(kind string) (simKind, bool) {
+	switch kind {
+	case "a100":
+		return simKind{gpus.A100_SXM4_80GB, dgxa100.NewWithGPUs}, true
+	case "h100":
+		return simKind{gpus.H100_SXM5_80GB, dgxh100.NewWithGPUs}, true
+	case "h200":
+		return simKind{gpus.H200_SXM5_141GB, dgxh200.NewWithGPUs}, true
+	case "b200":
+		return simKind{gpus.B200_SXM5_180GB, dgxb200.NewWithGPUs}, true
+	}
+	return simKind{}, false
 }
 
 // LoadFunc returns the load of a device, 0 (idle) to 1 (saturated), by its
@@ -107,7 +115,7 @@ type Simulation struct {
 // Simulate builds a simulated node. model gives idle and TDP watts; load
 // the live load of each device; now the clock.
 func Simulate(spec SimSpec, model PowerModel, load LoadFunc, now func() time.Time) (*Simulation, error) {
-	k, ok := simKinds[spec.Kind]
+	k, ok := simKindOf(spec.Kind)
 	if !ok {
 		return nil, fmt.Errorf("unknown simulated GPU kind %q", spec.Kind)
 	}

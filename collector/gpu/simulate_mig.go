@@ -8,13 +8,24 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 )
 
-// migSlices maps a MIG profile name to its GPU-instance slices and profile id.
-var migSlices = map[string]struct{ slices, profile int }{
-	"1g": {1, nvml.GPU_INSTANCE_PROFILE_1_SLICE},
-	"2g": {2, nvml.GPU_INSTANCE_PROFILE_2_SLICE},
-	"3g": {3, nvml.GPU_INSTANCE_PROFILE_3_SLICE},
-	"4g": {4, nvml.GPU_INSTANCE_PROFILE_4_SLICE},
-	"7g": {7, nvml.GPU_INSTANCE_PROFILE_7_SLICE},
+// migProfile is a MIG profile name's GPU-instance slices and profile id.
+type migProfile struct{ slices, profile int }
+
+// migProfileOf looks a MIG profile up by name (1g, 2g, 3g, 4g, 7g).
+func migProfileOf(name string) (migProfile, bool) {
+	switch name {
+	case "1g":
+		return migProfile{1, nvml.GPU_INSTANCE_PROFILE_1_SLICE}, true
+	case "2g":
+		return migProfile{2, nvml.GPU_INSTANCE_PROFILE_2_SLICE}, true
+	case "3g":
+		return migProfile{3, nvml.GPU_INSTANCE_PROFILE_3_SLICE}, true
+	case "4g":
+		return migProfile{4, nvml.GPU_INSTANCE_PROFILE_4_SLICE}, true
+	case "7g":
+		return migProfile{7, nvml.GPU_INSTANCE_PROFILE_7_SLICE}, true
+	}
+	return migProfile{}, false
 }
 
 // SimMigDevice is one MIG device (a GPU instance with one compute instance
@@ -44,7 +55,7 @@ func (d *SimDevice) EnableMIG(profile string) error { return d.ReconfigureMIG(pr
 // not. New GPU instances get new ids. Loads and process lists follow the
 // new device ids; the energy counter goes on (it is the board's).
 func (d *SimDevice) ReconfigureMIG(profile string) error {
-	p, ok := migSlices[profile]
+	p, ok := migProfileOf(profile)
 	if !ok {
 		return fmt.Errorf("MIG profile %q: want 1g, 2g, 3g, 4g or 7g", profile)
 	}

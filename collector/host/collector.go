@@ -58,6 +58,7 @@ type Collector struct {
 	// power until it reads again, and counting restarts from that read.
 	raplFailing bool
 	lastW       float64 // mean power of the last RAPL interval
+	resetSeen   bool    // a counter reset was logged
 }
 
 type zone struct {
@@ -176,6 +177,18 @@ func (c *Collector) Poll(ctx context.Context, now time.Time) (estimator.Interval
 			c.log.Info("RAPL reads again")
 			c.raplFailing = false
 			iv.Joules, iv.Method = c.heldWatts()*dt, estimator.MethodModelled
+		case primed && j > c.resetWatts()*dt:
+			// A counter that restarted (module reload, CPU hot-plug) reads
+			// below its last value like a wrap, and the "wrap" is up to
+			// max_energy_range_uj: hold the last power, count on from here.
+			if !c.resetSeen {
+				c.log.Warn("RAPL counter reset: that interval is held at the last measured power",
+					"implied_watts", j/dt, "limit_watts", c.resetWatts())
+			} else {
+				c.log.Debug("RAPL counter reset", "implied_watts", j/dt)
+			}
+			c.resetSeen = true
+			iv.Joules, iv.Method = c.heldWatts()*dt, estimator.MethodModelled
 		default:
 			iv.Joules = j
 			if primed {
@@ -236,6 +249,24 @@ func (c *Collector) readRAPL() (float64, error) {
 		z.last = cur[i]
 	}
 	return j, nil
+}
+
+// A counter reset "wraps" by up to max_energy_range_uj (262 kJ) in one
+// poll: megawatts at 100 ms. Deltas are believed up to twice the CPU TDP,
+// at least resetFloorWatts (a TDP configured too low must not discard real
+// readings), or up to absurdWatts when the TDP is not known.
+const (
+	resetFloorWatts = 1000
+	absurdWatts     = 10000
+)
+
+// resetWatts is the mean power above which a RAPL delta is taken for a
+// counter reset rather than energy.
+func (c *Collector) resetWatts() float64 {
+	if c.opts.CPUTDPWatts <= 0 {
+		return absurdWatts
+	}
+	return max(2*c.opts.CPUTDPWatts, resetFloorWatts)
 }
 
 // heldWatts is the power a failed RAPL interval is given: the last

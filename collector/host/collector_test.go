@@ -222,41 +222,21 @@ func TestRAPLFailsAtRunTime(t *testing.T) {
 			writeUint(t, p, readUint(t, p)+uj)
 		}
 	}
-	t0 := time.Unix(100, 0)
-	var got []estimator.Interval
-	poll := func(sec int64) {
-		iv, ok, err := c.Poll(ctx, t0.Add(time.Duration(sec)*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ok {
-			got = append(got, iv)
-		}
-	}
-	poll(0)
+	tr := &trace{t: t, c: c}
+	tr.poll(0)
 	add(100e6) // 2 x 100 J in 1 s: 200 W
-	poll(1)
+	tr.poll(time.Second)
 	fail = true
 	add(500e6)
-	poll(2) // held at 200 W
-	poll(3)
+	tr.poll(2 * time.Second) // held at 200 W
+	tr.poll(3 * time.Second)
 	fail = false
 	add(500e6)
-	poll(4) // the read that restarts counting: held too
+	tr.poll(4 * time.Second) // the read that restarts counting: held too
 	add(50e6)
-	poll(5)
-	want := []struct {
-		j float64
-		m estimator.Method
-	}{{200, estimator.MethodCounter}, {200, estimator.MethodModelled}, {200, estimator.MethodModelled}, {200, estimator.MethodModelled}, {100, estimator.MethodCounter}}
-	if len(got) != len(want) {
-		t.Fatalf("intervals %+v", got)
-	}
-	for i, w := range want {
-		if math.Abs(got[i].Joules-w.j) > 1e-9 || got[i].Method != w.m {
-			t.Errorf("interval %d: %v J by %s, want %v J by %s", i, got[i].Joules, got[i].Method, w.j, w.m)
-		}
-	}
+	tr.poll(5 * time.Second)
+	tr.check([]traced{{200, estimator.MethodCounter}, {200, estimator.MethodModelled}, {200, estimator.MethodModelled},
+		{200, estimator.MethodModelled}, {100, estimator.MethodCounter}})
 	if strings.Count(logs.String(), "RAPL read failed") != 1 || strings.Count(logs.String(), "RAPL reads again") != 1 {
 		t.Errorf("want one line each way:\n%s", logs)
 	}
@@ -309,5 +289,75 @@ func TestCPUs(t *testing.T) {
 	model, sockets, err := CPUs(context.Background())
 	if err != nil || sockets < 1 {
 		t.Fatalf("CPUs() = %q, %d, %v", model, sockets, err)
+	}
+}
+
+// A RAPL counter that restarts (the module reloaded, a CPU hot-plugged)
+// reads below its last value like a wrap, but the "wrap" implies up to
+// max_energy_range_uj (262 kJ here) in one poll. A delta beyond twice the
+// CPU TDP is a reset: the interval is held at the last measured power
+// (flagged modelled), one warning is logged, and counting goes on from
+// the new value.
+func TestRAPLCounterReset(t *testing.T) {
+	root := fixture(t, "xeon-2s")
+	dirs := []string{"intel-rapl:0", "intel-rapl:0:0", "intel-rapl:1", "intel-rapl:1:0"}
+	add := func(uj uint64) {
+		for _, dir := range dirs {
+			p := zoneFile(root, dir, "energy_uj")
+			writeUint(t, p, readUint(t, p)+uj)
+		}
+	}
+	logs := &testlog.Buffer{}
+	ctx := context.Background()
+	c := Open(ctx, Options{SysfsRoot: root, UseRAPL: true, CPUTDPWatts: 700, CPUIdleWatts: 200}, slog.New(slog.NewTextHandler(logs, nil)))
+	tr := &trace{t: t, c: c}
+	tr.poll(0)
+	add(10e6) // 4 zones x 10 J in 100 ms: 400 W
+	tr.poll(100 * time.Millisecond)
+	// Package 0 restarts from zero (it read 112 kJ), the others count on.
+	writeUint(t, zoneFile(root, dirs[0], "energy_uj"), 5e6)
+	add(10e6)
+	tr.poll(200 * time.Millisecond) // held at 400 W
+	add(5e6)
+	tr.poll(300 * time.Millisecond) // 200 W, counted from the restarted value
+	tr.check([]traced{{40, estimator.MethodCounter}, {40, estimator.MethodModelled}, {20, estimator.MethodCounter}})
+	if n := strings.Count(logs.String(), "RAPL counter reset"); n != 1 {
+		t.Errorf("want one warning of the reset, got %d:\n%s", n, logs)
+	}
+}
+
+// trace polls a collector at 100 s + d and keeps the intervals it closes.
+type trace struct {
+	t   *testing.T
+	c   *Collector
+	got []estimator.Interval
+}
+
+// traced is what one interval of a trace should be.
+type traced struct {
+	j float64
+	m estimator.Method
+}
+
+func (tr *trace) poll(d time.Duration) {
+	tr.t.Helper()
+	iv, ok, err := tr.c.Poll(context.Background(), time.Unix(100, 0).Add(d))
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	if ok {
+		tr.got = append(tr.got, iv)
+	}
+}
+
+func (tr *trace) check(want []traced) {
+	tr.t.Helper()
+	if len(tr.got) != len(want) {
+		tr.t.Fatalf("intervals %+v", tr.got)
+	}
+	for i, w := range want {
+		if g := tr.got[i]; math.Abs(g.Joules-w.j) > 1e-9 || g.Method != w.m {
+			tr.t.Errorf("interval %d: %v J by %s, want %v J by %s", i, g.Joules, g.Method, w.j, w.m)
+		}
 	}
 }
