@@ -18,7 +18,7 @@ import (
 // are in testdata/fuzz/FuzzEncode.
 func FuzzEncode(f *testing.F) {
 	f.Add("deadlabour_request", "model", "meta-llama/Llama-3.1-70B", "request_id", "req-1", 1.5, int64(42), true, int64(1_772_366_402_500_000_001))
-	f.Add(`a b,c`, `k ,="`, `v\,x`, `f\=`, `s"\`, -0.0, int64(-1), false, int64(0))
+	f.Add(`a b,c`, `k ,="`, `v\,x`, `f\=`, `s"\`, math.Copysign(0, -1), int64(-1), false, int64(0))
 	f.Add("m", "k", `x\`, "f", "", math.Inf(1), int64(0), true, int64(math.MaxInt64))
 	f.Fuzz(func(t *testing.T, measurement, tagKey, tagValue, fieldKey, str string, fl float64, in int64, b bool, ns int64) {
 		p := Point{

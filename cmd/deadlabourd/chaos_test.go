@@ -78,12 +78,6 @@ func (l *load) halt() map[string]time.Time {
 	return l.finished
 }
 
-func (l *load) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.finished)
-}
-
 // storedIDs counts the records of each request id in InfluxDB.
 func storedIDs(t *testing.T, influx *influxtest.Server) map[string]int {
 	t.Helper()

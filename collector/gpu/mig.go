@@ -52,13 +52,12 @@ func (d DeviceInfo) Shares() map[string]float64 {
 // instanceState is the activity of one instance since the open interval
 // began.
 type instanceState struct {
-	info       MIGInstance
-	handle     nvml.Device // its MIG device
-	prev, cur  nvml.GpmSample
-	havePrev   bool
-	weight     float64 // SM-seconds (GPM) or busy seconds (processes)
-	util       float64 // last GPM SM utilisation, percent; NaN unknown
-	lastSample time.Time
+	info      MIGInstance
+	handle    nvml.Device // its MIG device
+	prev, cur nvml.GpmSample
+	havePrev  bool
+	weight    float64 // SM-seconds (GPM) or busy seconds (processes)
+	util      float64 // last GPM SM utilisation, percent; NaN unknown
 }
 
 // openMIG finds the instances of a GPU in MIG mode and how to tell their
