@@ -115,7 +115,6 @@ type Writer struct {
 	stamps       *stamper
 	closed       bool
 	runDone      chan struct{} // non-nil once Run started; closed when it returns
-	committing   atomic.Int64  // bytes taken from pending, not yet committed
 
 	quit      chan struct{} // closed by Close: Run returns
 	commitNow chan struct{} // capacity 1: the backlog is large
@@ -279,6 +278,7 @@ func (w *Writer) Enqueue(points ...Point) error {
 
 	var full, closed [numKinds]int
 	w.mu.Lock()
+	_, spooled := w.spool.counts() // staged lines included
 	for _, e := range lines {
 		l := pendingLine{line: buf[e.start:e.end:e.end], kind: e.kind, enqueued: now} // its own capacity: fix may grow it
 		size := entrySize(l.line)
@@ -290,7 +290,7 @@ func (w *Writer) Enqueue(points ...Point) error {
 			full[l.kind]++
 			w.m.dropped[l.kind][dropBacklog].Add(1)
 			continue
-		case l.kind == kindTelemetry && w.spool.bytes.Load()+w.committing.Load()+w.pendingBytes+size > w.opts.MaxBytes:
+		case l.kind == kindTelemetry && spooled+w.pendingBytes+size > w.opts.MaxBytes:
 			full[l.kind]++
 			w.m.dropped[l.kind][dropSpoolFull].Add(1)
 			continue
@@ -380,7 +380,7 @@ func (w *Writer) commit() error {
 	w.mu.Lock()
 	lines, size := w.pending, w.pendingBytes
 	w.pending, w.pendingBytes = nil, 0
-	w.committing.Store(size)
+	w.spool.stage(lines) // counted there until the commit counts them spooled
 	w.mu.Unlock()
 
 	start := time.Now()
@@ -391,13 +391,12 @@ func (w *Writer) commit() error {
 		w.mu.Lock()
 		w.pending = append(lines, w.pending...)
 		w.pendingBytes += size
-		w.committing.Store(0)
+		w.spool.unstage()
 		w.mu.Unlock()
 		w.m.commitErrors.Add(1)
 		w.log.Error("spool commit failed; points wait in memory", "points", len(lines), "err", err)
 		return err
 	}
-	w.committing.Store(0)
 	if len(lines) > 0 {
 		w.m.commit.Observe(time.Since(start).Seconds())
 		notify(w.sendNow)
@@ -512,13 +511,16 @@ type Stats struct {
 // Stats returns the Writer's state and counters. It never waits for the
 // disk.
 func (w *Writer) Stats() Stats {
-	points, bytes := w.spool.counts()
+	// Under mu, the spool's counters (staged lines included) and pending
+	// are one consistent snapshot: a line leaves pending and is staged
+	// under mu.
 	w.mu.Lock()
+	points, bytes := w.spool.counts()
 	pend := w.pending
 	for _, l := range pend {
 		points[l.kind]++
 	}
-	bytes += w.pendingBytes + w.committing.Load()
+	bytes += w.pendingBytes
 	var oldestPending int64
 	if len(pend) > 0 {
 		oldestPending = pend[0].enqueued

@@ -686,3 +686,66 @@ func closeWriterNoInflux(t *testing.T, w *Writer, want int) {
 		t.Errorf("Close() = %d, %v; want %d kept", n, err, want)
 	}
 }
+
+// TestStatsNeverShowBytesWithoutPoints: while points are enqueued,
+// committed, sent and deleted, every Stats snapshot counts each waiting
+// point once, with its bytes: with lines of one size, SpoolBytes is always
+// SpoolPoints times that size. A snapshot with bytes and no points is the
+// false "drained" /readyz, the metrics and the chaos tests could see.
+func TestStatsNeverShowBytesWithoutPoints(t *testing.T) {
+	s := influxtest.Start(t)
+	opts := fastOptions(t, s.URL(), s.Bucket())
+	opts.FsyncInterval, opts.FlushInterval = time.Millisecond, time.Millisecond
+	w := newWriter(t, opts)
+	run(t, w)
+	point := func(i int) Point {
+		return Point{Measurement: MeasurementRequest, Fields: []Field{{"request_id", fmt.Sprintf("%08d", i)}},
+			Time: time.Unix(1_772_366_400, int64(100_000_000+i))}
+	}
+	line, _ := Line(point(0))
+	size := entrySize([]byte(line))
+
+	const n = 3000
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(done)
+		for i := 0; i < n; i += 10 {
+			pts := make([]Point, 10)
+			for j := range pts {
+				pts[j] = point(i + j)
+			}
+			if err := w.Enqueue(pts...); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	})
+	var snapshots, bad int
+	var first Stats
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		st := w.Stats()
+		snapshots++
+		if st.SpoolBytes != int64(st.SpoolPoints)*size || st.SpoolRecords != st.SpoolPoints {
+			if bad == 0 {
+				first = st
+			}
+			bad++
+		}
+	}
+	wg.Wait()
+	closeWriter(t, w)
+	if bad > 0 {
+		t.Errorf("%d of %d snapshots inconsistent, the first: SpoolPoints %d, SpoolRecords %d, SpoolBytes %d; want bytes = points x %d",
+			bad, snapshots, first.SpoolPoints, first.SpoolRecords, first.SpoolBytes, size)
+	}
+	if c := s.Count(t, MeasurementRequest, ""); c != n {
+		t.Errorf("%d points stored, want %d", c, n)
+	}
+}
