@@ -333,9 +333,14 @@ func TestWriterBatching(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.WaitCount(t, "b", "", 20, 10*time.Second)
-		time.Sleep(100 * time.Millisecond)
-		if st := w.Stats(); st.SpoolPoints != 5 || st.Sent != 20 {
-			t.Errorf("Stats() = %+v, want two full batches sent and 5 points waiting", st)
+		// The second batch is resolved a little after InfluxDB has it; the
+		// five left wait for a batch of ten or an hour.
+		waitFor(t, "two full batches sent and 5 points waiting", func() bool {
+			st := w.Stats()
+			return st.SpoolPoints == 5 && st.Sent == 20
+		})
+		if n := s.Count(t, "b", ""); n != 20 {
+			t.Errorf("%d points in InfluxDB before Close, want the two full batches of 10", n)
 		}
 		closeWriter(t, w)
 		s.WaitCount(t, "b", "", 25, time.Second)
