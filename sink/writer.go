@@ -124,6 +124,7 @@ type Writer struct {
 	closing  atomic.Bool // Close is flushing: a refusal that needs a person ends it
 
 	corruptSeen uint64 // the sender's: corrupt entries up to this one are reported
+	held        string // the sender's: why every line of the batch is refused ("" when not)
 
 	m metrics
 }
@@ -475,11 +476,12 @@ const (
 	StateUnauthorized              // 401/403: the token is wrong or lacks write permission
 	StateNoBucket                  // 404: the bucket (database/retention policy) does not exist
 	StateDisabled                  // no InfluxDB configured: spool only
+	StateRefused                   // 400/422 for every line of a batch, with one message: kept, retried every BackoffMax
 	numStates
 )
 
 func (s State) String() string {
-	return [...]string{"ok", "retrying", "unauthorized", "no_bucket", "disabled"}[s]
+	return [...]string{"ok", "retrying", "unauthorized", "no_bucket", "disabled", "refused"}[s]
 }
 
 // Stats are a Writer's state and counters since it was made.
