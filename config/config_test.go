@@ -125,6 +125,7 @@ func TestBadFiles(t *testing.T) {
 		{"bad size", "spool:\n  max_bytes: lots\n", -1, 2, "spool.max_bytes", `invalid size "lots"`},
 		{"tiny batch bytes", "influx:\n  batch_bytes: 100\n", -1, 2, "influx.batch_bytes", "at least 1KiB"},
 		{"tiny backoff", "influx:\n  backoff_max: 1ms\n", -1, 2, "influx.backoff_max", "at least 100ms"},
+		{"influx url password hidden", "influx:\n  url: ftp://u:pw-secret@h\n", -1, 2, "influx.url", `"ftp://u:xxxxx@h"`},
 		{"tiny dead letters", "spool:\n  dead_letter_max_bytes: 10\n", -1, 2, "spool.dead_letter_max_bytes", "at least 1KiB"},
 		{"not a mapping", "- a\n- b\n", -1, 1, "", "must be a mapping"},
 		{"syntax", "gpu: [\n", -1, 0, "", "did not find expected"},

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/deadlabour/deadlabour/internal/redact"
 )
 
 var (
@@ -55,7 +57,7 @@ func (v *validator) listenAddr(key, addr string) {
 func (v *validator) httpURL(key, raw string) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		v.add(key, "want an absolute http:// or https:// URL, got %q", raw)
+		v.add(key, "want an absolute http:// or https:// URL, got %q", redact.URL(raw))
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	"github.com/influxdata/influxdb-client-go/v2/api"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/deadlabour/deadlabour/internal/redact"
 )
 
 // Options configure a Writer. Zero durations and sizes take the defaults.
@@ -168,7 +170,7 @@ func NewWriter(opts Options, log *slog.Logger) (*Writer, error) {
 		w.client = influxdb2.NewClientWithOptions(opts.URL, opts.Token,
 			influxdb2.DefaultOptions().SetHTTPClient(w.httpc).SetUseGZip(!opts.NoGzip).SetApplicationName("deadlabour"))
 		w.api = w.client.WriteAPIBlocking(opts.Org, opts.Bucket)
-		w.log = w.log.With("url", opts.URL, "bucket", opts.Bucket)
+		w.log = w.log.With("url", redact.URL(opts.URL), "bucket", opts.Bucket)
 	}
 	w.logRecovery()
 	return w, nil
@@ -198,9 +200,10 @@ func (o Options) withDefaults() (Options, error) {
 		u, err := url.Parse(o.URL)
 		switch {
 		case err != nil:
-			return o, fmt.Errorf("sink: Options.URL %q: %w", o.URL, err)
+			// url's errors quote the URL, password and all.
+			return o, fmt.Errorf("sink: Options.URL %q: does not parse as a URL", redact.URL(o.URL))
 		case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
-			return o, fmt.Errorf("sink: Options.URL %q: want http:// or https:// and a host", o.URL)
+			return o, fmt.Errorf("sink: Options.URL %q: want http:// or https:// and a host", redact.URL(o.URL))
 		case o.Bucket == "":
 			return o, errors.New(`sink: Options.Bucket is empty: want "database/retention-policy" on InfluxDB 1.8`)
 		}

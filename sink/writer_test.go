@@ -754,3 +754,32 @@ func TestStatsNeverShowBytesWithoutPoints(t *testing.T) {
 		t.Errorf("%d points stored, want %d", c, n)
 	}
 }
+
+// TestURLPasswordRedacted: the password of a URL's userinfo never reaches
+// the sink's log lines or its errors.
+func TestURLPasswordRedacted(t *testing.T) {
+	const password = "pw-do-not-log-7f3e"
+	logs := &testlog.Buffer{}
+	opts := fastOptions(t, "http://u:"+password+"@127.0.0.1:1", "db/rp")
+	w, err := NewWriter(opts, newTestLogger(t, logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, w)
+	if err := w.Enqueue(telemetryPoints(0, 1)...); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a failed write", func() bool { return strings.Contains(logs.String(), "writes to InfluxDB failed") })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	w.Close(ctx)
+	if strings.Contains(logs.String(), password) || !strings.Contains(logs.String(), "u:xxxxx@127.0.0.1:1") {
+		t.Errorf("log lines show the password, or not the redacted URL:\n%s", logs)
+	}
+	for _, bad := range []string{"ftp://u:" + password + "@h", "http://u:" + password + "@h:port"} {
+		opts.URL = bad
+		if _, err := NewWriter(opts, nil); err == nil || strings.Contains(err.Error(), password) {
+			t.Errorf("NewWriter(%q) error = %v, want one without the password", bad, err)
+		}
+	}
+}

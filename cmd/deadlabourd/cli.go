@@ -15,6 +15,7 @@ import (
 	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/collector/host"
 	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/internal/redact"
 )
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
@@ -85,7 +86,7 @@ func summary(path string, cfg *config.Config, gpus int, source string) string {
 	if gpus < 0 {
 		check = "GPU indices not checked (no NVML; use --gpus N)"
 	}
-	influx := "InfluxDB " + cfg.Influx.URL
+	influx := "InfluxDB " + redact.URL(cfg.Influx.URL)
 	if cfg.Influx.URL == "" {
 		influx = "no InfluxDB (spool only)"
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/internal/redact"
 )
 
 // The report subcommand: totals of the request records over a period, by
@@ -261,7 +262,7 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		source = cfg.Influx.URL + " " + cfg.Influx.Bucket
+		source = redact.URL(cfg.Influx.URL) + " " + cfg.Influx.Bucket
 	}
 	q := reportQuery{From: from, To: to, By: *by, Simulated: *simulated}
 	rows, err := src.Sums(ctx, q)

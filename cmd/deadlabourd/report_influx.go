@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/internal/influxql"
+	"github.com/deadlabour/deadlabour/internal/redact"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -32,7 +33,7 @@ type influxSource struct {
 func newInfluxSource(rawURL, bucket, token string, timeout time.Duration) (*influxSource, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("influx.url %q: want an http:// or https:// URL", rawURL)
+		return nil, fmt.Errorf("influx.url %q: want an http:// or https:// URL", redact.URL(rawURL))
 	}
 	db, rp, _ := strings.Cut(bucket, "/")
 	if db == "" {

@@ -21,6 +21,7 @@ import (
 	"github.com/deadlabour/deadlabour/collector/requests"
 	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/redact"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -318,7 +319,7 @@ func (d *daemon) run(ctx context.Context) error {
 		names[i] = p.name + "@" + p.ln.Addr().String()
 	}
 	d.log.Info("deadlabourd running", "node", d.cfg.Node, "upstreams", strings.Join(names, ","), "gpus", d.gpuCount(),
-		"simulated", d.simulated, "influx", d.cfg.Influx.URL)
+		"simulated", d.simulated, "influx", redact.URL(d.cfg.Influx.URL))
 	d.notify.ready(fmt.Sprintf("metering %d upstream(s) on %d GPU(s)", len(d.proxies), d.gpuCount()))
 
 	var runErr error
