@@ -27,6 +27,10 @@ type testDaemon struct {
 	*daemon
 	log  *testlog.Buffer
 	stop func() error
+	// exited is closed when run returned (by itself, or after stop);
+	// runErr is its error then.
+	exited chan struct{}
+	runErr error
 }
 
 func startDaemon(t testing.TB, yaml, simulate string) *testDaemon {
@@ -43,21 +47,24 @@ func startDaemon(t testing.TB, yaml, simulate string) *testDaemon {
 		cancel()
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- d.run(ctx) }()
-	td := &testDaemon{daemon: d, log: logs}
+	td := &testDaemon{daemon: d, log: logs, exited: make(chan struct{})}
+	go func() {
+		defer close(td.exited)
+		td.runErr = d.run(ctx)
+	}()
 	var once sync.Once
-	var runErr error
+	var stopErr error
 	td.stop = func() error {
 		once.Do(func() {
 			cancel()
 			select {
-			case runErr = <-done:
+			case <-td.exited:
+				stopErr = td.runErr
 			case <-time.After(60 * time.Second):
-				runErr = fmt.Errorf("daemon did not stop within 60 s")
+				stopErr = fmt.Errorf("daemon did not stop within 60 s")
 			}
 		})
-		return runErr
+		return stopErr
 	}
 	t.Cleanup(func() { td.stop() })
 	return td
