@@ -279,9 +279,10 @@ func (d *daemon) closeListeners() {
 	}
 }
 
-// run serves until ctx is done, then shuts down in order: stop taking
-// requests and let those in flight finish, settle and flush the ledger,
-// deliver what is queued, close NVML.
+// run serves until ctx is done or a listener fails, then shuts down in
+// order: stop taking requests and let those in flight finish, settle and
+// flush the ledger, deliver what is queued, close the admin listener and
+// NVML.
 func (d *daemon) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	serveErr := make(chan error, len(d.proxies)+1)
@@ -298,8 +299,8 @@ func (d *daemon) run(ctx context.Context) error {
 				serveErr <- fmt.Errorf("admin: %w", err)
 			}
 		})
-		wg.Go(func() { d.events.Run(ctx) })
 	}
+	stopEvents := d.startEvents(ctx)
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	engineDone := make(chan struct{})
 	go func() {
@@ -346,6 +347,7 @@ func (d *daemon) run(ctx context.Context) error {
 		p.wg.Wait()
 		p.proxy.CloseIdleConnections()
 	}
+	stopEvents()
 	stopResolver()
 	// 2. Settle and flush the ledger.
 	stopEngine()
