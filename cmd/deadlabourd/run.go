@@ -91,6 +91,7 @@ type daemon struct {
 	adminLn   net.Listener
 	audit     *auditStore      // nil when attribution.audit_records is 0
 	events    *requests.Events // the event API; nil without an admin listener
+	eventGate eventGate        // closed at shutdown, with the proxies
 	simulated bool
 	ready     atomic.Bool
 	notify    *notifier // systemd
@@ -280,9 +281,9 @@ func (d *daemon) closeListeners() {
 }
 
 // run serves until ctx is done or a listener fails, then shuts down in
-// order: stop taking requests and let those in flight finish, settle and
-// flush the ledger, deliver what is queued, close the admin listener and
-// NVML.
+// order: stop taking requests (proxies and the event API) and let those in
+// flight finish, settle and flush the ledger, deliver what is queued, close
+// the admin listener and NVML.
 func (d *daemon) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	serveErr := make(chan error, len(d.proxies)+1)
@@ -334,7 +335,9 @@ func (d *daemon) run(ctx context.Context) error {
 	d.notify.stopping("draining requests and flushing records")
 
 	// 1. Stop taking requests; those in flight finish (or are cut at the
-	// deadline, and recorded as client_closed).
+	// deadline, and recorded as client_closed). The event API refuses
+	// posts from now on (the admin listener keeps answering /healthz,
+	// /readyz and /metrics until the end).
 	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	for _, p := range d.proxies {
 		if err := p.srv.Shutdown(drainCtx); err != nil {

@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +44,85 @@ upstreams:
     target: %s
     gpus: [0]
 `, influx.URL(), influx.Bucket(), t.TempDir(), startFake(t).URL())
+}
+
+// postEvent posts one event-API body and returns the status.
+func postEvent(client *http.Client, admin, body string) (int, error) {
+	res, err := client.Post(admin+"/v1/requests", "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	io.Copy(io.Discard, res.Body)
+	return res.StatusCode, nil
+}
+
+// TestShutdownWithEventsInFlight: spans posted to the event API while the
+// daemon shuts down are either accepted and recorded, or refused: a 202
+// always means a record in InfluxDB (SIGTERM stops accepting before the
+// engine stops).
+func TestShutdownWithEventsInFlight(t *testing.T) {
+	influx := influxtest.Start(t)
+	d := startDaemon(t, eventsDaemonConfig(t, influx), "h100:1")
+	admin := d.adminURL()
+	client := &http.Client{Transport: &http.Transport{}, Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
+
+	var mu sync.Mutex
+	accepted := map[string]time.Time{}
+	refused := map[int]int{}
+	var wg sync.WaitGroup
+	var stopOnce sync.Once
+	stopped := make(chan struct{})
+	for g := range 2 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-d.exited:
+					return
+				default:
+				}
+				id := fmt.Sprintf("sd-%d-%06d", g, i)
+				now := time.Now().UTC()
+				body := fmt.Sprintf(`{"id":%q,"upstream":"svc","start":%q,"end":%q,"completion_tokens":3}`,
+					id, now.Add(-20*time.Millisecond).Format(time.RFC3339Nano), now.Format(time.RFC3339Nano))
+				status, err := postEvent(client, admin, body)
+				mu.Lock()
+				switch {
+				case err != nil:
+					refused[0]++
+				case status == http.StatusAccepted:
+					accepted[id] = now
+				default:
+					refused[status]++
+				}
+				n := len(accepted)
+				mu.Unlock()
+				if n >= 50 {
+					stopOnce.Do(func() {
+						go func() {
+							defer close(stopped)
+							if err := d.stop(); err != nil {
+								t.Error(err)
+							}
+						}()
+					})
+				}
+				if err != nil {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	<-stopped
+	for status := range refused {
+		if status != 0 && status != http.StatusServiceUnavailable {
+			t.Errorf("refused with %d during shutdown; want 503 or no connection", status)
+		}
+	}
+	exactlyOnce(t, storedIDs(t, influx), accepted)
+	t.Logf("%d spans accepted and recorded; refused: %v (0: no connection)", len(accepted), refused)
 }
 
 // TestListenerFailureShutsDown: a proxy listener that fails (here: closed
