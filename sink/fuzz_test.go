@@ -139,3 +139,43 @@ func checkParsed(t *testing.T, line string, p Point, m protocol.Metric) {
 		t.Errorf("%q: time %d, want %d", line, m.Time().UnixNano(), p.Time.UnixNano())
 	}
 }
+
+// FuzzClientValues: whatever a client sends as a model, tenant or request
+// id, the record's point encodes and parses back with the values made
+// writable (TagValue, StringValue), and they are left alone when they were
+// writable already. A refused record would be a request nobody pays for.
+func FuzzClientValues(f *testing.F) {
+	for _, s := range []string{"llama\n", `llama\`, `a\ b`, `a\,b`, `x\=y`, `q\"r`, "m\x00\x7f", "\xff\xfe", `\\`, `é\`, "tab\there", "plain"} {
+		f.Add(s, s)
+	}
+	f.Fuzz(func(t *testing.T, model, tenant string) {
+		r := testRecord()
+		r.Model, r.Tenant, r.ID = model, tenant, model
+		p, err := RequestPoint(r)
+		if err != nil {
+			t.Fatalf("RequestPoint(model %q, tenant %q) = %v", model, tenant, err)
+		}
+		line, err := Line(p)
+		if err != nil {
+			t.Fatalf("model %q, tenant %q: %v", model, tenant, err)
+		}
+		metrics, err := protocol.NewParser(protocol.NewMetricHandler()).Parse([]byte(line))
+		if err != nil || len(metrics) != 1 {
+			t.Fatalf("parse %q: %d metrics, error %v", line, len(metrics), err)
+		}
+		checkParsed(t, line, p, metrics[0])
+		for _, s := range []string{model, tenant} {
+			if s != "" && badTag(s) != (TagValue(s) != s) {
+				t.Errorf("TagValue(%q) = %q: changed %v, but line protocol refuses it: %v", s, TagValue(s), TagValue(s) != s, badTag(s))
+			}
+		}
+		if v := StringValue(model, MaxModelRaw); !utf8.ValidString(v) || len(v) > MaxModelRaw {
+			t.Errorf("StringValue(%q) = %q: invalid or too long", model, v)
+		}
+	})
+}
+
+// badTag says whether line protocol refuses s as a tag value.
+func badTag(s string) bool {
+	return unencodable(Point{Measurement: "m", Tags: []Tag{{"k", s}}, Fields: []Field{{"f", 1.0}}, Time: time.Unix(1, 0)}) != ""
+}
