@@ -20,7 +20,34 @@ const (
 // unknownTokens is how estimator.Span marks a token count nobody reported.
 const unknownTokens = -1
 
-// RequestPoint is the deadlabour_request point of one record, stamped with
+// ModelOther is the model tag of a record whose model is not configured.
+const ModelOther = "other"
+
+// RequestSchema makes the deadlabour_request points of records.
+type RequestSchema struct {
+	// models are the names the model tag may hold (config models[]); a
+	// record naming any other model is tagged ModelOther, so that clients
+	// cannot make series at will. nil: every model is tagged as named.
+	models map[string]bool
+}
+
+// NewRequestSchema makes the schema of a daemon serving models: the model
+// tag holds one of them, or ModelOther.
+func NewRequestSchema(models []string) RequestSchema {
+	s := RequestSchema{models: make(map[string]bool, len(models))}
+	for _, m := range models {
+		s.models[m] = true
+	}
+	return s
+}
+
+// RequestPoint is the point of r with its model tagged as named, for tools
+// and tests that write known models; the daemon uses its RequestSchema.
+func RequestPoint(r estimator.Record) (Point, error) {
+	return RequestSchema{}.Point(r)
+}
+
+// Point is the deadlabour_request point of one record, stamped with
 // r.Time. Unknown token counts (-1) are left out rather than written as 0,
 // and so are ttft_s when no token was seen and the market-based carbon,
 // training carbon and energy and living labour where nobody configured
@@ -29,10 +56,14 @@ const unknownTokens = -1
 //
 // Tag values come from clients (model, tenant) and are made writable with
 // TagValue, so that no client can make its request unrecordable; when the
-// model's tag differs from the name the client sent, that name is kept in
-// the field model_raw (StringValue, at most MaxModelRaw bytes).
-func RequestPoint(r estimator.Record) (Point, error) {
+// model's tag differs from the name the client sent (not configured, or
+// made writable), that name is kept in the field model_raw (StringValue,
+// at most MaxModelRaw bytes).
+func (s RequestSchema) Point(r estimator.Record) (Point, error) {
 	model := TagValue(r.Model)
+	if s.models != nil && r.Model != "" && !s.models[r.Model] {
+		model = ModelOther
+	}
 	p := Point{
 		Measurement: MeasurementRequest,
 		Tags: []Tag{

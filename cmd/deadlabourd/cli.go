@@ -90,8 +90,12 @@ func summary(path string, cfg *config.Config, gpus int, source string) string {
 	if cfg.Influx.URL == "" {
 		influx = "no InfluxDB (spool only)"
 	}
-	return fmt.Sprintf("%s: ok: node %s, %d upstream(s) [%s], %d model(s), %s weighting, %s, %s",
-		path, cfg.Node, len(cfg.Upstreams), strings.Join(ups, "; "), len(cfg.Models), cfg.Attribution.Weighting, influx, check)
+	models := fmt.Sprintf("%d model(s)", len(cfg.Models))
+	if len(cfg.Models) == 0 {
+		models = "no models (every record is tagged model=other)"
+	}
+	return fmt.Sprintf("%s: ok: node %s, %d upstream(s) [%s], %s, %s weighting, %s, %s",
+		path, cfg.Node, len(cfg.Upstreams), strings.Join(ups, "; "), models, cfg.Attribution.Weighting, influx, check)
 }
 
 func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {

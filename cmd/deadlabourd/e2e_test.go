@@ -132,7 +132,9 @@ func TestEndToEnd(t *testing.T) {
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "node: e2e\ngpu:\n  interval: 50ms\n  report_interval: 1s\nadmin:\n  listen: \"\"\n")
 	fmt.Fprintf(&cfg, "influx:\n  url: %s\n  bucket: %s\n  flush_interval: 100ms\nspool:\n  dir: %s\n", influx.URL(), influx.Bucket(), t.TempDir())
-	fmt.Fprintf(&cfg, "models:\n  - name: llama-70b\n    training_cost: 2.0e7\n    lifetime_tokens: 1.0e13\nupstreams:\n")
+	// Every model served is listed (the model tag holds only these); one
+	// has training figures.
+	fmt.Fprintf(&cfg, "models:\n  - name: llama-70b\n    training_cost: 2.0e7\n    lifetime_tokens: 1.0e13\n  - name: llama-8b\n  - name: mistral-7b\nupstreams:\n")
 	for _, u := range ups {
 		var err error
 		opts := fakeupstream.Options{TokenDelay: u.delay, DefaultMaxTokens: 32}

@@ -25,8 +25,10 @@ type hostileCase struct {
 // characters, a trailing backslash or a backslash before a space, comma,
 // '=' or '"' are accepted by the proxy and the event API, and every such
 // request is recorded in the real InfluxDB: the tags are made writable
-// (U+FFFD in place of what line protocol cannot carry), the model as sent
-// is kept in model_raw when its tag differs. None may go unrecorded.
+// (U+FFFD in place of what line protocol cannot carry), a model not in
+// models[] is tagged "other", and the model as sent is kept in model_raw
+// when its tag differs. None may go unrecorded, and clients naming models
+// at will add no series.
 func TestHostileModelAndTenant(t *testing.T) {
 	influx := influxtest.Start(t)
 	cfg := eventsDaemonConfig(t, influx)
@@ -35,14 +37,20 @@ func TestHostileModelAndTenant(t *testing.T) {
 	d := startDaemon(t, cfg, "h100:1")
 	const bad = "\uFFFD"
 	cases := []hostileCase{
-		{"h-nl", "llama\n", "t1", false, "llama" + bad, "llama" + bad, "t1"},
-		{"h-bs", `llama\`, `t\`, false, "llama" + bad, `llama\`, "t" + bad},
-		{"h-space", `a\ b`, `a\,b`, false, "a" + bad + " b", `a\ b`, "a" + bad + ",b"},
-		{"h-eq", "m\x00\x7f", `x\=y`, false, "m" + bad + bad, "m" + bad + bad, "x" + bad + "=y"},
-		{"h-quote", `q\"r`, `q\"r`, false, "q" + bad + `"r`, `q\"r`, "q" + bad + `"r`},
+		{"h-nl", "llama\n", "t1", false, "other", "llama" + bad, "t1"},
+		{"h-bs", `llama\`, `t\`, false, "other", `llama\`, "t" + bad},
+		{"h-space", `a\ b`, `a\,b`, false, "other", `a\ b`, "a" + bad + ",b"},
+		{"h-eq", "m\x00\x7f", `x\=y`, false, "other", "m" + bad + bad, "x" + bad + "=y"},
+		{"h-quote", `q\"r`, `q\"r`, false, "other", `q\"r`, "q" + bad + `"r`},
 		{"h-ok", "plain-model", "t2", false, "plain-model", "", "t2"},
-		{"e-bell", "evt\abell", `e\`, true, "evt" + bad + "bell", "evt" + bad + "bell", "e" + bad},
-		{"e-bs", `evt\`, "t3", true, "evt" + bad, `evt\`, "t3"},
+		{"h-llama", "llama", "t2", false, "llama", "", "t2"},
+		{"e-none", "", "t2", true, "", "", "t2"},
+		{"e-bell", "evt\abell", `e\`, true, "other", "evt" + bad + "bell", "e" + bad},
+		{"e-bs", `evt\`, "t3", true, "other", `evt\`, "t3"},
+		{"e-long", strings.Repeat("é", 128), "t3", true, "other", strings.Repeat("é", 128), "t3"},
+	}
+	for i := range 20 { // a client naming a new model each time
+		cases = append(cases, hostileCase{fmt.Sprintf("e-new-%d", i), fmt.Sprintf("made-up-%d", i), "t4", true, "other", fmt.Sprintf("made-up-%d", i), "t4"})
 	}
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
@@ -92,6 +100,14 @@ func TestHostileModelAndTenant(t *testing.T) {
 		if model != c.wantModel || tenant != c.wantTenant || raw != c.wantRaw || hasRaw != (c.wantRaw != "") {
 			t.Errorf("%s: model %q, tenant %q, model_raw %q (%v); want %q, %q, %q", c.id, model, tenant, raw, hasRaw, c.wantModel, c.wantTenant, c.wantRaw)
 		}
+	}
+	var models []string
+	for _, r := range influx.Rows(t, `SHOW TAG VALUES FROM deadlabour_request WITH KEY = "model"`) {
+		v, _ := r.String("value")
+		models = append(models, v)
+	}
+	if strings.Join(models, ",") != "llama,other,plain-model" {
+		t.Errorf("model tag values %q, want the two configured and other", models)
 	}
 	if strings.Contains(d.log.String(), "request record not written") {
 		t.Errorf("records refused by the encoder:\n%s", d.log)

@@ -165,10 +165,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 		return nil, err
 	}
 
+	schema := requestSchema(cfg, log)
 	d.engine = &engine{
 		log: log.With("component", "engine"), interval: cfg.GPU.Interval.D(), now: nowFunc,
 		host: hostc, queue: d.queue, ledger: ledger, telemetry: telemetry,
-		idle: newIdleAggregator(cfg.GPU.ReportInterval.D()), out: d.writer,
+		idle: newIdleAggregator(cfg.GPU.ReportInterval.D()), out: d.writer, schema: schema,
 		node: cfg.Node, simulated: d.simulated, warned: map[string]bool{}, alive: d.notify.alive,
 	}
 	if d.gpu != nil {
@@ -176,6 +177,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 	}
 	if cfg.Attribution.AuditRecords > 0 {
 		d.audit = newAuditStore(ledger.Params(), sources, cfg.Attribution.AuditRecords, cfg.Attribution.AuditWindow.D())
+		d.audit.schema = schema
 		d.engine.onRecord, d.engine.onSettled = d.audit.addRecord, d.audit.addSettled
 	}
 	d.obs = newObserver(d, string(hostc.Method()))
