@@ -29,12 +29,15 @@ type RequestSchema struct {
 	// record naming any other model is tagged ModelOther, so that clients
 	// cannot make series at will. nil: every model is tagged as named.
 	models map[string]bool
+	// currency is the ISO 4217 code of the money fields (config
+	// facility.currency), the tag currency; "" leaves the tag out.
+	currency string
 }
 
-// NewRequestSchema makes the schema of a daemon serving models: the model
-// tag holds one of them, or ModelOther.
-func NewRequestSchema(models []string) RequestSchema {
-	s := RequestSchema{models: make(map[string]bool, len(models))}
+// NewRequestSchema makes the schema of a daemon serving models, whose
+// money is in currency: the model tag holds one of models, or ModelOther.
+func NewRequestSchema(models []string, currency string) RequestSchema {
+	s := RequestSchema{models: make(map[string]bool, len(models)), currency: currency}
 	for _, m := range models {
 		s.models[m] = true
 	}
@@ -67,6 +70,7 @@ func (s RequestSchema) Point(r estimator.Record) (Point, error) {
 	p := Point{
 		Measurement: MeasurementRequest,
 		Tags: []Tag{
+			{"currency", TagValue(s.currency)},
 			{"host", TagValue(r.Node)},
 			{"model", model},
 			{"status", TagValue(r.Status)},

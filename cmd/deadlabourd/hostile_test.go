@@ -96,6 +96,9 @@ func TestHostileModelAndTenant(t *testing.T) {
 		}
 		model, _ := r.String("model")
 		tenant, _ := r.String("tenant")
+		if cur, _ := r.String("currency"); cur != "USD" {
+			t.Errorf("%s: currency %q, want USD (facility.currency's default)", c.id, cur)
+		}
 		raw, hasRaw := r.String("model_raw")
 		if model != c.wantModel || tenant != c.wantTenant || raw != c.wantRaw || hasRaw != (c.wantRaw != "") {
 			t.Errorf("%s: model %q, tenant %q, model_raw %q (%v); want %q, %q, %q", c.id, model, tenant, raw, hasRaw, c.wantModel, c.wantTenant, c.wantRaw)

@@ -28,7 +28,8 @@ func newWriter(cfg *config.Config, token string, log *slog.Logger) (*sink.Writer
 }
 
 // requestSchema is how the daemon's records become points: the model tag
-// holds a model of models[], or "other".
+// holds a model of models[], or "other"; the currency tag is
+// facility.currency.
 func requestSchema(cfg *config.Config, log *slog.Logger) sink.RequestSchema {
 	names := make([]string, len(cfg.Models))
 	for i, m := range cfg.Models {
@@ -37,5 +38,5 @@ func requestSchema(cfg *config.Config, log *slog.Logger) sink.RequestSchema {
 	if len(names) == 0 {
 		log.Warn("no models configured: every record is tagged model=other, its name kept in the field model_raw; list the models served in models[] (a name is enough)")
 	}
-	return sink.NewRequestSchema(names)
+	return sink.NewRequestSchema(names, cfg.Facility.Currency)
 }
