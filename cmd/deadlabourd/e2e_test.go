@@ -343,3 +343,19 @@ func TestProbeSimulated(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckConfigLibraryPath: without --gpus, check-config asks the NVML
+// library the config names (gpu.library_path), as the daemon does, and
+// says which one it could not load.
+func TestCheckConfigLibraryPath(t *testing.T) {
+	lib := filepath.Join(t.TempDir(), "not-here", "libnvidia-ml.so.1")
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	os.WriteFile(path, []byte("gpu:\n  library_path: "+lib+"\n"), 0o600)
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"check-config", path}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "GPU indices not checked (no NVML at "+lib) {
+		t.Errorf("summary does not say the configured library was tried:\n%s", out.String())
+	}
+}
