@@ -122,6 +122,8 @@ func TestBadFiles(t *testing.T) {
 		{"model without lifetime", "models:\n  - name: m\n    training_cost: 1e6\n", -1, 2, "models[0].lifetime_tokens", "must be positive"},
 		{"new hardware incomplete", "hardware:\n  - match: MI300X\n    capex: 15000\n", -1, 2, "hardware[0]", "not in the built-in catalogue"},
 		{"negative capex", "hardware:\n  - match: H100\n    capex: -1\n", -1, 3, "hardware[0].capex", "zero or more"},
+		{"idle above tdp", "hardware:\n  - match: A100\n    capex: 1\n  - match: H100\n    idle_watts: 900\n", -1, 5, "hardware[1].idle_watts", "must not exceed tdp_watts (700), got 900"},
+		{"tdp below idle", "hardware:\n  - match: H100\n    tdp_watts: 50\n", -1, 3, "hardware[0].tdp_watts", "must be at least idle_watts"},
 		{"bad size", "spool:\n  max_bytes: lots\n", -1, 2, "spool.max_bytes", `invalid size "lots"`},
 		{"tiny batch bytes", "influx:\n  batch_bytes: 100\n", -1, 2, "influx.batch_bytes", "at least 1KiB"},
 		{"tiny backoff", "influx:\n  backoff_max: 1ms\n", -1, 2, "influx.backoff_max", "at least 100ms"},

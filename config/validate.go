@@ -145,9 +145,20 @@ func (c *Config) Validate(gpuCount int) []Problem {
 			v.add(key, "%q is not in the built-in catalogue, so it must set at least capex, life and tdp_watts", h.Match)
 		}
 	}
-	for _, h := range c.HardwareTable() {
-		if h.IdleWatts > h.TDPWatts {
-			v.add(fmt.Sprintf("hardware[%s].idle_watts", h.Match), "must not exceed tdp_watts (%v), got %v", h.TDPWatts, h.IdleWatts)
+	// The entries as merged with the catalogue, checked under the index of
+	// the entry that set the figure (so that the problem has its line).
+	table := c.HardwareTable()
+	for i, h := range c.Hardware {
+		for _, m := range table {
+			if !strings.EqualFold(m.Match, h.Match) || m.IdleWatts <= m.TDPWatts {
+				continue
+			}
+			if h.IdleWatts != nil {
+				v.add(fmt.Sprintf("hardware[%d].idle_watts", i), "must not exceed tdp_watts (%v), got %v", m.TDPWatts, m.IdleWatts)
+			} else {
+				v.add(fmt.Sprintf("hardware[%d].tdp_watts", i), "must be at least idle_watts (%v), got %v", m.IdleWatts, m.TDPWatts)
+			}
+			break
 		}
 	}
 
