@@ -235,3 +235,20 @@ func TestInfluxToken(t *testing.T) {
 		t.Errorf("token from file = %q, %v", tok, err)
 	}
 }
+
+// A GPU model not in the catalogue needs capex and life, not the power
+// figures: tdp_watts and idle_watts are used only by --simulate, which
+// simulates catalogue GPUs. Power figures given alone are still checked.
+func TestNewHardwareWithoutPower(t *testing.T) {
+	cfg, err := Parse("hw.yaml", []byte("hardware:\n  - match: RTX 6000 Ada\n    capex: 6800\n    life: 4y\n  - match: L4\n    capex: 2500\n    life: 4y\n    idle_watts: 16\n"), -1)
+	if err != nil {
+		t.Fatalf("a new GPU with capex and life: %v", err)
+	}
+	if h, ok := cfg.HardwareFor("NVIDIA RTX 6000 Ada Generation"); !ok || h.Capex != 6800 || h.TDPWatts != 0 {
+		t.Errorf("RTX 6000 Ada = %+v, %v", h, ok)
+	}
+	_, err = Parse("hw.yaml", []byte("hardware:\n  - match: MI300X\n    tdp_watts: 750\n"), -1)
+	if err == nil || !strings.Contains(err.Error(), "hw.yaml:2: hardware[0]: \"MI300X\" is not in the built-in catalogue, so it must set at least capex and life") {
+		t.Errorf("a new GPU without capex and life: %v", err)
+	}
+}

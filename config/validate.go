@@ -141,8 +141,10 @@ func (c *Config) Validate(gpuCount int) []Problem {
 		for _, e := range catalogue {
 			inCatalogue = inCatalogue || strings.EqualFold(e.Match, h.Match)
 		}
-		if !inCatalogue && (h.Life == nil || h.Capex == nil || h.TDPWatts == nil) {
-			v.add(key, "%q is not in the built-in catalogue, so it must set at least capex, life and tdp_watts", h.Match)
+		// tdp_watts and idle_watts drive only the simulator, which
+		// simulates catalogue GPUs: a new model needs neither.
+		if !inCatalogue && (h.Life == nil || h.Capex == nil) {
+			v.add(key, "%q is not in the built-in catalogue, so it must set at least capex and life", h.Match)
 		}
 	}
 	// The entries as merged with the catalogue, checked under the index of
@@ -150,7 +152,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	table := c.HardwareTable()
 	for i, h := range c.Hardware {
 		for _, m := range table {
-			if !strings.EqualFold(m.Match, h.Match) || m.IdleWatts <= m.TDPWatts {
+			if !strings.EqualFold(m.Match, h.Match) || m.IdleWatts <= m.TDPWatts || m.TDPWatts == 0 {
 				continue
 			}
 			if h.IdleWatts != nil {
