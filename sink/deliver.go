@@ -25,7 +25,11 @@ import (
 //	                      But if every line of a batch of two or more is refused with
 //	                      one message (a schema clash, a gateway that refuses the
 //	                      writes), the cause is the sink's, not the lines': the batch
-//	                      is held (refused), retried every BackoffMax, one log line
+//	                      is held (refused), retried every BackoffMax, one log line.
+//	                      A lone line refused is tried once more when more lines come
+//	                      (then with them) or after BackoffMax, and held if the whole
+//	                      batch before it was refused alike; at Close it is left in
+//	                      the spool.
 //	401, 403              unauthorized: kept, retried every BackoffMax, one log line
 //	404                   no_bucket: the same
 //	429, 5xx, network     backed off with jitter (Retry-After honoured), kept, retried
@@ -224,13 +228,26 @@ func (w *Writer) send(ctx context.Context, b *spoolBatch) error {
 		if err := w.deliver(ctx, b, 0, b.n(), &refused); err != nil {
 			return err
 		}
-		if msg, ok := refusedAlike(refused, b.n()); ok {
+		if msg, ok := refusedAlike(refused, b.n(), w.lastRefused); ok {
 			w.held = msg
 			return w.hold(ctx)
 		}
-		w.held = ""
+		if b.n() == 1 && len(refused) == 1 && w.deferred != b.last {
+			// Alone, it cannot be told whether the line or the sink is
+			// at fault: once more, with the lines that come meanwhile.
+			if w.closing.Load() {
+				return fmt.Errorf("sink: InfluxDB refused a lone line, left for the next start: %s", refused[0].o.message)
+			}
+			w.deferred = b.last
+			w.waitForBatch(ctx, w.opts.BackoffMax)
+			return ctx.Err()
+		}
+		w.held, w.lastRefused = "", ""
 		for _, r := range refused {
 			w.deadLetter(b, r.line, r.o)
+			if len(refused) == b.n() {
+				w.lastRefused = r.o.message
+			}
 		}
 	}
 	w.spool.resolve(*b)
@@ -244,11 +261,12 @@ type refusal struct {
 }
 
 // refusedAlike says whether the refusals of a batch of n lines mean that
-// the sink cannot write, not that the lines are bad: every line of two or
-// more was refused with one message, and not for being beyond the
-// retention policy. It returns that message.
-func refusedAlike(refused []refusal, n int) (string, bool) {
-	if n < 2 || len(refused) != n {
+// the sink cannot write, not that the lines are bad: every line was
+// refused with one message, not for being beyond the retention policy,
+// and either there are two or more, or the whole batch before (prev, its
+// message) was refused with the same message. It returns that message.
+func refusedAlike(refused []refusal, n int, prev string) (string, bool) {
+	if n == 0 || len(refused) != n {
 		return "", false
 	}
 	msg := refused[0].o.message
@@ -257,7 +275,7 @@ func refusedAlike(refused []refusal, n int) (string, bool) {
 			return "", false
 		}
 	}
-	return msg, !strings.Contains(msg, "beyond retention")
+	return msg, !strings.Contains(msg, "beyond retention") && (n >= 2 || msg == prev)
 }
 
 // hold keeps a batch every line of which InfluxDB refused alike: the state

@@ -369,26 +369,34 @@ func TestRefusedEveryLineHolds(t *testing.T) {
 		t.Error("no log line saying writes resumed")
 	}
 
-	t.Run("a lone line and lines beyond retention are dead-lettered", func(t *testing.T) {
+	t.Run("lone lines and lines beyond retention are dead-lettered", func(t *testing.T) {
 		s.Exec(t, `CREATE RETENTION POLICY "day" ON "deadlabour" DURATION 1d REPLICATION 1 DEFAULT`)
 		opts := fastOptions(t, s.URL(), influxtest.Database+"/day")
 		w := newWriter(t, opts)
 		now, old := time.Now(), time.Now().Add(-7*24*time.Hour)
-		s.Write(t, fmt.Sprintf(`lone v="a string" %d`, now.Add(-time.Second).UnixNano()))
-		for i := range 3 { // a field type conflict, one batch of one line each
-			if err := w.Enqueue(Point{Measurement: "lone", Fields: []Field{{"v", float64(i)}}, Time: now.Add(time.Duration(i))}); err != nil {
+		s.Write(t, fmt.Sprintf(`lone v0="s",v1="s",v2="s" %d`, now.Add(-time.Second).UnixNano()))
+		sendAlone := func(field string, at time.Time) {
+			t.Helper()
+			if err := w.Enqueue(Point{Measurement: "lone", Fields: []Field{{field, 1.5}}, Time: at}); err != nil {
 				t.Fatal(err)
 			}
 			if err := w.commit(); err != nil {
 				t.Fatal(err)
 			}
-			b, err := w.spool.next(1000, 1<<20)
-			if err != nil || b.n() != 1 {
-				t.Fatalf("batch of %d, %v", b.n(), err)
+			for range 2 { // a lone refused line is tried twice
+				b, err := w.spool.next(1000, 1<<20)
+				if err != nil || b.n() != 1 {
+					t.Fatalf("batch of %d, %v", b.n(), err)
+				}
+				if err := w.send(context.Background(), &b); err != nil {
+					t.Fatal(err)
+				}
 			}
-			if err := w.send(context.Background(), &b); err != nil {
-				t.Fatal(err)
-			}
+		}
+		// A field type conflict on another field each time: one batch of
+		// one line each, refused each for its own reason.
+		for i := range 3 {
+			sendAlone(fmt.Sprintf("v%d", i), now.Add(time.Duration(i)))
 		}
 		pts := make([]Point, 40)
 		for i := range pts {
@@ -397,9 +405,26 @@ func TestRefusedEveryLineHolds(t *testing.T) {
 		if err := w.Enqueue(pts...); err != nil {
 			t.Fatal(err)
 		}
-		closeWriter(t, w)
+		if err := w.commit(); err != nil {
+			t.Fatal(err)
+		}
+		for w.Stats().SpoolPoints > 0 {
+			b, _ := w.spool.next(1000, 1<<20)
+			if err := w.send(context.Background(), &b); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if st := w.Stats(); st.DeadLettered != 43 || st.State != StateOK {
 			t.Errorf("Stats() = %+v, want 43 dead-lettered, ok", st)
+		}
+		// Two lone lines in a row refused alike are the sink's problem.
+		sendAlone("v0", now.Add(10))
+		sendAlone("v0", now.Add(11))
+		if st := w.Stats(); st.DeadLettered != 44 || st.State != StateRefused || st.SpoolPoints != 1 {
+			t.Errorf("Stats() = %+v, want the first dead-lettered, the second held", st)
+		}
+		if n, err := w.Close(context.Background()); n != 1 || err == nil || !strings.Contains(err.Error(), "refuses every line") {
+			t.Errorf("Close() = %d, %v; want the held line left, and why", n, err)
 		}
 	})
 }

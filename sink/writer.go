@@ -127,6 +127,8 @@ type Writer struct {
 
 	corruptSeen uint64 // the sender's: corrupt entries up to this one are reported
 	held        string // the sender's: why every line of the batch is refused ("" when not)
+	lastRefused string // the sender's: the message that refused the whole last batch, if it was
+	deferred    uint64 // the sender's: a lone refused line tried once more before it is dead-lettered
 
 	m metrics
 }

@@ -12,6 +12,9 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +22,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -493,4 +497,65 @@ func TestChaosSIGKILL(t *testing.T) {
 	if !strings.Contains(string(b), "replaying points left in the spool") {
 		t.Errorf("the restarted daemon did not say it replays the spool")
 	}
+}
+
+// TestChaosRefusedEveryLine: a gateway in front of InfluxDB answers 400 to
+// every write. The daemon holds its records instead of dead-lettering them:
+// /readyz is 503 and says why, the state metric says refused, one log line,
+// no dead letters; once the gateway lets writes through, a restart
+// delivers every record exactly once.
+func TestChaosRefusedEveryLine(t *testing.T) {
+	influx := influxtest.Start(t)
+	target, _ := url.Parse(influx.URL())
+	var refusing atomic.Bool
+	refusing.Store(true)
+	gateway := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if refusing.Load() && strings.HasSuffix(r.URL.Path, "/write") {
+			http.Error(w, "gateway: writes are not allowed from this network", http.StatusBadRequest)
+			return
+		}
+		httputil.NewSingleHostReverseProxy(target).ServeHTTP(w, r)
+	}))
+	defer gateway.Close()
+	dir := t.TempDir()
+	cfg := daemonConfig(gateway.URL, influx.Bucket(), dir, startFake(t).URL(), "")
+	d := startDaemon(t, cfg, "h100:1")
+	sent := map[string]time.Time{}
+	for i := range 20 {
+		id := fmt.Sprintf("gw-%02d", i)
+		if err := complete(d.proxyURL("up"), id); err != nil {
+			t.Fatal(err)
+		}
+		sent[id] = time.Now()
+	}
+	waitUntil(t, "/readyz to say why", 10*time.Second, func() bool {
+		code, body := getJSON(t, d.adminURL()+"/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(fmt.Sprint(body["reasons"]), "sink: refused: gateway: writes are not allowed")
+	})
+	m := scrape(t, d.adminURL())
+	if m["deadlabour_sink_state{state=refused}"] != 1 || sumPrefix(m, "deadlabour_sink_points_dead_lettered_total") != 0 {
+		t.Errorf("metrics: state refused %v, dead-lettered %v; want 1, 0", m["deadlabour_sink_state{state=refused}"],
+			sumPrefix(m, "deadlabour_sink_points_dead_lettered_total"))
+	}
+	if n := strings.Count(d.log.String(), "InfluxDB refuses every line"); n != 1 {
+		t.Errorf("%d log lines about it, want 1", n)
+	}
+	start := time.Now()
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("shutdown took %v: a refused sink should not hold the flush to its deadline", took)
+	}
+	if _, err := os.Stat(filepath.Join(dir, sink.DeadLetterFile)); err == nil {
+		t.Error("a dead-letter file was written")
+	}
+
+	refusing.Store(false)
+	d2 := startDaemon(t, cfg, "h100:1")
+	influx.WaitCount(t, "deadlabour_request", "", 20, 10*time.Second)
+	if err := d2.stop(); err != nil {
+		t.Fatal(err)
+	}
+	exactlyOnce(t, storedIDs(t, influx), sent)
 }
