@@ -58,7 +58,7 @@ func TestHostileModelAndTenant(t *testing.T) {
 		model, _ := json.Marshal(c.model)
 		if c.event {
 			now := time.Now().UTC()
-			body := fmt.Sprintf(`{"id":%q,"upstream":"svc","model":%s,"tenant":%q,"start":%q,"end":%q}`, c.id, model, c.tenant,
+			body := fmt.Sprintf(`{"id":%q,"upstream":"up","model":%s,"tenant":%q,"start":%q,"end":%q}`, c.id, model, c.tenant,
 				now.Add(-10*time.Millisecond).Format(time.RFC3339Nano), now.Format(time.RFC3339Nano))
 			if status, err := postEvent(client, d.adminURL(), body); err != nil || status != http.StatusAccepted {
 				t.Fatalf("%s: event API answered %d, %v", c.id, status, err)
@@ -66,7 +66,7 @@ func TestHostileModelAndTenant(t *testing.T) {
 			continue
 		}
 		body := fmt.Sprintf(`{"model":%s,"max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`, model)
-		req, _ := http.NewRequest("POST", d.proxyURL("svc")+"/v1/chat/completions", strings.NewReader(body))
+		req, _ := http.NewRequest("POST", d.proxyURL("up")+"/v1/chat/completions", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-Request-Id", c.id)
 		req.Header.Set("X-Tenant", c.tenant)

@@ -55,14 +55,24 @@ func (d *daemon) startEvents(ctx context.Context) (stop func()) {
 	if d.events == nil {
 		return func() {}
 	}
+	stopRun := startOwned(ctx, d.events.Run)
+	return func() {
+		d.eventGate.close()
+		stopRun()
+	}
+}
+
+// startOwned runs f in a goroutine under a context of its own, which ctx
+// ending does not end (run decides the order things stop in), and returns
+// what stops it: cancel, then wait for f to return.
+func startOwned(ctx context.Context, f func(context.Context)) (stop func()) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		d.events.Run(ctx)
+		f(ctx)
 	}()
 	return func() {
-		d.eventGate.close()
 		cancel()
 		<-done
 	}

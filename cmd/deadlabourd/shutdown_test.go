@@ -22,28 +22,9 @@ func TestMain(m *testing.M) {
 }
 
 // eventsDaemonConfig is a daemon with the event API on its admin listener
-// (no token), one upstream "svc" on GPU 0, and a real InfluxDB.
+// (no token), one upstream "up" on GPU 0, and a real InfluxDB.
 func eventsDaemonConfig(t *testing.T, influx *influxtest.Server) string {
-	return fmt.Sprintf(`node: shutdown
-gpu:
-  interval: 50ms
-  report_interval: 1s
-attribution:
-  settle_delay: 100ms
-admin:
-  listen: 127.0.0.1:0
-influx:
-  url: %s
-  bucket: %s
-  flush_interval: 100ms
-spool:
-  dir: %s
-upstreams:
-  - name: svc
-    listen: 127.0.0.1:0
-    target: %s
-    gpus: [0]
-`, influx.URL(), influx.Bucket(), t.TempDir(), startFake(t).URL())
+	return daemonConfig(influx.URL(), influx.Bucket(), t.TempDir(), startFake(t).URL(), "")
 }
 
 // postEvent posts one event-API body and returns the status.
@@ -84,7 +65,7 @@ func TestShutdownWithEventsInFlight(t *testing.T) {
 				}
 				id := fmt.Sprintf("sd-%d-%06d", g, i)
 				now := time.Now().UTC()
-				body := fmt.Sprintf(`{"id":%q,"upstream":"svc","start":%q,"end":%q,"completion_tokens":3}`,
+				body := fmt.Sprintf(`{"id":%q,"upstream":"up","start":%q,"end":%q,"completion_tokens":3}`,
 					id, now.Add(-20*time.Millisecond).Format(time.RFC3339Nano), now.Format(time.RFC3339Nano))
 				status, err := postEvent(client, admin, body)
 				mu.Lock()
@@ -134,7 +115,7 @@ func TestListenerFailureShutsDown(t *testing.T) {
 	influx := influxtest.Start(t)
 	d := startDaemon(t, eventsDaemonConfig(t, influx), "h100:1")
 	for i := range 5 {
-		if err := complete(d.proxyURL("svc"), fmt.Sprintf("lf-%d", i)); err != nil {
+		if err := complete(d.proxyURL("up"), fmt.Sprintf("lf-%d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -144,8 +125,8 @@ func TestListenerFailureShutsDown(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the daemon did not stop within 30 s after its listener failed")
 	}
-	if d.runErr == nil || !strings.Contains(d.runErr.Error(), "upstream svc") {
-		t.Errorf("run() = %v, want the listener's error naming upstream svc", d.runErr)
+	if d.runErr == nil || !strings.Contains(d.runErr.Error(), "upstream up") {
+		t.Errorf("run() = %v, want the listener's error naming upstream up", d.runErr)
 	}
 	if !strings.Contains(d.log.String(), "listener failed; shutting down") {
 		t.Error("no log line about the failed listener")
