@@ -132,9 +132,12 @@ func TestBadFiles(t *testing.T) {
 		{"model without lifetime", "models:\n  - name: m\n    training_cost: 1e6\n", -1, 2, "models[0].lifetime_tokens", "must be positive"},
 		{"new hardware incomplete", "hardware:\n  - match: MI300X\n    capex: 15000\n", -1, 2, "hardware[0]", "not in the built-in catalogue"},
 		{"negative capex", "hardware:\n  - match: H100\n    capex: -1\n", -1, 3, "hardware[0].capex", "zero or more"},
+		{"idle above tdp", "hardware:\n  - match: A100\n    capex: 1\n  - match: H100\n    idle_watts: 900\n", -1, 5, "hardware[1].idle_watts", "must not exceed tdp_watts (700), got 900"},
+		{"tdp below idle", "hardware:\n  - match: H100\n    tdp_watts: 50\n", -1, 3, "hardware[0].tdp_watts", "must be at least idle_watts"},
 		{"bad size", "spool:\n  max_bytes: lots\n", -1, 2, "spool.max_bytes", `invalid size "lots"`},
 		{"tiny batch bytes", "influx:\n  batch_bytes: 100\n", -1, 2, "influx.batch_bytes", "at least 1KiB"},
 		{"tiny backoff", "influx:\n  backoff_max: 1ms\n", -1, 2, "influx.backoff_max", "at least 100ms"},
+		{"influx url password hidden", "influx:\n  url: ftp://u:pw-secret@h\n", -1, 2, "influx.url", `"ftp://u:xxxxx@h"`},
 		{"tiny dead letters", "spool:\n  dead_letter_max_bytes: 10\n", -1, 2, "spool.dead_letter_max_bytes", "at least 1KiB"},
 		{"not a mapping", "- a\n- b\n", -1, 1, "", "must be a mapping"},
 		{"syntax", "gpu: [\n", -1, 0, "", "did not find expected"},
@@ -240,5 +243,22 @@ func TestInfluxToken(t *testing.T) {
 	cfg.Influx.TokenEnv, cfg.Influx.TokenFile = "", f
 	if tok, err := cfg.InfluxToken(os.Getenv); err != nil || tok != "from-file" {
 		t.Errorf("token from file = %q, %v", tok, err)
+	}
+}
+
+// A GPU model not in the catalogue needs capex and life, not the power
+// figures: tdp_watts and idle_watts are used only by --simulate, which
+// simulates catalogue GPUs. Power figures given alone are still checked.
+func TestNewHardwareWithoutPower(t *testing.T) {
+	cfg, err := Parse("hw.yaml", []byte("hardware:\n  - match: RTX 6000 Ada\n    capex: 6800\n    life: 4y\n  - match: L4\n    capex: 2500\n    life: 4y\n    idle_watts: 16\n"), -1)
+	if err != nil {
+		t.Fatalf("a new GPU with capex and life: %v", err)
+	}
+	if h, ok := cfg.HardwareFor("NVIDIA RTX 6000 Ada Generation"); !ok || h.Capex != 6800 || h.TDPWatts != 0 {
+		t.Errorf("RTX 6000 Ada = %+v, %v", h, ok)
+	}
+	_, err = Parse("hw.yaml", []byte("hardware:\n  - match: MI300X\n    tdp_watts: 750\n"), -1)
+	if err == nil || !strings.Contains(err.Error(), "hw.yaml:2: hardware[0]: \"MI300X\" is not in the built-in catalogue, so it must set at least capex and life") {
+		t.Errorf("a new GPU without capex and life: %v", err)
 	}
 }

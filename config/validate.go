@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/deadlabour/deadlabour/internal/redact"
 )
 
 var (
@@ -61,7 +63,7 @@ func (v *validator) listenAddr(key, addr string) {
 func (v *validator) httpURL(key, raw string) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		v.add(key, "want an absolute http:// or https:// URL, got %q", raw)
+		v.add(key, "want an absolute http:// or https:// URL, got %q", redact.URL(raw))
 	}
 }
 
@@ -148,13 +150,26 @@ func (c *Config) Validate(gpuCount int) []Problem {
 		for _, e := range catalogue {
 			inCatalogue = inCatalogue || strings.EqualFold(e.Match, h.Match)
 		}
-		if !inCatalogue && (h.Life == nil || h.Capex == nil || h.TDPWatts == nil) {
-			v.add(key, "%q is not in the built-in catalogue, so it must set at least capex, life and tdp_watts", h.Match)
+		// tdp_watts and idle_watts drive only the simulator, which
+		// simulates catalogue GPUs: a new model needs neither.
+		if !inCatalogue && (h.Life == nil || h.Capex == nil) {
+			v.add(key, "%q is not in the built-in catalogue, so it must set at least capex and life", h.Match)
 		}
 	}
-	for _, h := range c.HardwareTable() {
-		if h.IdleWatts > h.TDPWatts {
-			v.add(fmt.Sprintf("hardware[%s].idle_watts", h.Match), "must not exceed tdp_watts (%v), got %v", h.TDPWatts, h.IdleWatts)
+	// The entries as merged with the catalogue, checked under the index of
+	// the entry that set the figure (so that the problem has its line).
+	table := c.HardwareTable()
+	for i, h := range c.Hardware {
+		for _, m := range table {
+			if !strings.EqualFold(m.Match, h.Match) || m.IdleWatts <= m.TDPWatts || m.TDPWatts == 0 {
+				continue
+			}
+			if h.IdleWatts != nil {
+				v.add(fmt.Sprintf("hardware[%d].idle_watts", i), "must not exceed tdp_watts (%v), got %v", m.TDPWatts, m.IdleWatts)
+			} else {
+				v.add(fmt.Sprintf("hardware[%d].tdp_watts", i), "must be at least idle_watts (%v), got %v", m.IdleWatts, m.TDPWatts)
+			}
+			break
 		}
 	}
 

@@ -21,13 +21,23 @@ import (
 //	2xx                   delivered: resolved in the spool, deleted at the next commit
 //	413                   split in halves, each sent again
 //	400, 422              bisected until the refused lines stand alone; those go to the
-//	                      dead-letter file with the server's message, the rest are delivered
+//	                      dead-letter file with the server's message, the rest are delivered.
+//	                      But if every line of a batch of two or more is refused with
+//	                      one message (a schema clash, a gateway that refuses the
+//	                      writes), the cause is the sink's, not the lines': the batch
+//	                      is held (refused), retried every BackoffMax, one log line.
+//	                      A lone line refused is tried once more when more lines come
+//	                      (then with them) or after BackoffMax, and held if the whole
+//	                      batch before it was refused alike; at Close it is left in
+//	                      the spool.
 //	401, 403              unauthorized: kept, retried every BackoffMax, one log line
 //	404                   no_bucket: the same
 //	429, 5xx, network     backed off with jitter (Retry-After honoured), kept, retried
 //
 // A line InfluxDB 1.8 wrote as part of a partial write (400) is sent again
-// in its half: it overwrites itself.
+// in its half: it overwrites itself. Lines beyond the retention policy are
+// always dead-lettered, however many: no fix lets InfluxDB take them, and
+// holding them would stop the spool for good after a long outage.
 type action int
 
 const (
@@ -199,7 +209,10 @@ func (w *Writer) flush(ctx context.Context) error {
 
 // send delivers one batch: when every line is delivered or dead-lettered it
 // is resolved; if ctx ends first (or, at Close, InfluxDB refuses the token
-// or the bucket) it stays in the spool and send says why.
+// or the bucket) it stays in the spool and send says why. A batch whose
+// every line InfluxDB refuses with one message is held: send waits
+// BackoffMax and returns with the batch still in the spool (at Close, at
+// once, saying why).
 func (w *Writer) send(ctx context.Context, b *spoolBatch) error {
 	for _, c := range b.corrupt {
 		if c.seq > w.corruptSeen { // once, though the batch may be read again
@@ -208,18 +221,98 @@ func (w *Writer) send(ctx context.Context, b *spoolBatch) error {
 		}
 	}
 	if b.n() > 0 {
-		if err := w.deliver(ctx, b, 0, b.n()); err != nil {
+		if w.held != "" && w.stillRefused(ctx, b) {
+			return w.hold(ctx)
+		}
+		var refused []refusal
+		if err := w.deliver(ctx, b, 0, b.n(), &refused); err != nil {
 			return err
+		}
+		if msg, ok := refusedAlike(refused, b.n(), w.lastRefused); ok {
+			w.held = msg
+			return w.hold(ctx)
+		}
+		if b.n() == 1 && len(refused) == 1 && w.deferred != b.last {
+			// Alone, it cannot be told whether the line or the sink is
+			// at fault: once more, with the lines that come meanwhile.
+			if w.closing.Load() {
+				return fmt.Errorf("sink: InfluxDB refused a lone line, left for the next start: %s", refused[0].o.message)
+			}
+			w.deferred = b.last
+			w.waitForBatch(ctx, w.opts.BackoffMax)
+			return ctx.Err()
+		}
+		w.held, w.lastRefused = "", ""
+		for _, r := range refused {
+			w.deadLetter(b, r.line, r.o)
+			if len(refused) == b.n() {
+				w.lastRefused = r.o.message
+			}
 		}
 	}
 	w.spool.resolve(*b)
 	return nil
 }
 
+// refusal is a line InfluxDB refused for good, and its answer.
+type refusal struct {
+	line int
+	o    outcome
+}
+
+// refusedAlike says whether the refusals of a batch of n lines mean that
+// the sink cannot write, not that the lines are bad: every line was
+// refused with one message, not for being beyond the retention policy,
+// and either there are two or more, or the whole batch before (prev, its
+// message) was refused with the same message. It returns that message.
+func refusedAlike(refused []refusal, n int, prev string) (string, bool) {
+	if n == 0 || len(refused) != n {
+		return "", false
+	}
+	msg := refused[0].o.message
+	for _, r := range refused[1:] {
+		if r.o.message != msg || r.o.status != refused[0].o.status {
+			return "", false
+		}
+	}
+	return msg, !strings.Contains(msg, "beyond retention") && (n >= 2 || msg == prev)
+}
+
+// hold keeps a batch every line of which InfluxDB refused alike: the state
+// says why (logged once), and the batch is tried again after BackoffMax
+// (at Close, not at all).
+func (w *Writer) hold(ctx context.Context) error {
+	o := outcome{act: actHold, status: http.StatusBadRequest, reason: "refused", message: w.held, state: StateRefused}
+	w.m.retry(o.reason)
+	w.setState(o)
+	if w.closing.Load() {
+		return fmt.Errorf("sink: InfluxDB refuses every line: %s", w.held)
+	}
+	if !sleep(ctx, w.opts.BackoffMax) {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// stillRefused tries the first line of a held batch alone: true if it is
+// refused with the message that held the batch, so that a held sink costs
+// InfluxDB one small write every BackoffMax, not a bisection. Anything
+// else (it is taken, another answer) and the batch is sent as usual; a
+// line taken here is sent again with its batch and overwrites itself.
+func (w *Writer) stillRefused(ctx context.Context, b *spoolBatch) bool {
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
+	err := w.api.WriteRecord(wctx, b.line(0))
+	cancel()
+	o := classify(err)
+	w.m.observeWrite(time.Since(start), o)
+	return o.act == actBisect && o.message == w.held
+}
+
 // deliver writes lines [lo, hi) of b, retrying, splitting and bisecting as the
-// answers require, until each line is delivered or dead-lettered. It
-// returns ctx's error if ctx ends first.
-func (w *Writer) deliver(ctx context.Context, b *spoolBatch, lo, hi int) error {
+// answers require, until each line is delivered or refused for good: those
+// are added to refused. It returns ctx's error if ctx ends first.
+func (w *Writer) deliver(ctx context.Context, b *spoolBatch, lo, hi int, refused *[]refusal) error {
 	var backoff time.Duration
 	for {
 		start := time.Now()
@@ -238,14 +331,14 @@ func (w *Writer) deliver(ctx context.Context, b *spoolBatch, lo, hi int) error {
 			return nil
 		case actSplit, actBisect:
 			if hi-lo == 1 {
-				w.deadLetter(b, lo, o)
+				*refused = append(*refused, refusal{lo, o})
 				return nil
 			}
 			mid := lo + (hi-lo)/2
-			if err := w.deliver(ctx, b, lo, mid); err != nil {
+			if err := w.deliver(ctx, b, lo, mid, refused); err != nil {
 				return err
 			}
-			return w.deliver(ctx, b, mid, hi)
+			return w.deliver(ctx, b, mid, hi, refused)
 		}
 		w.m.retry(o.reason)
 		w.setState(o)
@@ -293,11 +386,15 @@ func (w *Writer) setState(o outcome) {
 			w.log.Info("writes to InfluxDB resumed", "after", time.Since(time.Unix(0, since)).Round(time.Millisecond),
 				"spool_points", w.Stats().SpoolPoints)
 		}
-	case StateUnauthorized, StateNoBucket:
+	case StateUnauthorized, StateNoBucket, StateRefused:
 		w.m.failingSince.CompareAndSwap(0, time.Now().UnixNano())
 		what := "InfluxDB refused the token (check influx.token_env or influx.token_file, and its write permission)"
-		if o.state == StateNoBucket {
+		switch o.state {
+		case StateNoBucket:
 			what = "InfluxDB has no such bucket (on 1.x: database/retention-policy; create it)"
+		case StateRefused:
+			what = "InfluxDB refuses every line of a batch with the same message (a field type clash, a proxy or gateway refusing writes), " +
+				"so nothing is dead-lettered"
 		}
 		w.log.Error(what+": nothing is delivered until this is fixed; points are kept in the spool and retried every "+w.opts.BackoffMax.String(),
 			"status", o.status, "error", o.message)

@@ -174,7 +174,8 @@ func TestTooLargeSplits(t *testing.T) {
 }
 
 // faultProxy sits in front of the real InfluxDB and answers the first
-// `fail` writes itself with status and header, then forwards.
+// `fail` writes itself with status and header, then forwards. seen has
+// the times of the first 100 writes.
 type faultProxy struct {
 	*httptest.Server
 	fail   atomic.Int32
@@ -190,7 +191,10 @@ func newFaultProxy(t *testing.T, target string, status int, header http.Header, 
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/write") {
 			p.writes.Add(1)
-			p.seen <- time.Now()
+			select {
+			case p.seen <- time.Now(): // the first 100
+			default:
+			}
 			if p.fail.Add(-1) >= 0 {
 				for k, v := range header {
 					w.Header()[k] = v
@@ -311,4 +315,116 @@ func TestUnauthorizedAndNoBucket(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRefusedEveryLineHolds: a 400 that applies to every line (here from a
+// proxy in front of InfluxDB; in life a schema clash or a gateway) does not
+// bisect the spool into the dead-letter file: the batch is held, the state
+// says why and one log line says it, and once the cause is gone every point
+// is delivered and none is dead-lettered. A lone refused line, and lines
+// beyond the retention policy, are dead-lettered as before: they are about
+// the line, not the sink.
+func TestRefusedEveryLineHolds(t *testing.T) {
+	s := influxtest.Start(t)
+	p := newFaultProxy(t, s.URL(), http.StatusBadRequest, nil, 1<<30)
+	opts := fastOptions(t, p.URL, s.Bucket())
+	opts.BatchSize = 50
+	logs := &testlog.Buffer{}
+	w, err := NewWriter(opts, newTestLogger(t, logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, w)
+	pts := make([]Point, 120)
+	for i := range pts {
+		pts[i] = Point{Measurement: "held", Fields: []Field{{"i", int64(i)}}, Time: time.Unix(1_772_366_400, int64(i))}
+	}
+	if err := w.Enqueue(pts...); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the sink to say it is refused", func() bool { return w.Stats().State == StateRefused })
+	writes := p.writes.Load()
+	waitFor(t, "three more attempts", func() bool { return p.writes.Load() >= writes+3 })
+	st := w.Stats()
+	if st.DeadLettered != 0 || st.Dropped != 0 || st.SpoolPoints != 120 || !strings.Contains(st.Reason, "injected") {
+		t.Errorf("Stats() while every line is refused = %+v; want all 120 kept, none dead-lettered, the reason", st)
+	}
+	if _, err := os.Stat(filepath.Join(opts.Dir, DeadLetterFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dead-letter file: %v, want none", err)
+	}
+	if n := strings.Count(logs.String(), "InfluxDB refuses every line"); n != 1 {
+		t.Errorf("%d log lines about it, want 1:\n%s", n, logs)
+	}
+
+	p.fail.Store(0) // fixed
+	waitFor(t, "every point delivered", func() bool { return w.Stats().Sent == 120 })
+	closeWriter(t, w)
+	if n := s.Count(t, "held", ""); n != 120 {
+		t.Errorf("%d points stored, want 120", n)
+	}
+	if st := w.Stats(); st.State != StateOK || st.DeadLettered != 0 {
+		t.Errorf("Stats() after the fix = %+v, want ok, nothing dead-lettered", st)
+	}
+	if !strings.Contains(logs.String(), "writes to InfluxDB resumed") {
+		t.Error("no log line saying writes resumed")
+	}
+
+	t.Run("lone lines and lines beyond retention are dead-lettered", func(t *testing.T) {
+		s.Exec(t, `CREATE RETENTION POLICY "day" ON "deadlabour" DURATION 1d REPLICATION 1 DEFAULT`)
+		opts := fastOptions(t, s.URL(), influxtest.Database+"/day")
+		w := newWriter(t, opts)
+		now, old := time.Now(), time.Now().Add(-7*24*time.Hour)
+		s.Write(t, fmt.Sprintf(`lone v0="s",v1="s",v2="s" %d`, now.Add(-time.Second).UnixNano()))
+		sendAlone := func(field string, at time.Time) {
+			t.Helper()
+			if err := w.Enqueue(Point{Measurement: "lone", Fields: []Field{{field, 1.5}}, Time: at}); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.commit(); err != nil {
+				t.Fatal(err)
+			}
+			for range 2 { // a lone refused line is tried twice
+				b, err := w.spool.next(1000, 1<<20)
+				if err != nil || b.n() != 1 {
+					t.Fatalf("batch of %d, %v", b.n(), err)
+				}
+				if err := w.send(context.Background(), &b); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		// A field type conflict on another field each time: one batch of
+		// one line each, refused each for its own reason.
+		for i := range 3 {
+			sendAlone(fmt.Sprintf("v%d", i), now.Add(time.Duration(i)))
+		}
+		pts := make([]Point, 40)
+		for i := range pts {
+			pts[i] = Point{Measurement: "old", Fields: []Field{{"i", int64(i)}}, Time: old.Add(time.Duration(i))}
+		}
+		if err := w.Enqueue(pts...); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.commit(); err != nil {
+			t.Fatal(err)
+		}
+		for w.Stats().SpoolPoints > 0 {
+			b, _ := w.spool.next(1000, 1<<20)
+			if err := w.send(context.Background(), &b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if st := w.Stats(); st.DeadLettered != 43 || st.State != StateOK {
+			t.Errorf("Stats() = %+v, want 43 dead-lettered, ok", st)
+		}
+		// Two lone lines in a row refused alike are the sink's problem.
+		sendAlone("v0", now.Add(10))
+		sendAlone("v0", now.Add(11))
+		if st := w.Stats(); st.DeadLettered != 44 || st.State != StateRefused || st.SpoolPoints != 1 {
+			t.Errorf("Stats() = %+v, want the first dead-lettered, the second held", st)
+		}
+		if n, err := w.Close(context.Background()); n != 1 || err == nil || !strings.Contains(err.Error(), "refuses every line") {
+			t.Errorf("Close() = %d, %v; want the held line left, and why", n, err)
+		}
+	})
 }

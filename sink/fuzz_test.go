@@ -18,7 +18,7 @@ import (
 // are in testdata/fuzz/FuzzEncode.
 func FuzzEncode(f *testing.F) {
 	f.Add("deadlabour_request", "model", "meta-llama/Llama-3.1-70B", "request_id", "req-1", 1.5, int64(42), true, int64(1_772_366_402_500_000_001))
-	f.Add(`a b,c`, `k ,="`, `v\,x`, `f\=`, `s"\`, -0.0, int64(-1), false, int64(0))
+	f.Add(`a b,c`, `k ,="`, `v\,x`, `f\=`, `s"\`, math.Copysign(0, -1), int64(-1), false, int64(0))
 	f.Add("m", "k", `x\`, "f", "", math.Inf(1), int64(0), true, int64(math.MaxInt64))
 	f.Fuzz(func(t *testing.T, measurement, tagKey, tagValue, fieldKey, str string, fl float64, in int64, b bool, ns int64) {
 		p := Point{
@@ -138,4 +138,44 @@ func checkParsed(t *testing.T, line string, p Point, m protocol.Metric) {
 	if !m.Time().Equal(p.Time) {
 		t.Errorf("%q: time %d, want %d", line, m.Time().UnixNano(), p.Time.UnixNano())
 	}
+}
+
+// FuzzClientValues: whatever a client sends as a model, tenant or request
+// id, the record's point encodes and parses back with the values made
+// writable (TagValue, StringValue), and they are left alone when they were
+// writable already. A refused record would be a request nobody pays for.
+func FuzzClientValues(f *testing.F) {
+	for _, s := range []string{"llama\n", `llama\`, `a\ b`, `a\,b`, `x\=y`, `q\"r`, "m\x00\x7f", "\xff\xfe", `\\`, `é\`, "tab\there", "plain"} {
+		f.Add(s, s)
+	}
+	f.Fuzz(func(t *testing.T, model, tenant string) {
+		r := testRecord()
+		r.Model, r.Tenant, r.ID = model, tenant, model
+		p, err := RequestPoint(r)
+		if err != nil {
+			t.Fatalf("RequestPoint(model %q, tenant %q) = %v", model, tenant, err)
+		}
+		line, err := Line(p)
+		if err != nil {
+			t.Fatalf("model %q, tenant %q: %v", model, tenant, err)
+		}
+		metrics, err := protocol.NewParser(protocol.NewMetricHandler()).Parse([]byte(line))
+		if err != nil || len(metrics) != 1 {
+			t.Fatalf("parse %q: %d metrics, error %v", line, len(metrics), err)
+		}
+		checkParsed(t, line, p, metrics[0])
+		for _, s := range []string{model, tenant} {
+			if s != "" && badTag(s) != (TagValue(s) != s) {
+				t.Errorf("TagValue(%q) = %q: changed %v, but line protocol refuses it: %v", s, TagValue(s), TagValue(s) != s, badTag(s))
+			}
+		}
+		if v := StringValue(model, MaxModelRaw); !utf8.ValidString(v) || len(v) > MaxModelRaw {
+			t.Errorf("StringValue(%q) = %q: invalid or too long", model, v)
+		}
+	})
+}
+
+// badTag says whether line protocol refuses s as a tag value.
+func badTag(s string) bool {
+	return unencodable(Point{Measurement: "m", Tags: []Tag{{"k", s}}, Fields: []Field{{"f", 1.0}}, Time: time.Unix(1, 0)}) != ""
 }

@@ -114,13 +114,13 @@ var (
 	descSent = prometheus.NewDesc("deadlabour_sink_points_sent_total",
 		"Points InfluxDB acknowledged.", nil, nil)
 	descRetries = prometheus.NewDesc("deadlabour_sink_write_retries_total",
-		"Failed write requests that will be retried, by reason: the HTTP status, or network.", []string{"reason"}, nil)
+		"Failed write requests that will be retried, by reason: the HTTP status, network, or refused (a held batch every line of which was refused alike).", []string{"reason"}, nil)
 	descDeadLettered = prometheus.NewDesc("deadlabour_sink_points_dead_lettered_total",
 		"Points InfluxDB refused for good, kept in the dead-letter file, by kind.", []string{"kind"}, nil)
 	descDropped = prometheus.NewDesc("deadlabour_sink_points_dropped_total",
 		"Points dropped, by kind and reason (spool_full, backlog, invalid, closed, corrupt, dead_letter_full).", []string{"kind", "reason"}, nil)
 	descState = prometheus.NewDesc("deadlabour_sink_state",
-		"1 for the sink's current state (ok, retrying, unauthorized, no_bucket, disabled), 0 for the others.", []string{"state"}, nil)
+		"1 for the sink's current state (ok, retrying, unauthorized, no_bucket, disabled, refused), 0 for the others.", []string{"state"}, nil)
 	descMoved = prometheus.NewDesc("deadlabour_sink_timestamps_moved_total",
 		"Points whose timestamp was moved past an earlier run's point of the same series.", nil, nil)
 	descCommitErrors = prometheus.NewDesc("deadlabour_sink_commit_errors_total",

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/deadlabour/deadlabour/estimator"
 )
@@ -19,26 +20,70 @@ const (
 // unknownTokens is how estimator.Span marks a token count nobody reported.
 const unknownTokens = -1
 
-// RequestPoint is the deadlabour_request point of one record, stamped with
+// ModelOther is the model tag of a record whose model is not configured.
+const ModelOther = "other"
+
+// RequestSchema makes the deadlabour_request points of records.
+type RequestSchema struct {
+	// models are the names the model tag may hold (config models[]); a
+	// record naming any other model is tagged ModelOther, so that clients
+	// cannot make series at will. nil: every model is tagged as named.
+	models map[string]bool
+	// currency is the ISO 4217 code of the money fields (config
+	// facility.currency), the tag currency; "" leaves the tag out.
+	currency string
+}
+
+// NewRequestSchema makes the schema of a daemon serving models, whose
+// money is in currency: the model tag holds one of models, or ModelOther.
+func NewRequestSchema(models []string, currency string) RequestSchema {
+	s := RequestSchema{models: make(map[string]bool, len(models)), currency: currency}
+	for _, m := range models {
+		s.models[m] = true
+	}
+	return s
+}
+
+// RequestPoint is the point of r with its model tagged as named, for tools
+// and tests that write known models; the daemon uses its RequestSchema.
+func RequestPoint(r estimator.Record) (Point, error) {
+	return RequestSchema{}.Point(r)
+}
+
+// Point is the deadlabour_request point of one record, stamped with
 // r.Time. Unknown token counts (-1) are left out rather than written as 0,
 // and so are ttft_s when no token was seen and the market-based carbon,
 // training carbon and energy and living labour where nobody configured
 // them. Other negative token counts are
 // an error naming the field.
-func RequestPoint(r estimator.Record) (Point, error) {
+//
+// Tag values come from clients (model, tenant) and are made writable with
+// TagValue, so that no client can make its request unrecordable; when the
+// model's tag differs from the name the client sent (not configured, or
+// made writable), that name is kept in the field model_raw (StringValue,
+// at most MaxModelRaw bytes).
+func (s RequestSchema) Point(r estimator.Record) (Point, error) {
+	model := TagValue(r.Model)
+	if s.models != nil && r.Model != "" && !s.models[r.Model] {
+		model = ModelOther
+	}
 	p := Point{
 		Measurement: MeasurementRequest,
 		Tags: []Tag{
-			{"host", r.Node},
-			{"model", r.Model},
-			{"status", r.Status},
-			{"tenant", r.Tenant},
-			{"upstream", r.Upstream},
+			{"currency", TagValue(s.currency)},
+			{"host", TagValue(r.Node)},
+			{"model", model},
+			{"status", TagValue(r.Status)},
+			{"tenant", TagValue(r.Tenant)},
+			{"upstream", TagValue(r.Upstream)},
 		},
-		Fields: make([]Field, 0, 56),
+		Fields: make([]Field, 0, 57),
 		Time:   r.Time,
 	}
-	p.Fields = append(p.Fields, Field{"request_id", r.ID})
+	p.Fields = append(p.Fields, Field{"request_id", StringValue(r.ID, maxStringBytes)})
+	if model != r.Model {
+		p.Fields = append(p.Fields, Field{"model_raw", StringValue(r.Model, MaxModelRaw)})
+	}
 	for _, tc := range []struct {
 		key string
 		n   int64
@@ -110,6 +155,72 @@ func RequestPoint(r estimator.Record) (Point, error) {
 		Field{"params_hash", r.ParamsHash},
 	)
 	return p, nil
+}
+
+// MaxModelRaw bounds the model name kept in model_raw, in bytes.
+const MaxModelRaw = 256
+
+// replacement stands in for what a tag or string field cannot carry: it is
+// not ASCII, so a value that had one never equals a value a client could
+// send through the proxy's tenant header or the event API (visible ASCII).
+const replacement = "\uFFFD"
+
+// TagValue makes s writable as a tag value whatever a client put in it:
+// U+FFFD replaces invalid UTF-8, control characters, and a backslash at
+// the end or before ',', '=', ' ' or '"' (which line protocol would read as
+// an escape of the separator). Other values are returned as they are.
+func TagValue(s string) string {
+	if plainASCII(s) {
+		return s
+	}
+	s = strings.ToValidUTF8(s, replacement)
+	var b strings.Builder
+	b.Grow(len(s) + 2*len(replacement))
+	for i, r := range s {
+		switch {
+		case isControl(r):
+			b.WriteString(replacement)
+		case r == '\\' && (i == len(s)-1 || strings.IndexByte(keyNoBackslash, s[i+1]) >= 0):
+			b.WriteString(replacement)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// StringValue makes s writable as a string field of at most max bytes:
+// U+FFFD replaces invalid UTF-8 and control characters (tab excepted), and
+// it is cut at a character boundary.
+func StringValue(s string, max int) string {
+	if len(s) <= max && plainASCII(s) {
+		return s
+	}
+	s = strings.ToValidUTF8(s, replacement)
+	s = strings.Map(func(r rune) rune {
+		if r != '\t' && isControl(r) {
+			return utf8.RuneError
+		}
+		return r
+	}, s)
+	if len(s) > max {
+		for max > 0 && !utf8.RuneStart(s[max]) {
+			max--
+		}
+		s = s[:max]
+	}
+	return s
+}
+
+// plainASCII: printable ASCII without a backslash, the values every
+// encoder takes as they are.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // appendIf appends f when the figure it carries is known.

@@ -191,3 +191,26 @@ func TestGPUPoint(t *testing.T) {
 		})
 	}
 }
+
+// TestRequestSchema pins schema version 2: the currency tag, and a model
+// not configured tagged other with its name in model_raw.
+func TestRequestSchema(t *testing.T) {
+	s := NewRequestSchema([]string{"meta-llama/Llama-3.1-70B-Instruct"}, "EUR")
+	for _, tc := range []struct{ model, tags, raw string }{
+		{"meta-llama/Llama-3.1-70B-Instruct", "currency=EUR,host=gpu-node-01,model=meta-llama/Llama-3.1-70B-Instruct,status=200", ""},
+		{"gpt-4o", "currency=EUR,host=gpu-node-01,model=other,status=200", `model_raw="gpt-4o",`},
+		{"", "currency=EUR,host=gpu-node-01,status=200", ""},
+	} {
+		r := testRecord()
+		r.Model = tc.model
+		p, err := s.Point(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, _ := Line(p)
+		want := "deadlabour_request," + tc.tags + `,tenant=t9c1e,upstream=vllm-llama70b request_id="req-7f3a",` + tc.raw + "prompt_tokens=812i,"
+		if !strings.HasPrefix(line, want) {
+			t.Errorf("model %q: %s\nwant it to start %s", tc.model, line, want)
+		}
+	}
+}

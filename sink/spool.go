@@ -129,8 +129,16 @@ type spool struct {
 
 	// Read without mu, so that Enqueue and Stats never wait for an fsync.
 	resolved atomic.Uint64 // entries up to this one are delivered or dead-lettered
-	points   [numKinds]atomic.Int64
-	bytes    atomic.Int64 // entry bytes of the undelivered entries
+
+	// The counters, under cmu, which is never held across I/O. Every
+	// change of a line's place (staged for a commit, spooled, resolved)
+	// moves its point and its bytes together under cmu, so that a reader
+	// sees each waiting line exactly once and never bytes without points.
+	cmu         sync.Mutex
+	points      [numKinds]int64 // undelivered entries in the file
+	bytes       int64           // their entry bytes
+	staged      [numKinds]int64 // lines handed to the commit in progress
+	stagedBytes int64
 }
 
 // spoolRecovery is what opening the spool found of earlier runs.
@@ -271,10 +279,12 @@ func (s *spool) open() (rec spoolRecovery, err error) {
 		return rec, fmt.Errorf("%w: %w", errSpoolCorrupt, err)
 	}
 	s.db = db
+	s.cmu.Lock()
 	for k := range numKinds {
-		s.points[k].Store(int64(rec.points[k]))
+		s.points[k] = int64(rec.points[k])
 	}
-	s.bytes.Store(rec.bytes)
+	s.bytes = rec.bytes
+	s.cmu.Unlock()
 	return rec, nil
 }
 
@@ -337,12 +347,42 @@ func catchCorrupt(err *error, panicked any) {
 	}
 }
 
-// counts returns the undelivered entries by kind and their bytes.
+// counts returns the undelivered entries by kind and their bytes, the
+// lines staged for the commit in progress included.
 func (s *spool) counts() (points [numKinds]int, bytes int64) {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
 	for k := range numKinds {
-		points[k] = int(s.points[k].Load())
+		points[k] = int(s.points[k] + s.staged[k])
 	}
-	return points, s.bytes.Load()
+	return points, s.bytes + s.stagedBytes
+}
+
+// spooledBytes is the entry bytes in the file, undelivered.
+func (s *spool) spooledBytes() int64 {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	return s.bytes
+}
+
+// stage counts lines as on their way into the spool: the caller takes
+// them from its own count under its lock and stages them under the same
+// lock, so that no reader sees them in neither place. The commit of the
+// lines clears them as it counts them spooled; unstage, after a failed
+// commit, as the caller takes them back.
+func (s *spool) stage(lines []pendingLine) {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	for _, l := range lines {
+		s.staged[l.kind]++
+		s.stagedBytes += entrySize(l.line)
+	}
+}
+
+func (s *spool) unstage() {
+	s.cmu.Lock()
+	s.staged, s.stagedBytes = [numKinds]int64{}, 0
+	s.cmu.Unlock()
 }
 
 // salvage copies the entries whose checksum holds from the unreadable file
@@ -448,7 +488,7 @@ func (s *spool) commit(lines []pendingLine, maxBytes int64) (commitResult, error
 		keep[i] = true
 	}
 	// Only commits add bytes, so room found now stays.
-	if s.bytes.Load()+add > maxBytes {
+	if s.spooledBytes()+add > maxBytes {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 	}
@@ -458,7 +498,7 @@ func (s *spool) commit(lines []pendingLine, maxBytes int64) (commitResult, error
 				return err
 			}
 		}
-		need := s.bytes.Load() + add - maxBytes
+		need := s.spooledBytes() + add - maxBytes
 		if need > 0 { // mu is held
 			// The oldest telemetry not in flight.
 			b := tx.Bucket(bucketTelemetry)
@@ -526,10 +566,13 @@ func (s *spool) commit(lines []pendingLine, maxBytes int64) (commitResult, error
 		return commitResult{}, err
 	}
 	s.seq, s.deleted = seq, resolved
-	s.bytes.Add(add - freed - dropped)
+	s.cmu.Lock()
+	s.bytes += add - freed - dropped
 	for k := range numKinds {
-		s.points[k].Add(int64(res.added[k] - res.evicted[k]))
+		s.points[k] += int64(res.added[k] - res.evicted[k])
 	}
+	s.staged, s.stagedBytes = [numKinds]int64{}, 0
+	s.cmu.Unlock()
 	return res, nil
 }
 
@@ -660,10 +703,12 @@ func (s *spool) resolve(b spoolBatch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.resolved.Store(b.last)
-	s.bytes.Add(-b.bytes)
+	s.cmu.Lock()
+	s.bytes -= b.bytes
 	for k := range numKinds {
-		s.points[k].Add(-int64(b.points[k]))
+		s.points[k] -= int64(b.points[k])
 	}
+	s.cmu.Unlock()
 }
 
 // oldest returns the enqueue time of the oldest undelivered entry (zero

@@ -14,6 +14,8 @@ import (
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	"github.com/influxdata/influxdb-client-go/v2/api"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/deadlabour/deadlabour/internal/redact"
 )
 
 // Options configure a Writer. Zero durations and sizes take the defaults.
@@ -115,7 +117,6 @@ type Writer struct {
 	stamps       *stamper
 	closed       bool
 	runDone      chan struct{} // non-nil once Run started; closed when it returns
-	committing   atomic.Int64  // bytes taken from pending, not yet committed
 
 	quit      chan struct{} // closed by Close: Run returns
 	commitNow chan struct{} // capacity 1: the backlog is large
@@ -125,6 +126,9 @@ type Writer struct {
 	closing  atomic.Bool // Close is flushing: a refusal that needs a person ends it
 
 	corruptSeen uint64 // the sender's: corrupt entries up to this one are reported
+	held        string // the sender's: why every line of the batch is refused ("" when not)
+	lastRefused string // the sender's: the message that refused the whole last batch, if it was
+	deferred    uint64 // the sender's: a lone refused line tried once more before it is dead-lettered
 
 	m metrics
 }
@@ -168,7 +172,7 @@ func NewWriter(opts Options, log *slog.Logger) (*Writer, error) {
 		w.client = influxdb2.NewClientWithOptions(opts.URL, opts.Token,
 			influxdb2.DefaultOptions().SetHTTPClient(w.httpc).SetUseGZip(!opts.NoGzip).SetApplicationName("deadlabour"))
 		w.api = w.client.WriteAPIBlocking(opts.Org, opts.Bucket)
-		w.log = w.log.With("url", opts.URL, "bucket", opts.Bucket)
+		w.log = w.log.With("url", redact.URL(opts.URL), "bucket", opts.Bucket)
 	}
 	w.logRecovery()
 	return w, nil
@@ -198,9 +202,10 @@ func (o Options) withDefaults() (Options, error) {
 		u, err := url.Parse(o.URL)
 		switch {
 		case err != nil:
-			return o, fmt.Errorf("sink: Options.URL %q: %w", o.URL, err)
+			// url's errors quote the URL, password and all.
+			return o, fmt.Errorf("sink: Options.URL %q: does not parse as a URL", redact.URL(o.URL))
 		case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
-			return o, fmt.Errorf("sink: Options.URL %q: want http:// or https:// and a host", o.URL)
+			return o, fmt.Errorf("sink: Options.URL %q: want http:// or https:// and a host", redact.URL(o.URL))
 		case o.Bucket == "":
 			return o, errors.New(`sink: Options.Bucket is empty: want "database/retention-policy" on InfluxDB 1.8`)
 		}
@@ -279,6 +284,7 @@ func (w *Writer) Enqueue(points ...Point) error {
 
 	var full, closed [numKinds]int
 	w.mu.Lock()
+	_, spooled := w.spool.counts() // staged lines included
 	for _, e := range lines {
 		l := pendingLine{line: buf[e.start:e.end:e.end], kind: e.kind, enqueued: now} // its own capacity: fix may grow it
 		size := entrySize(l.line)
@@ -290,7 +296,7 @@ func (w *Writer) Enqueue(points ...Point) error {
 			full[l.kind]++
 			w.m.dropped[l.kind][dropBacklog].Add(1)
 			continue
-		case l.kind == kindTelemetry && w.spool.bytes.Load()+w.committing.Load()+w.pendingBytes+size > w.opts.MaxBytes:
+		case l.kind == kindTelemetry && spooled+w.pendingBytes+size > w.opts.MaxBytes:
 			full[l.kind]++
 			w.m.dropped[l.kind][dropSpoolFull].Add(1)
 			continue
@@ -380,7 +386,7 @@ func (w *Writer) commit() error {
 	w.mu.Lock()
 	lines, size := w.pending, w.pendingBytes
 	w.pending, w.pendingBytes = nil, 0
-	w.committing.Store(size)
+	w.spool.stage(lines) // counted there until the commit counts them spooled
 	w.mu.Unlock()
 
 	start := time.Now()
@@ -391,13 +397,12 @@ func (w *Writer) commit() error {
 		w.mu.Lock()
 		w.pending = append(lines, w.pending...)
 		w.pendingBytes += size
-		w.committing.Store(0)
+		w.spool.unstage()
 		w.mu.Unlock()
 		w.m.commitErrors.Add(1)
 		w.log.Error("spool commit failed; points wait in memory", "points", len(lines), "err", err)
 		return err
 	}
-	w.committing.Store(0)
 	if len(lines) > 0 {
 		w.m.commit.Observe(time.Since(start).Seconds())
 		notify(w.sendNow)
@@ -476,11 +481,12 @@ const (
 	StateUnauthorized              // 401/403: the token is wrong or lacks write permission
 	StateNoBucket                  // 404: the bucket (database/retention policy) does not exist
 	StateDisabled                  // no InfluxDB configured: spool only
+	StateRefused                   // 400/422 for every line of a batch, with one message: kept, retried every BackoffMax
 	numStates
 )
 
 func (s State) String() string {
-	return [...]string{"ok", "retrying", "unauthorized", "no_bucket", "disabled"}[s]
+	return [...]string{"ok", "retrying", "unauthorized", "no_bucket", "disabled", "refused"}[s]
 }
 
 // Stats are a Writer's state and counters since it was made.
@@ -512,13 +518,16 @@ type Stats struct {
 // Stats returns the Writer's state and counters. It never waits for the
 // disk.
 func (w *Writer) Stats() Stats {
-	points, bytes := w.spool.counts()
+	// Under mu, the spool's counters (staged lines included) and pending
+	// are one consistent snapshot: a line leaves pending and is staged
+	// under mu.
 	w.mu.Lock()
+	points, bytes := w.spool.counts()
 	pend := w.pending
 	for _, l := range pend {
 		points[l.kind]++
 	}
-	bytes += w.pendingBytes + w.committing.Load()
+	bytes += w.pendingBytes
 	var oldestPending int64
 	if len(pend) > 0 {
 		oldestPending = pend[0].enqueued

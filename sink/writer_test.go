@@ -333,9 +333,14 @@ func TestWriterBatching(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.WaitCount(t, "b", "", 20, 10*time.Second)
-		time.Sleep(100 * time.Millisecond)
-		if st := w.Stats(); st.SpoolPoints != 5 || st.Sent != 20 {
-			t.Errorf("Stats() = %+v, want two full batches sent and 5 points waiting", st)
+		// The second batch is resolved a little after InfluxDB has it; the
+		// five left wait for a batch of ten or an hour.
+		waitFor(t, "two full batches sent and 5 points waiting", func() bool {
+			st := w.Stats()
+			return st.SpoolPoints == 5 && st.Sent == 20
+		})
+		if n := s.Count(t, "b", ""); n != 20 {
+			t.Errorf("%d points in InfluxDB before Close, want the two full batches of 10", n)
 		}
 		closeWriter(t, w)
 		s.WaitCount(t, "b", "", 25, time.Second)
@@ -684,5 +689,97 @@ func closeWriterNoInflux(t *testing.T, w *Writer, want int) {
 	t.Helper()
 	if n, err := w.Close(context.Background()); n != want || err != nil {
 		t.Errorf("Close() = %d, %v; want %d kept", n, err, want)
+	}
+}
+
+// TestStatsNeverShowBytesWithoutPoints: while points are enqueued,
+// committed, sent and deleted, every Stats snapshot counts each waiting
+// point once, with its bytes: with lines of one size, SpoolBytes is always
+// SpoolPoints times that size. A snapshot with bytes and no points is the
+// false "drained" /readyz, the metrics and the chaos tests could see.
+func TestStatsNeverShowBytesWithoutPoints(t *testing.T) {
+	s := influxtest.Start(t)
+	opts := fastOptions(t, s.URL(), s.Bucket())
+	opts.FsyncInterval, opts.FlushInterval = time.Millisecond, time.Millisecond
+	w := newWriter(t, opts)
+	run(t, w)
+	point := func(i int) Point {
+		return Point{Measurement: MeasurementRequest, Fields: []Field{{"request_id", fmt.Sprintf("%08d", i)}},
+			Time: time.Unix(1_772_366_400, int64(100_000_000+i))}
+	}
+	line, _ := Line(point(0))
+	size := entrySize([]byte(line))
+
+	const n = 3000
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(done)
+		for i := 0; i < n; i += 10 {
+			pts := make([]Point, 10)
+			for j := range pts {
+				pts[j] = point(i + j)
+			}
+			if err := w.Enqueue(pts...); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	})
+	var snapshots, bad int
+	var first Stats
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		st := w.Stats()
+		snapshots++
+		if st.SpoolBytes != int64(st.SpoolPoints)*size || st.SpoolRecords != st.SpoolPoints {
+			if bad == 0 {
+				first = st
+			}
+			bad++
+		}
+	}
+	wg.Wait()
+	closeWriter(t, w)
+	if bad > 0 {
+		t.Errorf("%d of %d snapshots inconsistent, the first: SpoolPoints %d, SpoolRecords %d, SpoolBytes %d; want bytes = points x %d",
+			bad, snapshots, first.SpoolPoints, first.SpoolRecords, first.SpoolBytes, size)
+	}
+	if c := s.Count(t, MeasurementRequest, ""); c != n {
+		t.Errorf("%d points stored, want %d", c, n)
+	}
+}
+
+// TestURLPasswordRedacted: the password of a URL's userinfo never reaches
+// the sink's log lines or its errors.
+func TestURLPasswordRedacted(t *testing.T) {
+	const password = "pw-do-not-log-7f3e"
+	logs := &testlog.Buffer{}
+	opts := fastOptions(t, "http://u:"+password+"@127.0.0.1:1", "db/rp")
+	w, err := NewWriter(opts, newTestLogger(t, logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, w)
+	if err := w.Enqueue(telemetryPoints(0, 1)...); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a failed write", func() bool { return strings.Contains(logs.String(), "writes to InfluxDB failed") })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	w.Close(ctx)
+	if strings.Contains(logs.String(), password) || !strings.Contains(logs.String(), "u:xxxxx@127.0.0.1:1") {
+		t.Errorf("log lines show the password, or not the redacted URL:\n%s", logs)
+	}
+	for _, bad := range []string{"ftp://u:" + password + "@h", "http://u:" + password + "@h:port"} {
+		opts.URL = bad
+		if _, err := NewWriter(opts, nil); err == nil || strings.Contains(err.Error(), password) {
+			t.Errorf("NewWriter(%q) error = %v, want one without the password", bad, err)
+		}
 	}
 }

@@ -34,7 +34,7 @@ func (d *daemon) newEvents() error {
 // registerEvents adds the event API to the admin router.
 func (d *daemon) registerEvents(mux *http.ServeMux) {
 	if d.events != nil {
-		mux.Handle("POST /v1/requests", d.events)
+		mux.Handle("POST /v1/requests", d.eventGate.wrap(d.events))
 	}
 }
 

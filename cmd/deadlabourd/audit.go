@@ -33,6 +33,7 @@ type auditStore struct {
 	sources    []paramSource
 	maxRecords int
 	window     time.Duration
+	schema     sink.RequestSchema // the engine's: records are shown as written
 
 	mu      sync.Mutex
 	records map[string]estimator.Record
@@ -190,7 +191,7 @@ func (s *auditStore) serveRequest(w http.ResponseWriter, r *http.Request) {
 			"request %q is not among the %d most recent records kept (attribution.audit_records); InfluxDB has every record", id, s.maxRecords)})
 		return
 	}
-	out, err := recordJSON(rec)
+	out, err := s.recordJSON(rec)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error()})
 		return
@@ -203,8 +204,8 @@ func (s *auditStore) serveRequest(w http.ResponseWriter, r *http.Request) {
 }
 
 // recordJSON is a record as the InfluxDB point has it, in schema order.
-func recordJSON(r estimator.Record) (orderedJSON, error) {
-	p, err := sink.RequestPoint(r)
+func (s *auditStore) recordJSON(r estimator.Record) (orderedJSON, error) {
+	p, err := s.schema.Point(r)
 	if err != nil {
 		return nil, err
 	}
@@ -335,7 +336,7 @@ func (s *auditStore) explain(rec estimator.Record, settled map[string][]estimato
 	} else if !ex.Matches {
 		out.Note = fmt.Sprintf("some intervals the record was charged for are no longer kept (attribution.audit_window %s)", s.window)
 	}
-	out.Recomputed, _ = recordJSON(ex.Recomputed)
+	out.Recomputed, _ = s.recordJSON(ex.Recomputed)
 	for i, trail := range ex.Devices {
 		ds := rec.PerDevice[i]
 		de := deviceExplain{Device: ds.Device, Joules: ds.Joules, StaticJoules: ds.StaticJoules, Depreciation: ds.DepreciationCost,

@@ -15,6 +15,7 @@ import (
 	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/collector/host"
 	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/internal/redact"
 )
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
@@ -41,7 +42,13 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 		count, source = spec.Count, "--simulate"
 	}
 	if count < 0 {
-		count, source = nvmlDeviceCount()
+		// The library the daemon would load: gpu.library_path, if the
+		// file says (its problems are reported below either way).
+		lib := ""
+		if cfg, err := config.Load(path, -1); err == nil {
+			lib = cfg.GPU.LibraryPath
+		}
+		count, source = nvmlDeviceCount(lib)
 	}
 	cfg, err := config.Load(path, count)
 	var ce *config.Error
@@ -58,18 +65,27 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// nvmlDeviceCount asks the real NVML how many GPUs there are; -1 without a driver.
-func nvmlDeviceCount() (int, string) {
-	lib := nvml.New()
+// nvmlDeviceCount asks the real NVML (the library at libPath, or the
+// loader's when empty) how many GPUs there are; -1 without a driver, and
+// the source says why.
+func nvmlDeviceCount(libPath string) (int, string) {
+	lib, err := nvmlLibrary("", libPath, config.Config{}, nil)
+	if err != nil {
+		return -1, "no NVML: " + err.Error()
+	}
+	where := ""
+	if libPath != "" {
+		where = " at " + libPath
+	}
 	if ret := lib.Init(); ret != nvml.SUCCESS {
-		return -1, "no NVML"
+		return -1, fmt.Sprintf("no NVML%s: %v", where, ret)
 	}
 	defer lib.Shutdown()
 	n, ret := lib.DeviceGetCount()
 	if ret != nvml.SUCCESS {
-		return -1, "no NVML"
+		return -1, fmt.Sprintf("no NVML%s: %v", where, ret)
 	}
-	return n, "NVML"
+	return n, "NVML" + where
 }
 
 func summary(path string, cfg *config.Config, gpus int, source string) string {
@@ -83,14 +99,18 @@ func summary(path string, cfg *config.Config, gpus int, source string) string {
 	}
 	check := fmt.Sprintf("GPU indices checked against %d GPUs (%s)", gpus, source)
 	if gpus < 0 {
-		check = "GPU indices not checked (no NVML; use --gpus N)"
+		check = fmt.Sprintf("GPU indices not checked (%s; use --gpus N)", source)
 	}
-	influx := "InfluxDB " + cfg.Influx.URL
+	influx := "InfluxDB " + redact.URL(cfg.Influx.URL)
 	if cfg.Influx.URL == "" {
 		influx = "no InfluxDB (spool only)"
 	}
-	return fmt.Sprintf("%s: ok: node %s, %d upstream(s) [%s], %d model(s), %s weighting, %s, %s",
-		path, cfg.Node, len(cfg.Upstreams), strings.Join(ups, "; "), len(cfg.Models), cfg.Attribution.Weighting, influx, check)
+	models := fmt.Sprintf("%d model(s)", len(cfg.Models))
+	if len(cfg.Models) == 0 {
+		models = "no models (every record is tagged model=other)"
+	}
+	return fmt.Sprintf("%s: ok: node %s, %d upstream(s) [%s], %s, %s weighting, %s, %s",
+		path, cfg.Node, len(cfg.Upstreams), strings.Join(ups, "; "), models, cfg.Attribution.Weighting, influx, check)
 }
 
 func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {

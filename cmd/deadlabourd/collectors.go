@@ -139,14 +139,5 @@ func (d *daemon) startResolver(ctx context.Context) (stop func()) {
 	if d.resolver == nil {
 		return func() {}
 	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		d.resolver.Run(ctx)
-	}()
-	return func() {
-		cancel()
-		<-done
-	}
+	return startOwned(ctx, d.resolver.Run)
 }

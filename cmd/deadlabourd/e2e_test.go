@@ -27,6 +27,10 @@ type testDaemon struct {
 	*daemon
 	log  *testlog.Buffer
 	stop func() error
+	// exited is closed when run returned (by itself, or after stop);
+	// runErr is its error then.
+	exited chan struct{}
+	runErr error
 }
 
 func startDaemon(t testing.TB, yaml, simulate string) *testDaemon {
@@ -43,21 +47,24 @@ func startDaemon(t testing.TB, yaml, simulate string) *testDaemon {
 		cancel()
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- d.run(ctx) }()
-	td := &testDaemon{daemon: d, log: logs}
+	td := &testDaemon{daemon: d, log: logs, exited: make(chan struct{})}
+	go func() {
+		defer close(td.exited)
+		td.runErr = d.run(ctx)
+	}()
 	var once sync.Once
-	var runErr error
+	var stopErr error
 	td.stop = func() error {
 		once.Do(func() {
 			cancel()
 			select {
-			case runErr = <-done:
+			case <-td.exited:
+				stopErr = td.runErr
 			case <-time.After(60 * time.Second):
-				runErr = fmt.Errorf("daemon did not stop within 60 s")
+				stopErr = fmt.Errorf("daemon did not stop within 60 s")
 			}
 		})
-		return runErr
+		return stopErr
 	}
 	t.Cleanup(func() { td.stop() })
 	return td
@@ -125,7 +132,9 @@ func TestEndToEnd(t *testing.T) {
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "node: e2e\ngpu:\n  interval: 50ms\n  report_interval: 1s\nadmin:\n  listen: \"\"\n")
 	fmt.Fprintf(&cfg, "influx:\n  url: %s\n  bucket: %s\n  flush_interval: 100ms\nspool:\n  dir: %s\n", influx.URL(), influx.Bucket(), t.TempDir())
-	fmt.Fprintf(&cfg, "models:\n  - name: llama-70b\n    training_cost: 2.0e7\n    lifetime_tokens: 1.0e13\nupstreams:\n")
+	// Every model served is listed (the model tag holds only these); one
+	// has training figures.
+	fmt.Fprintf(&cfg, "models:\n  - name: llama-70b\n    training_cost: 2.0e7\n    lifetime_tokens: 1.0e13\n  - name: llama-8b\n  - name: mistral-7b\nupstreams:\n")
 	for _, u := range ups {
 		var err error
 		opts := fakeupstream.Options{TokenDelay: u.delay, DefaultMaxTokens: 32}
@@ -332,5 +341,21 @@ func TestProbeSimulated(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("probe output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestCheckConfigLibraryPath: without --gpus, check-config asks the NVML
+// library the config names (gpu.library_path), as the daemon does, and
+// says which one it could not load.
+func TestCheckConfigLibraryPath(t *testing.T) {
+	lib := filepath.Join(t.TempDir(), "not-here", "libnvidia-ml.so.1")
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	os.WriteFile(path, []byte("gpu:\n  library_path: "+lib+"\n"), 0o600)
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"check-config", path}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "GPU indices not checked (no NVML at "+lib) {
+		t.Errorf("summary does not say the configured library was tried:\n%s", out.String())
 	}
 }

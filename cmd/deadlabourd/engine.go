@@ -54,6 +54,7 @@ type engine struct {
 	telemetry *sink.GPUAggregator
 	idle      *idleAggregator
 	out       pointSink
+	schema    sink.RequestSchema // how records become points
 	node      string
 	simulated bool
 	onRecord  func(estimator.Record)       // may be nil
@@ -168,7 +169,7 @@ func (e *engine) emit(out estimator.Output, now time.Time) {
 		e.onSettled(out.Settled)
 	}
 	for _, r := range out.Records {
-		p, err := sink.RequestPoint(r)
+		p, err := e.schema.Point(r)
 		if err != nil {
 			e.log.Error("request record not written", "request_id", r.ID, "err", err)
 			continue

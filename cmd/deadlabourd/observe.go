@@ -271,7 +271,7 @@ func (o *observer) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	}
 	st := h.sink
 	switch st.State {
-	case sink.StateUnauthorized, sink.StateNoBucket:
+	case sink.StateUnauthorized, sink.StateNoBucket, sink.StateRefused:
 		blocking = append(blocking, fmt.Sprintf("sink: %s: %s (records are kept in the spool)", st.State, st.Reason))
 	case sink.StateRetrying:
 		degraded = append(degraded, fmt.Sprintf("sink: retrying: %s (oldest undelivered %v)", st.Reason, st.OldestUndelivered.Round(time.Second)))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/internal/redact"
 )
 
 // The report subcommand: totals of the request records over a period, by
@@ -26,9 +28,11 @@ type reportQuery struct {
 	From, To  time.Time // [From, To)
 	By        string    // one of reportDimensions
 	Simulated bool      // include records written under --simulate
+	Currency  string    // only records tagged with this currency; "" all
 }
 
-// recordSource totals deadlabour_request records per group. Sources:
+// recordSource totals deadlabour_request records per group and currency
+// (the tag currency; "" for records written before it). Sources:
 // influxSource (InfluxQL) and lineProtocolSource (the spool, a file).
 type recordSource interface {
 	Sums(ctx context.Context, q reportQuery) ([]reportRow, error)
@@ -87,7 +91,8 @@ var reportColumns = []reportColumn{
 
 // reportRow is one group's totals.
 type reportRow struct {
-	Key string
+	Key      string
+	Currency string // of the money sums; "" when the records do not say
 	// Requests is count(request_id); a fraction under --by gpu, where a
 	// request on n GPUs counts 1/n on each.
 	Requests float64
@@ -145,26 +150,57 @@ func safeDiv(a, b float64, ok bool) (float64, bool) {
 	return a / b, true
 }
 
-// rowSet accumulates rows by key.
-type rowSet map[string]*reportRow
+// rowSet accumulates rows by key and currency.
+type rowSet map[[2]string]*reportRow
 
-func (s rowSet) add(key string, o reportRow, share float64) {
-	r := s[key]
+func (s rowSet) add(key, currency string, o reportRow, share float64) {
+	r := s[[2]string{key, currency}]
 	if r == nil {
-		r = &reportRow{Key: key, Sums: map[string]float64{}}
-		s[key] = r
+		r = &reportRow{Key: key, Currency: currency, Sums: map[string]float64{}}
+		s[[2]string{key, currency}] = r
 	}
 	r.add(o, share)
 }
 
-// sorted returns the rows ordered by key.
+// sorted returns the rows ordered by key, then currency.
 func (s rowSet) sorted() []reportRow {
 	out := make([]reportRow, 0, len(s))
 	for _, r := range s {
 		out = append(out, *r)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Key != out[j].Key {
+			return out[i].Key < out[j].Key
+		}
+		return out[i].Currency < out[j].Currency
+	})
 	return out
+}
+
+// oneCurrency merges a source's rows into one per key, in one currency:
+// money in two currencies is never summed. Records without a currency
+// (written before the tag) count with the one currency there is.
+func oneCurrency(rows []reportRow) ([]reportRow, string, error) {
+	var currencies []string
+	for _, r := range rows {
+		if r.Currency != "" && !slices.Contains(currencies, r.Currency) {
+			currencies = append(currencies, r.Currency)
+		}
+	}
+	if len(currencies) > 1 {
+		sort.Strings(currencies)
+		return nil, "", fmt.Errorf("the records are in %d currencies (%s): money in different currencies cannot be summed; "+
+			"report one at a time with --currency %s", len(currencies), strings.Join(currencies, ", "), currencies[0])
+	}
+	currency := ""
+	if len(currencies) == 1 {
+		currency = currencies[0]
+	}
+	set := rowSet{}
+	for _, r := range rows {
+		set.add(r.Key, currency, r, 1)
+	}
+	return set.sorted(), currency, nil
 }
 
 // gpuShares says how one record (or a group of records with the same GPUs)
@@ -207,6 +243,7 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	simulated := fs.Bool("simulated", false, "include records written under --simulate (left out by default)")
 	tokenFile := fs.String("influx-token-file", "", "read the InfluxDB token from this file instead of the config's token_env/token_file")
 	lpFile := fs.String("line-protocol", "", "read records from this line-protocol file ('-': standard input) instead of InfluxDB")
+	currency := fs.String("currency", "", "only records whose money is in this currency (ISO 4217, e.g. EUR): needed when nodes use several")
 	timeout := fs.Duration("timeout", time.Minute, "give up on InfluxDB after this long")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: deadlabourd report [--since 24h] [--until T] [--by model|tenant|gpu|node|upstream] [--format table|csv|json]")
@@ -261,10 +298,14 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		source = cfg.Influx.URL + " " + cfg.Influx.Bucket
+		source = redact.URL(cfg.Influx.URL) + " " + cfg.Influx.Bucket
 	}
-	q := reportQuery{From: from, To: to, By: *by, Simulated: *simulated}
+	q := reportQuery{From: from, To: to, By: *by, Simulated: *simulated, Currency: *currency}
 	rows, err := src.Sums(ctx, q)
+	if err != nil {
+		return err
+	}
+	rows, q.Currency, err = oneCurrency(rows)
 	if err != nil {
 		return err
 	}
@@ -289,7 +330,7 @@ func reportToken(cfg *config.Config, tokenFile string) (string, error) {
 }
 
 // total adds every row: the fleet's totals (under --by gpu, too: the
-// shares add up).
+// shares add up). The rows are in one currency (oneCurrency).
 func total(rows []reportRow) reportRow {
 	t := reportRow{Key: "TOTAL", Sums: map[string]float64{}}
 	for _, r := range rows {
@@ -317,7 +358,7 @@ func writeReportCSV(w io.Writer, q reportQuery, rows []reportRow) error {
 	for _, d := range derivedColumns {
 		header = append(header, d.name)
 	}
-	cw.Write(header)
+	cw.Write(append(header, "currency"))
 	num := func(v float64, ok bool) string {
 		if !ok {
 			return ""
@@ -333,7 +374,7 @@ func writeReportCSV(w io.Writer, q reportQuery, rows []reportRow) error {
 		for _, d := range derivedColumns {
 			rec = append(rec, num(d.f(r)))
 		}
-		cw.Write(rec)
+		cw.Write(append(rec, q.Currency))
 	}
 	cw.Flush()
 	return cw.Error()
@@ -342,6 +383,7 @@ func writeReportCSV(w io.Writer, q reportQuery, rows []reportRow) error {
 // reportJSON is the --format json document.
 type reportJSON struct {
 	By        string           `json:"by"`
+	Currency  string           `json:"currency"` // of the money figures; "" when the records do not say
 	From      time.Time        `json:"from"`
 	Until     time.Time        `json:"until"`
 	Simulated bool             `json:"simulated_included"`
@@ -369,7 +411,7 @@ func rowJSON(by string, r reportRow) map[string]any {
 }
 
 func writeReportJSON(w io.Writer, q reportQuery, rows []reportRow) error {
-	doc := reportJSON{By: q.By, From: q.From.UTC(), Until: q.To.UTC(), Simulated: q.Simulated,
+	doc := reportJSON{By: q.By, Currency: q.Currency, From: q.From.UTC(), Until: q.To.UTC(), Simulated: q.Simulated,
 		Rows: make([]map[string]any, 0, len(rows))}
 	for _, r := range rows {
 		doc.Rows = append(doc.Rows, rowJSON(q.By, r))
@@ -383,8 +425,12 @@ func writeReportJSON(w io.Writer, q reportQuery, rows []reportRow) error {
 }
 
 func writeReportTable(w io.Writer, q reportQuery, rows []reportRow, source string) error {
-	fmt.Fprintf(w, "deadlabour report by %s, %s to %s (%s)\n", q.By,
-		q.From.Format(time.RFC3339), q.To.Format(time.RFC3339), source)
+	money := ""
+	if q.Currency != "" {
+		money = ", money in " + q.Currency
+	}
+	fmt.Fprintf(w, "deadlabour report by %s, %s to %s (%s%s)\n", q.By,
+		q.From.Format(time.RFC3339), q.To.Format(time.RFC3339), source, money)
 	if len(rows) == 0 {
 		msg := "no request records in this period"
 		if !q.Simulated {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/internal/influxql"
+	"github.com/deadlabour/deadlabour/internal/redact"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -32,7 +33,7 @@ type influxSource struct {
 func newInfluxSource(rawURL, bucket, token string, timeout time.Duration) (*influxSource, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("influx.url %q: want an http:// or https:// URL", rawURL)
+		return nil, fmt.Errorf("influx.url %q: want an http:// or https:// URL", redact.URL(rawURL))
 	}
 	db, rp, _ := strings.Cut(bucket, "/")
 	if db == "" {
@@ -121,6 +122,9 @@ func (q reportQuery) where() string {
 	if !q.Simulated {
 		w += ` AND "simulated" = false`
 	}
+	if q.Currency != "" {
+		w += ` AND "currency" = ` + influxql.QuoteString(q.Currency)
+	}
 	return w
 }
 
@@ -129,7 +133,7 @@ func (s *influxSource) Sums(ctx context.Context, q reportQuery) ([]reportRow, er
 		return s.gpuSums(ctx, q)
 	}
 	tag := reportDimensions[q.By]
-	res, err := s.query(ctx, fmt.Sprintf(`%s WHERE %s GROUP BY %s`, sumsSelect(), q.where(), influxql.QuoteIdent(tag)))
+	res, err := s.query(ctx, fmt.Sprintf(`%s WHERE %s GROUP BY %s, "currency"`, sumsSelect(), q.where(), influxql.QuoteIdent(tag)))
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +141,8 @@ func (s *influxSource) Sums(ctx context.Context, q reportQuery) ([]reportRow, er
 }
 
 // collect adds up the aggregate series of results: each series counts
-// share times under each of the keys keyOf gives it (i is the statement).
+// share times under each of the keys keyOf gives it (i is the statement),
+// in its currency.
 func collect(res []influxResult, keyOf func(i int, sr influxSeries) ([]string, float64)) ([]reportRow, error) {
 	set := rowSet{}
 	for i, r := range res {
@@ -148,7 +153,7 @@ func collect(res []influxResult, keyOf func(i int, sr influxSeries) ([]string, f
 			}
 			keys, share := keyOf(i, sr)
 			for _, k := range keys {
-				set.add(k, row, share)
+				set.add(k, sr.Tags["currency"], row, share)
 			}
 		}
 	}
@@ -183,7 +188,7 @@ func (s *influxSource) gpuSums(ctx context.Context, q reportQuery) ([]reportRow,
 	var order []string
 	for g := range sets {
 		order = append(order, g)
-		stmts = append(stmts, fmt.Sprintf(`%s WHERE %s AND "gpus" = %s GROUP BY "host"`, sumsSelect(), q.where(), influxql.QuoteString(g)))
+		stmts = append(stmts, fmt.Sprintf(`%s WHERE %s AND "gpus" = %s GROUP BY "host", "currency"`, sumsSelect(), q.where(), influxql.QuoteString(g)))
 	}
 	res, err = s.query(ctx, strings.Join(stmts, "; "))
 	if err != nil {

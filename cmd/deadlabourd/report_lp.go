@@ -116,7 +116,7 @@ func (s *lineProtocolSource) Sums(ctx context.Context, q reportQuery) ([]reportR
 		if t.IsZero() {
 			return nil, fmt.Errorf("%s: a %s line without a timestamp", s.name, sink.MeasurementRequest)
 		}
-		if t.Before(q.From) || !t.Before(q.To) || (simulated && !q.Simulated) {
+		if t.Before(q.From) || !t.Before(q.To) || (simulated && !q.Simulated) || (q.Currency != "" && tags["currency"] != q.Currency) {
 			continue
 		}
 		binary.Write(series, binary.LittleEndian, t.UnixNano())
@@ -126,12 +126,12 @@ func (s *lineProtocolSource) Sums(ctx context.Context, q reportQuery) ([]reportR
 			seen[id] = true
 		}
 		if q.By != "gpu" {
-			set.add(tags[tag], rec, 1)
+			set.add(tags[tag], tags["currency"], rec, 1)
 			continue
 		}
 		keys, share := gpuShares(tags["host"], gpus)
 		for _, k := range keys {
-			set.add(k, rec, share)
+			set.add(k, tags["currency"], rec, share)
 		}
 	}
 	if err := dec.Err(); err != nil {

@@ -29,6 +29,7 @@ func reportCLI(t *testing.T, args ...string) string {
 
 type reportDoc struct {
 	By        string           `json:"by"`
+	Currency  string           `json:"currency"`
 	Simulated bool             `json:"simulated_included"`
 	Rows      []map[string]any `json:"rows"`
 	Total     map[string]any   `json:"total"`
@@ -215,6 +216,12 @@ func TestReportMatchesInfluxQL(t *testing.T) {
 		row := m.byKey()[rec[0]]
 		for i, col := range recs[0][1:] {
 			cell := rec[i+1]
+			if col == "currency" {
+				if cell != m.Currency || cell != "USD" {
+					t.Errorf("CSV %s currency %q, JSON %q, want USD", rec[0], cell, m.Currency)
+				}
+				continue
+			}
 			j, ok := jsonFloat(row[col])
 			if cell == "" {
 				if ok {

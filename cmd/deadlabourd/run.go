@@ -21,6 +21,7 @@ import (
 	"github.com/deadlabour/deadlabour/collector/requests"
 	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/redact"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -90,6 +91,7 @@ type daemon struct {
 	adminLn   net.Listener
 	audit     *auditStore      // nil when attribution.audit_records is 0
 	events    *requests.Events // the event API; nil without an admin listener
+	eventGate eventGate        // closed at shutdown, with the proxies
 	simulated bool
 	ready     atomic.Bool
 	notify    *notifier // systemd
@@ -163,10 +165,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 		return nil, err
 	}
 
+	schema := requestSchema(cfg, log)
 	d.engine = &engine{
 		log: log.With("component", "engine"), interval: cfg.GPU.Interval.D(), now: nowFunc,
 		host: hostc, queue: d.queue, ledger: ledger, telemetry: telemetry,
-		idle: newIdleAggregator(cfg.GPU.ReportInterval.D()), out: d.writer,
+		idle: newIdleAggregator(cfg.GPU.ReportInterval.D()), out: d.writer, schema: schema,
 		node: cfg.Node, simulated: d.simulated, warned: map[string]bool{}, alive: d.notify.alive,
 	}
 	if d.gpu != nil {
@@ -174,6 +177,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 	}
 	if cfg.Attribution.AuditRecords > 0 {
 		d.audit = newAuditStore(ledger.Params(), sources, cfg.Attribution.AuditRecords, cfg.Attribution.AuditWindow.D())
+		d.audit.schema = schema
 		d.engine.onRecord, d.engine.onSettled = d.audit.addRecord, d.audit.addSettled
 	}
 	d.obs = newObserver(d, string(hostc.Method()))
@@ -278,9 +282,10 @@ func (d *daemon) closeListeners() {
 	}
 }
 
-// run serves until ctx is done, then shuts down in order: stop taking
-// requests and let those in flight finish, settle and flush the ledger,
-// deliver what is queued, close NVML.
+// run serves until ctx is done or a listener fails, then shuts down in
+// order: stop taking requests (proxies and the event API) and let those in
+// flight finish, settle and flush the ledger, deliver what is queued, close
+// the admin listener and NVML.
 func (d *daemon) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	serveErr := make(chan error, len(d.proxies)+1)
@@ -297,8 +302,8 @@ func (d *daemon) run(ctx context.Context) error {
 				serveErr <- fmt.Errorf("admin: %w", err)
 			}
 		})
-		wg.Go(func() { d.events.Run(ctx) })
 	}
+	stopEvents := d.startEvents(ctx)
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	engineDone := make(chan struct{})
 	go func() {
@@ -318,7 +323,7 @@ func (d *daemon) run(ctx context.Context) error {
 		names[i] = p.name + "@" + p.ln.Addr().String()
 	}
 	d.log.Info("deadlabourd running", "node", d.cfg.Node, "upstreams", strings.Join(names, ","), "gpus", d.gpuCount(),
-		"simulated", d.simulated, "influx", d.cfg.Influx.URL)
+		"simulated", d.simulated, "influx", redact.URL(d.cfg.Influx.URL))
 	d.notify.ready(fmt.Sprintf("metering %d upstream(s) on %d GPU(s)", len(d.proxies), d.gpuCount()))
 
 	var runErr error
@@ -332,7 +337,9 @@ func (d *daemon) run(ctx context.Context) error {
 	d.notify.stopping("draining requests and flushing records")
 
 	// 1. Stop taking requests; those in flight finish (or are cut at the
-	// deadline, and recorded as client_closed).
+	// deadline, and recorded as client_closed). The event API refuses
+	// posts from now on (the admin listener keeps answering /healthz,
+	// /readyz and /metrics until the end).
 	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	for _, p := range d.proxies {
 		if err := p.srv.Shutdown(drainCtx); err != nil {
@@ -345,6 +352,7 @@ func (d *daemon) run(ctx context.Context) error {
 		p.wg.Wait()
 		p.proxy.CloseIdleConnections()
 	}
+	stopEvents()
 	stopResolver()
 	// 2. Settle and flush the ledger.
 	stopEngine()

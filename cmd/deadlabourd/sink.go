@@ -26,3 +26,17 @@ func newWriter(cfg *config.Config, token string, log *slog.Logger) (*sink.Writer
 		BackoffMax:         cfg.Influx.BackoffMax.D(),
 	}, log)
 }
+
+// requestSchema is how the daemon's records become points: the model tag
+// holds a model of models[], or "other"; the currency tag is
+// facility.currency.
+func requestSchema(cfg *config.Config, log *slog.Logger) sink.RequestSchema {
+	names := make([]string, len(cfg.Models))
+	for i, m := range cfg.Models {
+		names[i] = m.Name
+	}
+	if len(names) == 0 {
+		log.Warn("no models configured: every record is tagged model=other, its name kept in the field model_raw; list the models served in models[] (a name is enough)")
+	}
+	return sink.NewRequestSchema(names, cfg.Facility.Currency)
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -104,8 +105,16 @@ func (c *Collector) openRAPL() error {
 		return fmt.Errorf("no sysfs at %s: %w", c.opts.SysfsRoot, err)
 	}
 	zones, err := sysfs.GetRaplZones(fsys)
-	if err != nil || len(zones) == 0 {
-		return fmt.Errorf("no RAPL powercap zones under %s/class/powercap (a VM, an ARM host, or a CPU without the driver)", c.opts.SysfsRoot)
+	powercap := filepath.Join(c.opts.SysfsRoot, "class/powercap")
+	const guess = "(a VM, an ARM host, or a CPU without the driver)"
+	switch {
+	case err != nil:
+		if _, serr := os.Stat(powercap); errors.Is(serr, fs.ErrNotExist) {
+			return fmt.Errorf("no RAPL powercap zones under %s %s: %w", powercap, guess, err)
+		}
+		return fmt.Errorf("RAPL powercap zones under %s cannot be read: %w", powercap, err)
+	case len(zones) == 0:
+		return fmt.Errorf("no RAPL powercap zones under %s %s", powercap, guess)
 	}
 	seen := map[string]bool{}
 	for _, z := range zones {

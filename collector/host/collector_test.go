@@ -361,3 +361,22 @@ func (tr *trace) check(want []traced) {
 		}
 	}
 }
+
+// TestRAPLFallbackSaysWhy: when RAPL cannot be read, the fallback reason
+// is procfs's own error, not a guess: a broken zone names its file; only a
+// missing powercap class gets the hint about VMs and ARM hosts (with the
+// error too).
+func TestRAPLFallbackSaysWhy(t *testing.T) {
+	root := fixture(t, "xeon-2s")
+	if err := os.Remove(zoneFile(root, "intel-rapl:0", "max_energy_range_uj")); err != nil {
+		t.Fatal(err)
+	}
+	c := Open(context.Background(), Options{SysfsRoot: root, UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100}, discard())
+	if why := c.Fallback(); !strings.Contains(why, "intel-rapl:0/max_energy_range_uj: no such file") || strings.Contains(why, "a VM") {
+		t.Errorf("fallback %q; want procfs's error naming the missing file, and no guess", why)
+	}
+	c = Open(context.Background(), Options{SysfsRoot: t.TempDir(), UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100}, discard())
+	if why := c.Fallback(); !strings.Contains(why, "a VM") || !strings.Contains(why, "no such file") {
+		t.Errorf("fallback %q; want the hint and the error", why)
+	}
+}
