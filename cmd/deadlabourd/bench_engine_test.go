@@ -1,28 +1,31 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"syscall"
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-
+	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/estimator"
 )
 
-// BenchmarkEngineRecord is the daemon's CPU per request on the record side,
-// without HTTP: the span queue, the ledger (begin, end, settle), the record's
-// point, its line protocol and the spool commit with fsync. The daemon runs
-// in-process on one simulated H100 with the default timings and no InfluxDB;
-// the benchmark hands it the begin and end of b.N finished requests, as the
-// proxy does, and waits until every record was queued for the spool and a
-// commit passed. Reported: the process's CPU (user and system, all
-// goroutines) per request.
+// BenchmarkEngineRecord is the daemon's work per request on the record
+// side, without HTTP: the span queue, the ledger (begin, end, settle), the
+// record's point, its line protocol and the spool. The daemon is built as
+// `run` builds it (one simulated H100, default timings, no InfluxDB), but
+// its poll loop is driven here on a clock of its own: 1,000 requests end
+// in every 100 ms poll, the GPU reports 40 J per poll, and each op is one
+// request begun and ended as the proxy does, with its share of a poll.
+// ns/op is the engine's own time (deterministic); cpu_us/record is the
+// whole process's CPU per record, the spool's commits with fsync (in the
+// background, every 200 ms) and the GC included.
 //
-//	go test ./cmd/deadlabourd -run '^$' -bench EngineRecord -benchtime 100000x
+//	go test ./cmd/deadlabourd -run '^$' -bench EngineRecord -count 6
 func BenchmarkEngineRecord(b *testing.B) {
-	d := startDaemon(b, fmt.Sprintf(`node: bench
+	cfg, err := config.Parse("bench.yaml", []byte(fmt.Sprintf(`node: bench
 admin:
   listen: ""
 spool:
@@ -32,41 +35,95 @@ upstreams:
     listen: 127.0.0.1:0
     target: http://127.0.0.1:9
     gpus: [0]
-`, b.TempDir()), "h100:1")
-	time.Sleep(300 * time.Millisecond) // the first polls
-	recorded := func() float64 {
-		var m dto.Metric
-		if err := d.obs.requests.WithLabelValues("up", "200").Write(&m); err != nil {
-			b.Fatal(err)
-		}
-		return m.GetCounter().GetValue()
+`, b.TempDir())), -1)
+	if err != nil {
+		b.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, err := newDaemon(ctx, cfg, "h100:1", slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	d.closeListeners()
+	defer d.gpu.Close()
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		d.writer.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-writerDone
+		d.writer.Close(context.Background())
+	}()
+
+	const perPoll = 1000
+	e := d.engine
+	e.gpu, e.host, e.alive = &benchMeter{device: "0", joules: 40}, hostBenchMeter{&benchMeter{device: estimator.HostDevice, joules: 10}}, nil
+	now := time.Unix(1_800_000_000, 0)
+	e.tick(ctx, now)
 	devices := []string{"0"}
+	ids := make([]string, 20*perPoll) // reused once recorded, 20 polls later
+	for i := range ids {
+		ids[i] = fmt.Sprintf("bench-%06d", i)
+	}
+	recorded := d.writer.Stats().Enqueued
 	b.ReportAllocs()
 	cpu := processCPU()
 	n := 0
 	for b.Loop() {
-		id := fmt.Sprintf("bench-%09d", n)
-		n++
-		start := nowFunc()
+		id := ids[n%len(ids)]
+		start := now.Add(time.Duration(n%perPoll) * 100 * time.Microsecond)
 		d.queue.Begin(id, "up", start, devices)
 		d.queue.End(estimator.Span{ID: id, Upstream: "up", Model: "bench", Tenant: "0123456789abcdef",
 			Start: start, End: start.Add(time.Millisecond), Devices: devices, Status: "200", Served: true,
 			PromptTokens: 13, CompletionTokens: 16, CachedTokens: -1, ReasoningTokens: -1,
 			UsageSource: estimator.UsageReported})
-		if n%2000 == 0 {
-			time.Sleep(10 * time.Millisecond) // a pace the engine keeps up with, as under load
+		if n++; n%perPoll == 0 {
+			now = now.Add(100 * time.Millisecond)
+			e.tick(ctx, now)
 		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for recorded() < float64(n) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	for range 10 { // the settle delay: every request recorded
+		now = now.Add(100 * time.Millisecond)
+		e.tick(ctx, now)
 	}
-	if got := recorded(); got < float64(n) {
-		b.Fatalf("%v of %d records made", got, n)
-	}
-	time.Sleep(2 * d.cfg.Spool.FsyncInterval.D()) // one commit at least
+	time.Sleep(2 * cfg.Spool.FsyncInterval.D()) // and committed
 	b.ReportMetric(float64(processCPU()-cpu)/float64(time.Microsecond)/float64(n), "cpu_us/record")
+	if got := d.writer.Stats().Enqueued - recorded; got < uint64(n) {
+		b.Fatalf("%d points queued for %d requests", got, n)
+	}
+}
+
+// benchMeter is a GPU or host meter that reports the same energy at every
+// poll.
+type benchMeter struct {
+	device string
+	joules float64
+	last   time.Time
+}
+
+func (m *benchMeter) interval(now time.Time) (estimator.Interval, bool) {
+	iv := estimator.Interval{Device: m.device, Start: m.last, End: now, Joules: m.joules, Method: estimator.MethodCounter}
+	ok := !m.last.IsZero()
+	m.last = now
+	return iv, ok
+}
+
+func (m *benchMeter) Poll(now time.Time) ([]estimator.Interval, []estimator.DeviceSample) {
+	if iv, ok := m.interval(now); ok {
+		return []estimator.Interval{iv}, nil
+	}
+	return nil, nil
+}
+
+// hostBenchMeter is a benchMeter as the host meter.
+type hostBenchMeter struct{ *benchMeter }
+
+func (m hostBenchMeter) Poll(_ context.Context, now time.Time) (estimator.Interval, bool, error) {
+	iv, ok := m.interval(now)
+	return iv, ok, nil
 }
 
 // processCPU is the user and system CPU this process has used.
