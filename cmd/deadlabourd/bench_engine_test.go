@@ -17,7 +17,7 @@ import (
 // record's point, its line protocol and the spool. The daemon is built as
 // `run` builds it (one simulated H100, default timings, no InfluxDB), but
 // its poll loop is driven here on a clock of its own: 1,000 requests end
-// in every 100 ms poll, the GPU reports 40 J per poll, and each op is one
+// in every 100 ms poll, the GPU reports about 40 J per poll, and each op is one
 // request begun and ended as the proxy does, with its share of a poll.
 // ns/op is the engine's own time (deterministic); cpu_us/record is the
 // whole process's CPU per record, the spool's commits with fsync (in the
@@ -96,16 +96,20 @@ upstreams:
 	}
 }
 
-// benchMeter is a GPU or host meter that reports the same energy at every
-// poll.
+// benchMeter is a GPU or host meter that reports about the same energy at
+// every poll.
 type benchMeter struct {
 	device string
 	joules float64
 	last   time.Time
+	polls  int
 }
 
 func (m *benchMeter) interval(now time.Time) (estimator.Interval, bool) {
-	iv := estimator.Interval{Device: m.device, Start: m.last, End: now, Joules: m.joules, Method: estimator.MethodCounter}
+	// A counter in mJ, as NVML's: shares of it have all their digits.
+	m.polls++
+	joules := m.joules + float64(m.polls%997)/1000
+	iv := estimator.Interval{Device: m.device, Start: m.last, End: now, Joules: joules, Method: estimator.MethodCounter}
 	ok := !m.last.IsZero()
 	m.last = now
 	return iv, ok
