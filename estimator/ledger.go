@@ -23,6 +23,7 @@ type Ledger struct {
 	order   []string // device ids, sorted: the settle order
 	spans   map[string]*span
 	waiting []*span // ended, not yet final
+	ready   []*span // scratch of collect: the spans it records
 	idle    []IdleShare
 	refunds []refund // of unserved requests, returned at the next settle
 	settled []Settlement
@@ -541,17 +542,27 @@ func union(segs []segment) float64 {
 
 func (l *Ledger) collect(now time.Time, all bool) Output {
 	var out Output
-	keep := l.waiting[:0]
+	keep, done := l.waiting[:0], l.ready[:0]
 	for _, sp := range l.waiting {
 		if !all && !l.final(sp, now) {
 			keep = append(keep, sp)
 			continue
 		}
-		out.Records = append(out.Records, l.record(sp, all))
-		delete(l.spans, sp.s.ID)
+		done = append(done, sp)
 	}
 	clear(l.waiting[len(keep):])
 	l.waiting = keep
+	// Records are large: allocated once, at their number (a slice grown
+	// record by record cost more than making them).
+	if len(done) > 0 {
+		out.Records = make([]Record, 0, len(done))
+	}
+	for _, sp := range done {
+		out.Records = append(out.Records, l.record(sp, all))
+		delete(l.spans, sp.s.ID)
+	}
+	clear(done)
+	l.ready = done[:0]
 	if all {
 		// Requests still open (an event-API begin never ended, at
 		// shutdown) are recorded with what they were charged; their

@@ -91,7 +91,7 @@ func appendLine(b []byte, p *Point) ([]byte, error) {
 	if p.Measurement[0] == '#' {
 		return nil, p.invalid("measurement", p.Measurement, "starts with '#', which makes the line a comment")
 	}
-	b = appendEscaped(b, p.Measurement, measurementSpecial)
+	b = appendEscaped(b, p.Measurement, escMeasurement)
 
 	tags := p.Tags
 	if !slices.IsSortedFunc(tags, compareTags) {
@@ -111,9 +111,9 @@ func appendLine(b []byte, p *Point) ([]byte, error) {
 			return nil, p.invalid("tag "+strconv.Quote(t.Key)+" value", t.Value, err.Error())
 		}
 		b = append(b, ',')
-		b = appendEscaped(b, t.Key, keySpecial)
+		b = appendEscaped(b, t.Key, escKey)
 		b = append(b, '=')
-		b = appendEscaped(b, t.Value, keySpecial)
+		b = appendEscaped(b, t.Value, escKey)
 	}
 	if n := len(b) - start; n > maxKeyBytes {
 		return nil, p.invalid("series key", p.Measurement, fmt.Sprintf("is %d bytes, more than InfluxDB's %d", n, maxKeyBytes))
@@ -122,13 +122,20 @@ func appendLine(b []byte, p *Point) ([]byte, error) {
 	if len(p.Fields) == 0 {
 		return nil, p.invalid("fields", "", "none: a point needs at least one")
 	}
+	var seen [4]uint64 // a bit per field key seen (keyBit)
 	for i, f := range p.Fields {
 		if err := checkKey(f.Key); err != nil {
 			return nil, p.invalid("field key", f.Key, err.Error())
 		}
-		for _, g := range p.Fields[:i] {
-			if g.Key == f.Key {
-				return nil, p.invalid("field", f.Key, "appears twice")
+		// A key seen before has its bit set; a set bit may also be another
+		// key's, so only then are the earlier keys compared.
+		if h := keyBit(f.Key); seen[h>>6]&(1<<(h&63)) == 0 {
+			seen[h>>6] |= 1 << (h & 63)
+		} else {
+			for _, g := range p.Fields[:i] {
+				if g.Key == f.Key {
+					return nil, p.invalid("field", f.Key, "appears twice")
+				}
 			}
 		}
 		if i == 0 {
@@ -136,7 +143,7 @@ func appendLine(b []byte, p *Point) ([]byte, error) {
 		} else {
 			b = append(b, ',')
 		}
-		b = appendEscaped(b, f.Key, keySpecial)
+		b = appendEscaped(b, f.Key, escKey)
 		b = append(b, '=')
 		var err error
 		if b, err = appendValue(b, f.Value); err != nil {
@@ -182,22 +189,29 @@ func appendValue(b []byte, v any) ([]byte, error) {
 			return nil, err
 		}
 		b = append(b, '"')
-		b = appendEscaped(b, v, stringSpecial)
+		b = appendEscaped(b, v, escString)
 		return append(b, '"'), nil
 	default:
 		return nil, fmt.Errorf("value %v has type %T, want float64, int64, string or bool", v, v)
 	}
 }
 
-// appendEscaped appends s with a backslash before every byte in special.
-func appendEscaped(b []byte, s, special string) []byte {
+// appendEscaped appends s with a backslash before every byte of class esc.
+func appendEscaped(b []byte, s string, esc byteClass) []byte {
 	for i := 0; i < len(s); i++ {
-		if strings.IndexByte(special, s[i]) >= 0 {
-			b = append(b, '\\')
+		if byteClasses[s[i]]&esc == 0 {
+			continue
 		}
-		b = append(b, s[i])
+		b = append(b, s[:i]...)
+		for ; i < len(s); i++ {
+			if byteClasses[s[i]]&esc != 0 {
+				b = append(b, '\\')
+			}
+			b = append(b, s[i])
+		}
+		return b
 	}
-	return b
+	return append(b, s...)
 }
 
 // Characters escaped with a backslash in each part of a line.
@@ -210,9 +224,63 @@ const (
 	keyNoBackslash = keySpecial + `"`
 )
 
+// byteClass is what the encoder makes of a byte, as bits: escaped in which
+// part of a line, and whether a name or a string holding it needs the full
+// check (the common names and strings are printable ASCII and pass at a
+// glance).
+type byteClass uint8
+
+const (
+	escMeasurement byteClass = 1 << iota // in measurementSpecial
+	escKey                               // in keySpecial
+	escString                            // in stringSpecial
+	checkInName                          // not printable ASCII, or a backslash
+	checkInString                        // not printable ASCII or a tab
+)
+
+// byteClasses is the class of every byte; never modified.
+var byteClasses = func() (t [256]byteClass) {
+	for set, class := range map[string]byteClass{
+		measurementSpecial: escMeasurement, keySpecial: escKey, stringSpecial: escString,
+	} {
+		for i := range len(set) {
+			t[set[i]] |= class
+		}
+	}
+	for c := range t {
+		if c < 0x20 || c >= 0x7f {
+			t[c] |= checkInName
+			if c != '\t' {
+				t[c] |= checkInString
+			}
+		}
+	}
+	t['\\'] |= checkInName
+	return t
+}()
+
+// only reports whether no byte of s has a class in not.
+func only(s string, not byteClass) bool {
+	for i := 0; i < len(s); i++ {
+		if byteClasses[s[i]]&not != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// keyBit is a field key's bit of 256 for appendLine's check for a key
+// that appears twice; s is not empty.
+func keyBit(s string) uint8 {
+	return uint8(len(s)*31 + int(s[0])*7 + int(s[len(s)-1])*13 + int(s[len(s)/2]))
+}
+
 // checkName checks a measurement, tag key, tag value or field key. special
 // are the characters a backslash may not precede.
 func checkName(s, special string) error {
+	if s != "" && only(s, checkInName) {
+		return nil // printable ASCII without a backslash
+	}
 	switch {
 	case s == "":
 		return errors.New("is empty")
@@ -244,6 +312,9 @@ func checkKey(s string) error {
 }
 
 func checkString(s string) error {
+	if len(s) <= maxStringBytes && only(s, checkInString) {
+		return nil // printable ASCII and tabs
+	}
 	switch {
 	case len(s) > maxStringBytes:
 		return fmt.Errorf("string of %d bytes is longer than InfluxDB's %d", len(s), maxStringBytes)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var t0 = time.Unix(1_700_000_000, 123_456_789)
@@ -149,6 +150,44 @@ func BenchmarkAppendLine(b *testing.B) {
 		var err error
 		if buf, err = AppendLine(buf[:0], p); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestByteClasses checks the encoder's fast paths against its rules, for
+// every byte alone and between others: the table of byte classes must say
+// exactly what the special-character sets and the checks say.
+func TestByteClasses(t *testing.T) {
+	escape := func(s, special string) string {
+		var b strings.Builder
+		for i := 0; i < len(s); i++ {
+			if strings.IndexByte(special, s[i]) >= 0 {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(s[i])
+		}
+		return b.String()
+	}
+	control := func(r rune) bool { return r < 0x20 || r == 0x7f }
+	for c := range 256 {
+		for _, s := range []string{string([]byte{byte(c)}), "a" + string([]byte{byte(c)}) + "b", string([]byte{byte(c), 'x'})} {
+			for _, e := range []struct {
+				special string
+				class   byteClass
+			}{{measurementSpecial, escMeasurement}, {keySpecial, escKey}, {stringSpecial, escString}} {
+				if got, want := string(appendEscaped(nil, s, e.class)), escape(s, e.special); got != want {
+					t.Errorf("appendEscaped(%q, %q) = %q, want %q", s, e.special, got, want)
+				}
+			}
+			badName := !utf8.ValidString(s) || strings.ContainsFunc(s, control) || strings.HasSuffix(s, `\`) ||
+				strings.Contains(s, `\,`) || strings.Contains(s, `\=`) || strings.Contains(s, `\ `) || strings.Contains(s, `\"`)
+			if err := checkName(s, keyNoBackslash); (err != nil) != badName {
+				t.Errorf("checkName(%q) = %v, want an error: %v", s, err, badName)
+			}
+			badString := !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r != '\t' && control(r) })
+			if err := checkString(s); (err != nil) != badString {
+				t.Errorf("checkString(%q) = %v, want an error: %v", s, err, badString)
+			}
 		}
 	}
 }

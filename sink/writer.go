@@ -117,6 +117,7 @@ type Writer struct {
 	stamps       *stamper
 	closed       bool
 	runDone      chan struct{} // non-nil once Run started; closed when it returns
+	lineBytes    atomic.Int64  // mean line length of the last Enqueue, to size the next
 
 	quit      chan struct{} // closed by Close: Run returns
 	commitNow chan struct{} // capacity 1: the backlog is large
@@ -161,6 +162,7 @@ func NewWriter(opts Options, log *slog.Logger) (*Writer, error) {
 		sendNow:   make(chan struct{}, 1),
 		m:         newMetrics(),
 	}
+	w.lineBytes.Store(1024) // a request line is about 1.3 KB
 	w.m.state.Store(int32(StateOK))
 	if opts.URL == "" {
 		w.m.state.Store(int32(StateDisabled))
@@ -267,7 +269,10 @@ func (w *Writer) Enqueue(points ...Point) error {
 		kind       kind
 	}
 	lines := make([]encoded, 0, len(points))
-	buf := make([]byte, 0, 1024*len(points)) // a request line is about 1.3 KB
+	// Sized from the lines of the last call, with a margin: a buffer
+	// grown as it fills allocates twice what it keeps.
+	per := w.lineBytes.Load()
+	buf := make([]byte, 0, int(per+per/8)*len(points))
 	for _, p := range points {
 		var err error
 		k := kindOf(p.Measurement)
@@ -279,6 +284,9 @@ func (w *Writer) Enqueue(points ...Point) error {
 			continue
 		}
 		lines = append(lines, encoded{start, len(buf), k})
+	}
+	if len(lines) > 0 {
+		w.lineBytes.Store(int64(len(buf) / len(lines)))
 	}
 	now := w.opts.Now().UnixNano()
 

@@ -57,6 +57,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	tuneGC(os.Getenv)
 	return d.run(ctx)
 }
 

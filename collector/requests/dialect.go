@@ -110,6 +110,15 @@ func endpoints() map[string]endpoint {
 // ---- OpenAI-compatible: vLLM, SGLang, TGI's /v1, llama.cpp's /v1, Ollama's /v1
 
 func openAIRequest(body []byte) request {
+	if r, ok := fastOpenAIRequest(body); ok {
+		return r
+	}
+	return openAIRequestJSON(body)
+}
+
+// openAIRequestJSON is openAIRequest through encoding/json, for what
+// fastOpenAIRequest does not read.
+func openAIRequestJSON(body []byte) request {
 	var req struct {
 		Model         string `json:"model"`
 		Stream        bool   `json:"stream"`
@@ -176,41 +185,67 @@ func (m openAIMsg) len() int64 {
 	return int64(m.Content + m.ReasoningContent + m.Reasoning + m.ToolCalls)
 }
 
+// openAIRead is what an OpenAI answer or chunk says, as read by
+// fastOpenAIDocument or through openAIDoc.
+type openAIRead struct {
+	failed       bool  // a non-empty error member, or object "error"
+	choices      int   // how many; -1 for no choices member (or null)
+	text, tokens int64 // generated text, and choices with some
+	hasUsage     bool  // the usage member is an object
+	usage        usage // its counts
+}
+
 func openAIDocument(b []byte) doc {
-	var d openAIDoc
-	if err := unmarshal(b, &d); err != nil {
-		return doc{}
-	}
-	var out doc
-	out.failed = d.Error > 0 || d.Object == "error"
-	if d.Choices != nil {
-		for _, c := range *d.Choices {
-			n := int64(c.Text) + c.Message.len() + c.Delta.len()
-			out.text += n
-			if n > 0 {
-				out.tokens++ // one choice's step: one token
-			}
+	r, ok := fastOpenAIDocument(b)
+	if !ok {
+		if r, ok = openAIReadJSON(b); !ok {
+			return doc{}
 		}
 	}
+	out := doc{failed: r.failed, text: r.text, tokens: r.tokens}
 	// encoding/json matches keys whatever their case (and through \u
 	// escapes); servers write "usage". Requiring that exact key keeps a
 	// body's tail search and a whole document in agreement.
-	if d.Usage == nil || !bytes.Contains(b, []byte(`"usage"`)) {
+	if !r.hasUsage || !bytes.Contains(b, []byte(`"usage"`)) {
 		return out
 	}
-	u := usage{prompt: count(d.Usage.PromptTokens), completion: count(d.Usage.CompletionTokens), cached: -1, reasoning: -1}
-	if u.prompt < 0 && u.completion < 0 {
+	if r.usage.prompt < 0 && r.usage.completion < 0 {
 		return out // a usage block with nothing readable in it
 	}
-	if d.Usage.PromptTokensDetails != nil {
-		u.cached = count(d.Usage.PromptTokensDetails.CachedTokens)
-	}
-	if d.Usage.CompletionTokensDetails != nil {
-		u.reasoning = count(d.Usage.CompletionTokensDetails.ReasoningTokens)
-	}
-	out.usage, out.hasUsage = u, true
-	out.usageOnly = d.Choices == nil || len(*d.Choices) == 0
+	out.usage, out.hasUsage = r.usage, true
+	out.usageOnly = r.choices <= 0
 	return out
+}
+
+// openAIReadJSON reads a document through encoding/json, for what
+// fastOpenAIDocument does not read; ok is false for one that is not JSON.
+func openAIReadJSON(b []byte) (openAIRead, bool) {
+	var d openAIDoc
+	if err := unmarshal(b, &d); err != nil {
+		return openAIRead{}, false
+	}
+	r := openAIRead{failed: d.Error > 0 || d.Object == "error", choices: -1, usage: noUsage}
+	if d.Choices != nil {
+		r.choices = len(*d.Choices)
+		for _, c := range *d.Choices {
+			n := int64(c.Text) + c.Message.len() + c.Delta.len()
+			r.text += n
+			if n > 0 {
+				r.tokens++ // one choice's step: one token
+			}
+		}
+	}
+	if u := d.Usage; u != nil {
+		r.hasUsage = true
+		r.usage.prompt, r.usage.completion = count(u.PromptTokens), count(u.CompletionTokens)
+		if u.PromptTokensDetails != nil {
+			r.usage.cached = count(u.PromptTokensDetails.CachedTokens)
+		}
+		if u.CompletionTokensDetails != nil {
+			r.usage.reasoning = count(u.CompletionTokensDetails.ReasoningTokens)
+		}
+	}
+	return r, true
 }
 
 // ---- Ollama's native API: /api/chat, /api/generate (NDJSON streams)

@@ -48,21 +48,22 @@ func addIncludeUsage(body []byte) ([]byte, bool) {
 	return body, false // true already, or a value the upstream will judge
 }
 
-// removeNullUsage returns doc without a top-level "usage":null member, and
-// whether there was one.
-func removeNullUsage(doc []byte) ([]byte, bool) {
+// nullUsage finds a top-level "usage":null member of doc: removing
+// doc[from:to] removes it with its comma.
+func nullUsage(doc []byte) (from, to int, ok bool) {
 	members, _, ok := jsonedit.Members(doc, 0)
 	if !ok {
-		return doc, false
+		return 0, 0, false
 	}
 	for i := len(members) - 1; i >= 0; i-- {
 		m := members[i]
 		if string(doc[m.Key[0]:m.Key[1]]) == `"usage"` {
 			if string(doc[m.Val[0]:m.Val[1]]) != "null" {
-				return doc, false
+				return 0, 0, false
 			}
-			return jsonedit.Remove(doc, members, i), true
+			from, to = jsonedit.Cut(members, i)
+			return from, to, true
 		}
 	}
-	return doc, false
+	return 0, 0, false
 }

@@ -148,20 +148,21 @@ func (f *usageFilter) event(m *meter, raw []byte, last bool) {
 		f.removed++
 		return
 	case m.last.data:
-		if edited, ok := editNullUsage(raw); ok {
-			f.out = append(f.out, edited...)
+		if from, to, ok := nullUsageEvent(raw); ok {
+			f.out = append(append(f.out, raw[:from]...), raw[to:]...)
 			return
 		}
 	}
 	f.out = append(f.out, raw...)
 }
 
-// editNullUsage removes "usage":null from an event that is one data line of
-// JSON. Events of other shapes are left as they are.
-func editNullUsage(raw []byte) ([]byte, bool) {
+// nullUsageEvent finds "usage":null in an event that is one data line of
+// JSON: removing raw[from:to] removes it. Events of other shapes are left
+// as they are (ok false).
+func nullUsageEvent(raw []byte) (from, to int, ok bool) {
 	rest, ok := bytes.CutPrefix(raw, []byte("data:"))
 	if !ok {
-		return nil, false
+		return 0, 0, false
 	}
 	start := len(raw) - len(rest)
 	if len(rest) > 0 && rest[0] == ' ' {
@@ -176,16 +177,13 @@ func editNullUsage(raw []byte) ([]byte, bool) {
 	// What follows the data line must be line ends only (one event, one line).
 	for _, c := range raw[end:] {
 		if c != '\r' && c != '\n' {
-			return nil, false
+			return 0, 0, false
 		}
 	}
-	doc, ok := removeNullUsage(raw[start:end])
-	if !ok {
-		return nil, false
+	if from, to, ok = nullUsage(raw[start:end]); !ok {
+		return 0, 0, false
 	}
-	out := make([]byte, 0, start+len(doc)+len(raw)-end)
-	out = append(append(append(out, raw[:start]...), doc...), raw[end:]...)
-	return out, true
+	return start + from, start + to, true
 }
 
 var _ io.Reader = (*meteredBody)(nil)

@@ -201,7 +201,8 @@ func FuzzJSONEdit(f *testing.F) {
 		} else if !bytes.Equal(out, body) {
 			t.Fatal("an unedited body changed")
 		}
-		if out, ok := removeNullUsage(body); ok {
+		if from, to, ok := nullUsage(body); ok {
+			out := append(body[:from:from], body[to:]...)
 			var after map[string]any
 			if err := json.Unmarshal(out, &after); err != nil || !valid {
 				t.Fatalf("edit broke the JSON: %q -> %q: %v", body, out, err)
@@ -285,6 +286,41 @@ func FuzzFilterMeter(f *testing.F) {
 		}
 		if want := meterParts(openAI(), framingSSE, stream, lim, 0); got != want {
 			t.Fatalf("through the filter %+v, directly %+v", got, want)
+		}
+	})
+}
+
+// FuzzFastJSON: whatever the fast reader of OpenAI requests and answers
+// reads, it reads as encoding/json does (it may give up, never differ).
+func FuzzFastJSON(f *testing.F) {
+	for _, s := range []string{
+		benchChat, benchStream, benchAnswer, benchChunk,
+		`{"model":"m","stream":true,"stream_options":{"include_usage":false,"continuous_usage_stats":true}}`,
+		`{"model":"m","stream":null,"stream_options":null}`,
+		`{"model":"m","Model":"n"}`, `{"model":"m","model":"n"}`, `{"mod\u0065l":"m"}`, `{"model":"\u00e9"}`,
+		`{"stream":"yes"}`, `{"stream_options":[]}`, ` {"model" : "m" } `, `{"model":"m"}x`, `[1]`, `null`,
+		`{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}`,
+		`{"choices":[null,{"text":"abc"},{"delta":{"content":"","reasoning_content":"x","tool_calls":[{"a":1}]}}],"usage":null}`,
+		`{"usage":{"prompt_tokens":-1,"completion_tokens":2.0,"prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":"3"}}}`,
+		`{"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":null}},"usage":{"completion_tokens":2}}`,
+		`{"Usage":{"prompt_tokens":1}}`, `{"usage":{"PROMPT_TOKENS":1}}`, `{"error":{"message":"x"},"object":"error"}`,
+		`{"object":"err\u006fr"}`, `{"choices":{"text":"x"}}`, `{"choices":[1]}`, `{"usage":5}`,
+		`{"a":[[[[[[[[{"b":-0.5e+7}]]]]]]]],"c":"\ud800\"\\\/\b\f\n\r\t","d":true,"e":false,"f":null}`,
+		`{"a":01}`, `{"a":1.}`, `{"a":"` + "\x01" + `"}`, `{"a":"\x"}`, `{"a":tru}`, `{"a":1,}`, `{,}`, `{"a" 1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, ok := fastOpenAIRequest(b); ok {
+			if want := openAIRequestJSON(b); got != want {
+				t.Fatalf("request %q: fast %+v, encoding/json %+v", b, got, want)
+			}
+		}
+		if got, ok := fastOpenAIDocument(b); ok {
+			want, valid := openAIReadJSON(b)
+			if !valid || got != want {
+				t.Fatalf("document %q: fast %+v, encoding/json %+v (valid %v)", b, got, want, valid)
+			}
 		}
 	})
 }

@@ -70,7 +70,6 @@ type meter struct {
 	framing framing
 	limit   int
 	now     func() time.Time
-	key     []byte // `"usage"` (the dialect's usage key, quoted), or nil
 
 	lines lineSplitter
 	sse   sseEvent
@@ -92,9 +91,6 @@ type meter struct {
 
 func newMeter(d *dialect, f framing, limit int, now func() time.Time) *meter {
 	m := &meter{dialect: d, framing: f, limit: limit, now: now, usage: noUsage, text: -1}
-	if d.usageKey != "" {
-		m.key = []byte(`"` + d.usageKey + `"`)
-	}
 	m.lines.limit = limit
 	return m
 }
@@ -166,7 +162,7 @@ func (m *meter) finish() {
 	case framingJSON:
 		if !m.over {
 			m.document(m.body)
-		} else if m.key != nil {
+		} else if m.dialect.usageKey != "" {
 			m.tail(m.body[len(m.body)-m.limit:])
 		}
 		m.body = nil
@@ -214,13 +210,14 @@ func (m *meter) document(b []byte) {
 // string its quotes would be escaped), and servers write usage after the
 // choices, so the last such key whose value is an object is the one.
 func (m *meter) tail(t []byte) {
+	key := []byte(`"` + m.dialect.usageKey + `"`) // e.g. `"usage"`
 	for end := len(t); ; {
-		i := bytes.LastIndex(t[:end], m.key)
+		i := bytes.LastIndex(t[:end], key)
 		if i < 0 {
 			return
 		}
 		end = i
-		rest := bytes.TrimLeft(t[i+len(m.key):], " \t\r\n")
+		rest := bytes.TrimLeft(t[i+len(key):], " \t\r\n")
 		if len(rest) == 0 || rest[0] != ':' {
 			continue
 		}
@@ -228,8 +225,8 @@ func (m *meter) tail(t []byte) {
 		if json.NewDecoder(bytes.NewReader(rest[1:])).Decode(&obj) != nil || obj[0] != '{' {
 			continue
 		}
-		doc := make([]byte, 0, len(m.key)+len(obj)+3)
-		doc = append(append(append(append(doc, '{'), m.key...), ':'), obj...)
+		doc := make([]byte, 0, len(key)+len(obj)+3)
+		doc = append(append(append(append(doc, '{'), key...), ':'), obj...)
 		if d := m.dialect.document(append(doc, '}')); d.hasUsage {
 			m.usage.merge(d.usage)
 			m.hasUsage = true

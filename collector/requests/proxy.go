@@ -256,6 +256,7 @@ type exchange struct {
 	stream   bool   // the client asked for a stream
 	injected bool   // the proxy added stream_options.include_usage
 	reqBody  []byte // the client's request body, for a prompt estimate
+	sent     []byte // the body sent upstream (reqBody, or it with include_usage)
 	tenant   string
 
 	devices []string // the GPUs, fixed when the request begins
@@ -322,6 +323,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		},
 	})
+	ex.sent = body
 	out := r.WithContext(ctx)
 	out.Body = io.NopCloser(bytes.NewReader(body))
 	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
@@ -336,7 +338,15 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, max(0, r.ContentLength)+bytes.MinRead))
+	if r.ContentLength >= 0 {
+		// net/http's body ends after ContentLength bytes: read exactly that.
+		buf := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			return nil, fmt.Errorf("read request body: %w", err)
+		}
+		return buf, nil
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, bytes.MinRead))
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("read request body: %w", err)
@@ -364,6 +374,13 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		// The body is already read: waiting for a 100 Continue from the
 		// upstream would only add latency.
 		pr.Out.Header.Del("Expect")
+		if pr.Out.Body != nil {
+			// ReverseProxy wraps the body in a reader of its own, which
+			// makes the transport write the headers and the body in two
+			// writes (and the upstream read two segments). A body it knows
+			// to be in memory goes out with the headers in one.
+			pr.Out.Body = io.NopCloser(bytes.NewReader(ex.sent))
+		}
 	}
 	if ex.injected {
 		// The proxy edits this stream: it must come unencoded.

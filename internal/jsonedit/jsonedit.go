@@ -90,6 +90,7 @@ func Members(b []byte, start int) (members []Member, closing int, ok bool) {
 	if i < len(b) && b[i] == '}' {
 		return nil, i, true
 	}
+	members = make([]Member, 0, 8) // a chunk of a stream has about as many
 	for {
 		if i >= len(b) || b[i] != '"' {
 			return nil, 0, false
@@ -144,7 +145,16 @@ func Find(b []byte, members []Member, name string) (Member, bool) {
 // Remove returns b without member i of members (its key, value and
 // one separating comma with the space around it), in a new slice.
 func Remove(b []byte, members []Member, i int) []byte {
-	from, to := members[i].Key[0], members[i].Val[1]
+	from, to := Cut(members, i)
+	out := make([]byte, 0, len(b)-(to-from))
+	out = append(out, b[:from]...)
+	return append(out, b[to:]...)
+}
+
+// Cut is the range [from, to) of the object's bytes that Remove drops to
+// remove member i.
+func Cut(members []Member, i int) (from, to int) {
+	from, to = members[i].Key[0], members[i].Val[1]
 	switch {
 	case i > 0:
 		// `..., "k": v` -> from the end of the previous value.
@@ -153,9 +163,7 @@ func Remove(b []byte, members []Member, i int) []byte {
 		// `"k": v, "next"` -> up to the next key.
 		to = members[1].Key[0]
 	}
-	out := make([]byte, 0, len(b)-(to-from))
-	out = append(out, b[:from]...)
-	return append(out, b[to:]...)
+	return from, to
 }
 
 // Splice returns b with [from, to) replaced by s, in a new slice.
