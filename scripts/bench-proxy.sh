@@ -20,7 +20,7 @@ fi
 go build -o bin/deadlabourd ./cmd/deadlabourd
 go build -o bin/deadlabour-bench ./cmd/deadlabour-bench
 
-FAKE=18000 STREAMFAKE=18001 DL=18080 DLS=18081 NG=18090 NGS=18091
+FAKE=18000 STREAMFAKE=18001 DL=18080 DLS=18081 NG=18090 NGS=18091 PLAIN=18070
 out="${BENCH_OUT:-bin/bench-proxy.jsonl}"
 work=$(mktemp -d)
 pids=()
@@ -44,6 +44,11 @@ wait_port() {
 # deadlabour-bench stream/hold on $STREAMFAKE.
 bin/deadlabour-bench serve -listen 127.0.0.1:$FAKE &
 pids+=($!)
+
+# The floor of a Go proxy: httputil.ReverseProxy and nothing else.
+bin/deadlabour-bench plain -listen 127.0.0.1:$PLAIN -target http://127.0.0.1:$FAKE &
+plainpid=$!
+pids+=($plainpid)
 
 mkdir -p "$work/nginx/logs"
 cat >"$work/nginx/nginx.conf" <<EOF
@@ -98,6 +103,7 @@ pids+=($dlpid)
 wait_port $FAKE
 wait_port $NG
 wait_port $DL
+wait_port $PLAIN
 
 : >"$out"
 tag() { sed "s/^{/{\"name\":\"$1\",/" >>"$out"; }
@@ -108,16 +114,33 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"bench","max_tokens":16,"messages":[{"role":"user","content":"how much does this answer cost?"}]}'
 EOF
-declare -A sum=()
+cpu_ticks() { # user+system clock ticks of the processes given
+	local sum=0
+	for p in "$@"; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+	echo $sum
+}
+ngpids=$(pgrep -f "nginx: (master|worker)" | tr '\n' ' ')
+fakepid=${pids[0]}
+declare -A sum=() ticks=() reqs=()
 for round in 1 2 3; do # in turns, as the other measurements
-	for t in direct:$FAKE nginx:$NG deadlabourd:$DL; do
+	for t in direct:$FAKE nginx:$NG deadlabourd:$DL go-httputil:$PLAIN; do
 		name=${t%%:*} port=${t##*:}
-		rps=$(wrk -t2 -c64 -d4s -s "$work/post.lua" "http://127.0.0.1:$port/v1/chat/completions" | awk '/Requests\/sec/ {print $2}')
+		# The CPU of the process in the middle: the fake itself when called
+		# directly, else the proxy (its upstream's CPU is the same work).
+		case $name in direct) procs=$fakepid ;; nginx) procs=$ngpids ;; go-httputil) procs=$plainpid ;; *) procs=$dlpid ;; esac
+		t0=$(cpu_ticks $procs)
+		res=$(wrk -t2 -c64 -d4s -s "$work/post.lua" "http://127.0.0.1:$port/v1/chat/completions")
+		t1=$(cpu_ticks $procs)
+		rps=$(awk '/Requests\/sec/ {print $2}' <<<"$res")
+		n=$(awk '/requests in/ {print $1}' <<<"$res")
 		sum[$name]=$(awk -v a="${sum[$name]:-0}" -v b="$rps" 'BEGIN {print a + b}')
+		ticks[$name]=$((${ticks[$name]:-0} + t1 - t0))
+		reqs[$name]=$((${reqs[$name]:-0} + n))
 	done
 done
-for name in direct nginx deadlabourd; do
-	echo "{\"kind\":\"throughput\",\"rps\":$(awk -v a="${sum[$name]}" 'BEGIN {print a / 3}')}" | tag "$name"
+hz=$(getconf CLK_TCK)
+for name in direct nginx deadlabourd go-httputil; do
+	echo "{\"kind\":\"throughput\",\"rps\":$(awk -v a="${sum[$name]}" 'BEGIN {print a / 3}'),\"cpu_us_per_request\":$(awk -v t="${ticks[$name]}" -v n="${reqs[$name]}" -v hz="$hz" 'BEGIN {print t / hz * 1e6 / n}')}" | tag "$name"
 done
 
 echo "latency at 500 req/s..." >&2
@@ -142,7 +165,6 @@ bin/deadlabourd run --config "$work/deadlabour.yaml" --simulate h100:1 --log-lev
 dlpid=$!
 pids+=($dlpid)
 wait_port $DLS
-ngpids=$(pgrep -f "nginx: (master|worker)" | tr '\n' ' ')
 for t in nginx:$NGS deadlabourd:$DLS; do
 	name=${t%%:*} port=${t##*:}
 	procs=$dlpid

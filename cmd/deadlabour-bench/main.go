@@ -5,6 +5,7 @@
 // open. It prints one JSON object per measurement.
 //
 //	deadlabour-bench serve  -listen 127.0.0.1:18000
+//	deadlabour-bench plain  -listen 127.0.0.1:18070 -target http://127.0.0.1:18000
 //	deadlabour-bench rate   -targets direct=http://127.0.0.1:18000,proxy=http://127.0.0.1:18080 -rps 500 -duration 20s
 //	deadlabour-bench stream -listen 127.0.0.1:18001 -targets direct=http://127.0.0.1:18001,proxy=http://127.0.0.1:18081
 //	deadlabour-bench hold   -listen 127.0.0.1:18001 -target http://127.0.0.1:18081 -streams 500 -hold 5s
@@ -17,7 +18,8 @@
 // in the load of a shared machine falls on all of them alike. stream and
 // hold serve the fake in-process on -listen, which the target must proxy
 // to: stream then times every event from the fake's flush to the client's
-// read on one clock.
+// read on one clock. plain is the floor of any proxy written on Go's
+// net/http: httputil.ReverseProxy with upstream keep-alive and nothing else.
 package main
 
 import (
@@ -29,7 +31,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -54,6 +59,8 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		err = serve(ctx, os.Args[2:])
+	case "plain":
+		err = plain(ctx, os.Args[2:])
 	case "rate":
 		err = rate(ctx, os.Args[2:])
 	case "stream":
@@ -81,6 +88,36 @@ func serve(ctx context.Context, args []string) error {
 	}
 	<-ctx.Done()
 	return fake.Close()
+}
+
+// plain serves a bare httputil.ReverseProxy to target: what deadlabourd's
+// proxy costs before it meters anything.
+func plain(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("plain", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:18070", "address")
+	target := fs.String("target", "http://127.0.0.1:18000", "upstream")
+	fs.Parse(args)
+	u, err := url.Parse(*target)
+	if err != nil {
+		return err
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite:   func(r *httputil.ProxyRequest) { r.SetURL(u); r.Out.Host = r.In.Host },
+		Transport: newClient(256).Transport,
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: rp}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 func newClient(conns int) *http.Client {
@@ -384,6 +421,7 @@ type line struct {
 	Name     string             `json:"name"`
 	Kind     string             `json:"kind"`
 	RPS      float64            `json:"rps"`
+	CPU      float64            `json:"cpu_us_per_request"`
 	Errors   int                `json:"errors"`
 	Count    int                `json:"count"`
 	Percents map[string]float64 `json:"ms"`
@@ -418,6 +456,17 @@ func report(in io.Reader, out io.Writer) error {
 	if n, d := thr("nginx"), thr("deadlabourd"); n > 0 && d > 0 {
 		fmt.Fprintf(out, "| throughput, req/s (wrk, 64 conns) | %.0f | %.0f | %.0f | %.2f× nginx (target ≥ 1.0×): %s |\n",
 			thr("direct"), n, d, d/n, verdict(d/n >= 1.0))
+	}
+	if n, g := thr("nginx"), thr("go-httputil"); n > 0 && g > 0 {
+		fmt.Fprintf(out, "| throughput of a bare Go httputil.ReverseProxy (no metering), req/s | | | %.0f | %.2f× nginx: the floor of a net/http proxy |\n", g, g/n)
+	}
+	cpu := func(name string) float64 { return got["throughput/"+name].CPU }
+	if n, d := cpu("nginx"), cpu("deadlabourd"); n > 0 && d > 0 {
+		fmt.Fprintf(out, "| CPU per request of the process in the middle (wrk run), µs | %.1f (the fake) | %.1f | %.1f | %.2f× nginx's CPU per request |\n",
+			cpu("direct"), n, d, d/n)
+	}
+	if n, g := cpu("nginx"), cpu("go-httputil"); n > 0 && g > 0 {
+		fmt.Fprintf(out, "| CPU per request of the bare Go httputil.ReverseProxy, µs | | | %.1f | %.2f× nginx's |\n", g, g/n)
 	}
 	for _, q := range []string{"p50", "p99"} {
 		limit := map[string]float64{"p50": 0.3, "p99": 1.0}[q]
