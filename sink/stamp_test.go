@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -125,5 +126,36 @@ func TestRestartNeverOverwrites(t *testing.T) {
 	}
 	if !movedPast {
 		t.Error("new-0000 was not moved past the earlier run's newest record")
+	}
+}
+
+// A restart in the middle of a telemetry window: the old process flushes the
+// window's first part at shutdown, the new one the rest when the window
+// ends, both stamped with the window's start. InfluxDB would keep only the
+// second; the stamper moves it 1 ns, so the window's energy is whole.
+func TestRestartMidWindowKeepsBothParts(t *testing.T) {
+	influx := influxtest.Start(t)
+	opts := fastOptions(t, influx.URL(), influx.Bucket())
+	start := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	window := func(joules float64) Point {
+		return GPUPoint("node-a", false, GPUWindow{Device: "0", Name: "NVIDIA H100 80GB HBM3",
+			Start: start, End: start.Add(10 * time.Second), EnergyJ: joules,
+			PowerMeanW: math.NaN(), PowerMaxW: math.NaN(), UtilGPUPct: math.NaN(), UtilMemPct: math.NaN()})
+	}
+	for _, joules := range []float64{1000, 2500} { // two runs, one window
+		w := newWriter(t, opts)
+		if err := w.Enqueue(window(joules)); err != nil {
+			t.Fatal(err)
+		}
+		closeWriter(t, w)
+	}
+	rows := influx.Rows(t, "SELECT energy_j FROM deadlabour_gpu")
+	var sum float64
+	for _, r := range rows {
+		j, _ := r.Float("energy_j")
+		sum += j
+	}
+	if len(rows) != 2 || sum != 3500 {
+		t.Fatalf("%d points with %v J stored, want both parts: 2 with 3500 J", len(rows), sum)
 	}
 }
