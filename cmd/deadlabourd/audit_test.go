@@ -76,7 +76,7 @@ models:
 		prev, now := at(float64(k)/10), at(float64(k+1)/10)
 		for _, s := range spans {
 			if !s.Start.Before(prev) && s.Start.Before(now) {
-				l.Begin(s.ID, s.Start, s.Devices)
+				l.Begin(s)
 			}
 			if !s.End.Before(prev) && s.End.Before(now) {
 				l.End(s)

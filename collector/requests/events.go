@@ -40,7 +40,7 @@ import (
 
 // EventSink receives what the event API accepts (cmd's span queue).
 type EventSink interface {
-	Begin(id, upstream string, start time.Time, devices []string)
+	Begin(span estimator.Span)  // a request started: id, upstream, model, tenant, start, devices
 	End(span estimator.Span)    // a request begun with Begin ended
 	Submit(span estimator.Span) // a whole request never begun
 }
@@ -565,7 +565,7 @@ func (e *Events) apply(events []event, now time.Time, batch bool) (eventsAnswer,
 		switch acts[i] {
 		case doBegin:
 			e.open[s.ID] = opened[s.ID]
-			e.sink.Begin(s.ID, s.Upstream, s.Start, s.Devices)
+			e.sink.Begin(s)
 		case doEnd:
 			delete(e.open, s.ID)
 			e.remember(s.ID, now)

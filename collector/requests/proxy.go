@@ -75,7 +75,10 @@ import (
 // The devices slice is shared by all requests of an upstream: read it, don't
 // modify it.
 type Recorder interface {
-	Begin(id, upstream string, start time.Time, devices []string)
+	// Begin: a request started. Its span holds what is known then (ID,
+	// Upstream, Tenant, Start, Devices), which a request still open at
+	// shutdown is recorded with.
+	Begin(span estimator.Span)
 	End(span estimator.Span)
 }
 
@@ -292,7 +295,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.devFunc != nil {
 		ex.devices = slices.Clip(p.devFunc())
 	}
-	p.rec.Begin(ex.id, p.name, ex.start, ex.devices)
+	ex.tenant = p.tenants.of(r.Header)
+	p.rec.Begin(estimator.Span{ID: ex.id, Upstream: p.name, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
 	// End runs even when the copy of the response panics with
 	// http.ErrAbortHandler, which is how ReverseProxy gives up on a client
 	// that went away.
@@ -311,7 +315,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	req := ex.dialect.request(body)
 	ex.model, ex.stream, ex.reqBody = clip(req.model, maxModel), req.stream, body
-	ex.tenant = p.tenants.of(r.Header)
 	if p.inject && ex.dialect.includeUsage && req.stream && !req.asked {
 		body, ex.injected = addIncludeUsage(body)
 	}

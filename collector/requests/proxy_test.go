@@ -50,10 +50,10 @@ func newRecorder() *recorder {
 	return &recorder{begins: make(map[string]int), ended: make(chan struct{}, 100)}
 }
 
-func (r *recorder) Begin(id, upstream string, start time.Time, devices []string) {
+func (r *recorder) Begin(s estimator.Span) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.begins[id]++
+	r.begins[s.ID]++
 }
 
 func (r *recorder) End(s estimator.Span) {
