@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 // TestEventBeginAbandonedAtShutdown: a request begun through the event API
 // and never ended when the daemon stops (SIGTERM's path: event API closed,
 // then the engine's final settle) is in InfluxDB as one record, status
-// abandoned, with the upstream, model and tenant its begin event named
+// abandoned, with the upstream, model and tenant (hashed) its begin event named
 // (no models are configured: the model tag is "other", the name model_raw).
 func TestEventBeginAbandonedAtShutdown(t *testing.T) {
 	influx := influxtest.Start(t)
@@ -34,10 +35,14 @@ func TestEventBeginAbandonedAtShutdown(t *testing.T) {
 	}
 	r := rows[0]
 	for k, want := range map[string]any{"request_id": "open/at/stop", "status": "abandoned", "upstream": "up", "model_raw": "m",
-		"tenant": "team-a", "history_truncated": true} {
+		"history_truncated": true} {
 		if r[k] != want {
 			t.Errorf("%s = %v, want %v (record %v)", k, r[k], want, r)
 		}
+	}
+	// The tenant as begun, hashed (admin.event_tenant_raw is off).
+	if tenant, _ := r.String("tenant"); len(tenant) != 16 || strings.Trim(tenant, "0123456789abcdef") != "" {
+		t.Errorf("tenant = %q, want team-a's 16 hex digit hash", tenant)
 	}
 	if j, _ := r.Float("gpu_energy_j"); j <= 0 {
 		t.Errorf("gpu_energy_j = %v: the open request was charged nothing", r["gpu_energy_j"])

@@ -58,3 +58,38 @@ func TestBeginCarriesUpstreamAndTenant(t *testing.T) {
 		t.Errorf("begin %+v, want id r-1, upstream up-a, tenant %q, devices [0], a start", b, want)
 	}
 }
+
+// TenantHeaderRaw (config tenant_header_raw) reaches the proxy's tenants:
+// a team name in the header is kept as it is.
+func TestTenantHeaderRawOption(t *testing.T) {
+	up := httptest.NewServer(fakeupstream.New(fakeupstream.Options{}))
+	defer up.Close()
+	for _, raw := range []bool{false, true} {
+		rec := &beginRecorder{}
+		p, err := New(Options{Name: "u", Target: up.URL, Devices: []string{"0"}, TenantSecret: testSecret,
+			TenantHeader: "X-Team", TenantHeaderRaw: raw}, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		front := httptest.NewServer(p)
+		req, _ := http.NewRequest(http.MethodPost, front.URL+"/v1/completions", strings.NewReader(`{"model":"m","prompt":"x"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Team", "team-a")
+		if res, err := front.Client().Do(req); err != nil {
+			t.Fatal(err)
+		} else {
+			res.Body.Close()
+		}
+		front.Close()
+		p.CloseIdleConnections()
+		want := tenants{secret: testSecret}.hash("team-a")
+		if raw {
+			want = "team-a"
+		}
+		rec.mu.Lock()
+		if len(rec.begins) != 1 || rec.begins[0].Tenant != want {
+			t.Errorf("raw %v: begins %+v, want tenant %q", raw, rec.begins, want)
+		}
+		rec.mu.Unlock()
+	}
+}

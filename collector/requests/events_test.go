@@ -66,7 +66,7 @@ func newTestEvents(t *testing.T) (*Events, *eventSink) {
 	t.Helper()
 	sink := &eventSink{}
 	e, err := NewEvents(EventOptions{History: 15 * time.Minute, SettleDelay: 500 * time.Millisecond, Devices: testDevices,
-		MaxBodyBytes: 4096, MaxEvents: 3, MaxOpen: 2, Now: func() time.Time { return evNow }}, sink)
+		TenantSecret: testSecret, TenantRaw: true, MaxBodyBytes: 4096, MaxEvents: 3, MaxOpen: 2, Now: func() time.Time { return evNow }}, sink)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,8 +104,12 @@ type Options struct {
 	// concurrent use.
 	DevicesFunc func() []string
 	// TenantHeader, if set, names a request header whose value is the
-	// tenant. Requests without it fall back to the API key's HMAC.
+	// tenant, hashed like an API key unless TenantHeaderRaw. Requests
+	// without it fall back to the API key's HMAC.
 	TenantHeader string
+	// TenantHeaderRaw keeps a header value that looks like a name (visible
+	// ASCII, at most 64 bytes) as it is (config tenant_header_raw).
+	TenantHeaderRaw bool
 	// TenantSecret is the per-node HMAC key under which bearer API keys are
 	// turned into tenants. Required, at least 16 bytes; keep it stable
 	// across restarts or tenants change names.
@@ -178,7 +182,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		target:    target,
 		devices:   slices.Clip(slices.Clone(opts.Devices)),
 		devFunc:   opts.DevicesFunc,
-		tenants:   tenants{header: opts.TenantHeader, secret: slices.Clone(opts.TenantSecret)},
+		tenants:   tenants{header: opts.TenantHeader, raw: opts.TenantHeaderRaw, secret: slices.Clone(opts.TenantSecret)},
 		maxBody:   cmpOr(opts.MaxRequestBytes, DefaultMaxRequestBytes),
 		maxUsage:  cmpOr(opts.MaxUsageBytes, DefaultMaxUsageBytes),
 		inject:    !opts.NoIncludeUsage,
