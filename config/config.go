@@ -100,10 +100,13 @@ type Upstream struct {
 	Target       string   `yaml:"target"`
 	GPUs         []string `yaml:"gpus"`
 	TenantHeader string   `yaml:"tenant_header"`
-	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
-	IncludeUsage *bool    `yaml:"include_usage"`
-	PIDFile      string   `yaml:"pid_file"`
-	ProcessName  string   `yaml:"process_name"`
+	// TenantHeaderRaw keeps tenant_header values that look like a name as
+	// they are; by default they are hashed like API keys.
+	TenantHeaderRaw bool     `yaml:"tenant_header_raw"`
+	MaxBodyBytes    ByteSize `yaml:"max_body_bytes"`
+	IncludeUsage    *bool    `yaml:"include_usage"`
+	PIDFile         string   `yaml:"pid_file"`
+	ProcessName     string   `yaml:"process_name"`
 }
 
 // Model holds the amortised training figures of one model.
@@ -145,6 +148,9 @@ type Marginal struct {
 type Admin struct {
 	Listen    string `yaml:"listen"`
 	TokenFile string `yaml:"token_file"`
+	// EventTenantRaw keeps the event API's tenant values as they are; by
+	// default they are hashed like API keys.
+	EventTenantRaw bool `yaml:"event_tenant_raw"`
 }
 
 // Influx configures the InfluxDB v2 write API (InfluxDB 1.8+, 2.x, 3.x, Cloud).

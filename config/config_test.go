@@ -126,6 +126,7 @@ func TestBadFiles(t *testing.T) {
 		{"bad target", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: localhost:8000\n", -1, 4, "upstreams[0].target", "absolute http"},
 		{"gpu missing", up + "    gpus: [0, 8]\n", 8, 5, "upstreams[0].gpus[1]", "GPU 8 does not exist: this node has 8 GPU(s)"},
 		{"gpu not a number", up + "    gpus: [zero]\n", 8, 5, "upstreams[0].gpus[0]", "want a GPU index"},
+		{"raw tenants without a header", up + "    tenant_header_raw: true\n", -1, 5, "upstreams[0].tenant_header_raw", "without a tenant_header"},
 		{"duplicate upstream", up + "  - name: a\n    listen: 127.0.0.1:8082\n    target: http://127.0.0.1:8000\n", -1, 5, "upstreams[1].name", "used by another upstream"},
 		{"bad weighting", "attribution:\n  weighting: fair\n", -1, 2, "attribution.weighting", "want time, tokens or marginal"},
 		{"bad currency", "facility:\n  currency: dollars\n", -1, 2, "facility.currency", "ISO 4217"},

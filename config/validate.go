@@ -186,6 +186,9 @@ func (c *Config) Validate(gpuCount int) []Problem {
 			v.add(key+".name", "%q is used by another upstream", u.Name)
 		}
 		names[u.Name] = true
+		if u.TenantHeaderRaw && u.TenantHeader == "" {
+			v.add(key+".tenant_header_raw", "is set without a tenant_header to take tenants from")
+		}
 		if u.Listen == "" {
 			v.add(key+".listen", "every upstream needs a listen address, e.g. 127.0.0.1:8081")
 		} else {

@@ -28,7 +28,7 @@ func benchLedger(b *testing.B, mode string, n int, host bool) *Ledger {
 		s := Span{ID: fmt.Sprintf("r%06d", i), Model: "m", Start: at(-float64(i%100) / 100), FirstToken: at(-0.001),
 			End: at(1e6), Status: "200", Served: true, PromptTokens: 500, CompletionTokens: 200, Devices: []string{"0"}}
 		if mode == WeightTime {
-			l.Begin(s.ID, s.Start, s.Devices) // still running: charged as intervals settle
+			l.Begin(s) // still running: charged as intervals settle
 		} else {
 			l.End(s) // ends far ahead: charged for every interval
 		}
@@ -116,7 +116,7 @@ func BenchmarkMemory(b *testing.B) {
 			b.Fatal(err)
 		}
 		for k := range spans {
-			l.Begin(spans[k].ID, spans[k].Start, spans[k].Devices)
+			l.Begin(spans[k])
 		}
 		ledgerBytes := heap() - before
 

@@ -200,13 +200,17 @@ func (l *Ledger) AddInterval(iv Interval) error {
 	return nil
 }
 
-// Begin records that a request started; it is charged from then on. A
-// second Begin of the same id is ignored.
-func (l *Ledger) Begin(id string, start time.Time, devices []string) {
-	if _, ok := l.spans[id]; ok {
+// Begin records that a request started; it is charged from then on. Of s
+// it keeps what is known when a request starts: ID, Start, Devices, and
+// Upstream, Model and Tenant where known, which a request still open at
+// Close is recorded with (End fills in the last three where its span
+// leaves them empty). A second Begin of the same id is ignored.
+func (l *Ledger) Begin(s Span) {
+	if _, ok := l.spans[s.ID]; ok {
 		return
 	}
-	l.track(&span{s: Span{ID: id, Start: start, Devices: devices, Served: true}, start: start.UnixNano()}, devices)
+	b := Span{ID: s.ID, Upstream: s.Upstream, Model: s.Model, Tenant: s.Tenant, Start: s.Start, Devices: s.Devices, Served: true}
+	l.track(&span{s: b, start: s.Start.UnixNano()}, s.Devices)
 }
 
 // End records a finished request. A request never begun is charged from
@@ -218,6 +222,10 @@ func (l *Ledger) End(s Span) {
 		l.track(sp, s.Devices)
 	} else if sp.ended {
 		return // a second End changes nothing
+	} else {
+		s.Upstream = cmp.Or(s.Upstream, sp.s.Upstream)
+		s.Model = cmp.Or(s.Model, sp.s.Model)
+		s.Tenant = cmp.Or(s.Tenant, sp.s.Tenant)
 	}
 	sp.s = s
 	sp.end = max(s.End.UnixNano(), sp.start)

@@ -71,7 +71,7 @@ func TestTimeSplitByHand(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l := mustLedger(t, testParams("0"))
 			for _, s := range tc.spans {
-				l.Begin(s.ID, s.Start, s.Devices)
+				l.Begin(s)
 			}
 			if err := l.AddInterval(Interval{Device: "0", Start: at(0), End: at(1), Joules: 100, Method: MethodCounter}); err != nil {
 				t.Fatal(err)
@@ -109,7 +109,7 @@ func TestDerivedFigures(t *testing.T) {
 	p := testParams("0")
 	l := mustLedger(t, p)
 	s := mkSpan("a", 0, 10, "0")
-	l.Begin(s.ID, s.Start, s.Devices)
+	l.Begin(s)
 	if err := l.AddInterval(Interval{Device: "0", Start: at(0), End: at(10), Joules: 3.6e6, Method: MethodCounter}); err != nil {
 		t.Fatal(err)
 	}
@@ -146,8 +146,8 @@ func TestHostAndStatic(t *testing.T) {
 	p.StaticWatts = 100
 	l := mustLedger(t, p)
 	a, b := mkSpan("a", 0, 1, "0"), mkSpan("b", 0, 1, "1")
-	l.Begin("a", a.Start, a.Devices)
-	l.Begin("b", b.Start, b.Devices)
+	l.Begin(Span{ID: "a", Start: a.Start, Devices: a.Devices})
+	l.Begin(Span{ID: "b", Start: b.Start, Devices: b.Devices})
 	for _, iv := range []Interval{
 		{Device: "0", Start: at(0), End: at(1), Joules: 300, Method: MethodCounter},
 		{Device: "1", Start: at(0), End: at(1), Joules: 500, Method: MethodCounter},
@@ -175,7 +175,7 @@ func TestHostAndStatic(t *testing.T) {
 // was charged while in flight.
 func TestUnservedTakesNothing(t *testing.T) {
 	l := mustLedger(t, testParams("0"))
-	l.Begin("a", at(0), []string{"0"})
+	l.Begin(Span{ID: "a", Start: at(0), Devices: []string{"0"}})
 	if err := l.AddInterval(Interval{Device: "0", Start: at(0), End: at(1), Joules: 100, Method: MethodCounter}); err != nil {
 		t.Fatal(err)
 	}
@@ -204,8 +204,8 @@ func TestTokensByHand(t *testing.T) {
 	a, b := mkSpan("a", 0, 1, "0"), mkSpan("b", 0, 1, "0")
 	a.PromptTokens, a.CompletionTokens = 100, 50  // 0.5*100+50 = 100 per second
 	b.PromptTokens, b.CompletionTokens = 200, 200 // 300 per second
-	l.Begin("a", a.Start, a.Devices)
-	l.Begin("b", b.Start, b.Devices)
+	l.Begin(Span{ID: "a", Start: a.Start, Devices: a.Devices})
+	l.Begin(Span{ID: "b", Start: b.Start, Devices: b.Devices})
 	if err := l.AddInterval(Interval{Device: "0", Start: at(0), End: at(1), Joules: 100, Method: MethodCounter}); err != nil {
 		t.Fatal(err)
 	}
@@ -564,7 +564,7 @@ func TestDeviceStopsReporting(t *testing.T) {
 func TestExplainByHand(t *testing.T) {
 	p := testParams("0")
 	l := mustLedger(t, p)
-	l.Begin("b", at(0), []string{"0"})
+	l.Begin(Span{ID: "b", Start: at(0), Devices: []string{"0"}})
 	addIntervals(t, l, Interval{Device: "0", Start: at(0), End: at(1), Joules: 100},
 		Interval{Device: "0", Start: at(1), End: at(2), Joules: 50})
 	l.End(mkSpan("a", 0.5, 1.5, "0"))
@@ -643,7 +643,7 @@ func TestRefundCorrectsTheTrailingWindow(t *testing.T) {
 	p := testParams("0")
 	p.IdleWindow = 10 * time.Second // 1 s buckets
 	l := mustLedger(t, p)
-	l.Begin("refused", at(0), []string{"0"})
+	l.Begin(Span{ID: "refused", Start: at(0), Devices: []string{"0"}})
 	var rec Record
 	for k := 0; k < 30; k++ {
 		if err := l.AddInterval(Interval{Device: "0", Start: at(float64(k)), End: at(float64(k + 1)), Joules: 100, Method: MethodCounter}); err != nil {
@@ -654,7 +654,7 @@ func TestRefundCorrectsTheTrailingWindow(t *testing.T) {
 			s := mkSpan("refused", 0, 10, "0")
 			s.Served, s.Status = false, "502"
 			l.End(s)
-			l.Begin("b", at(21), []string{"0"})
+			l.Begin(Span{ID: "b", Start: at(21), Devices: []string{"0"}})
 		case 22:
 			l.End(mkSpan("b", 21, 22, "0"))
 		}
@@ -683,7 +683,7 @@ func TestRefundCorrectsTheTrailingWindow(t *testing.T) {
 // was neither in a record nor in the idle ledger before.
 func TestCloseRecordsOpenRequests(t *testing.T) {
 	l := mustLedger(t, testParams("0"))
-	l.Begin("open", at(2), []string{"0"})
+	l.Begin(Span{ID: "open", Start: at(2), Devices: []string{"0"}})
 	var recs []Record
 	idle := 0.0
 	take := func(out Output) {
@@ -754,7 +754,7 @@ func TestNewRejectsNonFiniteParams(t *testing.T) {
 // from the counter and from power samples is mixed, and so is the record.
 func TestMethodOfMixedDevice(t *testing.T) {
 	l := mustLedger(t, testParams("0"))
-	l.Begin("r", at(0), []string{"0"})
+	l.Begin(Span{ID: "r", Start: at(0), Devices: []string{"0"}})
 	for k, m := range []Method{MethodCounter, MethodPowerIntegral} {
 		if err := l.AddInterval(Interval{Device: "0", Start: at(float64(k)), End: at(float64(k + 1)), Joules: 10, Method: m}); err != nil {
 			t.Fatal(err)

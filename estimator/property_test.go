@@ -180,7 +180,7 @@ func (w workload) run(t *testing.T, p Params, f feed) result {
 		}
 		for _, e := range batch {
 			if e.begin {
-				l.Begin(e.s.ID, e.s.Start, e.s.Devices)
+				l.Begin(e.s)
 			} else {
 				l.End(e.s)
 			}

@@ -44,6 +44,9 @@ func NewRequestSchema(models []string, currency string) RequestSchema {
 	return s
 }
 
+// Currency is the ISO 4217 code of the money fields, the tag currency.
+func (s RequestSchema) Currency() string { return s.currency }
+
 // RequestPoint is the point of r with its model tagged as named, for tools
 // and tests that write known models; the daemon uses its RequestSchema.
 func RequestPoint(r estimator.Record) (Point, error) {
@@ -232,11 +235,13 @@ func appendIf(fields []Field, known bool, f Field) []Field {
 }
 
 // IdlePoint is the deadlabour_idle point of one idle share of a device on
-// node, stamped with the share's end.
-func IdlePoint(node string, simulated bool, s estimator.IdleShare) Point {
+// node, stamped with the share's end. currency is that of its money field
+// (depreciation_cost), the tag currency as on deadlabour_request; "" leaves
+// the tag out.
+func IdlePoint(node, currency string, simulated bool, s estimator.IdleShare) Point {
 	return Point{
 		Measurement: MeasurementIdle,
-		Tags:        []Tag{{"device", s.Device}, {"host", node}},
+		Tags:        []Tag{{"currency", TagValue(currency)}, {"device", s.Device}, {"host", node}},
 		Fields: []Field{
 			{"energy_j", s.Joules},
 			{"static_energy_j", s.StaticJoules},

@@ -150,11 +150,11 @@ func TestIdlePoint(t *testing.T) {
 	end := time.Unix(1_772_366_410, 0)
 	s := estimator.IdleShare{Device: "0/1", Start: end.Add(-10 * time.Second), End: end,
 		Joules: 612.25, DepreciationCost: 0.0024, EmbodiedCO2eG: 0.055, Method: estimator.MethodPowerIntegral}
-	got, err := Line(IdlePoint("gpu-node-01", true, s))
+	got, err := Line(IdlePoint("gpu-node-01", "EUR", true, s))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `deadlabour_idle,device=0/1,host=gpu-node-01 energy_j=612.25,static_energy_j=0,depreciation_cost=0.0024,embodied_co2e_g=0.055,meter="power_integral",simulated=true 1772366410000000000`
+	want := `deadlabour_idle,currency=EUR,device=0/1,host=gpu-node-01 energy_j=612.25,static_energy_j=0,depreciation_cost=0.0024,embodied_co2e_g=0.055,meter="power_integral",simulated=true 1772366410000000000`
 	if got != want {
 		t.Errorf("IdlePoint line =\n%s\nwant\n%s", got, want)
 	}

@@ -19,9 +19,10 @@ const minAdminToken = 16
 
 // newEvents makes the event API (POST /v1/requests), reporting to the span
 // queue like the proxies.
-func (d *daemon) newEvents() error {
+func (d *daemon) newEvents(tenantSecret []byte) error {
 	e, err := requests.NewEvents(requests.EventOptions{
 		History: d.cfg.Attribution.History.D(), SettleDelay: d.cfg.Attribution.SettleDelay.D(),
+		TenantSecret: tenantSecret, TenantRaw: d.cfg.Admin.EventTenantRaw,
 		Devices: d.eventDevices, Now: nowFunc, Logger: d.log.With("component", "events"),
 	}, d.queue)
 	if err != nil {

@@ -172,9 +172,21 @@ func (lg *settleLog) between(from, to time.Time, device string) []estimator.Sett
 	return out
 }
 
+// requestPattern is the route of GET /v1/requests/{id}. The id is the rest
+// of the path: request ids may hold '/' (X-Request-Id, the event API), sent
+// as they are or escaped (%2F).
+const requestPattern = "GET /v1/requests/{id...}"
+
 // requestRoutes registers GET /v1/requests/{id} on the admin listener.
 func (d *daemon) requestRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/requests/{id}", d.audit.serveRequest)
+	mux.HandleFunc(requestPattern, d.audit.serveRequest)
+}
+
+// requestPath is the path of the record of id on the admin listener, with
+// the id escaped as one segment (a '/' in it as %2F), so that the router
+// never cleans it ("a//b", "a/../b").
+func requestPath(id string) (path, rawPath string) {
+	return "/v1/requests/" + id, "/v1/requests/" + url.PathEscape(id)
 }
 
 // serveRequest answers GET /v1/requests/{id}: the record as written to
@@ -404,7 +416,8 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
-	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), Path: "/v1/requests/" + fs.Arg(0), RawQuery: "explain=1"}
+	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), RawQuery: "explain=1"}
+	u.Path, u.RawPath = requestPath(fs.Arg(0))
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,7 +76,7 @@ models:
 		prev, now := at(float64(k)/10), at(float64(k+1)/10)
 		for _, s := range spans {
 			if !s.Start.Before(prev) && s.Start.Before(now) {
-				l.Begin(s.ID, s.Start, s.Devices)
+				l.Begin(s)
 			}
 			if !s.End.Before(prev) && s.End.Before(now) {
 				l.End(s)
@@ -111,7 +112,7 @@ func h100Ledger(t *testing.T, cfg *config.Config) (*estimator.Ledger, []paramSou
 func httpGet(t *testing.T, h http.Handler, path string) (int, []byte) {
 	t.Helper()
 	mux := http.NewServeMux()
-	mux.Handle("GET /v1/requests/{id}", h)
+	mux.Handle(requestPattern, h)
 	rec := httptest.NewRecorder()
 	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 	return rec.Code, rec.Body.Bytes()
@@ -360,4 +361,58 @@ func near(a, b float64) bool {
 		d = -d
 	}
 	return d <= 1e-9*max(1, a, b, -a, -b)
+}
+
+// Request ids may hold '/' (X-Request-Id and the event API take any
+// visible ASCII): GET /v1/requests/{id} finds them sent as they are and
+// escaped, and the path `deadlabourd audit` asks for (requestPath) finds
+// every id, even those the router would otherwise clean ("a//b").
+func TestRequestLookupIDWithSlashes(t *testing.T) {
+	store, recs := auditFixture(t, "time", 100, time.Hour)
+	ids := []string{"tenant/a/42", "a//b", "a/../b", "./x", "x%2Fy", "q?x#y", "trailing/"}
+	for _, id := range ids {
+		r := recs[0]
+		r.ID = id
+		store.addRecord(r)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(requestPattern, store.serveRequest)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	get := func(u *url.URL) (int, string) {
+		t.Helper()
+		resp, err := srv.Client().Get(u.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Record  map[string]any `json:"record"`
+			Explain *explanation   `json:"explain"`
+		}
+		json.NewDecoder(resp.Body).Decode(&body)
+		id, _ := body.Record["request_id"].(string)
+		if u.RawQuery == "explain=1" && resp.StatusCode == http.StatusOK && body.Explain == nil {
+			t.Errorf("%s: no explanation", u)
+		}
+		return resp.StatusCode, id
+	}
+	base, _ := url.Parse(srv.URL)
+	for _, id := range ids {
+		u := *base
+		u.Path, u.RawPath = requestPath(id)
+		u.RawQuery = "explain=1"
+		if code, got := get(&u); code != http.StatusOK || got != id {
+			t.Errorf("%q escaped as %s: %d, record %q", id, u.String(), code, got)
+		}
+	}
+	// Sent with its slashes as they are, as a person would type it.
+	u := *base
+	u.Path = "/v1/requests/tenant/a/42"
+	for _, q := range []string{"", "explain=1"} {
+		u.RawQuery = q
+		if code, got := get(&u); code != http.StatusOK || got != "tenant/a/42" {
+			t.Errorf("%s: %d, record %q", u.String(), code, got)
+		}
+	}
 }

@@ -75,7 +75,7 @@ upstreams:
 	for b.Loop() {
 		id := ids[n%len(ids)]
 		start := now.Add(time.Duration(n%perPoll) * 100 * time.Microsecond)
-		d.queue.Begin(id, "up", start, devices)
+		d.queue.Begin(estimator.Span{ID: id, Upstream: "up", Start: start, Devices: devices})
 		d.queue.End(estimator.Span{ID: id, Upstream: "up", Model: "bench", Tenant: "0123456789abcdef",
 			Start: start, End: start.Add(time.Millisecond), Devices: devices, Status: "200", Served: true,
 			PromptTokens: 13, CompletionTokens: 16, CachedTokens: -1, ReasoningTokens: -1,

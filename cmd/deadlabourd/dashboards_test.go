@@ -182,6 +182,9 @@ func TestDashboardsWellFormed(t *testing.T) {
 				if tg.ResultFormat != "time_series" && tg.ResultFormat != "table" {
 					t.Errorf("%s: panel %q: resultFormat %q", file, p.Title, tg.ResultFormat)
 				}
+				if aggregatesMoney(tg.Query) && !regexp.MustCompile(`GROUP BY .*"currency"`).MatchString(tg.Query) {
+					t.Errorf("%s: panel %q adds up money without GROUP BY \"currency\": %s", file, p.Title, tg.Query)
+				}
 				for _, m := range regexp.MustCompile(`\$(\w+)`).FindAllStringSubmatch(tg.Query, -1) {
 					if !vars[m[1]] && !grafanaMacros[m[1]] {
 						t.Errorf("%s: panel %q uses $%s, which is neither a variable nor a macro", file, p.Title, m[1])
@@ -199,6 +202,12 @@ func TestDashboardsWellFormed(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("dashboards %v, want %v", got, want)
 	}
+}
+
+// aggregatesMoney: q adds up or averages a money field (_cost), which is
+// only meaningful within one currency.
+func aggregatesMoney(q string) bool {
+	return regexp.MustCompile(`(sum|mean|max|min)\("[a-z_]*_cost"\)`).MatchString(q)
 }
 
 var grafanaMacros = map[string]bool{"timeFilter": true, "__interval": true, "__interval_ms": true, "interval": true, "__from": true, "__to": true}
@@ -307,6 +316,13 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 						}
 						if empty := emptyColumns(series); len(empty) > 0 {
 							t.Errorf("panel %q %s returned no data for %s: %s", p.Title, tg.RefID, strings.Join(empty, ", "), q)
+						}
+						// Money is summed per currency: every point of the
+						// fleet, request or idle, carries facility.currency.
+						for _, s := range series {
+							if aggregatesMoney(q) && s.Tags["currency"] != "USD" {
+								t.Errorf("panel %q %s: a series of money in currency %q, want USD: %s", p.Title, tg.RefID, s.Tags["currency"], q)
+							}
 						}
 					}
 				}

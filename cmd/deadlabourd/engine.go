@@ -132,7 +132,7 @@ func (e *engine) read(ctx context.Context, now time.Time) (p reading) {
 	for _, ev := range e.queue.drain() {
 		switch {
 		case ev.begin:
-			e.ledger.Begin(ev.id, ev.start, ev.devices)
+			e.ledger.Begin(ev.span)
 		default:
 			e.ledger.End(ev.span)
 		}
@@ -186,7 +186,7 @@ func (e *engine) emit(out estimator.Output, now time.Time) {
 		e.idle.add(s)
 	}
 	for _, s := range e.idle.flush(e.ledger.SettledTo) {
-		points = append(points, sink.IdlePoint(e.node, e.simulated, s))
+		points = append(points, sink.IdlePoint(e.node, e.schema.Currency(), e.simulated, s))
 	}
 	for _, w := range e.telemetry.Flush(now) {
 		points = append(points, sink.GPUPoint(e.node, e.simulated, w))
@@ -201,7 +201,7 @@ func (e *engine) emit(out estimator.Output, now time.Time) {
 func (e *engine) flushAll() {
 	var points []sink.Point
 	for _, s := range e.idle.flushAll(e.ledger.SettledTo) {
-		points = append(points, sink.IdlePoint(e.node, e.simulated, s))
+		points = append(points, sink.IdlePoint(e.node, e.schema.Currency(), e.simulated, s))
 	}
 	for _, w := range e.telemetry.FlushAll() {
 		points = append(points, sink.GPUPoint(e.node, e.simulated, w))

@@ -163,7 +163,7 @@ func TestLateRefundDoesNotOverwriteAnIdleWindow(t *testing.T) {
 	for s := 0; s <= 30; s++ {
 		switch s {
 		case 5:
-			r.queue.Begin("refused", "up", sec(5), []string{"0"})
+			r.queue.Begin(estimator.Span{ID: "refused", Upstream: "up", Start: sec(5), Devices: []string{"0"}})
 		case 13: // ended at 12 s, unserved: its 700 J go back to idle
 			r.queue.End(estimator.Span{ID: "refused", Upstream: "up", Model: "m", Start: sec(5), End: sec(12), Status: "502",
 				PromptTokens: -1, CompletionTokens: -1, Devices: []string{"0"}, Served: false})
@@ -234,7 +234,7 @@ func TestStalledCounterKeepsItsEnergyInTelemetry(t *testing.T) {
 func TestOpenRequestAtShutdownIsRecorded(t *testing.T) {
 	base := time.Unix(1_772_366_400, 0)
 	r := newEngineRig(t, 10*time.Second, everySecond(base, 10, 100))
-	r.queue.Begin("never-ended", "up", base, []string{"0"})
+	r.queue.Begin(estimator.Span{ID: "never-ended", Upstream: "up", Model: "m", Tenant: "team-a", Start: base, Devices: []string{"0"}})
 	for s := 0; s <= 10; s++ {
 		r.tickAt(base.Add(time.Duration(s) * time.Second))
 	}
@@ -244,9 +244,13 @@ func TestOpenRequestAtShutdownIsRecorded(t *testing.T) {
 	if !closeTo(active, 1000) || idle != 0 {
 		t.Errorf("InfluxDB holds %v J in records + %v J idle, want the 1000 J measured in the open request's record", active, idle)
 	}
-	rows := influx.Rows(t, `SELECT "request_id", "history_truncated" FROM "deadlabour_request" WHERE "status" = 'abandoned'`)
+	rows := influx.Rows(t, `SELECT "request_id", "history_truncated", "upstream", "model", "tenant" FROM "deadlabour_request" WHERE "status" = 'abandoned'`)
 	if len(rows) != 1 || rows[0]["request_id"] != "never-ended" || rows[0]["history_truncated"] != true {
 		t.Errorf("abandoned records %v, want never-ended's, flagged truncated", rows)
+	}
+	// What was known when it began is in the record.
+	if len(rows) == 1 && (rows[0]["upstream"] != "up" || rows[0]["model"] != "m" || rows[0]["tenant"] != "team-a") {
+		t.Errorf("abandoned record %v, want upstream up, model m, tenant team-a as begun", rows[0])
 	}
 }
 

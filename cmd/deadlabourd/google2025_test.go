@@ -40,7 +40,7 @@ func TestGoogle2025Boundary(t *testing.T) {
 		t0, t1 := start.Add(time.Duration(k)*tick), start.Add(time.Duration(k+1)*tick)
 		phase := k % (busy + idle)
 		if phase == 0 {
-			l.Begin(fmt.Sprintf("p%06d", k), t0, []string{"0"})
+			l.Begin(estimator.Span{ID: fmt.Sprintf("p%06d", k), Start: t0, Devices: []string{"0"}})
 		}
 		g, h := gpuIdle, hostIdle
 		if phase < busy {

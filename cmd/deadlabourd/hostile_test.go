@@ -32,7 +32,9 @@ type hostileCase struct {
 func TestHostileModelAndTenant(t *testing.T) {
 	influx := influxtest.Start(t)
 	cfg := eventsDaemonConfig(t, influx)
-	cfg = strings.Replace(cfg, "    gpus: [0]\n", "    gpus: [0]\n    tenant_header: X-Tenant\n", 1)
+	// Tenants kept as sent (else they are hashed, and harmless).
+	cfg = strings.Replace(cfg, "    gpus: [0]\n", "    gpus: [0]\n    tenant_header: X-Tenant\n    tenant_header_raw: true\n", 1)
+	cfg = strings.Replace(cfg, "admin:\n", "admin:\n  event_tenant_raw: true\n", 1)
 	cfg += "models:\n  - name: llama\n  - name: plain-model\n"
 	d := startDaemon(t, cfg, "h100:1")
 	const bad = "\uFFFD"

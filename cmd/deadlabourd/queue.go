@@ -2,18 +2,15 @@ package main
 
 import (
 	"sync"
-	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
 )
 
-// spanEvent is a request beginning (begin true) or ending.
+// spanEvent is a request beginning (begin true: span holds what is known
+// when it starts) or ending.
 type spanEvent struct {
-	begin   bool
-	id      string
-	start   time.Time
-	devices []string
-	span    estimator.Span
+	begin bool
+	span  estimator.Span
 }
 
 // spanQueue hands request events from the proxies (many goroutines) to the
@@ -36,10 +33,10 @@ func newSpanQueue(devices int) *spanQueue {
 }
 
 // Begin implements requests.Recorder.
-func (q *spanQueue) Begin(id, upstream string, start time.Time, devices []string) {
-	q.add(devices, 1)
+func (q *spanQueue) Begin(s estimator.Span) {
+	q.add(s.Devices, 1)
 	q.mu.Lock()
-	q.events = append(q.events, spanEvent{begin: true, id: id, start: start, devices: devices})
+	q.events = append(q.events, spanEvent{begin: true, span: s})
 	q.mu.Unlock()
 }
 

@@ -238,7 +238,7 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cfgPath := fs.String("config", "/etc/deadlabour/config.yaml", "configuration file (influx.url, bucket and token)")
 	since := fs.String("since", "24h", "start: a duration before now (24h, 7d) or an RFC 3339 time")
 	until := fs.String("until", "0s", "end (exclusive): like --since; default now")
-	by := fs.String("by", "model", "group by model, tenant, gpu, node or upstream")
+	by := fs.String("by", "model", "group by model, tenant, gpu, node or upstream (gpu: a request on n GPUs counts 1/n on each; records hold no per-GPU split)")
 	format := fs.String("format", "table", "table, csv or json")
 	simulated := fs.Bool("simulated", false, "include records written under --simulate (left out by default)")
 	tokenFile := fs.String("influx-token-file", "", "read the InfluxDB token from this file instead of the config's token_env/token_file")

@@ -322,3 +322,13 @@ func TestReportInfluxErrors(t *testing.T) {
 		t.Errorf("unknown database: %v", err)
 	}
 }
+
+// deadlabourd report's help says what --by gpu is: an even split of each
+// record, since records hold no per-GPU shares (docs/schema.md, gpus).
+func TestReportHelpSaysGPUSplitIsEven(t *testing.T) {
+	var out, errb bytes.Buffer
+	run(context.Background(), []string{"report", "-h"}, &out, &errb)
+	if help := errb.String() + out.String(); !strings.Contains(help, "1/n") || !strings.Contains(help, "no per-GPU split") {
+		t.Errorf("report -h does not say how --by gpu splits a record:\n%s", help)
+	}
+}

@@ -201,7 +201,7 @@ func (d *daemon) listen() error {
 	for _, u := range d.cfg.Upstreams {
 		p, err := requests.New(requests.Options{
 			Name: u.Name, Target: u.Target, Devices: d.upstreamDevices(u), DevicesFunc: d.devicesFunc(u.Name), TenantHeader: u.TenantHeader,
-			TenantSecret: secret, MaxRequestBytes: int64(u.MaxBodyBytes), Now: nowFunc,
+			TenantHeaderRaw: u.TenantHeaderRaw, TenantSecret: secret, MaxRequestBytes: int64(u.MaxBodyBytes), Now: nowFunc,
 			NoIncludeUsage: u.IncludeUsage != nil && !*u.IncludeUsage,
 			Logger:         d.log.With("upstream", u.Name),
 		}, d.queue)
@@ -226,7 +226,7 @@ func (d *daemon) listen() error {
 			return fmt.Errorf("admin: %w", err)
 		}
 		d.adminLn = ln
-		if err := d.newEvents(); err != nil {
+		if err := d.newEvents(secret); err != nil {
 			return err
 		}
 		h, err := d.adminHandler()

@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -40,7 +41,7 @@ import (
 
 // EventSink receives what the event API accepts (cmd's span queue).
 type EventSink interface {
-	Begin(id, upstream string, start time.Time, devices []string)
+	Begin(span estimator.Span)  // a request started: id, upstream, model, tenant, start, devices
 	End(span estimator.Span)    // a request begun with Begin ended
 	Submit(span estimator.Span) // a whole request never begun
 }
@@ -65,6 +66,11 @@ type EventOptions struct {
 	// SettleDelay is attribution.settle_delay: spans that start further
 	// back than this are answered with a warning.
 	SettleDelay time.Duration
+	// TenantSecret is the per-node HMAC key (at least 16 bytes) under
+	// which an event's tenant is hashed, unless TenantRaw keeps it as it
+	// is (config admin.event_tenant_raw). Required.
+	TenantSecret []byte
+	TenantRaw    bool
 	// Devices maps an event's upstream and gpus to device ids; an error
 	// refuses the event, naming its gpus field. Required.
 	Devices func(upstream string, gpus []string) ([]string, error)
@@ -81,8 +87,9 @@ type EventOptions struct {
 // Events is the handler of POST /v1/requests. Run must run for begun
 // requests to be ended when they are abandoned.
 type Events struct {
-	opts EventOptions
-	sink EventSink
+	opts    EventOptions
+	sink    EventSink
+	tenants tenants
 
 	mu     sync.Mutex
 	open   map[string]openSpan
@@ -109,6 +116,9 @@ func NewEvents(opts EventOptions, sink EventSink) (*Events, error) {
 	if opts.History <= 0 {
 		return nil, errors.New("requests: event API needs the history kept (attribution.history)")
 	}
+	if len(opts.TenantSecret) < 16 {
+		return nil, fmt.Errorf("requests: event API: tenant secret has %d bytes, want at least 16", len(opts.TenantSecret))
+	}
 	opts.MaxBodyBytes = cmpOr(opts.MaxBodyBytes, DefaultMaxEventBytes)
 	opts.MaxEvents = cmpOr(opts.MaxEvents, DefaultMaxEvents)
 	opts.MaxOpen = cmpOr(opts.MaxOpen, DefaultMaxOpen)
@@ -118,7 +128,8 @@ func NewEvents(opts EventOptions, sink EventSink) (*Events, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Events{opts: opts, sink: sink, open: map[string]openSpan{}, recent: map[string]time.Time{}}, nil
+	return &Events{opts: opts, sink: sink, tenants: tenants{raw: opts.TenantRaw, secret: slices.Clone(opts.TenantSecret)},
+		open: map[string]openSpan{}, recent: map[string]time.Time{}}, nil
 }
 
 // eventIn is one event as it is sent. Pointers tell absent from zero.
@@ -492,6 +503,9 @@ func (e *Events) apply(events []event, now time.Time, batch bool) (eventsAnswer,
 	for i := range events {
 		ev := &events[i]
 		id := ev.span.ID
+		if ev.span.Tenant != "" {
+			ev.span.Tenant = e.tenants.named(ev.span.Tenant)
+		}
 		o, open := isOpen(id)
 		_, seen := e.recent[id]
 		seen = seen || closed[id]
@@ -565,7 +579,7 @@ func (e *Events) apply(events []event, now time.Time, batch bool) (eventsAnswer,
 		switch acts[i] {
 		case doBegin:
 			e.open[s.ID] = opened[s.ID]
-			e.sink.Begin(s.ID, s.Upstream, s.Start, s.Devices)
+			e.sink.Begin(s)
 		case doEnd:
 			delete(e.open, s.ID)
 			e.remember(s.ID, now)

@@ -22,11 +22,11 @@ type eventSink struct {
 	spans []estimator.Span
 }
 
-func (s *eventSink) Begin(id, upstream string, start time.Time, devices []string) {
+func (s *eventSink) Begin(sp estimator.Span) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.calls = append(s.calls, "begin "+id)
-	s.spans = append(s.spans, estimator.Span{ID: id, Upstream: upstream, Start: start, Devices: devices})
+	s.calls = append(s.calls, "begin "+sp.ID)
+	s.spans = append(s.spans, sp)
 }
 
 func (s *eventSink) End(sp estimator.Span) {
@@ -66,7 +66,7 @@ func newTestEvents(t *testing.T) (*Events, *eventSink) {
 	t.Helper()
 	sink := &eventSink{}
 	e, err := NewEvents(EventOptions{History: 15 * time.Minute, SettleDelay: 500 * time.Millisecond, Devices: testDevices,
-		MaxBodyBytes: 4096, MaxEvents: 3, MaxOpen: 2, Now: func() time.Time { return evNow }}, sink)
+		TenantSecret: testSecret, TenantRaw: true, MaxBodyBytes: 4096, MaxEvents: 3, MaxOpen: 2, Now: func() time.Time { return evNow }}, sink)
 	if err != nil {
 		t.Fatal(err)
 	}

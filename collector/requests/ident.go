@@ -42,19 +42,25 @@ func visible(s string, max int) bool {
 	return true
 }
 
-// tenants names the client of a request without keeping its API key.
+// tenants names the client of a request without keeping its API key, nor
+// anything a client sent that may be one.
 type tenants struct {
 	header string // configured tenant header, or ""
+	// raw keeps a value a client chose (the header's, the event API's
+	// tenant) as it is when it looks like a name; else it is hashed like
+	// a key. An operator opts in (tenant_header_raw, event_tenant_raw)
+	// when the value is a harmless team name: it may be a key in disguise.
+	raw    bool
 	secret []byte // per-node HMAC key
 }
 
-// of is the tenant of a request: the configured header's value when there
-// is a sane one, else the first 16 hex digits of HMAC-SHA256(secret, bearer
-// key), else "". The key itself is neither kept nor logged.
+// of is the tenant of a request: the configured header's value when it has
+// one (named), else the bearer key hashed, else "". A key is neither kept
+// nor logged.
 func (t tenants) of(h http.Header) string {
 	if t.header != "" {
-		if v := strings.TrimSpace(h.Get(t.header)); visible(v, maxTenant) {
-			return v
+		if v := strings.TrimSpace(h.Get(t.header)); v != "" {
+			return t.named(v)
 		}
 	}
 	scheme, key, ok := strings.Cut(h.Get("Authorization"), " ")
@@ -62,8 +68,23 @@ func (t tenants) of(h http.Header) string {
 	if !ok || !strings.EqualFold(scheme, "Bearer") || key == "" {
 		return ""
 	}
+	return t.hash(key)
+}
+
+// named is the tenant of a value v a client chose: v itself when raw and
+// it looks like a name (1 to maxTenant bytes of visible ASCII), else v
+// hashed.
+func (t tenants) named(v string) string {
+	if t.raw && visible(v, maxTenant) {
+		return v
+	}
+	return t.hash(v)
+}
+
+// hash is the first 16 hex digits of HMAC-SHA256(secret, v).
+func (t tenants) hash(v string) string {
 	mac := hmac.New(sha256.New, t.secret)
-	mac.Write([]byte(key))
+	mac.Write([]byte(v))
 	return hex.EncodeToString(mac.Sum(nil)[:8])
 }
 

@@ -75,7 +75,10 @@ import (
 // The devices slice is shared by all requests of an upstream: read it, don't
 // modify it.
 type Recorder interface {
-	Begin(id, upstream string, start time.Time, devices []string)
+	// Begin: a request started. Its span holds what is known then (ID,
+	// Upstream, Tenant, Start, Devices), which a request still open at
+	// shutdown is recorded with.
+	Begin(span estimator.Span)
 	End(span estimator.Span)
 }
 
@@ -101,8 +104,12 @@ type Options struct {
 	// concurrent use.
 	DevicesFunc func() []string
 	// TenantHeader, if set, names a request header whose value is the
-	// tenant. Requests without it fall back to the API key's HMAC.
+	// tenant, hashed like an API key unless TenantHeaderRaw. Requests
+	// without it fall back to the API key's HMAC.
 	TenantHeader string
+	// TenantHeaderRaw keeps a header value that looks like a name (visible
+	// ASCII, at most 64 bytes) as it is (config tenant_header_raw).
+	TenantHeaderRaw bool
 	// TenantSecret is the per-node HMAC key under which bearer API keys are
 	// turned into tenants. Required, at least 16 bytes; keep it stable
 	// across restarts or tenants change names.
@@ -175,7 +182,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		target:    target,
 		devices:   slices.Clip(slices.Clone(opts.Devices)),
 		devFunc:   opts.DevicesFunc,
-		tenants:   tenants{header: opts.TenantHeader, secret: slices.Clone(opts.TenantSecret)},
+		tenants:   tenants{header: opts.TenantHeader, raw: opts.TenantHeaderRaw, secret: slices.Clone(opts.TenantSecret)},
 		maxBody:   cmpOr(opts.MaxRequestBytes, DefaultMaxRequestBytes),
 		maxUsage:  cmpOr(opts.MaxUsageBytes, DefaultMaxUsageBytes),
 		inject:    !opts.NoIncludeUsage,
@@ -292,7 +299,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.devFunc != nil {
 		ex.devices = slices.Clip(p.devFunc())
 	}
-	p.rec.Begin(ex.id, p.name, ex.start, ex.devices)
+	ex.tenant = p.tenants.of(r.Header)
+	p.rec.Begin(estimator.Span{ID: ex.id, Upstream: p.name, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
 	// End runs even when the copy of the response panics with
 	// http.ErrAbortHandler, which is how ReverseProxy gives up on a client
 	// that went away.
@@ -311,7 +319,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	req := ex.dialect.request(body)
 	ex.model, ex.stream, ex.reqBody = clip(req.model, maxModel), req.stream, body
-	ex.tenant = p.tenants.of(r.Header)
 	if p.inject && ex.dialect.includeUsage && req.stream && !req.asked {
 		body, ex.injected = addIncludeUsage(body)
 	}

@@ -50,10 +50,10 @@ func newRecorder() *recorder {
 	return &recorder{begins: make(map[string]int), ended: make(chan struct{}, 100)}
 }
 
-func (r *recorder) Begin(id, upstream string, start time.Time, devices []string) {
+func (r *recorder) Begin(s estimator.Span) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.begins[id]++
+	r.begins[s.ID]++
 }
 
 func (r *recorder) End(s estimator.Span) {
@@ -619,6 +619,7 @@ func TestTenant(t *testing.T) {
 	mac := hmac.New(sha256.New, testSecret)
 	mac.Write([]byte(apiKey))
 	keyTenant := hex.EncodeToString(mac.Sum(nil))[:16]
+	hashed := func(v string) string { return tenants{secret: testSecret}.hash(v) } // a header value (ident_test.go)
 	tests := []struct {
 		name, header string
 		sent         map[string]string
@@ -628,9 +629,9 @@ func TestTenant(t *testing.T) {
 		{"scheme in lower case", "", map[string]string{"Authorization": "bearer " + apiKey}, keyTenant},
 		{"no key", "", nil, ""},
 		{"basic auth is no key", "", map[string]string{"Authorization": "Basic " + apiKey}, ""},
-		{"header wins", "X-Tenant", map[string]string{"X-Tenant": "team-a", "Authorization": "Bearer " + apiKey}, "team-a"},
+		{"header wins", "X-Tenant", map[string]string{"X-Tenant": "team-a", "Authorization": "Bearer " + apiKey}, hashed("team-a")},
 		{"header absent: key", "X-Tenant", map[string]string{"Authorization": "Bearer " + apiKey}, keyTenant},
-		{"header not sane: key", "X-Tenant", map[string]string{"X-Tenant": strings.Repeat("t", 65), "Authorization": "Bearer " + apiKey}, keyTenant},
+		{"header not a name: hashed", "X-Tenant", map[string]string{"X-Tenant": strings.Repeat("t", 65), "Authorization": "Bearer " + apiKey}, hashed(strings.Repeat("t", 65))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -110,7 +110,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 					}
 					s := estimator.IdleShare{Device: dev, Start: t, End: t.Add(*report), Joules: 700 * rng.Float64(),
 						StaticJoules: 100 * rng.Float64(), DepreciationCost: 1e-4 * rng.Float64(), EmbodiedCO2eG: 0.01 * rng.Float64(), Method: estimator.MethodCounter}
-					if err := emit(sink.IdlePoint("gpu-node-01", false, s)); err != nil {
+					if err := emit(sink.IdlePoint("gpu-node-01", "USD", false, s)); err != nil {
 						return err
 					}
 				}
