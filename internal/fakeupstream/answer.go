@@ -11,8 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidwall/sjson"
+
 	"github.com/deadlabour/deadlabour/internal/apierror"
-	"github.com/deadlabour/deadlabour/internal/jsonedit"
 )
 
 // maxTokens bounds what one request may ask for, so that a careless test
@@ -243,7 +244,9 @@ func (s *Server) plan(k kind, body []byte) (*answer, string) {
 // that adds include_usage must get the same text back.
 func canonicalHash(body []byte) uint64 {
 	if bytes.Contains(body, []byte(`"stream_options"`)) {
-		body, _ = jsonedit.RemoveKey(body, "stream_options")
+		if out, err := sjson.DeleteBytes(body, "stream_options"); err == nil {
+			body = out
+		}
 	}
 	h := fnv.New64a()
 	h.Write(body)

@@ -291,3 +291,30 @@ func TestStartStopsWithContext(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// TestCanonicalHash: a request whose stream_options a proxy set hashes as
+// the client's request does, however the client wrote its own, so both get
+// the same answer; the rest of the request still counts.
+func TestCanonicalHash(t *testing.T) {
+	same := []struct{ client, proxied string }{
+		{`{"model":"m","stream":true}`, `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`},
+		{`{"stream_options":null, "model":"m"}`, `{"stream_options":{"include_usage":true}, "model":"m"}`},
+		{`{ "model" : "m" , "stream_options" : {} }`, `{ "model" : "m" , "stream_options" : {"include_usage":true} }`},
+		{`{"stream_options":{"include_usage":false}}`, `{"stream_options":{"include_usage":true}}`},
+	}
+	for _, tt := range same {
+		if canonicalHash([]byte(tt.client)) != canonicalHash([]byte(tt.proxied)) {
+			t.Errorf("canonicalHash(%s) != canonicalHash(%s)", tt.client, tt.proxied)
+		}
+	}
+	differ := []struct{ a, b string }{
+		{`{"model":"m"}`, `{"model":"n"}`},
+		{`{"a":[{"stream_options":1}]}`, `{"a":[{"stream_options":2}]}`},
+		{`{"a":"\"stream_options\":1"}`, `{"a":"\"stream_options\":2"}`},
+	}
+	for _, tt := range differ {
+		if canonicalHash([]byte(tt.a)) == canonicalHash([]byte(tt.b)) {
+			t.Errorf("canonicalHash(%s) == canonicalHash(%s)", tt.a, tt.b)
+		}
+	}
+}

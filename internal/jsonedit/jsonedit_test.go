@@ -2,7 +2,9 @@ package jsonedit
 
 import "testing"
 
-func TestRemoveKey(t *testing.T) {
+// TestCut: removing a member cuts exactly its bytes and one comma, keeping
+// every other byte.
+func TestCut(t *testing.T) {
 	tests := []struct{ in, key, want string }{
 		{`{"a":1,"stream_options":{"include_usage":true}}`, "stream_options", `{"a":1}`},
 		{`{"stream_options":null, "a":1}`, "stream_options", `{"a":1}`},
@@ -13,9 +15,24 @@ func TestRemoveKey(t *testing.T) {
 		{`{"a":`, "a", `{"a":`},
 	}
 	for _, tt := range tests {
-		got, _ := RemoveKey([]byte(tt.in), tt.key)
-		if string(got) != tt.want {
-			t.Errorf("RemoveKey(%s, %s) = %s, want %s", tt.in, tt.key, got, tt.want)
+		if got := removeKey([]byte(tt.in), tt.key); string(got) != tt.want {
+			t.Errorf("removing %s from %s = %s, want %s", tt.key, tt.in, got, tt.want)
 		}
 	}
+}
+
+// removeKey removes the last top-level member named name with Cut.
+func removeKey(b []byte, name string) []byte {
+	members, _, ok := Members(b, 0)
+	if !ok {
+		return b
+	}
+	for i := len(members) - 1; i >= 0; i-- {
+		m := members[i]
+		if string(b[m.Key[0]+1:m.Key[1]-1]) == name {
+			from, to := Cut(members, i)
+			return Splice(b, from, to, "")
+		}
+	}
+	return b
 }
