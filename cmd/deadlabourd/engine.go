@@ -132,7 +132,7 @@ func (e *engine) read(ctx context.Context, now time.Time) (p reading) {
 	for _, ev := range e.queue.drain() {
 		switch {
 		case ev.begin:
-			e.ledger.Begin(ev.id, ev.start, ev.devices)
+			e.ledger.BeginSpan(ev.span)
 		default:
 			e.ledger.End(ev.span)
 		}

@@ -7,13 +7,11 @@ import (
 	"github.com/deadlabour/deadlabour/estimator"
 )
 
-// spanEvent is a request beginning (begin true) or ending.
+// spanEvent is a request beginning (begin true: span has its ID, Key,
+// Upstream, Start and Devices) or ending.
 type spanEvent struct {
-	begin   bool
-	id      string
-	start   time.Time
-	devices []string
-	span    estimator.Span
+	begin bool
+	span  estimator.Span
 }
 
 // spanQueue hands request events from the proxies (many goroutines) to the
@@ -35,15 +33,20 @@ func newSpanQueue(devices int) *spanQueue {
 	return &spanQueue{inflight: make(map[string]int64, max(devices, 0))}
 }
 
-// Begin implements requests.Recorder.
+// Begin implements requests.EventSink.
 func (q *spanQueue) Begin(id, upstream string, start time.Time, devices []string) {
-	q.add(devices, 1)
+	q.BeginSpan(estimator.Span{ID: id, Upstream: upstream, Start: start, Devices: devices})
+}
+
+// BeginSpan implements requests.Recorder.
+func (q *spanQueue) BeginSpan(s estimator.Span) {
+	q.add(s.Devices, 1)
 	q.mu.Lock()
-	q.events = append(q.events, spanEvent{begin: true, id: id, start: start, devices: devices})
+	q.events = append(q.events, spanEvent{begin: true, span: s})
 	q.mu.Unlock()
 }
 
-// End implements requests.Recorder.
+// End implements requests.Recorder and requests.EventSink.
 func (q *spanQueue) End(s estimator.Span) {
 	q.add(s.Devices, -1)
 	q.mu.Lock()

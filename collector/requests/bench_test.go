@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
@@ -15,8 +14,8 @@ import (
 // nopRecorder is the cheapest Recorder.
 type nopRecorder struct{}
 
-func (nopRecorder) Begin(string, string, time.Time, []string) {}
-func (nopRecorder) End(estimator.Span)                        {}
+func (nopRecorder) BeginSpan(estimator.Span) {}
+func (nopRecorder) End(estimator.Span)       {}
 
 // benchProxy measures requests through the proxy (or straight to the fake
 // with direct) on loopback: go test -bench Proxy -cpuprofile cpu.out.

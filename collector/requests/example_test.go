@@ -17,8 +17,8 @@ import (
 // printer is the smallest Recorder: a real one queues and never blocks.
 type printer struct{ done chan estimator.Span }
 
-func (printer) Begin(id, upstream string, start time.Time, devices []string) {}
-func (p printer) End(s estimator.Span)                                       { p.done <- s }
+func (printer) BeginSpan(estimator.Span) {}
+func (p printer) End(s estimator.Span)   { p.done <- s }
 
 // A proxy in front of the fake upstream, as cmd/ wires one per configured
 // upstream: the proxy is an http.Handler on the upstream's listen address.

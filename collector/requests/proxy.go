@@ -68,14 +68,16 @@ import (
 	"github.com/deadlabour/deadlabour/internal/apierror"
 )
 
-// Recorder receives the life of every metered request. The proxy calls Begin
-// once when a request arrives, before it is forwarded, and End once when it
-// has finished, whatever the outcome. Both are called on the request's own
-// goroutine: they must be cheap and must never block (queue, don't wait).
-// The devices slice is shared by all requests of an upstream: read it, don't
-// modify it.
+// Recorder receives the life of every metered request. The proxy calls
+// BeginSpan once when a request arrives, before it is forwarded, with the
+// span's ID, Key, Upstream, Start and Devices, and End once when it has
+// finished, whatever the outcome, with the same ID and Key. Key is unique
+// per request (ID is the client's and may repeat): key requests by it.
+// Both are called on the request's own goroutine: they must be cheap and
+// must never block (queue, don't wait). The Devices slice is shared by all
+// requests of an upstream: read it, don't modify it.
 type Recorder interface {
-	Begin(id, upstream string, start time.Time, devices []string)
+	BeginSpan(span estimator.Span)
 	End(span estimator.Span)
 }
 
@@ -150,6 +152,9 @@ type Proxy struct {
 	endpoints map[string]endpoint
 	transport http.RoundTripper
 	rp        *httputil.ReverseProxy
+
+	keyPrefix string        // of every span Key, unique to this proxy
+	keys      atomic.Uint64 // requests metered, for span Keys
 }
 
 // New makes the proxy of one upstream, reporting to rec.
@@ -184,6 +189,9 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		rec:       rec,
 		endpoints: endpoints(),
 		transport: opts.Transport,
+		// A control character: no request id (visible ASCII) can look
+		// like a key, and upstream names are unique.
+		keyPrefix: "\x1fproxy/" + opts.Name + "/",
 	}
 	if p.now == nil {
 		p.now = time.Now
@@ -248,7 +256,8 @@ func (p *Proxy) CloseIdleConnections() {
 // exchange is what the proxy knows about one request, shared by its hooks
 // through the request's context.
 type exchange struct {
-	id      string
+	id      string   // the client's X-Request-Id, or one made up
+	key     string   // unique per request (Span.Key)
 	dialect *dialect // nil: not metered
 
 	start    time.Time
@@ -292,7 +301,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.devFunc != nil {
 		ex.devices = slices.Clip(p.devFunc())
 	}
-	p.rec.Begin(ex.id, p.name, ex.start, ex.devices)
+	ex.key = p.keyPrefix + strconv.FormatUint(p.keys.Add(1), 36)
+	p.rec.BeginSpan(estimator.Span{ID: ex.id, Key: ex.key, Upstream: p.name, Start: ex.start, Devices: ex.devices})
 	// End runs even when the copy of the response panics with
 	// http.ErrAbortHandler, which is how ReverseProxy gives up on a client
 	// that went away.
@@ -457,7 +467,7 @@ func (p *Proxy) writeError(w http.ResponseWriter, ex *exchange, status int, msg 
 // it is done only when the client went away (we are still in the handler).
 func (p *Proxy) end(ctx context.Context, ex *exchange) {
 	s := estimator.Span{
-		ID: ex.id, Upstream: p.name, Model: ex.model, Tenant: ex.tenant,
+		ID: ex.id, Key: ex.key, Upstream: p.name, Model: ex.model, Tenant: ex.tenant,
 		Start: ex.start, End: p.now(), Devices: ex.devices,
 		PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
 		UsageSource: estimator.UsageUnknown,

@@ -38,48 +38,75 @@ const (
 
 var testSecret = []byte("0123456789abcdef-node-secret")
 
-// recorder is a Recorder that keeps every call.
+// recorder is a Recorder that keeps every call. End never blocks, however
+// many requests a test makes.
 type recorder struct {
 	mu     sync.Mutex
-	begins map[string]int
+	begins map[string]int // by Key
 	ends   []estimator.Span
-	ended  chan struct{} // one token per End
+	grew   chan struct{} // closed (and replaced) at every End
 }
 
 func newRecorder() *recorder {
-	return &recorder{begins: make(map[string]int), ended: make(chan struct{}, 100)}
+	return &recorder{begins: make(map[string]int), grew: make(chan struct{})}
 }
 
-func (r *recorder) Begin(id, upstream string, start time.Time, devices []string) {
+func (r *recorder) BeginSpan(s estimator.Span) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.begins[id]++
+	r.begins[s.Key]++
 }
 
 func (r *recorder) End(s estimator.Span) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.ends = append(r.ends, s)
-	r.mu.Unlock()
-	r.ended <- struct{}{}
+	close(r.grew)
+	r.grew = make(chan struct{})
+}
+
+// endCount is the number of End calls so far.
+func (r *recorder) endCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.ends)
+}
+
+// wait waits until End has been called at least n times, and returns a
+// copy of the spans ended so far.
+func (r *recorder) wait(t *testing.T, n int) []estimator.Span {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		if len(r.ends) >= n {
+			out := slices.Clone(r.ends)
+			r.mu.Unlock()
+			return out
+		}
+		grew := r.grew
+		r.mu.Unlock()
+		select {
+		case <-grew:
+		case <-deadline:
+			t.Fatalf("End was called %d times, want %d", r.endCount(), n)
+		}
+	}
 }
 
 // span waits for the one End of the test, and checks Begin and End came
-// once each for its id.
+// once each for its request.
 func (r *recorder) span(t *testing.T) estimator.Span {
 	t.Helper()
-	select {
-	case <-r.ended:
-	case <-time.After(10 * time.Second):
-		t.Fatal("End was not called")
-	}
+	ends := r.wait(t, 1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.ends) != 1 {
-		t.Fatalf("End called %d times, want 1", len(r.ends))
+	if len(ends) != 1 {
+		t.Fatalf("End called %d times, want 1", len(ends))
 	}
-	s := r.ends[0]
-	if n := r.begins[s.ID]; n != 1 || len(r.begins) != 1 {
-		t.Fatalf("Begin calls = %v, want one for %q", r.begins, s.ID)
+	s := ends[0]
+	if n := r.begins[s.Key]; n != 1 || len(r.begins) != 1 {
+		t.Fatalf("Begin calls = %v, want one for %q", r.begins, s.Key)
 	}
 	return s
 }
@@ -288,6 +315,9 @@ func checkSpan(t *testing.T, got, want estimator.Span) {
 	if want.ID == "" {
 		g.ID = ""
 	}
+	if want.Key == "" {
+		g.Key = "" // unique, tested by TestSameClientIDTwice
+	}
 	if !equalSpans(g, w) {
 		t.Errorf("span =\n%+v\nwant\n%+v", g, w)
 	}
@@ -346,10 +376,8 @@ func TestStreamIsNotBuffered(t *testing.T) {
 			t.Fatalf("after an event: %q, %v; want a blank line", blank, err)
 		}
 	}
-	select {
-	case <-g.rec.ended:
+	if g.rec.endCount() != 0 {
 		t.Fatal("End came while the upstream was still generating")
-	default:
 	}
 	cancel()
 
@@ -765,4 +793,58 @@ func TestNoIncludeUsage(t *testing.T) {
 		PromptTokens: 2, CompletionTokens: 3, CachedTokens: -1, ReasoningTokens: -1,
 		UsageSource: estimator.UsageEstimated, Devices: []string{"0", "1"}, Served: true,
 	})
+}
+
+// TestSameClientIDTwice: two live requests with the same X-Request-Id are
+// two requests: two spans that keep the client's id, with keys of their own
+// (the ledger keys live requests by Key, so neither is merged into the other).
+func TestSameClientIDTwice(t *testing.T) {
+	arrived := make(chan struct{}, 2)
+	release := make(chan struct{})
+	up := fakeupstream.New(fakeupstream.Options{})
+	g := newRig(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release // both are in flight at once
+		up.ServeHTTP(w, r)
+	}), Options{})
+	q := query{"POST", "/v1/chat/completions", `{"model":"m","messages":[{"content":"hi"}]}`,
+		map[string]string{"X-Request-Id": "same-id"}}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(t.Context(), q.method, g.front.URL+q.path, strings.NewReader(q.body))
+			req.Header.Set("X-Request-Id", "same-id")
+			res, err := g.client.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if got := res.Header.Get("X-Request-Id"); got != "same-id" {
+				t.Errorf("client sees request id %q, want same-id", got)
+			}
+		})
+	}
+	<-arrived
+	<-arrived
+	close(release)
+	wg.Wait()
+	spans := g.rec.wait(t, 2)
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2", len(spans))
+	}
+	for _, s := range spans {
+		if s.ID != "same-id" || s.Status != "200" {
+			t.Errorf("span id %q status %q, want same-id 200", s.ID, s.Status)
+		}
+	}
+	if spans[0].Key == "" || spans[0].Key == spans[1].Key {
+		t.Errorf("span keys %q and %q, want two different ones", spans[0].Key, spans[1].Key)
+	}
+	g.rec.mu.Lock()
+	defer g.rec.mu.Unlock()
+	if len(g.rec.begins) != 2 || g.rec.begins[spans[0].Key] != 1 || g.rec.begins[spans[1].Key] != 1 {
+		t.Errorf("begins %v, want one for each span's key", g.rec.begins)
+	}
 }
