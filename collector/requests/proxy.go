@@ -370,6 +370,9 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	ex := exchangeOf(pr.In.Context())
 	pr.SetURL(p.target)
+	// The upstream sees the Host the client asked for, as behind nginx's
+	// proxy_set_header Host $host (SetURL would put the target's).
+	pr.Out.Host = pr.In.Host
 	// ReverseProxy removes the forwarding headers before Rewrite. This proxy
 	// stands in for the upstream on the same host, not at a trust boundary,
 	// so it passes them on as the client sent them and adds none: the

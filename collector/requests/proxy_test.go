@@ -848,3 +848,30 @@ func TestSameClientIDTwice(t *testing.T) {
 		t.Errorf("begins %v, want one for each span's key", g.rec.begins)
 	}
 }
+
+// TestHostPassesUnchanged: the upstream sees the client's Host, not the
+// target's, metered or not.
+func TestHostPassesUnchanged(t *testing.T) {
+	hosts := make(chan string, 2)
+	up := fakeupstream.New(fakeupstream.Options{})
+	g := newRig(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hosts <- r.Host
+		up.ServeHTTP(w, r)
+	}), Options{})
+	for _, q := range []query{
+		{"POST", "/v1/chat/completions", `{"model":"m","messages":[{"content":"hi"}]}`, nil},
+		{"GET", "/v1/models", "", nil},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), q.method, g.front.URL+q.path, strings.NewReader(q.body))
+		req.Host = "llm.example.test:8443"
+		res, err := g.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if got := <-hosts; got != "llm.example.test:8443" {
+			t.Errorf("%s %s: upstream saw Host %q, want the client's llm.example.test:8443", q.method, q.path, got)
+		}
+	}
+}
