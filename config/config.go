@@ -104,6 +104,9 @@ type Upstream struct {
 	IncludeUsage *bool    `yaml:"include_usage"`
 	PIDFile      string   `yaml:"pid_file"`
 	ProcessName  string   `yaml:"process_name"`
+	// ResponseHeaderTimeout bounds the wait for the upstream's response
+	// headers once the request is sent (answered 504); 0: no bound.
+	ResponseHeaderTimeout Duration `yaml:"response_header_timeout"`
 }
 
 // Model holds the amortised training figures of one model.

@@ -91,6 +91,13 @@ func TestDefaults(t *testing.T) {
 	if u.MaxBodyBytes != 16<<20 || u.IncludeUsage == nil || !*u.IncludeUsage {
 		t.Errorf("upstream defaults not applied: %+v", u)
 	}
+	if u.ResponseHeaderTimeout != 0 {
+		t.Errorf("response_header_timeout = %s, want 0 (no limit)", u.ResponseHeaderTimeout.D())
+	}
+	cfg, err = Parse("to.yaml", []byte("upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: http://127.0.0.1:8000\n    response_header_timeout: 90s\n"), -1)
+	if err != nil || cfg.Upstreams[0].ResponseHeaderTimeout.D() != 90*time.Second {
+		t.Errorf("response_header_timeout: 90s parsed as %v, %v", cfg, err)
+	}
 	if _, err := Parse("empty.yaml", nil, -1); err != nil {
 		t.Errorf("an empty file is all defaults, got %v", err)
 	}
@@ -127,6 +134,7 @@ func TestBadFiles(t *testing.T) {
 		{"gpu missing", up + "    gpus: [0, 8]\n", 8, 5, "upstreams[0].gpus[1]", "GPU 8 does not exist: this node has 8 GPU(s)"},
 		{"gpu not a number", up + "    gpus: [zero]\n", 8, 5, "upstreams[0].gpus[0]", "want a GPU index"},
 		{"duplicate upstream", up + "  - name: a\n    listen: 127.0.0.1:8082\n    target: http://127.0.0.1:8000\n", -1, 5, "upstreams[1].name", "used by another upstream"},
+		{"negative header timeout", up + "    response_header_timeout: -1s\n", -1, 5, "upstreams[0].response_header_timeout", "zero (no limit) or more"},
 		{"bad weighting", "attribution:\n  weighting: fair\n", -1, 2, "attribution.weighting", "want time, tokens or marginal"},
 		{"bad currency", "facility:\n  currency: dollars\n", -1, 2, "facility.currency", "ISO 4217"},
 		{"model without lifetime", "models:\n  - name: m\n    training_cost: 1e6\n", -1, 2, "models[0].lifetime_tokens", "must be positive"},

@@ -216,6 +216,9 @@ func (c *Config) Validate(gpuCount int) []Problem {
 		if u.MaxBodyBytes <= 0 {
 			v.add(key+".max_body_bytes", "must be positive, got %d", u.MaxBodyBytes)
 		}
+		if u.ResponseHeaderTimeout < 0 {
+			v.add(key+".response_header_timeout", "must be zero (no limit) or more, got %s", u.ResponseHeaderTimeout.D())
+		}
 		if u.PIDFile != "" && u.ProcessName != "" {
 			v.add(key+".pid_file", "set pid_file or process_name, not both")
 		}

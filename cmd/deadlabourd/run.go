@@ -202,8 +202,8 @@ func (d *daemon) listen() error {
 		p, err := requests.New(requests.Options{
 			Name: u.Name, Target: u.Target, Devices: d.upstreamDevices(u), DevicesFunc: d.devicesFunc(u.Name), TenantHeader: u.TenantHeader,
 			TenantSecret: secret, MaxRequestBytes: int64(u.MaxBodyBytes), Now: nowFunc,
-			NoIncludeUsage: u.IncludeUsage != nil && !*u.IncludeUsage,
-			Logger:         d.log.With("upstream", u.Name),
+			NoIncludeUsage: u.IncludeUsage != nil && !*u.IncludeUsage, HeaderTimeout: u.ResponseHeaderTimeout.D(),
+			Logger: d.log.With("upstream", u.Name),
 		}, d.queue)
 		if err != nil {
 			return fmt.Errorf("upstream %s: %w", u.Name, err)

@@ -146,6 +146,7 @@ type Proxy struct {
 	maxBody   int64
 	maxUsage  int
 	inject    bool
+	headerTO  time.Duration // Options.HeaderTimeout
 	now       func() time.Time
 	log       *slog.Logger
 	rec       Recorder
@@ -184,6 +185,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		maxBody:   cmpOr(opts.MaxRequestBytes, DefaultMaxRequestBytes),
 		maxUsage:  cmpOr(opts.MaxUsageBytes, DefaultMaxUsageBytes),
 		inject:    !opts.NoIncludeUsage,
+		headerTO:  opts.HeaderTimeout,
 		now:       opts.Now,
 		log:       opts.Logger,
 		rec:       rec,
@@ -450,6 +452,9 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	status, msg := http.StatusBadGateway, "upstream "+p.name+" is unreachable"
 	if ne, ok := errors.AsType[net.Error](err); (ok && ne.Timeout()) || errors.Is(err, context.DeadlineExceeded) {
 		status, msg = http.StatusGatewayTimeout, "upstream "+p.name+" did not answer in time"
+		if p.headerTO > 0 && ex.wrote.Load() {
+			msg = fmt.Sprintf("upstream %s sent no response headers within %s (response_header_timeout)", p.name, p.headerTO)
+		}
 	}
 	ex.failed = status
 	if r.Context().Err() != nil {

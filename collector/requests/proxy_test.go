@@ -444,10 +444,12 @@ func TestUpstreamFailures(t *testing.T) {
 		metered    bool
 		wantStatus int
 		wantServed bool
+		wantMsg    string
 	}{
-		{"down", Options{Target: down}, query{"POST", "/v1/chat/completions", body, nil}, true, 502, false},
-		{"down, unmetered path", Options{Target: down}, query{"GET", "/v1/models", "", nil}, false, 502, false},
-		{"no headers in time", Options{HeaderTimeout: 50 * time.Millisecond}, query{"POST", "/v1/chat/completions", body, nil}, true, 504, true},
+		{"down", Options{Target: down}, query{"POST", "/v1/chat/completions", body, nil}, true, 502, false, "unreachable"},
+		{"down, unmetered path", Options{Target: down}, query{"GET", "/v1/models", "", nil}, false, 502, false, "unreachable"},
+		{"no headers in time", Options{HeaderTimeout: 50 * time.Millisecond}, query{"POST", "/v1/chat/completions", body, nil}, true, 504, true,
+			"sent no response headers within 50ms (response_header_timeout)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -457,8 +459,8 @@ func TestUpstreamFailures(t *testing.T) {
 				t.Errorf("status = %d, want %d", res.StatusCode, tt.wantStatus)
 			}
 			var e struct{ Error struct{ Message string } }
-			if err := json.Unmarshal(got, &e); err != nil || !strings.Contains(e.Error.Message, upstreamName) {
-				t.Errorf("body %q: want an error object naming the upstream", got)
+			if err := json.Unmarshal(got, &e); err != nil || !strings.Contains(e.Error.Message, upstreamName) || !strings.Contains(e.Error.Message, tt.wantMsg) {
+				t.Errorf("body %q: want an error object naming the upstream and saying %q", got, tt.wantMsg)
 			}
 			id := res.Header.Get("X-Request-Id")
 			if len(id) != 32 {
