@@ -323,7 +323,11 @@ func (d *daemon) run(ctx context.Context) error {
 	for i, p := range d.proxies {
 		names[i] = p.name + "@" + p.ln.Addr().String()
 	}
-	d.log.Info("deadlabourd running", "node", d.cfg.Node, "upstreams", strings.Join(names, ","), "gpus", d.gpuCount(),
+	admin := ""
+	if d.adminLn != nil {
+		admin = d.adminLn.Addr().String()
+	}
+	d.log.Info("deadlabourd running", "node", d.cfg.Node, "upstreams", strings.Join(names, ","), "admin", admin, "gpus", d.gpuCount(),
 		"simulated", d.simulated, "influx", redact.URL(d.cfg.Influx.URL))
 	d.notify.ready(fmt.Sprintf("metering %d upstream(s) on %d GPU(s)", len(d.proxies), d.gpuCount()))
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -203,12 +202,7 @@ func runCase(t *testing.T, pv *privacy, dc dialectCase, mode fakeupstream.UsageM
 	}
 	proxyOpts := Options{}
 	if outcome == "upstream-down" {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		proxyOpts.Target = "http://" + ln.Addr().String()
-		ln.Close()
+		proxyOpts.Target = downTarget(t)
 	}
 	g := newRig(t, fakeupstream.New(opts), proxyOpts)
 	t.Cleanup(func() { pv.written = append(pv.written, g.logs.String()) })

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -428,12 +429,7 @@ func TestClientLeavesBeforeAnswer(t *testing.T) {
 // TestUpstreamFailures: no upstream answer means a proxy error, and a span
 // that says whether the upstream ever had the request.
 func TestUpstreamFailures(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := "http://" + ln.Addr().String()
-	ln.Close()
+	down := downTarget(t)
 
 	slow := fakeupstream.New(fakeupstream.Options{TokenDelay: time.Hour})
 	body := `{"model":"m","max_tokens":2,"messages":[{"content":"hi"}]}`
@@ -876,4 +872,25 @@ func TestHostPassesUnchanged(t *testing.T) {
 			t.Errorf("%s %s: upstream saw Host %q, want the client's llm.example.test:8443", q.method, q.path, got)
 		}
 	}
+}
+
+// downTarget is the URL of an upstream that is down: a loopback port bound
+// for the test but not listening, so connecting is refused, and no other
+// server can take the port while the test runs (as one could after a
+// listener was closed).
+func downTarget(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "http://127.0.0.1:" + strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)
 }
