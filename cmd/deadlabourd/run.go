@@ -198,9 +198,11 @@ func (d *daemon) listen() error {
 	if err != nil {
 		return err
 	}
+	budget := requests.NewBodyBudget(int64(d.cfg.Proxy.MaxBufferedBytes), 0)
 	for _, u := range d.cfg.Upstreams {
 		p, err := requests.New(requests.Options{
-			Name: u.Name, Target: u.Target, Devices: d.upstreamDevices(u), DevicesFunc: d.devicesFunc(u.Name), TenantHeader: u.TenantHeader,
+			BodyBudget: budget,
+			Name:       u.Name, Target: u.Target, Devices: d.upstreamDevices(u), DevicesFunc: d.devicesFunc(u.Name), TenantHeader: u.TenantHeader,
 			TenantSecret: secret, MaxRequestBytes: int64(u.MaxBodyBytes), Now: nowFunc,
 			NoIncludeUsage: u.IncludeUsage != nil && !*u.IncludeUsage, HeaderTimeout: u.ResponseHeaderTimeout.D(),
 			Logger: d.log.With("upstream", u.Name),

@@ -20,8 +20,8 @@
 //   - Status: the upstream's status code; client_closed when the client went
 //     away before the response was complete; upstream_error when the
 //     upstream answered 2xx and then failed (an error object inside the
-//     body, or the body cut short); the proxy's own 413, 502 or 504 when it
-//     answered itself.
+//     body, or the body cut short); the proxy's own 413, 502, 503 (no room
+//     for the body in the BodyBudget) or 504 when it answered itself.
 //   - Served: the upstream had the whole request and did not refuse it with
 //     a 4xx; false for a request it never saw.
 //   - FirstToken: when the first streamed event with generated output
@@ -113,6 +113,10 @@ type Options struct {
 	// whole to learn the model (default DefaultMaxRequestBytes). Larger
 	// requests are answered 413 and never reach the upstream.
 	MaxRequestBytes int64
+	// BodyBudget bounds the request bodies held in memory at once, shared
+	// by all the proxies of a node (default: one of this proxy's own, of
+	// DefaultMaxBufferedBytes).
+	BodyBudget *BodyBudget
 	// MaxUsageBytes caps what is kept of a non-streamed response (beyond it
 	// only its tail is searched for usage) and of one streamed event
 	// (beyond it the event is skipped) (default DefaultMaxUsageBytes).
@@ -144,6 +148,7 @@ type Proxy struct {
 	devFunc   func() []string
 	tenants   tenants
 	maxBody   int64
+	budget    *BodyBudget
 	maxUsage  int
 	inject    bool
 	headerTO  time.Duration // Options.HeaderTimeout
@@ -183,6 +188,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		devFunc:   opts.DevicesFunc,
 		tenants:   tenants{header: opts.TenantHeader, secret: slices.Clone(opts.TenantSecret)},
 		maxBody:   cmpOr(opts.MaxRequestBytes, DefaultMaxRequestBytes),
+		budget:    opts.BodyBudget,
 		maxUsage:  cmpOr(opts.MaxUsageBytes, DefaultMaxUsageBytes),
 		inject:    !opts.NoIncludeUsage,
 		headerTO:  opts.HeaderTimeout,
@@ -197,6 +203,9 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	if p.budget == nil {
+		p.budget = NewBodyBudget(0, 0)
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -271,6 +280,7 @@ type exchange struct {
 	tenant   string
 
 	devices []string // the GPUs, fixed when the request begins
+	held    int64    // bytes of the body budget held
 
 	wrote  atomic.Bool  // the request reached the upstream whole (set on the transport's goroutine)
 	status int          // the upstream's status code
@@ -307,10 +317,37 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.rec.BeginSpan(estimator.Span{ID: ex.id, Key: ex.key, Upstream: p.name, Start: ex.start, Devices: ex.devices})
 	// End runs even when the copy of the response panics with
 	// http.ErrAbortHandler, which is how ReverseProxy gives up on a client
-	// that went away.
-	defer p.end(r.Context(), ex)
+	// that went away; so does the release of the body's budget, once
+	// nothing reads the body any more.
+	defer func() {
+		p.end(r.Context(), ex)
+		p.budget.release(ex.held)
+	}()
+
+	// The body is held in memory: wait for room for it in the node's
+	// budget (its length, or the cap when the client did not say).
+	want := p.maxBody
+	if r.ContentLength >= 0 {
+		want = min(r.ContentLength, p.maxBody)
+	}
+	if r.ContentLength > p.maxBody {
+		want = 0 // refused unread below
+	}
+	held, err := p.budget.acquire(r.Context(), want)
+	if err != nil {
+		ex.failed = http.StatusServiceUnavailable
+		p.log.Debug("no room for the request body in the node's budget", "request_id", ex.id, "want_bytes", want, "budget_bytes", p.budget.Size())
+		w.Header().Set("Retry-After", "1")
+		p.writeError(w, ex, ex.failed, fmt.Sprintf("too many request bodies in flight: the node holds at most %d bytes of them (proxy.max_buffered_bytes); retry later", p.budget.Size()))
+		return
+	}
+	ex.held = held
 
 	body, err := readBody(r, p.maxBody)
+	if surplus := ex.held - int64(len(body)); err == nil && surplus > 0 {
+		p.budget.release(surplus) // a body of unknown length was shorter than the cap
+		ex.held -= surplus
+	}
 	if err != nil {
 		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
 			ex.failed = http.StatusRequestEntityTooLarge
