@@ -159,6 +159,9 @@ type Proxy struct {
 	transport http.RoundTripper
 	rp        *httputil.ReverseProxy
 
+	// Runs of failures, logged at their start and end (see episode).
+	unreachable, broken, encoded, full *episode
+
 	keyPrefix string        // of every span Key, unique to this proxy
 	keys      atomic.Uint64 // requests metered, for span Keys
 }
@@ -211,6 +214,10 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.log = p.log.With("upstream", p.name)
+	p.unreachable = &episode{log: p.log, warn: "upstream unreachable or sent no response headers", recovered: "upstream answering again"}
+	p.broken = &episode{log: p.log, warn: "upstream answers fail after their headers (error inside the answer, or cut short)", recovered: "upstream answers complete again"}
+	p.full = &episode{log: p.log, warn: "request bodies find no room in proxy.max_buffered_bytes: answered 503", recovered: "request bodies find room again"}
+	p.encoded = &episode{log: p.log, warn: "upstream compressed a stream the proxy asked for unencoded; its usage chunk reaches the client", recovered: "upstream streams unencoded again"}
 	if p.transport == nil {
 		p.transport = newTransport(cmpOr(opts.DialTimeout, DefaultDialTimeout), opts.HeaderTimeout)
 	}
@@ -223,8 +230,9 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		FlushInterval:  0,
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
-		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-		BufferPool:     &bufferPool{},
+		// Per request (copy errors): failures are logged by episode.
+		ErrorLog:   slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		BufferPool: &bufferPool{},
 	}
 	return p, nil
 }
@@ -336,12 +344,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	held, err := p.budget.acquire(r.Context(), want)
 	if err != nil {
 		ex.failed = http.StatusServiceUnavailable
-		p.log.Debug("no room for the request body in the node's budget", "request_id", ex.id, "want_bytes", want, "budget_bytes", p.budget.Size())
+		p.full.fail(p.now(), "request_id", ex.id, "want_bytes", want, "budget_bytes", p.budget.Size())
 		w.Header().Set("Retry-After", "1")
 		p.writeError(w, ex, ex.failed, fmt.Sprintf("too many request bodies in flight: the node holds at most %d bytes of them (proxy.max_buffered_bytes); retry later", p.budget.Size()))
 		return
 	}
 	ex.held = held
+	p.full.ok(p.now())
 
 	body, err := readBody(r, p.maxBody)
 	if surplus := ex.held - int64(len(body)); err == nil && surplus > 0 {
@@ -442,6 +451,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	ex := exchangeOf(res.Request.Context())
+	p.unreachable.ok(p.now())
 	res.Header.Set(requestIDHeader, ex.id)
 	// A 101's body is the upgraded connection; it must stay as it is.
 	if ex.dialect == nil || res.StatusCode == http.StatusSwitchingProtocols {
@@ -470,9 +480,9 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	ex.body = &meteredBody{ReadCloser: res.Body, meter: m}
 	if ex.injected && res.StatusCode == http.StatusOK && m.framing == framingSSE {
 		if m.dec != nil {
-			p.log.Warn("upstream compressed a stream the proxy asked for unencoded; its usage chunk reaches the client",
-				"request_id", ex.id, "coding", coding)
+			p.encoded.fail(p.now(), "request_id", ex.id, "coding", coding)
 		} else {
+			p.encoded.ok(p.now())
 			ex.body.filter = newUsageFilter(p.maxUsage)
 			res.ContentLength = -1 // the edits change the length
 			res.Header.Del("Content-Length")
@@ -497,7 +507,7 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	if r.Context().Err() != nil {
 		p.log.Debug("client went away before the upstream answered", "request_id", ex.id)
 	} else {
-		p.log.Warn("upstream request failed", "request_id", ex.id, "status", status, "err", err)
+		p.unreachable.fail(p.now(), "request_id", ex.id, "status", status, "err", err)
 	}
 	p.writeError(w, ex, status, msg)
 }
@@ -533,7 +543,9 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 		case b.eof:
 			if ok && b.meter.failed {
 				s.Status = estimator.StatusUpstreamError
-				p.log.Warn("upstream sent an error inside its answer", "request_id", ex.id, "status", ex.status)
+				p.broken.fail(s.End, "request_id", ex.id, "status", ex.status, "err", "an error inside the answer")
+			} else {
+				p.broken.ok(s.End)
 			}
 		case b.err == nil || gone:
 			// The copy stopped without a read error (a write to the client
@@ -543,7 +555,7 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 			if ok {
 				s.Status = estimator.StatusUpstreamError
 			}
-			p.log.Warn("upstream response cut short", "request_id", ex.id, "err", b.err)
+			p.broken.fail(s.End, "request_id", ex.id, "err", b.err)
 		}
 		s.FirstToken = b.meter.firstToken
 		p.tokens(&s, ex, ok)

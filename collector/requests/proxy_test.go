@@ -133,7 +133,7 @@ func (c *tick) now() time.Time {
 // rig is a proxy in front of an upstream, both on loopback listeners.
 type rig struct {
 	upstream *httptest.Server
-	seen     chan http.Header // request headers the upstream got
+	seen     chan http.Header // request headers the upstream got (the first 100 unread)
 	proxy    *Proxy
 	front    *httptest.Server
 	rec      *recorder
@@ -147,7 +147,10 @@ func newRig(t *testing.T, upstream http.Handler, opts Options) *rig {
 	t.Helper()
 	g := &rig{seen: make(chan http.Header, 100), rec: newRecorder(), logs: &testlog.Buffer{}}
 	g.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g.seen <- r.Header.Clone()
+		select {
+		case g.seen <- r.Header.Clone():
+		default: // a test of many requests reads none of them
+		}
 		upstream.ServeHTTP(w, r)
 	}))
 	t.Cleanup(g.upstream.Close)
@@ -893,4 +896,43 @@ func downTarget(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return "http://127.0.0.1:" + strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)
+}
+
+// TestUpstreamDownLogsOnce: 100 requests to an upstream that drops every
+// connection log one warning, not 100; the first answer after them logs
+// one info line with the count (every request is still at debug).
+func TestUpstreamDownLogsOnce(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	up := fakeupstream.New(fakeupstream.Options{})
+	g := newRig(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				c.Close() // no response at all: the proxy answers 502
+			}
+			return
+		}
+		up.ServeHTTP(w, r)
+	}), Options{})
+	q := query{"POST", "/v1/chat/completions", `{"model":"m","messages":[{"content":"hi"}]}`, nil}
+	for range 100 {
+		if res, _ := send(t, g.client, g.front.URL, q); res.StatusCode != http.StatusBadGateway {
+			t.Fatalf("status %d, want 502", res.StatusCode)
+		}
+	}
+	down.Store(false)
+	for range 3 {
+		if res, _ := send(t, g.client, g.front.URL, q); res.StatusCode != http.StatusOK {
+			t.Fatalf("status %d, want 200", res.StatusCode)
+		}
+	}
+	g.rec.wait(t, 103)
+	logs := g.logs.String()
+	warns, infos := strings.Count(logs, "level=WARN"), strings.Count(logs, "level=INFO")
+	if warns != 1 || infos != 1 || !strings.Contains(logs, "failed_requests=100") {
+		t.Errorf("%d warnings and %d info lines (want 1 and 1, the latter with failed_requests=100):\n%s", warns, infos, logs)
+	}
+	if n := strings.Count(logs, `msg="upstream unreachable or sent no response headers"`); n != 99 {
+		t.Errorf("%d debug lines for the failures after the first, want 99", n)
+	}
 }
