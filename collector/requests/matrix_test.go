@@ -292,14 +292,12 @@ func callProxy(t *testing.T, g *rig, dc dialectCase, body string, hdr map[string
 	if outcome == "client-gone" && !dc.stream {
 		// The upstream stalls before its headers: leave once it has the request.
 		go func() {
+			// Leave once the proxy knows the request reached the upstream
+			// whole (it learns so on its transport's writer goroutine).
 			select {
-			case <-g.seen:
+			case <-g.wrote:
 			case <-ctx.Done():
 			}
-			// The proxy learns that the request was written from its
-			// transport's writer goroutine, an instant after the upstream
-			// has it: give that instant before leaving.
-			time.Sleep(20 * time.Millisecond)
 			cancel()
 		}()
 		res, err := g.client.Do(req)

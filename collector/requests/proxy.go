@@ -135,6 +135,9 @@ type Options struct {
 	Transport http.RoundTripper
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// wrote, if set, is called when a metered request has reached the
+	// upstream whole (tests wait for it).
+	wrote func()
 	// Logger receives the proxy's warnings and, at debug, one line a request
 	// (never a prompt, a completion or a key). Default: discarded.
 	Logger *slog.Logger
@@ -155,6 +158,7 @@ type Proxy struct {
 	now       func() time.Time
 	log       *slog.Logger
 	rec       Recorder
+	wroteHook func()
 	endpoints map[string]endpoint
 	transport http.RoundTripper
 	rp        *httputil.ReverseProxy
@@ -198,6 +202,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		now:       opts.Now,
 		log:       opts.Logger,
 		rec:       rec,
+		wroteHook: opts.wrote,
 		endpoints: endpoints(),
 		transport: opts.Transport,
 		// A control character: no request id (visible ASCII) can look
@@ -378,6 +383,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WroteRequest: func(info httptrace.WroteRequestInfo) {
 			if info.Err == nil {
 				ex.wrote.Store(true)
+				if p.wroteHook != nil {
+					p.wroteHook()
+				}
 			}
 		},
 	})

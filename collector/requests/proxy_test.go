@@ -134,6 +134,7 @@ func (c *tick) now() time.Time {
 type rig struct {
 	upstream *httptest.Server
 	seen     chan http.Header // request headers the upstream got (the first 100 unread)
+	wrote    chan struct{}    // a metered request reached the upstream whole (the first 100 unread)
 	proxy    *Proxy
 	front    *httptest.Server
 	rec      *recorder
@@ -145,7 +146,13 @@ type rig struct {
 // Devices, TenantSecret, Now and Logger are filled in where empty).
 func newRig(t *testing.T, upstream http.Handler, opts Options) *rig {
 	t.Helper()
-	g := &rig{seen: make(chan http.Header, 100), rec: newRecorder(), logs: &testlog.Buffer{}}
+	g := &rig{seen: make(chan http.Header, 100), wrote: make(chan struct{}, 100), rec: newRecorder(), logs: &testlog.Buffer{}}
+	opts.wrote = func() {
+		select {
+		case g.wrote <- struct{}{}:
+		default:
+		}
+	}
 	g.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case g.seen <- r.Header.Clone():
@@ -414,10 +421,9 @@ func TestClientLeavesBeforeAnswer(t *testing.T) {
 		}
 		errc <- err
 	}()
-	<-g.seen // the upstream has the request
-	// The proxy learns that the request was written from its transport's
-	// writer goroutine, an instant after the upstream has it.
-	time.Sleep(20 * time.Millisecond)
+	// The upstream has the request, and the proxy knows it was written
+	// whole (it learns so on its transport's writer goroutine).
+	<-g.wrote
 	cancel()
 	if err := <-errc; err == nil {
 		t.Error("client got an answer, want its request canceled")
