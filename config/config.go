@@ -25,6 +25,7 @@ type Config struct {
 	Facility    Facility    `yaml:"facility"`
 	Hardware    []Hardware  `yaml:"hardware"`
 	Upstreams   []Upstream  `yaml:"upstreams"`
+	Proxy       Proxy       `yaml:"proxy"`
 	Models      []Model     `yaml:"models"`
 	Attribution Attribution `yaml:"attribution"`
 	Admin       Admin       `yaml:"admin"`
@@ -107,6 +108,16 @@ type Upstream struct {
 	IncludeUsage    *bool    `yaml:"include_usage"`
 	PIDFile         string   `yaml:"pid_file"`
 	ProcessName     string   `yaml:"process_name"`
+	// ResponseHeaderTimeout bounds the wait for the upstream's response
+	// headers once the request is sent (answered 504); 0: no bound.
+	ResponseHeaderTimeout Duration `yaml:"response_header_timeout"`
+}
+
+// Proxy holds what all the upstreams' proxies share.
+type Proxy struct {
+	// MaxBufferedBytes bounds the metered request bodies held in memory
+	// at once, all upstreams together.
+	MaxBufferedBytes ByteSize `yaml:"max_buffered_bytes"`
 }
 
 // Model holds the amortised training figures of one model.
@@ -221,6 +232,7 @@ func Default() Config {
 			AuditWindow:       Duration(5 * time.Minute),
 		},
 		Admin: Admin{Listen: "127.0.0.1:9464"},
+		Proxy: Proxy{MaxBufferedBytes: ByteSize(256 << 20)},
 		Influx: Influx{
 			Bucket:        "deadlabour/autogen",
 			TokenEnv:      "INFLUX_TOKEN",

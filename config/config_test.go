@@ -91,6 +91,13 @@ func TestDefaults(t *testing.T) {
 	if u.MaxBodyBytes != 16<<20 || u.IncludeUsage == nil || !*u.IncludeUsage {
 		t.Errorf("upstream defaults not applied: %+v", u)
 	}
+	if u.ResponseHeaderTimeout != 0 {
+		t.Errorf("response_header_timeout = %s, want 0 (no limit)", u.ResponseHeaderTimeout.D())
+	}
+	cfg, err = Parse("to.yaml", []byte("upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: http://127.0.0.1:8000\n    response_header_timeout: 90s\n"), -1)
+	if err != nil || cfg.Upstreams[0].ResponseHeaderTimeout.D() != 90*time.Second {
+		t.Errorf("response_header_timeout: 90s parsed as %v, %v", cfg, err)
+	}
 	if _, err := Parse("empty.yaml", nil, -1); err != nil {
 		t.Errorf("an empty file is all defaults, got %v", err)
 	}
@@ -128,6 +135,13 @@ func TestBadFiles(t *testing.T) {
 		{"gpu not a number", up + "    gpus: [zero]\n", 8, 5, "upstreams[0].gpus[0]", "want a GPU index"},
 		{"raw tenants without a header", up + "    tenant_header_raw: true\n", -1, 5, "upstreams[0].tenant_header_raw", "without a tenant_header"},
 		{"duplicate upstream", up + "  - name: a\n    listen: 127.0.0.1:8082\n    target: http://127.0.0.1:8000\n", -1, 5, "upstreams[1].name", "used by another upstream"},
+		{"negative header timeout", up + "    response_header_timeout: -1s\n", -1, 5, "upstreams[0].response_header_timeout", "zero (no limit) or more"},
+		{"target is own listen", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: http://127.0.0.1:8081\n", -1, 4, "upstreams[0].target", "own upstreams[0].listen (127.0.0.1:8081): the proxy would forward to itself"},
+		{"target is localhost of a wildcard listen", up + "  - name: b\n    listen: 0.0.0.0:8082\n    target: http://localhost:8082/v1\n", -1, 7, "upstreams[1].target", "own upstreams[1].listen"},
+		{"target is another upstream's listen", up + "  - name: b\n    listen: \"[::]:8082\"\n    target: http://localhost:8081\n", -1, 7, "upstreams[1].target", "own upstreams[0].listen"},
+		{"target is the admin listen", "admin:\n  listen: localhost:9464\n" + up[:len(up)-len("http://127.0.0.1:8000\n")] + "http://127.0.0.1:9464\n", -1, 6, "upstreams[0].target", "own admin.listen"},
+		{"target on port 80 of a loopback listen", "upstreams:\n  - name: a\n    listen: 127.0.0.1:80\n    target: http://127.0.0.1\n", -1, 4, "upstreams[0].target", "forward to itself"},
+		{"tiny body budget", "proxy:\n  max_buffered_bytes: 1KiB\n", -1, 2, "proxy.max_buffered_bytes", "at least 1MiB"},
 		{"bad weighting", "attribution:\n  weighting: fair\n", -1, 2, "attribution.weighting", "want time, tokens or marginal"},
 		{"bad currency", "facility:\n  currency: dollars\n", -1, 2, "facility.currency", "ISO 4217"},
 		{"model without lifetime", "models:\n  - name: m\n    training_cost: 1e6\n", -1, 2, "models[0].lifetime_tokens", "must be positive"},
@@ -261,5 +275,38 @@ func TestNewHardwareWithoutPower(t *testing.T) {
 	_, err = Parse("hw.yaml", []byte("hardware:\n  - match: MI300X\n    tdp_watts: 750\n"), -1)
 	if err == nil || !strings.Contains(err.Error(), "hw.yaml:2: hardware[0]: \"MI300X\" is not in the built-in catalogue, so it must set at least capex and life") {
 		t.Errorf("a new GPU without capex and life: %v", err)
+	}
+}
+
+func TestSameEndpoint(t *testing.T) {
+	tests := []struct {
+		listen, host, port string
+		want               bool
+	}{
+		{"127.0.0.1:8081", "127.0.0.1", "8081", true},
+		{"127.0.0.1:8081", "localhost", "8081", true},
+		{"127.0.0.1:8081", "0.0.0.0", "8081", true},
+		{"localhost:8081", "127.0.0.1", "8081", true},
+		{"localhost:8081", "::1", "8081", true},
+		{"0.0.0.0:8081", "127.0.0.1", "8081", true},
+		{"0.0.0.0:8081", "localhost", "8081", true},
+		{"[::]:8081", "127.0.0.1", "8081", true},
+		{"[::]:8081", "::1", "8081", true},
+		{":8081", "localhost", "8081", true},
+		{"[::1]:8081", "::1", "8081", true},
+		{"10.0.0.5:8081", "10.0.0.5", "8081", true},
+		{"127.0.0.1:8081", "127.0.0.1", "8000", false},
+		{"127.0.0.1:8081", "::1", "8081", false}, // another family: another socket
+		{"0.0.0.0:8081", "::1", "8081", false},
+		{"127.0.0.1:8081", "127.0.0.2", "8081", false},
+		{"127.0.0.1:8081", "10.0.0.5", "8081", false},
+		{"10.0.0.5:8081", "127.0.0.1", "8081", false},
+		{"127.0.0.1:0", "127.0.0.1", "0", false}, // a port chosen at start
+		{"127.0.0.1:8081", "inference.internal", "8081", false},
+	}
+	for _, tt := range tests {
+		if got := sameEndpoint(tt.listen, tt.host, tt.port); got != tt.want {
+			t.Errorf("sameEndpoint(%q, %q, %q) = %v, want %v", tt.listen, tt.host, tt.port, got, tt.want)
+		}
 	}
 }

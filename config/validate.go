@@ -219,9 +219,17 @@ func (c *Config) Validate(gpuCount int) []Problem {
 		if u.MaxBodyBytes <= 0 {
 			v.add(key+".max_body_bytes", "must be positive, got %d", u.MaxBodyBytes)
 		}
+		if u.ResponseHeaderTimeout < 0 {
+			v.add(key+".response_header_timeout", "must be zero (no limit) or more, got %s", u.ResponseHeaderTimeout.D())
+		}
 		if u.PIDFile != "" && u.ProcessName != "" {
 			v.add(key+".pid_file", "set pid_file or process_name, not both")
 		}
+	}
+
+	v.selfTargets()
+	if c.Proxy.MaxBufferedBytes < 1<<20 {
+		v.add("proxy.max_buffered_bytes", "must be at least 1MiB, got %d", c.Proxy.MaxBufferedBytes)
 	}
 
 	// models
@@ -355,4 +363,72 @@ func (v *validator) tariffs() {
 			v.add(fmt.Sprintf("facility.price_schedule[%d].%s", i, k), "%s", problems[k])
 		}
 	}
+}
+
+// selfTargets refuses an upstream whose target is one of the daemon's own
+// listen addresses: the proxy would forward every request to itself, an
+// endless loop. A loopback or wildcard listen matches a loopback target on
+// the same port.
+func (v *validator) selfTargets() {
+	type listen struct{ key, addr string }
+	var listens []listen
+	for i, u := range v.c.Upstreams {
+		listens = append(listens, listen{fmt.Sprintf("upstreams[%d].listen", i), u.Listen})
+	}
+	if v.c.Admin.Listen != "" {
+		listens = append(listens, listen{"admin.listen", v.c.Admin.Listen})
+	}
+	for i, u := range v.c.Upstreams {
+		t, err := url.Parse(u.Target)
+		if err != nil || t.Host == "" {
+			continue // reported by httpURL
+		}
+		port := t.Port()
+		if port == "" {
+			port = map[string]string{"http": "80", "https": "443"}[t.Scheme]
+		}
+		for _, l := range listens {
+			if sameEndpoint(l.addr, t.Hostname(), port) {
+				v.add(fmt.Sprintf("upstreams[%d].target", i), "%q is this daemon's own %s (%s): the proxy would forward to itself; point it at the inference server",
+					redact.URL(u.Target), l.key, l.addr)
+			}
+		}
+	}
+}
+
+// sameEndpoint reports whether a connection to host:port would reach a
+// listener on listen: the same address; a loopback target (localhost,
+// 127.x, ::1, or 0.0.0.0 and :: which connect to loopback) and a wildcard
+// listen of its family (0.0.0.0 for IPv4; :: and an empty host take both)
+// or a localhost listen.
+func sameEndpoint(listen, host, port string) bool {
+	lh, lp, err := net.SplitHostPort(listen)
+	if err != nil || lp != port || lp == "0" {
+		return false
+	}
+	if strings.EqualFold(lh, host) {
+		return true
+	}
+	lip, tip := net.ParseIP(lh), net.ParseIP(host)
+	if tip != nil && tip.IsUnspecified() {
+		if tip.To4() != nil {
+			tip = net.IPv4(127, 0, 0, 1)
+		} else {
+			tip = net.IPv6loopback
+		}
+	}
+	if tip == nil && !strings.EqualFold(host, "localhost") || tip != nil && !tip.IsLoopback() {
+		return false // not a loopback target: only an equal listen host is the same
+	}
+	switch {
+	case lh == "" || strings.EqualFold(lh, "localhost") || lip != nil && lip.Equal(net.IPv6unspecified):
+		return true
+	case lip == nil:
+		return false
+	case tip == nil: // localhost
+		return lip.IsLoopback() || lip.IsUnspecified()
+	case lip.Equal(net.IPv4zero):
+		return tip.To4() != nil
+	}
+	return lip.Equal(tip)
 }

@@ -61,8 +61,9 @@ type ref struct {
 
 type span struct {
 	s         Span
-	start     int64 // ns
-	end       int64 // ns, once ended
+	key       string // s.Key, else s.ID: the key of Ledger.spans
+	start     int64  // ns
+	end       int64  // ns, once ended
 	ph        phases
 	devices   []string // known devices, host included
 	ended     bool
@@ -201,24 +202,33 @@ func (l *Ledger) AddInterval(iv Interval) error {
 }
 
 // Begin records that a request started; it is charged from then on. Of s
-// it keeps what is known when a request starts: ID, Start, Devices, and
-// Upstream, Model and Tenant where known, which a request still open at
-// Close is recorded with (End fills in the last three where its span
-// leaves them empty). A second Begin of the same id is ignored.
+// it keeps what is known when a request starts: ID, Key, Start, Devices,
+// and Upstream, Model and Tenant where known, which a request still open
+// at Close is recorded with (End fills in the last three where its span
+// leaves them empty). A second Begin of the same key is ignored.
 func (l *Ledger) Begin(s Span) {
-	if _, ok := l.spans[s.ID]; ok {
+	k := spanKey(s)
+	if _, ok := l.spans[k]; ok {
 		return
 	}
-	b := Span{ID: s.ID, Upstream: s.Upstream, Model: s.Model, Tenant: s.Tenant, Start: s.Start, Devices: s.Devices, Served: true}
-	l.track(&span{s: b, start: s.Start.UnixNano()}, s.Devices)
+	b := Span{ID: s.ID, Key: s.Key, Upstream: s.Upstream, Model: s.Model, Tenant: s.Tenant, Start: s.Start, Devices: s.Devices, Served: true}
+	l.track(&span{s: b, key: k, start: s.Start.UnixNano()}, s.Devices)
+}
+
+// spanKey is the key of a request in the ledger: its Key, else its ID.
+func spanKey(s Span) string {
+	if s.Key != "" {
+		return s.Key
+	}
+	return s.ID
 }
 
 // End records a finished request. A request never begun is charged from
 // the intervals not yet settled, and flagged if part of it was missed.
 func (l *Ledger) End(s Span) {
-	sp, ok := l.spans[s.ID]
+	sp, ok := l.spans[spanKey(s)]
 	if !ok {
-		sp = &span{s: s, start: s.Start.UnixNano()}
+		sp = &span{s: s, key: spanKey(s), start: s.Start.UnixNano()}
 		l.track(sp, s.Devices)
 	} else if sp.ended {
 		return // a second End changes nothing
@@ -304,14 +314,14 @@ func (l *Ledger) track(sp *span, devices []string) {
 		k := sort.Search(len(d.spans), func(k int) bool { return sp.before(d.spans[k].sp) })
 		d.spans = slices.Insert(d.spans, k, ref{sp, i})
 	}
-	l.spans[sp.s.ID] = sp
+	l.spans[sp.key] = sp
 }
 
 func (sp *span) before(o *span) bool {
 	if sp.start != o.start {
 		return sp.start < o.start
 	}
-	return sp.s.ID < o.s.ID
+	return sp.key < o.key
 }
 
 // Output is what one Settle call produced.
@@ -567,7 +577,7 @@ func (l *Ledger) collect(now time.Time, all bool) Output {
 	}
 	for _, sp := range done {
 		out.Records = append(out.Records, l.record(sp, all))
-		delete(l.spans, sp.s.ID)
+		delete(l.spans, sp.key)
 	}
 	clear(done)
 	l.ready = done[:0]
@@ -585,7 +595,10 @@ func (l *Ledger) collect(now time.Time, all bool) Output {
 		if c := a.End.Compare(b.End); c != 0 {
 			return c
 		}
-		return cmp.Compare(a.ID, b.ID)
+		if c := cmp.Compare(a.ID, b.ID); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Key, b.Key)
 	})
 	for i := range out.Records {
 		out.Records[i].Time = l.uniqueTime(out.Records[i].End)

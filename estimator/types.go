@@ -64,7 +64,11 @@ const (
 // Span is what the request side knows about one request. Token counts are -1
 // when unknown; they are never written as an exact zero then.
 type Span struct {
-	ID         string
+	ID string
+	// Key tells live requests apart inside the process, where ID may not:
+	// the proxy keeps a client's X-Request-Id as ID, and two requests may
+	// bring the same one. Empty: ID is the key. Never written out.
+	Key        string
 	Upstream   string
 	Model      string
 	Tenant     string

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -367,25 +366,21 @@ func buildDaemon(t *testing.T) string {
 	return bin
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // process is the daemon run as a subprocess.
 type process struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when it exited; err is set then
 	err  error
 	log  string
+	// The addresses it listens on, as its "deadlabourd running" line says
+	// (the config asks for port 0: the kernel picks free ones).
+	admin, proxy string
 }
 
-func startProcess(t *testing.T, bin, cfgPath, adminAddr string) *process {
+// runningLine finds the addresses in a daemon's "deadlabourd running" line.
+var runningLine = regexp.MustCompile(`msg="deadlabourd running".* upstreams=up@(\S+) admin=(\S+)`)
+
+func startProcess(t *testing.T, bin, cfgPath string) *process {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "daemon.log")
 	logf, err := os.Create(logPath)
@@ -411,8 +406,17 @@ func startProcess(t *testing.T, bin, cfgPath, adminAddr string) *process {
 			t.Logf("daemon log:\n%s", b)
 		}
 	})
+	waitUntil(t, "the daemon to say where it listens", 30*time.Second, func() bool {
+		b, _ := os.ReadFile(logPath)
+		m := runningLine.FindSubmatch(b)
+		if m == nil {
+			return false
+		}
+		p.proxy, p.admin = string(m[1]), string(m[2])
+		return true
+	})
 	waitUntil(t, "the daemon to answer /healthz", 30*time.Second, func() bool {
-		resp, err := http.Get("http://" + adminAddr + "/healthz")
+		resp, err := http.Get("http://" + p.admin + "/healthz")
 		if err != nil {
 			return false
 		}
@@ -435,21 +439,18 @@ func TestChaosSIGKILL(t *testing.T) {
 	influx := influxtest.Start(t)
 	fake := startFake(t)
 	bin := buildDaemon(t)
-	admin, proxy := freeAddr(t), freeAddr(t)
 	cfg := daemonConfig(influx.URL(), influx.Bucket(), t.TempDir(), fake.URL(), "")
-	cfg = strings.Replace(cfg, "listen: 127.0.0.1:0\ninflux", "listen: "+admin+"\ninflux", 1)
-	cfg = strings.Replace(cfg, "    listen: 127.0.0.1:0\n", "    listen: "+proxy+"\n", 1)
 	cfg = strings.Replace(cfg, "flush_interval: 100ms", "flush_interval: 1s", 1) // more waits in the spool
 	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
 
-	p := startProcess(t, bin, cfgPath, admin)
-	l := startLoad("http://"+proxy, "kill", 10*time.Millisecond)
+	p := startProcess(t, bin, cfgPath)
+	l := startLoad("http://"+p.proxy, "kill", 10*time.Millisecond)
 	time.Sleep(2500 * time.Millisecond)
 	// What is durable now: committed to the spool (read first), or in
 	// InfluxDB (read second: a record delivered and deleted from the spool
 	// in between is there). Whatever commits later is not counted.
-	durable := spooledIDs(t, "http://"+admin)
+	durable := spooledIDs(t, "http://"+p.admin)
 	inSpool := len(durable)
 	storedAtKill := storedIDs(t, influx)
 	for id := range storedAtKill {
@@ -461,9 +462,9 @@ func TestChaosSIGKILL(t *testing.T) {
 	<-p.done
 	finished := l.halt()
 
-	p2 := startProcess(t, bin, cfgPath, admin)
+	p2 := startProcess(t, bin, cfgPath)
 	waitUntil(t, "the replayed spool to drain", 20*time.Second, func() bool {
-		m := scrape(t, "http://"+admin)
+		m := scrape(t, "http://"+p2.admin)
 		return m["deadlabour_sink_spool_points{kind=cost}"] == 0 && m["deadlabour_sink_points_sent_total"] > 0
 	})
 	p2.cmd.Process.Signal(syscall.SIGTERM)

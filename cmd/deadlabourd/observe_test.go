@@ -333,11 +333,12 @@ func TestScrapeDuringLoad(t *testing.T) {
 func TestReportFromSpool(t *testing.T) {
 	fake := startFake(t)
 	dir := t.TempDir()
-	admin := freeAddr(t)
-	cfg := strings.Replace(daemonConfig("", "deadlabour/autogen", dir, fake.URL(), ""), "listen: 127.0.0.1:0\ninflux", "listen: "+admin+"\ninflux", 1)
+	cfg := daemonConfig("", "deadlabour/autogen", dir, fake.URL(), "")
+	d := startDaemon(t, cfg, "h100:1")
+	// report finds the daemon at admin.listen: the port it was given.
+	cfg = strings.Replace(cfg, "listen: 127.0.0.1:0\ninflux", "listen: "+d.adminLn.Addr().String()+"\ninflux", 1)
 	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
-	d := startDaemon(t, cfg, "h100:1")
 	const n = 9
 	for i := range n {
 		if err := complete(d.proxyURL("up"), fmt.Sprintf("rep-%02d", i)); err != nil {

@@ -7,7 +7,7 @@ import (
 )
 
 // spanEvent is a request beginning (begin true: span holds what is known
-// when it starts) or ending.
+// when it starts: ID, Key, Upstream, Tenant, Start, Devices) or ending.
 type spanEvent struct {
 	begin bool
 	span  estimator.Span
@@ -40,7 +40,7 @@ func (q *spanQueue) Begin(s estimator.Span) {
 	q.mu.Unlock()
 }
 
-// End implements requests.Recorder.
+// End implements requests.Recorder and requests.EventSink.
 func (q *spanQueue) End(s estimator.Span) {
 	q.add(s.Devices, -1)
 	q.mu.Lock()

@@ -198,12 +198,14 @@ func (d *daemon) listen() error {
 	if err != nil {
 		return err
 	}
+	budget := requests.NewBodyBudget(int64(d.cfg.Proxy.MaxBufferedBytes), 0)
 	for _, u := range d.cfg.Upstreams {
 		p, err := requests.New(requests.Options{
-			Name: u.Name, Target: u.Target, Devices: d.upstreamDevices(u), DevicesFunc: d.devicesFunc(u.Name), TenantHeader: u.TenantHeader,
+			BodyBudget: budget,
+			Name:       u.Name, Target: u.Target, Devices: d.upstreamDevices(u), DevicesFunc: d.devicesFunc(u.Name), TenantHeader: u.TenantHeader,
 			TenantHeaderRaw: u.TenantHeaderRaw, TenantSecret: secret, MaxRequestBytes: int64(u.MaxBodyBytes), Now: nowFunc,
-			NoIncludeUsage: u.IncludeUsage != nil && !*u.IncludeUsage,
-			Logger:         d.log.With("upstream", u.Name),
+			NoIncludeUsage: u.IncludeUsage != nil && !*u.IncludeUsage, HeaderTimeout: u.ResponseHeaderTimeout.D(),
+			Logger: d.log.With("upstream", u.Name),
 		}, d.queue)
 		if err != nil {
 			return fmt.Errorf("upstream %s: %w", u.Name, err)
@@ -323,7 +325,11 @@ func (d *daemon) run(ctx context.Context) error {
 	for i, p := range d.proxies {
 		names[i] = p.name + "@" + p.ln.Addr().String()
 	}
-	d.log.Info("deadlabourd running", "node", d.cfg.Node, "upstreams", strings.Join(names, ","), "gpus", d.gpuCount(),
+	admin := ""
+	if d.adminLn != nil {
+		admin = d.adminLn.Addr().String()
+	}
+	d.log.Info("deadlabourd running", "node", d.cfg.Node, "upstreams", strings.Join(names, ","), "admin", admin, "gpus", d.gpuCount(),
 		"simulated", d.simulated, "influx", redact.URL(d.cfg.Influx.URL))
 	d.notify.ready(fmt.Sprintf("metering %d upstream(s) on %d GPU(s)", len(d.proxies), d.gpuCount()))
 

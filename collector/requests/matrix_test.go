@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,8 +138,20 @@ const matrixKey = "sk-matrix-9c1f44e0b7d2a6"
 
 // privacy collects what the matrix wrote and what it must not contain.
 type privacy struct {
-	written []string // log text and records
+	logs    []string // every case's log text (at debug: a line a request)
+	records []string // every case's span, formatted
 	secrets []string // prompts, completions, keys
+}
+
+// leaks is the secrets that appear in text.
+func (pv *privacy) leaks(text string) []string {
+	var out []string
+	for _, s := range pv.secrets {
+		if strings.Contains(text, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func (pv *privacy) secret(s string) {
@@ -176,19 +188,43 @@ func TestMatrix(t *testing.T) {
 			}
 		}
 	}
-	if len(pv.written) == 0 {
-		t.Fatal("the matrix wrote nothing to search")
+	// The search must see what was written: a log line and a record for
+	// every case, and a planted secret in them must be found.
+	if len(pv.logs) == 0 || len(pv.logs) != len(pv.records) {
+		t.Fatalf("%d cases' logs and %d records to search, want one of each per case", len(pv.logs), len(pv.records))
 	}
-	all := strings.Join(pv.written, "\n")
-	for _, s := range pv.secrets {
-		if strings.Contains(all, s) {
-			t.Errorf("%q appears in a log line or a record", s)
+	for i := range pv.logs {
+		if !strings.Contains(pv.logs[i], `msg=request `) || pv.records[i] == "" {
+			t.Fatalf("case %d: its request's log line or record is missing from what is searched:\n%s\n%s", i, pv.logs[i], pv.records[i])
 		}
 	}
-	// The search must be able to find a secret where there is one.
-	if !strings.Contains(strings.Join(pv.secrets, "\n"), matrixKey) {
-		t.Fatal("the key is not among the secrets searched for")
+	canary := privacy{secrets: append(slices.Clone(pv.secrets), "PLANTED-MODEL-SECRET-51d0")}
+	canaryCase(t, &canary)
+	if got := canary.leaks(strings.Join(canary.logs, "\n")); !slices.Contains(got, "PLANTED-MODEL-SECRET-51d0") {
+		t.Fatalf("a secret planted in the logs (as a model name) is not found by the search: %q", got)
 	}
+	if got := canary.leaks(strings.Join(canary.records, "\n")); !slices.Contains(got, "PLANTED-MODEL-SECRET-51d0") {
+		t.Fatalf("a secret planted in a record (as a model name) is not found by the search: %q", got)
+	}
+	if !slices.Contains(pv.secrets, matrixKey) || len(pv.secrets) < len(pv.logs)+1 {
+		t.Fatalf("%d secrets searched for (the key among them: %v), want the key and each case's prompt",
+			len(pv.secrets), slices.Contains(pv.secrets, matrixKey))
+	}
+	if got := pv.leaks(strings.Join(pv.logs, "\n")); len(got) > 0 {
+		t.Errorf("in the logs: %q", got)
+	}
+	if got := pv.leaks(strings.Join(pv.records, "\n")); len(got) > 0 {
+		t.Errorf("in the records: %q", got)
+	}
+}
+
+// canaryCase sends one request whose model is the planted secret, which
+// the proxy logs and records as it must, and collects what it wrote.
+func canaryCase(t *testing.T, pv *privacy) {
+	g := newRig(t, fakeupstream.New(fakeupstream.Options{}), Options{})
+	send(t, g.client, g.front.URL, query{"POST", "/v1/chat/completions", `{"model":"PLANTED-MODEL-SECRET-51d0","messages":[{"content":"hi"}]}`, nil})
+	pv.records = append(pv.records, fmtSpan(g.rec.span(t)))
+	pv.logs = append(pv.logs, g.logs.String())
 }
 
 func runCase(t *testing.T, pv *privacy, dc dialectCase, mode fakeupstream.UsageMode, outcome, prompt string, n, k int) {
@@ -203,15 +239,10 @@ func runCase(t *testing.T, pv *privacy, dc dialectCase, mode fakeupstream.UsageM
 	}
 	proxyOpts := Options{}
 	if outcome == "upstream-down" {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		proxyOpts.Target = "http://" + ln.Addr().String()
-		ln.Close()
+		proxyOpts.Target = downTarget(t)
 	}
 	g := newRig(t, fakeupstream.New(opts), proxyOpts)
-	t.Cleanup(func() { pv.written = append(pv.written, g.logs.String()) })
+	t.Cleanup(func() { pv.logs = append(pv.logs, g.logs.String()) })
 	body := dc.body(prompt, n)
 	hdr := map[string]string{"Authorization": "Bearer " + matrixKey, "Content-Type": "application/json"}
 
@@ -237,7 +268,7 @@ func runCase(t *testing.T, pv *privacy, dc dialectCase, mode fakeupstream.UsageM
 
 	got, status, readErr := callProxy(t, g, dc, body, hdr, outcome, k)
 	s := g.rec.span(t)
-	pv.written = append(pv.written, fmtSpan(s))
+	pv.records = append(pv.records, fmtSpan(s))
 
 	// What the client got.
 	switch outcome {
@@ -298,14 +329,12 @@ func callProxy(t *testing.T, g *rig, dc dialectCase, body string, hdr map[string
 	if outcome == "client-gone" && !dc.stream {
 		// The upstream stalls before its headers: leave once it has the request.
 		go func() {
+			// Leave once the proxy knows the request reached the upstream
+			// whole (it learns so on its transport's writer goroutine).
 			select {
-			case <-g.seen:
+			case <-g.wrote:
 			case <-ctx.Done():
 			}
-			// The proxy learns that the request was written from its
-			// transport's writer goroutine, an instant after the upstream
-			// has it: give that instant before leaving.
-			time.Sleep(20 * time.Millisecond)
 			cancel()
 		}()
 		res, err := g.client.Do(req)

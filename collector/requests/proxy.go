@@ -20,8 +20,8 @@
 //   - Status: the upstream's status code; client_closed when the client went
 //     away before the response was complete; upstream_error when the
 //     upstream answered 2xx and then failed (an error object inside the
-//     body, or the body cut short); the proxy's own 413, 502 or 504 when it
-//     answered itself.
+//     body, or the body cut short); the proxy's own 413, 502, 503 (no room
+//     for the body in the BodyBudget) or 504 when it answered itself.
 //   - Served: the upstream had the whole request and did not refuse it with
 //     a 4xx; false for a request it never saw.
 //   - FirstToken: when the first streamed event with generated output
@@ -68,16 +68,18 @@ import (
 	"github.com/deadlabour/deadlabour/internal/apierror"
 )
 
-// Recorder receives the life of every metered request. The proxy calls Begin
-// once when a request arrives, before it is forwarded, and End once when it
-// has finished, whatever the outcome. Both are called on the request's own
-// goroutine: they must be cheap and must never block (queue, don't wait).
-// The devices slice is shared by all requests of an upstream: read it, don't
-// modify it.
+// Recorder receives the life of every metered request. The proxy calls
+// Begin once when a request arrives, before it is forwarded, with the
+// span's ID, Key, Upstream, Tenant, Start and Devices, and End once when it has
+// finished, whatever the outcome, with the same ID and Key. Key is unique
+// per request (ID is the client's and may repeat): key requests by it.
+// Both are called on the request's own goroutine: they must be cheap and
+// must never block (queue, don't wait). The Devices slice is shared by all
+// requests of an upstream: read it, don't modify it.
 type Recorder interface {
 	// Begin: a request started. Its span holds what is known then (ID,
-	// Upstream, Tenant, Start, Devices), which a request still open at
-	// shutdown is recorded with.
+	// Key, Upstream, Tenant, Start, Devices), which a request still open
+	// at shutdown is recorded with.
 	Begin(span estimator.Span)
 	End(span estimator.Span)
 }
@@ -118,6 +120,10 @@ type Options struct {
 	// whole to learn the model (default DefaultMaxRequestBytes). Larger
 	// requests are answered 413 and never reach the upstream.
 	MaxRequestBytes int64
+	// BodyBudget bounds the request bodies held in memory at once, shared
+	// by all the proxies of a node (default: one of this proxy's own, of
+	// DefaultMaxBufferedBytes).
+	BodyBudget *BodyBudget
 	// MaxUsageBytes caps what is kept of a non-streamed response (beyond it
 	// only its tail is searched for usage) and of one streamed event
 	// (beyond it the event is skipped) (default DefaultMaxUsageBytes).
@@ -136,6 +142,9 @@ type Options struct {
 	Transport http.RoundTripper
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// wrote, if set, is called when a metered request has reached the
+	// upstream whole (tests wait for it).
+	wrote func()
 	// Logger receives the proxy's warnings and, at debug, one line a request
 	// (never a prompt, a completion or a key). Default: discarded.
 	Logger *slog.Logger
@@ -149,14 +158,23 @@ type Proxy struct {
 	devFunc   func() []string
 	tenants   tenants
 	maxBody   int64
+	budget    *BodyBudget
 	maxUsage  int
 	inject    bool
+	headerTO  time.Duration // Options.HeaderTimeout
 	now       func() time.Time
 	log       *slog.Logger
 	rec       Recorder
+	wroteHook func()
 	endpoints map[string]endpoint
 	transport http.RoundTripper
 	rp        *httputil.ReverseProxy
+
+	// Runs of failures, logged at their start and end (see episode).
+	unreachable, broken, encoded, full *episode
+
+	keyPrefix string        // of every span Key, unique to this proxy
+	keys      atomic.Uint64 // requests metered, for span Keys
 }
 
 // New makes the proxy of one upstream, reporting to rec.
@@ -184,21 +202,34 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		devFunc:   opts.DevicesFunc,
 		tenants:   tenants{header: opts.TenantHeader, raw: opts.TenantHeaderRaw, secret: slices.Clone(opts.TenantSecret)},
 		maxBody:   cmpOr(opts.MaxRequestBytes, DefaultMaxRequestBytes),
+		budget:    opts.BodyBudget,
 		maxUsage:  cmpOr(opts.MaxUsageBytes, DefaultMaxUsageBytes),
 		inject:    !opts.NoIncludeUsage,
+		headerTO:  opts.HeaderTimeout,
 		now:       opts.Now,
 		log:       opts.Logger,
 		rec:       rec,
+		wroteHook: opts.wrote,
 		endpoints: endpoints(),
 		transport: opts.Transport,
+		// A control character: no request id (visible ASCII) can look
+		// like a key, and upstream names are unique.
+		keyPrefix: "\x1fproxy/" + opts.Name + "/",
 	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	if p.budget == nil {
+		p.budget = NewBodyBudget(0, 0)
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.log = p.log.With("upstream", p.name)
+	p.unreachable = &episode{log: p.log, warn: "upstream unreachable or sent no response headers", recovered: "upstream answering again"}
+	p.broken = &episode{log: p.log, warn: "upstream answers fail after their headers (error inside the answer, or cut short)", recovered: "upstream answers complete again"}
+	p.full = &episode{log: p.log, warn: "request bodies find no room in proxy.max_buffered_bytes: answered 503", recovered: "request bodies find room again"}
+	p.encoded = &episode{log: p.log, warn: "upstream compressed a stream the proxy asked for unencoded; its usage chunk reaches the client", recovered: "upstream streams unencoded again"}
 	if p.transport == nil {
 		p.transport = newTransport(cmpOr(opts.DialTimeout, DefaultDialTimeout), opts.HeaderTimeout)
 	}
@@ -211,8 +242,9 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		FlushInterval:  0,
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
-		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-		BufferPool:     &bufferPool{},
+		// Per request (copy errors): failures are logged by episode.
+		ErrorLog:   slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		BufferPool: &bufferPool{},
 	}
 	return p, nil
 }
@@ -255,7 +287,8 @@ func (p *Proxy) CloseIdleConnections() {
 // exchange is what the proxy knows about one request, shared by its hooks
 // through the request's context.
 type exchange struct {
-	id      string
+	id      string   // the client's X-Request-Id, or one made up
+	key     string   // unique per request (Span.Key)
 	dialect *dialect // nil: not metered
 
 	start    time.Time
@@ -267,6 +300,7 @@ type exchange struct {
 	tenant   string
 
 	devices []string // the GPUs, fixed when the request begins
+	held    int64    // bytes of the body budget held
 
 	wrote  atomic.Bool  // the request reached the upstream whole (set on the transport's goroutine)
 	status int          // the upstream's status code
@@ -300,13 +334,42 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.devices = slices.Clip(p.devFunc())
 	}
 	ex.tenant = p.tenants.of(r.Header)
-	p.rec.Begin(estimator.Span{ID: ex.id, Upstream: p.name, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
+	ex.key = p.keyPrefix + strconv.FormatUint(p.keys.Add(1), 36)
+	p.rec.Begin(estimator.Span{ID: ex.id, Key: ex.key, Upstream: p.name, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
 	// End runs even when the copy of the response panics with
 	// http.ErrAbortHandler, which is how ReverseProxy gives up on a client
-	// that went away.
-	defer p.end(r.Context(), ex)
+	// that went away; so does the release of the body's budget, once
+	// nothing reads the body any more.
+	defer func() {
+		p.end(r.Context(), ex)
+		p.budget.release(ex.held)
+	}()
+
+	// The body is held in memory: wait for room for it in the node's
+	// budget (its length, or the cap when the client did not say).
+	want := p.maxBody
+	if r.ContentLength >= 0 {
+		want = min(r.ContentLength, p.maxBody)
+	}
+	if r.ContentLength > p.maxBody {
+		want = 0 // refused unread below
+	}
+	held, err := p.budget.acquire(r.Context(), want)
+	if err != nil {
+		ex.failed = http.StatusServiceUnavailable
+		p.full.fail(p.now(), "request_id", ex.id, "want_bytes", want, "budget_bytes", p.budget.Size())
+		w.Header().Set("Retry-After", "1")
+		p.writeError(w, ex, ex.failed, fmt.Sprintf("too many request bodies in flight: the node holds at most %d bytes of them (proxy.max_buffered_bytes); retry later", p.budget.Size()))
+		return
+	}
+	ex.held = held
+	p.full.ok(p.now())
 
 	body, err := readBody(r, p.maxBody)
+	if surplus := ex.held - int64(len(body)); err == nil && surplus > 0 {
+		p.budget.release(surplus) // a body of unknown length was shorter than the cap
+		ex.held -= surplus
+	}
 	if err != nil {
 		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
 			ex.failed = http.StatusRequestEntityTooLarge
@@ -327,6 +390,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WroteRequest: func(info httptrace.WroteRequestInfo) {
 			if info.Err == nil {
 				ex.wrote.Store(true)
+				if p.wroteHook != nil {
+					p.wroteHook()
+				}
 			}
 		},
 	})
@@ -367,6 +433,9 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	ex := exchangeOf(pr.In.Context())
 	pr.SetURL(p.target)
+	// The upstream sees the Host the client asked for, as behind nginx's
+	// proxy_set_header Host $host (SetURL would put the target's).
+	pr.Out.Host = pr.In.Host
 	// ReverseProxy removes the forwarding headers before Rewrite. This proxy
 	// stands in for the upstream on the same host, not at a trust boundary,
 	// so it passes them on as the client sent them and adds none: the
@@ -397,6 +466,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	ex := exchangeOf(res.Request.Context())
+	p.unreachable.ok(p.now())
 	res.Header.Set(requestIDHeader, ex.id)
 	// A 101's body is the upgraded connection; it must stay as it is.
 	if ex.dialect == nil || res.StatusCode == http.StatusSwitchingProtocols {
@@ -425,9 +495,9 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	ex.body = &meteredBody{ReadCloser: res.Body, meter: m}
 	if ex.injected && res.StatusCode == http.StatusOK && m.framing == framingSSE {
 		if m.dec != nil {
-			p.log.Warn("upstream compressed a stream the proxy asked for unencoded; its usage chunk reaches the client",
-				"request_id", ex.id, "coding", coding)
+			p.encoded.fail(p.now(), "request_id", ex.id, "coding", coding)
 		} else {
+			p.encoded.ok(p.now())
 			ex.body.filter = newUsageFilter(p.maxUsage)
 			res.ContentLength = -1 // the edits change the length
 			res.Header.Del("Content-Length")
@@ -444,12 +514,15 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	status, msg := http.StatusBadGateway, "upstream "+p.name+" is unreachable"
 	if ne, ok := errors.AsType[net.Error](err); (ok && ne.Timeout()) || errors.Is(err, context.DeadlineExceeded) {
 		status, msg = http.StatusGatewayTimeout, "upstream "+p.name+" did not answer in time"
+		if p.headerTO > 0 && ex.wrote.Load() {
+			msg = fmt.Sprintf("upstream %s sent no response headers within %s (response_header_timeout)", p.name, p.headerTO)
+		}
 	}
 	ex.failed = status
 	if r.Context().Err() != nil {
 		p.log.Debug("client went away before the upstream answered", "request_id", ex.id)
 	} else {
-		p.log.Warn("upstream request failed", "request_id", ex.id, "status", status, "err", err)
+		p.unreachable.fail(p.now(), "request_id", ex.id, "status", status, "err", err)
 	}
 	p.writeError(w, ex, status, msg)
 }
@@ -464,7 +537,7 @@ func (p *Proxy) writeError(w http.ResponseWriter, ex *exchange, status int, msg 
 // it is done only when the client went away (we are still in the handler).
 func (p *Proxy) end(ctx context.Context, ex *exchange) {
 	s := estimator.Span{
-		ID: ex.id, Upstream: p.name, Model: ex.model, Tenant: ex.tenant,
+		ID: ex.id, Key: ex.key, Upstream: p.name, Model: ex.model, Tenant: ex.tenant,
 		Start: ex.start, End: p.now(), Devices: ex.devices,
 		PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
 		UsageSource: estimator.UsageUnknown,
@@ -485,7 +558,9 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 		case b.eof:
 			if ok && b.meter.failed {
 				s.Status = estimator.StatusUpstreamError
-				p.log.Warn("upstream sent an error inside its answer", "request_id", ex.id, "status", ex.status)
+				p.broken.fail(s.End, "request_id", ex.id, "status", ex.status, "err", "an error inside the answer")
+			} else {
+				p.broken.ok(s.End)
 			}
 		case b.err == nil || gone:
 			// The copy stopped without a read error (a write to the client
@@ -495,7 +570,7 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 			if ok {
 				s.Status = estimator.StatusUpstreamError
 			}
-			p.log.Warn("upstream response cut short", "request_id", ex.id, "err", b.err)
+			p.broken.fail(s.End, "request_id", ex.id, "err", b.err)
 		}
 		s.FirstToken = b.meter.firstToken
 		p.tokens(&s, ex, ok)

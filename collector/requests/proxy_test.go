@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,48 +39,75 @@ const (
 
 var testSecret = []byte("0123456789abcdef-node-secret")
 
-// recorder is a Recorder that keeps every call.
+// recorder is a Recorder that keeps every call. End never blocks, however
+// many requests a test makes.
 type recorder struct {
 	mu     sync.Mutex
-	begins map[string]int
+	begins map[string]int // by Key
 	ends   []estimator.Span
-	ended  chan struct{} // one token per End
+	grew   chan struct{} // closed (and replaced) at every End
 }
 
 func newRecorder() *recorder {
-	return &recorder{begins: make(map[string]int), ended: make(chan struct{}, 100)}
+	return &recorder{begins: make(map[string]int), grew: make(chan struct{})}
 }
 
 func (r *recorder) Begin(s estimator.Span) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.begins[s.ID]++
+	r.begins[s.Key]++
 }
 
 func (r *recorder) End(s estimator.Span) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.ends = append(r.ends, s)
-	r.mu.Unlock()
-	r.ended <- struct{}{}
+	close(r.grew)
+	r.grew = make(chan struct{})
+}
+
+// endCount is the number of End calls so far.
+func (r *recorder) endCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.ends)
+}
+
+// wait waits until End has been called at least n times, and returns a
+// copy of the spans ended so far.
+func (r *recorder) wait(t *testing.T, n int) []estimator.Span {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		if len(r.ends) >= n {
+			out := slices.Clone(r.ends)
+			r.mu.Unlock()
+			return out
+		}
+		grew := r.grew
+		r.mu.Unlock()
+		select {
+		case <-grew:
+		case <-deadline:
+			t.Fatalf("End was called %d times, want %d", r.endCount(), n)
+		}
+	}
 }
 
 // span waits for the one End of the test, and checks Begin and End came
-// once each for its id.
+// once each for its request.
 func (r *recorder) span(t *testing.T) estimator.Span {
 	t.Helper()
-	select {
-	case <-r.ended:
-	case <-time.After(10 * time.Second):
-		t.Fatal("End was not called")
-	}
+	ends := r.wait(t, 1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.ends) != 1 {
-		t.Fatalf("End called %d times, want 1", len(r.ends))
+	if len(ends) != 1 {
+		t.Fatalf("End called %d times, want 1", len(ends))
 	}
-	s := r.ends[0]
-	if n := r.begins[s.ID]; n != 1 || len(r.begins) != 1 {
-		t.Fatalf("Begin calls = %v, want one for %q", r.begins, s.ID)
+	s := ends[0]
+	if n := r.begins[s.Key]; n != 1 || len(r.begins) != 1 {
+		t.Fatalf("Begin calls = %v, want one for %q", r.begins, s.Key)
 	}
 	return s
 }
@@ -105,7 +133,8 @@ func (c *tick) now() time.Time {
 // rig is a proxy in front of an upstream, both on loopback listeners.
 type rig struct {
 	upstream *httptest.Server
-	seen     chan http.Header // request headers the upstream got
+	seen     chan http.Header // request headers the upstream got (the first 100 unread)
+	wrote    chan struct{}    // a metered request reached the upstream whole (the first 100 unread)
 	proxy    *Proxy
 	front    *httptest.Server
 	rec      *recorder
@@ -117,9 +146,18 @@ type rig struct {
 // Devices, TenantSecret, Now and Logger are filled in where empty).
 func newRig(t *testing.T, upstream http.Handler, opts Options) *rig {
 	t.Helper()
-	g := &rig{seen: make(chan http.Header, 100), rec: newRecorder(), logs: &testlog.Buffer{}}
+	g := &rig{seen: make(chan http.Header, 100), wrote: make(chan struct{}, 100), rec: newRecorder(), logs: &testlog.Buffer{}}
+	opts.wrote = func() {
+		select {
+		case g.wrote <- struct{}{}:
+		default:
+		}
+	}
 	g.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g.seen <- r.Header.Clone()
+		select {
+		case g.seen <- r.Header.Clone():
+		default: // a test of many requests reads none of them
+		}
 		upstream.ServeHTTP(w, r)
 	}))
 	t.Cleanup(g.upstream.Close)
@@ -288,6 +326,9 @@ func checkSpan(t *testing.T, got, want estimator.Span) {
 	if want.ID == "" {
 		g.ID = ""
 	}
+	if want.Key == "" {
+		g.Key = "" // unique, tested by TestSameClientIDTwice
+	}
 	if !equalSpans(g, w) {
 		t.Errorf("span =\n%+v\nwant\n%+v", g, w)
 	}
@@ -346,10 +387,8 @@ func TestStreamIsNotBuffered(t *testing.T) {
 			t.Fatalf("after an event: %q, %v; want a blank line", blank, err)
 		}
 	}
-	select {
-	case <-g.rec.ended:
+	if g.rec.endCount() != 0 {
 		t.Fatal("End came while the upstream was still generating")
-	default:
 	}
 	cancel()
 
@@ -382,10 +421,9 @@ func TestClientLeavesBeforeAnswer(t *testing.T) {
 		}
 		errc <- err
 	}()
-	<-g.seen // the upstream has the request
-	// The proxy learns that the request was written from its transport's
-	// writer goroutine, an instant after the upstream has it.
-	time.Sleep(20 * time.Millisecond)
+	// The upstream has the request, and the proxy knows it was written
+	// whole (it learns so on its transport's writer goroutine).
+	<-g.wrote
 	cancel()
 	if err := <-errc; err == nil {
 		t.Error("client got an answer, want its request canceled")
@@ -400,12 +438,7 @@ func TestClientLeavesBeforeAnswer(t *testing.T) {
 // TestUpstreamFailures: no upstream answer means a proxy error, and a span
 // that says whether the upstream ever had the request.
 func TestUpstreamFailures(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := "http://" + ln.Addr().String()
-	ln.Close()
+	down := downTarget(t)
 
 	slow := fakeupstream.New(fakeupstream.Options{TokenDelay: time.Hour})
 	body := `{"model":"m","max_tokens":2,"messages":[{"content":"hi"}]}`
@@ -416,10 +449,12 @@ func TestUpstreamFailures(t *testing.T) {
 		metered    bool
 		wantStatus int
 		wantServed bool
+		wantMsg    string
 	}{
-		{"down", Options{Target: down}, query{"POST", "/v1/chat/completions", body, nil}, true, 502, false},
-		{"down, unmetered path", Options{Target: down}, query{"GET", "/v1/models", "", nil}, false, 502, false},
-		{"no headers in time", Options{HeaderTimeout: 50 * time.Millisecond}, query{"POST", "/v1/chat/completions", body, nil}, true, 504, true},
+		{"down", Options{Target: down}, query{"POST", "/v1/chat/completions", body, nil}, true, 502, false, "unreachable"},
+		{"down, unmetered path", Options{Target: down}, query{"GET", "/v1/models", "", nil}, false, 502, false, "unreachable"},
+		{"no headers in time", Options{HeaderTimeout: 50 * time.Millisecond}, query{"POST", "/v1/chat/completions", body, nil}, true, 504, true,
+			"sent no response headers within 50ms (response_header_timeout)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -429,8 +464,8 @@ func TestUpstreamFailures(t *testing.T) {
 				t.Errorf("status = %d, want %d", res.StatusCode, tt.wantStatus)
 			}
 			var e struct{ Error struct{ Message string } }
-			if err := json.Unmarshal(got, &e); err != nil || !strings.Contains(e.Error.Message, upstreamName) {
-				t.Errorf("body %q: want an error object naming the upstream", got)
+			if err := json.Unmarshal(got, &e); err != nil || !strings.Contains(e.Error.Message, upstreamName) || !strings.Contains(e.Error.Message, tt.wantMsg) {
+				t.Errorf("body %q: want an error object naming the upstream and saying %q", got, tt.wantMsg)
 			}
 			id := res.Header.Get("X-Request-Id")
 			if len(id) != 32 {
@@ -766,4 +801,145 @@ func TestNoIncludeUsage(t *testing.T) {
 		PromptTokens: 2, CompletionTokens: 3, CachedTokens: -1, ReasoningTokens: -1,
 		UsageSource: estimator.UsageEstimated, Devices: []string{"0", "1"}, Served: true,
 	})
+}
+
+// TestSameClientIDTwice: two live requests with the same X-Request-Id are
+// two requests: two spans that keep the client's id, with keys of their own
+// (the ledger keys live requests by Key, so neither is merged into the other).
+func TestSameClientIDTwice(t *testing.T) {
+	arrived := make(chan struct{}, 2)
+	release := make(chan struct{})
+	up := fakeupstream.New(fakeupstream.Options{})
+	g := newRig(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release // both are in flight at once
+		up.ServeHTTP(w, r)
+	}), Options{})
+	q := query{"POST", "/v1/chat/completions", `{"model":"m","messages":[{"content":"hi"}]}`,
+		map[string]string{"X-Request-Id": "same-id"}}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(t.Context(), q.method, g.front.URL+q.path, strings.NewReader(q.body))
+			req.Header.Set("X-Request-Id", "same-id")
+			res, err := g.client.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if got := res.Header.Get("X-Request-Id"); got != "same-id" {
+				t.Errorf("client sees request id %q, want same-id", got)
+			}
+		})
+	}
+	<-arrived
+	<-arrived
+	close(release)
+	wg.Wait()
+	spans := g.rec.wait(t, 2)
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2", len(spans))
+	}
+	for _, s := range spans {
+		if s.ID != "same-id" || s.Status != "200" {
+			t.Errorf("span id %q status %q, want same-id 200", s.ID, s.Status)
+		}
+	}
+	if spans[0].Key == "" || spans[0].Key == spans[1].Key {
+		t.Errorf("span keys %q and %q, want two different ones", spans[0].Key, spans[1].Key)
+	}
+	g.rec.mu.Lock()
+	defer g.rec.mu.Unlock()
+	if len(g.rec.begins) != 2 || g.rec.begins[spans[0].Key] != 1 || g.rec.begins[spans[1].Key] != 1 {
+		t.Errorf("begins %v, want one for each span's key", g.rec.begins)
+	}
+}
+
+// TestHostPassesUnchanged: the upstream sees the client's Host, not the
+// target's, metered or not.
+func TestHostPassesUnchanged(t *testing.T) {
+	hosts := make(chan string, 2)
+	up := fakeupstream.New(fakeupstream.Options{})
+	g := newRig(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hosts <- r.Host
+		up.ServeHTTP(w, r)
+	}), Options{})
+	for _, q := range []query{
+		{"POST", "/v1/chat/completions", `{"model":"m","messages":[{"content":"hi"}]}`, nil},
+		{"GET", "/v1/models", "", nil},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), q.method, g.front.URL+q.path, strings.NewReader(q.body))
+		req.Host = "llm.example.test:8443"
+		res, err := g.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if got := <-hosts; got != "llm.example.test:8443" {
+			t.Errorf("%s %s: upstream saw Host %q, want the client's llm.example.test:8443", q.method, q.path, got)
+		}
+	}
+}
+
+// downTarget is the URL of an upstream that is down: a loopback port bound
+// for the test but not listening, so connecting is refused, and no other
+// server can take the port while the test runs (as one could after a
+// listener was closed).
+func downTarget(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "http://127.0.0.1:" + strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)
+}
+
+// TestUpstreamDownLogsOnce: 100 requests to an upstream that drops every
+// connection log one warning, not 100; the first answer after them logs
+// one info line with the count (every request is still at debug).
+func TestUpstreamDownLogsOnce(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	up := fakeupstream.New(fakeupstream.Options{})
+	g := newRig(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				c.Close() // no response at all: the proxy answers 502
+			}
+			return
+		}
+		up.ServeHTTP(w, r)
+	}), Options{})
+	q := query{"POST", "/v1/chat/completions", `{"model":"m","messages":[{"content":"hi"}]}`, nil}
+	for range 100 {
+		if res, _ := send(t, g.client, g.front.URL, q); res.StatusCode != http.StatusBadGateway {
+			t.Fatalf("status %d, want 502", res.StatusCode)
+		}
+	}
+	down.Store(false)
+	for range 3 {
+		if res, _ := send(t, g.client, g.front.URL, q); res.StatusCode != http.StatusOK {
+			t.Fatalf("status %d, want 200", res.StatusCode)
+		}
+	}
+	g.rec.wait(t, 103)
+	logs := g.logs.String()
+	warns, infos := strings.Count(logs, "level=WARN"), strings.Count(logs, "level=INFO")
+	if warns != 1 || infos != 1 || !strings.Contains(logs, "failed_requests=100") {
+		t.Errorf("%d warnings and %d info lines (want 1 and 1, the latter with failed_requests=100):\n%s", warns, infos, logs)
+	}
+	if n := strings.Count(logs, `msg="upstream unreachable or sent no response headers"`); n != 99 {
+		t.Errorf("%d debug lines for the failures after the first, want 99", n)
+	}
 }

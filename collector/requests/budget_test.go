@@ -1,0 +1,176 @@
+package requests
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/fakeupstream"
+)
+
+// budgetBody is a 64-byte chat request: a budget of 100 bytes holds one.
+const budgetBody = `{"model":"m","max_tokens":2,"messages":[{"content":"hi there!"}]}`
+
+// gate is an upstream that holds every request until opened.
+type gate struct {
+	open    chan struct{}
+	arrived chan struct{}
+	next    http.Handler
+}
+
+func newGate() *gate {
+	return &gate{open: make(chan struct{}), arrived: make(chan struct{}, 100), next: fakeupstream.New(fakeupstream.Options{})}
+}
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// With the body read, the server watches the connection: the context
+	// ends when the proxy gives up on the request.
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	g.arrived <- struct{}{}
+	select {
+	case <-g.open:
+	case <-r.Context().Done():
+		return
+	}
+	g.next.ServeHTTP(w, r)
+}
+
+// postBudget sends budgetBody and returns the status, Retry-After and body.
+func postBudget(t *testing.T, ctx context.Context, g *rig) (int, string, []byte, error) {
+	req, _ := http.NewRequestWithContext(ctx, "POST", g.front.URL+"/v1/chat/completions", strings.NewReader(budgetBody))
+	res, err := g.client.Do(req)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return res.StatusCode, res.Header.Get("Retry-After"), b, err
+}
+
+// waitFor polls cond until it holds, or fails the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestBodyBudgetFull: a body that finds no room within the wait is
+// answered 503 with Retry-After, and recorded 503, not served; the first
+// request, which had room, is unharmed, and gives its room back.
+func TestBodyBudgetFull(t *testing.T) {
+	gt := newGate()
+	budget := NewBodyBudget(100, 50*time.Millisecond)
+	g := newRig(t, gt, Options{BodyBudget: budget})
+	first := make(chan int, 1)
+	go func() {
+		st, _, _, err := postBudget(t, t.Context(), g)
+		if err != nil {
+			t.Error(err)
+		}
+		first <- st
+	}()
+	<-gt.arrived // the first body is held
+	if got := budget.InUse(); got != int64(len(budgetBody)) {
+		t.Errorf("in use = %d, want the first body's %d bytes", got, len(budgetBody))
+	}
+	st, retry, body, err := postBudget(t, t.Context(), g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e struct{ Error struct{ Message string } }
+	if st != http.StatusServiceUnavailable || retry == "" || json.Unmarshal(body, &e) != nil ||
+		!strings.Contains(e.Error.Message, "proxy.max_buffered_bytes") {
+		t.Errorf("second request: %d, Retry-After %q, %s; want 503 with Retry-After and a message naming proxy.max_buffered_bytes", st, retry, body)
+	}
+	refused := g.rec.wait(t, 1)[0]
+	checkSpan(t, refused, estimator.Span{
+		Upstream: upstreamName, Status: "503", PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
+		UsageSource: estimator.UsageUnknown, Devices: []string{"0", "1"}, Served: false,
+	})
+	close(gt.open)
+	if st := <-first; st != http.StatusOK {
+		t.Errorf("first request: %d, want 200", st)
+	}
+	g.rec.wait(t, 2)
+	if n := budget.InUse(); n != 0 {
+		t.Errorf("%d bytes still in use after every request ended", n)
+	}
+}
+
+// TestBodyBudgetWaits: a body that finds no room waits for it while the
+// wait lasts, and goes through once the body before it is done.
+func TestBodyBudgetWaits(t *testing.T) {
+	gt := newGate()
+	budget := NewBodyBudget(100, 10*time.Second)
+	g := newRig(t, gt, Options{BodyBudget: budget})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			if st, _, _, err := postBudget(t, t.Context(), g); err != nil || st != http.StatusOK {
+				t.Errorf("request: %d, %v; want 200", st, err)
+			}
+		})
+	}
+	<-gt.arrived
+	waitFor(t, "the second body to wait for room", func() bool { return budget.Waiting() == 1 })
+	if len(gt.arrived) != 0 {
+		t.Error("the second request reached the upstream while the first held the budget")
+	}
+	close(gt.open)
+	wg.Wait()
+	g.rec.wait(t, 2)
+	if n := budget.InUse(); n != 0 {
+		t.Errorf("%d bytes still in use after every request ended", n)
+	}
+}
+
+// TestBodyBudgetReleased: the room a body took comes back when the client
+// goes away and when the upstream is down.
+func TestBodyBudgetReleased(t *testing.T) {
+	t.Run("client gone", func(t *testing.T) {
+		gt := newGate()
+		budget := NewBodyBudget(100, 50*time.Millisecond)
+		g := newRig(t, gt, Options{BodyBudget: budget})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if _, _, _, err := postBudget(t, ctx, g); err == nil {
+				t.Error("the canceled request got an answer")
+			}
+		}()
+		<-gt.arrived
+		cancel()
+		<-done
+		if s := g.rec.wait(t, 1)[0]; s.Status != estimator.StatusClientClosed {
+			t.Errorf("status %q, want client_closed", s.Status)
+		}
+		if n := budget.InUse(); n != 0 {
+			t.Errorf("%d bytes still in use after the client went away", n)
+		}
+	})
+	t.Run("upstream down", func(t *testing.T) {
+		budget := NewBodyBudget(100, 50*time.Millisecond)
+		g := newRig(t, newGate(), Options{BodyBudget: budget, Target: downTarget(t)})
+		for range 3 { // each would find no room if the one before kept its bytes
+			if st, _, _, err := postBudget(t, t.Context(), g); err != nil || st != http.StatusBadGateway {
+				t.Fatalf("request to a down upstream: %d, %v; want 502", st, err)
+			}
+		}
+		g.rec.wait(t, 3)
+		if n := budget.InUse(); n != 0 {
+			t.Errorf("%d bytes still in use after the upstream failed", n)
+		}
+	})
+}
