@@ -226,7 +226,10 @@ func fidelityModes(m batchSim) []fidelityMode {
 	}
 	return []fidelityMode{
 		{"time", mk(WeightTime, nil), false, false},
-		{"tokens, prompt_token_weight 0.1 (the default)", mk(WeightTokens, func(p *Params) { p.PromptTokenWeight = 0.1 }), false, false},
+		{"tokens, prompt_token_weight auto: α fitted (the default)", mk(WeightTokens, func(p *Params) {
+			p.PromptTokenWeight, p.FitPromptTokenWeight, p.Marginal.FitWindow = 0.1, true, time.Hour
+		}), true, false},
+		{"tokens, prompt_token_weight 0.1 (fixed)", mk(WeightTokens, func(p *Params) { p.PromptTokenWeight = 0.1 }), false, false},
 		{fmt.Sprintf("tokens, prompt_token_weight %.3f (oracle: the simulator's true cost ratio)", m.promptWeight()), mk(WeightTokens, func(p *Params) {
 			p.PromptTokenWeight = m.promptWeight()
 		}), true, true},
