@@ -132,12 +132,12 @@ type Model struct {
 
 // Attribution configures how meter intervals are split among requests.
 type Attribution struct {
-	Weighting         string   `yaml:"weighting"`
-	PromptTokenWeight float64  `yaml:"prompt_token_weight"`
-	IdleWindow        Duration `yaml:"idle_window"`
-	SettleDelay       Duration `yaml:"settle_delay"`
-	History           Duration `yaml:"history"`
-	TenantSecretFile  string   `yaml:"tenant_secret_file"`
+	Weighting         string      `yaml:"weighting"`
+	PromptTokenWeight TokenWeight `yaml:"prompt_token_weight"`
+	IdleWindow        Duration    `yaml:"idle_window"`
+	SettleDelay       Duration    `yaml:"settle_delay"`
+	History           Duration    `yaml:"history"`
+	TenantSecretFile  string      `yaml:"tenant_secret_file"`
 
 	Marginal Marginal `yaml:"marginal"`
 	// AuditRecords recent records (and AuditWindow of how intervals were
@@ -223,7 +223,7 @@ func Default() Config {
 		},
 		Attribution: Attribution{
 			Weighting:         WeightTime,
-			PromptTokenWeight: 0.1,
+			PromptTokenWeight: AutoTokenWeight(),
 			Marginal:          Marginal{FitWindow: Duration(time.Hour)},
 			IdleWindow:        Duration(time.Hour),
 			SettleDelay:       Duration(500 * time.Millisecond),

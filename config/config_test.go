@@ -129,6 +129,9 @@ func TestBadFiles(t *testing.T) {
 		{"infinite capex", "hardware:\n  - match: H100\n    capex: .inf\n", -1, 3, "hardware[0].capex", "got +Inf"},
 		{"infinite lifetime tokens", "models:\n  - name: m\n    lifetime_tokens: .inf\n", -1, 3, "models[0].lifetime_tokens", "got +Inf"},
 		{"infinite prompt weight", "attribution:\n  prompt_token_weight: .inf\n", -1, 2, "attribution.prompt_token_weight", "got +Inf"},
+		{"negative prompt weight", "attribution:\n  prompt_token_weight: -0.1\n", -1, 2, "attribution.prompt_token_weight", "zero or more, got -0.1"},
+		{"prompt weight neither number nor auto", "attribution:\n  weighting: tokens\n  prompt_token_weight: fitted\n", -1, 3, "attribution.prompt_token_weight", `want a number or auto, got "fitted"`},
+		{"prompt weight a list", "attribution:\n  prompt_token_weight: [1]\n", -1, 2, "attribution.prompt_token_weight", "want a number or auto, got a list"},
 		{"upstream without target", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n", -1, 2, "upstreams[0].target", "needs a target"},
 		{"bad target", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: localhost:8000\n", -1, 4, "upstreams[0].target", "absolute http"},
 		{"gpu missing", up + "    gpus: [0, 8]\n", 8, 5, "upstreams[0].gpus[1]", "GPU 8 does not exist: this node has 8 GPU(s)"},
@@ -307,6 +310,37 @@ func TestSameEndpoint(t *testing.T) {
 	for _, tt := range tests {
 		if got := sameEndpoint(tt.listen, tt.host, tt.port); got != tt.want {
 			t.Errorf("sameEndpoint(%q, %q, %q) = %v, want %v", tt.listen, tt.host, tt.port, got, tt.want)
+		}
+	}
+}
+
+// prompt_token_weight is auto (the default: fitted, 0.1 until the fit is
+// ready) or a number that fixes it; it prints back the way it parses.
+func TestPromptTokenWeight(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want TokenWeight
+	}{
+		{"", TokenWeight{Auto: true, Value: DefaultPromptTokenWeight}},
+		{"attribution:\n  prompt_token_weight: auto\n", TokenWeight{Auto: true, Value: DefaultPromptTokenWeight}},
+		{"attribution:\n  prompt_token_weight: 0.05\n", TokenWeight{Value: 0.05}},
+		{"attribution:\n  prompt_token_weight: 0\n", TokenWeight{}},
+	} {
+		cfg, err := Parse("t.yaml", []byte(tc.yaml), -1)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		got := cfg.Attribution.PromptTokenWeight
+		if got != tc.want {
+			t.Errorf("%q: %+v, want %+v", tc.yaml, got, tc.want)
+		}
+		out, err := yaml.Marshal(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back TokenWeight
+		if err := yaml.Unmarshal(out, &back); err != nil || back != got {
+			t.Errorf("%q: printed as %q, parsed back as %+v (%v)", tc.yaml, out, back, err)
 		}
 	}
 }

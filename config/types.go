@@ -56,6 +56,56 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // MarshalYAML prints the duration the way it parses.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
+// DefaultPromptTokenWeight is the prompt token weight of tokens weighting
+// when none can be fitted yet (prompt_token_weight: auto, the fit warming
+// up): an assumption, docs/methodology.md.
+const DefaultPromptTokenWeight = 0.1
+
+// TokenWeight is attribution.prompt_token_weight: a number, the weight of a
+// prompt token against a completion token, or "auto": derived for every
+// interval from the GPU's fitted cost model, DefaultPromptTokenWeight
+// while it has none.
+type TokenWeight struct {
+	Auto  bool
+	Value float64 // the weight; with Auto, the fallback
+}
+
+// AutoTokenWeight is prompt_token_weight: auto.
+func AutoTokenWeight() TokenWeight { return TokenWeight{Auto: true, Value: DefaultPromptTokenWeight} }
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (w *TokenWeight) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a number or auto, got a %s", n.Line, kindName(n.Kind))
+	}
+	if n.Value == "auto" {
+		*w = AutoTokenWeight()
+		return nil
+	}
+	var f float64
+	if err := n.Decode(&f); err != nil {
+		return fmt.Errorf("line %d: want a number or auto, got %q", n.Line, n.Value)
+	}
+	*w = TokenWeight{Value: f}
+	return nil
+}
+
+// MarshalYAML prints the weight the way it parses.
+func (w TokenWeight) MarshalYAML() (any, error) {
+	if w.Auto {
+		return "auto", nil
+	}
+	return w.Value, nil
+}
+
+// String is "auto" or the number.
+func (w TokenWeight) String() string {
+	if w.Auto {
+		return "auto"
+	}
+	return strconv.FormatFloat(w.Value, 'g', -1, 64)
+}
+
 // ByteSize is a size in bytes that YAML may write as 1048576, "512KiB", "1GiB", "1GB".
 type ByteSize int64
 

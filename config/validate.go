@@ -260,7 +260,9 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	default:
 		v.add("attribution.weighting", "want time, tokens or marginal, got %q", a.Weighting)
 	}
-	v.nonNegative("attribution.prompt_token_weight", a.PromptTokenWeight)
+	if !a.PromptTokenWeight.Auto {
+		v.nonNegative("attribution.prompt_token_weight", a.PromptTokenWeight.Value)
+	}
 	v.positiveDuration("attribution.idle_window", a.IdleWindow)
 	v.nonNegative("attribution.marginal.prompt_j_per_token", a.Marginal.PromptJPerToken)
 	v.nonNegative("attribution.marginal.decode_j_per_token", a.Marginal.DecodeJPerToken)

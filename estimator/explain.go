@@ -92,7 +92,7 @@ func Explain(p Params, r Record, settled map[string][]Settlement) Explanation {
 			if b <= a {
 				continue
 			}
-			c := coefficients{st.PromptJPerToken, st.DecodeJPerToken, st.Coefficients}
+			c := coefficients{prompt: st.PromptJPerToken, decode: st.DecodeJPerToken, source: st.Coefficients, alpha: st.PromptTokenWeight}
 			w, o, pt, dt := p.claim(&ph, a, b, host, c)
 			if p.Weighting == WeightMarginal && st.FixedJ > 0 {
 				w += st.FixedJ * o / st.SumOverlapS

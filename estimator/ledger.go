@@ -32,6 +32,7 @@ type Ledger struct {
 
 	// scratch of the interval being settled, parallel to device.spans
 	w, o    []float64
+	tp, td  []float64 // tokens weighting with a fitted α: each span's tokens
 	segs    []segment
 	pruneAt int // size of usedTS at which it is next pruned
 }
@@ -142,7 +143,8 @@ func New(p Params) (*Ledger, error) {
 		p.IdleWindow = time.Hour
 	}
 	m := p.Marginal
-	if p.Weighting == WeightMarginal && m.Fit && m.FitWindow <= 0 {
+	fitTokens := p.Weighting == WeightTokens && p.FitPromptTokenWeight
+	if (p.Weighting == WeightMarginal && m.Fit || fitTokens) && m.FitWindow <= 0 {
 		p.Marginal.FitWindow = time.Hour
 	}
 	l := &Ledger{
@@ -154,7 +156,13 @@ func New(p Params) (*Ledger, error) {
 	}
 	for id, dp := range p.Devices {
 		d := &device{id: id, host: id == HostDevice, params: dp, win: newTrailing(&p)}
-		if p.Weighting == WeightMarginal {
+		switch {
+		case fitTokens:
+			d.fit = &fitter{tau: p.Marginal.FitWindow.Seconds()}
+			d.coef = coefficients{source: "warming", alpha: p.PromptTokenWeight}
+		case p.Weighting == WeightTokens:
+			d.coef.alpha = p.PromptTokenWeight
+		case p.Weighting == WeightMarginal:
 			switch {
 			case d.host:
 				d.coef.source = "host"
@@ -162,7 +170,7 @@ func New(p Params) (*Ledger, error) {
 				d.fit = &fitter{tau: p.Marginal.FitWindow.Seconds()}
 				d.coef.source = "warming"
 			default:
-				d.coef = coefficients{m.PromptJPerToken, m.DecodeJPerToken, "configured"}
+				d.coef = coefficients{prompt: m.PromptJPerToken, decode: m.DecodeJPerToken, source: "configured"}
 			}
 		}
 		l.devs[id] = d
@@ -389,12 +397,17 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 		// Refitted at fixed points in time, from the intervals before
 		// them: the coefficients do not depend on when Settle was called.
 		if b, ok := d.fit.solve(); ok {
-			d.coef = coefficients{b[2], b[3], "fitted"}
+			d.coef.prompt, d.coef.decode, d.coef.source = b[2], b[3], "fitted"
 		}
 		d.refitAt = floorTo(t0, int64(refitEvery)) + int64(refitEvery)
 	}
 	l.w = slices.Grow(l.w[:0], len(d.spans))[:len(d.spans)]
 	l.o = slices.Grow(l.o[:0], len(d.spans))[:len(d.spans)]
+	fitAlpha := mode == WeightTokens && d.fit != nil
+	if fitAlpha {
+		l.tp = slices.Grow(l.tp[:0], len(d.spans))[:len(d.spans)]
+		l.td = slices.Grow(l.td[:0], len(d.spans))[:len(d.spans)]
+	}
 	segs := l.segs[:0]
 	sorted, whole := true, false
 	var sumW, sumO, tokP, tokD float64
@@ -425,6 +438,9 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 		}
 		w, o, p, dd := l.p.claim(&sp.ph, a, b, d.host, d.coef)
 		l.w[k], l.o[k] = w, o
+		if fitAlpha {
+			l.tp[k], l.td[k] = p, dd
+		}
 		sumW += w
 		sumO += o
 		tokP += p
@@ -452,6 +468,12 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 	l.segs = segs[:0]
 
 	st := Settlement{Interval: iv, Covered: covered}
+	if mode == WeightTokens && sumO > 0 {
+		st.PromptTokenWeight, st.TokenWeight = d.coef.alpha, alphaConfigured
+		if fitAlpha {
+			sumW = l.fitAlpha(d, &st, iv.Joules*covered, tokP, tokD)
+		}
+	}
 	if mode == WeightMarginal && sumO > 0 {
 		st.PromptJPerToken, st.DecodeJPerToken, st.Coefficients = d.coef.prompt, d.coef.decode, d.coef.source
 		st.SumOverlapS = sumO
@@ -538,6 +560,25 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 	}
 	clear(d.spans[len(keep):])
 	d.spans = keep
+}
+
+// fitAlpha sets the prompt token weight of an interval in tokens weighting
+// from the device's fitted cost model (the configured weight while it has
+// none), reweighs the interval's spans with it and returns their sum.
+func (l *Ledger) fitAlpha(d *device, st *Settlement, activeJ, tokP, tokD float64) (sumW float64) {
+	alpha, src := l.p.PromptTokenWeight, alphaDefault
+	if a, ok := d.coef.fittedAlpha(activeJ, tokP, tokD); ok {
+		alpha, src = a, alphaFitted
+	}
+	st.PromptTokenWeight, st.TokenWeight = alpha, src
+	st.PromptJPerToken, st.DecodeJPerToken, st.Coefficients = d.coef.prompt, d.coef.decode, d.coef.source
+	for k, r := range d.spans {
+		if l.o[k] > 0 && r.sp.ph.tokens {
+			l.w[k] = tokenWeight(alpha, l.tp[k], l.td[k])
+		}
+		sumW += l.w[k]
+	}
+	return sumW
 }
 
 // union is the total length of a set of segments sorted by start.

@@ -56,7 +56,12 @@ type Params struct {
 	Node              string
 	Weighting         string
 	PromptTokenWeight float64
-	Marginal          MarginalParams
+	// FitPromptTokenWeight: tokens weighting derives each interval's
+	// prompt token weight from the device's own cost model, fitted as for
+	// marginal weighting (over Marginal.FitWindow); PromptTokenWeight is
+	// then the fallback while the fit warms up or has nothing to go on.
+	FitPromptTokenWeight bool
+	Marginal             MarginalParams
 	// SettleDelay: intervals are attributed only once they ended this long
 	// before the settle time, so that spans reported a little late still count.
 	SettleDelay time.Duration

@@ -200,6 +200,10 @@ func propertyParams(rng *rand.Rand, mode string) Params {
 	p.CarbonMarket = &Rate{Value: 50}
 	p.Carbon = Rate{Value: 400, Steps: []Step{{at(3), 300}, {at(7.5), 550}, {at(14), 120}}}
 	p.Price = Rate{Value: 0.2, Weekly: []Window{{Days: EveryDay, From: 0, To: 5 * time.Second, Value: 0.9}}}
+	if mode == WeightTokens {
+		p.FitPromptTokenWeight = rng.IntN(2) == 0
+		p.Marginal.FitWindow = 30 * time.Second
+	}
 	if mode == WeightMarginal {
 		if rng.IntN(2) == 0 {
 			p.Marginal = MarginalParams{Fit: true, FitWindow: 30 * time.Second}

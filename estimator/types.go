@@ -7,7 +7,9 @@ import "time"
 
 // MethodVersion names the attribution rules that produced a record. Bump it
 // whenever the arithmetic changes so that old and new records can be told apart.
-const MethodVersion = "2"
+// 3: tokens weighting may take its prompt token weight per interval from the
+// device's fitted cost model (Params.FitPromptTokenWeight).
+const MethodVersion = "3"
 
 // Method says how the joules of an interval were obtained.
 type Method string
@@ -251,6 +253,12 @@ type Settlement struct {
 	Coefficients    string  `json:",omitempty"` // configured, fitted, warming (none yet), host (fixed only)
 	FixedJ          float64 `json:",omitempty"`
 	SumOverlapS     float64 `json:",omitempty"`
+	// Tokens weighting: the prompt token weight (α) the interval was split
+	// with and where it came from: configured, fitted (from the device's
+	// fitted coefficients, above, and the interval) or default (fitting,
+	// but no fit to derive it from yet: the configured fallback).
+	PromptTokenWeight float64 `json:",omitempty"`
+	TokenWeight       string  `json:",omitempty"`
 }
 
 // DeviceSample is one telemetry reading of a device, taken at a poll.

@@ -69,10 +69,45 @@ func (ph *phases) tokensIn(a, b int64) (prompt, decode float64) {
 	return prompt, decode
 }
 
-// coefficients of the marginal weighting for one device and settle.
+// coefficients of the marginal weighting for one device and settle, and
+// the prompt token weight (α) of the tokens weighting for one interval.
 type coefficients struct {
 	prompt, decode float64 // J per token
 	source         string  // configured, fitted, warming, host
+	alpha          float64 // tokens weighting: the weight of a prompt token
+}
+
+// Sources of the tokens weighting's prompt token weight (Settlement.TokenWeight).
+const (
+	alphaConfigured = "configured" // attribution.prompt_token_weight, a number
+	alphaFitted     = "fitted"     // derived from the device's fitted cost model
+	alphaDefault    = "default"    // auto, but no fit to derive it from: the fallback
+)
+
+// fittedAlpha derives the tokens weighting's prompt token weight for one
+// interval from the device's fitted cost model (docs/methodology.md, "The
+// prompt token weight: fitted"): activeJ is the interval's shared energy,
+// prompt and decode the tokens its requests processed in it. The part of
+// activeJ the tokens do not explain, F, is the fixed power of the steps;
+// every step decodes one token for each request in the batch, so F spread
+// over the completion tokens is each one's share of it, and
+//
+//	α = c_p / (c_d + F / decode)
+//
+// makes the tokens split charge each request c_p·p + c_d·d + F·d/decode:
+// its own tokens' costs and the fixed part by its steps in the batch. ok is
+// false when the fit is not ready, there were no completion tokens, or the
+// fit found no per-token cost.
+func (c *coefficients) fittedAlpha(activeJ, prompt, decode float64) (alpha float64, ok bool) {
+	if c.source != "fitted" || decode <= 0 || c.prompt+c.decode <= 0 {
+		return 0, false
+	}
+	fixed := max(activeJ-c.prompt*prompt-c.decode*decode, 0)
+	den := c.decode + fixed/decode
+	if den <= 0 {
+		return 0, false
+	}
+	return c.prompt / den, true
 }
 
 // claim is a request's weight in one interval of one device, and its
@@ -90,7 +125,7 @@ func (p *Params) claim(ph *phases, a, b int64, host bool, c coefficients) (w, ov
 			return overlap, overlap, 0, 0
 		}
 		prompt, decode = ph.tokensIn(a, b)
-		return p.PromptTokenWeight*prompt + decode, overlap, prompt, decode
+		return tokenWeight(c.alpha, prompt, decode), overlap, prompt, decode
 	case WeightMarginal:
 		if host {
 			return 0, overlap, 0, 0 // the host is all fixed part
@@ -100,6 +135,9 @@ func (p *Params) claim(ph *phases, a, b int64, host bool, c coefficients) (w, ov
 	}
 	return overlap, overlap, 0, 0
 }
+
+// tokenWeight is a request's weight in tokens weighting: α·prompt + decode.
+func tokenWeight(alpha, prompt, decode float64) float64 { return alpha*prompt + decode }
 
 // unit is what one unit of weight is charged in one interval.
 type unit struct {

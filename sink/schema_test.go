@@ -99,7 +99,7 @@ func TestRequestPoint(t *testing.T) {
 		`loaded_co2e_g=243.35,loaded_co2e_market_g=25.6,loaded_embodied_co2e_g=0.5,loaded_water_l=2.2,` +
 		`loaded_depreciation_cost=0.00075,loaded_energy_cost=7.7e-05,loaded_dead_labour_cost=0.003141,` +
 		`gpu_meter="counter",host_meter="modelled",weighting="tokens",gpus="0,1,2,3",served=true,simulated=false,history_truncated=false,` +
-		`method_version="2",params_hash="9f86d081" 1772366402500000001`
+		`method_version="3",params_hash="9f86d081" 1772366402500000001`
 	if got != want {
 		t.Errorf("RequestPoint line =\n%s\nwant\n%s", got, want)
 	}

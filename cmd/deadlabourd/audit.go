@@ -110,19 +110,21 @@ type settleLog struct {
 type compactSettlement struct {
 	start, end                                              int64
 	joules, covered, sumWeight, prompt, decode, fixed, sumO float64
-	method, coef                                            uint8
+	alpha                                                   float64 // tokens weighting's prompt token weight
+	method, coef, alphaSrc                                  uint8
 	byOverlap                                               bool
 }
 
-// methodCodes and coefficientSources are the values a compactSettlement
-// stores by index; returned by value, so nothing can change them.
+// methodCodes and coefficientSources (of the marginal coefficients and of
+// the prompt token weight) are the values a compactSettlement stores by
+// index; returned by value, so nothing can change them.
 func methodCodes() [6]estimator.Method {
 	return [...]estimator.Method{estimator.MethodCounter, estimator.MethodPowerIntegral, estimator.MethodModelled,
 		estimator.MethodStatic, estimator.MethodMixed, estimator.MethodNone}
 }
 
-func coefficientSources() [5]string {
-	return [...]string{"", "configured", "fitted", "warming", "host"}
+func coefficientSources() [6]string {
+	return [...]string{"", "configured", "fitted", "warming", "host", "default"}
 }
 
 func indexOf[T comparable](list []T, v T) uint8 {
@@ -140,7 +142,7 @@ func (lg *settleLog) add(st estimator.Settlement, window time.Duration) {
 		start: st.Start.UnixNano(), end: st.End.UnixNano(), joules: st.Joules, covered: st.Covered,
 		sumWeight: st.SumWeight, prompt: st.PromptJPerToken, decode: st.DecodeJPerToken, fixed: st.FixedJ,
 		sumO: st.SumOverlapS, method: indexOf(methods[:], st.Method), coef: indexOf(coefs[:], st.Coefficients),
-		byOverlap: st.ByOverlap,
+		alpha: st.PromptTokenWeight, alphaSrc: indexOf(coefs[:], st.TokenWeight), byOverlap: st.ByOverlap,
 	})
 	horizon := st.End.UnixNano() - int64(window)
 	for lg.head < len(lg.entries) && lg.entries[lg.head].end < horizon {
@@ -166,7 +168,7 @@ func (lg *settleLog) between(from, to time.Time, device string) []estimator.Sett
 				Joules: c.joules, Method: methods[c.method]},
 			Covered: c.covered, SumWeight: c.sumWeight, ByOverlap: c.byOverlap,
 			PromptJPerToken: c.prompt, DecodeJPerToken: c.decode, Coefficients: coefs[c.coef],
-			FixedJ: c.fixed, SumOverlapS: c.sumO,
+			FixedJ: c.fixed, SumOverlapS: c.sumO, PromptTokenWeight: c.alpha, TokenWeight: coefs[c.alphaSrc],
 		})
 	}
 	return out
@@ -320,16 +322,20 @@ type chargeExplain struct {
 	PromptJ      float64 `json:"prompt_j_per_token,omitempty"`
 	DecodeJ      float64 `json:"decode_j_per_token,omitempty"`
 	FixedJ       float64 `json:"fixed_j,omitempty"`
-	OverlapS     float64 `json:"overlap_s"`
-	PromptTokens float64 `json:"prompt_tokens,omitempty"`
-	DecodeTokens float64 `json:"completion_tokens,omitempty"`
-	Weight       float64 `json:"weight"`
-	Share        float64 `json:"share"`
-	Charged      float64 `json:"charged_j"`
-	Static       float64 `json:"charged_static_j,omitempty"`
-	Carbon       float64 `json:"carbon_g_per_kwh"`
-	CarbonMarket float64 `json:"carbon_market_g_per_kwh,omitempty"`
-	Price        float64 `json:"price_per_kwh"`
+	// Tokens weighting: the prompt token weight and where it came from
+	// (configured, fitted, default).
+	PromptWeight       float64 `json:"prompt_token_weight,omitempty"`
+	PromptWeightSource string  `json:"prompt_token_weight_source,omitempty"`
+	OverlapS           float64 `json:"overlap_s"`
+	PromptTokens       float64 `json:"prompt_tokens,omitempty"`
+	DecodeTokens       float64 `json:"completion_tokens,omitempty"`
+	Weight             float64 `json:"weight"`
+	Share              float64 `json:"share"`
+	Charged            float64 `json:"charged_j"`
+	Static             float64 `json:"charged_static_j,omitempty"`
+	Carbon             float64 `json:"carbon_g_per_kwh"`
+	CarbonMarket       float64 `json:"carbon_market_g_per_kwh,omitempty"`
+	Price              float64 `json:"price_per_kwh"`
 }
 
 func stamp(t time.Time) string {
@@ -360,6 +366,7 @@ func (s *auditStore) explain(rec estimator.Record, settled map[string][]estimato
 			de.Intervals = append(de.Intervals, chargeExplain{Start: stamp(c.Start), End: stamp(c.End), Joules: c.Settlement.Joules,
 				Meter: string(c.Method), Covered: c.Covered, SumWeight: c.SumWeight, Coefficients: c.Coefficients,
 				PromptJ: c.PromptJPerToken, DecodeJ: c.DecodeJPerToken, FixedJ: c.FixedJ, OverlapS: c.OverlapS,
+				PromptWeight: c.PromptTokenWeight, PromptWeightSource: c.TokenWeight,
 				PromptTokens: c.PromptTokens, DecodeTokens: c.DecodeTokens, Weight: c.Weight, Share: c.Share,
 				Charged: c.Joules, Static: c.StaticJoules, Carbon: c.CarbonGPerKWh, CarbonMarket: c.CarbonMarketGPerKWh, Price: c.PricePerKWh})
 		}
@@ -498,10 +505,19 @@ func printAudit(w io.Writer, rec map[string]any, ex explanation) {
 		fmt.Fprintf(w, "\n  idle window %s to %s: %.6g J idle / %.6g J active (uplift %.4g), %.6g s / %.6g s (wear uplift %.4g)\n",
 			d.Window.Start, d.Window.End, d.Window.IdleJ, d.Window.ActiveJ, d.Window.EnergyUplift, d.Window.IdleS, d.Window.ActiveS, d.Window.WearUplift)
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "  START\tEND\tINTERVAL J\tMETER\tCOVERED\tOVERLAP S\tWEIGHT\tSUM WEIGHTS\tSHARE\tCHARGED J\tgCO2e/kWh\tPRICE/kWh\t")
+		tokens := ex.Weighting == estimator.WeightTokens
+		head := "  START\tEND\tINTERVAL J\tMETER\tCOVERED\tOVERLAP S\tWEIGHT\tSUM WEIGHTS\tSHARE\tCHARGED J\tgCO2e/kWh\tPRICE/kWh\t"
+		if tokens {
+			head += "PROMPT WEIGHT\t"
+		}
+		fmt.Fprintln(tw, head)
 		for _, c := range d.Intervals {
-			fmt.Fprintf(tw, "  %s\t%s\t%.6g\t%s\t%.4g\t%.4g\t%.6g\t%.6g\t%.4g\t%.6g\t%.4g\t%.4g\t\n", clockOf(c.Start), clockOf(c.End),
+			fmt.Fprintf(tw, "  %s\t%s\t%.6g\t%s\t%.4g\t%.4g\t%.6g\t%.6g\t%.4g\t%.6g\t%.4g\t%.4g\t", clockOf(c.Start), clockOf(c.End),
 				c.Joules, c.Meter, c.Covered, c.OverlapS, c.Weight, c.SumWeight, c.Share, c.Charged, c.Carbon, c.Price)
+			if tokens {
+				fmt.Fprintf(tw, "%.4g %s\t", c.PromptWeight, c.PromptWeightSource)
+			}
+			fmt.Fprintln(tw)
 		}
 		tw.Flush()
 	}

@@ -157,9 +157,15 @@ func TestRequestExplain(t *testing.T) {
 				}
 				charged := 0.0
 				for _, d := range resp.Explain.Devices {
-					if d.Device == "0" {
-						for _, c := range d.Intervals {
+					for _, c := range d.Intervals {
+						if d.Device == "0" {
 							charged += c.Charged
+						}
+						// prompt_token_weight auto, the default: 8 s of
+						// history is too little to fit, so the fallback.
+						if wantSrc := map[string]string{"tokens": "default"}[mode]; c.PromptWeightSource != wantSrc ||
+							(mode == "tokens") != (c.PromptWeight == config.DefaultPromptTokenWeight) {
+							t.Errorf("%s: prompt token weight %v (%q), want %q", r.ID, c.PromptWeight, c.PromptWeightSource, wantSrc)
 						}
 					}
 				}
@@ -294,7 +300,8 @@ upstreams:
 	if code := run(context.Background(), []string{"audit", "--admin", admin, ids[0]}, &out, &errb); code != 0 {
 		t.Fatalf("audit: exit %d: %s", code, errb.String())
 	}
-	for _, want := range []string{"request audit-00", "weighting tokens", "device 0:", "device 1:", "device host:", "matches the record", "facility.pue"} {
+	for _, want := range []string{"request audit-00", "weighting tokens", "device 0:", "device 1:", "device host:", "matches the record", "facility.pue",
+		"PROMPT WEIGHT", "0.1 default", "attribution.prompt_token_weight (auto)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("audit output lacks %q:\n%s", want, out.String())
 		}

@@ -38,7 +38,7 @@ func buildParams(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log 
 	key := func(k string, v any) { add(k, fmt.Sprint(v), keySource(cfg, k)) }
 
 	p := estimator.Params{
-		Node: cfg.Node, Weighting: a.Weighting, PromptTokenWeight: a.PromptTokenWeight,
+		Node: cfg.Node, Weighting: a.Weighting, PromptTokenWeight: a.PromptTokenWeight.Value,
 		SettleDelay: a.SettleDelay.D(), History: a.History.D(), IdleWindow: a.IdleWindow.D(),
 		StaticWatts: cfg.Host.StaticWatts, PUE: f.PUE, Carbon: estimator.Const(f.CarbonGPerKWh),
 		WUEOnsiteLPerKWh: f.WUEOnsiteLPerKWh, WaterOffsiteLPerKWh: f.WaterOffsiteLPerKWh,
@@ -50,6 +50,12 @@ func buildParams(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log 
 	switch a.Weighting {
 	case config.WeightTokens:
 		key("attribution.prompt_token_weight", a.PromptTokenWeight)
+		if a.PromptTokenWeight.Auto {
+			p.FitPromptTokenWeight, p.Marginal.FitWindow = true, a.Marginal.FitWindow.D()
+			add("attribution.prompt_token_weight (auto)", "fitted per device and interval",
+				fmt.Sprintf("from each device's cost model, least squares over this node's history, forgetting over %s; %v until it is fitted",
+					a.Marginal.FitWindow.D(), a.PromptTokenWeight.Value))
+		}
 	case config.WeightMarginal:
 		m := a.Marginal
 		p.Marginal = estimator.MarginalParams{PromptJPerToken: m.PromptJPerToken, DecodeJPerToken: m.DecodeJPerToken,
