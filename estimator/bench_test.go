@@ -18,6 +18,9 @@ func benchLedger(b *testing.B, mode string, n int, host bool) *Ledger {
 	}
 	p := testParams(devs...)
 	p.Weighting = mode
+	if mode == tokensFitted {
+		p.Weighting, p.FitPromptTokenWeight = WeightTokens, true
+	}
 	p.SettleDelay, p.History = 0, 0
 	p.Marginal = MarginalParams{PromptJPerToken: 0.02, DecodeJPerToken: 0.15}
 	l, err := New(p)
@@ -27,7 +30,7 @@ func benchLedger(b *testing.B, mode string, n int, host bool) *Ledger {
 	for i := 0; i < n; i++ {
 		s := Span{ID: fmt.Sprintf("r%06d", i), Model: "m", Start: at(-float64(i%100) / 100), FirstToken: at(-0.001),
 			End: at(1e6), Status: "200", Served: true, PromptTokens: 500, CompletionTokens: 200, Devices: []string{"0"}}
-		if mode == WeightTime {
+		if p.Weighting == WeightTime {
 			l.Begin(s) // still running: charged as intervals settle
 		} else {
 			l.End(s) // ends far ahead: charged for every interval
@@ -36,13 +39,17 @@ func benchLedger(b *testing.B, mode string, n int, host bool) *Ledger {
 	return l
 }
 
+// tokensFitted is tokens weighting with its prompt token weight fitted
+// (prompt_token_weight: auto, the default), a benchmark name only.
+const tokensFitted = "tokens-fitted"
+
 // BenchmarkAttribution settles one 100 ms interval per Settle call, as the
 // daemon does per poll, with n requests active: the cost per (request,
 // interval) attribution, Settle's overhead included.
 //
 //	go test ./estimator -run '^$' -bench 'Attribution|BaselineFMA' -benchtime 2s
 func BenchmarkAttribution(b *testing.B) {
-	for _, mode := range modes {
+	for _, mode := range append(modes[:len(modes):len(modes)], tokensFitted) {
 		for _, n := range []int{16, 256, 10000} {
 			b.Run(fmt.Sprintf("%s/active=%d", mode, n), func(b *testing.B) {
 				l := benchLedger(b, mode, n, false)
