@@ -174,3 +174,68 @@ func TestBodyBudgetReleased(t *testing.T) {
 		}
 	})
 }
+
+// TestBodyBudgetCountsTheEditedCopy: a streamed request sent with
+// stream_options.include_usage added is held twice while it runs (the
+// client's body, for the prompt estimate, and the edited copy sent
+// upstream): both take room in the budget, and both come back.
+func TestBodyBudgetCountsTheEditedCopy(t *testing.T) {
+	gt := newGate()
+	budget := NewBodyBudget(1000, 50*time.Millisecond)
+	g := newRig(t, gt, Options{BodyBudget: budget})
+	body := `{"model":"m","stream":true,"max_tokens":2,"messages":[{"content":"hi there!"}]}`
+	edited, ok := addIncludeUsage([]byte(body))
+	if !ok {
+		t.Fatal("the test's body is not edited")
+	}
+	done := make(chan int, 1)
+	go func() { done <- postStatus(t, g, body) }()
+	<-gt.arrived
+	if got, want := budget.InUse(), int64(len(body)+len(edited)); got != want {
+		t.Errorf("in use = %d, want %d: the client's body (%d) and the edited copy (%d)", got, want, len(body), len(edited))
+	}
+	close(gt.open)
+	if st := <-done; st != http.StatusOK {
+		t.Errorf("status %d, want 200", st)
+	}
+	g.rec.wait(t, 1)
+	if n := budget.InUse(); n != 0 {
+		t.Errorf("%d bytes still in use after the request ended", n)
+	}
+}
+
+// TestBodyBudgetEditAlone: one request whose body and edited copy are
+// larger than the whole budget still passes alone, holding the budget.
+func TestBodyBudgetEditAlone(t *testing.T) {
+	gt := newGate()
+	body := `{"model":"m","stream":true,"max_tokens":2,"messages":[{"content":"hi there!"}]}`
+	budget := NewBodyBudget(int64(len(body))+10, 50*time.Millisecond)
+	g := newRig(t, gt, Options{BodyBudget: budget})
+	done := make(chan int, 1)
+	go func() { done <- postStatus(t, g, body) }()
+	<-gt.arrived
+	if got := budget.InUse(); got != budget.Size() {
+		t.Errorf("in use = %d, want the whole budget %d", got, budget.Size())
+	}
+	close(gt.open)
+	if st := <-done; st != http.StatusOK {
+		t.Errorf("status %d, want 200", st)
+	}
+	g.rec.wait(t, 1)
+	if n := budget.InUse(); n != 0 {
+		t.Errorf("%d bytes still in use after the request ended", n)
+	}
+}
+
+// postStatus sends a chat request and returns its status (0 when it fails).
+func postStatus(t *testing.T, g *rig, body string) int {
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", g.front.URL+"/v1/chat/completions", strings.NewReader(body))
+	res, err := g.client.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	defer res.Body.Close()
+	io.Copy(io.Discard, res.Body)
+	return res.StatusCode
+}
