@@ -93,6 +93,9 @@ func TestBodyBudgetFull(t *testing.T) {
 		!strings.Contains(e.Error.Message, "proxy.max_buffered_bytes") {
 		t.Errorf("second request: %d, Retry-After %q, %s; want 503 with Retry-After and a message naming proxy.max_buffered_bytes", st, retry, body)
 	}
+	if n := budget.Refused(); n != 1 {
+		t.Errorf("refused = %d, want 1", n)
+	}
 	refused := g.rec.wait(t, 1)[0]
 	checkSpan(t, refused, estimator.Span{
 		Upstream: upstreamName, Status: "503", PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,

@@ -414,6 +414,7 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, ex *exchange, n int
 	held, err := p.budget.acquire(r.Context(), n)
 	if err != nil {
 		ex.failed = http.StatusServiceUnavailable
+		p.budget.refused.Add(1)
 		p.full.fail(p.now(), "request_id", ex.id, "want_bytes", n, "budget_bytes", p.budget.Size())
 		w.Header().Set("Retry-After", "1")
 		p.writeError(w, ex, ex.failed, fmt.Sprintf("too many request bodies in flight: the node holds at most %d bytes of them (proxy.max_buffered_bytes); retry later", p.budget.Size()))
