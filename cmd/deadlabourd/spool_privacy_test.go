@@ -57,14 +57,9 @@ func TestSpoolHoldsNoSecrets(t *testing.T) {
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+key)
 		req.Header.Set("X-Request-Id", id)
-		res, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		answer, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			t.Fatalf("%s: %d %s", id, res.StatusCode, answer)
+		status, answer := do(t, client, req)
+		if status != http.StatusOK {
+			t.Fatalf("%s: %d %s", id, status, answer)
 		}
 		completion := completionText(t, answer, stream)
 		if len(strings.Fields(completion)) < 12 {
@@ -78,14 +73,8 @@ func TestSpoolHoldsNoSecrets(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, d.adminURL()+"/v1/requests", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+adminToken)
-		res, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode != http.StatusAccepted {
-			t.Fatalf("event API: %d %s", res.StatusCode, b)
+		if status, b := do(t, client, req); status != http.StatusAccepted {
+			t.Fatalf("event API: %d %s", status, b)
 		}
 	}
 	ts := func(d time.Duration) string { return time.Now().Add(d).UTC().Format(time.RFC3339Nano) }
@@ -97,12 +86,7 @@ func TestSpoolHoldsNoSecrets(t *testing.T) {
 	waitUntil(t, "the four records in GET /v1/spool", 10*time.Second, func() bool {
 		req, _ := http.NewRequest(http.MethodGet, d.adminURL()+"/v1/spool?measurement="+sink.MeasurementRequest, nil)
 		req.Header.Set("Authorization", "Bearer "+adminToken)
-		res, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
+		_, b := do(t, client, req)
 		return strings.Count(string(b), sink.MeasurementRequest+",") == 4
 	})
 	if err := d.stop(); err != nil {
@@ -182,4 +166,19 @@ func completionText(t *testing.T, answer []byte, stream bool) string {
 		}
 	}
 	return out.String()
+}
+
+// do sends req and returns the status and the whole answer.
+func do(t *testing.T, c *http.Client, req *http.Request) (int, []byte) {
+	t.Helper()
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.StatusCode, b
 }

@@ -101,14 +101,7 @@ func TestBodyBudgetFull(t *testing.T) {
 		Upstream: upstreamName, Status: "503", PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
 		UsageSource: estimator.UsageUnknown, Devices: []string{"0", "1"}, Served: false,
 	})
-	close(gt.open)
-	if st := <-first; st != http.StatusOK {
-		t.Errorf("first request: %d, want 200", st)
-	}
-	g.rec.wait(t, 2)
-	if n := budget.InUse(); n != 0 {
-		t.Errorf("%d bytes still in use after every request ended", n)
-	}
+	openAndDrain(t, gt, g, budget, first, 2)
 }
 
 // TestBodyBudgetWaits: a body that finds no room waits for it while the
@@ -181,52 +174,49 @@ func TestBodyBudgetReleased(t *testing.T) {
 // TestBodyBudgetCountsTheEditedCopy: a streamed request sent with
 // stream_options.include_usage added is held twice while it runs (the
 // client's body, for the prompt estimate, and the edited copy sent
-// upstream): both take room in the budget, and both come back.
+// upstream): both take room in the budget, and both come back. One
+// request whose body and copy are larger than the whole budget still
+// passes alone, holding all of it.
 func TestBodyBudgetCountsTheEditedCopy(t *testing.T) {
-	gt := newGate()
-	budget := NewBodyBudget(1000, 50*time.Millisecond)
-	g := newRig(t, gt, Options{BodyBudget: budget})
 	body := `{"model":"m","stream":true,"max_tokens":2,"messages":[{"content":"hi there!"}]}`
 	edited, ok := addIncludeUsage([]byte(body))
 	if !ok {
 		t.Fatal("the test's body is not edited")
 	}
-	done := make(chan int, 1)
-	go func() { done <- postStatus(t, g, body) }()
-	<-gt.arrived
-	if got, want := budget.InUse(), int64(len(body)+len(edited)); got != want {
-		t.Errorf("in use = %d, want %d: the client's body (%d) and the edited copy (%d)", got, want, len(body), len(edited))
-	}
-	close(gt.open)
-	if st := <-done; st != http.StatusOK {
-		t.Errorf("status %d, want 200", st)
-	}
-	g.rec.wait(t, 1)
-	if n := budget.InUse(); n != 0 {
-		t.Errorf("%d bytes still in use after the request ended", n)
+	for _, tt := range []struct {
+		name        string
+		size, inUse int64
+	}{
+		{"both counted", 1000, int64(len(body) + len(edited))},
+		{"alone, larger than the budget", int64(len(body)) + 10, int64(len(body)) + 10},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			gt := newGate()
+			budget := NewBodyBudget(tt.size, 50*time.Millisecond)
+			g := newRig(t, gt, Options{BodyBudget: budget})
+			done := make(chan int, 1)
+			go func() { done <- postStatus(t, g, body) }()
+			<-gt.arrived
+			if got := budget.InUse(); got != tt.inUse {
+				t.Errorf("in use = %d, want %d (the client's body %d bytes, the edited copy %d, the budget %d)",
+					got, tt.inUse, len(body), len(edited), tt.size)
+			}
+			openAndDrain(t, gt, g, budget, done, 1)
+		})
 	}
 }
 
-// TestBodyBudgetEditAlone: one request whose body and edited copy are
-// larger than the whole budget still passes alone, holding the budget.
-func TestBodyBudgetEditAlone(t *testing.T) {
-	gt := newGate()
-	body := `{"model":"m","stream":true,"max_tokens":2,"messages":[{"content":"hi there!"}]}`
-	budget := NewBodyBudget(int64(len(body))+10, 50*time.Millisecond)
-	g := newRig(t, gt, Options{BodyBudget: budget})
-	done := make(chan int, 1)
-	go func() { done <- postStatus(t, g, body) }()
-	<-gt.arrived
-	if got := budget.InUse(); got != budget.Size() {
-		t.Errorf("in use = %d, want the whole budget %d", got, budget.Size())
-	}
+// openAndDrain lets the gated request answering on first through, waits
+// for records records, and checks that the budget is all given back.
+func openAndDrain(t *testing.T, gt *gate, g *rig, budget *BodyBudget, first <-chan int, records int) {
+	t.Helper()
 	close(gt.open)
-	if st := <-done; st != http.StatusOK {
-		t.Errorf("status %d, want 200", st)
+	if st := <-first; st != http.StatusOK {
+		t.Errorf("first request: %d, want 200", st)
 	}
-	g.rec.wait(t, 1)
+	g.rec.wait(t, records)
 	if n := budget.InUse(); n != 0 {
-		t.Errorf("%d bytes still in use after the request ended", n)
+		t.Errorf("%d bytes still in use after every request ended", n)
 	}
 }
 
