@@ -277,24 +277,20 @@ upstreams:
 	}
 	wg.Wait()
 	answers := map[string][]byte{}
-	deadline := time.Now().Add(15 * time.Second)
 	for _, id := range ids {
-		for {
+		waitUntil(t, id+"'s explanation", 15*time.Second, func() bool {
 			resp, err := http.Get("http://" + admin + "/v1/requests/" + id + "?explain=1")
 			if err != nil {
 				t.Fatal(err)
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				answers[id] = b
-				break
+			if resp.StatusCode != http.StatusOK {
+				return false
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: still %d after 15 s: %s", id, resp.StatusCode, b)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			answers[id] = b
+			return true
+		})
 	}
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"audit", "--admin", admin, ids[0]}, &out, &errb); code != 0 {

@@ -97,16 +97,7 @@ func call(t *testing.T, url string, body []byte, id string) (int, []byte) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Request-Id", id)
 	req.Header.Set("Authorization", "Bearer sk-test-secret-key-"+id[:3])
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, b
+	return do(t, http.DefaultClient, req)
 }
 
 type upstreamCase struct {

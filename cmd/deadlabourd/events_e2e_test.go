@@ -16,6 +16,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
+	"github.com/deadlabour/deadlabour/sink"
 )
 
 const adminToken = "admin-token-3f9a1c7e55d2b8e0"
@@ -130,7 +131,12 @@ upstreams:
 	if status, body := postEvents(begin, adminToken); status != 202 {
 		t.Fatalf("begin: %d %s", status, body)
 	}
-	time.Sleep(300 * time.Millisecond) // the request runs while the simulated GPUs are metered
+	// The request runs while the simulated GPUs are metered: two polls
+	// after the begin, one whole poll interval lies inside it.
+	polls := d.gathered(t)["deadlabour_engine_poll_duration_seconds_count"]
+	waitUntil(t, "two polls while evt-1 runs", 10*time.Second, func() bool {
+		return d.gathered(t)["deadlabour_engine_poll_duration_seconds_count"] >= polls+2
+	})
 	end := `{"type":"end","id":"evt-1","upstream":"svc","end":"` + now() + `","prompt_tokens":40,"completion_tokens":8}`
 	if status, body := postEvents(end, adminToken); status != 202 {
 		t.Fatalf("end: %d %s", status, body)
@@ -144,7 +150,7 @@ upstreams:
 		!strings.Contains(body, `"param":"gpus"`) {
 		t.Errorf("unconfigured upstream without gpus: %d %s", status, body)
 	}
-	time.Sleep(700 * time.Millisecond) // past the settle delay
+	influx.WaitCount(t, sink.MeasurementRequest, "", len(calls)+2, 15*time.Second) // settled and delivered
 	if err := d.stop(); err != nil {
 		t.Fatal(err)
 	}

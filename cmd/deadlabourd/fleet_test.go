@@ -84,6 +84,7 @@ func runFleet(t *testing.T) *fleetRun {
 		daemons[i] = startDaemon(t, cfg.String(), n.simulate)
 	}
 
+	loadStart := time.Now()
 	var wg sync.WaitGroup
 	for i, n := range nodes {
 		for k := 0; k < 24; k++ {
@@ -100,8 +101,18 @@ func runFleet(t *testing.T) *fleetRun {
 		}
 	}
 	wg.Wait()
-	// Let telemetry and idle windows close with some load in them.
-	time.Sleep(1500 * time.Millisecond)
+	// Let telemetry and idle windows close with some load in them: on
+	// every node a deadlabour_gpu window (stamped with its start) that ends
+	// after the load began, and an idle share (stamped with its end) that
+	// ends after it, written while the daemon runs.
+	for _, n := range nodes {
+		host := "host = " + influxtest.QuoteString(n.name)
+		gpuAfter := fmt.Sprintf("%s AND time > %d", host, loadStart.Add(-time.Second).UnixNano())
+		idleAfter := fmt.Sprintf("%s AND time > %d", host, loadStart.UnixNano())
+		waitUntil(t, n.name+"'s windows with load in them", 15*time.Second, func() bool {
+			return influx.Count(t, sink.MeasurementGPU, gpuAfter) > 0 && influx.Count(t, sink.MeasurementIdle, idleAfter) > 0
+		})
+	}
 	for _, d := range daemons {
 		if err := d.stop(); err != nil {
 			t.Fatal(err)

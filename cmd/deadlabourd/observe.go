@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/deadlabour/deadlabour/collector/gpu"
+	"github.com/deadlabour/deadlabour/collector/requests"
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/sink"
 )
@@ -97,6 +98,18 @@ func newObserver(d *daemon, hostMeter string) *observer {
 		collectorUp{o},
 	)
 	return o
+}
+
+// bodyBudget exports the proxies' body budget (proxy.max_buffered_bytes).
+func (o *observer) bodyBudget(b *requests.BodyBudget) {
+	o.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "deadlabour_proxy_body_budget_refused_total",
+			Help: "Metered requests answered 503 because their body found no room in proxy.max_buffered_bytes within the wait."},
+			func() float64 { return float64(b.Refused()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "deadlabour_proxy_body_budget_bytes",
+			Help: "Bytes of metered request bodies held in memory now, of proxy.max_buffered_bytes."},
+			func() float64 { return float64(b.InUse()) }),
+	)
 }
 
 var descCollectorUp = prometheus.NewDesc("deadlabour_collector_up",

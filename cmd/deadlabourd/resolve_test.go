@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,10 +87,21 @@ func TestResolver(t *testing.T) {
 // The resolver's goroutine is owned by the daemon: stop ends it and waits.
 func TestResolverStops(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	r := &gpuResolver{gpu: fakeDevicer{}, procRoot: "/proc", every: 10 * time.Millisecond, log: slog.New(slog.DiscardHandler)}
-	r.add("u", "", "no-such-process-xyz", nil)
+	// The upstream is this test's own process, so that every refresh asks
+	// the devicer, which counts the refreshes.
+	dev := &countingDevicer{}
+	r := &gpuResolver{gpu: dev, procRoot: "/proc", every: 10 * time.Millisecond, log: slog.New(slog.DiscardHandler)}
+	r.add("u", "", filepath.Base(os.Args[0]), nil)
 	d := &daemon{resolver: r}
 	stop := d.startResolver(t.Context())
-	time.Sleep(50 * time.Millisecond) // a few refreshes
+	waitUntil(t, "a few refreshes", 10*time.Second, func() bool { return dev.calls.Load() >= 3 })
 	stop()
+}
+
+// countingDevicer counts the calls of ProcessDevices.
+type countingDevicer struct{ calls atomic.Int64 }
+
+func (c *countingDevicer) ProcessDevices([]int) ([]string, error) {
+	c.calls.Add(1)
+	return nil, nil
 }

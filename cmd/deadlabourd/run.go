@@ -199,6 +199,7 @@ func (d *daemon) listen() error {
 		return err
 	}
 	budget := requests.NewBodyBudget(int64(d.cfg.Proxy.MaxBufferedBytes), 0)
+	d.obs.bodyBudget(budget)
 	for _, u := range d.cfg.Upstreams {
 		p, err := requests.New(requests.Options{
 			BodyBudget: budget,

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
@@ -181,68 +182,65 @@ func (discardSink) Enqueue(...sink.Point) error { return nil }
 
 // The watchdog is pinged from the poll loop itself: while a poll is stuck
 // there are no pings (so systemd kills and restarts the daemon), and they
-// resume when it returns.
+// resume when it returns. It runs in a synctest bubble: time is the
+// bubble's, so "30 ticks with no ping" is 30 ticks of the loop's own
+// ticker, not a guess at how long the machine takes.
 func TestWatchdogPingsComeFromTheLoop(t *testing.T) {
-	ledger, err := estimator.New(estimator.Params{Node: "n", Weighting: estimator.WeightTime, PUE: 1,
-		SettleDelay: 0, History: time.Minute, Devices: map[string]estimator.DeviceParams{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	telemetry, err := sink.NewGPUAggregator(time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gpu := &stuckGPU{entered: make(chan struct{}), release: make(chan struct{})}
-	var mu sync.Mutex
-	var pings []time.Time
-	e := &engine{
-		log: slog.New(slog.NewTextHandler(io.Discard, nil)), interval: 10 * time.Millisecond, now: nowFunc,
-		gpu: gpu, queue: newSpanQueue(1), ledger: ledger, telemetry: telemetry, idle: newIdleAggregator(time.Second),
-		out: discardSink{}, node: "n", warned: map[string]bool{},
-		alive: func(now time.Time) {
-			mu.Lock()
-			pings = append(pings, time.Now())
-			mu.Unlock()
-		},
-	}
-	count := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(pings)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		e.Run(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
-
-	waitFor(t, func() bool { return count() >= 5 }, "pings from a running loop")
-	gpu.stuck.Store(true)
-	<-gpu.entered
-	stuckAt := count()
-	time.Sleep(300 * time.Millisecond) // 30 ticks' worth
-	if got := count(); got != stuckAt {
-		t.Errorf("%d pings while the poll was stuck, want none", got-stuckAt)
-	}
-	gpu.stuck.Store(false)
-	close(gpu.release)
-	waitFor(t, func() bool { return count() >= stuckAt+5 }, "pings after the poll returned")
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within 10 s", what)
+	synctest.Test(t, func(t *testing.T) {
+		ledger, err := estimator.New(estimator.Params{Node: "n", Weighting: estimator.WeightTime, PUE: 1,
+			SettleDelay: 0, History: time.Minute, Devices: map[string]estimator.DeviceParams{}})
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		telemetry, err := sink.NewGPUAggregator(time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gpu := &stuckGPU{entered: make(chan struct{}), release: make(chan struct{})}
+		var mu sync.Mutex
+		var pings []time.Time
+		e := &engine{
+			log: slog.New(slog.NewTextHandler(io.Discard, nil)), interval: 10 * time.Millisecond, now: nowFunc,
+			gpu: gpu, queue: newSpanQueue(1), ledger: ledger, telemetry: telemetry, idle: newIdleAggregator(time.Second),
+			out: discardSink{}, node: "n", warned: map[string]bool{},
+			alive: func(now time.Time) {
+				mu.Lock()
+				pings = append(pings, time.Now())
+				mu.Unlock()
+			},
+		}
+		count := func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(pings)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			e.Run(ctx)
+		}()
+		defer func() {
+			cancel()
+			<-done
+		}()
+
+		waitUntil(t, "pings from a running loop", 10*time.Second, func() bool { return count() >= 5 })
+		gpu.stuck.Store(true)
+		<-gpu.entered
+		stuckAt := count()
+		// 30 ticks of the bubble's clock; Wait returns once every goroutine
+		// of the bubble (a pinger on its own ticker would be one) is blocked
+		// again, so whatever they would have done in that time is done.
+		time.Sleep(30 * e.interval)
+		synctest.Wait()
+		if got := count(); got != stuckAt {
+			t.Errorf("%d pings while the poll was stuck, want none", got-stuckAt)
+		}
+		gpu.stuck.Store(false)
+		close(gpu.release)
+		waitUntil(t, "pings after the poll returned", 10*time.Second, func() bool { return count() >= stuckAt+5 })
+	})
 }
 
 // unitFile is the systemd unit as shipped.

@@ -24,6 +24,7 @@ type BodyBudget struct {
 	wait    time.Duration
 	inUse   atomic.Int64
 	waiting atomic.Int64
+	refused atomic.Int64
 }
 
 // NewBodyBudget makes a budget of size bytes (DefaultMaxBufferedBytes when
@@ -42,6 +43,10 @@ func (b *BodyBudget) InUse() int64 { return b.inUse.Load() }
 
 // Waiting is the number of requests waiting for room now.
 func (b *BodyBudget) Waiting() int64 { return b.waiting.Load() }
+
+// Refused is the number of requests answered 503 so far because no room
+// for their body was found within the wait.
+func (b *BodyBudget) Refused() int64 { return b.refused.Load() }
 
 // acquire takes n bytes (at most the whole budget, so that one body larger
 // than it can still pass alone), waiting while ctx lives and at most the

@@ -93,19 +93,15 @@ func TestBodyBudgetFull(t *testing.T) {
 		!strings.Contains(e.Error.Message, "proxy.max_buffered_bytes") {
 		t.Errorf("second request: %d, Retry-After %q, %s; want 503 with Retry-After and a message naming proxy.max_buffered_bytes", st, retry, body)
 	}
+	if n := budget.Refused(); n != 1 {
+		t.Errorf("refused = %d, want 1", n)
+	}
 	refused := g.rec.wait(t, 1)[0]
 	checkSpan(t, refused, estimator.Span{
 		Upstream: upstreamName, Status: "503", PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
 		UsageSource: estimator.UsageUnknown, Devices: []string{"0", "1"}, Served: false,
 	})
-	close(gt.open)
-	if st := <-first; st != http.StatusOK {
-		t.Errorf("first request: %d, want 200", st)
-	}
-	g.rec.wait(t, 2)
-	if n := budget.InUse(); n != 0 {
-		t.Errorf("%d bytes still in use after every request ended", n)
-	}
+	openAndDrain(t, gt, g, budget, first, 2)
 }
 
 // TestBodyBudgetWaits: a body that finds no room waits for it while the
@@ -173,4 +169,66 @@ func TestBodyBudgetReleased(t *testing.T) {
 			t.Errorf("%d bytes still in use after the upstream failed", n)
 		}
 	})
+}
+
+// TestBodyBudgetCountsTheEditedCopy: a streamed request sent with
+// stream_options.include_usage added is held twice while it runs (the
+// client's body, for the prompt estimate, and the edited copy sent
+// upstream): both take room in the budget, and both come back. One
+// request whose body and copy are larger than the whole budget still
+// passes alone, holding all of it.
+func TestBodyBudgetCountsTheEditedCopy(t *testing.T) {
+	body := `{"model":"m","stream":true,"max_tokens":2,"messages":[{"content":"hi there!"}]}`
+	edited, ok := addIncludeUsage([]byte(body))
+	if !ok {
+		t.Fatal("the test's body is not edited")
+	}
+	for _, tt := range []struct {
+		name        string
+		size, inUse int64
+	}{
+		{"both counted", 1000, int64(len(body) + len(edited))},
+		{"alone, larger than the budget", int64(len(body)) + 10, int64(len(body)) + 10},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			gt := newGate()
+			budget := NewBodyBudget(tt.size, 50*time.Millisecond)
+			g := newRig(t, gt, Options{BodyBudget: budget})
+			done := make(chan int, 1)
+			go func() { done <- postStatus(t, g, body) }()
+			<-gt.arrived
+			if got := budget.InUse(); got != tt.inUse {
+				t.Errorf("in use = %d, want %d (the client's body %d bytes, the edited copy %d, the budget %d)",
+					got, tt.inUse, len(body), len(edited), tt.size)
+			}
+			openAndDrain(t, gt, g, budget, done, 1)
+		})
+	}
+}
+
+// openAndDrain lets the gated request answering on first through, waits
+// for records records, and checks that the budget is all given back.
+func openAndDrain(t *testing.T, gt *gate, g *rig, budget *BodyBudget, first <-chan int, records int) {
+	t.Helper()
+	close(gt.open)
+	if st := <-first; st != http.StatusOK {
+		t.Errorf("first request: %d, want 200", st)
+	}
+	g.rec.wait(t, records)
+	if n := budget.InUse(); n != 0 {
+		t.Errorf("%d bytes still in use after every request ended", n)
+	}
+}
+
+// postStatus sends a chat request and returns its status (0 when it fails).
+func postStatus(t *testing.T, g *rig, body string) int {
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", g.front.URL+"/v1/chat/completions", strings.NewReader(body))
+	res, err := g.client.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	defer res.Body.Close()
+	io.Copy(io.Discard, res.Body)
+	return res.StatusCode
 }

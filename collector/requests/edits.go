@@ -12,40 +12,62 @@ import (
 // the body is not an object, or when stream_options is not an object or
 // null: then the upstream answers the request exactly as the client sent it.
 func addIncludeUsage(body []byte) ([]byte, bool) {
-	if !json.Valid(body) {
+	e, ok := includeUsageEdit(body)
+	if !ok {
 		return body, false
+	}
+	return e.apply(body), true
+}
+
+// splice is one edit of a document: doc[from:to] replaced by with.
+type splice struct {
+	from, to int
+	with     string
+}
+
+// size is the length of doc once edited.
+func (e splice) size(doc []byte) int { return len(doc) - (e.to - e.from) + len(e.with) }
+
+// apply returns doc edited, in a new slice.
+func (e splice) apply(doc []byte) []byte { return jsonedit.Splice(doc, e.from, e.to, e.with) }
+
+// includeUsageEdit is addIncludeUsage's edit, found but not made, so that
+// the proxy can take room for the edited copy in its body budget first.
+func includeUsageEdit(body []byte) (splice, bool) {
+	if !json.Valid(body) {
+		return splice{}, false
 	}
 	members, closing, ok := jsonedit.Members(body, 0)
 	if !ok || len(members) == 0 || jsonedit.SkipSpace(body, closing+1) != len(body) {
-		return body, false
+		return splice{}, false
 	}
 	so, ok := jsonedit.Find(body, members, "stream_options")
 	if !ok {
 		// Insert after the last member: `{..., "stream_options":{...}}`.
 		end := members[len(members)-1].Val[1]
-		return jsonedit.Splice(body, end, end, `,"stream_options":{"include_usage":true}`), true
+		return splice{end, end, `,"stream_options":{"include_usage":true}`}, true
 	}
 	val := body[so.Val[0]:so.Val[1]]
 	if string(val) == "null" {
-		return jsonedit.Splice(body, so.Val[0], so.Val[1], `{"include_usage":true}`), true
+		return splice{so.Val[0], so.Val[1], `{"include_usage":true}`}, true
 	}
 	inner, innerClose, ok := jsonedit.Members(body, so.Val[0])
 	if !ok {
-		return body, false
+		return splice{}, false
 	}
 	iu, ok := jsonedit.Find(body, inner, "include_usage")
 	switch {
 	case !ok && len(inner) == 0:
-		return jsonedit.Splice(body, so.Val[0]+1, innerClose, `"include_usage":true`), true
+		return splice{so.Val[0] + 1, innerClose, `"include_usage":true`}, true
 	case !ok:
 		end := inner[len(inner)-1].Val[1]
-		return jsonedit.Splice(body, end, end, `,"include_usage":true`), true
+		return splice{end, end, `,"include_usage":true`}, true
 	}
 	switch string(body[iu.Val[0]:iu.Val[1]]) {
 	case "false", "null":
-		return jsonedit.Splice(body, iu.Val[0], iu.Val[1], "true"), true
+		return splice{iu.Val[0], iu.Val[1], "true"}, true
 	}
-	return body, false // true already, or a value the upstream will judge
+	return splice{}, false // true already, or a value the upstream will judge
 }
 
 // nullUsage finds a top-level "usage":null member of doc: removing

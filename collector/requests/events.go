@@ -95,6 +95,12 @@ type Events struct {
 	open   map[string]openSpan
 	recent map[string]time.Time // ids ended, for duplicates
 	order  []recentID           // recent in the order ended, for pruning
+
+	// abandoned logs requests given up as abandoned: a warning at the
+	// first, debug lines for the next, and a summary with their count once
+	// none has been abandoned for the history (lastAbandoned, under mu).
+	abandoned     *episode
+	lastAbandoned time.Time
 }
 
 type openSpan struct {
@@ -129,7 +135,9 @@ func NewEvents(opts EventOptions, sink EventSink) (*Events, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Events{opts: opts, sink: sink, tenants: tenants{raw: opts.TenantRaw, secret: slices.Clone(opts.TenantSecret)},
-		open: map[string]openSpan{}, recent: map[string]time.Time{}}, nil
+		open: map[string]openSpan{}, recent: map[string]time.Time{},
+		abandoned: &episode{log: opts.Logger, warn: "event API: a request was begun and never ended; it is recorded as abandoned",
+			recovered: "event API: no request abandoned for attribution.history"}}, nil
 }
 
 // eventIn is one event as it is sent. Pointers tell absent from zero.
@@ -635,17 +643,23 @@ func (e *Events) Run(ctx context.Context) {
 
 // Expire ends, with status abandoned, every request begun longer than the
 // history ago and not ended: it has been charged until now, and no more.
+// The first is logged at warn, the next at debug, and their count once
+// none has been abandoned for the history.
 func (e *Events) Expire(now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if !e.lastAbandoned.IsZero() && now.Sub(e.lastAbandoned) > e.opts.History {
+		e.abandoned.ok(now)
+		e.lastAbandoned = time.Time{}
+	}
 	for id, o := range e.open {
 		if now.Sub(o.start) <= e.opts.History {
 			continue
 		}
 		delete(e.open, id)
 		e.remember(id, now)
-		e.opts.Logger.Warn("event API: a request was begun and never ended; it is recorded as abandoned", "request_id", id,
-			"upstream", o.upstream, "begun", o.start)
+		e.lastAbandoned = now
+		e.abandoned.fail(now, "request_id", id, "upstream", o.upstream, "begun", o.start)
 		e.sink.End(estimator.Span{ID: id, Upstream: o.upstream, Model: o.model, Tenant: o.tenant, Start: o.start, End: now, Status: estimator.StatusAbandoned,
 			PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
 			UsageSource: estimator.UsageUnknown, Devices: o.devices, Served: true})

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/testlog"
 )
 
 // eventSink keeps what the event API passed on, in order.
@@ -317,4 +319,58 @@ func FuzzEvents(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestEventAbandonedLogged: requests given up as abandoned are logged as
+// one episode: a warning at the first, debug lines for the next, and one
+// info line with their count once none has been abandoned for the
+// history; the next abandoned request warns again.
+func TestEventAbandonedLogged(t *testing.T) {
+	logs := &testlog.Buffer{}
+	now := evNow
+	e, err := NewEvents(EventOptions{History: 15 * time.Minute, Devices: testDevices, TenantSecret: testSecret,
+		Now: func() time.Time { return now }, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, &eventSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := func(id string) {
+		t.Helper()
+		body := `{"type":"begin","id":"` + id + `","upstream":"tgi","start":"` + now.Format(time.RFC3339Nano) + `"}`
+		if status, ans := post(t, e, body); status != 202 {
+			t.Fatalf("begin %s: %d %v", id, status, ans)
+		}
+	}
+	const msg = "event API: a request was begun and never ended; it is recorded as abandoned"
+	count := func(level string) int { return strings.Count(logs.String(), "level="+level+` msg="`+msg) }
+	for _, id := range []string{"a1", "a2", "a3"} {
+		begin(id)
+	}
+	now = evNow.Add(10 * time.Minute)
+	begin("a4")
+
+	e.Expire(evNow.Add(16 * time.Minute)) // a1 to a3
+	if w, d := count("WARN"), count("DEBUG"); w != 1 || d != 2 {
+		t.Errorf("three abandoned: %d warn and %d debug lines, want 1 and 2:\n%s", w, d, logs)
+	}
+	e.Expire(evNow.Add(26 * time.Minute)) // a4, 10 minutes after the others
+	if w, d := count("WARN"), count("DEBUG"); w != 1 || d != 3 {
+		t.Errorf("a fourth: %d warn and %d debug lines, want 1 and 3:\n%s", w, d, logs)
+	}
+	if strings.Contains(logs.String(), "level=INFO") {
+		t.Errorf("a summary before the history passed without one abandoned:\n%s", logs)
+	}
+	e.Expire(evNow.Add(42 * time.Minute))
+	if !strings.Contains(logs.String(), `level=INFO msg="event API: no request abandoned for attribution.history" failed_requests=4 `) {
+		t.Errorf("no summary counting 4:\n%s", logs)
+	}
+
+	now = evNow.Add(50 * time.Minute)
+	begin("a5")
+	e.Expire(evNow.Add(66 * time.Minute))
+	if w := count("WARN"); w != 2 {
+		t.Errorf("a new episode: %d warn lines, want 2:\n%s", w, logs)
+	}
+	if strings.Count(logs.String(), "request_id=") != 5 {
+		t.Errorf("want each abandoned request named once:\n%s", logs)
+	}
 }

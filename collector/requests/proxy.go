@@ -354,16 +354,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > p.maxBody {
 		want = 0 // refused unread below
 	}
-	held, err := p.budget.acquire(r.Context(), want)
-	if err != nil {
-		ex.failed = http.StatusServiceUnavailable
-		p.full.fail(p.now(), "request_id", ex.id, "want_bytes", want, "budget_bytes", p.budget.Size())
-		w.Header().Set("Retry-After", "1")
-		p.writeError(w, ex, ex.failed, fmt.Sprintf("too many request bodies in flight: the node holds at most %d bytes of them (proxy.max_buffered_bytes); retry later", p.budget.Size()))
+	if !p.hold(w, r, ex, want) {
 		return
 	}
-	ex.held = held
-	p.full.ok(p.now())
 
 	body, err := readBody(r, p.maxBody)
 	if surplus := ex.held - int64(len(body)); err == nil && surplus > 0 {
@@ -383,7 +376,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req := ex.dialect.request(body)
 	ex.model, ex.stream, ex.reqBody = clip(req.model, maxModel), req.stream, body
 	if p.inject && ex.dialect.includeUsage && req.stream && !req.asked {
-		body, ex.injected = addIncludeUsage(body)
+		if edit, ok := includeUsageEdit(body); ok {
+			// The edited copy is held beside the client's body (kept for
+			// the prompt estimate) until the request ends: it takes room in
+			// the budget too, though never more than the budget in all
+			// for one request, so that one large body can still pass alone.
+			if !p.hold(w, r, ex, min(int64(edit.size(body)), p.budget.Size()-ex.held)) {
+				return
+			}
+			body, ex.injected = edit.apply(body), true
+		}
 	}
 
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
@@ -403,6 +405,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out.ContentLength = int64(len(body))
 	out.TransferEncoding = nil
 	p.rp.ServeHTTP(w, out)
+}
+
+// hold takes n more bytes of the body budget for ex, which gives them back
+// when it ends; when there is no room within the wait it answers 503 and
+// returns false.
+func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, ex *exchange, n int64) bool {
+	held, err := p.budget.acquire(r.Context(), n)
+	if err != nil {
+		ex.failed = http.StatusServiceUnavailable
+		p.budget.refused.Add(1)
+		p.full.fail(p.now(), "request_id", ex.id, "want_bytes", n, "budget_bytes", p.budget.Size())
+		w.Header().Set("Retry-After", "1")
+		p.writeError(w, ex, ex.failed, fmt.Sprintf("too many request bodies in flight: the node holds at most %d bytes of them (proxy.max_buffered_bytes); retry later", p.budget.Size()))
+		return false
+	}
+	ex.held += held
+	p.full.ok(p.now())
+	return true
 }
 
 // readBody reads a request body of at most limit bytes, or fails with

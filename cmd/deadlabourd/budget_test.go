@@ -1,0 +1,63 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deadlabour/deadlabour/internal/influxtest"
+)
+
+// TestBodyBudgetMetrics: a request whose body is still arriving holds the
+// node's body budget (a body of unknown length reserves max_body_bytes,
+// here more than the whole 1 MiB budget); /metrics shows the bytes held,
+// and a second request, finding no room within the wait, is answered 503
+// and counted in deadlabour_proxy_body_budget_refused_total.
+func TestBodyBudgetMetrics(t *testing.T) {
+	influx := influxtest.Start(t)
+	fake := startFake(t)
+	d := startDaemon(t, daemonConfig(influx.URL(), influx.Bucket(), t.TempDir(), fake.URL(), "proxy:\n  max_buffered_bytes: 1MiB\n"), "h100:2")
+	if got := scrape(t, d.adminURL())["deadlabour_proxy_body_budget_refused_total"]; got != 0 {
+		t.Fatalf("refused at start = %v, want 0", got)
+	}
+
+	pr, pw := io.Pipe()
+	first := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, d.proxyURL("up")+"/v1/chat/completions", pr)
+		res, err := http.DefaultClient.Do(req)
+		if err == nil {
+			res.Body.Close()
+		}
+		first <- err
+	}()
+	pw.Write([]byte(`{"model":"m",`))
+	waitUntil(t, "the first body to hold the budget", 10*time.Second, func() bool {
+		return scrape(t, d.adminURL())["deadlabour_proxy_body_budget_bytes"] == 1<<20
+	})
+
+	res, err := http.Post(d.proxyURL("up")+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"m","max_tokens":4,"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("second request: %d, want 503", res.StatusCode)
+	}
+	if got := scrape(t, d.adminURL())["deadlabour_proxy_body_budget_refused_total"]; got != 1 {
+		t.Errorf("refused = %v, want 1", got)
+	}
+
+	pw.CloseWithError(errors.New("the client gives up"))
+	<-first
+	waitUntil(t, "the budget to come back", 10*time.Second, func() bool {
+		return scrape(t, d.adminURL())["deadlabour_proxy_body_budget_bytes"] == 0
+	})
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+}
