@@ -354,7 +354,7 @@ type chargeExplain struct {
 	DecodeJ      float64 `json:"decode_j_per_token,omitempty"`
 	FixedJ       float64 `json:"fixed_j,omitempty"`
 	// Tokens weighting: the prompt token weight and where it came from
-	// (configured, fitted, default).
+	// (configured, fitted, default; host: the fallback, never fitted).
 	PromptWeight       float64 `json:"prompt_token_weight,omitempty"`
 	PromptWeightSource string  `json:"prompt_token_weight_source,omitempty"`
 	OverlapS           float64 `json:"overlap_s"`

@@ -162,8 +162,13 @@ func TestRequestExplain(t *testing.T) {
 							charged += c.Charged
 						}
 						// prompt_token_weight auto, the default: 8 s of
-						// history is too little to fit, so the fallback.
-						if wantSrc := map[string]string{"tokens": "default"}[mode]; c.PromptWeightSource != wantSrc ||
+						// history is too little to fit, so the fallback;
+						// the host is never fitted.
+						wantSrc := map[string]string{"tokens": "default"}[mode]
+						if mode == "tokens" && d.Device == estimator.HostDevice {
+							wantSrc = "host"
+						}
+						if c.PromptWeightSource != wantSrc ||
 							(mode == "tokens") != (c.PromptWeight == config.DefaultPromptTokenWeight) {
 							t.Errorf("%s: prompt token weight %v (%q), want %q", r.ID, c.PromptWeight, c.PromptWeightSource, wantSrc)
 						}
