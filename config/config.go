@@ -34,6 +34,9 @@ type Config struct {
 
 	// lines maps a key path ("upstreams[0].target") to its line in the file.
 	lines map[string]int
+	// empty holds the key paths written with no value (YAML null), which
+	// leave their default in place.
+	empty map[string]bool
 }
 
 // GPU configures the NVML poller.
@@ -309,8 +312,8 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, &Error{Problems: []Problem{yamlProblem(name, err.Error(), nil)}}
 	}
-	cfg.lines = map[string]int{}
-	indexLines(&root, "", cfg.lines)
+	cfg.lines, cfg.empty = map[string]int{}, map[string]bool{}
+	indexLines(&root, "", cfg.lines, cfg.empty)
 	if doc := docRoot(&root); doc != nil && doc.Kind != yaml.MappingNode {
 		return nil, &Error{Problems: []Problem{{File: name, Line: doc.Line,
 			Msg: "the file must be a mapping of keys (node, gpu, upstreams, ...)"}}}
@@ -319,6 +322,11 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
+		if ke := (*keyError)(nil); errors.As(err, &ke) {
+			p := ke.p
+			p.File = name
+			return nil, &Error{Problems: []Problem{p}}
+		}
 		if !errors.As(err, &te) {
 			return nil, &Error{Problems: []Problem{yamlProblem(name, err.Error(), cfg.lines)}}
 		}
@@ -404,12 +412,13 @@ func (c *Config) applyListDefaults() {
 	}
 }
 
-// indexLines records the line of every key path in the document.
-func indexLines(n *yaml.Node, path string, lines map[string]int) {
+// indexLines records the line of every key path in the document, and the
+// key paths with no value.
+func indexLines(n *yaml.Node, path string, lines map[string]int, empty map[string]bool) {
 	switch n.Kind {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			indexLines(c, path, lines)
+			indexLines(c, path, lines, empty)
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -419,13 +428,16 @@ func indexLines(n *yaml.Node, path string, lines map[string]int) {
 				p = path + "." + k
 			}
 			lines[p] = n.Content[i].Line
-			indexLines(n.Content[i+1], p, lines)
+			if v := n.Content[i+1]; v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null" {
+				empty[p] = true
+			}
+			indexLines(n.Content[i+1], p, lines, empty)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
 			lines[p] = c.Line
-			indexLines(c, p, lines)
+			indexLines(c, p, lines, empty)
 		}
 	}
 }

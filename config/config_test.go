@@ -38,7 +38,7 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := map[string]int{}
-	indexLines(&root, "", lines)
+	indexLines(&root, "", lines, map[string]bool{})
 	have := map[string]bool{}
 	for p := range lines {
 		// upstreams[0].target -> upstreams.target
@@ -132,6 +132,12 @@ func TestBadFiles(t *testing.T) {
 		{"negative prompt weight", "attribution:\n  prompt_token_weight: -0.1\n", -1, 2, "attribution.prompt_token_weight", "zero or more, got -0.1"},
 		{"prompt weight neither number nor auto", "attribution:\n  weighting: tokens\n  prompt_token_weight: fitted\n", -1, 3, "attribution.prompt_token_weight", `want a number or auto, got "fitted"`},
 		{"prompt weight a list", "attribution:\n  prompt_token_weight: [1]\n", -1, 2, "attribution.prompt_token_weight", "want a number or auto, got a list"},
+		{"prompt weight a list on the next line", "attribution:\n  prompt_token_weight:\n    - 1\n", -1, 3, "attribution.prompt_token_weight", "want a number or auto, got a list"},
+		{"prompt weight a mapping on the next line", "attribution:\n  prompt_token_weight:\n    a: 1\n", -1, 3, "attribution.prompt_token_weight", "want a number or auto, got a mapping"},
+		{"prompt weight in flow style", "attribution: {weighting: tokens, prompt_token_weight: fitted}\n", -1, 1, "attribution.prompt_token_weight", `got "fitted"`},
+		{"prompt weight empty", "attribution:\n  weighting: tokens\n  prompt_token_weight:\n", -1, 3, "attribution.prompt_token_weight", "has no value: want a number or auto"},
+		{"prompt weight null", "attribution:\n  prompt_token_weight: ~\n", -1, 2, "attribution.prompt_token_weight", "has no value"},
+		{"prompt weight empty string", "attribution:\n  prompt_token_weight: \"\"\n", -1, 2, "attribution.prompt_token_weight", `want a number or auto, got ""`},
 		{"upstream without target", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n", -1, 2, "upstreams[0].target", "needs a target"},
 		{"bad target", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: localhost:8000\n", -1, 4, "upstreams[0].target", "absolute http"},
 		{"gpu missing", up + "    gpus: [0, 8]\n", 8, 5, "upstreams[0].gpus[1]", "GPU 8 does not exist: this node has 8 GPU(s)"},

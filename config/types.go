@@ -73,10 +73,15 @@ type TokenWeight struct {
 // AutoTokenWeight is prompt_token_weight: auto.
 func AutoTokenWeight() TokenWeight { return TokenWeight{Auto: true, Value: DefaultPromptTokenWeight} }
 
-// UnmarshalYAML implements yaml.Unmarshaler.
+// promptTokenWeightKey is the key of the one TokenWeight.
+const promptTokenWeightKey = "attribution.prompt_token_weight"
+
+// UnmarshalYAML implements yaml.Unmarshaler. Its errors name the key, also
+// where the line does not (a list or mapping begun on the next line). An
+// empty value never reaches it (YAML null): Validate rejects that.
 func (w *TokenWeight) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a number or auto, got a %s", n.Line, kindName(n.Kind))
+		return &keyError{Problem{Line: n.Line, Key: promptTokenWeightKey, Msg: "want a number or auto, got a " + kindName(n.Kind)}}
 	}
 	if n.Value == "auto" {
 		*w = AutoTokenWeight()
@@ -84,11 +89,16 @@ func (w *TokenWeight) UnmarshalYAML(n *yaml.Node) error {
 	}
 	var f float64
 	if err := n.Decode(&f); err != nil {
-		return fmt.Errorf("line %d: want a number or auto, got %q", n.Line, n.Value)
+		return &keyError{Problem{Line: n.Line, Key: promptTokenWeightKey, Msg: fmt.Sprintf("want a number or auto, got %q", n.Value)}}
 	}
 	*w = TokenWeight{Value: f}
 	return nil
 }
+
+// keyError is a decoding error that knows its key and line.
+type keyError struct{ p Problem }
+
+func (e *keyError) Error() string { return e.p.String() }
 
 // MarshalYAML prints the weight the way it parses.
 func (w TokenWeight) MarshalYAML() (any, error) {

@@ -260,8 +260,10 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	default:
 		v.add("attribution.weighting", "want time, tokens or marginal, got %q", a.Weighting)
 	}
-	if !a.PromptTokenWeight.Auto {
-		v.nonNegative("attribution.prompt_token_weight", a.PromptTokenWeight.Value)
+	if c.empty[promptTokenWeightKey] {
+		v.add(promptTokenWeightKey, "has no value: want a number or auto (leave the key out for the default, auto)")
+	} else if !a.PromptTokenWeight.Auto {
+		v.nonNegative(promptTokenWeightKey, a.PromptTokenWeight.Value)
 	}
 	v.positiveDuration("attribution.idle_window", a.IdleWindow)
 	v.nonNegative("attribution.marginal.prompt_j_per_token", a.Marginal.PromptJPerToken)

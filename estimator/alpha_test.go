@@ -57,16 +57,22 @@ func TestFittedAlphaSplit(t *testing.T) {
 
 // Tokens weighting with a fitted α over a long simulated run: the fit
 // warms up (the configured fallback, source default), then every interval
-// with completion tokens gets a fitted α; energy is conserved, every record
+// with completion tokens gets a fitted α; the host meter is never fitted
+// and keeps the fallback (source host); energy is conserved, every record
 // recomputes exactly from its intervals, and two runs are byte-identical.
 func TestFittedAlphaRun(t *testing.T) {
 	m := defaultSim()
 	m.DurationS, m.Rates = 150, []float64{4, 8}
 	m.run(rand.New(rand.NewPCG(11, 12)))
-	p := testParams("0")
+	p := testParams("0", HostDevice)
 	p.Weighting, p.PromptTokenWeight, p.FitPromptTokenWeight = WeightTokens, 0.1, true
 	p.SettleDelay, p.History = 500*time.Millisecond, 15*time.Minute
-	w := workload{devices: []string{"0"}, intervals: map[string][]Interval{"0": m.intervals}, spans: m.spans,
+	var host []Interval // the host meter follows the GPU's load, as a model would
+	for _, iv := range m.intervals {
+		iv.Device, iv.Joules, iv.Method = HostDevice, 0.3*iv.Joules, MethodModelled
+		host = append(host, iv)
+	}
+	w := workload{devices: []string{"0", HostDevice}, intervals: map[string][]Interval{"0": m.intervals, HostDevice: host}, spans: m.spans,
 		beginLess: map[string]bool{}, horizon: m.intervals[len(m.intervals)-1].End.Sub(at(0)).Seconds()}
 	mk := func() feed { return feed{ticks: rand.New(rand.NewPCG(1, 2))} }
 	res := w.run(t, p, mk())
@@ -84,6 +90,22 @@ func TestFittedAlphaRun(t *testing.T) {
 	if sources[alphaDefault] == 0 || sources[alphaFitted] < sources[alphaDefault] || len(sources) != 2 {
 		t.Errorf("α sources %v: want the default while warming, then mostly fitted", sources)
 	}
+	hostShared := 0
+	for _, st := range res.settled[HostDevice] {
+		if st.SumWeight > 0 {
+			hostShared++
+			if st.TokenWeight != alphaHost || st.PromptTokenWeight != 0.1 || st.Coefficients != "" {
+				t.Fatalf("host interval at %v: α %v (%q), coefficients %q; want the fallback 0.1 (host), unfitted",
+					st.Start, st.PromptTokenWeight, st.TokenWeight, st.Coefficients)
+			}
+		}
+	}
+	if hostShared == 0 {
+		t.Error("no host interval was shared")
+	}
+	if l := mustLedger(t, p); l.devs[HostDevice].fit != nil || l.devs["0"].fit == nil {
+		t.Errorf("fitters: host %v, GPU %v; want the GPU's only", l.devs[HostDevice].fit != nil, l.devs["0"].fit != nil)
+	}
 
 	var charged, idle, metered float64
 	for _, r := range res.records {
@@ -93,7 +115,9 @@ func TestFittedAlphaRun(t *testing.T) {
 		}
 	}
 	for _, s := range res.idle {
-		idle += s.Joules
+		if s.Device == "0" {
+			idle += s.Joules
+		}
 	}
 	metered = sumJ(m.intervals)
 	if len(res.records) != len(m.spans) || math.Abs(charged+idle-metered) > 1e-9*metered {

@@ -157,10 +157,13 @@ func New(p Params) (*Ledger, error) {
 	for id, dp := range p.Devices {
 		d := &device{id: id, host: id == HostDevice, params: dp, win: newTrailing(&p)}
 		switch {
-		case fitTokens:
+		case fitTokens && !d.host:
 			d.fit = &fitter{tau: p.Marginal.FitWindow.Seconds()}
 			d.coef = coefficients{source: "warming", alpha: p.PromptTokenWeight}
 		case p.Weighting == WeightTokens:
+			// A configured weight, or the host under auto: its energy is
+			// mostly fixed (and often modelled or static), so a fitted
+			// weight would be noise; it keeps the fallback, unfitted.
 			d.coef.alpha = p.PromptTokenWeight
 		case p.Weighting == WeightMarginal:
 			switch {
@@ -470,6 +473,9 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 	st := Settlement{Interval: iv, Covered: covered}
 	if mode == WeightTokens && sumO > 0 {
 		st.PromptTokenWeight, st.TokenWeight = d.coef.alpha, alphaConfigured
+		if d.host && l.p.FitPromptTokenWeight {
+			st.TokenWeight = alphaHost
+		}
 		if fitAlpha {
 			sumW = l.fitAlpha(d, &st, iv.Joules*covered, tokP, tokD)
 		}

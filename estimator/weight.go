@@ -82,6 +82,7 @@ const (
 	alphaConfigured = "configured" // attribution.prompt_token_weight, a number
 	alphaFitted     = "fitted"     // derived from the device's fitted cost model
 	alphaDefault    = "default"    // auto, but no fit to derive it from: the fallback
+	alphaHost       = "host"       // auto on the host meter: the fallback, never fitted
 )
 
 // fittedAlpha derives the tokens weighting's prompt token weight for one

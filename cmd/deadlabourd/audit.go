@@ -35,27 +35,36 @@ type auditStore struct {
 	window     time.Duration
 	schema     sink.RequestSchema // the engine's: records are shown as written
 
-	mu      sync.Mutex
-	records map[string]estimator.Record
-	order   []string // ids, oldest first
+	mu sync.Mutex
+	// records keeps, per request id, every record kept with that id in the
+	// order they were recorded: two records may share an id (two proxied
+	// requests that brought the same X-Request-Id, an event-API request
+	// recorded again after a restart).
+	records map[string][]estimator.Record
+	order   []string // one id per record kept, oldest record first
 	settled map[string]*settleLog
 }
 
 func newAuditStore(p estimator.Params, sources []paramSource, maxRecords int, window time.Duration) *auditStore {
 	return &auditStore{params: p, sources: sources, maxRecords: maxRecords, window: window,
-		records: map[string]estimator.Record{}, settled: map[string]*settleLog{}}
+		records: map[string][]estimator.Record{}, settled: map[string]*settleLog{}}
 }
 
-// addRecord keeps r, forgetting the oldest record beyond maxRecords.
+// addRecord keeps r, forgetting the oldest records beyond maxRecords.
 func (s *auditStore) addRecord(r estimator.Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.records[r.ID]; !ok {
-		s.order = append(s.order, r.ID)
-	}
-	s.records[r.ID] = r
+	s.records[r.ID] = append(s.records[r.ID], r)
+	s.order = append(s.order, r.ID)
 	for len(s.order) > s.maxRecords {
-		delete(s.records, s.order[0])
+		// The oldest record of order[0]'s id is the oldest record kept:
+		// each id's records are in the order they were added.
+		id := s.order[0]
+		if rs := s.records[id]; len(rs) > 1 {
+			s.records[id] = append(rs[:0:0], rs[1:]...)
+		} else {
+			delete(s.records, id)
+		}
 		s.order = s.order[1:]
 	}
 	if cap(s.order) > 4*s.maxRecords {
@@ -80,25 +89,31 @@ func (s *auditStore) addSettled(sts []estimator.Settlement) {
 	}
 }
 
-// lookup returns a record and the settlements that may have charged it.
-func (s *auditStore) lookup(id string) (estimator.Record, map[string][]estimator.Settlement, bool) {
+// keptRecord is a record and the settlements that may have charged it.
+type keptRecord struct {
+	rec     estimator.Record
+	settled map[string][]estimator.Settlement
+}
+
+// lookup returns the records kept with id, oldest first.
+func (s *auditStore) lookup(id string) []keptRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, ok := s.records[id]
-	if !ok {
-		return r, nil, false
-	}
-	out := map[string][]estimator.Settlement{}
-	for _, ds := range r.PerDevice {
-		from, to := r.Start, r.End
-		if !ds.ChargedTo.IsZero() && ds.ChargedTo.After(to) {
-			to = ds.ChargedTo
+	var out []keptRecord
+	for _, r := range s.records[id] {
+		settled := map[string][]estimator.Settlement{}
+		for _, ds := range r.PerDevice {
+			from, to := r.Start, r.End
+			if !ds.ChargedTo.IsZero() && ds.ChargedTo.After(to) {
+				to = ds.ChargedTo
+			}
+			if lg := s.settled[ds.Device]; lg != nil {
+				settled[ds.Device] = lg.between(from, to, ds.Device)
+			}
 		}
-		if lg := s.settled[ds.Device]; lg != nil {
-			out[ds.Device] = lg.between(from, to, ds.Device)
-		}
+		out = append(out, keptRecord{rec: r, settled: settled})
 	}
-	return r, out, true
+	return out
 }
 
 // settleLog is one device's settlements in time order, compact.
@@ -199,23 +214,39 @@ func (s *auditStore) serveRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	rec, settled, ok := s.lookup(id)
-	if !ok {
+	kept := s.lookup(id)
+	if len(kept) == 0 {
 		writeJSON(w, http.StatusNotFound, map[string]any{"error": fmt.Sprintf(
 			"request %q is not among the %d most recent records kept (attribution.audit_records); InfluxDB has every record", id, s.maxRecords)})
 		return
 	}
-	out, err := s.recordJSON(rec)
-	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error()})
+	explain := r.URL.Query().Get("explain")
+	withExplain := explain != "" && explain != "0" && explain != "false"
+	answers := make([]map[string]any, len(kept))
+	for i, k := range kept {
+		out, err := s.recordJSON(k.rec)
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error()})
+			return
+		}
+		answers[i] = map[string]any{"record": out}
+		if withExplain {
+			answers[i]["explain"] = s.explain(k.rec, k.settled)
+		}
+	}
+	if len(answers) == 1 {
+		writeJSON(w, http.StatusOK, answers[0])
 		return
 	}
-	resp := map[string]any{"record": out}
-	if explain := r.URL.Query().Get("explain"); explain != "" && explain != "0" && explain != "false" {
-		resp["explain"] = s.explain(rec, settled)
-	}
-	writeJSON(w, http.StatusOK, resp)
+	// Several records share the id: all of them, never one in their name.
+	writeJSON(w, http.StatusOK, map[string]any{"request_id": id, "same_id_records": len(answers),
+		"note": sameIDNote, "records": answers})
 }
+
+// sameIDNote is the note of an answer listing several records of one id.
+const sameIDNote = "several records share this request id (two requests sent with the same X-Request-Id, " +
+	"or an event-API request recorded again after a restart): each is a separate record in InfluxDB, listed oldest first; " +
+	"their time (the InfluxDB point's timestamp) tells them apart"
 
 // recordJSON is a record as the InfluxDB point has it, in schema order.
 func (s *auditStore) recordJSON(r estimator.Record) (orderedJSON, error) {
@@ -323,7 +354,7 @@ type chargeExplain struct {
 	DecodeJ      float64 `json:"decode_j_per_token,omitempty"`
 	FixedJ       float64 `json:"fixed_j,omitempty"`
 	// Tokens weighting: the prompt token weight and where it came from
-	// (configured, fitted, default).
+	// (configured, fitted, default; host: the fallback, never fitted).
 	PromptWeight       float64 `json:"prompt_token_weight,omitempty"`
 	PromptWeightSource string  `json:"prompt_token_weight_source,omitempty"`
 	OverlapS           float64 `json:"overlap_s"`
@@ -454,14 +485,28 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		_, err := stdout.Write(body)
 		return err
 	}
-	var got struct {
+	type answer struct {
 		Record  map[string]any `json:"record"`
 		Explain explanation    `json:"explain"`
+	}
+	var got struct {
+		answer
+		SameID  int      `json:"same_id_records"`
+		Records []answer `json:"records"`
 	}
 	if err := json.Unmarshal(body, &got); err != nil {
 		return fmt.Errorf("the daemon's answer: %w", err)
 	}
-	printAudit(stdout, got.Record, got.Explain)
+	if len(got.Records) == 0 {
+		printAudit(stdout, got.Record, got.Explain)
+		return nil
+	}
+	fmt.Fprintf(stdout, "%d records share request id %s (the same X-Request-Id sent twice, or recorded again after a restart); each is its own record in InfluxDB, told apart by time. Oldest first:\n",
+		got.SameID, fs.Arg(0))
+	for i, a := range got.Records {
+		fmt.Fprintf(stdout, "\n=== record %d of %d, time %v ===\n", i+1, len(got.Records), a.Record["time"])
+		printAudit(stdout, a.Record, a.Explain)
+	}
 	return nil
 }
 

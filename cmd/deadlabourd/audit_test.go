@@ -162,8 +162,13 @@ func TestRequestExplain(t *testing.T) {
 							charged += c.Charged
 						}
 						// prompt_token_weight auto, the default: 8 s of
-						// history is too little to fit, so the fallback.
-						if wantSrc := map[string]string{"tokens": "default"}[mode]; c.PromptWeightSource != wantSrc ||
+						// history is too little to fit, so the fallback;
+						// the host is never fitted.
+						wantSrc := map[string]string{"tokens": "default"}[mode]
+						if mode == "tokens" && d.Device == estimator.HostDevice {
+							wantSrc = "host"
+						}
+						if c.PromptWeightSource != wantSrc ||
 							(mode == "tokens") != (c.PromptWeight == config.DefaultPromptTokenWeight) {
 							t.Errorf("%s: prompt token weight %v (%q), want %q", r.ID, c.PromptWeight, c.PromptWeightSource, wantSrc)
 						}
@@ -208,7 +213,7 @@ func TestAuditStoreBounded(t *testing.T) {
 		t.Fatalf("%d records kept, want 5", len(store.records))
 	}
 	newest := recs[len(recs)-1]
-	if _, ok := store.records[newest.ID]; !ok {
+	if len(store.lookup(newest.ID)) != 1 {
 		t.Errorf("newest record %s not kept", newest.ID)
 	}
 	for dev, lg := range store.settled {
@@ -219,7 +224,7 @@ func TestAuditStoreBounded(t *testing.T) {
 	}
 	var first estimator.Record
 	for _, id := range store.order {
-		if r := store.records[id]; r.Served && (first.ID == "" || r.Start.Before(first.Start)) {
+		if r := store.records[id][0]; r.Served && (first.ID == "" || r.Start.Before(first.Start)) {
 			first = r
 		}
 	}
@@ -228,6 +233,105 @@ func TestAuditStoreBounded(t *testing.T) {
 	json.Unmarshal(body, &resp)
 	if first.Start.Before(at(6)) && (resp.Explain.Matches || !strings.Contains(resp.Explain.Note, "no longer kept")) {
 		t.Errorf("%s (from %v) with intervals dropped: matches %v, note %q", first.ID, first.Start, resp.Explain.Matches, resp.Explain.Note)
+	}
+}
+
+// Two records may share a request id (the same X-Request-Id sent twice, an
+// event-API request recorded again after a restart): both are kept and
+// shown, each with its own explanation that matches, and eviction goes by
+// the order records came in, so the newer of them outlives older records
+// of other ids.
+func TestAuditSameID(t *testing.T) {
+	const max = 5
+	store, recs := auditFixture(t, "tokens", max, time.Hour)
+	// A fresh store of the same parameters, the fixture's settlements.
+	store2 := newAuditStore(store.params, store.sources, max, time.Hour)
+	store2.settled = store.settled
+	store = store2
+	var served []estimator.Record
+	for _, r := range recs {
+		if r.Served {
+			served = append(served, r)
+		}
+	}
+	first, second := served[1], served[6] // different charges, made one id below
+	second.ID = first.ID
+	add := func(rs ...estimator.Record) {
+		for _, r := range rs {
+			store.addRecord(r)
+		}
+	}
+	// first, two others, the second of first's id, three more: first and
+	// the next are the oldest and go; the second of first's id stays.
+	add(first, served[2], served[3], second, served[4], served[5], served[0])
+	h := http.HandlerFunc(store.serveRequest)
+	code, body := httpGet(t, h, "/v1/requests/"+first.ID+"?explain=1")
+	if code != http.StatusOK {
+		t.Fatalf("%d %s", code, body)
+	}
+	var one explainResponse
+	if err := json.Unmarshal(body, &one); err != nil {
+		t.Fatal(err)
+	}
+	if one.Record["time"] != second.Time.UTC().Format(time.RFC3339Nano) || bytes.Contains(body, []byte("same_id_records")) {
+		t.Errorf("after eviction: want the second record of %s alone, got %s", first.ID, body)
+	}
+	// Once more with both kept.
+	add(served[7], first, served[8], second)
+	code, body = httpGet(t, h, "/v1/requests/"+first.ID+"?explain=1")
+	if code != http.StatusOK {
+		t.Fatalf("%d %s", code, body)
+	}
+	var several struct {
+		RequestID string            `json:"request_id"`
+		SameID    int               `json:"same_id_records"`
+		Record    map[string]any    `json:"record"`
+		Records   []explainResponse `json:"records"`
+	}
+	if err := json.Unmarshal(body, &several); err != nil {
+		t.Fatal(err)
+	}
+	if several.RequestID != first.ID || several.SameID != 2 || len(several.Records) != 2 || several.Record != nil {
+		t.Fatalf("two records of one id: %s", body)
+	}
+	for i, want := range []estimator.Record{first, second} {
+		got := several.Records[i]
+		if got.Record["time"] != want.Time.UTC().Format(time.RFC3339Nano) || got.Record["gpu_energy_j"] != want.GPUEnergyJ {
+			t.Errorf("record %d: time %v, gpu_energy_j %v; want %v, %v", i, got.Record["time"], got.Record["gpu_energy_j"], want.Time, want.GPUEnergyJ)
+		}
+		if !got.Explain.Matches || len(got.Explain.Devices) == 0 {
+			t.Errorf("record %d: explanation matches %v (%v): %s", i, got.Explain.Matches, got.Explain.MaxRelDiff, got.Explain.Note)
+		}
+	}
+	if several.Records[0].Record["gpu_energy_j"] == several.Records[1].Record["gpu_energy_j"] {
+		t.Errorf("the fixture's two records charge the same: the test cannot tell them apart")
+	}
+	// Without explain: the records alone.
+	if _, body := httpGet(t, h, "/v1/requests/"+first.ID); bytes.Contains(body, []byte(`"explain"`)) || !bytes.Contains(body, []byte(`"same_id_records":2`)) {
+		t.Errorf("without explain: %s", body)
+	}
+	if len(store.order) != max {
+		t.Errorf("%d records kept, want %d", len(store.order), max)
+	}
+
+	// deadlabourd audit prints both.
+	srv := httptest.NewServer(func() http.Handler {
+		mux := http.NewServeMux()
+		mux.HandleFunc(requestPattern, store.serveRequest)
+		return mux
+	}())
+	defer srv.Close()
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"audit", "--admin", strings.TrimPrefix(srv.URL, "http://"), first.ID}, &out, &errb); code != 0 {
+		t.Fatalf("audit: exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"2 records share request id " + first.ID, "record 1 of 2", "record 2 of 2"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("audit output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if c := strings.Count(out.String(), "matches the record"); c != 2 {
+		t.Errorf("audit output: %d records match, want 2:\n%s", c, out.String())
 	}
 }
 
