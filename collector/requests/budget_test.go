@@ -172,11 +172,10 @@ func TestBodyBudgetReleased(t *testing.T) {
 }
 
 // TestBodyBudgetCountsTheEditedCopy: a streamed request sent with
-// stream_options.include_usage added is held twice while it runs (the
-// client's body, for the prompt estimate, and the edited copy sent
-// upstream): both take room in the budget, and both come back. One
-// request whose body and copy are larger than the whole budget still
-// passes alone, holding all of it.
+// stream_options.include_usage added keeps only the edited copy (which
+// serves the prompt estimate too): it holds room for that copy while it
+// runs, and gives it back. One request whose copy is larger than the whole
+// budget still passes alone, holding all of it.
 func TestBodyBudgetCountsTheEditedCopy(t *testing.T) {
 	body := `{"model":"m","stream":true,"max_tokens":2,"messages":[{"content":"hi there!"}]}`
 	edited, ok := addIncludeUsage([]byte(body))
@@ -187,7 +186,7 @@ func TestBodyBudgetCountsTheEditedCopy(t *testing.T) {
 		name        string
 		size, inUse int64
 	}{
-		{"both counted", 1000, int64(len(body) + len(edited))},
+		{"the copy counted", 1000, int64(len(edited))},
 		{"alone, larger than the budget", int64(len(body)) + 10, int64(len(body)) + 10},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -295,8 +295,7 @@ type exchange struct {
 	model    string
 	stream   bool   // the client asked for a stream
 	injected bool   // the proxy added stream_options.include_usage
-	reqBody  []byte // the client's request body, for a prompt estimate
-	sent     []byte // the body sent upstream (reqBody, or it with include_usage)
+	reqBody  []byte // the body sent upstream, include_usage added or not: for a prompt estimate
 	tenant   string
 
 	devices []string // the GPUs, fixed when the request begins
@@ -346,23 +345,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	// The body is held in memory: wait for room for it in the node's
-	// budget (its length, or the cap when the client did not say).
+	// budget (its length, or the cap when the client did not say), with
+	// room for the include_usage edit beside it, so that the edited copy
+	// never has to wait for room while the body holds some.
 	want := p.maxBody
 	if r.ContentLength >= 0 {
 		want = min(r.ContentLength, p.maxBody)
 	}
 	if r.ContentLength > p.maxBody {
 		want = 0 // refused unread below
+	} else if p.inject && ex.dialect.includeUsage {
+		want += maxIncludeUsageGrowth
 	}
 	if !p.hold(w, r, ex, want) {
 		return
 	}
 
 	body, err := readBody(r, p.maxBody)
-	if surplus := ex.held - int64(len(body)); err == nil && surplus > 0 {
-		p.budget.release(surplus) // a body of unknown length was shorter than the cap
-		ex.held -= surplus
-	}
 	if err != nil {
 		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
 			ex.failed = http.StatusRequestEntityTooLarge
@@ -374,19 +373,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := ex.dialect.request(body)
-	ex.model, ex.stream, ex.reqBody = clip(req.model, maxModel), req.stream, body
+	ex.model, ex.stream = clip(req.model, maxModel), req.stream
 	if p.inject && ex.dialect.includeUsage && req.stream && !req.asked {
 		if edit, ok := includeUsageEdit(body); ok {
-			// The edited copy is held beside the client's body (kept for
-			// the prompt estimate) until the request ends: it takes room in
-			// the budget too, though never more than the budget in all
-			// for one request, so that one large body can still pass alone.
-			if !p.hold(w, r, ex, min(int64(edit.size(body)), p.budget.Size()-ex.held)) {
-				return
-			}
+			// Only the edited copy is kept: the prompt estimate reads the
+			// prompt's text, which the edit leaves as it is.
 			body, ex.injected = edit.apply(body), true
 		}
 	}
+	ex.reqBody = body
+	p.fit(ex, int64(len(body)))
 
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		WroteRequest: func(info httptrace.WroteRequestInfo) {
@@ -398,7 +394,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		},
 	})
-	ex.sent = body
 	out := r.WithContext(ctx)
 	out.Body = io.NopCloser(bytes.NewReader(body))
 	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
@@ -423,6 +418,21 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, ex *exchange, n int
 	ex.held += held
 	p.full.ok(p.now())
 	return true
+}
+
+// fit makes the room ex holds n bytes, the body it keeps: it gives back
+// what it took beyond (a body shorter than the cap, an edit not made), and
+// takes what it lacks without waiting. The lack is a few bytes at most
+// (an edit larger than the room taken for it); when even those find no room
+// the request proceeds, unaccounted for them, rather than wait while
+// holding room.
+func (p *Proxy) fit(ex *exchange, n int64) {
+	if surplus := ex.held - n; surplus > 0 {
+		p.budget.release(surplus)
+		ex.held -= surplus
+	} else if got, ok := p.budget.tryAcquire(ex.held, -surplus); ok {
+		ex.held += got
+	}
 }
 
 // readBody reads a request body of at most limit bytes, or fails with
@@ -475,7 +485,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 			// makes the transport write the headers and the body in two
 			// writes (and the upstream read two segments). A body it knows
 			// to be in memory goes out with the headers in one.
-			pr.Out.Body = io.NopCloser(bytes.NewReader(ex.sent))
+			pr.Out.Body = io.NopCloser(bytes.NewReader(ex.reqBody))
 		}
 	}
 	if ex.injected {
