@@ -118,6 +118,9 @@ type Proxy struct {
 	// MaxBufferedBytes bounds the metered request bodies held in memory
 	// at once, all upstreams together.
 	MaxBufferedBytes ByteSize `yaml:"max_buffered_bytes"`
+	// BodyReadTimeout bounds reading one metered request's body once room
+	// for it is held (answered 408).
+	BodyReadTimeout Duration `yaml:"body_read_timeout"`
 }
 
 // Model holds the amortised training figures of one model.
@@ -232,7 +235,7 @@ func Default() Config {
 			AuditWindow:       Duration(5 * time.Minute),
 		},
 		Admin: Admin{Listen: "127.0.0.1:9464"},
-		Proxy: Proxy{MaxBufferedBytes: ByteSize(256 << 20)},
+		Proxy: Proxy{MaxBufferedBytes: ByteSize(256 << 20), BodyReadTimeout: Duration(time.Minute)},
 		Influx: Influx{
 			Bucket:        "deadlabour/autogen",
 			TokenEnv:      "INFLUX_TOKEN",

@@ -89,7 +89,12 @@ const (
 	DefaultMaxRequestBytes = 32 << 20
 	DefaultMaxUsageBytes   = 1 << 20
 	DefaultDialTimeout     = 5 * time.Second
+	DefaultBodyReadTimeout = 60 * time.Second
 )
+
+// bodyStep is the room a body of unknown length takes at first, and by
+// which it takes more as its bytes arrive (doubling what it holds).
+const bodyStep = 64 << 10
 
 // Options configure one proxy, for one upstream.
 type Options struct {
@@ -132,6 +137,11 @@ type Options struct {
 	// stream_options.include_usage to streamed OpenAI-style requests that
 	// did not ask for usage (config upstreams[].include_usage: false).
 	NoIncludeUsage bool
+	// BodyReadTimeout bounds reading a metered request's body once room
+	// for it is held (config proxy.body_read_timeout, default
+	// DefaultBodyReadTimeout): a client that sends it slower is answered
+	// 408 and its room given back.
+	BodyReadTimeout time.Duration
 	// DialTimeout bounds connecting to the upstream (default DefaultDialTimeout).
 	DialTimeout time.Duration
 	// HeaderTimeout bounds the wait for the upstream's response headers,
@@ -162,6 +172,7 @@ type Proxy struct {
 	maxUsage  int
 	inject    bool
 	headerTO  time.Duration // Options.HeaderTimeout
+	bodyTO    time.Duration // Options.BodyReadTimeout
 	now       func() time.Time
 	log       *slog.Logger
 	rec       Recorder
@@ -206,6 +217,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		maxUsage:  cmpOr(opts.MaxUsageBytes, DefaultMaxUsageBytes),
 		inject:    !opts.NoIncludeUsage,
 		headerTO:  opts.HeaderTimeout,
+		bodyTO:    cmpOr(opts.BodyReadTimeout, DefaultBodyReadTimeout),
 		now:       opts.Now,
 		log:       opts.Logger,
 		rec:       rec,
@@ -345,10 +357,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	// The body is held in memory: wait for room for it in the node's
-	// budget (its length, or the cap when the client did not say), with
-	// room for the include_usage edit beside it, so that the edited copy
-	// never has to wait for room while the body holds some.
-	want := p.maxBody
+	// budget (its length, or a first step when the client did not say),
+	// with room for the include_usage edit beside it, so that the edited
+	// copy never has to wait for room while the body holds some.
+	want := min(bodyStep, p.maxBody)
 	if r.ContentLength >= 0 {
 		want = min(r.ContentLength, p.maxBody)
 	}
@@ -361,11 +373,31 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	body, err := readBody(r, p.maxBody)
+	// A client that sends its body slowly must not hold its room for
+	// long: its read has a deadline (a writer that cannot set one, e.g.
+	// in a test, reads without).
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(p.bodyTO))
+	body, err := p.readBody(r, ex)
+	if err == nil {
+		// Read whole: no deadline while the answer streams (the server
+		// watches the connection for a close). A body not read whole keeps
+		// it, which bounds net/http's discarding of its rest too.
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
 			ex.failed = http.StatusRequestEntityTooLarge
 			p.writeError(w, ex, ex.failed, fmt.Sprintf("request body is larger than this proxy's limit of %d bytes", p.maxBody))
+			return
+		}
+		if errors.Is(err, errNoRoom) {
+			p.refuse(w, ex, int64(len(body)))
+			return
+		}
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			ex.failed = http.StatusRequestTimeout
+			p.writeError(w, ex, ex.failed, fmt.Sprintf("request body not received within %s (proxy.body_read_timeout)", p.bodyTO))
 			return
 		}
 		ex.failed, ex.cut = http.StatusBadRequest, true
@@ -408,16 +440,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, ex *exchange, n int64) bool {
 	held, err := p.budget.acquire(r.Context(), n)
 	if err != nil {
-		ex.failed = http.StatusServiceUnavailable
-		p.budget.refused.Add(1)
-		p.full.fail(p.now(), "request_id", ex.id, "want_bytes", n, "budget_bytes", p.budget.Size())
-		w.Header().Set("Retry-After", "1")
-		p.writeError(w, ex, ex.failed, fmt.Sprintf("too many request bodies in flight: the node holds at most %d bytes of them (proxy.max_buffered_bytes); retry later", p.budget.Size()))
+		p.refuse(w, ex, n)
 		return false
 	}
 	ex.held += held
 	p.full.ok(p.now())
 	return true
+}
+
+// refuse answers 503 to a request whose body found no room for want more
+// bytes in the budget.
+func (p *Proxy) refuse(w http.ResponseWriter, ex *exchange, want int64) {
+	ex.failed = http.StatusServiceUnavailable
+	p.budget.refused.Add(1)
+	p.full.fail(p.now(), "request_id", ex.id, "want_bytes", want, "budget_bytes", p.budget.Size())
+	w.Header().Set("Retry-After", "1")
+	p.writeError(w, ex, ex.failed, fmt.Sprintf("too many request bodies in flight: the node holds at most %d bytes of them (proxy.max_buffered_bytes); retry later", p.budget.Size()))
 }
 
 // fit makes the room ex holds n bytes, the body it keeps: it gives back
@@ -435,9 +473,16 @@ func (p *Proxy) fit(ex *exchange, n int64) {
 	}
 }
 
-// readBody reads a request body of at most limit bytes, or fails with
-// *http.MaxBytesError.
-func readBody(r *http.Request, limit int64) ([]byte, error) {
+// errNoRoom: a body of unknown length found no room for its next bytes.
+var errNoRoom = errors.New("no room in the body budget")
+
+// readBody reads ex's request body, of at most p.maxBody bytes, or fails
+// with *http.MaxBytesError. A body of declared length has its room already;
+// one of unknown length takes room as its bytes arrive, in steps that never
+// wait (errNoRoom, with what was read, when one finds none): a request that
+// holds room never waits for more.
+func (p *Proxy) readBody(r *http.Request, ex *exchange) ([]byte, error) {
+	limit := p.maxBody
 	if r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
@@ -449,15 +494,31 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 		}
 		return buf, nil
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, bytes.MinRead))
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read request body: %w", err)
+	// One byte past the limit tells a body over it. The room held covers
+	// the buffer (the first step was taken by hold).
+	buf := make([]byte, 0, min(bodyStep, limit+1))
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > limit {
+				return nil, &http.MaxBytesError{Limit: limit}
+			}
+			grow := min(int64(cap(buf)), limit+1-int64(cap(buf)))
+			got, ok := p.budget.tryAcquire(ex.held, grow)
+			if !ok {
+				return buf, errNoRoom
+			}
+			ex.held += got
+			buf = append(make([]byte, 0, int64(cap(buf))+grow), buf...)
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read request body: %w", err)
+		}
 	}
-	if n > limit {
-		return nil, &http.MaxBytesError{Limit: limit}
-	}
-	return buf.Bytes(), nil
 }
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
@@ -606,7 +667,9 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 		p.tokens(&s, ex, ok)
 	case ex.failed != 0:
 		s.Status = strconv.Itoa(ex.failed)
-		if gone || ex.cut {
+		// A body read past its deadline ends the client's context too:
+		// the 408 was the proxy's answer, not the client leaving.
+		if (gone || ex.cut) && ex.failed != http.StatusRequestTimeout {
 			s.Status = estimator.StatusClientClosed
 		}
 	default: // ReverseProxy gave up before any hook ran
