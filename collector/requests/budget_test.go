@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -230,4 +231,43 @@ func postStatus(t *testing.T, g *rig, body string) int {
 	defer res.Body.Close()
 	io.Copy(io.Discard, res.Body)
 	return res.StatusCode
+}
+
+// TestBodyBudgetClientGoneWhileWaiting: a client that leaves while its
+// body waits for room is recorded client_closed, not counted as a refusal
+// and not warned about: the budget did not refuse it.
+func TestBodyBudgetClientGoneWhileWaiting(t *testing.T) {
+	gt := newGate()
+	budget := NewBodyBudget(100, 10*time.Second)
+	g := newRig(t, gt, Options{BodyBudget: budget})
+	first := make(chan int, 1)
+	go func() { first <- postStatus(t, g, budgetBody) }()
+	<-gt.arrived
+	// Served directly: an HTTP/1 server notices a client leaving only once
+	// the body is read; HTTP/2 cancels the request's context at the
+	// stream's reset, as this does.
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	w := httptest.NewRecorder()
+	go func() {
+		defer close(done)
+		req := httptest.NewRequestWithContext(ctx, "POST", "/v1/chat/completions", strings.NewReader(budgetBody))
+		g.proxy.ServeHTTP(w, req)
+	}()
+	waitFor(t, "the second body to wait for room", func() bool { return budget.Waiting() == 1 })
+	cancel()
+	<-done
+	if w.Code == http.StatusServiceUnavailable || budget.Waiting() != 0 {
+		t.Errorf("answered %d to a client gone, %d still waiting", w.Code, budget.Waiting())
+	}
+	if s := g.rec.wait(t, 1)[0]; s.Status != estimator.StatusClientClosed || s.Served {
+		t.Errorf("record status %q served %v, want client_closed, not served", s.Status, s.Served)
+	}
+	if n := budget.Refused(); n != 0 {
+		t.Errorf("refused = %d, want 0", n)
+	}
+	if logs := g.logs.String(); strings.Contains(logs, "level=WARN") {
+		t.Errorf("a warning for a client that left:\n%s", logs)
+	}
+	openAndDrain(t, gt, g, budget, first, 2)
 }

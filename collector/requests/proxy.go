@@ -440,6 +440,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, ex *exchange, n int64) bool {
 	held, err := p.budget.acquire(r.Context(), n)
 	if err != nil {
+		if r.Context().Err() != nil {
+			// The client left while waiting: not a refusal, and no one
+			// to answer (recorded client_closed).
+			ex.failed, ex.cut = http.StatusServiceUnavailable, true
+			return false
+		}
 		p.refuse(w, ex, n)
 		return false
 	}
