@@ -67,7 +67,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // TestBodyBudgetFull: a body that finds no room within the wait is
-// answered 503 with Retry-After, and recorded 503, not served; the first
+// answered 503 with Retry-After, and recorded 503, not served, never
+// begun; the first
 // request, which had room, is unharmed, and gives its room back.
 func TestBodyBudgetFull(t *testing.T) {
 	gt := newGate()
@@ -102,6 +103,14 @@ func TestBodyBudgetFull(t *testing.T) {
 		Upstream: upstreamName, Status: "503", PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
 		UsageSource: estimator.UsageUnknown, Devices: []string{"0", "1"}, Served: false,
 	})
+	// Begun, it would have counted in the simulator's load and been
+	// charged while it waited.
+	g.rec.mu.Lock()
+	begun := g.rec.begins[refused.Key]
+	g.rec.mu.Unlock()
+	if begun != 0 {
+		t.Errorf("the refused request was begun %d times, want never", begun)
+	}
 	openAndDrain(t, gt, g, budget, first, 2)
 }
 

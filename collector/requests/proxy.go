@@ -69,9 +69,12 @@ import (
 )
 
 // Recorder receives the life of every metered request. The proxy calls
-// Begin once when a request arrives, before it is forwarded, with the
+// Begin once when a request's body is read and held, before it is
+// forwarded, with the
 // span's ID, Key, Upstream, Tenant, Start and Devices, and End once when it has
-// finished, whatever the outcome, with the same ID and Key. Key is unique
+// finished, whatever the outcome, with the same ID and Key; a request
+// answered by the proxy before it was begun (no room for its body, a body
+// too large or too slow) gets End alone, not served. Key is unique
 // per request (ID is the client's and may repeat): key requests by it.
 // Both are called on the request's own goroutine: they must be cheap and
 // must never block (queue, don't wait). The Devices slice is shared by all
@@ -346,7 +349,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.tenant = p.tenants.of(r.Header)
 	ex.key = p.keyPrefix + strconv.FormatUint(p.keys.Add(1), 36)
-	p.rec.Begin(estimator.Span{ID: ex.id, Key: ex.key, Upstream: p.name, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
 	// End runs even when the copy of the response panics with
 	// http.ErrAbortHandler, which is how ReverseProxy gives up on a client
 	// that went away; so does the release of the body's budget, once
@@ -415,6 +417,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.reqBody = body
 	p.fit(ex, int64(len(body)))
+	// Begun only now, with its body held: a request refused before (no
+	// room, too large, too slow) never counted as in flight, and ends
+	// unserved with no charge.
+	p.rec.Begin(estimator.Span{ID: ex.id, Key: ex.key, Upstream: p.name, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
 
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		WroteRequest: func(info httptrace.WroteRequestInfo) {
