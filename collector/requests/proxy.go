@@ -155,6 +155,9 @@ type Options struct {
 	Transport http.RoundTripper
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// quiet, if set, replaces defaultEpisodeQuiet: how long a kind of
+	// failure must stay away before its run is logged as over (tests).
+	quiet time.Duration
 	// wrote, if set, is called when a metered request has reached the
 	// upstream whole (tests wait for it).
 	wrote func()
@@ -241,10 +244,10 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.log = p.log.With("upstream", p.name)
-	p.unreachable = &episode{log: p.log, warn: "upstream unreachable or sent no response headers", recovered: "upstream answering again"}
-	p.broken = &episode{log: p.log, warn: "upstream answers fail after their headers (error inside the answer, or cut short)", recovered: "upstream answers complete again"}
-	p.full = &episode{log: p.log, warn: "request bodies find no room in proxy.max_buffered_bytes: answered 503", recovered: "request bodies find room again"}
-	p.encoded = &episode{log: p.log, warn: "upstream compressed a stream the proxy asked for unencoded; its usage chunk reaches the client", recovered: "upstream streams unencoded again"}
+	p.unreachable = &episode{log: p.log, quiet: opts.quiet, warn: "upstream unreachable or sent no response headers", recovered: "upstream answering again"}
+	p.broken = &episode{log: p.log, quiet: opts.quiet, warn: "upstream answers fail after their headers (error inside the answer, or cut short)", recovered: "upstream answers complete again"}
+	p.full = &episode{log: p.log, quiet: opts.quiet, warn: "request bodies find no room in proxy.max_buffered_bytes: answered 503", recovered: "request bodies find room again"}
+	p.encoded = &episode{log: p.log, quiet: opts.quiet, warn: "upstream compressed a stream the proxy asked for unencoded; its usage chunk reaches the client", recovered: "upstream streams unencoded again"}
 	if p.transport == nil {
 		p.transport = newTransport(cmpOr(opts.DialTimeout, DefaultDialTimeout), opts.HeaderTimeout)
 	}

@@ -920,8 +920,9 @@ func downTarget(t *testing.T) string {
 }
 
 // TestUpstreamDownLogsOnce: 100 requests to an upstream that drops every
-// connection log one warning, not 100; the first answer after them logs
-// one info line with the count (every request is still at debug).
+// connection log one warning, not 100; the first answer after them (past
+// the quiet period, a millisecond here) logs one info line with the count
+// (every request is still at debug).
 func TestUpstreamDownLogsOnce(t *testing.T) {
 	var down atomic.Bool
 	down.Store(true)
@@ -934,7 +935,7 @@ func TestUpstreamDownLogsOnce(t *testing.T) {
 			return
 		}
 		up.ServeHTTP(w, r)
-	}), Options{})
+	}), Options{quiet: time.Millisecond})
 	q := query{"POST", "/v1/chat/completions", `{"model":"m","messages":[{"content":"hi"}]}`, nil}
 	for range 100 {
 		if res, _ := send(t, g.client, g.front.URL, q); res.StatusCode != http.StatusBadGateway {
