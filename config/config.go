@@ -106,8 +106,12 @@ type Upstream struct {
 	TenantHeaderRaw bool     `yaml:"tenant_header_raw"`
 	MaxBodyBytes    ByteSize `yaml:"max_body_bytes"`
 	IncludeUsage    *bool    `yaml:"include_usage"`
-	PIDFile         string   `yaml:"pid_file"`
-	ProcessName     string   `yaml:"process_name"`
+	// PreserveHost: the upstream sees the client's Host (true) or the
+	// target's (false); unset, the client's for an http target on an IP
+	// literal or localhost, the target's otherwise.
+	PreserveHost *bool  `yaml:"preserve_host"`
+	PIDFile      string `yaml:"pid_file"`
+	ProcessName  string `yaml:"process_name"`
 	// ResponseHeaderTimeout bounds the wait for the upstream's response
 	// headers once the request is sent (answered 504); 0: no bound.
 	ResponseHeaderTimeout Duration `yaml:"response_header_timeout"`

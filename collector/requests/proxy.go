@@ -60,6 +60,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,6 +114,13 @@ type Options struct {
 	// which change when it restarts). It must be cheap and safe for
 	// concurrent use.
 	DevicesFunc func() []string
+	// PreserveHost, if set, says whether the upstream sees the Host the
+	// client sent (true) or the target's (false). Unset: the client's for
+	// an http target on an IP literal or localhost (a server that serves
+	// any name, and may build URLs from it), the target's otherwise (an
+	// https target, whose certificate and SNI name the target, or a
+	// virtual host by name, which would answer another Host 404 or 421).
+	PreserveHost *bool
 	// TenantHeader, if set, names a request header whose value is the
 	// tenant, hashed like an API key unless TenantHeaderRaw. Requests
 	// without it fall back to the API key's HMAC.
@@ -178,6 +186,7 @@ type Proxy struct {
 	maxUsage  int
 	inject    bool
 	headerTO  time.Duration // Options.HeaderTimeout
+	keepHost  bool          // Options.PreserveHost, resolved
 	bodyTO    time.Duration // Options.BodyReadTimeout
 	now       func() time.Time
 	log       *slog.Logger
@@ -234,6 +243,10 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		// like a key, and upstream names are unique.
 		keyPrefix: "\x1fproxy/" + opts.Name + "/",
 	}
+	p.keepHost = DefaultPreserveHost(target)
+	if opts.PreserveHost != nil {
+		p.keepHost = *opts.PreserveHost
+	}
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -265,6 +278,13 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		BufferPool: &bufferPool{},
 	}
 	return p, nil
+}
+
+// DefaultPreserveHost is Options.PreserveHost when unset: true for an http
+// target whose host is an IP literal or localhost, false otherwise.
+func DefaultPreserveHost(target *url.URL) bool {
+	h := target.Hostname()
+	return target.Scheme == "http" && (net.ParseIP(h) != nil || strings.EqualFold(h, "localhost"))
 }
 
 // cmpOr is v, or def when v is not positive.
@@ -538,10 +558,13 @@ func (p *Proxy) readBody(r *http.Request, ex *exchange) ([]byte, error) {
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	ex := exchangeOf(pr.In.Context())
+	// SetURL puts the target's host in Host, as nginx's default
+	// (proxy_set_header Host $proxy_host); with PreserveHost the upstream
+	// sees the client's, as behind proxy_set_header Host $host.
 	pr.SetURL(p.target)
-	// The upstream sees the Host the client asked for, as behind nginx's
-	// proxy_set_header Host $host (SetURL would put the target's).
-	pr.Out.Host = pr.In.Host
+	if p.keepHost {
+		pr.Out.Host = pr.In.Host
+	}
 	// ReverseProxy removes the forwarding headers before Rewrite. This proxy
 	// stands in for the upstream on the same host, not at a trust boundary,
 	// so it passes them on as the client sent them and adds none: the

@@ -871,7 +871,8 @@ func TestSameClientIDTwice(t *testing.T) {
 	}
 }
 
-// TestHostPassesUnchanged: the upstream sees the client's Host, not the
+// TestHostPassesUnchanged: behind an http target on an IP literal (the
+// default of preserve_host), the upstream sees the client's Host, not the
 // target's, metered or not.
 func TestHostPassesUnchanged(t *testing.T) {
 	hosts := make(chan string, 2)
