@@ -50,16 +50,7 @@ func TestBodyReadTimeout(t *testing.T) {
 // postChunked sends a chat request of unknown length (chunked) and returns
 // its status.
 func postChunked(t *testing.T, g *rig, body string) int {
-	req, _ := http.NewRequestWithContext(t.Context(), "POST", g.front.URL+"/v1/chat/completions", io.MultiReader(strings.NewReader(body)))
-	req.ContentLength = -1
-	res, err := g.client.Do(req)
-	if err != nil {
-		t.Error(err)
-		return 0
-	}
-	defer res.Body.Close()
-	io.Copy(io.Discard, res.Body)
-	return res.StatusCode
+	return postReader(t, g, strings.NewReader(body), -1)
 }
 
 // TestBodyOfUnknownLength: a body of unknown length does not reserve

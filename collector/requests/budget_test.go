@@ -231,7 +231,14 @@ func openAndDrain(t *testing.T, gt *gate, g *rig, budget *BodyBudget, first <-ch
 
 // postStatus sends a chat request and returns its status (0 when it fails).
 func postStatus(t *testing.T, g *rig, body string) int {
-	req, _ := http.NewRequestWithContext(t.Context(), "POST", g.front.URL+"/v1/chat/completions", strings.NewReader(body))
+	return postReader(t, g, strings.NewReader(body), int64(len(body)))
+}
+
+// postReader sends a chat request of length bytes (-1: unknown, sent
+// chunked) from body and returns its status (0 when it fails).
+func postReader(t *testing.T, g *rig, body io.Reader, length int64) int {
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", g.front.URL+"/v1/chat/completions", body)
+	req.ContentLength = length
 	res, err := g.client.Do(req)
 	if err != nil {
 		t.Error(err)
