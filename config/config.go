@@ -109,8 +109,12 @@ type Upstream struct {
 	TenantHeaderRaw bool     `yaml:"tenant_header_raw"`
 	MaxBodyBytes    ByteSize `yaml:"max_body_bytes"`
 	IncludeUsage    *bool    `yaml:"include_usage"`
-	PIDFile         string   `yaml:"pid_file"`
-	ProcessName     string   `yaml:"process_name"`
+	// PreserveHost: the upstream sees the client's Host (true) or the
+	// target's (false); unset, the client's for an http target on an IP
+	// literal or localhost, the target's otherwise.
+	PreserveHost *bool  `yaml:"preserve_host"`
+	PIDFile      string `yaml:"pid_file"`
+	ProcessName  string `yaml:"process_name"`
 	// ResponseHeaderTimeout bounds the wait for the upstream's response
 	// headers once the request is sent (answered 504); 0: no bound.
 	ResponseHeaderTimeout Duration `yaml:"response_header_timeout"`
@@ -121,6 +125,9 @@ type Proxy struct {
 	// MaxBufferedBytes bounds the metered request bodies held in memory
 	// at once, all upstreams together.
 	MaxBufferedBytes ByteSize `yaml:"max_buffered_bytes"`
+	// BodyReadTimeout bounds reading one metered request's body once room
+	// for it is held (answered 408).
+	BodyReadTimeout Duration `yaml:"body_read_timeout"`
 }
 
 // Model holds the amortised training figures of one model.
@@ -235,7 +242,7 @@ func Default() Config {
 			AuditWindow:       Duration(5 * time.Minute),
 		},
 		Admin: Admin{Listen: "127.0.0.1:9464"},
-		Proxy: Proxy{MaxBufferedBytes: ByteSize(256 << 20)},
+		Proxy: Proxy{MaxBufferedBytes: ByteSize(256 << 20), BodyReadTimeout: Duration(time.Minute)},
 		Influx: Influx{
 			Bucket:        "deadlabour/autogen",
 			TokenEnv:      "INFLUX_TOKEN",

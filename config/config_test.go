@@ -150,6 +150,8 @@ func TestBadFiles(t *testing.T) {
 		{"target is another upstream's listen", up + "  - name: b\n    listen: \"[::]:8082\"\n    target: http://localhost:8081\n", -1, 7, "upstreams[1].target", "own upstreams[0].listen"},
 		{"target is the admin listen", "admin:\n  listen: localhost:9464\n" + up[:len(up)-len("http://127.0.0.1:8000\n")] + "http://127.0.0.1:9464\n", -1, 6, "upstreams[0].target", "own admin.listen"},
 		{"target on port 80 of a loopback listen", "upstreams:\n  - name: a\n    listen: 127.0.0.1:80\n    target: http://127.0.0.1\n", -1, 4, "upstreams[0].target", "forward to itself"},
+		{"body cap above the body budget", up + "    max_body_bytes: 2MiB\nproxy:\n  max_buffered_bytes: 1MiB\n", -1, 5, "upstreams[0].max_body_bytes", "larger than proxy.max_buffered_bytes (1048576, line 7)"},
+		{"no body read timeout", "proxy:\n  body_read_timeout: 0s\n", -1, 2, "proxy.body_read_timeout", "positive duration"},
 		{"tiny body budget", "proxy:\n  max_buffered_bytes: 1KiB\n", -1, 2, "proxy.max_buffered_bytes", "at least 1MiB"},
 		{"bad weighting", "attribution:\n  weighting: fair\n", -1, 2, "attribution.weighting", "want time, tokens or marginal"},
 		{"bad currency", "facility:\n  currency: dollars\n", -1, 2, "facility.currency", "ISO 4217"},

@@ -231,6 +231,14 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	if c.Proxy.MaxBufferedBytes < 1<<20 {
 		v.add("proxy.max_buffered_bytes", "must be at least 1MiB, got %d", c.Proxy.MaxBufferedBytes)
 	}
+	for i, u := range c.Upstreams {
+		if u.MaxBodyBytes > c.Proxy.MaxBufferedBytes {
+			v.add(fmt.Sprintf("upstreams[%d].max_body_bytes", i),
+				"%d is larger than proxy.max_buffered_bytes (%d, line %d): such a body could never find room; raise proxy.max_buffered_bytes or lower max_body_bytes",
+				u.MaxBodyBytes, c.Proxy.MaxBufferedBytes, v.c.Line("proxy.max_buffered_bytes"))
+		}
+	}
+	v.positiveDuration("proxy.body_read_timeout", c.Proxy.BodyReadTimeout)
 
 	// models
 	models := map[string]bool{}

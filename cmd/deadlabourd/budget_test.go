@@ -12,14 +12,14 @@ import (
 )
 
 // TestBodyBudgetMetrics: a request whose body is still arriving holds the
-// node's body budget (a body of unknown length reserves max_body_bytes,
-// here more than the whole 1 MiB budget); /metrics shows the bytes held,
+// node's body budget (it declared a body of max_body_bytes, the whole
+// 16 MiB budget); /metrics shows the bytes held,
 // and a second request, finding no room within the wait, is answered 503
 // and counted in deadlabour_proxy_body_budget_refused_total.
 func TestBodyBudgetMetrics(t *testing.T) {
 	influx := influxtest.Start(t)
 	fake := startFake(t)
-	d := startDaemon(t, daemonConfig(influx.URL(), influx.Bucket(), t.TempDir(), fake.URL(), "proxy:\n  max_buffered_bytes: 1MiB\n"), "h100:2")
+	d := startDaemon(t, daemonConfig(influx.URL(), influx.Bucket(), t.TempDir(), fake.URL(), "proxy:\n  max_buffered_bytes: 16MiB\n"), "h100:2")
 	if got := scrape(t, d.adminURL())["deadlabour_proxy_body_budget_refused_total"]; got != 0 {
 		t.Fatalf("refused at start = %v, want 0", got)
 	}
@@ -28,6 +28,7 @@ func TestBodyBudgetMetrics(t *testing.T) {
 	first := make(chan error, 1)
 	go func() {
 		req, _ := http.NewRequest(http.MethodPost, d.proxyURL("up")+"/v1/chat/completions", pr)
+		req.ContentLength = 16 << 20
 		res, err := http.DefaultClient.Do(req)
 		if err == nil {
 			res.Body.Close()
@@ -36,7 +37,7 @@ func TestBodyBudgetMetrics(t *testing.T) {
 	}()
 	pw.Write([]byte(`{"model":"m",`))
 	waitUntil(t, "the first body to hold the budget", 10*time.Second, func() bool {
-		return scrape(t, d.adminURL())["deadlabour_proxy_body_budget_bytes"] == 1<<20
+		return scrape(t, d.adminURL())["deadlabour_proxy_body_budget_bytes"] == 16<<20
 	})
 
 	res, err := http.Post(d.proxyURL("up")+"/v1/chat/completions", "application/json",

@@ -206,6 +206,7 @@ func (d *daemon) listen() error {
 			Name:       u.Name, Target: u.Target, Devices: d.upstreamDevices(u), DevicesFunc: d.devicesFunc(u.Name), TenantHeader: u.TenantHeader,
 			TenantHeaderRaw: u.TenantHeaderRaw, TenantSecret: secret, MaxRequestBytes: int64(u.MaxBodyBytes), Now: nowFunc,
 			NoIncludeUsage: u.IncludeUsage != nil && !*u.IncludeUsage, HeaderTimeout: u.ResponseHeaderTimeout.D(),
+			BodyReadTimeout: d.cfg.Proxy.BodyReadTimeout.D(), PreserveHost: u.PreserveHost,
 			Logger: d.log.With("upstream", u.Name),
 		}, d.queue)
 		if err != nil {

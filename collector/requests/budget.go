@@ -68,7 +68,25 @@ func (b *BodyBudget) acquire(ctx context.Context, n int64) (int64, error) {
 	return n, nil
 }
 
-// release gives back n bytes taken by acquire.
+// tryAcquire takes n more bytes for a request that holds held already, at
+// once or not at all, never waiting: a request holding room must never
+// wait for more (the semaphore is FIFO, so a request queued behind it
+// would wait for it while it waits for that one). What would take the
+// request past the whole budget is not taken (one body larger than the
+// budget passes alone). It returns what was taken, for release.
+func (b *BodyBudget) tryAcquire(held, n int64) (int64, bool) {
+	n = min(n, b.size-held)
+	if n <= 0 {
+		return 0, true
+	}
+	if !b.sem.TryAcquire(n) {
+		return 0, false
+	}
+	b.inUse.Add(n)
+	return n, true
+}
+
+// release gives back n bytes taken by acquire or tryAcquire.
 func (b *BodyBudget) release(n int64) {
 	if n > 0 {
 		b.inUse.Add(-n)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -66,7 +67,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // TestBodyBudgetFull: a body that finds no room within the wait is
-// answered 503 with Retry-After, and recorded 503, not served; the first
+// answered 503 with Retry-After, and recorded 503, not served, never
+// begun; the first
 // request, which had room, is unharmed, and gives its room back.
 func TestBodyBudgetFull(t *testing.T) {
 	gt := newGate()
@@ -101,6 +103,14 @@ func TestBodyBudgetFull(t *testing.T) {
 		Upstream: upstreamName, Status: "503", PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
 		UsageSource: estimator.UsageUnknown, Devices: []string{"0", "1"}, Served: false,
 	})
+	// Begun, it would have counted in the simulator's load and been
+	// charged while it waited.
+	g.rec.mu.Lock()
+	begun := g.rec.begins[refused.Key]
+	g.rec.mu.Unlock()
+	if begun != 0 {
+		t.Errorf("the refused request was begun %d times, want never", begun)
+	}
 	openAndDrain(t, gt, g, budget, first, 2)
 }
 
@@ -172,11 +182,10 @@ func TestBodyBudgetReleased(t *testing.T) {
 }
 
 // TestBodyBudgetCountsTheEditedCopy: a streamed request sent with
-// stream_options.include_usage added is held twice while it runs (the
-// client's body, for the prompt estimate, and the edited copy sent
-// upstream): both take room in the budget, and both come back. One
-// request whose body and copy are larger than the whole budget still
-// passes alone, holding all of it.
+// stream_options.include_usage added keeps only the edited copy (which
+// serves the prompt estimate too): it holds room for that copy while it
+// runs, and gives it back. One request whose copy is larger than the whole
+// budget still passes alone, holding all of it.
 func TestBodyBudgetCountsTheEditedCopy(t *testing.T) {
 	body := `{"model":"m","stream":true,"max_tokens":2,"messages":[{"content":"hi there!"}]}`
 	edited, ok := addIncludeUsage([]byte(body))
@@ -187,7 +196,7 @@ func TestBodyBudgetCountsTheEditedCopy(t *testing.T) {
 		name        string
 		size, inUse int64
 	}{
-		{"both counted", 1000, int64(len(body) + len(edited))},
+		{"the copy counted", 1000, int64(len(edited))},
 		{"alone, larger than the budget", int64(len(body)) + 10, int64(len(body)) + 10},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,7 +231,14 @@ func openAndDrain(t *testing.T, gt *gate, g *rig, budget *BodyBudget, first <-ch
 
 // postStatus sends a chat request and returns its status (0 when it fails).
 func postStatus(t *testing.T, g *rig, body string) int {
-	req, _ := http.NewRequestWithContext(t.Context(), "POST", g.front.URL+"/v1/chat/completions", strings.NewReader(body))
+	return postReader(t, g, strings.NewReader(body), int64(len(body)))
+}
+
+// postReader sends a chat request of length bytes (-1: unknown, sent
+// chunked) from body and returns its status (0 when it fails).
+func postReader(t *testing.T, g *rig, body io.Reader, length int64) int {
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", g.front.URL+"/v1/chat/completions", body)
+	req.ContentLength = length
 	res, err := g.client.Do(req)
 	if err != nil {
 		t.Error(err)
@@ -231,4 +247,43 @@ func postStatus(t *testing.T, g *rig, body string) int {
 	defer res.Body.Close()
 	io.Copy(io.Discard, res.Body)
 	return res.StatusCode
+}
+
+// TestBodyBudgetClientGoneWhileWaiting: a client that leaves while its
+// body waits for room is recorded client_closed, not counted as a refusal
+// and not warned about: the budget did not refuse it.
+func TestBodyBudgetClientGoneWhileWaiting(t *testing.T) {
+	gt := newGate()
+	budget := NewBodyBudget(100, 10*time.Second)
+	g := newRig(t, gt, Options{BodyBudget: budget})
+	first := make(chan int, 1)
+	go func() { first <- postStatus(t, g, budgetBody) }()
+	<-gt.arrived
+	// Served directly: an HTTP/1 server notices a client leaving only once
+	// the body is read; HTTP/2 cancels the request's context at the
+	// stream's reset, as this does.
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	w := httptest.NewRecorder()
+	go func() {
+		defer close(done)
+		req := httptest.NewRequestWithContext(ctx, "POST", "/v1/chat/completions", strings.NewReader(budgetBody))
+		g.proxy.ServeHTTP(w, req)
+	}()
+	waitFor(t, "the second body to wait for room", func() bool { return budget.Waiting() == 1 })
+	cancel()
+	<-done
+	if w.Code == http.StatusServiceUnavailable || budget.Waiting() != 0 {
+		t.Errorf("answered %d to a client gone, %d still waiting", w.Code, budget.Waiting())
+	}
+	if s := g.rec.wait(t, 1)[0]; s.Status != estimator.StatusClientClosed || s.Served {
+		t.Errorf("record status %q served %v, want client_closed, not served", s.Status, s.Served)
+	}
+	if n := budget.Refused(); n != 0 {
+		t.Errorf("refused = %d, want 0", n)
+	}
+	if logs := g.logs.String(); strings.Contains(logs, "level=WARN") {
+		t.Errorf("a warning for a client that left:\n%s", logs)
+	}
+	openAndDrain(t, gt, g, budget, first, 2)
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+
+	"github.com/deadlabour/deadlabour/internal/jsonedit"
 )
 
 // usage is what a response says a request cost; -1 is unknown.
@@ -120,18 +122,37 @@ func openAIRequest(body []byte) request {
 // fastOpenAIRequest does not read.
 func openAIRequestJSON(body []byte) request {
 	var req struct {
-		Model         string `json:"model"`
-		Stream        bool   `json:"stream"`
-		StreamOptions *struct {
-			IncludeUsage         bool `json:"include_usage"`
-			ContinuousUsageStats bool `json:"continuous_usage_stats"` // vLLM
-		} `json:"stream_options"`
+		Model  string `json:"model"`
+		Stream bool   `json:"stream"`
 	}
 	if err := unmarshal(body, &req); err != nil {
 		return request{}
 	}
-	so := req.StreamOptions
-	return request{model: req.Model, stream: req.Stream, asked: so != nil && (so.IncludeUsage || so.ContinuousUsageStats)}
+	return request{model: req.Model, stream: req.Stream, asked: askedUsage(body)}
+}
+
+// askedUsage is whether an OpenAI request asks for usage itself. With
+// duplicate stream_options members the last one counts, whole, as the
+// upstream's decoder reads it (encoding/json would merge the objects:
+// {"stream_options":{"include_usage":true},"stream_options":{}} asks for
+// nothing).
+func askedUsage(body []byte) bool {
+	members, _, ok := jsonedit.Members(body, 0)
+	if !ok {
+		return false
+	}
+	m, ok := jsonedit.Find(body, members, "stream_options")
+	if !ok {
+		return false
+	}
+	var so *struct {
+		IncludeUsage         bool `json:"include_usage"`
+		ContinuousUsageStats bool `json:"continuous_usage_stats"` // vLLM
+	}
+	if unmarshal(body[m.Val[0]:m.Val[1]], &so) != nil {
+		return false
+	}
+	return so != nil && (so.IncludeUsage || so.ContinuousUsageStats)
 }
 
 func openAIPrompt(body []byte) int64 {

@@ -19,14 +19,15 @@ func addIncludeUsage(body []byte) ([]byte, bool) {
 	return e.apply(body), true
 }
 
+// maxIncludeUsageGrowth is the most includeUsageEdit adds to a body: a
+// whole stream_options member.
+const maxIncludeUsageGrowth = int64(len(`,"stream_options":{"include_usage":true}`))
+
 // splice is one edit of a document: doc[from:to] replaced by with.
 type splice struct {
 	from, to int
 	with     string
 }
-
-// size is the length of doc once edited.
-func (e splice) size(doc []byte) int { return len(doc) - (e.to - e.from) + len(e.with) }
 
 // apply returns doc edited, in a new slice.
 func (e splice) apply(doc []byte) []byte { return jsonedit.Splice(doc, e.from, e.to, e.with) }

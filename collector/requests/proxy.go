@@ -60,6 +60,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,9 +70,12 @@ import (
 )
 
 // Recorder receives the life of every metered request. The proxy calls
-// Begin once when a request arrives, before it is forwarded, with the
+// Begin once when a request's body is read and held, before it is
+// forwarded, with the
 // span's ID, Key, Upstream, Tenant, Start and Devices, and End once when it has
-// finished, whatever the outcome, with the same ID and Key. Key is unique
+// finished, whatever the outcome, with the same ID and Key; a request
+// answered by the proxy before it was begun (no room for its body, a body
+// too large or too slow) gets End alone, not served. Key is unique
 // per request (ID is the client's and may repeat): key requests by it.
 // Both are called on the request's own goroutine: they must be cheap and
 // must never block (queue, don't wait). The Devices slice is shared by all
@@ -89,7 +93,12 @@ const (
 	DefaultMaxRequestBytes = 32 << 20
 	DefaultMaxUsageBytes   = 1 << 20
 	DefaultDialTimeout     = 5 * time.Second
+	DefaultBodyReadTimeout = 60 * time.Second
 )
+
+// bodyStep is the room a body of unknown length takes at first, and by
+// which it takes more as its bytes arrive (doubling what it holds).
+const bodyStep = 64 << 10
 
 // Options configure one proxy, for one upstream.
 type Options struct {
@@ -105,6 +114,13 @@ type Options struct {
 	// which change when it restarts). It must be cheap and safe for
 	// concurrent use.
 	DevicesFunc func() []string
+	// PreserveHost, if set, says whether the upstream sees the Host the
+	// client sent (true) or the target's (false). Unset: the client's for
+	// an http target on an IP literal or localhost (a server that serves
+	// any name, and may build URLs from it), the target's otherwise (an
+	// https target, whose certificate and SNI name the target, or a
+	// virtual host by name, which would answer another Host 404 or 421).
+	PreserveHost *bool
 	// TenantHeader, if set, names a request header whose value is the
 	// tenant, hashed like an API key unless TenantHeaderRaw. Requests
 	// without it fall back to the API key's HMAC.
@@ -132,6 +148,11 @@ type Options struct {
 	// stream_options.include_usage to streamed OpenAI-style requests that
 	// did not ask for usage (config upstreams[].include_usage: false).
 	NoIncludeUsage bool
+	// BodyReadTimeout bounds reading a metered request's body once room
+	// for it is held (config proxy.body_read_timeout, default
+	// DefaultBodyReadTimeout): a client that sends it slower is answered
+	// 408 and its room given back.
+	BodyReadTimeout time.Duration
 	// DialTimeout bounds connecting to the upstream (default DefaultDialTimeout).
 	DialTimeout time.Duration
 	// HeaderTimeout bounds the wait for the upstream's response headers,
@@ -142,6 +163,9 @@ type Options struct {
 	Transport http.RoundTripper
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// quiet, if set, replaces defaultEpisodeQuiet: how long a kind of
+	// failure must stay away before its run is logged as over (tests).
+	quiet time.Duration
 	// wrote, if set, is called when a metered request has reached the
 	// upstream whole (tests wait for it).
 	wrote func()
@@ -162,6 +186,8 @@ type Proxy struct {
 	maxUsage  int
 	inject    bool
 	headerTO  time.Duration // Options.HeaderTimeout
+	keepHost  bool          // Options.PreserveHost, resolved
+	bodyTO    time.Duration // Options.BodyReadTimeout
 	now       func() time.Time
 	log       *slog.Logger
 	rec       Recorder
@@ -206,6 +232,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		maxUsage:  cmpOr(opts.MaxUsageBytes, DefaultMaxUsageBytes),
 		inject:    !opts.NoIncludeUsage,
 		headerTO:  opts.HeaderTimeout,
+		bodyTO:    cmpOr(opts.BodyReadTimeout, DefaultBodyReadTimeout),
 		now:       opts.Now,
 		log:       opts.Logger,
 		rec:       rec,
@@ -215,6 +242,10 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		// A control character: no request id (visible ASCII) can look
 		// like a key, and upstream names are unique.
 		keyPrefix: "\x1fproxy/" + opts.Name + "/",
+	}
+	p.keepHost = DefaultPreserveHost(target)
+	if opts.PreserveHost != nil {
+		p.keepHost = *opts.PreserveHost
 	}
 	if p.now == nil {
 		p.now = time.Now
@@ -226,10 +257,10 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.log = p.log.With("upstream", p.name)
-	p.unreachable = &episode{log: p.log, warn: "upstream unreachable or sent no response headers", recovered: "upstream answering again"}
-	p.broken = &episode{log: p.log, warn: "upstream answers fail after their headers (error inside the answer, or cut short)", recovered: "upstream answers complete again"}
-	p.full = &episode{log: p.log, warn: "request bodies find no room in proxy.max_buffered_bytes: answered 503", recovered: "request bodies find room again"}
-	p.encoded = &episode{log: p.log, warn: "upstream compressed a stream the proxy asked for unencoded; its usage chunk reaches the client", recovered: "upstream streams unencoded again"}
+	p.unreachable = &episode{log: p.log, quiet: opts.quiet, warn: "upstream unreachable or sent no response headers", recovered: "upstream answering again"}
+	p.broken = &episode{log: p.log, quiet: opts.quiet, warn: "upstream answers fail after their headers (error inside the answer, or cut short)", recovered: "upstream answers complete again"}
+	p.full = &episode{log: p.log, quiet: opts.quiet, warn: "request bodies find no room in proxy.max_buffered_bytes: answered 503", recovered: "request bodies find room again"}
+	p.encoded = &episode{log: p.log, quiet: opts.quiet, warn: "upstream compressed a stream the proxy asked for unencoded; its usage chunk reaches the client", recovered: "upstream streams unencoded again"}
 	if p.transport == nil {
 		p.transport = newTransport(cmpOr(opts.DialTimeout, DefaultDialTimeout), opts.HeaderTimeout)
 	}
@@ -247,6 +278,13 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		BufferPool: &bufferPool{},
 	}
 	return p, nil
+}
+
+// DefaultPreserveHost is Options.PreserveHost when unset: true for an http
+// target whose host is an IP literal or localhost, false otherwise.
+func DefaultPreserveHost(target *url.URL) bool {
+	h := target.Hostname()
+	return target.Scheme == "http" && (net.ParseIP(h) != nil || strings.EqualFold(h, "localhost"))
 }
 
 // cmpOr is v, or def when v is not positive.
@@ -295,8 +333,7 @@ type exchange struct {
 	model    string
 	stream   bool   // the client asked for a stream
 	injected bool   // the proxy added stream_options.include_usage
-	reqBody  []byte // the client's request body, for a prompt estimate
-	sent     []byte // the body sent upstream (reqBody, or it with include_usage)
+	reqBody  []byte // the body sent upstream, include_usage added or not: for a prompt estimate
 	tenant   string
 
 	devices []string // the GPUs, fixed when the request begins
@@ -335,7 +372,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.tenant = p.tenants.of(r.Header)
 	ex.key = p.keyPrefix + strconv.FormatUint(p.keys.Add(1), 36)
-	p.rec.Begin(estimator.Span{ID: ex.id, Key: ex.key, Upstream: p.name, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
 	// End runs even when the copy of the response panics with
 	// http.ErrAbortHandler, which is how ReverseProxy gives up on a client
 	// that went away; so does the release of the body's budget, once
@@ -346,22 +382,33 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	// The body is held in memory: wait for room for it in the node's
-	// budget (its length, or the cap when the client did not say).
-	want := p.maxBody
+	// budget (its length, or a first step when the client did not say),
+	// with room for the include_usage edit beside it, so that the edited
+	// copy never has to wait for room while the body holds some.
+	want := min(bodyStep, p.maxBody)
 	if r.ContentLength >= 0 {
 		want = min(r.ContentLength, p.maxBody)
 	}
 	if r.ContentLength > p.maxBody {
 		want = 0 // refused unread below
+	} else if p.inject && ex.dialect.includeUsage {
+		want += maxIncludeUsageGrowth
 	}
 	if !p.hold(w, r, ex, want) {
 		return
 	}
 
-	body, err := readBody(r, p.maxBody)
-	if surplus := ex.held - int64(len(body)); err == nil && surplus > 0 {
-		p.budget.release(surplus) // a body of unknown length was shorter than the cap
-		ex.held -= surplus
+	// A client that sends its body slowly must not hold its room for
+	// long: its read has a deadline (a writer that cannot set one, e.g.
+	// in a test, reads without).
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(p.bodyTO))
+	body, err := p.readBody(r, ex)
+	if err == nil {
+		// Read whole: no deadline while the answer streams (the server
+		// watches the connection for a close). A body not read whole keeps
+		// it, which bounds net/http's discarding of its rest too.
+		_ = rc.SetReadDeadline(time.Time{})
 	}
 	if err != nil {
 		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
@@ -369,24 +416,34 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.writeError(w, ex, ex.failed, fmt.Sprintf("request body is larger than this proxy's limit of %d bytes", p.maxBody))
 			return
 		}
+		if errors.Is(err, errNoRoom) {
+			p.refuse(w, ex, int64(len(body)))
+			return
+		}
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			ex.failed = http.StatusRequestTimeout
+			p.writeError(w, ex, ex.failed, fmt.Sprintf("request body not received within %s (proxy.body_read_timeout)", p.bodyTO))
+			return
+		}
 		ex.failed, ex.cut = http.StatusBadRequest, true
 		p.writeError(w, ex, ex.failed, "cannot read the request body")
 		return
 	}
 	req := ex.dialect.request(body)
-	ex.model, ex.stream, ex.reqBody = clip(req.model, maxModel), req.stream, body
+	ex.model, ex.stream = clip(req.model, maxModel), req.stream
 	if p.inject && ex.dialect.includeUsage && req.stream && !req.asked {
 		if edit, ok := includeUsageEdit(body); ok {
-			// The edited copy is held beside the client's body (kept for
-			// the prompt estimate) until the request ends: it takes room in
-			// the budget too, though never more than the budget in all
-			// for one request, so that one large body can still pass alone.
-			if !p.hold(w, r, ex, min(int64(edit.size(body)), p.budget.Size()-ex.held)) {
-				return
-			}
+			// Only the edited copy is kept: the prompt estimate reads the
+			// prompt's text, which the edit leaves as it is.
 			body, ex.injected = edit.apply(body), true
 		}
 	}
+	ex.reqBody = body
+	p.fit(ex, int64(len(body)))
+	// Begun only now, with its body held: a request refused before (no
+	// room, too large, too slow) never counted as in flight, and ends
+	// unserved with no charge.
+	p.rec.Begin(estimator.Span{ID: ex.id, Key: ex.key, Upstream: p.name, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
 
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		WroteRequest: func(info httptrace.WroteRequestInfo) {
@@ -398,7 +455,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		},
 	})
-	ex.sent = body
 	out := r.WithContext(ctx)
 	out.Body = io.NopCloser(bytes.NewReader(body))
 	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
@@ -413,11 +469,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, ex *exchange, n int64) bool {
 	held, err := p.budget.acquire(r.Context(), n)
 	if err != nil {
-		ex.failed = http.StatusServiceUnavailable
-		p.budget.refused.Add(1)
-		p.full.fail(p.now(), "request_id", ex.id, "want_bytes", n, "budget_bytes", p.budget.Size())
-		w.Header().Set("Retry-After", "1")
-		p.writeError(w, ex, ex.failed, fmt.Sprintf("too many request bodies in flight: the node holds at most %d bytes of them (proxy.max_buffered_bytes); retry later", p.budget.Size()))
+		if r.Context().Err() != nil {
+			// The client left while waiting: not a refusal, and no one
+			// to answer (recorded client_closed).
+			ex.failed, ex.cut = http.StatusServiceUnavailable, true
+			return false
+		}
+		p.refuse(w, ex, n)
 		return false
 	}
 	ex.held += held
@@ -425,9 +483,41 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, ex *exchange, n int
 	return true
 }
 
-// readBody reads a request body of at most limit bytes, or fails with
-// *http.MaxBytesError.
-func readBody(r *http.Request, limit int64) ([]byte, error) {
+// refuse answers 503 to a request whose body found no room for want more
+// bytes in the budget.
+func (p *Proxy) refuse(w http.ResponseWriter, ex *exchange, want int64) {
+	ex.failed = http.StatusServiceUnavailable
+	p.budget.refused.Add(1)
+	p.full.fail(p.now(), "request_id", ex.id, "want_bytes", want, "budget_bytes", p.budget.Size())
+	w.Header().Set("Retry-After", "1")
+	p.writeError(w, ex, ex.failed, fmt.Sprintf("too many request bodies in flight: the node holds at most %d bytes of them (proxy.max_buffered_bytes); retry later", p.budget.Size()))
+}
+
+// fit makes the room ex holds n bytes, the body it keeps: it gives back
+// what it took beyond (a body shorter than the cap, an edit not made), and
+// takes what it lacks without waiting. The lack is a few bytes at most
+// (an edit larger than the room taken for it); when even those find no room
+// the request proceeds, unaccounted for them, rather than wait while
+// holding room.
+func (p *Proxy) fit(ex *exchange, n int64) {
+	if surplus := ex.held - n; surplus > 0 {
+		p.budget.release(surplus)
+		ex.held -= surplus
+	} else if got, ok := p.budget.tryAcquire(ex.held, -surplus); ok {
+		ex.held += got
+	}
+}
+
+// errNoRoom: a body of unknown length found no room for its next bytes.
+var errNoRoom = errors.New("no room in the body budget")
+
+// readBody reads ex's request body, of at most p.maxBody bytes, or fails
+// with *http.MaxBytesError. A body of declared length has its room already;
+// one of unknown length takes room as its bytes arrive, in steps that never
+// wait (errNoRoom, with what was read, when one finds none): a request that
+// holds room never waits for more.
+func (p *Proxy) readBody(r *http.Request, ex *exchange) ([]byte, error) {
+	limit := p.maxBody
 	if r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
@@ -439,23 +529,42 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 		}
 		return buf, nil
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, bytes.MinRead))
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read request body: %w", err)
+	// One byte past the limit tells a body over it. The room held covers
+	// the buffer (the first step was taken by hold).
+	buf := make([]byte, 0, min(bodyStep, limit+1))
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > limit {
+				return nil, &http.MaxBytesError{Limit: limit}
+			}
+			grow := min(int64(cap(buf)), limit+1-int64(cap(buf)))
+			got, ok := p.budget.tryAcquire(ex.held, grow)
+			if !ok {
+				return buf, errNoRoom
+			}
+			ex.held += got
+			buf = append(make([]byte, 0, int64(cap(buf))+grow), buf...)
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read request body: %w", err)
+		}
 	}
-	if n > limit {
-		return nil, &http.MaxBytesError{Limit: limit}
-	}
-	return buf.Bytes(), nil
 }
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	ex := exchangeOf(pr.In.Context())
+	// SetURL puts the target's host in Host, as nginx's default
+	// (proxy_set_header Host $proxy_host); with PreserveHost the upstream
+	// sees the client's, as behind proxy_set_header Host $host.
 	pr.SetURL(p.target)
-	// The upstream sees the Host the client asked for, as behind nginx's
-	// proxy_set_header Host $host (SetURL would put the target's).
-	pr.Out.Host = pr.In.Host
+	if p.keepHost {
+		pr.Out.Host = pr.In.Host
+	}
 	// ReverseProxy removes the forwarding headers before Rewrite. This proxy
 	// stands in for the upstream on the same host, not at a trust boundary,
 	// so it passes them on as the client sent them and adds none: the
@@ -475,7 +584,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 			// makes the transport write the headers and the body in two
 			// writes (and the upstream read two segments). A body it knows
 			// to be in memory goes out with the headers in one.
-			pr.Out.Body = io.NopCloser(bytes.NewReader(ex.sent))
+			pr.Out.Body = io.NopCloser(bytes.NewReader(ex.reqBody))
 		}
 	}
 	if ex.injected {
@@ -596,7 +705,9 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 		p.tokens(&s, ex, ok)
 	case ex.failed != 0:
 		s.Status = strconv.Itoa(ex.failed)
-		if gone || ex.cut {
+		// A body read past its deadline ends the client's context too:
+		// the 408 was the proxy's answer, not the client leaving.
+		if (gone || ex.cut) && ex.failed != http.StatusRequestTimeout {
 			s.Status = estimator.StatusClientClosed
 		}
 	default: // ReverseProxy gave up before any hook ran

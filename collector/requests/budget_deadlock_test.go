@@ -1,0 +1,74 @@
+package requests
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deadlabour/deadlabour/internal/fakeupstream"
+)
+
+// chatOfSize is a chat request of exactly n bytes (n >= 100), streamed or not.
+func chatOfSize(t *testing.T, n int, stream bool) string {
+	t.Helper()
+	head := `{"model":"m","max_tokens":2,"stream":` + map[bool]string{true: "true", false: "false"}[stream] + `,"messages":[{"content":"`
+	tail := `"}]}`
+	body := head + strings.Repeat("x", n-len(head)-len(tail)) + tail
+	if len(body) != n {
+		t.Fatalf("body of %d bytes, want %d", len(body), n)
+	}
+	return body
+}
+
+// TestBodyBudgetEditNeverWaits: a streamed request that gets include_usage
+// added must not wait for room a second time while it holds room for its
+// body. The budget's semaphore is FIFO: a request queued in between would
+// wait behind it while it waits behind that one, and both would be
+// answered 503 when the wait ran out. It proceeds, and the request queued
+// behind it gets its turn when it is done.
+func TestBodyBudgetEditNeverWaits(t *testing.T) {
+	budget := NewBodyBudget(1000, 500*time.Millisecond)
+	g := newRig(t, fakeupstream.New(fakeupstream.Options{}), Options{BodyBudget: budget})
+	a, b := chatOfSize(t, 590, true), chatOfSize(t, 580, false)
+
+	// A declares its length, takes room for it, and sends its body only
+	// once B waits for room.
+	pr, pw := io.Pipe()
+	reqA, _ := http.NewRequestWithContext(t.Context(), "POST", g.front.URL+"/v1/chat/completions", pr)
+	reqA.ContentLength = int64(len(a))
+	stA := make(chan int, 1)
+	go func() {
+		res, err := g.client.Do(reqA)
+		if err != nil {
+			t.Error(err)
+			stA <- 0
+			return
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		stA <- res.StatusCode
+	}()
+	waitFor(t, "A to hold room for its body", func() bool { return budget.InUse() >= int64(len(a)) })
+	stB := make(chan int, 1)
+	go func() { stB <- postStatus(t, g, b) }()
+	waitFor(t, "B to wait for room", func() bool { return budget.Waiting() == 1 })
+	if _, err := io.WriteString(pw, a); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if st := <-stA; st != http.StatusOK {
+		t.Errorf("A (streamed, include_usage added): %d, want 200", st)
+	}
+	if st := <-stB; st != http.StatusOK {
+		t.Errorf("B (queued behind A): %d, want 200", st)
+	}
+	g.rec.wait(t, 2)
+	if n := budget.Refused(); n != 0 {
+		t.Errorf("refused = %d, want 0", n)
+	}
+	if n := budget.InUse(); n != 0 {
+		t.Errorf("%d bytes still in use after every request ended", n)
+	}
+}
