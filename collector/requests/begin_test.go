@@ -55,17 +55,17 @@ func begunWith(t *testing.T, opts Options, h http.Header) []estimator.Span {
 }
 
 // The proxy's Begin carries what is known when a request starts, its
-// upstream and tenant, so that a request still open at shutdown is
+// upstream, model (its body is read before it begins) and tenant, so that a request still open at shutdown is
 // recorded with them (the ledger's abandoned record).
-func TestBeginCarriesUpstreamAndTenant(t *testing.T) {
+func TestBeginCarriesUpstreamModelAndTenant(t *testing.T) {
 	h := http.Header{"Authorization": {"Bearer " + apiKey}, "X-Request-Id": {"r-1"}}
 	begins := begunWith(t, Options{Name: "up-a"}, h)
 	want := tenants{secret: testSecret}.of(h)
 	if len(begins) != 1 {
 		t.Fatalf("%d begins, want 1", len(begins))
 	}
-	if b := begins[0]; b.ID != "r-1" || b.Upstream != "up-a" || b.Tenant != want || want == "" || len(b.Devices) != 1 || b.Start.IsZero() {
-		t.Errorf("begin %+v, want id r-1, upstream up-a, tenant %q, devices [0], a start", b, want)
+	if b := begins[0]; b.ID != "r-1" || b.Upstream != "up-a" || b.Model != "m" || b.Tenant != want || want == "" || len(b.Devices) != 1 || b.Start.IsZero() {
+		t.Errorf("begin %+v, want id r-1, upstream up-a, model m, tenant %q, devices [0], a start", b, want)
 	}
 }
 

@@ -20,8 +20,9 @@
 //   - Status: the upstream's status code; client_closed when the client went
 //     away before the response was complete; upstream_error when the
 //     upstream answered 2xx and then failed (an error object inside the
-//     body, or the body cut short); the proxy's own 413, 502, 503 (no room
-//     for the body in the BodyBudget) or 504 when it answered itself.
+//     body, or the body cut short); the proxy's own 408 (the body did not
+//     arrive within BodyReadTimeout), 413, 502, 503 (no room for the body
+//     in the BodyBudget) or 504 when it answered itself.
 //   - Served: the upstream had the whole request and did not refuse it with
 //     a 4xx; false for a request it never saw.
 //   - FirstToken: when the first streamed event with generated output
@@ -443,7 +444,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Begun only now, with its body held: a request refused before (no
 	// room, too large, too slow) never counted as in flight, and ends
 	// unserved with no charge.
-	p.rec.Begin(estimator.Span{ID: ex.id, Key: ex.key, Upstream: p.name, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
+	p.rec.Begin(estimator.Span{ID: ex.id, Key: ex.key, Upstream: p.name, Model: ex.model, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
 
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		WroteRequest: func(info httptrace.WroteRequestInfo) {
