@@ -71,6 +71,7 @@ func (v *validator) httpURL(key, raw string) {
 // when unknown. It returns every problem found, in file order where known.
 func (c *Config) Validate(gpuCount int) []Problem {
 	v := &validator{c: c}
+	v.emptyValues()
 	if strings.TrimSpace(c.Node) == "" {
 		v.add("node", "must not be empty (default: the hostname)")
 	}
@@ -268,9 +269,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	default:
 		v.add("attribution.weighting", "want time, tokens or marginal, got %q", a.Weighting)
 	}
-	if c.empty[promptTokenWeightKey] {
-		v.add(promptTokenWeightKey, "has no value: want a number or auto (leave the key out for the default, auto)")
-	} else if !a.PromptTokenWeight.Auto {
+	if !c.empty[promptTokenWeightKey] && !a.PromptTokenWeight.Auto {
 		v.nonNegative(promptTokenWeightKey, a.PromptTokenWeight.Value)
 	}
 	v.positiveDuration("attribution.idle_window", a.IdleWindow)
