@@ -98,9 +98,8 @@ type Events struct {
 
 	// abandoned logs requests given up as abandoned: a warning at the
 	// first, debug lines for the next, and a summary with their count once
-	// none has been abandoned for the history (lastAbandoned, under mu).
-	abandoned     *episode
-	lastAbandoned time.Time
+	// none has been abandoned for the history (its quiet period).
+	abandoned *episode
 }
 
 type openSpan struct {
@@ -136,7 +135,7 @@ func NewEvents(opts EventOptions, sink EventSink) (*Events, error) {
 	}
 	return &Events{opts: opts, sink: sink, tenants: tenants{raw: opts.TenantRaw, secret: slices.Clone(opts.TenantSecret)},
 		open: map[string]openSpan{}, recent: map[string]time.Time{},
-		abandoned: &episode{log: opts.Logger, warn: "event API: a request was begun and never ended; it is recorded as abandoned",
+		abandoned: &episode{log: opts.Logger, quiet: opts.History, warn: "event API: a request was begun and never ended; it is recorded as abandoned",
 			recovered: "event API: no request abandoned for attribution.history"}}, nil
 }
 
@@ -648,17 +647,13 @@ func (e *Events) Run(ctx context.Context) {
 func (e *Events) Expire(now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.lastAbandoned.IsZero() && now.Sub(e.lastAbandoned) > e.opts.History {
-		e.abandoned.ok(now)
-		e.lastAbandoned = time.Time{}
-	}
+	e.abandoned.ok(now)
 	for id, o := range e.open {
 		if now.Sub(o.start) <= e.opts.History {
 			continue
 		}
 		delete(e.open, id)
 		e.remember(id, now)
-		e.lastAbandoned = now
 		e.abandoned.fail(now, "request_id", id, "upstream", o.upstream, "begun", o.start)
 		e.sink.End(estimator.Span{ID: id, Upstream: o.upstream, Model: o.model, Tenant: o.tenant, Start: o.start, End: now, Status: estimator.StatusAbandoned,
 			PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
