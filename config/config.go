@@ -325,6 +325,12 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 		return nil, &Error{Problems: []Problem{{File: name, Line: doc.Line,
 			Msg: "the file must be a mapping of keys (node, gpu, upstreams, ...)"}}}
 	}
+	if ps := valueProblems(&root, "", nil); len(ps) > 0 {
+		for i := range ps {
+			ps[i].File = name
+		}
+		return nil, &Error{Problems: ps}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {

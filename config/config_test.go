@@ -214,6 +214,21 @@ func TestAllProblemsReported(t *testing.T) {
 	if ce.Problems[0].Line != 2 || ce.Problems[2].Line != 5 {
 		t.Errorf("problems not in file order: %v", ce.Problems)
 	}
+
+	// Values that parse themselves (durations, sizes, the prompt token
+	// weight): each bad one, under its key, also where a list or mapping
+	// begins on the line after the key.
+	_, err = Parse("bad.yaml", []byte("gpu:\n  interval:\n    - 1\n  report_interval: soon\nspool:\n  max_bytes:\n    a: 1\n"+
+		"attribution:\n  prompt_token_weight: much\n"), -1)
+	want := []Problem{
+		{File: "bad.yaml", Line: 3, Key: "gpu.interval", Msg: "want a duration, got a list"},
+		{File: "bad.yaml", Line: 4, Key: "gpu.report_interval", Msg: `invalid duration "soon": want e.g. 100ms, 10s, 1h, 30d, 5y`},
+		{File: "bad.yaml", Line: 7, Key: "spool.max_bytes", Msg: "want a size, got a mapping"},
+		{File: "bad.yaml", Line: 9, Key: "attribution.prompt_token_weight", Msg: `want a number or auto, got "much"`},
+	}
+	if !errors.As(err, &ce) || !reflect.DeepEqual(ce.Problems, want) {
+		t.Errorf("err = %#v, want the problems %v", err, want)
+	}
 }
 
 func TestHardwareOverride(t *testing.T) {

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -77,4 +79,51 @@ func holdsValue(t reflect.Type) bool {
 		return reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]())
 	}
 	return true
+}
+
+// valueProblems decodes, one by one, every value whose type parses itself
+// (durations, sizes, the prompt token weight), so that a file with several
+// bad ones gets a problem for each, under its key: the decoder stops at the
+// first, and a list or mapping begun on the next line has no key on its
+// line.
+func valueProblems(n *yaml.Node, path string, out []Problem) []Problem {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			out = valueProblems(c, path, out)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			p := n.Content[i].Value
+			if path != "" {
+				p = path + "." + p
+			}
+			v := n.Content[i+1]
+			t, ok := fieldType(reflect.TypeFor[Config](), p)
+			if ok && t.Kind() == reflect.Pointer {
+				t = t.Elem()
+			}
+			if !ok || !reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) {
+				out = valueProblems(v, p, out)
+				continue
+			}
+			if v.ShortTag() == "!!null" {
+				continue // emptyValues' business
+			}
+			if err := v.Decode(reflect.New(t).Interface()); err != nil {
+				msg := err.Error()
+				if ke := (*keyError)(nil); errors.As(err, &ke) {
+					msg = ke.p.Msg
+				} else if m := lineRe.FindStringSubmatch(msg); m != nil {
+					msg = m[2]
+				}
+				out = append(out, Problem{Line: v.Line, Key: p, Msg: msg})
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			out = valueProblems(c, fmt.Sprintf("%s[%d]", path, i), out)
+		}
+	}
+	return out
 }
