@@ -128,6 +128,9 @@ type Proxy struct {
 	// BodyReadTimeout bounds reading one metered request's body once room
 	// for it is held (answered 408).
 	BodyReadTimeout Duration `yaml:"body_read_timeout"`
+	// BudgetWait is how long a request waits for room in the budget
+	// before it is answered 503.
+	BudgetWait Duration `yaml:"budget_wait"`
 }
 
 // Model holds the amortised training figures of one model.
@@ -242,7 +245,7 @@ func Default() Config {
 			AuditWindow:       Duration(5 * time.Minute),
 		},
 		Admin: Admin{Listen: "127.0.0.1:9464"},
-		Proxy: Proxy{MaxBufferedBytes: ByteSize(256 << 20), BodyReadTimeout: Duration(time.Minute)},
+		Proxy: Proxy{MaxBufferedBytes: ByteSize(256 << 20), BodyReadTimeout: Duration(time.Minute), BudgetWait: Duration(5 * time.Second)},
 		Influx: Influx{
 			Bucket:        "deadlabour/autogen",
 			TokenEnv:      "INFLUX_TOKEN",

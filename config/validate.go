@@ -240,6 +240,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 		}
 	}
 	v.positiveDuration("proxy.body_read_timeout", c.Proxy.BodyReadTimeout)
+	v.positiveDuration("proxy.budget_wait", c.Proxy.BudgetWait)
 
 	// models
 	models := map[string]bool{}

@@ -19,7 +19,7 @@ import (
 func TestBodyBudgetMetrics(t *testing.T) {
 	influx := influxtest.Start(t)
 	fake := startFake(t)
-	d := startDaemon(t, daemonConfig(influx.URL(), influx.Bucket(), t.TempDir(), fake.URL(), "proxy:\n  max_buffered_bytes: 16MiB\n"), "h100:2")
+	d := startDaemon(t, daemonConfig(influx.URL(), influx.Bucket(), t.TempDir(), fake.URL(), "proxy:\n  max_buffered_bytes: 16MiB\n  budget_wait: 300ms\n"), "h100:2")
 	if got := scrape(t, d.adminURL())["deadlabour_proxy_body_budget_refused_total"]; got != 0 {
 		t.Fatalf("refused at start = %v, want 0", got)
 	}
@@ -40,14 +40,21 @@ func TestBodyBudgetMetrics(t *testing.T) {
 		return scrape(t, d.adminURL())["deadlabour_proxy_body_budget_bytes"] == 16<<20
 	})
 
+	sent := time.Now()
 	res, err := http.Post(d.proxyURL("up")+"/v1/chat/completions", "application/json",
 		strings.NewReader(`{"model":"m","max_tokens":4,"messages":[{"role":"user","content":"hi"}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	res.Body.Close()
+	waited := time.Since(sent)
 	if res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("second request: %d, want 503", res.StatusCode)
+	}
+	// proxy.budget_wait reached the proxy: the 503 came after the
+	// configured 300 ms, not the default 5 s.
+	if waited < 300*time.Millisecond || waited >= 5*time.Second {
+		t.Errorf("503 after %s, want after budget_wait 300ms and well before the default 5s", waited)
 	}
 	if got := scrape(t, d.adminURL())["deadlabour_proxy_body_budget_refused_total"]; got != 1 {
 		t.Errorf("refused = %v, want 1", got)

@@ -198,7 +198,7 @@ func (d *daemon) listen() error {
 	if err != nil {
 		return err
 	}
-	budget := requests.NewBodyBudget(int64(d.cfg.Proxy.MaxBufferedBytes), 0)
+	budget := requests.NewBodyBudget(int64(d.cfg.Proxy.MaxBufferedBytes), d.cfg.Proxy.BudgetWait.D())
 	d.obs.bodyBudget(budget)
 	for _, u := range d.cfg.Upstreams {
 		p, err := requests.New(requests.Options{
