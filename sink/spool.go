@@ -126,6 +126,7 @@ type spool struct {
 
 	mu       sync.Mutex // held by next, resolve, and a commit that makes room
 	inflight uint64     // the last entry handed to the sender
+	lastBody int        // the length of the last batch's body (under mu): the next one's size hint
 
 	// Read without mu, so that Enqueue and Stats never wait for an fsync.
 	resolved atomic.Uint64 // entries up to this one are delivered or dead-lettered
@@ -663,7 +664,9 @@ func (s *spool) next(maxN int, maxBytes int64) (b spoolBatch, err error) {
 				if body.Len() > 0 {
 					body.WriteByte('\n')
 				} else {
-					body.Grow(int(min(maxBytes, 1<<20)))
+					// Batches are alike: sized as the last one, the
+					// body is not copied over and over as it grows.
+					body.Grow(int(min(maxBytes, int64(max(s.lastBody, 64<<10)))))
 				}
 				b.start = append(b.start, body.Len())
 				body.Write(line)
@@ -679,6 +682,7 @@ func (s *spool) next(maxN int, maxBytes int64) (b spoolBatch, err error) {
 	if b.last > 0 {
 		s.inflight = b.last
 	}
+	s.lastBody = body.Len()
 	return b, err
 }
 
