@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -46,5 +47,63 @@ func TestEventBeginAbandonedAtShutdown(t *testing.T) {
 	}
 	if j, _ := r.Float("gpu_energy_j"); j <= 0 {
 		t.Errorf("gpu_energy_j = %v: the open request was charged nothing", r["gpu_energy_j"])
+	}
+}
+
+// TestEventEndAcrossRestart: a request begun through the event API is
+// recorded as abandoned when the daemon stops; its end, posted to the next
+// process (same spool directory), is answered as a duplicate and recorded
+// no second time. A fresh id's end, with its start, is still recorded.
+func TestEventEndAcrossRestart(t *testing.T) {
+	influx := influxtest.Start(t)
+	yaml := eventsDaemonConfig(t, influx)
+	client := &http.Client{Transport: &http.Transport{}, Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
+	start := time.Now().UTC()
+	d := startDaemon(t, yaml, "h100:1")
+	begin := fmt.Sprintf(`{"type":"begin","id":"across","upstream":"up","model":"m","start":%q}`, start.Format(time.RFC3339Nano))
+	if status, err := postEvent(client, d.adminURL(), begin); err != nil || status != http.StatusAccepted {
+		t.Fatalf("begin: %d %v", status, err)
+	}
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	d = startDaemon(t, yaml, "h100:1")
+	end := func(id string) (duplicates int) {
+		t.Helper()
+		body := fmt.Sprintf(`{"type":"end","id":%q,"upstream":"up","start":%q,"end":%q,"prompt_tokens":5,"completion_tokens":7}`,
+			id, start.Format(time.RFC3339Nano), time.Now().UTC().Format(time.RFC3339Nano))
+		res, err := client.Post(d.adminURL()+"/v1/requests", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var ans struct {
+			Accepted   int `json:"accepted"`
+			Duplicates int `json:"duplicates"`
+		}
+		if err := json.NewDecoder(res.Body).Decode(&ans); err != nil || res.StatusCode != http.StatusAccepted || ans.Accepted+ans.Duplicates != 1 {
+			t.Fatalf("end of %s: %d %+v %v", id, res.StatusCode, ans, err)
+		}
+		return ans.Duplicates
+	}
+	if n := end("across"); n != 1 {
+		t.Errorf("end of the request abandoned at the restart: %d duplicates, want 1", n)
+	}
+	if n := end("fresh"); n != 0 {
+		t.Errorf("end of a request never seen: %d duplicates, want 0 (recorded)", n)
+	}
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]string{}
+	for _, r := range influx.Rows(t, `SELECT "request_id", "status" FROM "deadlabour_request"`) {
+		id, _ := r.String("request_id")
+		st, _ := r.String("status")
+		got[id] = append(got[id], st)
+	}
+	if len(got["across"]) != 1 || got["across"][0] != "abandoned" || len(got["fresh"]) != 1 {
+		t.Errorf("records %v, want across once (abandoned) and fresh once", got)
 	}
 }

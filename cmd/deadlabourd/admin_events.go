@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"crypto/subtle"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/deadlabour/deadlabour/collector/requests"
@@ -29,7 +33,50 @@ func (d *daemon) newEvents(tenantSecret []byte) error {
 		return fmt.Errorf("event API: %w", err)
 	}
 	d.events = e
+	d.restoreEventsEnded()
 	return nil
+}
+
+// eventsEndedFile holds, in the spool directory, the ids the event API had
+// ended, or left to be recorded as abandoned, when the daemon last
+// stopped: an end posted for one of them after a restart is answered as a
+// duplicate, not recorded a second time.
+const eventsEndedFile = "events-ended.json"
+
+// restoreEventsEnded gives the event API the ids the last process ended.
+// A missing file is a first start (or a crash: nothing was saved); an
+// unreadable one is logged and left, never a reason not to start.
+func (d *daemon) restoreEventsEnded() {
+	path := filepath.Join(d.cfg.Spool.Dir, eventsEndedFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	var ids []requests.EndedID
+	if err == nil {
+		err = json.Unmarshal(data, &ids)
+	}
+	if err != nil {
+		d.log.Warn("event API: cannot read the ids the last run ended; an end posted for one of them is recorded again", "file", path, "err", err)
+		return
+	}
+	d.events.RestoreEnded(ids)
+}
+
+// saveEventsEnded keeps the event API's ended ids for the next process.
+// Called once the event API takes no more events.
+func (d *daemon) saveEventsEnded() {
+	path := filepath.Join(d.cfg.Spool.Dir, eventsEndedFile)
+	data, err := json.Marshal(d.events.Ended())
+	if err == nil {
+		tmp := path + ".tmp"
+		if err = os.WriteFile(tmp, data, 0o600); err == nil {
+			err = os.Rename(tmp, path)
+		}
+	}
+	if err != nil {
+		d.log.Warn("event API: cannot keep the ids it ended for the next run; an end posted across the restart would be recorded again", "file", path, "err", err)
+	}
 }
 
 // registerEvents adds the event API to the admin router.

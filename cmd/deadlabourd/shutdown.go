@@ -59,6 +59,7 @@ func (d *daemon) startEvents(ctx context.Context) (stop func()) {
 	return func() {
 		d.eventGate.close()
 		stopRun()
+		d.saveEventsEnded()
 	}
 }
 

@@ -603,6 +603,52 @@ func (e *Events) apply(events []event, now time.Time, batch bool) (eventsAnswer,
 	return ans, nil
 }
 
+// EndedID is a request id the event API has ended, with when.
+type EndedID struct {
+	ID string    `json:"id"`
+	At time.Time `json:"at"`
+}
+
+// Ended lists the ids an event for which is answered as a duplicate: those
+// ended within the history, and those still begun, which the ledger
+// records as abandoned when the daemon stops. Called once no event can
+// arrive any more (the daemon stopping), it is what the next process needs
+// from this one (RestoreEnded), so that an end posted across a restart is
+// not recorded a second time.
+func (e *Events) Ended() []EndedID {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.opts.Now()
+	out := make([]EndedID, 0, len(e.recent)+len(e.open))
+	for _, r := range e.order {
+		if e.recent[r.id].Equal(r.at) {
+			out = append(out, EndedID{ID: r.id, At: r.at})
+		}
+	}
+	ids := make([]string, 0, len(e.open))
+	for id := range e.open {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		out = append(out, EndedID{ID: id, At: now})
+	}
+	return out
+}
+
+// RestoreEnded remembers the ids an earlier process ended (its Ended),
+// those within the history.
+func (e *Events) RestoreEnded(ids []EndedID) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.opts.Now()
+	for _, r := range ids {
+		if r.ID != "" && now.Sub(r.At) <= e.opts.History {
+			e.remember(r.ID, r.At)
+		}
+	}
+}
+
 // remember keeps an ended id for the history, to answer a retried event as
 // a duplicate instead of recording the request twice.
 func (e *Events) remember(id string, now time.Time) {

@@ -374,3 +374,34 @@ func TestEventAbandonedLogged(t *testing.T) {
 		t.Errorf("want each abandoned request named once:\n%s", logs)
 	}
 }
+
+// TestEventEndedRestored: what one process's event API ended, or left
+// begun at its stop, is a duplicate for the next one (RestoreEnded of its
+// Ended), within the history; an id ended longer ago is not remembered.
+func TestEventEndedRestored(t *testing.T) {
+	e, _ := newTestEvents(t)
+	for _, body := range []string{
+		`{"type":"begin","id":"open","upstream":"tgi","start":"` + ts(-3*time.Second) + `"}`,
+		`{"id":"done","upstream":"tgi","start":"` + ts(-3*time.Second) + `","end":"` + ts(-time.Second) + `"}`,
+	} {
+		if status, ans := post(t, e, body); status != 202 {
+			t.Fatalf("%s: %d %v", body, status, ans)
+		}
+	}
+	ended := e.Ended()
+	if len(ended) != 2 || ended[0].ID != "done" || ended[1].ID != "open" {
+		t.Fatalf("Ended() = %v, want done, then open", ended)
+	}
+	next, sink := newTestEvents(t)
+	next.RestoreEnded(append(ended, EndedID{ID: "long-ago", At: evNow.Add(-time.Hour)}))
+	for id, dup := range map[string]bool{"open": true, "done": true, "long-ago": false} {
+		span := `{"id":"` + id + `","upstream":"tgi","start":"` + ts(-3*time.Second) + `","end":"` + ts(0) + `"}`
+		status, ans := post(t, next, span)
+		if got := ans["duplicates"] == 1.0; status != 202 || got != dup {
+			t.Errorf("%s after the restart: %d %v, want duplicate %v", id, status, ans, dup)
+		}
+	}
+	if len(sink.spans) != 1 || sink.spans[0].ID != "long-ago" {
+		t.Errorf("recorded %v, want only long-ago", sink.spans)
+	}
+}
