@@ -101,10 +101,12 @@ func TestDefaults(t *testing.T) {
 	if _, err := Parse("empty.yaml", nil, -1); err != nil {
 		t.Errorf("an empty file is all defaults, got %v", err)
 	}
-	// Null where it means "unset" (a pointer: the catalogue's figure, the
-	// automatic choice) or "empty" (a section, a list) is no error.
-	nulls := "gpu:\nmodels: ~\nfacility:\n  carbon_market_g_per_kwh: ~\nhardware:\n  - match: H100\n    capex: null\n" +
-		"upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: http://127.0.0.1:8000\n    preserve_host: null\n    include_usage:\n"
+	// Null where the default is "nothing" (an unset pointer: the
+	// catalogue's figure, the automatic choice; an empty string; a zero;
+	// an empty section or list) says just that, and is no error.
+	nulls := "gpu:\nmodels: ~\nfacility:\n  carbon_market_g_per_kwh: ~\n  carbon_file:\nhardware:\n  - match: H100\n    capex: null\n" +
+		"upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: http://127.0.0.1:8000\n    preserve_host: null\n    include_usage:\n" +
+		"    tenant_header:\n    response_header_timeout:\nadmin:\n  token_file: ~\n"
 	if cfg, err := Parse("nulls.yaml", []byte(nulls), -1); err != nil {
 		t.Errorf("nulls that mean unset or empty: %v", err)
 	} else if cfg.GPU.Interval.D() != 100*time.Millisecond || cfg.Upstreams[0].PreserveHost != nil {
@@ -151,7 +153,8 @@ func TestBadFiles(t *testing.T) {
 		{"pue empty", "facility:\n  pue:\n", -1, 2, "facility.pue", "has no value: write one, or leave the key out"},
 		{"interval null", "gpu:\n  interval: null\n", -1, 2, "gpu.interval", "has no value"},
 		{"node empty", "node:\n", -1, 1, "node", "has no value"},
-		{"upstream target empty", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target:\n", -1, 4, "upstreams[0].target", "has no value"},
+		{"upstream target empty", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target:\n", -1, 4, "upstreams[0].target", "every upstream needs a target"},
+		{"interval empty names its default", "gpu:\n  interval:\n", -1, 2, "gpu.interval", "leave the key out for its default (100ms)"},
 		{"budget empty", "proxy:\n  max_buffered_bytes:\n", -1, 2, "proxy.max_buffered_bytes", "has no value"},
 		{"prompt weight empty string", "attribution:\n  prompt_token_weight: \"\"\n", -1, 2, "attribution.prompt_token_weight", `want a number or auto, got ""`},
 		{"upstream without target", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n", -1, 2, "upstreams[0].target", "needs a target"},

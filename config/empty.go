@@ -5,67 +5,87 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
 
 // A key written with no value (`pue:`, `pue: ~`) decodes as YAML null,
-// which leaves the key's default in place without a word: almost always a
-// value forgotten or lost in an edit. It is an error for every key that
-// holds a value. Null stays allowed where it means something: a pointer
-// field (unset: the catalogue's or the automatic choice, as example.yaml
-// writes `preserve_host: null`) and a section or list (empty: defaults).
+// which leaves the key's default in place without a word. Where that
+// default is a value of its own (pue 1.2, an interval of 100ms) the null is
+// almost always a value forgotten or lost in an edit, and an error. Where
+// the default is "nothing" — an empty string, a zero, an unset pointer, an
+// empty section or list — null says just that, and is accepted
+// (`carbon_file:`, `tenant_header:`, `preserve_host: null`).
 
-// emptyValues reports every key path in empty that names a value.
+// emptyValues reports every key path in empty whose default is a value.
 func (v *validator) emptyValues() {
 	paths := make([]string, 0, len(v.c.empty))
 	for p := range v.c.empty {
 		paths = append(paths, p)
 	}
 	slices.Sort(paths)
+	def := reflect.ValueOf(Default())
 	for _, p := range paths {
 		if p == promptTokenWeightKey {
 			v.add(p, "has no value: want a number or auto (leave the key out for the default, auto)")
 			continue
 		}
-		if t, ok := fieldType(reflect.TypeFor[Config](), p); ok && holdsValue(t) {
-			v.add(p, "has no value: write one, or leave the key out for its default")
+		if f, ok := fieldAt(def, p); ok && holdsValue(f.Type()) && !f.IsZero() {
+			v.add(p, "has no value: write one, or leave the key out for its default (%s)", defaultText(f))
 		}
 	}
 }
 
-// fieldType is the Go type of the field at a key path ("a.b[2].c"), by
-// the fields' yaml names.
-func fieldType(t reflect.Type, path string) (reflect.Type, bool) {
+// defaultText prints a default the way the file would write it.
+func defaultText(f reflect.Value) string {
+	switch x := f.Interface().(type) {
+	case Duration:
+		return x.D().String()
+	case fmt.Stringer:
+		return x.String()
+	}
+	return fmt.Sprint(f.Interface())
+}
+
+// fieldAt is the field at a key path ("a.b[2].c") of v, by the fields'
+// yaml names; a list entry past the end of v's list is the zero entry
+// (what a new entry starts from).
+func fieldAt(v reflect.Value, path string) (reflect.Value, bool) {
 	for part := range strings.SplitSeq(path, ".") {
 		name, rest, _ := strings.Cut(part, "[")
-		f, ok := fieldByYAML(t, name)
+		f, ok := fieldByYAML(v, name)
 		if !ok {
-			return nil, false
+			return reflect.Value{}, false
 		}
-		t = f
+		v = f
 		for ; rest != ""; _, rest, _ = strings.Cut(rest, "[") {
-			if t.Kind() != reflect.Slice {
-				return nil, false
+			if v.Kind() != reflect.Slice {
+				return reflect.Value{}, false
 			}
-			t = t.Elem()
+			i, err := strconv.Atoi(strings.TrimSuffix(rest[:strings.IndexByte(rest+"]", ']')], "]"))
+			if err != nil || i >= v.Len() {
+				v = reflect.Zero(v.Type().Elem())
+			} else {
+				v = v.Index(i)
+			}
 		}
 	}
-	return t, true
+	return v, true
 }
 
-func fieldByYAML(t reflect.Type, name string) (reflect.Type, bool) {
-	if t.Kind() != reflect.Struct {
-		return nil, false
+func fieldByYAML(v reflect.Value, name string) (reflect.Value, bool) {
+	if v.Kind() != reflect.Struct {
+		return reflect.Value{}, false
 	}
+	t := v.Type()
 	for i := range t.NumField() {
-		f := t.Field(i)
-		if tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); tag == name {
-			return f.Type, true
+		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag == name {
+			return v.Field(i), true
 		}
 	}
-	return nil, false
+	return reflect.Value{}, false
 }
 
 // holdsValue: a scalar (numbers, strings, booleans, durations, sizes, and
@@ -99,9 +119,13 @@ func valueProblems(n *yaml.Node, path string, out []Problem) []Problem {
 				p = path + "." + p
 			}
 			v := n.Content[i+1]
-			t, ok := fieldType(reflect.TypeFor[Config](), p)
-			if ok && t.Kind() == reflect.Pointer {
-				t = t.Elem()
+			f, ok := fieldAt(reflect.ValueOf(Config{}), p)
+			var t reflect.Type
+			if ok {
+				t = f.Type()
+				if t.Kind() == reflect.Pointer {
+					t = t.Elem()
+				}
 			}
 			if !ok || !reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) {
 				out = valueProblems(v, p, out)
