@@ -419,7 +419,9 @@ func (c *Config) applyListDefaults() {
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		if u.MaxBodyBytes == 0 {
-			u.MaxBodyBytes = ByteSize(16 << 20)
+			// 16MiB, or the whole body budget where that is smaller: a
+			// body is never held beyond it.
+			u.MaxBodyBytes = min(ByteSize(16<<20), max(c.Proxy.MaxBufferedBytes, 1<<20))
 		}
 		if u.IncludeUsage == nil {
 			t := true

@@ -98,6 +98,12 @@ func TestDefaults(t *testing.T) {
 	if err != nil || cfg.Upstreams[0].ResponseHeaderTimeout.D() != 90*time.Second {
 		t.Errorf("response_header_timeout: 90s parsed as %v, %v", cfg, err)
 	}
+	// A body budget below 16MiB lowers the default body cap to it: a file
+	// that sets only the budget stays valid.
+	cfg, err = Parse("budget.yaml", []byte("proxy:\n  max_buffered_bytes: 4MiB\nupstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: http://127.0.0.1:8000\n"), -1)
+	if err != nil || cfg.Upstreams[0].MaxBodyBytes != 4<<20 {
+		t.Errorf("max_body_bytes under a 4MiB budget: %v, %v; want 4MiB", cfg, err)
+	}
 	if _, err := Parse("empty.yaml", nil, -1); err != nil {
 		t.Errorf("an empty file is all defaults, got %v", err)
 	}

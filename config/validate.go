@@ -235,7 +235,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	for i, u := range c.Upstreams {
 		if u.MaxBodyBytes > c.Proxy.MaxBufferedBytes {
 			v.add(fmt.Sprintf("upstreams[%d].max_body_bytes", i),
-				"%d is larger than proxy.max_buffered_bytes (%d, line %d): such a body could never find room; raise proxy.max_buffered_bytes or lower max_body_bytes",
+				"%d is larger than proxy.max_buffered_bytes (%d, line %d), the most request-body bytes held at once: raise proxy.max_buffered_bytes or lower max_body_bytes",
 				u.MaxBodyBytes, c.Proxy.MaxBufferedBytes, v.c.Line("proxy.max_buffered_bytes"))
 		}
 	}
