@@ -328,37 +328,44 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 		return nil, &Error{Problems: []Problem{{File: name, Line: doc.Line,
 			Msg: "the file must be a mapping of keys (node, gpu, upstreams, ...)"}}}
 	}
-	if ps := valueProblems(&root, "", nil); len(ps) > 0 {
-		for i := range ps {
-			ps[i].File = name
-		}
-		return nil, &Error{Problems: ps}
+	// Values that parse themselves (durations, sizes, the prompt token
+	// weight) are checked first, each under its key; the decoder then
+	// passes over them (they keep their defaults) and reports the rest.
+	problems := valueProblems(&root, "", nil)
+	badLine, badKey := map[int]bool{}, map[string]bool{}
+	for _, p := range problems {
+		badLine[p.Line], badKey[p.Key] = true, true
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
-		if ke := (*keyError)(nil); errors.As(err, &ke) {
-			p := ke.p
-			p.File = name
-			return nil, &Error{Problems: []Problem{p}}
-		}
 		if !errors.As(err, &te) {
 			return nil, &Error{Problems: []Problem{yamlProblem(name, err.Error(), cfg.lines)}}
 		}
-		out := make([]Problem, 0, len(te.Errors))
+		// The decoder goes on past a value of the wrong type or an
+		// unknown key, leaving the default: every one is reported.
 		for _, e := range te.Errors {
-			out = append(out, yamlProblem(name, e, cfg.lines))
+			if p := yamlProblem(name, e, cfg.lines); !badLine[p.Line] {
+				problems = append(problems, p)
+				if p.Key != "" {
+					badKey[p.Key] = true
+				}
+			}
 		}
-		// Validating a half-decoded file would only add noise.
-		return nil, &Error{Problems: out}
 	}
+	// A value reported above is at its default, not to be judged again.
 	cfg.applyListDefaults()
-	problems := cfg.Validate(gpuCount)
+	for _, p := range cfg.Validate(gpuCount) {
+		if !badKey[p.Key] {
+			problems = append(problems, p)
+		}
+	}
 	for i := range problems {
 		problems[i].File = name
 	}
 	if len(problems) > 0 {
+		sortProblems(problems)
 		return nil, &Error{Problems: problems}
 	}
 	return &cfg, nil

@@ -2,8 +2,10 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -237,6 +239,20 @@ func TestAllProblemsReported(t *testing.T) {
 	}
 	if !errors.As(err, &ce) || !reflect.DeepEqual(ce.Problems, want) {
 		t.Errorf("err = %#v, want the problems %v", err, want)
+	}
+
+	// Every kind at once, in one pass: a bad duration, an unknown key, a
+	// wrong type, values out of range, a key with no value.
+	_, err = Parse("bad.yaml", []byte("gpu:\n  interval: fast\n  intervall: 1s\nfacility:\n  pue: 0.5\n  price_per_kwh: cheap\n"+
+		"  carbon_g_per_kwh:\nproxy:\n  budget_wait: -1s\n"), -1)
+	var keys []string
+	if errors.As(err, &ce) {
+		for _, p := range ce.Problems {
+			keys = append(keys, fmt.Sprintf("%d %s", p.Line, p.Key))
+		}
+	}
+	if want := []string{"2 gpu.interval", "3 gpu.intervall", "5 facility.pue", "6 facility.price_per_kwh", "7 facility.carbon_g_per_kwh", "9 proxy.budget_wait"}; !slices.Equal(keys, want) {
+		t.Errorf("problems %v (%v), want %v", keys, err, want)
 	}
 }
 

@@ -136,9 +136,10 @@ func valueProblems(n *yaml.Node, path string, out []Problem) []Problem {
 			}
 			if err := v.Decode(reflect.New(t).Interface()); err != nil {
 				msg := err.Error()
-				if ke := (*keyError)(nil); errors.As(err, &ke) {
-					msg = ke.p.Msg
-				} else if m := lineRe.FindStringSubmatch(msg); m != nil {
+				if te := (*yaml.TypeError)(nil); errors.As(err, &te) && len(te.Errors) == 1 {
+					msg = te.Errors[0]
+				}
+				if m := lineRe.FindStringSubmatch(msg); m != nil {
 					msg = m[2]
 				}
 				out = append(out, Problem{Line: v.Line, Key: p, Msg: msg})

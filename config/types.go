@@ -43,11 +43,11 @@ func ParseDuration(s string) (time.Duration, error) {
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration, got a %s", n.Line, kindName(n.Kind))
+		return lineError(n, "want a duration, got a %s", kindName(n.Kind))
 	}
 	v, err := ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return lineError(n, "%v", err)
 	}
 	*d = Duration(v)
 	return nil
@@ -81,7 +81,7 @@ const promptTokenWeightKey = "attribution.prompt_token_weight"
 // empty value never reaches it (YAML null): Validate rejects that.
 func (w *TokenWeight) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return &keyError{Problem{Line: n.Line, Key: promptTokenWeightKey, Msg: "want a number or auto, got a " + kindName(n.Kind)}}
+		return lineError(n, "want a number or auto, got a %s", kindName(n.Kind))
 	}
 	if n.Value == "auto" {
 		*w = AutoTokenWeight()
@@ -89,16 +89,18 @@ func (w *TokenWeight) UnmarshalYAML(n *yaml.Node) error {
 	}
 	var f float64
 	if err := n.Decode(&f); err != nil {
-		return &keyError{Problem{Line: n.Line, Key: promptTokenWeightKey, Msg: fmt.Sprintf("want a number or auto, got %q", n.Value)}}
+		return lineError(n, "want a number or auto, got %q", n.Value)
 	}
 	*w = TokenWeight{Value: f}
 	return nil
 }
 
-// keyError is a decoding error that knows its key and line.
-type keyError struct{ p Problem }
-
-func (e *keyError) Error() string { return e.p.String() }
+// lineError is a value's decoding error as yaml.v3 gathers them: a
+// *yaml.TypeError lets the decoder go on with the rest of the file (any
+// other error stops it), and "line N: " is how Parse finds the line.
+func lineError(n *yaml.Node, format string, args ...any) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: "+format, append([]any{n.Line}, args...)...)}}
+}
 
 // MarshalYAML prints the weight the way it parses.
 func (w TokenWeight) MarshalYAML() (any, error) {
@@ -148,11 +150,11 @@ func ParseByteSize(s string) (int64, error) {
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a size, got a %s", n.Line, kindName(n.Kind))
+		return lineError(n, "want a size, got a %s", kindName(n.Kind))
 	}
 	v, err := ParseByteSize(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return lineError(n, "%v", err)
 	}
 	*b = ByteSize(v)
 	return nil
