@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -40,35 +41,76 @@ type auditStore struct {
 	// order they were recorded: two records may share an id (two proxied
 	// requests that brought the same X-Request-Id, an event-API request
 	// recorded again after a restart).
-	records map[string][]estimator.Record
-	order   []string // one id per record kept, oldest record first
+	records map[string]*fifo[estimator.Record]
+	order   fifo[string] // one id per record kept, oldest record first
 	settled map[string]*settleLog
 }
 
 func newAuditStore(p estimator.Params, sources []paramSource, maxRecords int, window time.Duration) *auditStore {
 	return &auditStore{params: p, sources: sources, maxRecords: maxRecords, window: window,
-		records: map[string][]estimator.Record{}, settled: map[string]*settleLog{}}
+		records: map[string]*fifo[estimator.Record]{}, settled: map[string]*settleLog{}}
 }
 
-// addRecord keeps r, forgetting the oldest records beyond maxRecords.
+// addRecord keeps r, forgetting the oldest records beyond maxRecords. Its
+// cost does not grow with the records kept per id: a client that sends
+// one X-Request-Id with every request evicts in O(1) amortised, as one
+// that never repeats an id does.
 func (s *auditStore) addRecord(r estimator.Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.records[r.ID] = append(s.records[r.ID], r)
-	s.order = append(s.order, r.ID)
-	for len(s.order) > s.maxRecords {
-		// The oldest record of order[0]'s id is the oldest record kept:
-		// each id's records are in the order they were added.
-		id := s.order[0]
-		if rs := s.records[id]; len(rs) > 1 {
-			s.records[id] = append(rs[:0:0], rs[1:]...)
+	q := s.records[r.ID]
+	if q == nil {
+		q = &fifo[estimator.Record]{}
+		s.records[r.ID] = q
+	}
+	q.push(r)
+	s.order.push(r.ID)
+	for s.order.len() > s.maxRecords {
+		// The oldest record of the oldest id in order is the oldest
+		// record kept: each id's records are in the order they were added.
+		id := s.order.front()
+		s.order.pop()
+		if q := s.records[id]; q.len() > 1 {
+			q.pop()
 		} else {
 			delete(s.records, id)
 		}
-		s.order = s.order[1:]
 	}
-	if cap(s.order) > 4*s.maxRecords {
-		s.order = append([]string(nil), s.order...)
+}
+
+// fifo is a first-in, first-out list whose pop is O(1) amortised: a pop
+// moves the head on, and the live items are moved to the array's front
+// only once the popped slots outnumber them, so that no item is moved more
+// often than items are popped, and the array holds at most twice the live
+// items (or compactAfter more), with append's spare capacity beyond.
+type fifo[T any] struct {
+	items []T
+	head  int
+	moved int // items moved by compaction, in all (the tests read it)
+}
+
+// compactAfter is the fewest popped slots a fifo compacts: small lists
+// are left alone.
+const compactAfter = 64
+
+func (q *fifo[T]) push(v T)  { q.items = append(q.items, v) }
+func (q *fifo[T]) len() int  { return len(q.items) - q.head }
+func (q *fifo[T]) front() T  { return q.items[q.head] }
+func (q *fifo[T]) live() []T { return q.items[q.head:] }
+
+// pop forgets the oldest item. The list must not be empty.
+func (q *fifo[T]) pop() {
+	var zero T
+	q.items[q.head] = zero // let what it holds go
+	q.head++
+	switch {
+	case q.head == len(q.items):
+		q.items, q.head = q.items[:0], 0
+	case q.head > compactAfter && q.head > len(q.items)/2:
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.moved += n
+		q.items, q.head = q.items[:n], 0
 	}
 }
 
@@ -95,12 +137,21 @@ type keptRecord struct {
 	settled map[string][]estimator.Settlement
 }
 
-// lookup returns the records kept with id, oldest first.
-func (s *auditStore) lookup(id string) []keptRecord {
+// lookup returns the newest limit records kept with id, oldest first, and
+// how many are kept with id in all.
+func (s *auditStore) lookup(id string, limit int) (kept []keptRecord, total int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []keptRecord
-	for _, r := range s.records[id] {
+	q := s.records[id]
+	if q == nil {
+		return nil, 0
+	}
+	rs := q.live()
+	total = len(rs)
+	if len(rs) > limit {
+		rs = rs[len(rs)-limit:]
+	}
+	for _, r := range rs {
 		settled := map[string][]estimator.Settlement{}
 		for _, ds := range r.PerDevice {
 			from, to := r.Start, r.End
@@ -111,15 +162,14 @@ func (s *auditStore) lookup(id string) []keptRecord {
 				settled[ds.Device] = lg.between(from, to, ds.Device)
 			}
 		}
-		out = append(out, keptRecord{rec: r, settled: settled})
+		kept = append(kept, keptRecord{rec: r, settled: settled})
 	}
-	return out
+	return kept, total
 }
 
 // settleLog is one device's settlements in time order, compact.
 type settleLog struct {
-	entries []compactSettlement
-	head    int
+	entries fifo[compactSettlement]
 }
 
 type compactSettlement struct {
@@ -153,25 +203,21 @@ func indexOf[T comparable](list []T, v T) uint8 {
 
 func (lg *settleLog) add(st estimator.Settlement, window time.Duration) {
 	methods, coefs := methodCodes(), coefficientSources()
-	lg.entries = append(lg.entries, compactSettlement{
+	lg.entries.push(compactSettlement{
 		start: st.Start.UnixNano(), end: st.End.UnixNano(), joules: st.Joules, covered: st.Covered,
 		sumWeight: st.SumWeight, prompt: st.PromptJPerToken, decode: st.DecodeJPerToken, fixed: st.FixedJ,
 		sumO: st.SumOverlapS, method: indexOf(methods[:], st.Method), coef: indexOf(coefs[:], st.Coefficients),
 		alpha: st.PromptTokenWeight, alphaSrc: indexOf(coefs[:], st.TokenWeight), byOverlap: st.ByOverlap,
 	})
 	horizon := st.End.UnixNano() - int64(window)
-	for lg.head < len(lg.entries) && lg.entries[lg.head].end < horizon {
-		lg.head++
-	}
-	if lg.head > len(lg.entries)/2 && lg.head > 64 {
-		lg.entries = append(lg.entries[:0], lg.entries[lg.head:]...)
-		lg.head = 0
+	for lg.entries.len() > 0 && lg.entries.front().end < horizon {
+		lg.entries.pop()
 	}
 }
 
 // between returns the settlements of intervals that overlap [from, to].
 func (lg *settleLog) between(from, to time.Time, device string) []estimator.Settlement {
-	live := lg.entries[lg.head:]
+	live := lg.entries.live()
 	a, b := from.UnixNano(), to.UnixNano()
 	i := sort.Search(len(live), func(i int) bool { return live[i].end > a })
 	var out []estimator.Settlement
@@ -206,15 +252,32 @@ func requestPath(id string) (path, rawPath string) {
 	return "/v1/requests/" + id, "/v1/requests/" + url.PathEscape(id)
 }
 
+// auditShowMax is the most records of one id that one answer shows (and
+// its default): each may carry an explanation, and a client that sends
+// one X-Request-Id with every request may have attribution.audit_records
+// of them kept. ?limit=N asks for fewer.
+const auditShowMax = 100
+
 // serveRequest answers GET /v1/requests/{id}: the record as written to
-// InfluxDB (tags, fields, time), and with ?explain=1 how it was made.
+// InfluxDB (tags, fields, time), and with ?explain=1 how it was made. Of
+// several records of the id, the newest ?limit (at most auditShowMax).
 func (s *auditStore) serveRequest(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		writeJSON(w, http.StatusNotFound, map[string]any{"error": "the audit store is off (attribution.audit_records: 0)"})
 		return
 	}
+	limit := auditShowMax
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > auditShowMax {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf(
+				"limit=%q: want a whole number of records from 1 to %d", v, auditShowMax)})
+			return
+		}
+		limit = n
+	}
 	id := r.PathValue("id")
-	kept := s.lookup(id)
+	kept, total := s.lookup(id, limit)
 	if len(kept) == 0 {
 		writeJSON(w, http.StatusNotFound, map[string]any{"error": fmt.Sprintf(
 			"request %q is not among the %d most recent records kept (attribution.audit_records); InfluxDB has every record", id, s.maxRecords)})
@@ -234,13 +297,18 @@ func (s *auditStore) serveRequest(w http.ResponseWriter, r *http.Request) {
 			answers[i]["explain"] = s.explain(k.rec, k.settled)
 		}
 	}
-	if len(answers) == 1 {
+	if total == 1 {
+		answers[0]["same_id_records"] = 1
 		writeJSON(w, http.StatusOK, answers[0])
 		return
 	}
-	// Several records share the id: all of them, never one in their name.
-	writeJSON(w, http.StatusOK, map[string]any{"request_id": id, "same_id_records": len(answers),
-		"note": sameIDNote, "records": answers})
+	// Several records share the id: those shown, never one in their name.
+	note := sameIDNote
+	if len(answers) < total {
+		note += fmt.Sprintf("; the newest %d of the %d kept are shown (?limit=, at most %d)", len(answers), total, auditShowMax)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"request_id": id, "same_id_records": total, "records_shown": len(answers),
+		"note": note, "records": answers})
 }
 
 // sameIDNote is the note of an answer listing several records of one id.
@@ -414,8 +482,9 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	admin := fs.String("admin", "", "admin listener host:port (default: admin.listen from --config)")
 	asJSON := fs.Bool("json", false, "print the daemon's JSON answer as it is")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the daemon")
+	limit := fs.Int("limit", auditShowMax, fmt.Sprintf("of several records of the id, show the newest LIMIT (1 to %d)", auditShowMax))
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: deadlabourd audit [--config FILE | --admin HOST:PORT] [--json] REQUEST_ID")
+		fmt.Fprintln(stderr, "Usage: deadlabourd audit [--config FILE | --admin HOST:PORT] [--json] [--limit N] REQUEST_ID")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -423,6 +492,9 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if fs.NArg() != 1 {
 		return fmt.Errorf("%w: want exactly one REQUEST_ID, got %d arguments", errUsage, fs.NArg())
+	}
+	if *limit < 1 || *limit > auditShowMax {
+		return fmt.Errorf("%w: --limit %d: want 1 to %d", errUsage, *limit, auditShowMax)
 	}
 	explicit := false
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
@@ -455,6 +527,9 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		host = "127.0.0.1"
 	}
 	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), RawQuery: "explain=1"}
+	if *limit != auditShowMax {
+		u.RawQuery += "&limit=" + strconv.Itoa(*limit)
+	}
 	u.Path, u.RawPath = requestPath(fs.Arg(0))
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -501,10 +576,15 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		printAudit(stdout, got.Record, got.Explain)
 		return nil
 	}
-	fmt.Fprintf(stdout, "%d records share request id %s (the same X-Request-Id sent twice, or recorded again after a restart); each is its own record in InfluxDB, told apart by time. Oldest first:\n",
+	fmt.Fprintf(stdout, "%d records share request id %s (the same X-Request-Id sent twice, or recorded again after a restart); each is its own record in InfluxDB, told apart by time.",
 		got.SameID, fs.Arg(0))
+	if len(got.Records) < got.SameID {
+		fmt.Fprintf(stdout, " Showing the newest %d (--limit, at most %d).", len(got.Records), auditShowMax)
+	}
+	fmt.Fprintln(stdout, " Oldest first:")
+	first := got.SameID - len(got.Records) // records not shown, older than those shown
 	for i, a := range got.Records {
-		fmt.Fprintf(stdout, "\n=== record %d of %d, time %v ===\n", i+1, len(got.Records), a.Record["time"])
+		fmt.Fprintf(stdout, "\n=== record %d of %d, time %v ===\n", first+i+1, got.SameID, a.Record["time"])
 		printAudit(stdout, a.Record, a.Explain)
 	}
 	return nil

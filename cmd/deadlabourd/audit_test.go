@@ -121,6 +121,7 @@ func httpGet(t *testing.T, h http.Handler, path string) (int, []byte) {
 type explainResponse struct {
 	Record  map[string]any `json:"record"`
 	Explain explanation    `json:"explain"`
+	SameID  int            `json:"same_id_records"` // the one-record answer's
 }
 
 // GET /v1/requests/{id} answers the record as InfluxDB has it; with
@@ -151,6 +152,9 @@ func TestRequestExplain(t *testing.T) {
 					if g, _ := json.Marshal(got); !bytes.Equal(g, want) {
 						t.Errorf("%s: %s = %s, the point has %s", r.ID, f.Key, g, want)
 					}
+				}
+				if resp.SameID != 1 {
+					t.Errorf("%s: same_id_records %d in a one-record answer, want 1", r.ID, resp.SameID)
 				}
 				if !resp.Explain.Matches || resp.Explain.Weighting != mode {
 					t.Errorf("%s: recomputation matches %v (%v), weighting %q", r.ID, resp.Explain.Matches, resp.Explain.MaxRelDiff, resp.Explain.Weighting)
@@ -209,22 +213,22 @@ func TestRequestExplain(t *testing.T) {
 // a record whose intervals are gone says so instead of matching.
 func TestAuditStoreBounded(t *testing.T) {
 	store, recs := auditFixture(t, "time", 5, 2*time.Second)
-	if len(store.records) != 5 || len(store.order) != 5 {
+	if len(store.records) != 5 || store.order.len() != 5 {
 		t.Fatalf("%d records kept, want 5", len(store.records))
 	}
 	newest := recs[len(recs)-1]
-	if len(store.lookup(newest.ID)) != 1 {
+	if kept, n := store.lookup(newest.ID, auditShowMax); len(kept) != 1 || n != 1 {
 		t.Errorf("newest record %s not kept", newest.ID)
 	}
 	for dev, lg := range store.settled {
-		live := lg.entries[lg.head:]
+		live := lg.entries.live()
 		if span := time.Duration(live[len(live)-1].end - live[0].end); span > 2*time.Second {
 			t.Errorf("device %s keeps %v of settlements, want <= 2s", dev, span)
 		}
 	}
 	var first estimator.Record
-	for _, id := range store.order {
-		if r := store.records[id][0]; r.Served && (first.ID == "" || r.Start.Before(first.Start)) {
+	for _, id := range store.order.live() {
+		if r := store.records[id].front(); r.Served && (first.ID == "" || r.Start.Before(first.Start)) {
 			first = r
 		}
 	}
@@ -273,7 +277,8 @@ func TestAuditSameID(t *testing.T) {
 	if err := json.Unmarshal(body, &one); err != nil {
 		t.Fatal(err)
 	}
-	if one.Record["time"] != second.Time.UTC().Format(time.RFC3339Nano) || bytes.Contains(body, []byte("same_id_records")) {
+	if one.Record["time"] != second.Time.UTC().Format(time.RFC3339Nano) || !bytes.Contains(body, []byte(`"same_id_records":1`)) ||
+		bytes.Contains(body, []byte(`"records"`)) {
 		t.Errorf("after eviction: want the second record of %s alone, got %s", first.ID, body)
 	}
 	// Once more with both kept.
@@ -310,8 +315,8 @@ func TestAuditSameID(t *testing.T) {
 	if _, body := httpGet(t, h, "/v1/requests/"+first.ID); bytes.Contains(body, []byte(`"explain"`)) || !bytes.Contains(body, []byte(`"same_id_records":2`)) {
 		t.Errorf("without explain: %s", body)
 	}
-	if len(store.order) != max {
-		t.Errorf("%d records kept, want %d", len(store.order), max)
+	if store.order.len() != max {
+		t.Errorf("%d records kept, want %d", store.order.len(), max)
 	}
 
 	// deadlabourd audit prints both.
