@@ -514,7 +514,8 @@ var errNoRoom = errors.New("no room in the body budget")
 
 // readBody reads ex's request body, of at most p.maxBody bytes, or fails
 // with *http.MaxBytesError. A body of declared length has its room already;
-// one of unknown length takes room as its bytes arrive, in steps that never
+// one of unknown length takes room as its bytes arrive, in steps taken only
+// once a byte past the room has come, that never
 // wait (errNoRoom, with what was read, when one finds none): a request that
 // holds room never waits for more.
 func (p *Proxy) readBody(r *http.Request, ex *exchange) ([]byte, error) {
@@ -530,21 +531,39 @@ func (p *Proxy) readBody(r *http.Request, ex *exchange) ([]byte, error) {
 		}
 		return buf, nil
 	}
-	// One byte past the limit tells a body over it. The room held covers
-	// the buffer (the first step was taken by hold).
-	buf := make([]byte, 0, min(bodyStep, limit+1))
+	// The room held covers the buffer (the first step was taken by hold).
+	// A full buffer takes its next step only once one more byte has come:
+	// a body that ends exactly at a step, or at the limit, needs no more.
+	buf := make([]byte, 0, min(bodyStep, limit))
+	var one [1]byte
 	for {
 		if len(buf) == cap(buf) {
-			if int64(len(buf)) > limit {
+			n, err := r.Body.Read(one[:])
+			if n == 0 {
+				if err == io.EOF {
+					return buf, nil
+				}
+				if err != nil {
+					return nil, fmt.Errorf("read request body: %w", err)
+				}
+				continue
+			}
+			if int64(len(buf)) >= limit {
 				return nil, &http.MaxBytesError{Limit: limit}
 			}
-			grow := min(int64(cap(buf)), limit+1-int64(cap(buf)))
+			grow := min(int64(cap(buf)), limit-int64(cap(buf)))
 			got, ok := p.budget.tryAcquire(ex.held, grow)
 			if !ok {
 				return buf, errNoRoom
 			}
 			ex.held += got
-			buf = append(make([]byte, 0, int64(cap(buf))+grow), buf...)
+			buf = append(append(make([]byte, 0, int64(cap(buf))+grow), buf...), one[0])
+			if err == io.EOF {
+				return buf, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read request body: %w", err)
+			}
 		}
 		n, err := r.Body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
