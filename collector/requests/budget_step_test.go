@@ -36,11 +36,11 @@ func holdRoom(t *testing.T, g *rig, budget *BodyBudget, n int) func() int {
 func TestBodyOfUnknownLengthEndsAtStep(t *testing.T) {
 	room := bodyStep + maxIncludeUsageGrowth // what a first step holds
 	for _, c := range []struct {
-		name      string
-		maxBody   int64
-		extra     int64 // free room beside two first steps
-		size      int
-		want int
+		name    string
+		maxBody int64
+		extra   int64 // free room beside two first steps
+		size    int
+		want    int
 	}{
 		{"at a step", 4 * bodyStep, bodyStep / 2, bodyStep, http.StatusOK},
 		{"at max_body_bytes", bodyStep, 0, bodyStep, http.StatusOK},
@@ -68,3 +68,47 @@ func TestBodyOfUnknownLengthEndsAtStep(t *testing.T) {
 	}
 }
 
+// TestBodyOfUnknownLengthGrowsBehindWaiter: a body of unknown length that
+// needs its next step while another request waits for room is not
+// refused at once (x/sync's TryAcquire fails whenever a request waits,
+// room or not): it gives back what it holds and waits for the whole, in
+// turn behind the request queued first, and both pass when room comes.
+func TestBodyOfUnknownLengthGrowsBehindWaiter(t *testing.T) {
+	budget := NewBodyBudget(500<<10, 5*time.Second)
+	g := newRig(t, fakeupstream.New(fakeupstream.Options{}), Options{BodyBudget: budget, MaxRequestBytes: 300 << 10})
+	first := holdRoom(t, g, budget, 300<<10) // 300 KiB held until its body comes
+
+	// C: a body of unknown length, its first 64 KiB step held.
+	pr, pw := io.Pipe()
+	stC := make(chan int, 1)
+	go func() { stC <- postReader(t, g, pr, -1) }()
+	waitFor(t, "C to hold its first step", func() bool { return budget.InUse() > 300<<10+bodyStep })
+
+	// Q waits for 200 KiB, more than the ~136 KiB free.
+	stQ := make(chan int, 1)
+	go func() { stQ <- postStatus(t, g, chatOfSize(t, 200<<10, false)) }()
+	waitFor(t, "Q to wait for room", func() bool { return budget.Waiting() == 1 })
+
+	// C's body needs a second step, for which there is room.
+	go func() {
+		io.WriteString(pw, chatOfSize(t, 100<<10, false))
+		pw.Close()
+	}()
+	waitFor(t, "C to wait for its next step, or be answered", func() bool { return budget.Waiting() == 2 || len(stC) > 0 })
+	if st := first(); st != http.StatusOK {
+		t.Errorf("first: %d, want 200", st)
+	}
+	if st := <-stC; st != http.StatusOK {
+		t.Errorf("C (unknown length, grew while Q waited): %d, want 200", st)
+	}
+	if st := <-stQ; st != http.StatusOK {
+		t.Errorf("Q: %d, want 200", st)
+	}
+	g.rec.wait(t, 3)
+	if n := budget.Refused(); n != 0 {
+		t.Errorf("refused = %d, want 0", n)
+	}
+	if n := budget.InUse(); n != 0 {
+		t.Errorf("%d bytes still in use after every request ended", n)
+	}
+}

@@ -417,8 +417,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.writeError(w, ex, ex.failed, fmt.Sprintf("request body is larger than this proxy's limit of %d bytes", p.maxBody))
 			return
 		}
-		if errors.Is(err, errNoRoom) {
-			p.refuse(w, ex, int64(len(body)))
+		if nr, ok := errors.AsType[*noRoomError](err); ok {
+			p.noRoom(w, r, ex, nr.want)
 			return
 		}
 		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
@@ -470,18 +470,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, ex *exchange, n int64) bool {
 	held, err := p.budget.acquire(r.Context(), n)
 	if err != nil {
-		if r.Context().Err() != nil {
-			// The client left while waiting: not a refusal, and no one
-			// to answer (recorded client_closed).
-			ex.failed, ex.cut = http.StatusServiceUnavailable, true
-			return false
-		}
-		p.refuse(w, ex, n)
+		p.noRoom(w, r, ex, min(n, p.budget.Size()))
 		return false
 	}
 	ex.held += held
 	p.full.ok(p.now())
 	return true
+}
+
+// noRoom ends a request whose body found no room for want bytes within
+// the wait: answered 503, unless its client left while it waited (not a
+// refusal, and no one to answer: recorded client_closed).
+func (p *Proxy) noRoom(w http.ResponseWriter, r *http.Request, ex *exchange, want int64) {
+	if r.Context().Err() != nil {
+		ex.failed, ex.cut = http.StatusServiceUnavailable, true
+		return
+	}
+	p.refuse(w, ex, want)
 }
 
 // refuse answers 503 to a request whose body found no room for want more
@@ -509,15 +514,20 @@ func (p *Proxy) fit(ex *exchange, n int64) {
 	}
 }
 
-// errNoRoom: a body of unknown length found no room for its next bytes.
-var errNoRoom = errors.New("no room in the body budget")
+// noRoomError: a body of unknown length found no room for want bytes
+// (all it needs with its next step) within the wait.
+type noRoomError struct{ want int64 }
+
+func (e *noRoomError) Error() string {
+	return fmt.Sprintf("no room for %d bytes in the body budget", e.want)
+}
 
 // readBody reads ex's request body, of at most p.maxBody bytes, or fails
 // with *http.MaxBytesError. A body of declared length has its room already;
 // one of unknown length takes room as its bytes arrive, in steps taken only
-// once a byte past the room has come, that never
-// wait (errNoRoom, with what was read, when one finds none): a request that
-// holds room never waits for more.
+// once a byte past the room has come (*noRoomError when one finds no room
+// within the wait; a request that waits for more gives back what it holds
+// first, see BodyBudget.grow).
 func (p *Proxy) readBody(r *http.Request, ex *exchange) ([]byte, error) {
 	limit := p.maxBody
 	if r.ContentLength > limit {
@@ -552,11 +562,11 @@ func (p *Proxy) readBody(r *http.Request, ex *exchange) ([]byte, error) {
 				return nil, &http.MaxBytesError{Limit: limit}
 			}
 			grow := min(int64(cap(buf)), limit-int64(cap(buf)))
-			got, ok := p.budget.tryAcquire(ex.held, grow)
-			if !ok {
-				return buf, errNoRoom
+			want := min(ex.held+grow, p.budget.Size())
+			held, noRoom := p.budget.grow(r.Context(), ex.held, grow)
+			if ex.held = held; noRoom != nil {
+				return nil, &noRoomError{want: want}
 			}
-			ex.held += got
 			buf = append(append(make([]byte, 0, int64(cap(buf))+grow), buf...), one[0])
 			if err == io.EOF {
 				return buf, nil
