@@ -23,6 +23,10 @@
 //     body, or the body cut short); the proxy's own 408 (the body did not
 //     arrive within BodyReadTimeout), 413, 502, 503 (no room for the body
 //     in the BodyBudget) or 504 when it answered itself.
+//   - Start: when the request's body had been read and held, and it was
+//     forwarded (the GPUs cannot work on it before): a wait for room in the
+//     BodyBudget or a slow upload is not part of it. A request the proxy
+//     answered itself before that (408, 413, 503) starts at its arrival.
 //   - Served: the upstream had the whole request and did not refuse it with
 //     a 4xx; false for a request it never saw.
 //   - FirstToken: when the first streamed event with generated output
@@ -443,7 +447,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.fit(ex, int64(len(body)))
 	// Begun only now, with its body held: a request refused before (no
 	// room, too large, too slow) never counted as in flight, and ends
-	// unserved with no charge.
+	// unserved with no charge. It starts now too: it is forwarded now, and
+	// the GPUs cannot work on it before. (Begun at its arrival, a request
+	// that waited for room or sent its body slowly would begin past the
+	// ledger's settle delay and be charged only from then, flagged
+	// history_truncated.)
+	ex.start = p.now()
 	p.rec.Begin(estimator.Span{ID: ex.id, Key: ex.key, Upstream: p.name, Model: ex.model, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
 
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
