@@ -57,13 +57,7 @@ func TestBodyOfUnknownLengthEndsAtStep(t *testing.T) {
 			if st := first(); st != http.StatusOK {
 				t.Errorf("first: %d, want 200", st)
 			}
-			g.rec.wait(t, 2)
-			if n := budget.Refused(); n != 0 {
-				t.Errorf("refused = %d, want 0", n)
-			}
-			if n := budget.InUse(); n != 0 {
-				t.Errorf("%d bytes still in use after every request ended", n)
-			}
+			allPassed(t, g, budget, 2)
 		})
 	}
 }
@@ -104,7 +98,14 @@ func TestBodyOfUnknownLengthGrowsBehindWaiter(t *testing.T) {
 	if st := <-stQ; st != http.StatusOK {
 		t.Errorf("Q: %d, want 200", st)
 	}
-	g.rec.wait(t, 3)
+	allPassed(t, g, budget, 3)
+}
+
+// allPassed waits for n requests to end and checks that the budget refused
+// none and has all its room back.
+func allPassed(t *testing.T, g *rig, budget *BodyBudget, n int) {
+	t.Helper()
+	g.rec.wait(t, n)
 	if n := budget.Refused(); n != 0 {
 		t.Errorf("refused = %d, want 0", n)
 	}
