@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
 )
 
@@ -76,7 +77,12 @@ func TestBodyBudgetMetrics(t *testing.T) {
 // flagged history_truncated.
 func TestSlowBodyNotTruncated(t *testing.T) {
 	influx := influxtest.Start(t)
-	fake := startFake(t)
+	// 4 tokens 50 ms apart: the answer spans a few GPU intervals (50 ms).
+	fake, err := fakeupstream.Start(t.Context(), fakeupstream.Options{DefaultMaxTokens: 4, TokenDelay: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fake.Close() })
 	d := startDaemon(t, daemonConfig(influx.URL(), influx.Bucket(), t.TempDir(), fake.URL(), ""), "h100:1")
 	body := `{"model":"m","max_tokens":4,"messages":[{"role":"user","content":"hello there"}]}`
 	pr, pw := io.Pipe()
@@ -115,7 +121,7 @@ func TestSlowBodyNotTruncated(t *testing.T) {
 	if j, _ := r.Float("gpu_energy_j"); j <= 0 {
 		t.Errorf("gpu_energy_j = %v, want a charge", r["gpu_energy_j"])
 	}
-	if s, _ := r.Float("duration_s"); s >= 0.6 {
+	if s, _ := r.Float("duration_s"); s >= 0.6+0.15 {
 		t.Errorf("duration_s = %v: it counts the body's upload", s)
 	}
 }
