@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
 )
 
@@ -67,5 +68,60 @@ func TestBodyBudgetMetrics(t *testing.T) {
 	})
 	if err := d.stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSlowBodyNotTruncated: a request whose body arrives after a pause
+// longer than attribution.settle_delay (100 ms here) starts when its body
+// is read and it is forwarded, not when it arrived: it is charged, and not
+// flagged history_truncated.
+func TestSlowBodyNotTruncated(t *testing.T) {
+	influx := influxtest.Start(t)
+	// 4 tokens 50 ms apart: the answer spans a few GPU intervals (50 ms).
+	fake, err := fakeupstream.Start(t.Context(), fakeupstream.Options{DefaultMaxTokens: 4, TokenDelay: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fake.Close() })
+	d := startDaemon(t, daemonConfig(influx.URL(), influx.Bucket(), t.TempDir(), fake.URL(), ""), "h100:1")
+	body := `{"model":"m","max_tokens":4,"messages":[{"role":"user","content":"hello there"}]}`
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPost, d.proxyURL("up")+"/v1/chat/completions", pr)
+	req.ContentLength = int64(len(body))
+	req.Header.Set("X-Request-Id", "slow-body")
+	go func() {
+		pw.Write([]byte(body[:10]))
+		time.Sleep(600 * time.Millisecond) // past the settle delay
+		pw.Write([]byte(body[10:]))
+		pw.Close()
+	}()
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200", res.StatusCode)
+	}
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	rows := influx.Rows(t, `SELECT "request_id", "status", "gpu_energy_j", "history_truncated", "duration_s" FROM "deadlabour_request"`)
+	if len(rows) != 1 {
+		t.Fatalf("%d records, want 1: %v", len(rows), rows)
+	}
+	r := rows[0]
+	if r["request_id"] != "slow-body" || r["status"] != "200" {
+		t.Errorf("record %v, want slow-body, 200", r)
+	}
+	if tr, _ := r.Bool("history_truncated"); tr {
+		t.Errorf("history_truncated: the request was begun at its arrival, not when its body was read (record %v)", r)
+	}
+	if j, _ := r.Float("gpu_energy_j"); j <= 0 {
+		t.Errorf("gpu_energy_j = %v, want a charge", r["gpu_energy_j"])
+	}
+	if s, _ := r.Float("duration_s"); s >= 0.6+0.15 {
+		t.Errorf("duration_s = %v: it counts the body's upload", s)
 	}
 }

@@ -86,7 +86,21 @@ func (b *BodyBudget) tryAcquire(held, n int64) (int64, bool) {
 	return n, true
 }
 
-// release gives back n bytes taken by acquire or tryAcquire.
+// grow makes the n bytes a request holds n+more: at once when there is
+// room, else by giving back all it holds and waiting for the whole, like
+// acquire. A request never waits while it holds room: the semaphore is
+// FIFO, so a request queued behind it would wait for it while it waits for
+// that one (and x/sync's TryAcquire fails whenever any request is queued,
+// room or not). It returns what is held then, 0 when it failed.
+func (b *BodyBudget) grow(ctx context.Context, held, more int64) (int64, error) {
+	if got, ok := b.tryAcquire(held, more); ok {
+		return held + got, nil
+	}
+	b.release(held)
+	return b.acquire(ctx, held+more)
+}
+
+// release gives back n bytes taken by acquire, tryAcquire or grow.
 func (b *BodyBudget) release(n int64) {
 	if n > 0 {
 		b.inUse.Add(-n)

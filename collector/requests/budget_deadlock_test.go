@@ -64,11 +64,5 @@ func TestBodyBudgetEditNeverWaits(t *testing.T) {
 	if st := <-stB; st != http.StatusOK {
 		t.Errorf("B (queued behind A): %d, want 200", st)
 	}
-	g.rec.wait(t, 2)
-	if n := budget.Refused(); n != 0 {
-		t.Errorf("refused = %d, want 0", n)
-	}
-	if n := budget.InUse(); n != 0 {
-		t.Errorf("%d bytes still in use after every request ended", n)
-	}
+	allPassed(t, g, budget, 2)
 }

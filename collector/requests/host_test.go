@@ -1,7 +1,9 @@
 package requests
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -24,6 +26,7 @@ func TestPreserveHost(t *testing.T) {
 	}{
 		{"http ip, default", false, "", nil, true},
 		{"http localhost, default", false, "localhost", nil, true},
+		{"http host name, default", false, "inference.test", nil, false},
 		{"http ip, preserve_host false", false, "", &no, false},
 		{"https, default", true, "", nil, false},
 		{"https, preserve_host true", true, "", &yes, true},
@@ -48,6 +51,12 @@ func TestPreserveHost(t *testing.T) {
 			opts := Options{Name: "u", Target: target.String(), TenantSecret: testSecret, PreserveHost: tt.preserve}
 			if tt.tls {
 				opts.Transport = up.Client().Transport
+			} else if tt.host != "" && tt.host != "localhost" {
+				// A name no resolver knows: dial the upstream's address.
+				addr := up.Listener.Addr().String()
+				opts.Transport = &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+					return (&net.Dialer{}).DialContext(ctx, network, addr)
+				}}
 			}
 			p, err := New(opts, newRecorder())
 			if err != nil {

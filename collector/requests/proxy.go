@@ -23,6 +23,10 @@
 //     body, or the body cut short); the proxy's own 408 (the body did not
 //     arrive within BodyReadTimeout), 413, 502, 503 (no room for the body
 //     in the BodyBudget) or 504 when it answered itself.
+//   - Start: when the request's body had been read and held, and it was
+//     forwarded (the GPUs cannot work on it before): a wait for room in the
+//     BodyBudget or a slow upload is not part of it. A request the proxy
+//     answered itself before that (408, 413, 503) starts at its arrival.
 //   - Served: the upstream had the whole request and did not refuse it with
 //     a 4xx; false for a request it never saw.
 //   - FirstToken: when the first streamed event with generated output
@@ -417,8 +421,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.writeError(w, ex, ex.failed, fmt.Sprintf("request body is larger than this proxy's limit of %d bytes", p.maxBody))
 			return
 		}
-		if errors.Is(err, errNoRoom) {
-			p.refuse(w, ex, int64(len(body)))
+		if nr, ok := errors.AsType[*noRoomError](err); ok {
+			p.noRoom(w, r, ex, nr.want)
 			return
 		}
 		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
@@ -443,7 +447,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.fit(ex, int64(len(body)))
 	// Begun only now, with its body held: a request refused before (no
 	// room, too large, too slow) never counted as in flight, and ends
-	// unserved with no charge.
+	// unserved with no charge. It starts now too: it is forwarded now, and
+	// the GPUs cannot work on it before. (Begun at its arrival, a request
+	// that waited for room or sent its body slowly would begin past the
+	// ledger's settle delay and be charged only from then, flagged
+	// history_truncated.)
+	ex.start = p.now()
 	p.rec.Begin(estimator.Span{ID: ex.id, Key: ex.key, Upstream: p.name, Model: ex.model, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
 
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
@@ -470,18 +479,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, ex *exchange, n int64) bool {
 	held, err := p.budget.acquire(r.Context(), n)
 	if err != nil {
-		if r.Context().Err() != nil {
-			// The client left while waiting: not a refusal, and no one
-			// to answer (recorded client_closed).
-			ex.failed, ex.cut = http.StatusServiceUnavailable, true
-			return false
-		}
-		p.refuse(w, ex, n)
+		p.noRoom(w, r, ex, min(n, p.budget.Size()))
 		return false
 	}
 	ex.held += held
 	p.full.ok(p.now())
 	return true
+}
+
+// noRoom ends a request whose body found no room for want bytes within
+// the wait: answered 503, unless its client left while it waited (not a
+// refusal, and no one to answer: recorded client_closed).
+func (p *Proxy) noRoom(w http.ResponseWriter, r *http.Request, ex *exchange, want int64) {
+	if r.Context().Err() != nil {
+		ex.failed, ex.cut = http.StatusServiceUnavailable, true
+		return
+	}
+	p.refuse(w, ex, want)
 }
 
 // refuse answers 503 to a request whose body found no room for want more
@@ -509,14 +523,20 @@ func (p *Proxy) fit(ex *exchange, n int64) {
 	}
 }
 
-// errNoRoom: a body of unknown length found no room for its next bytes.
-var errNoRoom = errors.New("no room in the body budget")
+// noRoomError: a body of unknown length found no room for want bytes
+// (all it needs with its next step) within the wait.
+type noRoomError struct{ want int64 }
+
+func (e *noRoomError) Error() string {
+	return fmt.Sprintf("no room for %d bytes in the body budget", e.want)
+}
 
 // readBody reads ex's request body, of at most p.maxBody bytes, or fails
 // with *http.MaxBytesError. A body of declared length has its room already;
-// one of unknown length takes room as its bytes arrive, in steps that never
-// wait (errNoRoom, with what was read, when one finds none): a request that
-// holds room never waits for more.
+// one of unknown length takes room as its bytes arrive, in steps taken only
+// once a byte past the room has come (*noRoomError when one finds no room
+// within the wait; a request that waits for more gives back what it holds
+// first, see BodyBudget.grow).
 func (p *Proxy) readBody(r *http.Request, ex *exchange) ([]byte, error) {
 	limit := p.maxBody
 	if r.ContentLength > limit {
@@ -530,21 +550,39 @@ func (p *Proxy) readBody(r *http.Request, ex *exchange) ([]byte, error) {
 		}
 		return buf, nil
 	}
-	// One byte past the limit tells a body over it. The room held covers
-	// the buffer (the first step was taken by hold).
-	buf := make([]byte, 0, min(bodyStep, limit+1))
+	// The room held covers the buffer (the first step was taken by hold).
+	// A full buffer takes its next step only once one more byte has come:
+	// a body that ends exactly at a step, or at the limit, needs no more.
+	buf := make([]byte, 0, min(bodyStep, limit))
+	var one [1]byte
 	for {
 		if len(buf) == cap(buf) {
-			if int64(len(buf)) > limit {
+			n, err := r.Body.Read(one[:])
+			if n == 0 {
+				if err == io.EOF {
+					return buf, nil
+				}
+				if err != nil {
+					return nil, fmt.Errorf("read request body: %w", err)
+				}
+				continue
+			}
+			if int64(len(buf)) >= limit {
 				return nil, &http.MaxBytesError{Limit: limit}
 			}
-			grow := min(int64(cap(buf)), limit+1-int64(cap(buf)))
-			got, ok := p.budget.tryAcquire(ex.held, grow)
-			if !ok {
-				return buf, errNoRoom
+			grow := min(int64(cap(buf)), limit-int64(cap(buf)))
+			want := min(ex.held+grow, p.budget.Size())
+			held, noRoom := p.budget.grow(r.Context(), ex.held, grow)
+			if ex.held = held; noRoom != nil {
+				return nil, &noRoomError{want: want}
 			}
-			ex.held += got
-			buf = append(make([]byte, 0, int64(cap(buf))+grow), buf...)
+			buf = append(append(make([]byte, 0, int64(cap(buf))+grow), buf...), one[0])
+			if err == io.EOF {
+				return buf, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read request body: %w", err)
+			}
 		}
 		n, err := r.Body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
