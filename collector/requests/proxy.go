@@ -572,10 +572,13 @@ func (p *Proxy) readBody(r *http.Request, ex *exchange) ([]byte, error) {
 			}
 			grow := min(int64(cap(buf)), limit-int64(cap(buf)))
 			want := min(ex.held+grow, p.budget.Size())
-			held, noRoom := p.budget.grow(r.Context(), ex.held, grow)
-			if ex.held = held; noRoom != nil {
+			// A step is taken at once or not at all: a request holding
+			// room never waits for more (BodyBudget).
+			got, ok := p.budget.tryAcquire(ex.held, grow)
+			if !ok {
 				return nil, &noRoomError{want: want}
 			}
+			ex.held += got
 			buf = append(append(make([]byte, 0, int64(cap(buf))+grow), buf...), one[0])
 			if err == io.EOF {
 				return buf, nil
