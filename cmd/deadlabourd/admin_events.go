@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/google/renameio/v2"
+
 	"github.com/deadlabour/deadlabour/collector/requests"
 	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/internal/apierror"
@@ -69,10 +71,9 @@ func (d *daemon) saveEventsEnded() {
 	path := filepath.Join(d.cfg.Spool.Dir, eventsEndedFile)
 	data, err := json.Marshal(d.events.Ended())
 	if err == nil {
-		tmp := path + ".tmp"
-		if err = os.WriteFile(tmp, data, 0o600); err == nil {
-			err = os.Rename(tmp, path)
-		}
+		// Synced and renamed over the old one: a power loss leaves the
+		// old file or the new, whole.
+		err = renameio.WriteFile(path, data, 0o600)
 	}
 	if err != nil {
 		d.log.Warn("event API: cannot keep the ids it ended for the next run; an end posted across the restart would be recorded again", "file", path, "err", err)

@@ -24,9 +24,10 @@ func chatOfSize(t *testing.T, n int, stream bool) string {
 
 // TestBodyBudgetEditNeverWaits: a streamed request that gets include_usage
 // added must not wait for room a second time while it holds room for its
-// body. The budget's semaphore is FIFO: a request queued in between would
-// wait behind it while it waits behind that one, and both would be
-// answered 503 when the wait ran out. It proceeds, and the request queued
+// body. Requests that hold nothing wait in turn: a request queued in
+// between would wait behind it while it waited behind that one, and both
+// would be answered 503 when the wait ran out. It takes the room for its
+// edit with its body's, in one wait, and proceeds; the request queued
 // behind it gets its turn when it is done.
 func TestBodyBudgetEditNeverWaits(t *testing.T) {
 	budget := NewBodyBudget(1000, 500*time.Millisecond)

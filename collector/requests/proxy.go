@@ -523,8 +523,8 @@ func (p *Proxy) fit(ex *exchange, n int64) {
 	}
 }
 
-// noRoomError: a body of unknown length found no room for want bytes
-// (all it needs with its next step) within the wait.
+// noRoomError: a body of unknown length found no room for its next step
+// (want: all it needs with it); a step is taken at once or refused.
 type noRoomError struct{ want int64 }
 
 func (e *noRoomError) Error() string {
@@ -534,9 +534,9 @@ func (e *noRoomError) Error() string {
 // readBody reads ex's request body, of at most p.maxBody bytes, or fails
 // with *http.MaxBytesError. A body of declared length has its room already;
 // one of unknown length takes room as its bytes arrive, in steps taken only
-// once a byte past the room has come (*noRoomError when one finds no room
-// within the wait; a request that waits for more gives back what it holds
-// first, see BodyBudget.grow).
+// once a byte past the room has come, at once or not at all: a request
+// holding room never waits for more (*noRoomError when a step finds no
+// room; see BodyBudget).
 func (p *Proxy) readBody(r *http.Request, ex *exchange) ([]byte, error) {
 	limit := p.maxBody
 	if r.ContentLength > limit {
