@@ -323,7 +323,13 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 		return nil, &Error{Problems: []Problem{yamlProblem(name, err.Error(), nil)}}
 	}
 	cfg.lines, cfg.empty = map[string]int{}, map[string]bool{}
-	indexLines(&root, "", cfg.lines, cfg.empty)
+	values := map[string]*yaml.Node{}
+	indexLines(&root, "", cfg.lines, values)
+	for p, v := range values {
+		if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null" {
+			cfg.empty[p] = true
+		}
+	}
 	if doc := docRoot(&root); doc != nil && doc.Kind != yaml.MappingNode {
 		return nil, &Error{Problems: []Problem{{File: name, Line: doc.Line,
 			Msg: "the file must be a mapping of keys (node, gpu, upstreams, ...)"}}}
@@ -332,9 +338,16 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 	// weight) are checked first, each under its key; the decoder then
 	// passes over them (they keep their defaults) and reports the rest.
 	problems := valueProblems(&root, "", nil)
-	badLine, badKey := map[int]bool{}, map[string]bool{}
+	// The decoder reports those values again, with the same message on
+	// the same line; another key's problem on that line (flow style) is
+	// kept.
+	type lineMsg struct {
+		line int
+		msg  string
+	}
+	reported, badKey := map[lineMsg]bool{}, map[string]bool{}
 	for _, p := range problems {
-		badLine[p.Line], badKey[p.Key] = true, true
+		reported[lineMsg{p.Line, p.Msg}], badKey[p.Key] = true, true
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -346,7 +359,11 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 		// The decoder goes on past a value of the wrong type or an
 		// unknown key, leaving the default: every one is reported.
 		for _, e := range te.Errors {
-			if p := yamlProblem(name, e, cfg.lines); !badLine[p.Line] {
+			p := yamlProblem(name, e, cfg.lines)
+			if k := keyWithValue(values, p); k != "" {
+				p.Key = k
+			}
+			if !reported[lineMsg{p.Line, p.Msg}] {
 				problems = append(problems, p)
 				if p.Key != "" {
 					badKey[p.Key] = true
@@ -410,6 +427,32 @@ func pathAt(lines map[string]int, line int, key string) string {
 	return best
 }
 
+var wrongTypeRe = regexp.MustCompile("^cannot unmarshal \\S+ `(.*)` into ")
+
+// keyWithValue is the key of a wrong type's value on the problem's line
+// ("cannot unmarshal !!int `5` into bool": the key whose value is 5), for
+// a line with several keys; "" if none or the message names no value.
+func keyWithValue(values map[string]*yaml.Node, p Problem) string {
+	m := wrongTypeRe.FindStringSubmatch(p.Msg)
+	if m == nil {
+		return ""
+	}
+	// yaml.v3 shortens a long value to its first 7 bytes and "...".
+	val, short := strings.CutSuffix(m[1], "...")
+	best := ""
+	for path, v := range values {
+		if v.Line != p.Line || v.Kind != yaml.ScalarNode || strings.HasSuffix(path, "]") {
+			continue
+		}
+		if v.Value == val || short && strings.HasPrefix(v.Value, val) {
+			if best == "" || path < best {
+				best = path
+			}
+		}
+	}
+	return best
+}
+
 func docRoot(n *yaml.Node) *yaml.Node {
 	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
 		return n.Content[0]
@@ -438,12 +481,12 @@ func (c *Config) applyListDefaults() {
 }
 
 // indexLines records the line of every key path in the document, and the
-// key paths with no value.
-func indexLines(n *yaml.Node, path string, lines map[string]int, empty map[string]bool) {
+// node of its value (of a list entry: the entry).
+func indexLines(n *yaml.Node, path string, lines map[string]int, values map[string]*yaml.Node) {
 	switch n.Kind {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			indexLines(c, path, lines, empty)
+			indexLines(c, path, lines, values)
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -452,17 +495,14 @@ func indexLines(n *yaml.Node, path string, lines map[string]int, empty map[strin
 			if path != "" {
 				p = path + "." + k
 			}
-			lines[p] = n.Content[i].Line
-			if v := n.Content[i+1]; v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null" {
-				empty[p] = true
-			}
-			indexLines(n.Content[i+1], p, lines, empty)
+			lines[p], values[p] = n.Content[i].Line, n.Content[i+1]
+			indexLines(n.Content[i+1], p, lines, values)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
 			lines[p] = c.Line
-			indexLines(c, p, lines, empty)
+			indexLines(c, p, lines, values)
 		}
 	}
 }

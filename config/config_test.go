@@ -40,7 +40,7 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := map[string]int{}
-	indexLines(&root, "", lines, map[string]bool{})
+	indexLines(&root, "", lines, map[string]*yaml.Node{})
 	have := map[string]bool{}
 	for p := range lines {
 		// upstreams[0].target -> upstreams.target
@@ -253,6 +253,17 @@ func TestAllProblemsReported(t *testing.T) {
 	}
 	if want := []string{"2 gpu.interval", "3 gpu.intervall", "5 facility.pue", "6 facility.price_per_kwh", "7 facility.carbon_g_per_kwh", "9 proxy.budget_wait"}; !slices.Equal(keys, want) {
 		t.Errorf("problems %v (%v), want %v", keys, err, want)
+	}
+
+	// Two keys on one line (flow style): a bad duration does not hide
+	// the other key's wrong type, and each is under its own key.
+	_, err = Parse("bad.yaml", []byte("gpu: {interval: bad, enabled: 5}\n"), -1)
+	want = []Problem{
+		{File: "bad.yaml", Line: 1, Key: "gpu.interval", Msg: `invalid duration "bad": want e.g. 100ms, 10s, 1h, 30d, 5y`},
+		{File: "bad.yaml", Line: 1, Key: "gpu.enabled", Msg: "cannot unmarshal !!int `5` into bool"},
+	}
+	if !errors.As(err, &ce) || !reflect.DeepEqual(ce.Problems, want) {
+		t.Errorf("err = %v, want the problems %v", err, want)
 	}
 }
 
