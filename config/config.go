@@ -371,12 +371,18 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 			}
 		}
 	}
-	// A value reported above is at its default, not to be judged again.
+	// A value reported above is at its default, which the file did not
+	// write: it is not judged again, nor is another key judged against it
+	// (a check that compares two keys names the other one).
 	cfg.applyListDefaults()
+validated:
 	for _, p := range cfg.Validate(gpuCount) {
-		if !badKey[p.Key] {
-			problems = append(problems, p)
+		for k := range badKey {
+			if k == p.Key || mentions(p, k) {
+				continue validated
+			}
 		}
+		problems = append(problems, p)
 	}
 	for i := range problems {
 		problems[i].File = name
@@ -386,6 +392,36 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 		return nil, &Error{Problems: problems}
 	}
 	return &cfg, nil
+}
+
+// mentions reports whether p's message names key: in full
+// ("gpu.interval"), or by its last name where key is in p's section or
+// list entry ("tdp_watts" for hardware[0].idle_watts).
+func mentions(p Problem, key string) bool {
+	names := []string{key}
+	if i := strings.LastIndexByte(key, '.'); i > 0 && strings.HasPrefix(p.Key, key[:i+1]) {
+		names = append(names, key[i+1:])
+	}
+	for _, name := range names {
+		for rest := p.Msg; ; {
+			i := strings.Index(rest, name)
+			if i < 0 {
+				break
+			}
+			before, after := rest[:i], rest[i+len(name):]
+			if !endsInName(before) && (after == "" || !isNameByte(after[0])) {
+				return true
+			}
+			rest = after
+		}
+	}
+	return false
+}
+
+func endsInName(s string) bool { return s != "" && (isNameByte(s[len(s)-1]) || s[len(s)-1] == '.') }
+
+func isNameByte(b byte) bool {
+	return b == '_' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9'
 }
 
 var unknownRe = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)

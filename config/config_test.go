@@ -255,6 +255,18 @@ func TestAllProblemsReported(t *testing.T) {
 		t.Errorf("problems %v (%v), want %v", keys, err, want)
 	}
 
+	// A value reported is at its default, which the user did not write:
+	// no other key is judged against it.
+	for _, tc := range []struct{ yaml, key string }{
+		{"gpu:\n  interval: bad\n  report_interval: 1ms\n", "gpu.interval"},
+		{"proxy:\n  max_buffered_bytes: lots\nupstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: http://127.0.0.1:8000\n    max_body_bytes: 1GiB\n", "proxy.max_buffered_bytes"},
+	} {
+		_, err = Parse("bad.yaml", []byte(tc.yaml), -1)
+		if !errors.As(err, &ce) || len(ce.Problems) != 1 || ce.Problems[0].Key != tc.key {
+			t.Errorf("%q: err = %v, want one problem, under %s", tc.yaml, err, tc.key)
+		}
+	}
+
 	// Two keys on one line (flow style): a bad duration does not hide
 	// the other key's wrong type, and each is under its own key.
 	_, err = Parse("bad.yaml", []byte("gpu: {interval: bad, enabled: 5}\n"), -1)
