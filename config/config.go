@@ -537,7 +537,7 @@ func indexLines(n *yaml.Node, path string, lines map[string]int, values map[stri
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
-			lines[p] = c.Line
+			lines[p], values[p] = c.Line, c
 			indexLines(c, p, lines, values)
 		}
 	}
