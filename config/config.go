@@ -323,7 +323,13 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 		return nil, &Error{Problems: []Problem{yamlProblem(name, err.Error(), nil)}}
 	}
 	cfg.lines, cfg.empty = map[string]int{}, map[string]bool{}
-	indexLines(&root, "", cfg.lines, cfg.empty)
+	values := map[string]*yaml.Node{}
+	indexLines(&root, "", cfg.lines, values)
+	for p, v := range values {
+		if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null" {
+			cfg.empty[p] = true
+		}
+	}
 	if doc := docRoot(&root); doc != nil && doc.Kind != yaml.MappingNode {
 		return nil, &Error{Problems: []Problem{{File: name, Line: doc.Line,
 			Msg: "the file must be a mapping of keys (node, gpu, upstreams, ...)"}}}
@@ -332,9 +338,16 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 	// weight) are checked first, each under its key; the decoder then
 	// passes over them (they keep their defaults) and reports the rest.
 	problems := valueProblems(&root, "", nil)
-	badLine, badKey := map[int]bool{}, map[string]bool{}
+	// The decoder reports those values again, with the same message on
+	// the same line; another key's problem on that line (flow style) is
+	// kept.
+	type lineMsg struct {
+		line int
+		msg  string
+	}
+	reported, badKey := map[lineMsg]bool{}, map[string]bool{}
 	for _, p := range problems {
-		badLine[p.Line], badKey[p.Key] = true, true
+		reported[lineMsg{p.Line, p.Msg}], badKey[p.Key] = true, true
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -346,7 +359,11 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 		// The decoder goes on past a value of the wrong type or an
 		// unknown key, leaving the default: every one is reported.
 		for _, e := range te.Errors {
-			if p := yamlProblem(name, e, cfg.lines); !badLine[p.Line] {
+			p := yamlProblem(name, e, cfg.lines)
+			if k := keyWithValue(values, p); k != "" {
+				p.Key = k
+			}
+			if !reported[lineMsg{p.Line, p.Msg}] {
 				problems = append(problems, p)
 				if p.Key != "" {
 					badKey[p.Key] = true
@@ -354,12 +371,18 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 			}
 		}
 	}
-	// A value reported above is at its default, not to be judged again.
+	// A value reported above is at its default, which the file did not
+	// write: it is not judged again, nor is another key judged against it
+	// (a check that compares two keys names the other one).
 	cfg.applyListDefaults()
+validated:
 	for _, p := range cfg.Validate(gpuCount) {
-		if !badKey[p.Key] {
-			problems = append(problems, p)
+		for k := range badKey {
+			if k == p.Key || mentions(p, k) {
+				continue validated
+			}
 		}
+		problems = append(problems, p)
 	}
 	for i := range problems {
 		problems[i].File = name
@@ -369,6 +392,36 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 		return nil, &Error{Problems: problems}
 	}
 	return &cfg, nil
+}
+
+// mentions reports whether p's message names key: in full
+// ("gpu.interval"), or by its last name where key is in p's section or
+// list entry ("tdp_watts" for hardware[0].idle_watts).
+func mentions(p Problem, key string) bool {
+	names := []string{key}
+	if i := strings.LastIndexByte(key, '.'); i > 0 && strings.HasPrefix(p.Key, key[:i+1]) {
+		names = append(names, key[i+1:])
+	}
+	for _, name := range names {
+		for rest := p.Msg; ; {
+			i := strings.Index(rest, name)
+			if i < 0 {
+				break
+			}
+			before, after := rest[:i], rest[i+len(name):]
+			if !endsInName(before) && (after == "" || !isNameByte(after[0])) {
+				return true
+			}
+			rest = after
+		}
+	}
+	return false
+}
+
+func endsInName(s string) bool { return s != "" && (isNameByte(s[len(s)-1]) || s[len(s)-1] == '.') }
+
+func isNameByte(b byte) bool {
+	return b == '_' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9'
 }
 
 var unknownRe = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
@@ -410,6 +463,32 @@ func pathAt(lines map[string]int, line int, key string) string {
 	return best
 }
 
+var wrongTypeRe = regexp.MustCompile("^cannot unmarshal \\S+ `(.*)` into ")
+
+// keyWithValue is the key of a wrong type's value on the problem's line
+// ("cannot unmarshal !!int `5` into bool": the key whose value is 5), for
+// a line with several keys; "" if none or the message names no value.
+func keyWithValue(values map[string]*yaml.Node, p Problem) string {
+	m := wrongTypeRe.FindStringSubmatch(p.Msg)
+	if m == nil {
+		return ""
+	}
+	// yaml.v3 shortens a long value to its first 7 bytes and "...".
+	val, short := strings.CutSuffix(m[1], "...")
+	best := ""
+	for path, v := range values {
+		if v.Line != p.Line || v.Kind != yaml.ScalarNode || strings.HasSuffix(path, "]") {
+			continue
+		}
+		if v.Value == val || short && strings.HasPrefix(v.Value, val) {
+			if best == "" || path < best {
+				best = path
+			}
+		}
+	}
+	return best
+}
+
 func docRoot(n *yaml.Node) *yaml.Node {
 	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
 		return n.Content[0]
@@ -438,12 +517,12 @@ func (c *Config) applyListDefaults() {
 }
 
 // indexLines records the line of every key path in the document, and the
-// key paths with no value.
-func indexLines(n *yaml.Node, path string, lines map[string]int, empty map[string]bool) {
+// node of its value (of a list entry: the entry).
+func indexLines(n *yaml.Node, path string, lines map[string]int, values map[string]*yaml.Node) {
 	switch n.Kind {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			indexLines(c, path, lines, empty)
+			indexLines(c, path, lines, values)
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -452,17 +531,14 @@ func indexLines(n *yaml.Node, path string, lines map[string]int, empty map[strin
 			if path != "" {
 				p = path + "." + k
 			}
-			lines[p] = n.Content[i].Line
-			if v := n.Content[i+1]; v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null" {
-				empty[p] = true
-			}
-			indexLines(n.Content[i+1], p, lines, empty)
+			lines[p], values[p] = n.Content[i].Line, n.Content[i+1]
+			indexLines(n.Content[i+1], p, lines, values)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
-			lines[p] = c.Line
-			indexLines(c, p, lines, empty)
+			lines[p], values[p] = c.Line, c
+			indexLines(c, p, lines, values)
 		}
 	}
 }

@@ -40,7 +40,7 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := map[string]int{}
-	indexLines(&root, "", lines, map[string]bool{})
+	indexLines(&root, "", lines, map[string]*yaml.Node{})
 	have := map[string]bool{}
 	for p := range lines {
 		// upstreams[0].target -> upstreams.target
@@ -163,6 +163,9 @@ func TestBadFiles(t *testing.T) {
 		{"node empty", "node:\n", -1, 1, "node", "has no value"},
 		{"upstream target empty", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target:\n", -1, 4, "upstreams[0].target", "every upstream needs a target"},
 		{"interval empty names its default", "gpu:\n  interval:\n", -1, 2, "gpu.interval", "leave the key out for its default (100ms)"},
+		{"upstream body cap empty", up + "    max_body_bytes:\n", -1, 5, "upstreams[0].max_body_bytes", "has no value: write one, or leave the key out for its default (16777216)"},
+		{"null list entry in flow style", "upstreams: [~]\n", -1, 1, "upstreams[0]", "has no value"},
+		{"null list entry", up + "  - ~\n", -1, 5, "upstreams[1]", "has no value"},
 		{"budget empty", "proxy:\n  max_buffered_bytes:\n", -1, 2, "proxy.max_buffered_bytes", "has no value"},
 		{"prompt weight empty string", "attribution:\n  prompt_token_weight: \"\"\n", -1, 2, "attribution.prompt_token_weight", `want a number or auto, got ""`},
 		{"upstream without target", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n", -1, 2, "upstreams[0].target", "needs a target"},
@@ -253,6 +256,29 @@ func TestAllProblemsReported(t *testing.T) {
 	}
 	if want := []string{"2 gpu.interval", "3 gpu.intervall", "5 facility.pue", "6 facility.price_per_kwh", "7 facility.carbon_g_per_kwh", "9 proxy.budget_wait"}; !slices.Equal(keys, want) {
 		t.Errorf("problems %v (%v), want %v", keys, err, want)
+	}
+
+	// A value reported is at its default, which the user did not write:
+	// no other key is judged against it.
+	for _, tc := range []struct{ yaml, key string }{
+		{"gpu:\n  interval: bad\n  report_interval: 1ms\n", "gpu.interval"},
+		{"proxy:\n  max_buffered_bytes: lots\nupstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: http://127.0.0.1:8000\n    max_body_bytes: 1GiB\n", "proxy.max_buffered_bytes"},
+	} {
+		_, err = Parse("bad.yaml", []byte(tc.yaml), -1)
+		if !errors.As(err, &ce) || len(ce.Problems) != 1 || ce.Problems[0].Key != tc.key {
+			t.Errorf("%q: err = %v, want one problem, under %s", tc.yaml, err, tc.key)
+		}
+	}
+
+	// Two keys on one line (flow style): a bad duration does not hide
+	// the other key's wrong type, and each is under its own key.
+	_, err = Parse("bad.yaml", []byte("gpu: {interval: bad, enabled: 5}\n"), -1)
+	want = []Problem{
+		{File: "bad.yaml", Line: 1, Key: "gpu.interval", Msg: `invalid duration "bad": want e.g. 100ms, 10s, 1h, 30d, 5y`},
+		{File: "bad.yaml", Line: 1, Key: "gpu.enabled", Msg: "cannot unmarshal !!int `5` into bool"},
+	}
+	if !errors.As(err, &ce) || !reflect.DeepEqual(ce.Problems, want) {
+		t.Errorf("err = %v, want the problems %v", err, want)
 	}
 }
 

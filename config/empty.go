@@ -26,8 +26,18 @@ func (v *validator) emptyValues() {
 		paths = append(paths, p)
 	}
 	slices.Sort(paths)
-	def := reflect.ValueOf(Default())
+	// A new list entry's defaults: its zero value, as applyListDefaults
+	// fills it for this file.
+	d := Default()
+	d.Proxy, d.Upstreams = v.c.Proxy, []Upstream{{}}
+	d.applyListDefaults()
+	def := reflect.ValueOf(d)
 	for _, p := range paths {
+		if strings.HasSuffix(p, "]") {
+			// yaml.v3 drops a null list entry without a word.
+			v.add(p, "has no value: write the entry, or remove the empty one")
+			continue
+		}
 		if p == promptTokenWeightKey {
 			v.add(p, "has no value: want a number or auto (leave the key out for the default, auto)")
 			continue
@@ -50,8 +60,10 @@ func defaultText(f reflect.Value) string {
 }
 
 // fieldAt is the field at a key path ("a.b[2].c") of v, by the fields'
-// yaml names; a list entry past the end of v's list is the zero entry
-// (what a new entry starts from).
+// yaml names; a list entry past the end of v's list is its last entry, or
+// the zero entry where the list is empty (what a new entry starts from:
+// emptyValues gives the lists of Default, which has none, the one entry
+// of a new entry's defaults).
 func fieldAt(v reflect.Value, path string) (reflect.Value, bool) {
 	for part := range strings.SplitSeq(path, ".") {
 		name, rest, _ := strings.Cut(part, "[")
@@ -65,10 +77,13 @@ func fieldAt(v reflect.Value, path string) (reflect.Value, bool) {
 				return reflect.Value{}, false
 			}
 			i, err := strconv.Atoi(strings.TrimSuffix(rest[:strings.IndexByte(rest+"]", ']')], "]"))
-			if err != nil || i >= v.Len() {
-				v = reflect.Zero(v.Type().Elem())
-			} else {
+			switch {
+			case err == nil && i < v.Len():
 				v = v.Index(i)
+			case v.Len() > 0:
+				v = v.Index(v.Len() - 1)
+			default:
+				v = reflect.Zero(v.Type().Elem())
 			}
 		}
 	}
