@@ -163,7 +163,7 @@ func TestBadFiles(t *testing.T) {
 		{"node empty", "node:\n", -1, 1, "node", "has no value"},
 		{"upstream target empty", "upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target:\n", -1, 4, "upstreams[0].target", "every upstream needs a target"},
 		{"interval empty names its default", "gpu:\n  interval:\n", -1, 2, "gpu.interval", "leave the key out for its default (100ms)"},
-		{"upstream body cap empty", up + "    max_body_bytes:\n", -1, 5, "upstreams[0].max_body_bytes", "has no value: write one, or leave the key out for its default (16777216)"},
+		{"upstream body cap empty", up + "    max_body_bytes:\n", -1, 5, "upstreams[0].max_body_bytes", "has no value: write one, or leave the key out for its default (16MiB)"},
 		{"null list entry in flow style", "upstreams: [~]\n", -1, 1, "upstreams[0]", "has no value"},
 		{"null list entry", up + "  - ~\n", -1, 5, "upstreams[1]", "has no value"},
 		{"budget empty", "proxy:\n  max_buffered_bytes:\n", -1, 2, "proxy.max_buffered_bytes", "has no value"},

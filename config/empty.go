@@ -53,6 +53,16 @@ func defaultText(f reflect.Value) string {
 	switch x := f.Interface().(type) {
 	case Duration:
 		return x.D().String()
+	case ByteSize:
+		for _, u := range []struct {
+			unit string
+			size ByteSize
+		}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+			if x >= u.size && x%u.size == 0 {
+				return fmt.Sprintf("%d%s", x/u.size, u.unit)
+			}
+		}
+		return fmt.Sprint(int64(x))
 	case fmt.Stringer:
 		return x.String()
 	}
