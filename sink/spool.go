@@ -666,7 +666,12 @@ func (s *spool) next(maxN int, maxBytes int64) (b spoolBatch, err error) {
 				} else {
 					// Batches are alike: sized as the last one, the
 					// body is not copied over and over as it grows.
-					body.Grow(int(min(maxBytes, int64(max(s.lastBody, 64<<10)))))
+					// No more than what waits: one line after a full
+					// batch does not keep a batch's worth alive.
+					s.cmu.Lock()
+					waiting := s.bytes
+					s.cmu.Unlock()
+					body.Grow(int(min(maxBytes, waiting, int64(max(s.lastBody, 64<<10)))))
 				}
 				b.start = append(b.start, body.Len())
 				body.Write(line)
