@@ -309,19 +309,9 @@ func (d *daemon) run(ctx context.Context) error {
 		})
 	}
 	stopEvents := d.startEvents(ctx)
-	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
-	engineDone := make(chan struct{})
-	go func() {
-		defer close(engineDone)
-		d.engine.Run(engineCtx)
-	}()
+	stopEngine := startOwned(ctx, d.engine.Run)
 	stopResolver := d.startResolver(ctx)
-	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		d.writer.Run(writerCtx)
-	}()
+	stopWriter := startOwned(ctx, func(ctx context.Context) { d.writer.Run(ctx) })
 	d.ready.Store(true)
 	names := make([]string, len(d.proxies))
 	for i, p := range d.proxies {
@@ -365,10 +355,8 @@ func (d *daemon) run(ctx context.Context) error {
 	stopResolver()
 	// 2. Settle and flush the ledger.
 	stopEngine()
-	<-engineDone
 	// 3. Deliver what is queued, under a deadline.
 	stopWriter()
-	<-writerDone
 	flushCtx, cancel := context.WithTimeout(context.Background(), flushTimeout)
 	undelivered, err := d.writer.Close(flushCtx)
 	cancel()
