@@ -222,10 +222,7 @@ func (s *spool) open() (rec spoolRecovery, err error) {
 	defer func() {
 		catchCorrupt(&err, recover())
 		if err != nil && db != nil {
-			func() {
-				defer func() { _ = recover() }()
-				db.Close()
-			}()
+			closeQuietly(db)
 		}
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
@@ -301,10 +298,7 @@ func verify(path string, timeout time.Duration) (err error) {
 	defer func() {
 		catchCorrupt(&err, recover())
 		if db != nil {
-			func() {
-				defer func() { _ = recover() }()
-				db.Close()
-			}()
+			closeQuietly(db)
 		}
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
@@ -357,6 +351,13 @@ func (s *spool) counts() (points [numKinds]int, bytes int64) {
 		points[k] = int(s.points[k] + s.staged[k])
 	}
 	return points, s.bytes + s.stagedBytes
+}
+
+// closeQuietly closes a file that may be damaged: a fault inside bbolt's
+// close is not ours to report twice.
+func closeQuietly(db *bolt.DB) {
+	defer func() { _ = recover() }()
+	db.Close()
 }
 
 // spooledBytes is the entry bytes in the file, undelivered.
@@ -668,10 +669,7 @@ func (s *spool) next(maxN int, maxBytes int64) (b spoolBatch, err error) {
 					// body is not copied over and over as it grows.
 					// No more than what waits: one line after a full
 					// batch does not keep a batch's worth alive.
-					s.cmu.Lock()
-					waiting := s.bytes
-					s.cmu.Unlock()
-					body.Grow(int(min(maxBytes, waiting, int64(max(s.lastBody, 64<<10)))))
+					body.Grow(int(min(maxBytes, s.spooledBytes(), int64(max(s.lastBody, 64<<10)))))
 				}
 				b.start = append(b.start, body.Len())
 				body.Write(line)

@@ -2,6 +2,7 @@ package requests
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -539,7 +540,7 @@ func (e *Events) apply(events []event, now time.Time, batch bool) (eventsAnswer,
 				return ans, refuse(http.StatusUnprocessableEntity, name(i, "end"), "before the begin event's start")
 			case open:
 				ev.span.Start, ev.span.Devices = o.start, o.devices
-				ev.span.Model, ev.span.Tenant = cmpStr(ev.span.Model, o.model), cmpStr(ev.span.Tenant, o.tenant)
+				ev.span.Model, ev.span.Tenant = cmp.Or(ev.span.Model, o.model), cmp.Or(ev.span.Tenant, o.tenant)
 				if !ev.span.FirstToken.IsZero() && ev.span.FirstToken.Before(o.start) {
 					return ans, refuse(http.StatusUnprocessableEntity, name(i, "first_token"), "before the begin event's start")
 				}
@@ -712,12 +713,4 @@ func (e *Events) Open() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return len(e.open)
-}
-
-// cmpStr is a, or b when a is empty.
-func cmpStr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }

@@ -3,6 +3,7 @@ package requests
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -174,8 +175,8 @@ func newRig(t *testing.T, upstream http.Handler, opts Options) *rig {
 		upstream.ServeHTTP(w, r)
 	}))
 	t.Cleanup(g.upstream.Close)
-	opts.Name = cmpStr(opts.Name, upstreamName)
-	opts.Target = cmpStr(opts.Target, g.upstream.URL)
+	opts.Name = cmp.Or(opts.Name, upstreamName)
+	opts.Target = cmp.Or(opts.Target, g.upstream.URL)
 	if opts.Devices == nil {
 		opts.Devices = []string{"0", "1"}
 	}
