@@ -162,6 +162,33 @@ func readAdminToken(path string) ([]byte, error) {
 	return token, nil
 }
 
+// configAdminToken is the admin listener's token from cfg, read as the daemon
+// reads it; "" when none is configured. For the commands that ask a
+// running daemon (audit, report).
+func configAdminToken(cfg *config.Config) (string, error) {
+	if cfg.Admin.TokenFile == "" {
+		return "", nil
+	}
+	tok, err := readAdminToken(cfg.Admin.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %w", err)
+	}
+	return string(tok), nil
+}
+
+// adminDialAddr is the address a command on this machine dials for an
+// admin listener on listen: an empty or wildcard host is loopback.
+func adminDialAddr(listen string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("admin address %q: %w", listen, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
 // bearerAuth lets through requests that carry "Authorization: Bearer
 // <token>", and the liveness and readiness probes, which carry nothing
 // secret and are called by orchestrators without credentials.

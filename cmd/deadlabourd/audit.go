@@ -8,10 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -508,25 +506,18 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if addr == "" {
 			addr = cfg.Admin.Listen
 		}
-		if cfg.Admin.TokenFile != "" {
-			b, err := os.ReadFile(cfg.Admin.TokenFile)
-			if err != nil {
-				return fmt.Errorf("admin.token_file: %w", err)
-			}
-			token = strings.TrimSpace(string(b))
+		if token, err = configAdminToken(cfg); err != nil {
+			return err
 		}
 	}
 	if addr == "" {
 		return errors.New("the admin listener is off (admin.listen is empty): the daemon cannot be asked")
 	}
-	host, port, err := net.SplitHostPort(addr)
+	hostport, err := adminDialAddr(addr)
 	if err != nil {
-		return fmt.Errorf("%w: admin address %q: %v", errUsage, addr, err)
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), RawQuery: "explain=1"}
+	u := url.URL{Scheme: "http", Host: hostport, RawQuery: "explain=1"}
 	if *limit != auditShowMax {
 		u.RawQuery += "&limit=" + strconv.Itoa(*limit)
 	}

@@ -452,14 +452,14 @@ func TestAuditUsesConfig(t *testing.T) {
 	defer srv.Close()
 	dir := t.TempDir()
 	tok := filepath.Join(dir, "token")
-	os.WriteFile(tok, []byte("s3cret\n"), 0o600)
+	os.WriteFile(tok, []byte("s3cret-0123456789abcdef\n"), 0o600)
 	cfgPath := filepath.Join(dir, "c.yaml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf("admin:\n  listen: %s\n  token_file: %s\n", strings.TrimPrefix(srv.URL, "http://"), tok)), 0o600)
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"audit", "--config", cfgPath, "x"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "not among the 3") {
 		t.Errorf("exit %d, %q", code, errb.String())
 	}
-	if got.Get("Authorization") != "Bearer s3cret" {
+	if got.Get("Authorization") != "Bearer s3cret-0123456789abcdef" {
 		t.Errorf("Authorization %q, want the token file's", got.Get("Authorization"))
 	}
 	if code := run(context.Background(), []string{"audit"}, &out, &errb); code != 2 {

@@ -8,8 +8,6 @@ import (
 	"iter"
 	"net/http"
 	"net/url"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/deadlabour/deadlabour/config"
@@ -42,17 +40,21 @@ func spoolFromDaemon(cfg *config.Config, busy error) (io.ReadCloser, error) {
 	if cfg.Admin.Listen == "" {
 		return nil, fmt.Errorf("%w, and admin.listen is empty: stop the daemon, or enable its admin listener", busy)
 	}
-	u := url.URL{Scheme: "http", Host: cfg.Admin.Listen, Path: "/v1/spool", RawQuery: "measurement=" + sink.MeasurementRequest}
+	hostport, err := adminDialAddr(cfg.Admin.Listen)
+	if err != nil {
+		return nil, err
+	}
+	token, err := configAdminToken(cfg)
+	if err != nil {
+		return nil, err
+	}
+	u := url.URL{Scheme: "http", Host: hostport, Path: "/v1/spool", RawQuery: "measurement=" + sink.MeasurementRequest}
 	req, err := http.NewRequest(http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Admin.TokenFile != "" {
-		tok, err := os.ReadFile(cfg.Admin.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("admin.token_file: %w", err)
-		}
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := (&http.Client{Timeout: 10 * time.Minute}).Do(req)
 	if err != nil {
