@@ -92,7 +92,7 @@ func (e *engine) Run(ctx context.Context) {
 func (e *engine) tick(ctx context.Context, now time.Time) {
 	start := time.Now()
 	p := e.read(ctx, now)
-	e.carbon.check(e.log, e.ledger, now)
+	e.carbon.check(e.log, now)
 	e.emit(e.ledger.Settle(now), now)
 	if e.obs != nil {
 		e.obs.polled(now, time.Since(start), p.ivs, p.samples, p.hostErr)

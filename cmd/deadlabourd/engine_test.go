@@ -296,6 +296,7 @@ func TestStaleCarbonFileWarnedAtRunTime(t *testing.T) {
 	}
 	logs := &testlog.Buffer{}
 	r.ledger, r.log = ledger, slog.New(slog.NewTextHandler(logs, nil))
+	r.carbon = newCarbonWatch(p.Carbon.Steps)
 	const msg = "the carbon-intensity file ends more than an hour before the time measured"
 	r.tickAt(base.Add(59 * time.Minute))
 	r.tickAt(base.Add(time.Hour))

@@ -155,24 +155,26 @@ func buildParams(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log 
 
 // carbonWatch warns, once, when the meters run more than an hour past the
 // carbon-intensity file's last row: the file is read at start, and from
-// then on every interval is charged that row's value. Its zero value is
-// ready; it takes the last row from the ledger's parameters.
+// then on every interval is charged that row's value. Its zero value
+// watches nothing (no carbon file).
 type carbonWatch struct {
-	read, warned bool
-	last         time.Time // zero without a carbon file
+	warned bool
+	last   time.Time // the file's last row; zero without a carbon file
+}
+
+// newCarbonWatch watches the carbon-intensity steps the ledger charges.
+func newCarbonWatch(steps []estimator.Step) carbonWatch {
+	if len(steps) == 0 {
+		return carbonWatch{}
+	}
+	return carbonWatch{last: steps[len(steps)-1].From}
 }
 
 // staleAfter is how far the time measured may pass the file's last row
 // (an hourly export is an hour behind at worst).
 const staleAfter = time.Hour
 
-func (w *carbonWatch) check(log *slog.Logger, ledger *estimator.Ledger, now time.Time) {
-	if !w.read {
-		w.read = true
-		if s := ledger.Params().Carbon.Steps; len(s) > 0 {
-			w.last = s[len(s)-1].From
-		}
-	}
+func (w *carbonWatch) check(log *slog.Logger, now time.Time) {
 	if w.warned || w.last.IsZero() || now.Sub(w.last) <= staleAfter {
 		return
 	}

@@ -172,6 +172,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, simulate string, log *sl
 		host: hostc, queue: d.queue, ledger: ledger, telemetry: telemetry,
 		idle: newIdleAggregator(cfg.GPU.ReportInterval.D()), out: d.writer, schema: schema,
 		node: cfg.Node, simulated: d.simulated, warned: map[string]bool{}, alive: d.notify.alive,
+		carbon: newCarbonWatch(ledger.Params().Carbon.Steps),
 	}
 	if d.gpu != nil {
 		d.engine.gpu = d.gpu
