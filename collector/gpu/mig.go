@@ -92,10 +92,10 @@ func (r *reader) rescan() (bool, error) {
 	on := ret == nvml.SUCCESS && mode == nvml.DEVICE_MIG_ENABLE
 	var found []*migReader
 	if on {
-		var listed bool
-		if found, listed = r.scanMIG(); !listed && !r.warnedMIG {
+		var listRet nvml.Return
+		if found, listRet = r.scanMIG(); listRet != nvml.SUCCESS && !r.warnedMIG {
 			r.warnedMIG = true
-			r.log.Warn("GPU in MIG mode, but its MIG devices cannot be listed: its energy goes to the board", "gpu", r.index, "err", ret)
+			r.log.Warn("GPU in MIG mode, but its MIG devices cannot be listed: its energy goes to the board", "gpu", r.index, "err", listRet)
 		}
 	}
 	if on == r.info.MIG && sameInstances(found, r.mig) {
@@ -106,12 +106,12 @@ func (r *reader) rescan() (bool, error) {
 }
 
 // scanMIG lists the GPU instances of a GPU in MIG mode, in NVML's order;
-// listed is false when NVML refused to.
-func (r *reader) scanMIG() (found []*migReader, listed bool) {
+// ret is why NVML refused to, SUCCESS when it did not.
+func (r *reader) scanMIG() (found []*migReader, ret nvml.Return) {
 	h := r.handle
 	n, ret := h.GetMaxMigDeviceCount()
 	if ret != nvml.SUCCESS {
-		return nil, false
+		return nil, ret
 	}
 	seen := map[int]bool{}
 	for i := range n {
@@ -140,7 +140,7 @@ func (r *reader) scanMIG() (found []*migReader, listed bool) {
 		}
 		found = append(found, &migReader{info: in, handle: m, util: math.NaN()})
 	}
-	return found, true
+	return found, nvml.SUCCESS
 }
 
 // sameInstances says whether two layouts have the same instances.

@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -199,4 +200,23 @@ func TestMIGFoundAfterStart(t *testing.T) {
 	end := r.clk.now()
 	r.contiguous("1", ivs[0].Start, end)
 	near(t, "GPU 1 on its board id", r.sum("1"), tr.Energy(end.Sub(r.t0))-tr.Energy(ivs[0].Start.Sub(r.t0)))
+}
+
+// A GPU in MIG mode whose MIG devices NVML will not list: its energy goes
+// to the board, and one warning says so with NVML's reason.
+func TestMIGNotListed(t *testing.T) {
+	r := newRig(t, SimSpec{Kind: "h100", Count: 1, MIG: "3g"}, func(string) float64 { return 1 }, func(s *Simulation) {
+		s.Device(0).RefuseMIGListing(nvml.ERROR_NO_PERMISSION)
+	})
+	r.polls(5, 100*ms)
+	if d := r.c.Devices()[0]; len(d.Instances) != 0 || len(r.ivs["0"]) == 0 {
+		t.Errorf("device %+v with %d board intervals: want no instances, the board metered", d, len(r.ivs["0"]))
+	}
+	logs := r.logs.String()
+	if n := strings.Count(logs, "its MIG devices cannot be listed"); n != 1 {
+		t.Fatalf("%d warnings, want 1:\n%s", n, logs)
+	}
+	if strings.Contains(logs, "err=SUCCESS") || !strings.Contains(logs, fmt.Sprint(nvml.ERROR_NO_PERMISSION)) {
+		t.Errorf("the warning does not give NVML's reason:\n%s", logs)
+	}
 }

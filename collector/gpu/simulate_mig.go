@@ -135,7 +135,18 @@ func (d *SimDevice) GetMaxMigDeviceCount() (int, nvml.Return) {
 	if r := d.failed(); r != nvml.SUCCESS {
 		return 0, r
 	}
+	if d.migList != nvml.SUCCESS {
+		return 0, d.migList
+	}
 	return 7, nvml.SUCCESS
+}
+
+// RefuseMIGListing makes the GPU in MIG mode refuse to list its MIG
+// devices with ret (a driver that does not let this user see them).
+func (d *SimDevice) RefuseMIGListing(ret nvml.Return) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.migList = ret
 }
 
 // GetMigDeviceHandleByIndex implements nvml.Device: ERROR_NOT_FOUND for
