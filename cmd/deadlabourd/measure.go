@@ -138,7 +138,7 @@ func trapezoidOver(s []powerSample, from, to time.Time) float64 {
 			continue
 		}
 		if n > 0 {
-			j += (prev.w + p.w) / 2 * p.t.Sub(prev.t).Seconds()
+			j += gpu.Trapezoid(prev.w, p.w, p.t.Sub(prev.t))
 		}
 		prev, n = p, n+1
 	}

@@ -74,7 +74,7 @@ func (m *energyMeter) observe(now time.Time, mj uint64, mjOK bool, p float64) (e
 	if !now.After(m.lastT) {
 		return estimator.Interval{}, false, eventNone
 	}
-	m.integral += trapezoid(m.lastP, p, now.Sub(m.lastT))
+	m.integral += Trapezoid(m.lastP, p, now.Sub(m.lastT))
 	m.lastT, m.lastP = now, p
 
 	switch {
@@ -147,9 +147,9 @@ func (m *energyMeter) flush() (estimator.Interval, bool) {
 	return iv, true
 }
 
-// trapezoid integrates power from p0 to p1 over d; one unknown end takes
+// Trapezoid integrates power (W) from p0 to p1 over d, in joules; one unknown end takes
 // the other's value, two give NaN.
-func trapezoid(p0, p1 float64, d time.Duration) float64 {
+func Trapezoid(p0, p1 float64, d time.Duration) float64 {
 	if math.IsNaN(p0) {
 		p0 = p1
 	}

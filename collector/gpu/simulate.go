@@ -210,7 +210,7 @@ type SimDevice struct {
 	noCounter   bool
 	noInstant   bool
 	fail        nvml.Return
-	migList     nvml.Return // what GetMaxMigDeviceCount answers when not SUCCESS
+	migList     nvml.Return                   // what GetMaxMigDeviceCount answers when not SUCCESS
 	gate        atomic.Pointer[chan struct{}] // non-nil: calls wait for it to close (Block)
 	blocked     atomic.Int32                  // calls waiting on the gate
 	failedCalls int
