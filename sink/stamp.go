@@ -37,11 +37,15 @@ type stamper struct {
 	// moved are the timestamps this run moved lines to, per series: a later
 	// line stamped with one of them by the estimator must move too.
 	moved map[string]map[int64]struct{}
+	// pruneAt is, per series, the size of moved at which it is next pruned:
+	// twice what a pruning left, so that moves all within the horizon do
+	// not make every later move scan them all.
+	pruneAt map[string]int
 	n     uint64 // lines moved
 }
 
 func newStamper(floors map[string]int64) *stamper {
-	return &stamper{floor: floors, top: map[string]int64{}, moved: map[string]map[int64]struct{}{}}
+	return &stamper{floor: floors, top: map[string]int64{}, moved: map[string]map[int64]struct{}{}, pruneAt: map[string]int{}}
 }
 
 // fix returns line, with its timestamp moved if it could overwrite a point
@@ -75,7 +79,7 @@ func (s *stamper) fix(line []byte) []byte {
 		s.moved[key] = map[int64]struct{}{}
 	}
 	s.moved[key][top] = struct{}{}
-	if len(s.moved[key]) > maxMoved {
+	if len(s.moved[key]) > max(s.pruneAt[key], maxMoved) {
 		// Lines arrive at most a few minutes out of order (the estimator's
 		// history); forget moves far below the newest.
 		for t := range s.moved[key] {
@@ -83,6 +87,7 @@ func (s *stamper) fix(line []byte) []byte {
 				delete(s.moved[key], t)
 			}
 		}
+		s.pruneAt[key] = 2 * len(s.moved[key])
 	}
 	s.n++
 	i := bytes.LastIndexByte(line, ' ')

@@ -56,6 +56,27 @@ func TestStamperMoves(t *testing.T) {
 	}
 }
 
+// A clock stepped far back moves every line of a series, all within the
+// horizon, so pruning finds nothing to forget: it must not then run at
+// every later move (each would scan them all). Every move is still
+// remembered, and a line landing on one still moves.
+func TestStamperPrunesSeldom(t *testing.T) {
+	s := newStamper(map[string]int64{"m,h=a": 1e18})
+	const n = 3 * maxMoved
+	for i := range n {
+		s.fix(fmt.Appendf(nil, "m,h=a f=1 %d", i))
+	}
+	if got := len(s.moved["m,h=a"]); got != n {
+		t.Fatalf("%d moves remembered, want %d", got, n)
+	}
+	if at := s.pruneAt["m,h=a"]; at <= maxMoved || at > 2*n {
+		t.Errorf("next pruning at %d moves: want it past the last pruning's size (bounded by %d)", at, 2*n)
+	}
+	if got := string(s.fix([]byte("m,h=a f=2 1000000000000000001"))); got != "m,h=a f=2 1000000000000012289" {
+		t.Errorf("a line on a moved timestamp: %q, want it moved past the newest", got)
+	}
+}
+
 // TestRestartNeverOverwrites: a new process whose clock stepped back gives
 // its records the same series and timestamps as records an earlier run
 // left in the spool. Both runs' records reach InfluxDB, every one once;
