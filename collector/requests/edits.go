@@ -12,6 +12,9 @@ import (
 // the body is not an object, or when stream_options is not an object or
 // null: then the upstream answers the request exactly as the client sent it.
 func addIncludeUsage(body []byte) ([]byte, bool) {
+	if !json.Valid(body) {
+		return body, false
+	}
 	e, ok := includeUsageEdit(body)
 	if !ok {
 		return body, false
@@ -34,10 +37,10 @@ func (e splice) apply(doc []byte) []byte { return jsonedit.Splice(doc, e.from, e
 
 // includeUsageEdit is addIncludeUsage's edit, found but not made, so that
 // the proxy can take room for the edited copy in its body budget first.
+// body must be valid JSON: the proxy asks only for a request its dialect
+// read as streamed, which a body that is not is never (the reader, fast or
+// encoding/json, validates the whole body), so it is not checked again.
 func includeUsageEdit(body []byte) (splice, bool) {
-	if !json.Valid(body) {
-		return splice{}, false
-	}
 	members, closing, ok := jsonedit.Members(body, 0)
 	if !ok || len(members) == 0 || jsonedit.SkipSpace(body, closing+1) != len(body) {
 		return splice{}, false
@@ -71,7 +74,7 @@ func includeUsageEdit(body []byte) (splice, bool) {
 	return splice{}, false // true already, or a value the upstream will judge
 }
 
-// nullUsage finds a top-level "usage":null member of doc: removing
+// nullUsage finds a top-level "usage":null member of doc, valid JSON: removing
 // doc[from:to] removes it with its comma.
 func nullUsage(doc []byte) (from, to int, ok bool) {
 	members, _, ok := jsonedit.Members(doc, 0)
@@ -81,7 +84,9 @@ func nullUsage(doc []byte) (from, to int, ok bool) {
 	for i := len(members) - 1; i >= 0; i-- {
 		m := members[i]
 		if string(doc[m.Key[0]:m.Key[1]]) == `"usage"` {
-			if string(doc[m.Val[0]:m.Val[1]]) != "null" {
+			// jsonedit reads the members, not every value's insides:
+			// a chunk that is not valid JSON is passed as it came.
+			if string(doc[m.Val[0]:m.Val[1]]) != "null" || !json.Valid(doc) {
 				return 0, 0, false
 			}
 			from, to = jsonedit.Cut(members, i)
