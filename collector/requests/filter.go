@@ -29,7 +29,6 @@ type usageFilter struct {
 	off     int
 	passing bool   // editing gave up: pass everything
 	err     error  // how the upstream read ended, returned once out is drained
-	removed int    // usage-only events removed
 	later   []byte // events released unedited and not yet metered
 }
 
@@ -59,7 +58,6 @@ func (f *usageFilter) read(b *meteredBody, p []byte) (int, error) {
 		}
 		f.settle(b.meter)
 		n, err := b.ReadCloser.Read(f.buf)
-		b.bytes += int64(n)
 		if f.passing {
 			f.out = append(f.out, f.buf[:n]...)
 			b.meter.write(f.buf[:n])
@@ -145,7 +143,6 @@ func (f *usageFilter) event(m *meter, raw []byte, last bool) {
 	}
 	switch {
 	case m.last.usageOnly:
-		f.removed++
 		return
 	case m.last.data:
 		if from, to, ok := nullUsageEvent(raw); ok {

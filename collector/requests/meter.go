@@ -84,7 +84,6 @@ type meter struct {
 	text       int64 // bytes of generated text in a whole body; -1 when it could not be read
 	done       bool  // the stream said it was complete ([DONE], done:true, stop:true)
 	failed     bool  // an error object came in the body
-	docs       int   // documents read
 	last       eventInfo
 	closed     bool
 }
@@ -181,7 +180,6 @@ func (m *meter) document(b []byte) {
 		return
 	}
 	d := m.dialect.document(b)
-	m.docs++
 	if d.hasUsage {
 		m.usage.merge(d.usage)
 		m.hasUsage = true
@@ -426,7 +424,6 @@ type meteredBody struct {
 	pending []byte // handed on, not yet metered (a copy: the caller reuses its buffer)
 	eof     bool   // read to the end
 	err     error  // the first read error, other than io.EOF
-	bytes   int64  // bytes read from the upstream
 }
 
 func (b *meteredBody) Read(p []byte) (int, error) {
@@ -439,7 +436,6 @@ func (b *meteredBody) Read(p []byte) (int, error) {
 		b.saw(p[:n], err)
 		return n, err
 	}
-	b.bytes += int64(n)
 	b.pending = append(b.pending, p[:n]...)
 	return n, err
 }
@@ -458,7 +454,6 @@ func (b *meteredBody) settle() {
 // saw meters the bytes read and notes how the read ended.
 func (b *meteredBody) saw(p []byte, err error) {
 	b.settle()
-	b.bytes += int64(len(p))
 	if len(p) > 0 {
 		b.meter.write(p)
 	}
