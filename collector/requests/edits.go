@@ -81,17 +81,15 @@ func nullUsage(doc []byte) (from, to int, ok bool) {
 	if !ok {
 		return 0, 0, false
 	}
-	for i := len(members) - 1; i >= 0; i-- {
-		m := members[i]
-		if string(doc[m.Key[0]:m.Key[1]]) == `"usage"` {
-			// jsonedit reads the members, not every value's insides:
-			// a chunk that is not valid JSON is passed as it came.
-			if string(doc[m.Val[0]:m.Val[1]]) != "null" || !json.Valid(doc) {
-				return 0, 0, false
-			}
-			from, to = jsonedit.Cut(members, i)
-			return from, to, true
-		}
+	i := jsonedit.Index(doc, members, "usage")
+	if i < 0 {
+		return 0, 0, false
 	}
-	return 0, 0, false
+	// jsonedit reads the members, not every value's insides: a chunk that
+	// is not valid JSON is passed as it came.
+	if m := members[i]; string(doc[m.Val[0]:m.Val[1]]) != "null" || !json.Valid(doc) {
+		return 0, 0, false
+	}
+	from, to = jsonedit.Cut(members, i)
+	return from, to, true
 }

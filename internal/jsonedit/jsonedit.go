@@ -154,15 +154,22 @@ func Members(b []byte, start int) (members []Member, closing int, ok bool) {
 // and SDKs write these keys plainly), and whether there is one. With
 // duplicate keys the last one counts, as in encoding/json.
 func Find(b []byte, members []Member, name string) (Member, bool) {
-	var found Member
-	ok := false
-	for _, m := range members {
-		k := b[m.Key[0]+1 : m.Key[1]-1]
-		if string(k) == name {
-			found, ok = m, true
+	if i := Index(b, members, name); i >= 0 {
+		return members[i], true
+	}
+	return Member{}, false
+}
+
+// Index is the index in members of the member Find returns, -1 when there
+// is none: what Cut takes.
+func Index(b []byte, members []Member, name string) int {
+	for i := len(members) - 1; i >= 0; i-- {
+		m := members[i]
+		if string(b[m.Key[0]+1:m.Key[1]-1]) == name {
+			return i
 		}
 	}
-	return found, ok
+	return -1
 }
 
 // Cut is the range [from, to) of the object's bytes to drop to remove

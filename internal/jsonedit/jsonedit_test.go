@@ -27,12 +27,10 @@ func removeKey(b []byte, name string) []byte {
 	if !ok {
 		return b
 	}
-	for i := len(members) - 1; i >= 0; i-- {
-		m := members[i]
-		if string(b[m.Key[0]+1:m.Key[1]-1]) == name {
-			from, to := Cut(members, i)
-			return Splice(b, from, to, "")
-		}
+	i := Index(b, members, name)
+	if i < 0 {
+		return b
 	}
-	return b
+	from, to := Cut(members, i)
+	return Splice(b, from, to, "")
 }
