@@ -11,9 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tidwall/sjson"
-
 	"github.com/deadlabour/deadlabour/internal/apierror"
+	"github.com/deadlabour/deadlabour/internal/jsonedit"
 )
 
 // maxTokens bounds what one request may ask for, so that a careless test
@@ -241,11 +240,16 @@ func (s *Server) plan(k kind, body []byte) (*answer, string) {
 }
 
 // canonicalHash hashes a request without its stream_options member: a proxy
-// that adds include_usage must get the same text back.
+// that adds include_usage must get the same text back. Of duplicate
+// members the last is removed, the one the proxy edits (jsonedit's rule,
+// and the upstream decoders').
 func canonicalHash(body []byte) uint64 {
 	if bytes.Contains(body, []byte(`"stream_options"`)) {
-		if out, err := sjson.DeleteBytes(body, "stream_options"); err == nil {
-			body = out
+		if members, _, ok := jsonedit.Members(body, 0); ok {
+			if i := jsonedit.Index(body, members, "stream_options"); i >= 0 {
+				from, to := jsonedit.Cut(members, i)
+				body = jsonedit.Splice(body, from, to, "")
+			}
 		}
 	}
 	h := fnv.New64a()

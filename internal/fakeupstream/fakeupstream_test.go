@@ -301,6 +301,8 @@ func TestCanonicalHash(t *testing.T) {
 		{`{"stream_options":null, "model":"m"}`, `{"stream_options":{"include_usage":true}, "model":"m"}`},
 		{`{ "model" : "m" , "stream_options" : {} }`, `{ "model" : "m" , "stream_options" : {"include_usage":true} }`},
 		{`{"stream_options":{"include_usage":false}}`, `{"stream_options":{"include_usage":true}}`},
+		// Duplicates: the proxy edits the last, as upstream decoders read it.
+		{`{"stream_options":{"a":1},"stream_options":{}}`, `{"stream_options":{"a":1},"stream_options":{"include_usage":true}}`},
 	}
 	for _, tt := range same {
 		if canonicalHash([]byte(tt.client)) != canonicalHash([]byte(tt.proxied)) {
