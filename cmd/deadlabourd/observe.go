@@ -318,18 +318,26 @@ func (o *observer) serveReadyz(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveSpool streams the lines waiting in the spool as line protocol, one
-// per line, oldest first; ?measurement=NAME keeps one measurement. It is
+// per line, oldest first; ?measurement=NAME keeps one of the daemon's
+// measurements (another name is a 400). It is
 // how `report` reads the spool of a running daemon (sink.ReadSpool reads a
 // stopped one's).
 func (o *observer) serveSpool(w http.ResponseWriter, r *http.Request) {
-	prefix := ""
-	if m := r.URL.Query().Get("measurement"); m != "" {
-		prefix = strings.NewReplacer(",", `\,`, " ", `\ `).Replace(m)
+	m := r.URL.Query().Get("measurement")
+	switch m {
+	case "", sink.MeasurementRequest, sink.MeasurementIdle, sink.MeasurementGPU, sink.MeasurementHealth:
+	default:
+		http.Error(w, fmt.Sprintf("measurement %q: the spool holds %s, %s, %s and %s", m,
+			sink.MeasurementRequest, sink.MeasurementIdle, sink.MeasurementGPU, sink.MeasurementHealth), http.StatusBadRequest)
+		return
 	}
+	// Our measurement names have nothing line protocol escapes: a line of
+	// one starts with the name and a comma (tags) or a space (fields).
+	tagged, bare := m+",", m+" "
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	bw := bufio.NewWriterSize(w, 64<<10)
 	err := o.sink.ScanSpool(func(line string) bool {
-		if prefix != "" && !(strings.HasPrefix(line, prefix) && len(line) > len(prefix) && (line[len(prefix)] == ',' || line[len(prefix)] == ' ')) {
+		if m != "" && !strings.HasPrefix(line, tagged) && !strings.HasPrefix(line, bare) {
 			return true
 		}
 		bw.WriteString(line)

@@ -271,6 +271,18 @@ func TestSpoolOnly(t *testing.T) {
 		served = ids(resp.Body)
 		return len(served) == n
 	})
+	// Only the lines of the measurement asked for, and only ours.
+	for m, want := range map[string]int{"deadlabour_idle": http.StatusOK, "deadlabour_requests": http.StatusBadRequest} {
+		resp, err := http.Get(d.adminURL() + "/v1/spool?measurement=" + m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || (want == http.StatusOK && strings.Contains(string(b), "deadlabour_request,")) {
+			t.Errorf("GET /v1/spool?measurement=%s: %d, want %d, and no request records:\n%.300s", m, resp.StatusCode, want, b)
+		}
+	}
 	code, body := getJSON(t, d.adminURL()+"/readyz")
 	sinkState, _ := body["sink"].(map[string]any)
 	if code != http.StatusOK || sinkState["state"] != "disabled" || !strings.Contains(fmt.Sprint(sinkState["reason"]), "influx.url is empty") {
