@@ -300,13 +300,24 @@ func (w *Writer) hold(ctx context.Context) error {
 // else (it is taken, another answer) and the batch is sent as usual; a
 // line taken here is sent again with its batch and overwrites itself.
 func (w *Writer) stillRefused(ctx context.Context, b *spoolBatch) bool {
+	o, err := w.write(ctx, b.line(0))
+	return err == nil && o.act == actBisect && o.message == w.held
+}
+
+// write sends body once, under the write timeout, and says what InfluxDB
+// answered; the error is ctx's when ctx ended first (cancelled, not
+// refused: nothing to classify).
+func (w *Writer) write(ctx context.Context, body string) (outcome, error) {
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
-	err := w.api.WriteRecord(wctx, b.line(0))
+	err := w.api.WriteRecord(wctx, body)
 	cancel()
+	if err != nil && ctx.Err() != nil {
+		return outcome{}, ctx.Err()
+	}
 	o := classify(err)
 	w.m.observeWrite(time.Since(start), o)
-	return o.act == actBisect && o.message == w.held
+	return o, nil
 }
 
 // deliver writes lines [lo, hi) of b, retrying, splitting and bisecting as the
@@ -315,15 +326,10 @@ func (w *Writer) stillRefused(ctx context.Context, b *spoolBatch) bool {
 func (w *Writer) deliver(ctx context.Context, b *spoolBatch, lo, hi int, refused *[]refusal) error {
 	var backoff time.Duration
 	for {
-		start := time.Now()
-		wctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
-		err := w.api.WriteRecord(wctx, b.text(lo, hi))
-		cancel()
-		if err != nil && ctx.Err() != nil {
-			return ctx.Err() // cancelled, not refused: the batch stays
+		o, err := w.write(ctx, b.text(lo, hi))
+		if err != nil {
+			return err // cancelled, not refused: the batch stays
 		}
-		o := classify(err)
-		w.m.observeWrite(time.Since(start), o)
 		switch o.act {
 		case actDelivered:
 			w.delivered(b, lo, hi)
