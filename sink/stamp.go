@@ -41,7 +41,7 @@ type stamper struct {
 	// twice what a pruning left, so that moves all within the horizon do
 	// not make every later move scan them all.
 	pruneAt map[string]int
-	n     uint64 // lines moved
+	n       uint64 // lines moved
 }
 
 func newStamper(floors map[string]int64) *stamper {
