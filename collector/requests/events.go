@@ -191,24 +191,23 @@ var upstreamRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 // decodeEvents reads a body: one event or an array of at most maxEvents,
 // each checked against the clock now and the history kept.
-func decodeEvents(body []byte, now time.Time, history time.Duration, maxEvents int) ([]event, *fieldError) {
+// batch says whether it was an array (eventPrefix).
+func decodeEvents(body []byte, now time.Time, history time.Duration, maxEvents int) (_ []event, batch bool, _ *fieldError) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
-		return nil, refuse(http.StatusBadRequest, "", "empty body: want an event object or an array of them")
+		return nil, batch, refuse(http.StatusBadRequest, "", "empty body: want an event object or an array of them")
 	}
 	var raws []json.RawMessage
-	prefix := func(i int) string { return "" }
-	if body[0] == '[' {
+	if batch = body[0] == '['; batch {
 		if err := strict(body, &raws); err != nil {
-			return nil, jsonError("", err)
+			return nil, batch, jsonError("", err)
 		}
 		if len(raws) == 0 {
-			return nil, refuse(http.StatusBadRequest, "", "empty array: want at least one event")
+			return nil, batch, refuse(http.StatusBadRequest, "", "empty array: want at least one event")
 		}
 		if len(raws) > maxEvents {
-			return nil, refuse(http.StatusRequestEntityTooLarge, "", "%d events in one batch; at most %d", len(raws), maxEvents)
+			return nil, batch, refuse(http.StatusRequestEntityTooLarge, "", "%d events in one batch; at most %d", len(raws), maxEvents)
 		}
-		prefix = func(i int) string { return "[" + strconv.Itoa(i) + "]." }
 	} else {
 		raws = []json.RawMessage{body}
 	}
@@ -216,16 +215,16 @@ func decodeEvents(body []byte, now time.Time, history time.Duration, maxEvents i
 	for i, raw := range raws {
 		var in eventIn
 		if err := strict(raw, &in); err != nil {
-			return nil, jsonError(prefix(i), err)
+			return nil, batch, jsonError(eventPrefix(batch, i), err)
 		}
 		ev, ferr := in.check(now, history)
 		if ferr != nil {
-			ferr.field = prefix(i) + ferr.field
-			return nil, ferr
+			ferr.field = eventPrefix(batch, i) + ferr.field
+			return nil, batch, ferr
 		}
 		out = append(out, ev)
 	}
-	return out, nil
+	return out, batch, nil
 }
 
 // strict decodes one JSON value with no unknown fields and nothing after it.
@@ -239,6 +238,15 @@ func strict(b []byte, v any) error {
 		return errors.New("data after the JSON value")
 	}
 	return nil
+}
+
+// eventPrefix is how the fields of event i are named in an answer: "[i]."
+// in a batch, nothing for a single event.
+func eventPrefix(batch bool, i int) string {
+	if !batch {
+		return ""
+	}
+	return "[" + strconv.Itoa(i) + "]."
 }
 
 // jsonError turns a decoding error into a refusal naming the field.
@@ -456,10 +464,10 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := e.opts.Now()
-	events, ferr := decodeEvents(body, now, e.opts.History, e.opts.MaxEvents)
+	events, batch, ferr := decodeEvents(body, now, e.opts.History, e.opts.MaxEvents)
 	var ans eventsAnswer
 	if ferr == nil {
-		ans, ferr = e.apply(events, now, bytes.HasPrefix(bytes.TrimSpace(body), []byte("[")))
+		ans, ferr = e.apply(events, now, batch)
 	}
 	if ferr != nil {
 		e.fail(w, ferr)
@@ -480,12 +488,7 @@ func (e *Events) apply(events []event, now time.Time, batch bool) (eventsAnswer,
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.prune(now)
-	name := func(i int, f string) string {
-		if batch {
-			return "[" + strconv.Itoa(i) + "]." + f
-		}
-		return f
-	}
+	name := func(i int, f string) string { return eventPrefix(batch, i) + f }
 	// Plan against a view of the state as the batch changes it.
 	type action int
 	const (

@@ -286,7 +286,7 @@ func TestEventSpans(t *testing.T) {
 func FuzzEvents(f *testing.F) {
 	f.Add([]byte(`{"id":"r1","upstream":"tgi","start":"2025-06-01T11:59:58Z","end":"2025-06-01T12:00:00Z","prompt_tokens":3}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		evs, ferr := decodeEvents(body, evNow, 15*time.Minute, 100)
+		evs, _, ferr := decodeEvents(body, evNow, 15*time.Minute, 100)
 		if ferr != nil {
 			if ferr.status < 400 || ferr.status > 499 || ferr.msg == "" {
 				t.Fatalf("refusal %+v is not a 4xx with a message", ferr)
