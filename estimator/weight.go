@@ -167,8 +167,9 @@ func (p *Params) unitOf(st *Settlement, dp DeviceParams, host bool) unit {
 		wear = st.SumOverlapS
 	}
 	if wear > 0 {
-		u.depreciation = dp.DepreciationPerSecond * dt * st.Covered / wear
-		u.embodied = dp.EmbodiedGPerSecond * dt * st.Covered / wear
+		dep, emb, _ := dp.wear(t0, t1)
+		u.depreciation = dep * st.Covered / wear
+		u.embodied = emb * st.Covered / wear
 		u.seconds = dt * st.Covered / wear
 	}
 	mid := midpoint(t0, t1)
@@ -181,16 +182,26 @@ func (p *Params) unitOf(st *Settlement, dp DeviceParams, host bool) unit {
 	return u
 }
 
-// add charges w units of energy weight and wearW of wear weight.
-func (a *share) add(u *unit, w, wearW float64) {
-	a.joules += w * u.joules
-	a.static += w * u.static
-	a.co2 += w * u.co2
-	a.co2m += w * u.co2m
-	a.cost += w * u.cost
-	a.depreciation += wearW * u.depreciation
-	a.embodied += wearW * u.embodied
+// add charges w units of energy weight and wearW of wear weight, and the
+// same divided by covered, the part of the interval some request was
+// active in, to the loaded share: the requests of an interval carry all
+// of it between them.
+func (a *share) add(u *unit, w, wearW, covered float64) {
+	a.amounts.add(u, w, wearW, 1)
+	if covered > 0 {
+		a.loaded.add(u, w, wearW, 1/covered)
+	}
 	a.seconds += wearW * u.seconds
+}
+
+func (a *amounts) add(u *unit, w, wearW, f float64) {
+	a.joules += f * w * u.joules
+	a.static += f * w * u.static
+	a.co2 += f * w * u.co2
+	a.co2m += f * w * u.co2m
+	a.cost += f * w * u.cost
+	a.depreciation += f * wearW * u.depreciation
+	a.embodied += f * wearW * u.embodied
 }
 
 // midpoint is the middle of [t0, t1), at which an interval's rates are taken.
