@@ -45,8 +45,8 @@ type device struct {
 	lastEnd   time.Time  // end of the last interval added
 	settledTo time.Time  // end of the last interval settled
 	spans     []ref      // spans that may still overlap an unsettled interval
-	fit       *fitter // marginal weighting with fitted coefficients
-	refitAt   int64   // ns: the fit is solved again at the first interval starting after
+	fit       *fitter    // marginal weighting with fitted coefficients
+	refitAt   int64      // ns: the fit is solved again at the first interval starting after
 	coef      coefficients
 }
 
