@@ -926,20 +926,21 @@ func (l *Ledger) Pending() (intervals, spans int) {
 	return intervals, len(l.spans)
 }
 
-// Unmetered charges the wear of [from, to), time no meter saw (the daemon
-// was down), to idle: depreciation and embodied carbon of every device as
-// unabsorbed idle, marked unmetered, with no energy. The hardware aged
-// whether or not anyone measured it; nothing is known of its energy.
-func (l *Ledger) Unmetered(from, to time.Time) []IdleShare {
-	if !to.After(from) {
-		return nil
+// Unmetered charges the wear of device id over [from, to), time no meter
+// saw (the daemon was down), to idle: its depreciation and embodied carbon
+// as unabsorbed idle, marked unmetered, with no energy. The hardware aged
+// whether or not anyone measured it; nothing is known of its energy. ok is
+// false for an unknown device or an empty span.
+func (l *Ledger) Unmetered(id string, from, to time.Time) (IdleShare, bool) {
+	d, known := l.devs[id]
+	if !known || !to.After(from) {
+		return IdleShare{}, false
 	}
-	out := make([]IdleShare, 0, len(l.order))
-	for _, id := range l.order {
-		dep, emb, ended := l.devs[id].params.wear(from.UnixNano(), to.UnixNano())
-		is := l.p.idleOf(id, from.UTC(), to.UTC(), amounts{depreciation: dep, embodied: emb}, MethodUnmetered)
-		is.Unabsorbed, is.Unmetered, is.WearEnded = true, true, ended
-		out = append(out, is)
-	}
-	return out
+	dep, emb, ended := d.params.wear(from.UnixNano(), to.UnixNano())
+	is := l.p.idleOf(id, from.UTC(), to.UTC(), amounts{depreciation: dep, embodied: emb}, MethodUnmetered)
+	is.Unabsorbed, is.Unmetered, is.WearEnded = true, true, ended
+	return is, true
 }
+
+// Devices lists the metered devices, sorted.
+func (l *Ledger) Devices() []string { return slices.Clone(l.order) }

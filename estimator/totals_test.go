@@ -120,9 +120,13 @@ func TestUnmeteredDowntime(t *testing.T) {
 	dp.WearUntil = at(30)
 	p.Devices["1"] = dp
 	l := mustLedger(t, p)
-	got := l.Unmetered(at(0), at(60))
-	if len(got) != 3 {
-		t.Fatalf("%d idle shares, want one per device", len(got))
+	var got []IdleShare
+	for _, id := range l.Devices() {
+		is, ok := l.Unmetered(id, at(0), at(60))
+		if !ok {
+			t.Fatalf("no downtime share for %s", id)
+		}
+		got = append(got, is)
 	}
 	want := map[string]float64{"0": 0.06, "1": 0.03, HostDevice: 0.06}
 	for _, is := range got {
@@ -136,8 +140,11 @@ func TestUnmeteredDowntime(t *testing.T) {
 			t.Errorf("%s: wear ended %v", is.Device, is.WearEnded)
 		}
 	}
-	if l.Unmetered(at(5), at(5)) != nil {
-		t.Error("an empty downtime gave idle shares")
+	if _, ok := l.Unmetered("0", at(5), at(5)); ok {
+		t.Error("an empty downtime gave an idle share")
+	}
+	if _, ok := l.Unmetered("7", at(0), at(5)); ok {
+		t.Error("an unknown device gave an idle share")
 	}
 }
 
