@@ -173,3 +173,48 @@ func kindName(k yaml.Kind) string {
 	}
 	return "document"
 }
+
+// DateLayout is how dates are written: 2024-03-01.
+const DateLayout = "2006-01-02"
+
+// Date is a calendar day, written 2024-03-01 (quoted or not), held as
+// midnight UTC; the zero Date is unknown.
+type Date struct{ time.Time }
+
+// ParseDate parses a YYYY-MM-DD date.
+func ParseDate(s string) (Date, error) {
+	t, err := time.Parse(DateLayout, strings.TrimSpace(s))
+	if err != nil {
+		return Date{}, fmt.Errorf("invalid date %q: want YYYY-MM-DD, e.g. 2024-03-01", s)
+	}
+	return Date{t}, nil
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Date) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return lineError(n, "want a date such as 2024-03-01, got a %s", kindName(n.Kind))
+	}
+	v, err := ParseDate(n.Value)
+	if err != nil {
+		return lineError(n, "%v", err)
+	}
+	*d = v
+	return nil
+}
+
+// MarshalYAML prints the date the way it parses; null when unknown.
+func (d Date) MarshalYAML() (any, error) {
+	if d.IsZero() {
+		return nil, nil
+	}
+	return d.Format(DateLayout), nil
+}
+
+// String is the date as written, or "" when unknown.
+func (d Date) String() string {
+	if d.IsZero() {
+		return ""
+	}
+	return d.Format(DateLayout)
+}
