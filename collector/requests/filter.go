@@ -3,6 +3,8 @@ package requests
 import (
 	"bytes"
 	"io"
+
+	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 )
 
 // usageFilter edits an SSE stream for which the proxy added
@@ -145,42 +147,12 @@ func (f *usageFilter) event(m *meter, raw []byte, last bool) {
 	case m.last.usageOnly:
 		return
 	case m.last.data:
-		if from, to, ok := nullUsageEvent(raw); ok {
+		if from, to, ok := dialect.NullUsageEvent(raw); ok {
 			f.out = append(append(f.out, raw[:from]...), raw[to:]...)
 			return
 		}
 	}
 	f.out = append(f.out, raw...)
-}
-
-// nullUsageEvent finds "usage":null in an event that is one data line of
-// JSON: removing raw[from:to] removes it. Events of other shapes are left
-// as they are (ok false).
-func nullUsageEvent(raw []byte) (from, to int, ok bool) {
-	rest, ok := bytes.CutPrefix(raw, []byte("data:"))
-	if !ok {
-		return 0, 0, false
-	}
-	start := len(raw) - len(rest)
-	if len(rest) > 0 && rest[0] == ' ' {
-		start++
-	}
-	end := bytes.IndexAny(raw[start:], "\r\n")
-	if end < 0 {
-		end = len(raw)
-	} else {
-		end += start
-	}
-	// What follows the data line must be line ends only (one event, one line).
-	for _, c := range raw[end:] {
-		if c != '\r' && c != '\n' {
-			return 0, 0, false
-		}
-	}
-	if from, to, ok = nullUsage(raw[start:end]); !ok {
-		return 0, 0, false
-	}
-	return start + from, start + to, true
 }
 
 var _ io.Reader = (*meteredBody)(nil)

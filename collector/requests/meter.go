@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 )
 
 // framing is how a response body is cut into JSON documents.
@@ -66,7 +68,7 @@ type eventInfo struct {
 // meter reads a response as it passes and keeps what it says about usage
 // and timing. It holds at most about twice limit bytes at any time.
 type meter struct {
-	dialect *dialect
+	dialect *dialect.Dialect
 	framing framing
 	limit   int
 	now     func() time.Time
@@ -77,7 +79,7 @@ type meter struct {
 	over  bool   // JSON: the body was larger than limit
 	dec   *decoder
 
-	usage      usage
+	usage      dialect.Usage
 	hasUsage   bool
 	firstToken time.Time
 	tokens     int64 // generated tokens counted from the stream
@@ -88,16 +90,16 @@ type meter struct {
 	closed     bool
 }
 
-func newMeter(d *dialect, f framing, limit int, now func() time.Time) *meter {
-	m := &meter{dialect: d, framing: f, limit: limit, now: now, usage: noUsage, text: -1}
+func newMeter(d *dialect.Dialect, f framing, limit int, now func() time.Time) *meter {
+	m := &meter{dialect: d, framing: f, limit: limit, now: now, usage: dialect.NoUsage, text: -1}
 	m.lines.limit = limit
 	return m
 }
 
 // headerUsage records counts read from the response headers; the body's
 // own counts, where it has them, win over them.
-func (m *meter) headerUsage(u usage) {
-	m.usage.merge(u)
+func (m *meter) headerUsage(u dialect.Usage) {
+	m.usage.Merge(u)
 	m.hasUsage = true
 }
 
@@ -161,8 +163,9 @@ func (m *meter) finish() {
 	case framingJSON:
 		if !m.over {
 			m.document(m.body)
-		} else if m.dialect.usageKey != "" {
-			m.tail(m.body[len(m.body)-m.limit:])
+		} else if u, ok := m.dialect.TailUsage(m.body[len(m.body)-m.limit:]); ok {
+			m.usage.Merge(u)
+			m.hasUsage = true
 		}
 		m.body = nil
 	}
@@ -179,57 +182,27 @@ func (m *meter) document(b []byte) {
 		m.done = true
 		return
 	}
-	d := m.dialect.document(b)
-	if d.hasUsage {
-		m.usage.merge(d.usage)
+	d := m.dialect.Document(b)
+	if d.HasUsage {
+		m.usage.Merge(d.Usage)
 		m.hasUsage = true
 	}
-	m.failed = m.failed || d.failed
-	m.last.usageOnly = d.usageOnly
+	m.failed = m.failed || d.Failed
+	m.last.usageOnly = d.UsageOnly
 	if m.framing == framingJSON {
-		if len(b) > 0 && (d.hasUsage || d.text > 0 || json.Valid(b)) {
-			m.text = d.text
+		if len(b) > 0 && (d.HasUsage || d.Text > 0 || json.Valid(b)) {
+			m.text = d.Text
 		}
 		return // a whole body says nothing about when its first token came
 	}
-	if d.tokens > 0 {
-		m.tokens += d.tokens
+	if d.Tokens > 0 {
+		m.tokens += d.Tokens
 		if m.firstToken.IsZero() {
 			m.firstToken = m.now()
 		}
 	}
-	if d.final {
+	if d.Final {
 		m.done = true
-	}
-}
-
-// tail finds the usage block in the end of a body too large to keep whole.
-// An unescaped key followed by a colon can only be a key (inside a JSON
-// string its quotes would be escaped), and servers write usage after the
-// choices, so the last such key whose value is an object is the one.
-func (m *meter) tail(t []byte) {
-	key := []byte(`"` + m.dialect.usageKey + `"`) // e.g. `"usage"`
-	for end := len(t); ; {
-		i := bytes.LastIndex(t[:end], key)
-		if i < 0 {
-			return
-		}
-		end = i
-		rest := bytes.TrimLeft(t[i+len(key):], " \t\r\n")
-		if len(rest) == 0 || rest[0] != ':' {
-			continue
-		}
-		var obj json.RawMessage
-		if json.NewDecoder(bytes.NewReader(rest[1:])).Decode(&obj) != nil || obj[0] != '{' {
-			continue
-		}
-		doc := make([]byte, 0, len(key)+len(obj)+3)
-		doc = append(append(append(append(doc, '{'), key...), ':'), obj...)
-		if d := m.dialect.document(append(doc, '}')); d.hasUsage {
-			m.usage.merge(d.usage)
-			m.hasUsage = true
-			return
-		}
 	}
 }
 

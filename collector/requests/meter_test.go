@@ -9,15 +9,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 )
 
-func openAI() *dialect { return endpoints()["/v1/chat/completions"].dialect }
+func openAI() *dialect.Dialect { return dialect.Endpoints()["/v1/chat/completions"].Dialect }
 
 // collector is a dialect that keeps every document it is shown.
-func collector(docs *[]string) *dialect {
-	return &dialect{document: func(b []byte) doc {
+func collector(docs *[]string) *dialect.Dialect {
+	return &dialect.Dialect{Document: func(b []byte) dialect.Doc {
 		*docs = append(*docs, string(b))
-		return doc{}
+		return dialect.Doc{}
 	}}
 }
 
@@ -39,7 +41,7 @@ var t0 = time.Unix(1700000000, 0)
 
 // reading is what a meter found, in a comparable form.
 type reading struct {
-	usage      usage
+	usage      dialect.Usage
 	hasUsage   bool
 	firstEvent int // index of the event that set FirstToken, -1 for none
 	done       bool
@@ -59,7 +61,7 @@ func readAll(f framing, limit int, parts []string) reading {
 	m.close() // idempotent
 	r := reading{usage: m.usage, hasUsage: m.hasUsage, firstEvent: -1, done: m.done, tokens: m.tokens}
 	if !m.hasUsage {
-		r.usage = usage{}
+		r.usage = dialect.Usage{}
 	}
 	if !m.firstToken.IsZero() {
 		r.firstEvent = int(m.firstToken.Sub(t0) / time.Second)
@@ -81,12 +83,12 @@ func chunkings(s string) map[string][]string {
 	return out
 }
 
-func u(prompt, completion, cached, reasoning int64) usage {
-	return usage{prompt: prompt, completion: completion, cached: cached, reasoning: reasoning}
+func u(prompt, completion, cached, reasoning int64) dialect.Usage {
+	return dialect.Usage{Prompt: prompt, Completion: completion, Cached: cached, Reasoning: reasoning}
 }
 
 // rd is a reading with usage u; r0 one without usage.
-func rd(u usage, first int, done bool, tokens int64) reading {
+func rd(u dialect.Usage, first int, done bool, tokens int64) reading {
 	return reading{usage: u, hasUsage: true, firstEvent: first, done: done, tokens: tokens}
 }
 
@@ -280,7 +282,7 @@ func TestMeterFailed(t *testing.T) {
 		if tt.framing == "ndjson" {
 			f = framingNDJSON
 		}
-		m := newMeter(endpoints()[tt.path].dialect, f, 1<<20, time.Now)
+		m := newMeter(dialect.Endpoints()[tt.path].Dialect, f, 1<<20, time.Now)
 		m.write([]byte(tt.body))
 		m.close()
 		if m.failed != tt.failed {
@@ -355,7 +357,7 @@ func TestNativeDialects(t *testing.T) {
 		for how, parts := range chunkings(tt.body) {
 			t.Run(tt.name+"/"+how, func(t *testing.T) {
 				var part int
-				m := newMeter(endpoints()[tt.path].dialect, tt.f, 1<<20, func() time.Time { return t0.Add(time.Duration(part) * time.Second) })
+				m := newMeter(dialect.Endpoints()[tt.path].Dialect, tt.f, 1<<20, func() time.Time { return t0.Add(time.Duration(part) * time.Second) })
 				for i, p := range parts {
 					part = i
 					m.write([]byte(p))
@@ -363,7 +365,7 @@ func TestNativeDialects(t *testing.T) {
 				m.close()
 				got := reading{usage: m.usage, hasUsage: m.hasUsage, firstEvent: -1, done: m.done, tokens: m.tokens}
 				if !m.hasUsage {
-					got.usage = usage{}
+					got.usage = dialect.Usage{}
 				}
 				if !m.firstToken.IsZero() {
 					got.firstEvent = 0 // the clock reads the part, which depends on the chunking
@@ -373,18 +375,6 @@ func TestNativeDialects(t *testing.T) {
 				}
 			})
 		}
-	}
-}
-
-func TestTGIHeaders(t *testing.T) {
-	h := http.Header{}
-	if _, ok := tgiHeader(h); ok {
-		t.Error("no headers read as counts")
-	}
-	h.Set("X-Prompt-Tokens", "12")
-	h.Set("X-Generated-Tokens", "x")
-	if got, ok := tgiHeader(h); !ok || got != u(12, -1, -1, -1) {
-		t.Errorf("got %+v, %v; want prompt 12 only", got, ok)
 	}
 }
 
@@ -447,26 +437,6 @@ func TestFramingOf(t *testing.T) {
 		}
 		if got := codingOf(h); got != want {
 			t.Errorf("codingOf(%q) = %q, want %q", ce, got, want)
-		}
-	}
-}
-
-func TestRequestFields(t *testing.T) {
-	tests := []struct {
-		body, model string
-		stream      bool
-	}{
-		{`{"model":"m","stream":true}`, "m", true},
-		{`{"stream":false,"model":"a/b"}`, "a/b", false},
-		{`{"model":"m","stream":"yes"}`, "m", false},
-		{`{"model":7}`, "", false},
-		{`{"model":"m"`, "", false},
-		{``, "", false},
-	}
-	for _, tt := range tests {
-		if r := openAIRequest([]byte(tt.body)); r.model != tt.model || r.stream != tt.stream {
-			model, stream := r.model, r.stream
-			t.Errorf("openAIRequest(%s) = %q, %v; want %q, %v", tt.body, model, stream, tt.model, tt.stream)
 		}
 	}
 }

@@ -70,6 +70,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/apierror"
 )
@@ -197,7 +198,7 @@ type Proxy struct {
 	log       *slog.Logger
 	rec       Recorder
 	wroteHook func()
-	endpoints map[string]endpoint
+	endpoints map[string]dialect.Endpoint
 	transport http.RoundTripper
 	rp        *httputil.ReverseProxy
 
@@ -242,7 +243,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		log:       opts.Logger,
 		rec:       rec,
 		wroteHook: opts.wrote,
-		endpoints: endpoints(),
+		endpoints: dialect.Endpoints(),
 		transport: opts.Transport,
 		// A control character: no request id (visible ASCII) can look
 		// like a key, and upstream names are unique.
@@ -330,9 +331,9 @@ func (p *Proxy) CloseIdleConnections() {
 // exchange is what the proxy knows about one request, shared by its hooks
 // through the request's context.
 type exchange struct {
-	id      string   // the client's X-Request-Id, or one made up
-	key     string   // unique per request (Span.Key)
-	dialect *dialect // nil: not metered
+	id      string           // the client's X-Request-Id, or one made up
+	key     string           // unique per request (Span.Key)
+	dialect *dialect.Dialect // nil: not metered
 
 	start    time.Time
 	model    string
@@ -361,8 +362,8 @@ func exchangeOf(ctx context.Context) *exchange {
 // ServeHTTP forwards one request, metering it when its path is an inference path.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := &exchange{id: requestID(r.Header.Get(requestIDHeader))}
-	if ep, ok := p.endpoints[r.URL.Path]; ok && ep.method == r.Method {
-		ex.dialect = ep.dialect
+	if ep, ok := p.endpoints[r.URL.Path]; ok && ep.Method == r.Method {
+		ex.dialect = ep.Dialect
 	}
 	ctx := context.WithValue(r.Context(), exchangeKey{}, ex)
 	if ex.dialect == nil {
@@ -396,8 +397,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.ContentLength > p.maxBody {
 		want = 0 // refused unread below
-	} else if p.inject && ex.dialect.includeUsage {
-		want += maxIncludeUsageGrowth
+	} else if p.inject && ex.dialect.IncludeUsage {
+		want += dialect.MaxIncludeUsageGrowth
 	}
 	if !p.hold(w, r, ex, want) {
 		return
@@ -434,13 +435,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.writeError(w, ex, ex.failed, "cannot read the request body")
 		return
 	}
-	req := ex.dialect.request(body)
-	ex.model, ex.stream = clip(req.model, maxModel), req.stream
-	if p.inject && ex.dialect.includeUsage && req.stream && !req.asked {
-		if edit, ok := includeUsageEdit(body); ok {
+	req := ex.dialect.Request(body)
+	ex.model, ex.stream = clip(req.Model, maxModel), req.Stream
+	if p.inject && ex.dialect.IncludeUsage && req.Stream && !req.Asked {
+		if edit, ok := dialect.IncludeUsageEdit(body); ok {
 			// Only the edited copy is kept: the prompt estimate reads the
 			// prompt's text, which the edit leaves as it is.
-			body, ex.injected = edit.apply(body), true
+			body, ex.injected = edit.Apply(body), true
 		}
 	}
 	ex.reqBody = body
@@ -658,8 +659,8 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 			p.log.Debug("response in a content coding the meter cannot read: usage unknown", "request_id", ex.id, "coding", coding)
 		}
 	}
-	if ex.dialect.header != nil {
-		if u, ok := ex.dialect.header(res.Header); ok {
+	if ex.dialect.Header != nil {
+		if u, ok := ex.dialect.Header(res.Header); ok {
 			m.headerUsage(u)
 		}
 	}
@@ -774,8 +775,8 @@ func (p *Proxy) tokens(s *estimator.Span, ex *exchange, ok bool) {
 	switch {
 	case m.hasUsage:
 		u := m.usage
-		s.PromptTokens, s.CompletionTokens = u.prompt, u.completion
-		s.CachedTokens, s.ReasoningTokens = u.cached, u.reasoning
+		s.PromptTokens, s.CompletionTokens = u.Prompt, u.Completion
+		s.CachedTokens, s.ReasoningTokens = u.Cached, u.Reasoning
 		s.UsageSource = estimator.UsageReported
 		if m.failed || (!m.done && !ex.body.eof) {
 			s.UsageSource = estimator.UsageReportedPartial
@@ -783,7 +784,7 @@ func (p *Proxy) tokens(s *estimator.Span, ex *exchange, ok bool) {
 	case !ok || m.framing == framingNone || (m.framing == framingJSON && m.failed):
 		return
 	default:
-		s.PromptTokens = estimate(ex.dialect.promptText(ex.reqBody))
+		s.PromptTokens = estimate(ex.dialect.PromptText(ex.reqBody))
 		if m.framing == framingJSON {
 			s.CompletionTokens = estimate(m.text)
 		} else {
@@ -794,7 +795,7 @@ func (p *Proxy) tokens(s *estimator.Span, ex *exchange, ok bool) {
 		}
 		s.UsageSource = estimator.UsageEstimated
 	}
-	if ex.dialect.embeddings && s.CompletionTokens < 0 {
+	if ex.dialect.Embeddings && s.CompletionTokens < 0 {
 		s.CompletionTokens = 0 // embeddings generate nothing: known, not missing
 	}
 }
