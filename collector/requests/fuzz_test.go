@@ -14,24 +14,24 @@ import (
 // Seed corpora are in testdata/fuzz/Fuzz*; `go test` runs them,
 // `go test -fuzz FuzzSSE` explores from them.
 
-// meterParts meters body written in two parts cut at cut. The clock is
+// watchParts watches body written in two parts cut at cut. The clock is
 // constant: firstEvent is 0 when a first token was seen, -1 when not.
-func meterParts(d *dialect.Dialect, f framing, body []byte, limit, cut int) reading {
-	m := newMeter(d, f, limit, func() time.Time { return t0 })
-	m.write(body[:cut])
-	m.write(body[cut:])
-	m.close()
-	r := reading{usage: m.usage, hasUsage: m.hasUsage, firstEvent: -1, done: m.done, tokens: m.tokens}
-	if !m.hasUsage {
+func watchParts(d *dialect.Dialect, f framing, body []byte, limit, cut int) reading {
+	bw := newBodyWatcher(d, f, limit, func() time.Time { return t0 })
+	bw.write(body[:cut])
+	bw.write(body[cut:])
+	bw.close()
+	r := reading{usage: bw.usage, hasUsage: bw.hasUsage, firstEvent: -1, done: bw.done, tokens: bw.tokens}
+	if !bw.hasUsage {
 		r.usage = dialect.Usage{}
 	}
-	if !m.firstToken.IsZero() {
+	if !bw.firstToken.IsZero() {
 		r.firstEvent = 0
 	}
 	return r
 }
 
-// replay is what a meter should read from the documents docs: the dialect's
+// replay is what a watcher should read from the documents docs: the dialect's
 // reading of each, usage merged, up to the end marker.
 func replay(d *dialect.Dialect, f framing, docs []string) reading {
 	want := reading{firstEvent: -1, usage: dialect.NoUsage}
@@ -61,7 +61,7 @@ func replay(d *dialect.Dialect, f framing, docs []string) reading {
 }
 
 // FuzzSSE: the SSE parser never panics, finds the same events however the
-// stream is cut into writes, reads CRLF and a lone CR as LF, and the meter
+// stream is cut into writes, reads CRLF and a lone CR as LF, and the watcher
 // keeps the merged usage before [DONE], the first token and the count.
 func FuzzSSE(f *testing.F) {
 	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n"), uint16(17), uint16(4096))
@@ -91,19 +91,19 @@ func FuzzSSE(f *testing.F) {
 		}
 		for _, path := range []string{"/v1/chat/completions", "/generate_stream", "/completion"} {
 			d := dialect.Endpoints()[path].Dialect
-			got := meterParts(d, framingSSE, stream, lim, 0)
-			if split := meterParts(d, framingSSE, stream, lim, at); split != got {
-				t.Fatalf("%s: meter differs with the stream cut at %d: %+v, whole %+v", path, at, split, got)
+			got := watchParts(d, framingSSE, stream, lim, 0)
+			if split := watchParts(d, framingSSE, stream, lim, at); split != got {
+				t.Fatalf("%s: watcher differs with the stream cut at %d: %+v, whole %+v", path, at, split, got)
 			}
 			if want := replay(d, framingSSE, whole); got != want {
-				t.Fatalf("%s: meter read %+v, want %+v from the events %q", path, got, want, whole)
+				t.Fatalf("%s: watcher read %+v, want %+v from the events %q", path, got, want, whole)
 			}
 		}
 	})
 }
 
 // FuzzNDJSON: the NDJSON reader finds the same lines however the stream is
-// cut, and the Ollama meter reads them as the dialect does one by one.
+// cut, and the Ollama watcher reads them as the dialect does one by one.
 func FuzzNDJSON(f *testing.F) {
 	f.Add([]byte("{\"message\":{\"content\":\"a\"},\"done\":false}\n{\"done\":true,\"prompt_eval_count\":3,\"eval_count\":1}\n"), uint16(9), uint16(4096))
 	f.Fuzz(func(t *testing.T, stream []byte, cut, limit uint16) {
@@ -119,9 +119,9 @@ func FuzzNDJSON(f *testing.F) {
 			}
 		}
 		d := dialect.Endpoints()["/api/chat"].Dialect
-		got := meterParts(d, framingNDJSON, stream, lim, at)
+		got := watchParts(d, framingNDJSON, stream, lim, at)
 		if want := replay(d, framingNDJSON, whole); got != want {
-			t.Fatalf("meter read %+v, want %+v from the lines %q", got, want, whole)
+			t.Fatalf("watcher read %+v, want %+v from the lines %q", got, want, whole)
 		}
 	})
 }
@@ -136,8 +136,8 @@ func FuzzUsage(f *testing.F) {
 		at := int(cut) % (len(body) + 1)
 		for _, path := range []string{"/v1/chat/completions", "/api/chat", "/generate", "/completion"} {
 			d := dialect.Endpoints()[path].Dialect
-			got := meterParts(d, framingJSON, body, lim, 0)
-			if split := meterParts(d, framingJSON, body, lim, at); split != got {
+			got := watchParts(d, framingJSON, body, lim, 0)
+			if split := watchParts(d, framingJSON, body, lim, at); split != got {
 				t.Fatalf("%s: differs with the body cut at %d: %+v, whole %+v", path, at, split, got)
 			}
 			if got.firstEvent != -1 || got.tokens != 0 {
@@ -188,9 +188,9 @@ func FuzzFilter(f *testing.F) {
 
 // filterAll passes stream through a usage filter that reads n bytes at a time.
 func filterAll(stream []byte, n, limit int) []byte {
-	b := &meteredBody{
+	b := &watchedBody{
 		ReadCloser: io.NopCloser(&stepReader{b: stream, n: n}),
-		meter:      newMeter(openAI(), framingSSE, limit, func() time.Time { return t0 }),
+		watch:      newBodyWatcher(openAI(), framingSSE, limit, func() time.Time { return t0 }),
 		filter:     newUsageFilter(limit),
 	}
 	out, _ := io.ReadAll(b)
@@ -211,28 +211,28 @@ func (r *stepReader) Read(p []byte) (int, error) {
 	return k, nil
 }
 
-// FuzzFilterMeter: metering through the filter (which meters some events
-// after it released them) reads a stream as metering it directly does.
-func FuzzFilterMeter(f *testing.F) {
+// FuzzFilterWatch: watching through the filter (which shows the watcher some
+// events after it released them) reads a stream as watching it directly does.
+func FuzzFilterWatch(f *testing.F) {
 	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n"), uint8(5), uint16(200))
 	f.Fuzz(func(t *testing.T, stream []byte, step uint8, limit uint16) {
 		lim := 1 + int(limit)
-		b := &meteredBody{
+		b := &watchedBody{
 			ReadCloser: io.NopCloser(&stepReader{b: stream, n: 1 + int(step)}),
-			meter:      newMeter(openAI(), framingSSE, lim, func() time.Time { return t0 }),
+			watch:      newBodyWatcher(openAI(), framingSSE, lim, func() time.Time { return t0 }),
 			filter:     newUsageFilter(lim),
 		}
 		io.ReadAll(b)
 		b.settle()
-		b.meter.close()
-		got := reading{usage: b.meter.usage, hasUsage: b.meter.hasUsage, firstEvent: -1, done: b.meter.done, tokens: b.meter.tokens}
+		b.watch.close()
+		got := reading{usage: b.watch.usage, hasUsage: b.watch.hasUsage, firstEvent: -1, done: b.watch.done, tokens: b.watch.tokens}
 		if !got.hasUsage {
 			got.usage = dialect.Usage{}
 		}
-		if !b.meter.firstToken.IsZero() {
+		if !b.watch.firstToken.IsZero() {
 			got.firstEvent = 0
 		}
-		if want := meterParts(openAI(), framingSSE, stream, lim, 0); got != want {
+		if want := watchParts(openAI(), framingSSE, stream, lim, 0); got != want {
 			t.Fatalf("through the filter %+v, directly %+v", got, want)
 		}
 	})

@@ -347,7 +347,7 @@ type exchange struct {
 
 	wrote  atomic.Bool  // the request reached the upstream whole (set on the transport's goroutine)
 	status int          // the upstream's status code
-	body   *meteredBody // the upstream's response body
+	body   *watchedBody // the upstream's response body
 	failed int          // status the proxy answered with itself
 	cut    bool         // the client went away while sending its request
 }
@@ -646,27 +646,27 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	}
 	ex.status = res.StatusCode
 	f, coding := framingOf(res.Header), codingOf(res.Header)
-	m := newMeter(ex.dialect, f, p.maxUsage, p.now)
+	bw := newBodyWatcher(ex.dialect, f, p.maxUsage, p.now)
 	switch coding {
 	case codingIdentity:
 	case codingGzip, codingDeflate:
 		if f != framingNone {
-			m.decode(coding)
+			bw.decode(coding)
 		}
 	default:
-		m.framing = framingNone
+		bw.framing = framingNone
 		if f != framingNone {
 			p.log.Debug("response in a content coding the meter cannot read: usage unknown", "request_id", ex.id, "coding", coding)
 		}
 	}
 	if ex.dialect.Header != nil {
 		if u, ok := ex.dialect.Header(res.Header); ok {
-			m.headerUsage(u)
+			bw.headerUsage(u)
 		}
 	}
-	ex.body = &meteredBody{ReadCloser: res.Body, meter: m}
-	if ex.injected && res.StatusCode == http.StatusOK && m.framing == framingSSE {
-		if m.dec != nil {
+	ex.body = &watchedBody{ReadCloser: res.Body, watch: bw}
+	if ex.injected && res.StatusCode == http.StatusOK && bw.framing == framingSSE {
+		if bw.dec != nil {
 			p.encoded.fail(p.now(), "request_id", ex.id, "coding", coding)
 		} else {
 			p.encoded.ok(p.now())
@@ -720,7 +720,7 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 	case ex.body != nil:
 		b := ex.body
 		b.settle()
-		b.meter.close()
+		b.watch.close()
 		// A 4xx is the upstream refusing the request (bad input, no key,
 		// rate limit): it did no generation, so it gets no share of a GPU.
 		s.Served = ex.status < 400 || ex.status >= 500
@@ -728,7 +728,7 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 		ok := ex.status >= 200 && ex.status < 300
 		switch {
 		case b.eof:
-			if ok && b.meter.failed {
+			if ok && b.watch.failed {
 				s.Status = estimator.StatusUpstreamError
 				p.broken.fail(s.End, "request_id", ex.id, "status", ex.status, "err", "an error inside the answer")
 			} else {
@@ -744,7 +744,7 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 			}
 			p.broken.fail(s.End, "request_id", ex.id, "err", b.err)
 		}
-		s.FirstToken = b.meter.firstToken
+		s.FirstToken = b.watch.firstToken
 		p.tokens(&s, ex, ok)
 	case ex.failed != 0:
 		s.Status = strconv.Itoa(ex.failed)
@@ -767,28 +767,28 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 	p.rec.End(s)
 }
 
-// tokens fills in the span's token counts from what the meter read: the
+// tokens fills in the span's token counts from what the watcher read: the
 // upstream's own counts when it sent any, else counts from the response
 // itself when it was a readable 2xx answer, else unknown.
 func (p *Proxy) tokens(s *estimator.Span, ex *exchange, ok bool) {
-	m := ex.body.meter
+	bw := ex.body.watch
 	switch {
-	case m.hasUsage:
-		u := m.usage
+	case bw.hasUsage:
+		u := bw.usage
 		s.PromptTokens, s.CompletionTokens = u.Prompt, u.Completion
 		s.CachedTokens, s.ReasoningTokens = u.Cached, u.Reasoning
 		s.UsageSource = estimator.UsageReported
-		if m.failed || (!m.done && !ex.body.eof) {
+		if bw.failed || (!bw.done && !ex.body.eof) {
 			s.UsageSource = estimator.UsageReportedPartial
 		}
-	case !ok || m.framing == framingNone || (m.framing == framingJSON && m.failed):
+	case !ok || bw.framing == framingNone || (bw.framing == framingJSON && bw.failed):
 		return
 	default:
 		s.PromptTokens = estimate(ex.dialect.PromptText(ex.reqBody))
-		if m.framing == framingJSON {
-			s.CompletionTokens = estimate(m.text)
+		if bw.framing == framingJSON {
+			s.CompletionTokens = estimate(bw.text)
 		} else {
-			s.CompletionTokens = m.tokens
+			s.CompletionTokens = bw.tokens
 		}
 		if s.PromptTokens < 0 && s.CompletionTokens < 0 {
 			return
