@@ -40,10 +40,12 @@ import (
 // A batch is taken whole or not at all. Every refusal is a 4xx whose error
 // names the field at fault in "param", e.g. "[3].start".
 
-// EventSink receives what the event API accepts (cmd's span queue).
+// EventSink receives what the event API accepts (cmd's span queue): the
+// Recorder of the proxies, begun and ended requests alike (Begin carries
+// id, upstream, model, tenant, start and devices), and whole requests never
+// begun.
 type EventSink interface {
-	Begin(span estimator.Span)  // a request started: id, upstream, model, tenant, start, devices
-	End(span estimator.Span)    // a request begun with Begin ended
+	Recorder
 	Submit(span estimator.Span) // a whole request never begun
 }
 

@@ -1,54 +1,3 @@
-// Package requests is the request side of deadlabour: a metering reverse
-// proxy that stands in front of one inference server, forwards everything
-// unchanged, and reports one estimator.Span per inference request.
-//
-// The proxy is transparent: every path, method, header, status and body goes
-// through as it came, streams event by event. Only the inference paths of
-// the dialect table (see endpoints) are metered; for those it reads the
-// request's model, and the response's usage block and first token as they
-// pass, holding a bounded number of bytes whatever the size of the body.
-//
-// Dialects (see endpoints): OpenAI-compatible chat completions, completions
-// and embeddings (vLLM, SGLang, TGI, llama.cpp and Ollama under /v1);
-// Ollama's /api/chat and /api/generate (NDJSON); TGI's /generate and
-// /generate_stream; llama.cpp's /completion.
-//
-// What a span says:
-//
-//   - ID: the client's X-Request-Id when it is sane, else a random 128-bit
-//     hex id; either way it is sent to the upstream and back to the client.
-//   - Status: the upstream's status code; client_closed when the client went
-//     away before the response was complete; upstream_error when the
-//     upstream answered 2xx and then failed (an error object inside the
-//     body, or the body cut short); the proxy's own 408 (the body did not
-//     arrive within BodyReadTimeout), 413, 502, 503 (no room for the body
-//     in the BodyBudget) or 504 when it answered itself.
-//   - Start: when the request's body had been read and held, and it was
-//     forwarded (the GPUs cannot work on it before): a wait for room in the
-//     BodyBudget or a slow upload is not part of it. A request the proxy
-//     answered itself before that (408, 413, 503) starts at its arrival.
-//   - Served: the upstream had the whole request and did not refuse it with
-//     a 4xx; false for a request it never saw.
-//   - FirstToken: when the first streamed event with generated output
-//     passed; zero for a non-streamed answer.
-//   - Tokens: from the last usage block seen, count by count (UsageSource
-//     reported, or reported_partial when the response ended before its own
-//     end marker); else counted from the response (estimated: one token per
-//     streamed event with generated output, or a quarter of the generated
-//     text's bytes for a whole body; a quarter of the prompt text's bytes
-//     for the prompt); -1 and unknown when the response could not be read.
-//   - Tenant: the configured tenant header, else a keyed hash of the bearer
-//     API key, else empty. Keys, prompts and completions are never kept.
-//
-// include_usage: a streamed OpenAI-style request that did not ask for usage
-// is sent with stream_options.include_usage set (unless NoIncludeUsage), and
-// the stream is edited back (see usageFilter) so that the client sees what
-// it would have seen without the proxy. Such a request is sent with
-// Accept-Encoding: identity, since the proxy must read and edit its stream.
-//
-// Compression: other metered responses pass as the upstream encoded them;
-// gzip and deflate bodies are metered through a decompressing copy on the
-// side; any other coding leaves the request's usage unknown.
 package requests
 
 import (
@@ -75,17 +24,49 @@ import (
 	"github.com/deadlabour/deadlabour/internal/apierror"
 )
 
-// Recorder receives the life of every metered request. The proxy calls
-// Begin once when a request's body is read and held, before it is
-// forwarded, with the
-// span's ID, Key, Upstream, Tenant, Start and Devices, and End once when it has
-// finished, whatever the outcome, with the same ID and Key; a request
-// answered by the proxy before it was begun (no room for its body, a body
-// too large or too slow) gets End alone, not served. Key is unique
-// per request (ID is the client's and may repeat): key requests by it.
-// Both are called on the request's own goroutine: they must be cheap and
-// must never block (queue, don't wait). The Devices slice is shared by all
-// requests of an upstream: read it, don't modify it.
+// Recorder receives the life of every metered request, from the proxy and
+// from the event API (whose sink also takes whole spans: EventSink). Begin
+// is called once when a request starts, End once when it has finished,
+// whatever the outcome, with the same ID and Key. Both are called on the
+// caller's goroutine (the proxy's request, the event API's handler under
+// its lock): they must be cheap and must never block (queue, don't wait).
+// The Devices slice is shared by all requests of an upstream: read it,
+// don't modify it.
+//
+// The proxy calls Begin when a request's body is read and held, before it
+// is forwarded, with the span's ID, Key, Upstream, Model, Tenant, Start and
+// Devices; a request answered by the proxy before it was begun (no room
+// for its body, a body too large or too slow) gets End alone, not served.
+// Key is unique per request (ID is the client's and may repeat): key
+// requests by it. The event API leaves Key empty: it refuses to begin an
+// ID that is open.
+//
+// What a proxied request's span says:
+//
+//   - ID: the client's X-Request-Id when it is sane, else a random 128-bit
+//     hex id; either way it is sent to the upstream and back to the client.
+//   - Status: the upstream's status code; client_closed when the client went
+//     away before the response was complete; upstream_error when the
+//     upstream answered 2xx and then failed (an error object inside the
+//     body, or the body cut short); the proxy's own 408 (the body did not
+//     arrive within BodyReadTimeout), 413, 502, 503 (no room for the body
+//     in the BodyBudget) or 504 when it answered itself.
+//   - Start: when the request's body had been read and held, and it was
+//     forwarded (the GPUs cannot work on it before): a wait for room in the
+//     BodyBudget or a slow upload is not part of it. A request the proxy
+//     answered itself before that (408, 413, 503) starts at its arrival.
+//   - Served: the upstream had the whole request and did not refuse it with
+//     a 4xx; false for a request it never saw.
+//   - FirstToken: when the first streamed event with generated output
+//     passed; zero for a non-streamed answer.
+//   - Tokens: from the last usage block seen, count by count (UsageSource
+//     reported, or reported_partial when the response ended before its own
+//     end marker); else counted from the response (estimated: one token per
+//     streamed event with generated output, or a quarter of the generated
+//     text's bytes for a whole body; a quarter of the prompt text's bytes
+//     for the prompt); -1 and unknown when the response could not be read.
+//   - Tenant: the configured tenant header, else a keyed hash of the bearer
+//     API key, else empty. Keys, prompts and completions are never kept.
 type Recorder interface {
 	// Begin: a request started. Its span holds what is known then (ID,
 	// Key, Upstream, Tenant, Start, Devices), which a request still open
