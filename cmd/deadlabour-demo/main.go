@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -51,7 +52,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("deadlabour-demo", flag.ContinueOnError)
 	bin := fs.String("daemon", "bin/deadlabourd", "the deadlabourd binary")
 	influx := fs.String("influx", os.Getenv("INFLUX_URL"), "InfluxDB URL (1.8+, database deadlabour)")
-	duration := fs.Duration("duration", 20*time.Second, "how long to keep each upstream's batch full (the requests in flight then finish)")
+	duration := fs.Duration("duration", 15*time.Second, "how long to keep each upstream's batch full (the requests in flight then finish)")
 	seed := fs.Uint64("seed", 1, "random seed of the prompt mix")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -345,12 +346,16 @@ func printTable(ctx context.Context, out io.Writer, influx string, ups []*upstre
 		for i, c := range columns {
 			fmt.Fprintf(tw, "%s\t", figure(c.format, r.v[i]*c.scale))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t\n", figure("%.3f", r.v[colGPU]/r.v[colOutput]), figure("%.4f", r.v[colGPU]/3600/r.v[colRequests]))
+		j, wh := r.v[colGPU]/r.v[colOutput], r.v[colGPU]/3600/r.v[colRequests]
+		if r.label == total.label {
+			j, wh = math.NaN(), math.NaN() // mixed models
+		}
+		fmt.Fprintf(tw, "%s\t%s\t\n", figure("%.3f", j), figure("%.4f", wh))
 	}
 	tw.Flush()
 	fmt.Fprintln(out, "\n(idle = energy and wear no request used, deadlabour_idle: GPUs 6-7 served nothing, the rest between requests;")
 	fmt.Fprintln(out, " loaded = dead labour plus the request's share of its GPUs' idle energy and wear, so it has no total;")
-	fmt.Fprintln(out, " J/out tok = GPU energy over output tokens, the total's with idle; - = not written by this daemon.)")
+	fmt.Fprintln(out, " J/out tok = GPU energy over output tokens; - = not written by this daemon, or no total.)")
 	if g := idle.v[colGPU]; !math.IsNaN(g) {
 		fmt.Fprintf(out, "Idle GPU energy: %.3f Wh, %.0f %% of all GPU energy.\n", g/3600, 100*g/total.v[colGPU])
 	}
@@ -393,11 +398,12 @@ func idleRow(ctx context.Context, influx string) (row, error) {
 }
 
 // printCited prints each model's J per output token and GPU Wh per request
-// beside the published range it is held to (physics.go).
+// beside the published range it is held to (physics.go), and the sources.
 func printCited(out io.Writer, rows []row, ups []*upstream) {
-	fmt.Fprintln(out, "\nAgainst published figures (GPU energy of the model's GPUs, idle excluded):")
-	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "model\tGPUs\tbatch\tJ/out tok\tcited\tEcoLogits\tGPU Wh/req\tcited\tsource\t")
+	fmt.Fprintln(out, "\nAgainst published figures (the model's GPUs, idle excluded):")
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "model\tGPUs\tbatch\tJ/out tok\tcited\tEcoLogits\tGPU Wh/req\tcited\tinside\tsource\t")
+	var sources []string
 	for _, u := range ups {
 		var r *row
 		for i := range rows {
@@ -408,26 +414,37 @@ func printCited(out io.Writer, rows []row, ups []*upstream) {
 		if r == nil {
 			continue
 		}
+		c := u.cited
 		j := r.v[colGPU] / r.v[colOutput]
 		wh := r.v[colGPU] / 3600 / r.v[colRequests]
-		c := u.cited
+		inside := j >= c.lo && j <= c.hi
 		whCited := "-"
 		if c.whHi > 0 {
-			whCited = fmt.Sprintf("%.3g-%.3g %s", c.whLo, c.whHi, verdict(wh, c.whLo, c.whHi))
+			whCited = fmt.Sprintf("%.3f-%.2f", c.whLo, c.whHi)
+			inside = inside && wh >= c.whLo && wh <= c.whHi
 		}
-		fmt.Fprintf(tw, "%s\t%dxH100\t%d\t%.3f\t%.2g-%.2g %s\t%.2f\t%.4f\t%s\t%s\t\n", u.model, len(u.gpus), u.batch,
-			j, c.lo, c.hi, verdict(j, c.lo, c.hi), ecologitsJPerToken(u.paramsB, u.batch, len(u.gpus)), wh, whCited, c.source)
+		ref := slices.Index(sources, c.source)
+		if ref < 0 {
+			ref = len(sources)
+			sources = append(sources, c.source)
+		}
+		fmt.Fprintf(tw, "%s\t%dxH100\t%d\t%.3f\t%.2f-%.2f\t%.3f\t%.4f\t%s\t%s\t[%d]\t\n", u.model, len(u.gpus), u.batch,
+			j, c.lo, c.hi, ecologitsJPerToken(u.paramsB, u.batch, len(u.gpus)), wh, whCited, yesNo(inside), ref+1)
 	}
 	tw.Flush()
-	fmt.Fprintf(out, "(GPU Wh/req cited: within 3x of Google 2025's median Gemini Apps prompt, %.2f Wh narrow boundary, %.2f Wh in all.)\n",
+	for i, s := range sources {
+		fmt.Fprintf(out, "[%d] %s\n", i+1, s)
+	}
+	fmt.Fprintf(out, "GPU Wh/req: within 3x of Google 2025's median Gemini Apps prompt, %.2f Wh under the narrow boundary (%.2f Wh in all).\n",
 		googleMedianAcceleratorWh, googleMedianWh)
+	fmt.Fprintln(out, "EcoLogits: alpha*exp(beta*batch)*params + gamma Wh per GPU per output token, for the same GPUs and batch.")
 }
 
-func verdict(v, lo, hi float64) string {
-	if v >= lo && v <= hi {
-		return "in"
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
 	}
-	return "OUTSIDE"
+	return "NO"
 }
 
 func figure(format string, v float64) string {

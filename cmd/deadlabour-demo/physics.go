@@ -56,7 +56,7 @@ const (
 
 var small = citation{
 	lo: 0.10, hi: 0.40,
-	source: "ML.ENERGY: Llama-3.1-8B, H100, vLLM, batch 64: 0.12-0.20 J; batch moves J/token 3-5x",
+	source: "ML.ENERGY leaderboard: Llama-3.1-8B on an H100 with vLLM at batch 64, 0.20 -> 0.12 J per output token across vLLM versions; batch size moves J/token 3-5x",
 }
 
 var deployments = []deployment{
@@ -67,7 +67,7 @@ var deployments = []deployment{
 			lo: 0.8, hi: 4.0,
 			// Within 3x of Google's narrow-boundary median.
 			whLo: googleMedianAcceleratorWh / 3, whHi: googleMedianAcceleratorWh * 3,
-			source: "EcoLogits, 4 GPUs, batch 64; Samsi et al. 2023: LLaMA-65B 3-4 J on V100/A100",
+			source: "EcoLogits' per-GPU formula times these 4 GPUs at batch 64; Samsi et al. 2023, \"From Words to Watts\": LLaMA-65B 3-4 J per output token on V100/A100",
 		},
 	},
 	{
