@@ -349,10 +349,7 @@ func (s *Server) pace(prompt int64) (p *pacer, done func()) {
 func (p *pacer) token(ctx context.Context, i int64) bool {
 	b := p.s.opts.Batch
 	if b == nil {
-		if i == 0 {
-			return ctx.Err() == nil
-		}
-		return sleep(ctx, p.s.opts.TokenDelay)
+		return i == 0 || sleep(ctx, p.s.opts.TokenDelay)
 	}
 	step := b.Step(p.s.Batch())
 	if i == 0 {
