@@ -17,6 +17,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 // The spool is one bbolt file, SpoolFile in the spool directory:
@@ -79,7 +81,7 @@ func (k kind) String() string {
 
 // kindOf classes a point by its measurement.
 func kindOf(measurement string) kind {
-	if measurement == MeasurementRequest || measurement == MeasurementIdle {
+	if measurement == schema.MeasurementRequest || measurement == schema.MeasurementIdle {
 		return kindCost
 	}
 	return kindTelemetry

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/deadlabour/deadlabour/internal/redact"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 // Options configure a Writer. Zero durations and sizes take the defaults.
@@ -262,7 +263,7 @@ func setDefault[T comparable](v *T, def T) {
 // why (wrapping ErrNonFinite, ErrInvalid, ErrSpoolFull or ErrClosed), and
 // the rest are queued. A record refused for room may also be dropped at
 // the next commit, when no older telemetry is left to make room for it.
-func (w *Writer) Enqueue(points ...Point) error {
+func (w *Writer) Enqueue(points ...schema.Point) error {
 	var errs []error
 	type encoded struct {
 		start, end int // in buf
@@ -278,7 +279,7 @@ func (w *Writer) Enqueue(points ...Point) error {
 		k := kindOf(p.Measurement)
 		w.m.enqueued[k].Add(1)
 		start := len(buf)
-		if buf, err = AppendLine(buf, p); err != nil {
+		if buf, err = schema.AppendLine(buf, p); err != nil {
 			w.m.dropped[k][dropInvalid].Add(1)
 			errs = append(errs, err)
 			continue
@@ -576,6 +577,19 @@ func (w *Writer) Stats() Stats {
 		st.OldestUndelivered = max(0, w.opts.Now().Sub(time.Unix(0, o)))
 	}
 	return st
+}
+
+// Health is the sink's part of a deadlabour_health point.
+func (s Stats) Health() schema.SinkHealth {
+	return schema.SinkHealth{
+		State:             s.State.String(),
+		SpoolPoints:       s.SpoolPoints,
+		SpoolBytes:        s.SpoolBytes,
+		OldestUndelivered: s.OldestUndelivered,
+		Sent:              s.Sent,
+		Dropped:           s.Dropped,
+		DeadLettered:      s.DeadLettered,
+	}
 }
 
 // ScanSpool calls yield with each line waiting in the spool, oldest first,
