@@ -13,7 +13,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
-	"github.com/deadlabour/deadlabour/sink"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 // retentionStatements are the InfluxQL statements docs/operations.md gives
@@ -50,8 +50,8 @@ func TestRetentionAndContinuousQueries(t *testing.T) {
 	start := time.Now().Add(-5 * time.Hour).Truncate(time.Hour)
 	end := start.Add(3 * time.Hour)
 	var lines bytes.Buffer
-	add := func(p sink.Point) {
-		line, err := sink.Line(p)
+	add := func(p schema.Point) {
+		line, err := schema.Line(p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +72,7 @@ func TestRetentionAndContinuousQueries(t *testing.T) {
 			simulated++
 		}
 		r.LoadedDeadLabourCost = r.DeadLabourCost * 1.3
-		p, err := sink.RequestPoint(r)
+		p, err := schema.RequestPoint(r)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,10 +80,10 @@ func TestRetentionAndContinuousQueries(t *testing.T) {
 	}
 	for w := start; w.Before(end); w = w.Add(10 * time.Second) {
 		for g := range 2 {
-			add(sink.GPUPoint("gpu-a", false, sink.GPUWindow{Device: fmt.Sprint(g), Name: "NVIDIA H100", Start: w, Samples: 100,
+			add(schema.GPUPoint("gpu-a", false, schema.GPUWindow{Device: fmt.Sprint(g), Name: "NVIDIA H100", Start: w, Samples: 100,
 				PowerMeanW: 100 + 500*rng.Float64(), PowerMaxW: 700 * rng.Float64(), EnergyJ: 5000 * rng.Float64(), UtilGPUPct: 100 * rng.Float64(),
 				UtilMemPct: 50 * rng.Float64(), TempC: 40 + 40*rng.Float64(), SMClockMHz: 1800, PowerLimitW: 700}))
-			add(sink.IdlePoint("gpu-a", "USD", w.Minute()%7 == 0, estimator.IdleShare{Device: fmt.Sprint(g), Start: w, End: w.Add(10 * time.Second),
+			add(schema.IdlePoint("gpu-a", "USD", w.Minute()%7 == 0, estimator.IdleShare{Device: fmt.Sprint(g), Start: w, End: w.Add(10 * time.Second),
 				Joules: 700 * rng.Float64(), DepreciationCost: 1e-4 * rng.Float64(), EmbodiedCO2eG: 0.01 * rng.Float64(), Method: estimator.MethodCounter}))
 		}
 	}

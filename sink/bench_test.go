@@ -15,6 +15,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 // BenchmarkSinkThroughput: points per second into one local InfluxDB, in
@@ -72,10 +73,10 @@ func median(v []float64) float64 {
 }
 
 // pointsOf are recs as request points of measurement m.
-func pointsOf(b *testing.B, recs []estimator.Record, m string) []Point {
-	pts := make([]Point, len(recs))
+func pointsOf(b *testing.B, recs []estimator.Record, m string) []schema.Point {
+	pts := make([]schema.Point, len(recs))
 	for i, r := range recs {
-		p, err := RequestPoint(r)
+		p, err := schema.RequestPoint(r)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -116,7 +117,7 @@ func rawRound(b *testing.B, s *influxtest.Server, recs []estimator.Record, batch
 		body.Reset()
 		for _, p := range pts[from:min(from+batch, len(pts))] {
 			var err error
-			if line, err = AppendLine(line[:0], p); err != nil {
+			if line, err = schema.AppendLine(line[:0], p); err != nil {
 				b.Fatal(err)
 			}
 			body.Write(line)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/internal/influxtest"
 	"github.com/deadlabour/deadlabour/internal/testlog"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 func TestClassify(t *testing.T) {
@@ -97,20 +98,20 @@ func TestPoisonedBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, w)
-	var pts []Point
+	var pts []schema.Point
 	for i := range 1000 {
-		pts = append(pts, Point{Measurement: "ok", Fields: []Field{{"i", int64(i)}}, Time: now.Add(time.Duration(i))})
+		pts = append(pts, schema.Point{Measurement: "ok", Fields: []schema.Field{{Key: "i", Value: int64(i)}}, Time: now.Add(time.Duration(i))})
 	}
-	pts[137] = Point{Measurement: "conflict", Fields: []Field{{"v", 1.5}}, Time: now}
-	pts[600] = Point{Measurement: "conflict", Fields: []Field{{"v", 2.5}}, Time: now.Add(time.Second)}
-	pts[999] = Point{Measurement: "ok", Fields: []Field{{"i", int64(999)}}, Time: now.Add(-30 * 24 * time.Hour)} // beyond 7d
+	pts[137] = schema.Point{Measurement: "conflict", Fields: []schema.Field{{Key: "v", Value: 1.5}}, Time: now}
+	pts[600] = schema.Point{Measurement: "conflict", Fields: []schema.Field{{Key: "v", Value: 2.5}}, Time: now.Add(time.Second)}
+	pts[999] = schema.Point{Measurement: "ok", Fields: []schema.Field{{Key: "i", Value: int64(999)}}, Time: now.Add(-30 * 24 * time.Hour)} // beyond 7d
 	if err := w.Enqueue(pts...); err != nil {
 		t.Fatal(err)
 	}
 	q := `SELECT * FROM "week"."ok"`
 	waitFor(t, "997 delivered", func() bool { return len(s.Rows(t, q)) == 997 })
 	waitFor(t, "the batch resolved", func() bool { return w.Stats().SpoolPoints == 0 })
-	if err := w.Enqueue(Point{Measurement: "ok", Fields: []Field{{"i", int64(5000)}}, Time: now.Add(time.Hour)}); err != nil {
+	if err := w.Enqueue(schema.Point{Measurement: "ok", Fields: []schema.Field{{Key: "i", Value: int64(5000)}}, Time: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the next point", func() bool { return len(s.Rows(t, q)) == 998 })
@@ -151,9 +152,9 @@ func TestTooLargeSplits(t *testing.T) {
 		}
 		return string(b)
 	}
-	var pts []Point
+	var pts []schema.Point
 	for i := range 200 {
-		pts = append(pts, Point{Measurement: "big", Fields: []Field{{"i", int64(i)}, {"pad", noise(300)}}, Time: time.Unix(1_772_366_400, int64(i))})
+		pts = append(pts, schema.Point{Measurement: "big", Fields: []schema.Field{{Key: "i", Value: int64(i)}, {Key: "pad", Value: noise(300)}}, Time: time.Unix(1_772_366_400, int64(i))})
 	}
 	huge := noise(40_000)
 	pts[50].Fields[1].Value = huge
@@ -236,7 +237,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 			opts.BackoffMax = 5 * time.Second
 			w := newWriter(t, opts)
 			m := fmt.Sprintf("retry%d", tc.status)
-			if err := w.Enqueue(Point{Measurement: m, Fields: []Field{{"v", 1.0}}, Time: time.Unix(1_772_366_400, 0)}); err != nil {
+			if err := w.Enqueue(schema.Point{Measurement: m, Fields: []schema.Field{{Key: "v", Value: 1.0}}, Time: time.Unix(1_772_366_400, 0)}); err != nil {
 				t.Fatal(err)
 			}
 			closeWriter(t, w)
@@ -288,9 +289,9 @@ func TestUnauthorizedAndNoBucket(t *testing.T) {
 			}
 			run(t, w)
 			m := strings.ReplaceAll(tc.name, " ", "_")
-			pts := make([]Point, 30)
+			pts := make([]schema.Point, 30)
 			for i := range pts {
-				pts[i] = Point{Measurement: m, Fields: []Field{{"i", int64(i)}}, Time: time.Unix(1_772_366_400, int64(i))}
+				pts[i] = schema.Point{Measurement: m, Fields: []schema.Field{{Key: "i", Value: int64(i)}}, Time: time.Unix(1_772_366_400, int64(i))}
 			}
 			if err := w.Enqueue(pts...); err != nil {
 				t.Fatal(err)
@@ -335,9 +336,9 @@ func TestRefusedEveryLineHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, w)
-	pts := make([]Point, 120)
+	pts := make([]schema.Point, 120)
 	for i := range pts {
-		pts[i] = Point{Measurement: "held", Fields: []Field{{"i", int64(i)}}, Time: time.Unix(1_772_366_400, int64(i))}
+		pts[i] = schema.Point{Measurement: "held", Fields: []schema.Field{{Key: "i", Value: int64(i)}}, Time: time.Unix(1_772_366_400, int64(i))}
 	}
 	if err := w.Enqueue(pts...); err != nil {
 		t.Fatal(err)
@@ -377,7 +378,7 @@ func TestRefusedEveryLineHolds(t *testing.T) {
 		s.Write(t, fmt.Sprintf(`lone v0="s",v1="s",v2="s" %d`, now.Add(-time.Second).UnixNano()))
 		sendAlone := func(field string, at time.Time) {
 			t.Helper()
-			if err := w.Enqueue(Point{Measurement: "lone", Fields: []Field{{field, 1.5}}, Time: at}); err != nil {
+			if err := w.Enqueue(schema.Point{Measurement: "lone", Fields: []schema.Field{{Key: field, Value: 1.5}}, Time: at}); err != nil {
 				t.Fatal(err)
 			}
 			if err := w.commit(); err != nil {
@@ -398,9 +399,9 @@ func TestRefusedEveryLineHolds(t *testing.T) {
 		for i := range 3 {
 			sendAlone(fmt.Sprintf("v%d", i), now.Add(time.Duration(i)))
 		}
-		pts := make([]Point, 40)
+		pts := make([]schema.Point, 40)
 		for i := range pts {
-			pts[i] = Point{Measurement: "old", Fields: []Field{{"i", int64(i)}}, Time: old.Add(time.Duration(i))}
+			pts[i] = schema.Point{Measurement: "old", Fields: []schema.Field{{Key: "i", Value: int64(i)}}, Time: old.Add(time.Duration(i))}
 		}
 		if err := w.Enqueue(pts...); err != nil {
 			t.Fatal(err)

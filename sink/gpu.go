@@ -8,44 +8,14 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
-// GPUWindow is the telemetry of one GPU over one report window
-// [Start, End). A float that is NaN was not read in the window (no sample
-// had it) and is left out of the point.
-type GPUWindow struct {
-	Device     string
-	Name       string
-	Start, End time.Time
-	// Samples is how many DeviceSamples were folded in.
-	Samples int
-
-	PowerMeanW float64 // mean of the readable power samples
-	PowerMaxW  float64
-	// EnergyJ is the measured energy of the meter intervals the caller
-	// added, split pro rata where an interval crosses a window boundary.
-	EnergyJ float64
-
-	UtilGPUPct float64 // means of the readable samples
-	UtilMemPct float64
-
-	// Last readings of the window. MemTotalBytes 0 means memory was not
-	// read; both memory fields are then left out.
-	MemUsedBytes  uint64
-	MemTotalBytes uint64
-	TempC         float64
-	SMClockMHz    float64
-	PowerLimitW   float64
-
-	// ThrottleReasons is the OR of the samples' clocks-event masks: every
-	// reason seen at some poll of the window.
-	ThrottleReasons uint64
-}
-
 // GPUAggregator folds per-poll DeviceSamples and meter intervals into one
-// GPUWindow per device per report interval. Windows are aligned to the Unix
-// epoch (as InfluxQL's GROUP BY time() buckets are). It is a plain value for
-// one goroutine (the poller): add a tick's samples and intervals, then Flush.
+// schema.GPUWindow per device per report interval. Windows are aligned to
+// the Unix epoch (as InfluxQL's GROUP BY time() buckets are). It is a plain
+// value for one goroutine (the poller): add a tick's samples and intervals,
+// then Flush.
 //
 // A device's window is complete once the device's meter intervals reach
 // its end: an interval may close well after the boundary it crosses (a
@@ -77,7 +47,7 @@ type windowKey struct {
 }
 
 type gpuAcc struct {
-	w          GPUWindow
+	w          schema.GPUWindow
 	last       time.Time // time of the latest sample folded in
 	powerSum   float64
 	powerN     int
@@ -107,7 +77,7 @@ func (a *GPUAggregator) acc(device string, start int64) *gpuAcc {
 		return acc
 	}
 	nan := math.NaN()
-	acc := &gpuAcc{w: GPUWindow{
+	acc := &gpuAcc{w: schema.GPUWindow{
 		Device: device,
 		Start:  time.Unix(0, start),
 		End:    time.Unix(0, start).Add(a.interval),
@@ -212,13 +182,13 @@ func (a *GPUAggregator) AddEnergy(iv estimator.Interval) {
 // device's meter intervals reached their end (or that waited MeterLag for
 // them, or whose device never gave one). Input for them that arrives later
 // is dropped, so call it after adding a tick's samples and intervals.
-func (a *GPUAggregator) Flush(now time.Time) []GPUWindow { return a.flush(now, false) }
+func (a *GPUAggregator) Flush(now time.Time) []schema.GPUWindow { return a.flush(now, false) }
 
 // FlushAll returns every window, complete or not, at shutdown.
-func (a *GPUAggregator) FlushAll() []GPUWindow { return a.flush(time.Time{}, true) }
+func (a *GPUAggregator) FlushAll() []schema.GPUWindow { return a.flush(time.Time{}, true) }
 
-func (a *GPUAggregator) flush(now time.Time, all bool) []GPUWindow {
-	var out []GPUWindow
+func (a *GPUAggregator) flush(now time.Time, all bool) []schema.GPUWindow {
+	var out []schema.GPUWindow
 	for k, acc := range a.open {
 		if !all && acc.w.End.After(now) {
 			continue
@@ -242,7 +212,7 @@ func (a *GPUAggregator) flush(now time.Time, all bool) []GPUWindow {
 			a.flushed[k.device] = end
 		}
 	}
-	slices.SortFunc(out, func(x, y GPUWindow) int {
+	slices.SortFunc(out, func(x, y schema.GPUWindow) int {
 		return cmp.Or(x.Start.Compare(y.Start), cmp.Compare(x.Device, y.Device))
 	})
 	return out

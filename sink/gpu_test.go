@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 // base is aligned to 10 s windows.
@@ -41,7 +42,7 @@ func TestGPUAggregator(t *testing.T) {
 		t.Fatalf("Flush before the window's end = %+v, want nothing", got)
 	}
 	got := a.Flush(at(10 * time.Second))
-	want := []GPUWindow{
+	want := []schema.GPUWindow{
 		{Device: "0", Name: "H100", Start: at(0), End: at(10 * time.Second), Samples: 4,
 			PowerMeanW: 200, PowerMaxW: 300, EnergyJ: 130, UtilGPUPct: 60, UtilMemPct: 30,
 			MemUsedBytes: 4, MemTotalBytes: 80, TempC: 62, SMClockMHz: 1980, PowerLimitW: 700, ThrottleReasons: 0x5},
@@ -66,7 +67,7 @@ func TestGPUAggregator(t *testing.T) {
 	}
 	a.AddEnergy(estimator.Interval{Device: "0", Start: at(11 * time.Second), End: at(20 * time.Second), Joules: 5})
 	got = a.Flush(at(20 * time.Second))
-	checkWindows(t, got, []GPUWindow{
+	checkWindows(t, got, []schema.GPUWindow{
 		{Device: "0", Start: at(10 * time.Second), End: at(20 * time.Second),
 			PowerMeanW: nan, PowerMaxW: nan, EnergyJ: 10 + 10 + 5, UtilGPUPct: nan, UtilMemPct: nan,
 			TempC: nan, SMClockMHz: nan, PowerLimitW: nan},
@@ -102,7 +103,7 @@ func TestGPUAggregatorWaitsForTheMeter(t *testing.T) {
 	}
 }
 
-func checkWindows(t *testing.T, got, want []GPUWindow) {
+func checkWindows(t *testing.T, got, want []schema.GPUWindow) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("got %d windows %+v, want %d %+v", len(got), got, len(want), want)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/internal/influxtest"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 func TestSplitLine(t *testing.T) {
@@ -158,8 +159,8 @@ func TestRestartMidWindowKeepsBothParts(t *testing.T) {
 	influx := influxtest.Start(t)
 	opts := fastOptions(t, influx.URL(), influx.Bucket())
 	start := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	window := func(joules float64) Point {
-		return GPUPoint("node-a", false, GPUWindow{Device: "0", Name: "NVIDIA H100 80GB HBM3",
+	window := func(joules float64) schema.Point {
+		return schema.GPUPoint("node-a", false, schema.GPUWindow{Device: "0", Name: "NVIDIA H100 80GB HBM3",
 			Start: start, End: start.Add(10 * time.Second), EnergyJ: joules,
 			PowerMeanW: math.NaN(), PowerMaxW: math.NaN(), UtilGPUPct: math.NaN(), UtilMemPct: math.NaN()})
 	}

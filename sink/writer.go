@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,75 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/deadlabour/deadlabour/internal/redact"
-)
-
-// Options configure a Writer. Zero durations and sizes take the defaults.
-type Options struct {
-	// Dir is the spool directory (required): every point is committed
-	// there before it is sent, and stays until InfluxDB acknowledged it.
-	Dir string
-	// MaxBytes bounds the spool (default 1 GiB). When full, the oldest
-	// telemetry is dropped first, then new telemetry, then new records;
-	// every drop is counted and logged.
-	MaxBytes int64
-	// FsyncInterval is the group commit: points enqueued are written and
-	// fsynced together at most this long after Enqueue (default 200 ms).
-	FsyncInterval time.Duration
-
-	// URL is InfluxDB's base URL, e.g. http://127.0.0.1:8086. Empty: no
-	// InfluxDB, the spool only keeps (what ReadSpool and `report` read).
-	URL string
-	// Bucket is "database/retention-policy" on InfluxDB 1.8, e.g.
-	// "deadlabour/autogen"; a bucket name on 2.x.
-	Bucket string
-	// Org is empty on InfluxDB 1.8.
-	Org string
-	// Token is "user:password" on InfluxDB 1.8 with auth, empty without.
-	// The caller reads it from the environment or a file.
-	Token string
-	// BatchSize and BatchBytes bound one write request, in points and in
-	// bytes of line protocol before gzip (defaults 1000 and 4 MiB).
-	// BatchBytes is at most an eighth of MaxBytes: the batch in flight is
-	// never dropped to make room, so it must leave room to drop.
-	BatchSize  int
-	BatchBytes int64
-	// FlushInterval is the longest a point waits for its batch to fill
-	// (default 1 s).
-	FlushInterval time.Duration
-	// Timeout bounds each write request (default 5 s).
-	Timeout time.Duration
-	// BackoffMin and BackoffMax bound the wait after a failed write: it
-	// doubles from BackoffMin up to BackoffMax with jitter (defaults 100 ms
-	// and 30 s), or follows the server's Retry-After up to BackoffMax.
-	// A refused token or a missing bucket waits BackoffMax each time.
-	BackoffMin, BackoffMax time.Duration
-	// DeadLetterMaxBytes bounds the dead-letter file (default 64 MiB);
-	// refused lines beyond it are dropped and counted.
-	DeadLetterMaxBytes int64
-	// NoGzip sends write bodies uncompressed (default: gzip). The client
-	// streams gzip bodies without a length, and InfluxDB 1.8 enforces its
-	// max-body-size only on bodies whose length it is told.
-	NoGzip bool
-
-	// Now is the clock stamping enqueue times (default time.Now).
-	Now func() time.Time
-}
-
-// Defaults of Options.
-const (
-	DefaultMaxBytes           = 1 << 30
-	DefaultFsyncInterval      = 200 * time.Millisecond
-	DefaultBatchSize          = 1000
-	DefaultBatchBytes         = 4 << 20
-	DefaultFlushInterval      = time.Second
-	DefaultTimeout            = 5 * time.Second
-	DefaultBackoffMin         = 100 * time.Millisecond
-	DefaultBackoffMax         = 30 * time.Second
-	DefaultDeadLetterMaxBytes = 64 << 20
-
-	// maxBacklog bounds the points enqueued but not yet committed (the
-	// disk failing or far too slow); beyond it points are dropped.
-	maxBacklog = 64 << 20
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 // ErrClosed: the Writer was closed.
@@ -196,73 +127,13 @@ func (w *Writer) logRecovery() {
 	}
 }
 
-func (o Options) withDefaults() (Options, error) {
-	switch {
-	case o.Dir == "":
-		return o, errors.New("sink: Options.Dir is empty: the spool needs a directory")
-	case o.URL != "":
-		u, err := url.Parse(o.URL)
-		switch {
-		case err != nil:
-			// url's errors quote the URL, password and all.
-			return o, fmt.Errorf("sink: Options.URL %q: does not parse as a URL", redact.URL(o.URL))
-		case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
-			return o, fmt.Errorf("sink: Options.URL %q: want http:// or https:// and a host", redact.URL(o.URL))
-		case o.Bucket == "":
-			return o, errors.New(`sink: Options.Bucket is empty: want "database/retention-policy" on InfluxDB 1.8`)
-		}
-	}
-	for _, c := range []struct {
-		name string
-		bad  bool
-	}{
-		{"MaxBytes", o.MaxBytes < 0},
-		{"FsyncInterval", o.FsyncInterval < 0},
-		{"BatchSize", o.BatchSize < 0},
-		{"BatchBytes", o.BatchBytes < 0},
-		{"FlushInterval", o.FlushInterval < 0},
-		{"Timeout", o.Timeout < 0},
-		{"BackoffMin", o.BackoffMin < 0},
-		{"BackoffMax", o.BackoffMax < 0},
-		{"DeadLetterMaxBytes", o.DeadLetterMaxBytes < 0},
-	} {
-		if c.bad {
-			return o, fmt.Errorf("sink: Options.%s is negative", c.name)
-		}
-	}
-	setDefault(&o.MaxBytes, DefaultMaxBytes)
-	setDefault(&o.FsyncInterval, DefaultFsyncInterval)
-	setDefault(&o.BatchSize, DefaultBatchSize)
-	setDefault(&o.BatchBytes, DefaultBatchBytes)
-	setDefault(&o.FlushInterval, DefaultFlushInterval)
-	setDefault(&o.Timeout, DefaultTimeout)
-	setDefault(&o.BackoffMin, DefaultBackoffMin)
-	setDefault(&o.BackoffMax, DefaultBackoffMax)
-	setDefault(&o.DeadLetterMaxBytes, DefaultDeadLetterMaxBytes)
-	o.BatchBytes = min(o.BatchBytes, o.MaxBytes/8)
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	if o.BackoffMin > o.BackoffMax {
-		return o, fmt.Errorf("sink: Options.BackoffMin %v is more than BackoffMax %v", o.BackoffMin, o.BackoffMax)
-	}
-	return o, nil
-}
-
-func setDefault[T comparable](v *T, def T) {
-	var zero T
-	if *v == zero {
-		*v = def
-	}
-}
-
 // Enqueue encodes points and queues them for the spool; it never waits on
 // the disk or the network. Points the encoder refuses, and points that do
 // not fit in the spool, are dropped and counted: the error says which and
 // why (wrapping ErrNonFinite, ErrInvalid, ErrSpoolFull or ErrClosed), and
 // the rest are queued. A record refused for room may also be dropped at
 // the next commit, when no older telemetry is left to make room for it.
-func (w *Writer) Enqueue(points ...Point) error {
+func (w *Writer) Enqueue(points ...schema.Point) error {
 	var errs []error
 	type encoded struct {
 		start, end int // in buf
@@ -278,7 +149,7 @@ func (w *Writer) Enqueue(points ...Point) error {
 		k := kindOf(p.Measurement)
 		w.m.enqueued[k].Add(1)
 		start := len(buf)
-		if buf, err = AppendLine(buf, p); err != nil {
+		if buf, err = schema.AppendLine(buf, p); err != nil {
 			w.m.dropped[k][dropInvalid].Add(1)
 			errs = append(errs, err)
 			continue
@@ -476,106 +347,6 @@ func (w *Writer) Close(ctx context.Context) (undelivered int, err error) {
 		return n, fmt.Errorf("sink: close: %d points left in the spool for the next start: %w", n, err)
 	}
 	return n, nil
-}
-
-// State is whether the sink delivers, and if not why.
-type State int32
-
-// States of the sink, as /readyz, the metric deadlabour_sink_state and the
-// deadlabour_health field sink_state name them.
-const (
-	StateOK           State = iota // delivering (or nothing to deliver)
-	StateRetrying                  // InfluxDB unreachable or overloaded: backing off
-	StateUnauthorized              // 401/403: the token is wrong or lacks write permission
-	StateNoBucket                  // 404: the bucket (database/retention policy) does not exist
-	StateDisabled                  // no InfluxDB configured: spool only
-	StateRefused                   // 400/422 for every line of a batch, with one message: kept, retried every BackoffMax
-	numStates
-)
-
-func (s State) String() string {
-	return [...]string{"ok", "retrying", "unauthorized", "no_bucket", "disabled", "refused"}[s]
-}
-
-// Stats are a Writer's state and counters since it was made.
-type Stats struct {
-	State State
-	// Reason says why State is not ok: the server's answer or the error.
-	Reason string
-	// SpoolPoints and SpoolBytes are what waits to be delivered, enqueued
-	// but not yet committed included; SpoolRecords of them are cost lines
-	// (records and idle shares).
-	SpoolPoints, SpoolRecords int
-	SpoolBytes                int64
-	// OldestUndelivered is how long the oldest of them has waited.
-	OldestUndelivered time.Duration
-	// Enqueued points were handed to Enqueue; each is then sent,
-	// dead-lettered, dropped or waiting (SpoolPoints).
-	Enqueued uint64
-	// Sent points InfluxDB acknowledged; Retries failed write requests
-	// that will be retried; DeadLettered points InfluxDB refused for good
-	// (kept in the dead-letter file).
-	Sent, Retries, DeadLettered uint64
-	// Dropped points, for any reason (DroppedBy says which).
-	Dropped   uint64
-	DroppedBy map[string]uint64 // "kind/reason", e.g. "telemetry/spool_full"
-	// Moved are lines whose timestamp was moved past an earlier run's.
-	Moved uint64
-}
-
-// Stats returns the Writer's state and counters. It never waits for the
-// disk.
-func (w *Writer) Stats() Stats {
-	// Under mu, the spool's counters (staged lines included) and pending
-	// are one consistent snapshot: a line leaves pending and is staged
-	// under mu.
-	w.mu.Lock()
-	points, bytes := w.spool.counts()
-	pend := w.pending
-	for _, l := range pend {
-		points[l.kind]++
-	}
-	bytes += w.pendingBytes
-	var oldestPending int64
-	if len(pend) > 0 {
-		oldestPending = pend[0].enqueued
-	}
-	w.mu.Unlock()
-
-	st := Stats{
-		State:        State(w.m.state.Load()),
-		SpoolPoints:  points[kindCost] + points[kindTelemetry],
-		SpoolRecords: points[kindCost],
-		SpoolBytes:   bytes,
-		Enqueued:     w.m.enqueued[kindCost].Load() + w.m.enqueued[kindTelemetry].Load(),
-		Sent:         w.m.sent.Load(),
-		DeadLettered: w.m.deadLettered[kindCost].Load() + w.m.deadLettered[kindTelemetry].Load(),
-		DroppedBy:    map[string]uint64{},
-		Moved:        w.m.moved.Load(),
-	}
-	if r := w.m.reason.Load(); r != nil && st.State != StateOK {
-		st.Reason = *r
-	}
-	for _, n := range w.m.retries() {
-		st.Retries += n
-	}
-	for k := range numKinds {
-		for r := range numDropReasons {
-			if n := w.m.dropped[k][r].Load(); n > 0 {
-				st.DroppedBy[kind(k).String()+"/"+dropReason(r).String()] = n
-				st.Dropped += n
-			}
-		}
-	}
-	oldest, err := w.spool.oldest()
-	if err == nil && !oldest.IsZero() || oldestPending != 0 {
-		o := oldest.UnixNano()
-		if oldest.IsZero() || oldestPending != 0 && oldestPending < o {
-			o = oldestPending
-		}
-		st.OldestUndelivered = max(0, w.opts.Now().Sub(time.Unix(0, o)))
-	}
-	return st
 }
 
 // ScanSpool calls yield with each line waiting in the spool, oldest first,

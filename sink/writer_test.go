@@ -19,7 +19,9 @@ import (
 
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
+	"github.com/deadlabour/deadlabour/internal/schematest"
 	"github.com/deadlabour/deadlabour/internal/testlog"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 func TestMain(m *testing.M) {
@@ -113,7 +115,7 @@ func records(n int) []estimator.Record {
 	}
 	out := make([]estimator.Record, n)
 	for i := range out {
-		r := testRecord()
+		r := schematest.Record()
 		r.ID = fmt.Sprintf("req-%04d", i)
 		r.Tenant = fmt.Sprintf("t%d", i%5)
 		r.Time = r.Time.Add(time.Duration(i))
@@ -129,11 +131,11 @@ func records(n int) []estimator.Record {
 	return out
 }
 
-func requestPoints(t *testing.T, recs []estimator.Record) []Point {
+func requestPoints(t *testing.T, recs []estimator.Record) []schema.Point {
 	t.Helper()
-	pts := make([]Point, len(recs))
+	pts := make([]schema.Point, len(recs))
 	for i, r := range recs {
-		p, err := RequestPoint(r)
+		p, err := schema.RequestPoint(r)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +147,7 @@ func requestPoints(t *testing.T, recs []estimator.Record) []Point {
 // checkStored compares what InfluxDB returns for measurement with the
 // points written: every tag, every field (floats bit for bit), no field
 // more, and the time. key names the string field that identifies a point.
-func checkStored(t *testing.T, s *influxtest.Server, pts []Point, key string) {
+func checkStored(t *testing.T, s *influxtest.Server, pts []schema.Point, key string) {
 	t.Helper()
 	rows := s.Rows(t, "SELECT * FROM "+influxtest.QuoteIdent(pts[0].Measurement))
 	if len(rows) != len(pts) {
@@ -241,7 +243,7 @@ func TestWriterDeliversRecordsExactly(t *testing.T) {
 		t.Fatalf("count(request_id) = %v, want %d", rows, n)
 	}
 	checkStored(t, s, pts, "request_id")
-	if unknown := s.Count(t, MeasurementRequest, "prompt_tokens >= 0"); unknown != n-(n+2)/3 {
+	if unknown := s.Count(t, schema.MeasurementRequest, "prompt_tokens >= 0"); unknown != n-(n+2)/3 {
 		t.Errorf("%d points with prompt_tokens, want %d (unknown ones left out)", unknown, n-(n+2)/3)
 	}
 	if st := w.Stats(); st.Sent != n || st.SpoolPoints != 0 || st.Dropped+st.DeadLettered != 0 || st.State != StateOK {
@@ -255,15 +257,15 @@ func TestWriterEscapingThroughInfluxDB(t *testing.T) {
 	s := influxtest.Start(t)
 	w := newWriter(t, fastOptions(t, s.URL(), s.Bucket()))
 	names := []string{`plain`, `a b`, `a,b`, `a=b`, `a"b`, `a\b`, `a\\b`, `\x`, ` lead`, `trail `, `é λ ☃`, `a=b,c d"e\f`}
-	pts := make([]Point, len(names))
+	pts := make([]schema.Point, len(names))
 	for i, name := range names {
-		pts[i] = Point{
+		pts[i] = schema.Point{
 			Measurement: `m e,a"s\ure`,
-			Tags:        []Tag{{"t" + name, name}, {"host", "h"}},
-			Fields: []Field{
-				{"id", fmt.Sprint(i)},
-				{"f" + name, name + "\t\"\\" + name},
-				{"g" + name, float64(i) + 0.5},
+			Tags:        []schema.Tag{{Key: "t" + name, Value: name}, {Key: "host", Value: "h"}},
+			Fields: []schema.Field{
+				{Key: "id", Value: fmt.Sprint(i)},
+				{Key: "f" + name, Value: name + "\t\"\\" + name},
+				{Key: "g" + name, Value: float64(i) + 0.5},
 			},
 			Time: time.Unix(1_772_366_400, int64(i)),
 		}
@@ -289,7 +291,7 @@ func TestWriterWaitsForInfluxDB(t *testing.T) {
 		t.Fatalf("Stats() while InfluxDB is down = %+v, want 50 spooled, retrying and why", st)
 	}
 	s.Restart(t)
-	s.WaitCount(t, MeasurementRequest, "", 50, 10*time.Second)
+	s.WaitCount(t, schema.MeasurementRequest, "", 50, 10*time.Second)
 	closeWriter(t, w)
 	checkStored(t, s, pts, "request_id")
 }
@@ -299,16 +301,16 @@ func TestWriterRejectsNonFinite(t *testing.T) {
 	w := newWriter(t, fastOptions(t, s.URL(), s.Bucket()))
 	recs := records(3)
 	recs[1].GPUEnergyJ = math.NaN()
-	pts := make([]Point, 3)
+	pts := make([]schema.Point, 3)
 	for i, r := range recs {
-		pts[i], _ = RequestPoint(r)
+		pts[i], _ = schema.RequestPoint(r)
 	}
 	err := w.Enqueue(pts...)
-	if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), `"gpu_energy_j"`) {
+	if !errors.Is(err, schema.ErrNonFinite) || !strings.Contains(err.Error(), `"gpu_energy_j"`) {
 		t.Errorf("Enqueue() error = %v, want ErrNonFinite naming gpu_energy_j", err)
 	}
 	closeWriter(t, w)
-	checkStored(t, s, []Point{pts[0], pts[2]}, "request_id")
+	checkStored(t, s, []schema.Point{pts[0], pts[2]}, "request_id")
 	if st := w.Stats(); st.DroppedBy["cost/invalid"] != 1 || st.Dropped != 1 || st.Sent != 2 {
 		t.Errorf("Stats() = %+v, want 1 invalid, 2 sent", st)
 	}
@@ -316,10 +318,10 @@ func TestWriterRejectsNonFinite(t *testing.T) {
 
 func TestWriterBatching(t *testing.T) {
 	s := influxtest.Start(t)
-	points := func(from, n int) []Point {
-		var pts []Point
+	points := func(from, n int) []schema.Point {
+		var pts []schema.Point
 		for i := from; i < from+n; i++ {
-			pts = append(pts, Point{Measurement: "b", Fields: []Field{{"i", int64(i)}}, Time: time.Unix(1_772_366_400, int64(i))})
+			pts = append(pts, schema.Point{Measurement: "b", Fields: []schema.Field{{Key: "i", Value: int64(i)}}, Time: time.Unix(1_772_366_400, int64(i))})
 		}
 		return pts
 	}
@@ -359,11 +361,11 @@ func TestWriterBatching(t *testing.T) {
 }
 
 // telemetryPoints are n deadlabour_gpu-like points, the kind dropped first.
-func telemetryPoints(from, n int) []Point {
-	pts := make([]Point, n)
+func telemetryPoints(from, n int) []schema.Point {
+	pts := make([]schema.Point, n)
 	for i := range pts {
-		pts[i] = Point{Measurement: MeasurementGPU, Tags: []Tag{{"gpu", "0"}, {"host", "h"}},
-			Fields: []Field{{"i", int64(from + i)}, {"pad", strings.Repeat("t", 200)}}, Time: time.Unix(1_772_366_400, int64(from+i))}
+		pts[i] = schema.Point{Measurement: schema.MeasurementGPU, Tags: []schema.Tag{{Key: "gpu", Value: "0"}, {Key: "host", Value: "h"}},
+			Fields: []schema.Field{{Key: "i", Value: int64(from + i)}, {Key: "pad", Value: strings.Repeat("t", 200)}}, Time: time.Unix(1_772_366_400, int64(from+i))}
 	}
 	return pts
 }
@@ -431,7 +433,7 @@ func TestWriterSpoolOnly(t *testing.T) {
 	}
 	want := make([]string, len(pts))
 	for i, p := range pts {
-		want[i], _ = Line(p)
+		want[i], _ = schema.Line(p)
 	}
 	waitFor(t, "the commit", func() bool {
 		var n int
@@ -510,7 +512,7 @@ func TestWriterSpoolFull(t *testing.T) {
 	// The oldest telemetry went first: what is left is the newest.
 	var left []int64
 	w.ScanSpool(func(l string) bool {
-		if strings.HasPrefix(l, MeasurementGPU) {
+		if strings.HasPrefix(l, schema.MeasurementGPU) {
 			i, _ := strconv.ParseInt(l[strings.Index(l, " i=")+3:strings.Index(l, "i,pad")], 10, 64)
 			left = append(left, i)
 		}
@@ -626,7 +628,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, err := RequestPoint(testRecord())
+	p, err := schema.RequestPoint(schematest.Record())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -703,11 +705,11 @@ func TestStatsNeverShowBytesWithoutPoints(t *testing.T) {
 	opts.FsyncInterval, opts.FlushInterval = time.Millisecond, time.Millisecond
 	w := newWriter(t, opts)
 	run(t, w)
-	point := func(i int) Point {
-		return Point{Measurement: MeasurementRequest, Fields: []Field{{"request_id", fmt.Sprintf("%08d", i)}},
+	point := func(i int) schema.Point {
+		return schema.Point{Measurement: schema.MeasurementRequest, Fields: []schema.Field{{Key: "request_id", Value: fmt.Sprintf("%08d", i)}},
 			Time: time.Unix(1_772_366_400, int64(100_000_000+i))}
 	}
-	line, _ := Line(point(0))
+	line, _ := schema.Line(point(0))
 	size := entrySize([]byte(line))
 
 	const n = 3000
@@ -716,7 +718,7 @@ func TestStatsNeverShowBytesWithoutPoints(t *testing.T) {
 	wg.Go(func() {
 		defer close(done)
 		for i := 0; i < n; i += 10 {
-			pts := make([]Point, 10)
+			pts := make([]schema.Point, 10)
 			for j := range pts {
 				pts[j] = point(i + j)
 			}
@@ -750,7 +752,7 @@ func TestStatsNeverShowBytesWithoutPoints(t *testing.T) {
 		t.Errorf("%d of %d snapshots inconsistent, the first: SpoolPoints %d, SpoolRecords %d, SpoolBytes %d; want bytes = points x %d",
 			bad, snapshots, first.SpoolPoints, first.SpoolRecords, first.SpoolBytes, size)
 	}
-	if c := s.Count(t, MeasurementRequest, ""); c != n {
+	if c := s.Count(t, schema.MeasurementRequest, ""); c != n {
 		t.Errorf("%d points stored, want %d", c, n)
 	}
 }

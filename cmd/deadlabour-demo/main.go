@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -41,20 +43,16 @@ func main() {
 }
 
 type upstream struct {
-	name, model string
-	gpus        string
-	delay       time.Duration
-	share       float64 // of the requests
-	fake        *fakeupstream.Server
-	listen      string
+	deployment
+	fake   *fakeupstream.Server
+	listen string // where the driver sends: the daemon's proxy
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("deadlabour-demo", flag.ContinueOnError)
 	bin := fs.String("daemon", "bin/deadlabourd", "the deadlabourd binary")
 	influx := fs.String("influx", os.Getenv("INFLUX_URL"), "InfluxDB URL (1.8+, database deadlabour)")
-	requests := fs.Int("requests", 300, "prompts to send")
-	concurrency := fs.Int("concurrency", 12, "prompts in flight at once")
+	duration := fs.Duration("duration", 15*time.Second, "how long to keep each upstream's batch full (the requests in flight then finish)")
 	seed := fs.Uint64("seed", 1, "random seed of the prompt mix")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -68,13 +66,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer os.RemoveAll(dir)
 
-	ups := []*upstream{
-		{name: "vllm-llama70b", model: "meta-llama/Llama-3.1-70B-Instruct", gpus: "[0, 1, 2, 3]", delay: 4 * time.Millisecond, share: 0.4},
-		{name: "vllm-llama8b", model: "meta-llama/Llama-3.1-8B-Instruct", gpus: "[4]", delay: time.Millisecond, share: 0.4},
-		{name: "vllm-mistral", model: "mistralai/Mistral-7B-Instruct-v0.3", gpus: "[5]", delay: 2 * time.Millisecond, share: 0.2},
-	}
-	for _, u := range ups {
-		u.fake, err = fakeupstream.Start(ctx, fakeupstream.Options{TokenDelay: u.delay, DefaultMaxTokens: 64, Models: []string{u.model}})
+	var ups []*upstream
+	for _, d := range deployments {
+		u := &upstream{deployment: d}
+		u.fake, err = fakeupstream.Start(ctx, fakeupstream.Options{Batch: &u.step, Models: []string{u.model}})
 		if err != nil {
 			return err
 		}
@@ -82,6 +77,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if u.listen, err = freeAddr(); err != nil {
 			return err
 		}
+		ups = append(ups, u)
 	}
 	admin, err := freeAddr()
 	if err != nil {
@@ -124,7 +120,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 
 	start := time.Now()
-	sent, failed := load(ctx, ups, *requests, *concurrency, *seed)
+	fmt.Fprintf(out, "Keeping %s in flight for %s, %d-%d output tokens each\n", batches(ups), *duration, minOutput, maxOutput)
+	sent, failed := load(ctx, ups, loadSpec{duration: *duration, minOutput: minOutput, maxOutput: maxOutput, seed: *seed})
 	fmt.Fprintf(out, "Sent %d prompts (%d failed) in %.1f s; stopping the daemon to flush the last records\n",
 		sent, failed, time.Since(start).Seconds())
 	if err := stopDaemon(); err != nil {
@@ -133,7 +130,23 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if warnings := problems(logFile.Name()); warnings != "" {
 		fmt.Fprintf(out, "The daemon logged warnings:\n%s", warnings)
 	}
-	return printTable(ctx, out, *influx)
+	return printTable(ctx, out, *influx, ups)
+}
+
+func batches(ups []*upstream) string {
+	var parts []string
+	for _, u := range ups {
+		parts = append(parts, fmt.Sprintf("%d requests on %s", u.batch, u.name))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func gpuList(gpus []int) string {
+	s := make([]string, len(gpus))
+	for i, g := range gpus {
+		s[i] = fmt.Sprint(g)
+	}
+	return "[" + strings.Join(s, ", ") + "]"
 }
 
 func demoConfig(ups []*upstream, admin, influx, dir string) string {
@@ -154,63 +167,69 @@ func demoConfig(ups []*upstream, admin, influx, dir string) string {
 	}
 	fmt.Fprintf(&b, "upstreams:\n")
 	for _, u := range ups {
-		fmt.Fprintf(&b, "  - name: %s\n    listen: %s\n    target: %s\n    gpus: %s\n", u.name, u.listen, u.fake.URL(), u.gpus)
+		fmt.Fprintf(&b, "  - name: %s\n    listen: %s\n    target: %s\n    gpus: %s\n", u.name, u.listen, u.fake.URL(), gpuList(u.gpus))
 	}
 	return b.String()
 }
 
-// load sends n prompts, streamed and not, spread over the upstreams.
-func load(ctx context.Context, ups []*upstream, n, concurrency int, seed uint64) (sent, failed int) {
-	rng := rand.New(rand.NewPCG(seed, 0))
-	type job struct {
-		u    *upstream
-		body []byte
-	}
-	jobs := make(chan job)
+type loadSpec struct {
+	duration             time.Duration
+	minOutput, maxOutput int
+	seed                 uint64
+}
+
+// load keeps each upstream's batch of requests in flight for spec.duration
+// (a closed loop: each of an upstream's batch workers sends its next prompt
+// when the last is answered), then lets the requests in flight finish. A
+// third of the prompts are streamed.
+func load(ctx context.Context, ups []*upstream, spec loadSpec) (sent, failed int) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	client := &http.Client{Timeout: time.Minute}
-	for range concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				err := post(ctx, client, "http://"+j.u.listen+"/v1/chat/completions", j.body)
-				mu.Lock()
-				sent++
-				if err != nil {
-					failed++
+	n := 0
+	for _, u := range ups {
+		n += u.batch
+	}
+	client := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: n}}
+	defer client.CloseIdleConnections()
+	deadline := time.Now().Add(spec.duration)
+	for ui, u := range ups {
+		for w := range u.batch {
+			rng := rand.New(rand.NewPCG(spec.seed, uint64(ui<<16|w)))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil && time.Now().Before(deadline) {
+					err := post(ctx, client, "http://"+u.listen+"/v1/chat/completions", prompt(rng, u.model, spec))
+					mu.Lock()
+					sent++
+					if err != nil {
+						failed++
+					}
+					mu.Unlock()
 				}
-				mu.Unlock()
-			}
-		}()
+			}()
+		}
 	}
-	for i := 0; i < n && ctx.Err() == nil; i++ {
-		r, u := rng.Float64(), ups[len(ups)-1]
-		for _, c := range ups {
-			if r < c.share {
-				u = c
-				break
-			}
-			r -= c.share
-		}
-		words := 5 + rng.IntN(200)
-		prompt := make([]byte, 0, words*6)
-		for w := 0; w < words; w++ {
-			prompt = append(prompt, "lorem "...)
-		}
-		req := map[string]any{
-			"model":      u.model,
-			"messages":   []map[string]string{{"role": "user", "content": string(prompt)}},
-			"max_tokens": 8 + rng.IntN(120),
-			"stream":     rng.IntN(2) == 0,
-		}
-		body, _ := json.Marshal(req)
-		jobs <- job{u, body}
-	}
-	close(jobs)
 	wg.Wait()
 	return sent, failed
+}
+
+// prompt is one request body: 5-200 words of prompt, an output length in
+// [spec.minOutput, spec.maxOutput], streamed one time in three.
+func prompt(rng *rand.Rand, model string, spec loadSpec) []byte {
+	words := 5 + rng.IntN(200)
+	text := make([]byte, 0, words*6)
+	for range words {
+		text = append(text, "lorem "...)
+	}
+	req := map[string]any{
+		"model":      model,
+		"messages":   []map[string]string{{"role": "user", "content": string(text)}},
+		"max_tokens": spec.minOutput + rng.IntN(spec.maxOutput-spec.minOutput+1),
+		"stream":     rng.IntN(3) == 0,
+	}
+	body, _ := json.Marshal(req)
+	return body
 }
 
 func post(ctx context.Context, c *http.Client, url string, body []byte) error {
@@ -234,58 +253,212 @@ func post(ctx context.Context, c *http.Client, url string, body []byte) error {
 	return nil
 }
 
-type row struct {
-	model                                           string
-	requests, tokens                                float64
-	gpuJ, facilityJ, depreciation, deadLabour, co2e float64
-	loaded                                          float64
+// column is one figure of the table: an aggregate of deadlabour_request per
+// model, and the deadlabour_idle field summed into the idle line. A figure
+// the daemon adds to deadlabour_idle joins the idle line by naming it here.
+type column struct {
+	head    string
+	request string  // InfluxQL aggregate over deadlabour_request
+	idle    string  // deadlabour_idle field, summed over its devices; "": none
+	gpuOnly bool    // the idle part is that of the GPUs alone (device != 'host')
+	noTotal bool    // not summed into the total line (the loaded figures already hold idle)
+	scale   float64 // from the stored unit to the printed one
+	format  string
 }
 
-// printTable reads the per-model totals back from InfluxDB.
-func printTable(ctx context.Context, out io.Writer, influx string) error {
-	q := `SELECT count(request_id) AS requests, sum(prompt_tokens) AS prompt, sum(completion_tokens) AS completion,
-	sum(gpu_energy_j) AS gpu, sum(facility_energy_j) AS facility, sum(depreciation_cost) AS depreciation,
-	sum(dead_labour_cost) AS dead_labour, sum(co2e_g) AS co2e, sum(loaded_dead_labour_cost) AS loaded
-	FROM deadlabour_request GROUP BY model`
-	series, err := influxQuery(ctx, influx, q)
+var columns = []column{
+	{head: "requests", request: "count(request_id)", scale: 1, format: "%.0f"},
+	{head: "prompt tok", request: "sum(prompt_tokens)", scale: 1, format: "%.0f"},
+	{head: "output tok", request: "sum(completion_tokens)", scale: 1, format: "%.0f"},
+	{head: "GPU Wh", request: "sum(gpu_energy_j)", idle: "energy_j", gpuOnly: true, scale: 1.0 / 3600, format: "%.3f"},
+	{head: "facility Wh", request: "sum(facility_energy_j)", idle: "facility_energy_j", scale: 1.0 / 3600, format: "%.3f"},
+	{head: "CO2e g", request: "sum(co2e_g)", idle: "co2e_g", scale: 1, format: "%.3f"},
+	{head: "water mL", request: "sum(water_l)", idle: "water_l", scale: 1000, format: "%.2f"},
+	{head: "energy USD", request: "sum(energy_cost)", idle: "energy_cost", scale: 1, format: "%.5f"},
+	{head: "depreciation USD", request: "sum(depreciation_cost)", idle: "depreciation_cost", scale: 1, format: "%.5f"},
+	{head: "dead labour USD", request: "sum(dead_labour_cost)", idle: "dead_labour_cost", scale: 1, format: "%.5f"},
+	{head: "loaded USD", request: "sum(loaded_dead_labour_cost)", noTotal: true, scale: 1, format: "%.5f"},
+}
+
+// Indexes of the columns the derived figures use.
+const (
+	colRequests = 0
+	colOutput   = 2
+	colGPU      = 3
+)
+
+// row is one line of the table, in the stored units; NaN: not known.
+type row struct {
+	label string
+	v     []float64
+}
+
+// printTable reads the per-model totals and the idle line back from
+// InfluxDB and prints them, then each model's J per output token against
+// its cited range.
+func printTable(ctx context.Context, out io.Writer, influx string, ups []*upstream) error {
+	var sel []string
+	for i, c := range columns {
+		sel = append(sel, fmt.Sprintf("%s AS c%d", c.request, i))
+	}
+	series, err := influxQuery(ctx, influx, "SELECT "+strings.Join(sel, ", ")+" FROM deadlabour_request GROUP BY model")
 	if err != nil {
 		return err
 	}
 	var rows []row
 	for _, s := range series {
-		v := s.Values[0]
-		num := func(i int) float64 {
-			f, _ := v[i].(float64)
-			return f
+		r := row{label: s.Tags["model"], v: make([]float64, len(columns))}
+		for i := range columns {
+			r.v[i] = math.NaN()
+			if f, ok := s.Values[0][i+1].(float64); ok {
+				r.v[i] = f
+			}
 		}
-		rows = append(rows, row{model: s.Tags["model"], requests: num(1), tokens: num(2) + num(3), gpuJ: num(4),
-			facilityJ: num(5), depreciation: num(6), deadLabour: num(7), co2e: num(8), loaded: num(9)})
+		rows = append(rows, r)
 	}
 	if len(rows) == 0 {
 		return errors.New("InfluxDB holds no request records: see the daemon log")
 	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].model < rows[j].model })
+	sort.Slice(rows, func(i, j int) bool { return rows[i].label < rows[j].label })
+	idle, err := idleRow(ctx, influx)
+	if err != nil {
+		return err
+	}
+	total := row{label: "total", v: make([]float64, len(columns))}
+	for i, c := range columns {
+		for _, r := range append(rows, idle) {
+			total.v[i] += zeroNaN(r.v[i])
+		}
+		if c.noTotal || (c.idle != "" && math.IsNaN(idle.v[i])) {
+			total.v[i] = math.NaN()
+		}
+	}
+
 	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "model\trequests\ttokens\tGPU Wh\tfacility Wh\tCO2e g\tdepreciation USD\tdead labour USD\tloaded USD\tJ/token\t")
-	var total row
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t%.5f\t%.5f\t%.5f\t%.3f\t\n", r.model, r.requests, r.tokens,
-			r.gpuJ/3600, r.facilityJ/3600, r.co2e, r.depreciation, r.deadLabour, r.loaded, r.gpuJ/max(r.tokens, 1))
-		total.requests += r.requests
-		total.tokens += r.tokens
-		total.gpuJ += r.gpuJ
-		total.facilityJ += r.facilityJ
+	var head []string
+	for _, c := range columns {
+		head = append(head, c.head)
+	}
+	fmt.Fprintf(tw, "model\t%s\tJ/out tok\tGPU Wh/req\t\n", strings.Join(head, "\t"))
+	for _, r := range append(append(rows, idle), total) {
+		fmt.Fprintf(tw, "%s\t", r.label)
+		for i, c := range columns {
+			fmt.Fprintf(tw, "%s\t", figure(c.format, r.v[i]*c.scale))
+		}
+		j, wh := r.v[colGPU]/r.v[colOutput], r.v[colGPU]/3600/r.v[colRequests]
+		if r.label == total.label {
+			j, wh = math.NaN(), math.NaN() // mixed models
+		}
+		fmt.Fprintf(tw, "%s\t%s\t\n", figure("%.3f", j), figure("%.4f", wh))
 	}
 	tw.Flush()
-	fmt.Fprintln(out, "\n(loaded = dead labour plus the request's share of its GPUs' idle energy and wear: what idle capacity adds to each prompt.)")
-	idle, err := influxQuery(ctx, influx, `SELECT sum(energy_j) FROM deadlabour_idle WHERE device != 'host'`)
-	if err == nil && len(idle) > 0 {
-		f, _ := idle[0].Values[0][1].(float64)
-		fmt.Fprintf(out, "\nIdle GPU energy (no request running; GPUs 6-7 served nothing): %.3f Wh, %.0f %% of all GPU energy.\n",
-			f/3600, 100*f/(f+total.gpuJ))
+	fmt.Fprintln(out, "\n(idle = energy and wear no request used, deadlabour_idle: GPUs 6-7 served nothing, the rest between requests;")
+	fmt.Fprintln(out, " loaded = dead labour plus the request's share of its GPUs' idle energy and wear, so it has no total;")
+	fmt.Fprintln(out, " J/out tok = GPU energy over output tokens; - = not written by this daemon, or no total.)")
+	if g := idle.v[colGPU]; !math.IsNaN(g) {
+		fmt.Fprintf(out, "Idle GPU energy: %.3f Wh, %.0f %% of all GPU energy.\n", g/3600, 100*g/total.v[colGPU])
 	}
+	printCited(out, rows, ups)
 	return nil
+}
+
+// idleRow sums deadlabour_idle: every numeric field over all its devices,
+// and the GPUs' energy alone. A column whose idle field is absent is NaN.
+func idleRow(ctx context.Context, influx string) (row, error) {
+	idle := row{label: "(idle)", v: make([]float64, len(columns))}
+	sums := map[string]float64{}
+	for _, q := range []struct{ prefix, query string }{
+		{"", `SELECT sum(*) FROM deadlabour_idle`},
+		{"gpu:", `SELECT sum(energy_j) AS sum_energy_j FROM deadlabour_idle WHERE device != 'host'`},
+	} {
+		series, err := influxQuery(ctx, influx, q.query)
+		if err != nil {
+			return row{}, err
+		}
+		for _, s := range series {
+			for i, name := range s.Columns {
+				if f, ok := s.Values[0][i].(float64); ok {
+					sums[q.prefix+strings.TrimPrefix(name, "sum_")] = f
+				}
+			}
+		}
+	}
+	for i, c := range columns {
+		key := c.idle
+		if c.gpuOnly {
+			key = "gpu:" + key
+		}
+		idle.v[i] = math.NaN()
+		if f, ok := sums[key]; ok && c.idle != "" {
+			idle.v[i] = f
+		}
+	}
+	return idle, nil
+}
+
+// printCited prints each model's J per output token and GPU Wh per request
+// beside the published range it is held to (physics.go), and the sources.
+func printCited(out io.Writer, rows []row, ups []*upstream) {
+	fmt.Fprintln(out, "\nAgainst published figures (the model's GPUs, idle excluded):")
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "model\tGPUs\tbatch\tJ/out tok\tcited\tEcoLogits\tGPU Wh/req\tcited\tinside\tsource\t")
+	var sources []string
+	for _, u := range ups {
+		var r *row
+		for i := range rows {
+			if rows[i].label == u.model {
+				r = &rows[i]
+			}
+		}
+		if r == nil {
+			continue
+		}
+		c := u.cited
+		j := r.v[colGPU] / r.v[colOutput]
+		wh := r.v[colGPU] / 3600 / r.v[colRequests]
+		inside := j >= c.lo && j <= c.hi
+		whCited := "-"
+		if c.whHi > 0 {
+			whCited = fmt.Sprintf("%.3f-%.2f", c.whLo, c.whHi)
+			inside = inside && wh >= c.whLo && wh <= c.whHi
+		}
+		ref := slices.Index(sources, c.source)
+		if ref < 0 {
+			ref = len(sources)
+			sources = append(sources, c.source)
+		}
+		fmt.Fprintf(tw, "%s\t%dxH100\t%d\t%.3f\t%.2f-%.2f\t%.3f\t%.4f\t%s\t%s\t[%d]\t\n", u.model, len(u.gpus), u.batch,
+			j, c.lo, c.hi, ecologitsJPerToken(u.paramsB, u.batch, len(u.gpus)), wh, whCited, yesNo(inside), ref+1)
+	}
+	tw.Flush()
+	for i, s := range sources {
+		fmt.Fprintf(out, "[%d] %s\n", i+1, s)
+	}
+	fmt.Fprintf(out, "GPU Wh/req: within 3x of Google 2025's median Gemini Apps prompt, %.2f Wh under the narrow boundary (%.2f Wh in all).\n",
+		googleMedianAcceleratorWh, googleMedianWh)
+	fmt.Fprintln(out, "EcoLogits: alpha*exp(beta*batch)*params + gamma Wh per GPU per output token, for the same GPUs and batch.")
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "NO"
+}
+
+func figure(format string, v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+func zeroNaN(v float64) float64 {
+	if math.IsNaN(v) {
+		return 0
+	}
+	return v
 }
 
 type influxSeries struct {

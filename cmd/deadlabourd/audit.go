@@ -19,7 +19,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/estimator"
-	"github.com/deadlabour/deadlabour/sink"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 // auditStore keeps the most recent records and, per device, how the
@@ -32,7 +32,7 @@ type auditStore struct {
 	sources    []paramSource
 	maxRecords int
 	window     time.Duration
-	schema     sink.RequestSchema // the engine's: records are shown as written
+	schema     schema.RequestSchema // the engine's: records are shown as written
 
 	mu sync.Mutex
 	// records keeps, per request id, every record kept with that id in the
@@ -322,13 +322,13 @@ func (s *auditStore) recordJSON(r estimator.Record) (orderedJSON, error) {
 	}
 	out := orderedJSON{{Key: "measurement", Value: p.Measurement}, {Key: "time", Value: p.Time.UTC().Format(time.RFC3339Nano)}}
 	for _, t := range p.Tags {
-		out = append(out, sink.Field{Key: t.Key, Value: t.Value})
+		out = append(out, schema.Field{Key: t.Key, Value: t.Value})
 	}
 	return append(out, p.Fields...), nil
 }
 
 // orderedJSON is a JSON object whose keys keep their order.
-type orderedJSON []sink.Field
+type orderedJSON []schema.Field
 
 func (o orderedJSON) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
@@ -365,7 +365,7 @@ func (o *orderedJSON) UnmarshalJSON(b []byte) error {
 		if err := dec.Decode(&v); err != nil {
 			return err
 		}
-		*o = append(*o, sink.Field{Key: fmt.Sprint(k), Value: v})
+		*o = append(*o, schema.Field{Key: fmt.Sprint(k), Value: v})
 	}
 	return nil
 }

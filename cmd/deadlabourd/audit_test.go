@@ -22,7 +22,7 @@ import (
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
-	"github.com/deadlabour/deadlabour/sink"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 var t0 = time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
@@ -145,7 +145,7 @@ func TestRequestExplain(t *testing.T) {
 					t.Fatal(err)
 				}
 				// The record's fields are the InfluxDB point's.
-				p, _ := sink.RequestPoint(r)
+				p, _ := schema.RequestPoint(r)
 				for _, f := range p.Fields {
 					got := resp.Record[f.Key]
 					want, _ := json.Marshal(f.Value)

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/internal/influxtest"
+	"github.com/deadlabour/deadlabour/schema"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -249,8 +250,8 @@ func TestChaosSpoolCap(t *testing.T) {
 		kind         string
 		measurements []string
 	}{
-		{"cost", []string{sink.MeasurementRequest, sink.MeasurementIdle}},
-		{"telemetry", []string{sink.MeasurementGPU, sink.MeasurementHealth}},
+		{"cost", []string{schema.MeasurementRequest, schema.MeasurementIdle}},
+		{"telemetry", []string{schema.MeasurementGPU, schema.MeasurementHealth}},
 	}
 	for _, k := range kinds {
 		enq := m["deadlabour_sink_points_enqueued_total{kind="+k.kind+"}"]
@@ -336,7 +337,7 @@ func TestChaosWrongToken(t *testing.T) {
 // daemon's spool (GET /v1/spool).
 func spooledIDs(t *testing.T, admin string) map[string]time.Time {
 	t.Helper()
-	resp, err := http.Get(admin + "/v1/spool?measurement=" + sink.MeasurementRequest)
+	resp, err := http.Get(admin + "/v1/spool?measurement=" + schema.MeasurementRequest)
 	if err != nil {
 		t.Fatal(err)
 	}

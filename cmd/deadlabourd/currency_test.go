@@ -12,7 +12,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
-	"github.com/deadlabour/deadlabour/sink"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 // TestReportCurrencies: records carry the currency of their money fields
@@ -27,16 +27,16 @@ func TestReportCurrencies(t *testing.T) {
 	var lines strings.Builder
 	var usdOnly strings.Builder
 	add := func(node, currency string, n int, cost float64) {
-		schema := sink.NewRequestSchema([]string{"m"}, currency)
+		rs := schema.NewRequestSchema([]string{"m"}, currency)
 		for i := range n {
 			r := estimator.Record{Span: estimator.Span{ID: fmt.Sprintf("%s-%d", node, i), Upstream: "up", Model: "m", Start: at.Add(-time.Second),
 				End: at, Status: "200", PromptTokens: 10, CompletionTokens: 5, CachedTokens: -1, ReasoningTokens: -1, UsageSource: "reported"},
 				Node: node, Time: at.Add(time.Duration(i)), GPUEnergyJ: 1, DeadLabourCost: cost, EnergyCost: cost}
-			p, err := schema.Point(r)
+			p, err := rs.Point(r)
 			if err != nil {
 				t.Fatal(err)
 			}
-			line, err := sink.Line(p)
+			line, err := schema.Line(p)
 			if err != nil {
 				t.Fatal(err)
 			}

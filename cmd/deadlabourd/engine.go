@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/schema"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -29,7 +30,7 @@ type hostSource interface {
 
 // pointSink is what the engine needs of the sink: a queue that never blocks.
 type pointSink interface {
-	Enqueue(points ...sink.Point) error
+	Enqueue(points ...schema.Point) error
 }
 
 // engineObserver sees every poll and record, for the daemon's metrics and
@@ -37,7 +38,7 @@ type pointSink interface {
 type engineObserver interface {
 	polled(now time.Time, took time.Duration, ivs []estimator.Interval, samples []estimator.DeviceSample, hostErr error)
 	recorded(r estimator.Record)
-	healthPoints(now time.Time) []sink.Point
+	healthPoints(now time.Time) []schema.Point
 }
 
 // engine is the poll loop: one goroutine that reads the meters, takes the
@@ -54,7 +55,7 @@ type engine struct {
 	telemetry *sink.GPUAggregator
 	idle      *idleAggregator
 	out       pointSink
-	schema    sink.RequestSchema // how records become points
+	schema    schema.RequestSchema // how records become points
 	node      string
 	simulated bool
 	onRecord  func(estimator.Record)       // may be nil
@@ -162,7 +163,7 @@ func (e *engine) final(ctx context.Context) {
 }
 
 func (e *engine) emit(out estimator.Output, now time.Time) {
-	points := make([]sink.Point, 0, len(out.Records)+8)
+	points := make([]schema.Point, 0, len(out.Records)+8)
 	if e.onSettled != nil {
 		// Before the records, so that a record is never seen without the
 		// settlements that made it.
@@ -186,10 +187,10 @@ func (e *engine) emit(out estimator.Output, now time.Time) {
 		e.idle.add(s)
 	}
 	for _, s := range e.idle.flush(e.ledger.SettledTo) {
-		points = append(points, sink.IdlePoint(e.node, e.schema.Currency(), e.simulated, s))
+		points = append(points, schema.IdlePoint(e.node, e.schema.Currency(), e.simulated, s))
 	}
 	for _, w := range e.telemetry.Flush(now) {
-		points = append(points, sink.GPUPoint(e.node, e.simulated, w))
+		points = append(points, schema.GPUPoint(e.node, e.simulated, w))
 	}
 	if e.obs != nil {
 		points = append(points, e.obs.healthPoints(now)...)
@@ -199,17 +200,17 @@ func (e *engine) emit(out estimator.Output, now time.Time) {
 
 // flushAll writes every open telemetry and idle window, at shutdown.
 func (e *engine) flushAll() {
-	var points []sink.Point
+	var points []schema.Point
 	for _, s := range e.idle.flushAll(e.ledger.SettledTo) {
-		points = append(points, sink.IdlePoint(e.node, e.schema.Currency(), e.simulated, s))
+		points = append(points, schema.IdlePoint(e.node, e.schema.Currency(), e.simulated, s))
 	}
 	for _, w := range e.telemetry.FlushAll() {
-		points = append(points, sink.GPUPoint(e.node, e.simulated, w))
+		points = append(points, schema.GPUPoint(e.node, e.simulated, w))
 	}
 	e.enqueue(points)
 }
 
-func (e *engine) enqueue(points []sink.Point) {
+func (e *engine) enqueue(points []schema.Point) {
 	if len(points) == 0 {
 		return
 	}

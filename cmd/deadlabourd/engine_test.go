@@ -16,6 +16,7 @@ import (
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
 	"github.com/deadlabour/deadlabour/internal/testlog"
+	"github.com/deadlabour/deadlabour/schema"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -72,9 +73,9 @@ func (g *scriptedGPU) Poll(now time.Time) ([]estimator.Interval, []estimator.Dev
 }
 
 // collectSink keeps every point the engine queues.
-type collectSink struct{ points []sink.Point }
+type collectSink struct{ points []schema.Point }
 
-func (c *collectSink) Enqueue(points ...sink.Point) error {
+func (c *collectSink) Enqueue(points ...schema.Point) error {
 	c.points = append(c.points, points...)
 	return nil
 }
@@ -180,7 +181,7 @@ func TestLateRefundDoesNotOverwriteAnIdleWindow(t *testing.T) {
 	// One point per idle window and device, each written once.
 	seen := map[int64]bool{}
 	for _, p := range r.out.points {
-		if p.Measurement == sink.MeasurementIdle {
+		if p.Measurement == schema.MeasurementIdle {
 			if seen[p.Time.UnixNano()] {
 				t.Errorf("deadlabour_idle written twice at %v", p.Time.Sub(base))
 			}

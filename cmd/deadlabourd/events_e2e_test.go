@@ -16,7 +16,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
-	"github.com/deadlabour/deadlabour/sink"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 const adminToken = "admin-token-3f9a1c7e55d2b8e0"
@@ -150,7 +150,7 @@ upstreams:
 		!strings.Contains(body, `"param":"gpus"`) {
 		t.Errorf("unconfigured upstream without gpus: %d %s", status, body)
 	}
-	influx.WaitCount(t, sink.MeasurementRequest, "", len(calls)+2, 15*time.Second) // settled and delivered
+	influx.WaitCount(t, schema.MeasurementRequest, "", len(calls)+2, 15*time.Second) // settled and delivered
 	if err := d.stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
-	"github.com/deadlabour/deadlabour/sink"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 // fleetRun is a real InfluxDB filled by two simulated nodes running the
@@ -110,7 +110,7 @@ func runFleet(t *testing.T) *fleetRun {
 		gpuAfter := fmt.Sprintf("%s AND time > %d", host, loadStart.Add(-time.Second).UnixNano())
 		idleAfter := fmt.Sprintf("%s AND time > %d", host, loadStart.UnixNano())
 		waitUntil(t, n.name+"'s windows with load in them", 15*time.Second, func() bool {
-			return influx.Count(t, sink.MeasurementGPU, gpuAfter) > 0 && influx.Count(t, sink.MeasurementIdle, idleAfter) > 0
+			return influx.Count(t, schema.MeasurementGPU, gpuAfter) > 0 && influx.Count(t, schema.MeasurementIdle, idleAfter) > 0
 		})
 	}
 	for _, d := range daemons {
@@ -119,7 +119,7 @@ func runFleet(t *testing.T) *fleetRun {
 		}
 	}
 	run.to = time.Now().Add(time.Minute)
-	if got := influx.Count(t, sink.MeasurementRequest, ""); got != 48 {
+	if got := influx.Count(t, schema.MeasurementRequest, ""); got != 48 {
 		t.Fatalf("%d request records, want 48", got)
 	}
 
@@ -228,20 +228,20 @@ func tokens(r influxtest.Row) float64 { return num(r, "prompt_tokens") + num(r, 
 func fillPlannedFields(t *testing.T, influx *influxtest.Server) []string {
 	t.Helper()
 	var added []string
-	have := fieldKeys(t, influx, sink.MeasurementRequest)
+	have := fieldKeys(t, influx, schema.MeasurementRequest)
 	var missing []int
 	for i, f := range plannedRequestFields {
 		if !have[f.field] {
 			missing = append(missing, i)
-			added = append(added, sink.MeasurementRequest+"."+f.field)
+			added = append(added, schema.MeasurementRequest+"."+f.field)
 		}
 	}
 	var lines bytes.Buffer
 	if len(missing) > 0 {
-		for _, sp := range storedPoints(t, influx, sink.MeasurementRequest) {
+		for _, sp := range storedPoints(t, influx, schema.MeasurementRequest) {
 			p := sp.point
 			for _, i := range missing {
-				p.Fields = append(p.Fields, sink.Field{Key: plannedRequestFields[i].field, Value: plannedRequestFields[i].value(sp.row)})
+				p.Fields = append(p.Fields, schema.Field{Key: plannedRequestFields[i].field, Value: plannedRequestFields[i].value(sp.row)})
 			}
 			appendLine(t, &lines, p)
 		}
@@ -253,8 +253,8 @@ func fillPlannedFields(t *testing.T, influx *influxtest.Server) []string {
 			at, _ := r.Time()
 			gpus, _ := r.Int("n")
 			k := at.Unix() % 7
-			appendLine(t, &lines, sink.Point{Measurement: "deadlabour_health", Tags: []sink.Tag{{Key: "host", Value: host}}, Time: at,
-				Fields: []sink.Field{{Key: "gpus_total", Value: gpus}, {Key: "gpus_unhealthy", Value: int64(0)},
+			appendLine(t, &lines, schema.Point{Measurement: "deadlabour_health", Tags: []schema.Tag{{Key: "host", Value: host}}, Time: at,
+				Fields: []schema.Field{{Key: "gpus_total", Value: gpus}, {Key: "gpus_unhealthy", Value: int64(0)},
 					{Key: "host_meter", Value: "modelled"}, {Key: "spool_points", Value: k * 10}, {Key: "spool_bytes", Value: k * 4000},
 					{Key: "oldest_undelivered_s", Value: float64(k) / 10}, {Key: "points_sent", Value: at.Unix() * 40},
 					{Key: "points_dropped", Value: int64(0)}, {Key: "points_dead_lettered", Value: int64(0)},
@@ -272,7 +272,7 @@ func fillPlannedFields(t *testing.T, influx *influxtest.Server) []string {
 // with its measurement, tags and time (no fields).
 type storedPoint struct {
 	row   influxtest.Row
-	point sink.Point
+	point schema.Point
 }
 
 func storedPoints(t *testing.T, influx *influxtest.Server, measurement string) []storedPoint {
@@ -284,11 +284,11 @@ func storedPoints(t *testing.T, influx *influxtest.Server, measurement string) [
 	}
 	var out []storedPoint
 	for _, r := range influx.Rows(t, "SELECT * FROM "+influxtest.QuoteIdent(measurement)) {
-		p := sink.Point{Measurement: measurement}
+		p := schema.Point{Measurement: measurement}
 		p.Time, _ = r.Time()
 		for _, k := range tagKeys {
 			if v, ok := r.String(k); ok {
-				p.Tags = append(p.Tags, sink.Tag{Key: k, Value: v})
+				p.Tags = append(p.Tags, schema.Tag{Key: k, Value: v})
 			}
 		}
 		out = append(out, storedPoint{row: r, point: p})
@@ -322,7 +322,7 @@ func exportLineProtocol(t *testing.T, influx *influxtest.Server, measurement str
 				v, ok = sp.row.Bool(k)
 			}
 			if ok {
-				p.Fields = append(p.Fields, sink.Field{Key: k, Value: v})
+				p.Fields = append(p.Fields, schema.Field{Key: k, Value: v})
 			}
 		}
 		appendLine(t, &b, p)
@@ -330,9 +330,9 @@ func exportLineProtocol(t *testing.T, influx *influxtest.Server, measurement str
 	return b.String()
 }
 
-func appendLine(t *testing.T, b *bytes.Buffer, p sink.Point) {
+func appendLine(t *testing.T, b *bytes.Buffer, p schema.Point) {
 	t.Helper()
-	line, err := sink.Line(p)
+	line, err := schema.Line(p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/collector/requests"
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/schema"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -171,7 +172,7 @@ func (o *observer) recorded(r estimator.Record) {
 
 // healthPoints returns the deadlabour_health point once every report
 // interval, aligned to it.
-func (o *observer) healthPoints(now time.Time) []sink.Point {
+func (o *observer) healthPoints(now time.Time) []schema.Point {
 	o.mu.Lock()
 	due := !now.Before(o.nextHealth)
 	if due {
@@ -182,9 +183,9 @@ func (o *observer) healthPoints(now time.Time) []sink.Point {
 		return nil
 	}
 	h := o.health()
-	return []sink.Point{sink.HealthPoint(o.node, sink.Health{
+	return []schema.Point{schema.HealthPoint(o.node, schema.Health{
 		Time: now, GPUsTotal: len(o.gpus), GPUsUnhealthy: len(h.unhealthy), HostMeter: o.hostMeter,
-		Simulated: o.simulated, Sink: h.sink,
+		Simulated: o.simulated, Sink: h.sink.Health(),
 	})}
 }
 
@@ -325,10 +326,10 @@ func (o *observer) serveReadyz(w http.ResponseWriter, r *http.Request) {
 func (o *observer) serveSpool(w http.ResponseWriter, r *http.Request) {
 	m := r.URL.Query().Get("measurement")
 	switch m {
-	case "", sink.MeasurementRequest, sink.MeasurementIdle, sink.MeasurementGPU, sink.MeasurementHealth:
+	case "", schema.MeasurementRequest, schema.MeasurementIdle, schema.MeasurementGPU, schema.MeasurementHealth:
 	default:
 		http.Error(w, fmt.Sprintf("measurement %q: the spool holds %s, %s, %s and %s", m,
-			sink.MeasurementRequest, sink.MeasurementIdle, sink.MeasurementGPU, sink.MeasurementHealth), http.StatusBadRequest)
+			schema.MeasurementRequest, schema.MeasurementIdle, schema.MeasurementGPU, schema.MeasurementHealth), http.StatusBadRequest)
 		return
 	}
 	// Our measurement names have nothing line protocol escapes: a line of

@@ -22,6 +22,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
+	"github.com/deadlabour/deadlabour/schema"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -217,8 +218,8 @@ func TestAdminObservability(t *testing.T) {
 		t.Errorf("/readyz = %d %v", code, body)
 	}
 
-	waitUntil(t, "a deadlabour_health point", 5*time.Second, func() bool { return influx.Count(t, sink.MeasurementHealth, "") >= 1 })
-	rows := influx.Rows(t, "SELECT * FROM "+sink.MeasurementHealth+" LIMIT 1")
+	waitUntil(t, "a deadlabour_health point", 5*time.Second, func() bool { return influx.Count(t, schema.MeasurementHealth, "") >= 1 })
+	rows := influx.Rows(t, "SELECT * FROM "+schema.MeasurementHealth+" LIMIT 1")
 	for _, f := range []string{"host", "gpus_total", "gpus_unhealthy", "host_meter", "spool_points", "spool_bytes",
 		"oldest_undelivered_s", "points_sent", "points_dropped", "points_dead_lettered", "sink_state", "simulated"} {
 		if _, ok := rows[0][f]; !ok {
@@ -296,7 +297,7 @@ func TestSpoolOnly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.HasPrefix(line, sink.MeasurementRequest+",") {
+		if strings.HasPrefix(line, schema.MeasurementRequest+",") {
 			lines.WriteString(line + "\n")
 		}
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/internal/influxql"
 	"github.com/deadlabour/deadlabour/internal/redact"
-	"github.com/deadlabour/deadlabour/sink"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 // influxSource totals records in InfluxDB with InfluxQL over the v1 /query
@@ -111,7 +111,7 @@ func sumsSelect() string {
 		f := influxql.QuoteIdent(c.field)
 		fmt.Fprintf(&b, `, sum(%s) AS %s`, f, f)
 	}
-	fmt.Fprintf(&b, ` FROM %s`, influxql.QuoteIdent(sink.MeasurementRequest))
+	fmt.Fprintf(&b, ` FROM %s`, influxql.QuoteIdent(schema.MeasurementRequest))
 	return b.String()
 }
 
@@ -165,7 +165,7 @@ func collect(res []influxResult, keyOf func(i int, sr influxSeries) ([]string, f
 // in one request, and splits them with gpuShares.
 func (s *influxSource) gpuSums(ctx context.Context, q reportQuery) ([]reportRow, error) {
 	res, err := s.query(ctx, fmt.Sprintf(`SELECT DISTINCT("gpus") FROM %s WHERE %s GROUP BY "host"`,
-		influxql.QuoteIdent(sink.MeasurementRequest), q.where()))
+		influxql.QuoteIdent(schema.MeasurementRequest), q.where()))
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
 
-	"github.com/deadlabour/deadlabour/sink"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 // lineProtocolSource totals the deadlabour_request lines of line protocol,
@@ -59,7 +59,7 @@ func (s *lineProtocolSource) Sums(ctx context.Context, q reportQuery) ([]reportR
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
-		if string(m) != sink.MeasurementRequest {
+		if string(m) != schema.MeasurementRequest {
 			continue
 		}
 		series := fnv.New64a()
@@ -114,7 +114,7 @@ func (s *lineProtocolSource) Sums(ctx context.Context, q reportQuery) ([]reportR
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
 		if t.IsZero() {
-			return nil, fmt.Errorf("%s: a %s line without a timestamp", s.name, sink.MeasurementRequest)
+			return nil, fmt.Errorf("%s: a %s line without a timestamp", s.name, schema.MeasurementRequest)
 		}
 		if t.Before(q.From) || !t.Before(q.To) || (simulated && !q.Simulated) || (q.Currency != "" && tags["currency"] != q.Currency) {
 			continue

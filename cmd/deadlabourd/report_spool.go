@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/schema"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -48,7 +49,7 @@ func spoolFromDaemon(cfg *config.Config, busy error) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := url.URL{Scheme: "http", Host: hostport, Path: "/v1/spool", RawQuery: "measurement=" + sink.MeasurementRequest}
+	u := url.URL{Scheme: "http", Host: hostport, Path: "/v1/spool", RawQuery: "measurement=" + schema.MeasurementRequest}
 	req, err := http.NewRequest(http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/internal/influxtest"
-	"github.com/deadlabour/deadlabour/sink"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 // reportCLI runs `deadlabourd report ARGS` and returns its standard output.
@@ -255,7 +255,7 @@ func TestReportMatchesInfluxQL(t *testing.T) {
 	// The line-protocol source (the spool's reader) totals the same records
 	// the same way, counts a replayed record once and skips other
 	// measurements.
-	lp := exportLineProtocol(t, run.influx, sink.MeasurementRequest)
+	lp := exportLineProtocol(t, run.influx, schema.MeasurementRequest)
 	first := lp[:strings.IndexByte(lp, '\n')+1]
 	file := filepath.Join(t.TempDir(), "records.lp")
 	if err := os.WriteFile(file, []byte(lp+first+exportLineProtocol(t, run.influx, "deadlabour_gpu")), 0o600); err != nil {

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 
 	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/schema"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -30,7 +31,7 @@ func newWriter(cfg *config.Config, token string, log *slog.Logger) (*sink.Writer
 // requestSchema is how the daemon's records become points: the model tag
 // holds a model of models[], or "other"; the currency tag is
 // facility.currency.
-func requestSchema(cfg *config.Config, log *slog.Logger) sink.RequestSchema {
+func requestSchema(cfg *config.Config, log *slog.Logger) schema.RequestSchema {
 	names := make([]string, len(cfg.Models))
 	for i, m := range cfg.Models {
 		names[i] = m.Name
@@ -38,5 +39,5 @@ func requestSchema(cfg *config.Config, log *slog.Logger) sink.RequestSchema {
 	if len(names) == 0 {
 		log.Warn("no models configured: every record is tagged model=other, its name kept in the field model_raw; list the models served in models[] (a name is enough)")
 	}
-	return sink.NewRequestSchema(names, cfg.Facility.Currency)
+	return schema.NewRequestSchema(names, cfg.Facility.Currency)
 }

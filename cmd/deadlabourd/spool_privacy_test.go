@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
+	"github.com/deadlabour/deadlabour/schema"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -84,10 +85,10 @@ func TestSpoolHoldsNoSecrets(t *testing.T) {
 
 	// Every record is in the spool before the daemon stops.
 	waitUntil(t, "the four records in GET /v1/spool", 10*time.Second, func() bool {
-		req, _ := http.NewRequest(http.MethodGet, d.adminURL()+"/v1/spool?measurement="+sink.MeasurementRequest, nil)
+		req, _ := http.NewRequest(http.MethodGet, d.adminURL()+"/v1/spool?measurement="+schema.MeasurementRequest, nil)
 		req.Header.Set("Authorization", "Bearer "+adminToken)
 		_, b := do(t, client, req)
-		return strings.Count(string(b), sink.MeasurementRequest+",") == 4
+		return strings.Count(string(b), schema.MeasurementRequest+",") == 4
 	})
 	if err := d.stop(); err != nil {
 		t.Fatal(err)
@@ -97,7 +98,7 @@ func TestSpoolHoldsNoSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.HasPrefix(line, sink.MeasurementRequest+",") {
+		if strings.HasPrefix(line, schema.MeasurementRequest+",") {
 			records++
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 	"github.com/deadlabour/deadlabour/internal/influxtest"
+	"github.com/deadlabour/deadlabour/schema"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -178,7 +179,7 @@ func (g *stuckGPU) Poll(now time.Time) ([]estimator.Interval, []estimator.Device
 
 type discardSink struct{}
 
-func (discardSink) Enqueue(...sink.Point) error { return nil }
+func (discardSink) Enqueue(...schema.Point) error { return nil }
 
 // The watchdog is pinged from the poll loop itself: while a poll is stuck
 // there are no pings (so systemd kills and restarts the daemon), and they

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 	"github.com/deadlabour/deadlabour/estimator"
 )
 
@@ -80,7 +81,7 @@ func TestBodyOfUnknownLength(t *testing.T) {
 	if d := time.Since(start); d >= wait {
 		t.Errorf("the refusal took %s, the budget's wait %s: a growing body must not wait", d, wait)
 	}
-	if want := fmt.Sprintf("want_bytes=%d", 2*bodyStep+maxIncludeUsageGrowth); !strings.Contains(g.logs.String(), want) {
+	if want := fmt.Sprintf("want_bytes=%d", 2*bodyStep+dialect.MaxIncludeUsageGrowth); !strings.Contains(g.logs.String(), want) {
 		t.Errorf("the refusal's log lacks %s:\n%s", want, g.logs.String())
 	}
 	if n := budget.Refused(); n != 1 {

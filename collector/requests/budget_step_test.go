@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 )
 
@@ -34,7 +35,7 @@ func holdRoom(t *testing.T, g *rig, budget *BodyBudget, n int) func() int {
 // needs no more room: it passes even when none is left. One byte more is
 // still told from it (413 over max_body_bytes).
 func TestBodyOfUnknownLengthEndsAtStep(t *testing.T) {
-	room := bodyStep + maxIncludeUsageGrowth // what a first step holds
+	room := bodyStep + dialect.MaxIncludeUsageGrowth // what a first step holds
 	for _, c := range []struct {
 		name    string
 		maxBody int64

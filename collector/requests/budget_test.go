@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 )
@@ -188,7 +189,8 @@ func TestBodyBudgetReleased(t *testing.T) {
 // budget still passes alone, holding all of it.
 func TestBodyBudgetCountsTheEditedCopy(t *testing.T) {
 	body := `{"model":"m","stream":true,"max_tokens":2,"messages":[{"content":"hi there!"}]}`
-	edited, ok := addIncludeUsage([]byte(body))
+	edit, ok := dialect.IncludeUsageEdit([]byte(body))
+	edited := edit.Apply([]byte(body))
 	if !ok {
 		t.Fatal("the test's body is not edited")
 	}

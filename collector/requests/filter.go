@@ -3,6 +3,8 @@ package requests
 import (
 	"bytes"
 	"io"
+
+	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 )
 
 // usageFilter edits an SSE stream for which the proxy added
@@ -17,7 +19,7 @@ import (
 //
 // It releases the stream event by event: an event's bytes wait until its
 // blank line arrives, which servers write with the event itself. An event
-// longer than the meter's limit ends the editing: from there on the stream
+// longer than the watcher's limit ends the editing: from there on the stream
 // passes as it comes (memory stays bounded; no server sends such events).
 type usageFilter struct {
 	limit   int
@@ -29,20 +31,20 @@ type usageFilter struct {
 	off     int
 	passing bool   // editing gave up: pass everything
 	err     error  // how the upstream read ended, returned once out is drained
-	later   []byte // events released unedited and not yet metered
+	later   []byte // events released unedited and not yet watched
 }
 
-// settle meters the events released and not yet metered.
-func (f *usageFilter) settle(m *meter) {
+// settle shows the watcher the events released and not yet watched.
+func (f *usageFilter) settle(w *bodyWatcher) {
 	if len(f.later) > 0 {
-		m.write(f.later)
+		w.write(f.later)
 		f.later = f.later[:0]
 	}
 }
 
 func newUsageFilter(limit int) *usageFilter { return &usageFilter{limit: limit} }
 
-func (f *usageFilter) read(b *meteredBody, p []byte) (int, error) {
+func (f *usageFilter) read(b *watchedBody, p []byte) (int, error) {
 	for {
 		if f.off < len(f.out) {
 			n := copy(p, f.out[f.off:])
@@ -56,18 +58,18 @@ func (f *usageFilter) read(b *meteredBody, p []byte) (int, error) {
 		if f.buf == nil {
 			f.buf = make([]byte, 4<<10)
 		}
-		f.settle(b.meter)
+		f.settle(b.watch)
 		n, err := b.ReadCloser.Read(f.buf)
 		if f.passing {
 			f.out = append(f.out, f.buf[:n]...)
-			b.meter.write(f.buf[:n])
+			b.watch.write(f.buf[:n])
 		} else {
 			f.pending = append(f.pending, f.buf[:n]...)
-			f.events(b.meter)
+			f.events(b.watch)
 		}
 		if err != nil {
 			if !f.passing && len(f.pending) > 0 {
-				f.event(b.meter, f.pending, true) // the last event, without its blank line
+				f.event(b.watch, f.pending, true) // the last event, without its blank line
 				f.pending = f.pending[:0]
 			}
 			f.err = err
@@ -77,13 +79,13 @@ func (f *usageFilter) read(b *meteredBody, p []byte) (int, error) {
 }
 
 // events releases the events that are complete in pending.
-func (f *usageFilter) events(m *meter) {
+func (f *usageFilter) events(w *bodyWatcher) {
 	for {
 		end := f.eventEnd()
 		if end < 0 {
 			break
 		}
-		f.event(m, f.pending[:end], false)
+		f.event(w, f.pending[:end], false)
 		rest := copy(f.pending, f.pending[end:])
 		f.pending = f.pending[:rest]
 		f.scan, f.line = 0, 0
@@ -91,8 +93,8 @@ func (f *usageFilter) events(m *meter) {
 	if len(f.pending) > f.limit {
 		f.passing = true
 		f.out = append(f.out, f.pending...)
-		f.settle(m)
-		m.write(f.pending)
+		f.settle(w)
+		w.write(f.pending)
 		f.pending = nil
 	}
 }
@@ -126,26 +128,26 @@ func (f *usageFilter) eventEnd() int {
 	return -1
 }
 
-// event meters one event's raw bytes and releases them, edited. An event
+// event shows the watcher one event's raw bytes and releases them, edited. An event
 // without a "usage" key cannot need an edit: it is released at once and
-// metered at the next read, off the event's way to the client.
-func (f *usageFilter) event(m *meter, raw []byte, last bool) {
+// watched at the next read, off the event's way to the client.
+func (f *usageFilter) event(w *bodyWatcher, raw []byte, last bool) {
 	if !last && !bytes.Contains(raw, []byte(`"usage"`)) {
 		f.out = append(f.out, raw...)
 		f.later = append(f.later, raw...)
 		return
 	}
-	f.settle(m)
-	m.last = eventInfo{}
-	m.write(raw)
+	f.settle(w)
+	w.last = eventInfo{}
+	w.write(raw)
 	if last {
-		m.close()
+		w.close()
 	}
 	switch {
-	case m.last.usageOnly:
+	case w.last.usageOnly:
 		return
-	case m.last.data:
-		if from, to, ok := nullUsageEvent(raw); ok {
+	case w.last.data:
+		if from, to, ok := dialect.NullUsageEvent(raw); ok {
 			f.out = append(append(f.out, raw[:from]...), raw[to:]...)
 			return
 		}
@@ -153,34 +155,4 @@ func (f *usageFilter) event(m *meter, raw []byte, last bool) {
 	f.out = append(f.out, raw...)
 }
 
-// nullUsageEvent finds "usage":null in an event that is one data line of
-// JSON: removing raw[from:to] removes it. Events of other shapes are left
-// as they are (ok false).
-func nullUsageEvent(raw []byte) (from, to int, ok bool) {
-	rest, ok := bytes.CutPrefix(raw, []byte("data:"))
-	if !ok {
-		return 0, 0, false
-	}
-	start := len(raw) - len(rest)
-	if len(rest) > 0 && rest[0] == ' ' {
-		start++
-	}
-	end := bytes.IndexAny(raw[start:], "\r\n")
-	if end < 0 {
-		end = len(raw)
-	} else {
-		end += start
-	}
-	// What follows the data line must be line ends only (one event, one line).
-	for _, c := range raw[end:] {
-		if c != '\r' && c != '\n' {
-			return 0, 0, false
-		}
-	}
-	if from, to, ok = nullUsage(raw[start:end]); !ok {
-		return 0, 0, false
-	}
-	return start + from, start + to, true
-}
-
-var _ io.Reader = (*meteredBody)(nil)
+var _ io.Reader = (*watchedBody)(nil)

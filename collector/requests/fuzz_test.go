@@ -2,66 +2,66 @@ package requests
 
 import (
 	"bytes"
-	"encoding/json"
 	"io"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 )
 
 // Seed corpora are in testdata/fuzz/Fuzz*; `go test` runs them,
 // `go test -fuzz FuzzSSE` explores from them.
 
-// meterParts meters body written in two parts cut at cut. The clock is
+// watchParts watches body written in two parts cut at cut. The clock is
 // constant: firstEvent is 0 when a first token was seen, -1 when not.
-func meterParts(d *dialect, f framing, body []byte, limit, cut int) reading {
-	m := newMeter(d, f, limit, func() time.Time { return t0 })
-	m.write(body[:cut])
-	m.write(body[cut:])
-	m.close()
-	r := reading{usage: m.usage, hasUsage: m.hasUsage, firstEvent: -1, done: m.done, tokens: m.tokens}
-	if !m.hasUsage {
-		r.usage = usage{}
+func watchParts(d *dialect.Dialect, f framing, body []byte, limit, cut int) reading {
+	bw := newBodyWatcher(d, f, limit, func() time.Time { return t0 })
+	bw.write(body[:cut])
+	bw.write(body[cut:])
+	bw.close()
+	r := reading{usage: bw.usage, hasUsage: bw.hasUsage, firstEvent: -1, done: bw.done, tokens: bw.tokens}
+	if !bw.hasUsage {
+		r.usage = dialect.Usage{}
 	}
-	if !m.firstToken.IsZero() {
+	if !bw.firstToken.IsZero() {
 		r.firstEvent = 0
 	}
 	return r
 }
 
-// replay is what a meter should read from the documents docs: the dialect's
+// replay is what a watcher should read from the documents docs: the dialect's
 // reading of each, usage merged, up to the end marker.
-func replay(d *dialect, f framing, docs []string) reading {
-	want := reading{firstEvent: -1, usage: noUsage}
+func replay(d *dialect.Dialect, f framing, docs []string) reading {
+	want := reading{firstEvent: -1, usage: dialect.NoUsage}
 	for _, e := range docs {
 		if f == framingSSE && e == "[DONE]" {
 			want.done = true
 			break
 		}
-		dd := d.document([]byte(e))
-		if dd.hasUsage {
-			want.usage.merge(dd.usage)
+		dd := d.Document([]byte(e))
+		if dd.HasUsage {
+			want.usage.Merge(dd.Usage)
 			want.hasUsage = true
 		}
-		if dd.tokens > 0 {
-			want.tokens += dd.tokens
+		if dd.Tokens > 0 {
+			want.tokens += dd.Tokens
 			want.firstEvent = 0
 		}
-		if dd.final {
+		if dd.Final {
 			want.done = true
 			break
 		}
 	}
 	if !want.hasUsage {
-		want.usage = usage{}
+		want.usage = dialect.Usage{}
 	}
 	return want
 }
 
 // FuzzSSE: the SSE parser never panics, finds the same events however the
-// stream is cut into writes, reads CRLF and a lone CR as LF, and the meter
+// stream is cut into writes, reads CRLF and a lone CR as LF, and the watcher
 // keeps the merged usage before [DONE], the first token and the count.
 func FuzzSSE(f *testing.F) {
 	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n"), uint16(17), uint16(4096))
@@ -90,20 +90,20 @@ func FuzzSSE(f *testing.F) {
 			}
 		}
 		for _, path := range []string{"/v1/chat/completions", "/generate_stream", "/completion"} {
-			d := endpoints()[path].dialect
-			got := meterParts(d, framingSSE, stream, lim, 0)
-			if split := meterParts(d, framingSSE, stream, lim, at); split != got {
-				t.Fatalf("%s: meter differs with the stream cut at %d: %+v, whole %+v", path, at, split, got)
+			d := dialect.Endpoints()[path].Dialect
+			got := watchParts(d, framingSSE, stream, lim, 0)
+			if split := watchParts(d, framingSSE, stream, lim, at); split != got {
+				t.Fatalf("%s: watcher differs with the stream cut at %d: %+v, whole %+v", path, at, split, got)
 			}
 			if want := replay(d, framingSSE, whole); got != want {
-				t.Fatalf("%s: meter read %+v, want %+v from the events %q", path, got, want, whole)
+				t.Fatalf("%s: watcher read %+v, want %+v from the events %q", path, got, want, whole)
 			}
 		}
 	})
 }
 
 // FuzzNDJSON: the NDJSON reader finds the same lines however the stream is
-// cut, and the Ollama meter reads them as the dialect does one by one.
+// cut, and the Ollama watcher reads them as the dialect does one by one.
 func FuzzNDJSON(f *testing.F) {
 	f.Add([]byte("{\"message\":{\"content\":\"a\"},\"done\":false}\n{\"done\":true,\"prompt_eval_count\":3,\"eval_count\":1}\n"), uint16(9), uint16(4096))
 	f.Fuzz(func(t *testing.T, stream []byte, cut, limit uint16) {
@@ -118,10 +118,10 @@ func FuzzNDJSON(f *testing.F) {
 				t.Fatalf("line %q handed on with a limit of %d", e, lim)
 			}
 		}
-		d := endpoints()["/api/chat"].dialect
-		got := meterParts(d, framingNDJSON, stream, lim, at)
+		d := dialect.Endpoints()["/api/chat"].Dialect
+		got := watchParts(d, framingNDJSON, stream, lim, at)
 		if want := replay(d, framingNDJSON, whole); got != want {
-			t.Fatalf("meter read %+v, want %+v from the lines %q", got, want, whole)
+			t.Fatalf("watcher read %+v, want %+v from the lines %q", got, want, whole)
 		}
 	})
 }
@@ -135,84 +135,32 @@ func FuzzUsage(f *testing.F) {
 		lim := 1 + int(limit)
 		at := int(cut) % (len(body) + 1)
 		for _, path := range []string{"/v1/chat/completions", "/api/chat", "/generate", "/completion"} {
-			d := endpoints()[path].dialect
-			got := meterParts(d, framingJSON, body, lim, 0)
-			if split := meterParts(d, framingJSON, body, lim, at); split != got {
+			d := dialect.Endpoints()[path].Dialect
+			got := watchParts(d, framingJSON, body, lim, 0)
+			if split := watchParts(d, framingJSON, body, lim, at); split != got {
 				t.Fatalf("%s: differs with the body cut at %d: %+v, whole %+v", path, at, split, got)
 			}
 			if got.firstEvent != -1 || got.tokens != 0 {
 				t.Fatalf("%s: a whole body set FirstToken or counted tokens: %+v", path, got)
 			}
 			if len(body) <= lim {
-				dd := d.document(body)
+				dd := d.Document(body)
 				want := reading{firstEvent: -1}
-				if dd.hasUsage {
-					want.usage, want.hasUsage = noUsage, true
-					want.usage.merge(dd.usage)
+				if dd.HasUsage {
+					want.usage, want.hasUsage = dialect.NoUsage, true
+					want.usage.Merge(dd.Usage)
 				}
 				if got != want {
 					t.Fatalf("%s: read %+v, want %+v as a whole document", path, got, want)
 				}
 			}
-			for _, n := range []int64{got.usage.prompt, got.usage.completion, got.usage.cached, got.usage.reasoning} {
+			for _, n := range []int64{got.usage.Prompt, got.usage.Completion, got.usage.Cached, got.usage.Reasoning} {
 				if got.hasUsage && n < -1 {
 					t.Fatalf("%s: count %d in %+v", path, n, got.usage)
 				}
 			}
-			if got.hasUsage && got.usage.prompt < 0 && got.usage.completion < 0 {
+			if got.hasUsage && got.usage.Prompt < 0 && got.usage.Completion < 0 {
 				t.Fatalf("%s: usage reported with neither prompt nor completion: %+v", path, got.usage)
-			}
-		}
-	})
-}
-
-// FuzzJSONEdit: the edits of the proxy keep a document valid JSON, change
-// only what they mean to, and never touch what they cannot read.
-func FuzzJSONEdit(f *testing.F) {
-	f.Add([]byte(`{"model":"m","stream":true,"messages":[]}`))
-	f.Fuzz(func(t *testing.T, body []byte) {
-		var before map[string]any
-		valid := json.Unmarshal(body, &before) == nil && before != nil
-		if out, ok := addIncludeUsage(body); ok {
-			if !valid {
-				t.Fatalf("edited a body that is not a JSON object: %q -> %q", body, out)
-			}
-			var after map[string]any
-			if err := json.Unmarshal(out, &after); err != nil {
-				t.Fatalf("edit broke the JSON: %q -> %q: %v", body, out, err)
-			}
-			so, _ := after["stream_options"].(map[string]any)
-			if so == nil || so["include_usage"] != true {
-				t.Fatalf("no include_usage in %q", out)
-			}
-			delete(after, "stream_options")
-			wantSO, _ := before["stream_options"].(map[string]any)
-			delete(before, "stream_options")
-			if !reflect.DeepEqual(before, after) {
-				t.Fatalf("other members changed: %q -> %q", body, out)
-			}
-			delete(so, "include_usage")
-			if wantSO != nil {
-				delete(wantSO, "include_usage")
-				if !reflect.DeepEqual(so, wantSO) {
-					t.Fatalf("stream_options changed beyond include_usage: %q -> %q", body, out)
-				}
-			}
-		} else if !bytes.Equal(out, body) {
-			t.Fatal("an unedited body changed")
-		}
-		if from, to, ok := nullUsage(body); ok {
-			out := append(body[:from:from], body[to:]...)
-			var after map[string]any
-			if err := json.Unmarshal(out, &after); err != nil || !valid {
-				t.Fatalf("edit broke the JSON: %q -> %q: %v", body, out, err)
-			}
-			if v, had := before["usage"]; !had || v != nil {
-				t.Fatalf("removed a usage that was not null: %q", body)
-			}
-			delete(before, "usage")
-			if !reflect.DeepEqual(before, after) {
-				t.Fatalf("other members changed: %q -> %q", body, out)
 			}
 		}
 	})
@@ -240,9 +188,9 @@ func FuzzFilter(f *testing.F) {
 
 // filterAll passes stream through a usage filter that reads n bytes at a time.
 func filterAll(stream []byte, n, limit int) []byte {
-	b := &meteredBody{
+	b := &watchedBody{
 		ReadCloser: io.NopCloser(&stepReader{b: stream, n: n}),
-		meter:      newMeter(openAI(), framingSSE, limit, func() time.Time { return t0 }),
+		watch:      newBodyWatcher(openAI(), framingSSE, limit, func() time.Time { return t0 }),
 		filter:     newUsageFilter(limit),
 	}
 	out, _ := io.ReadAll(b)
@@ -263,64 +211,29 @@ func (r *stepReader) Read(p []byte) (int, error) {
 	return k, nil
 }
 
-// FuzzFilterMeter: metering through the filter (which meters some events
-// after it released them) reads a stream as metering it directly does.
-func FuzzFilterMeter(f *testing.F) {
+// FuzzFilterWatch: watching through the filter (which shows the watcher some
+// events after it released them) reads a stream as watching it directly does.
+func FuzzFilterWatch(f *testing.F) {
 	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n"), uint8(5), uint16(200))
 	f.Fuzz(func(t *testing.T, stream []byte, step uint8, limit uint16) {
 		lim := 1 + int(limit)
-		b := &meteredBody{
+		b := &watchedBody{
 			ReadCloser: io.NopCloser(&stepReader{b: stream, n: 1 + int(step)}),
-			meter:      newMeter(openAI(), framingSSE, lim, func() time.Time { return t0 }),
+			watch:      newBodyWatcher(openAI(), framingSSE, lim, func() time.Time { return t0 }),
 			filter:     newUsageFilter(lim),
 		}
 		io.ReadAll(b)
 		b.settle()
-		b.meter.close()
-		got := reading{usage: b.meter.usage, hasUsage: b.meter.hasUsage, firstEvent: -1, done: b.meter.done, tokens: b.meter.tokens}
+		b.watch.close()
+		got := reading{usage: b.watch.usage, hasUsage: b.watch.hasUsage, firstEvent: -1, done: b.watch.done, tokens: b.watch.tokens}
 		if !got.hasUsage {
-			got.usage = usage{}
+			got.usage = dialect.Usage{}
 		}
-		if !b.meter.firstToken.IsZero() {
+		if !b.watch.firstToken.IsZero() {
 			got.firstEvent = 0
 		}
-		if want := meterParts(openAI(), framingSSE, stream, lim, 0); got != want {
+		if want := watchParts(openAI(), framingSSE, stream, lim, 0); got != want {
 			t.Fatalf("through the filter %+v, directly %+v", got, want)
-		}
-	})
-}
-
-// FuzzFastJSON: whatever the fast reader of OpenAI requests and answers
-// reads, it reads as encoding/json does (it may give up, never differ).
-func FuzzFastJSON(f *testing.F) {
-	for _, s := range []string{
-		benchChat, benchStream, benchAnswer, benchChunk,
-		`{"model":"m","stream":true,"stream_options":{"include_usage":false,"continuous_usage_stats":true}}`,
-		`{"model":"m","stream":null,"stream_options":null}`,
-		`{"model":"m","Model":"n"}`, `{"model":"m","model":"n"}`, `{"mod\u0065l":"m"}`, `{"model":"\u00e9"}`,
-		`{"stream":"yes"}`, `{"stream_options":[]}`, ` {"model" : "m" } `, `{"model":"m"}x`, `[1]`, `null`,
-		`{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}`,
-		`{"choices":[null,{"text":"abc"},{"delta":{"content":"","reasoning_content":"x","tool_calls":[{"a":1}]}}],"usage":null}`,
-		`{"usage":{"prompt_tokens":-1,"completion_tokens":2.0,"prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":"3"}}}`,
-		`{"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":null}},"usage":{"completion_tokens":2}}`,
-		`{"Usage":{"prompt_tokens":1}}`, `{"usage":{"PROMPT_TOKENS":1}}`, `{"error":{"message":"x"},"object":"error"}`,
-		`{"object":"err\u006fr"}`, `{"choices":{"text":"x"}}`, `{"choices":[1]}`, `{"usage":5}`,
-		`{"a":[[[[[[[[{"b":-0.5e+7}]]]]]]]],"c":"\ud800\"\\\/\b\f\n\r\t","d":true,"e":false,"f":null}`,
-		`{"a":01}`, `{"a":1.}`, `{"a":"` + "\x01" + `"}`, `{"a":"\x"}`, `{"a":tru}`, `{"a":1,}`, `{,}`, `{"a" 1}`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if got, ok := fastOpenAIRequest(b); ok {
-			if want := openAIRequestJSON(b); got != want {
-				t.Fatalf("request %q: fast %+v, encoding/json %+v", b, got, want)
-			}
-		}
-		if got, ok := fastOpenAIDocument(b); ok {
-			want, valid := openAIReadJSON(b)
-			if !valid || got != want {
-				t.Fatalf("document %q: fast %+v, encoding/json %+v (valid %v)", b, got, want, valid)
-			}
 		}
 	})
 }

@@ -1,19 +1,45 @@
-// Package requests is the request side of deadlabour: a metering reverse
-// proxy that stands in front of one inference server, forwards everything
-// unchanged, and reports one estimator.Span per inference request.
+package requests
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/deadlabour/deadlabour/collector/requests/dialect"
+	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/apierror"
+)
+
+// Recorder receives the life of every metered request, from the proxy and
+// from the event API (whose sink also takes whole spans: EventSink). Begin
+// is called once when a request starts, End once when it has finished,
+// whatever the outcome, with the same ID and Key. Both are called on the
+// caller's goroutine (the proxy's request, the event API's handler under
+// its lock): they must be cheap and must never block (queue, don't wait).
+// The Devices slice is shared by all requests of an upstream: read it,
+// don't modify it.
 //
-// The proxy is transparent: every path, method, header, status and body goes
-// through as it came, streams event by event. Only the inference paths of
-// the dialect table (see endpoints) are metered; for those it reads the
-// request's model, and the response's usage block and first token as they
-// pass, holding a bounded number of bytes whatever the size of the body.
+// The proxy calls Begin when a request's body is read and held, before it
+// is forwarded, with the span's ID, Key, Upstream, Model, Tenant, Start and
+// Devices; a request answered by the proxy before it was begun (no room
+// for its body, a body too large or too slow) gets End alone, not served.
+// Key is unique per request (ID is the client's and may repeat): key
+// requests by it. The event API leaves Key empty: it refuses to begin an
+// ID that is open.
 //
-// Dialects (see endpoints): OpenAI-compatible chat completions, completions
-// and embeddings (vLLM, SGLang, TGI, llama.cpp and Ollama under /v1);
-// Ollama's /api/chat and /api/generate (NDJSON); TGI's /generate and
-// /generate_stream; llama.cpp's /completion.
-//
-// What a span says:
+// What a proxied request's span says:
 //
 //   - ID: the client's X-Request-Id when it is sane, else a random 128-bit
 //     hex id; either way it is sent to the upstream and back to the client.
@@ -39,52 +65,6 @@
 //     for the prompt); -1 and unknown when the response could not be read.
 //   - Tenant: the configured tenant header, else a keyed hash of the bearer
 //     API key, else empty. Keys, prompts and completions are never kept.
-//
-// include_usage: a streamed OpenAI-style request that did not ask for usage
-// is sent with stream_options.include_usage set (unless NoIncludeUsage), and
-// the stream is edited back (see usageFilter) so that the client sees what
-// it would have seen without the proxy. Such a request is sent with
-// Accept-Encoding: identity, since the proxy must read and edit its stream.
-//
-// Compression: other metered responses pass as the upstream encoded them;
-// gzip and deflate bodies are metered through a decompressing copy on the
-// side; any other coding leaves the request's usage unknown.
-package requests
-
-import (
-	"bytes"
-	"context"
-	"errors"
-	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
-	"net/http/httptrace"
-	"net/http/httputil"
-	"net/url"
-	"slices"
-	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
-
-	"github.com/deadlabour/deadlabour/estimator"
-	"github.com/deadlabour/deadlabour/internal/apierror"
-)
-
-// Recorder receives the life of every metered request. The proxy calls
-// Begin once when a request's body is read and held, before it is
-// forwarded, with the
-// span's ID, Key, Upstream, Tenant, Start and Devices, and End once when it has
-// finished, whatever the outcome, with the same ID and Key; a request
-// answered by the proxy before it was begun (no room for its body, a body
-// too large or too slow) gets End alone, not served. Key is unique
-// per request (ID is the client's and may repeat): key requests by it.
-// Both are called on the request's own goroutine: they must be cheap and
-// must never block (queue, don't wait). The Devices slice is shared by all
-// requests of an upstream: read it, don't modify it.
 type Recorder interface {
 	// Begin: a request started. Its span holds what is known then (ID,
 	// Key, Upstream, Tenant, Start, Devices), which a request still open
@@ -197,7 +177,7 @@ type Proxy struct {
 	log       *slog.Logger
 	rec       Recorder
 	wroteHook func()
-	endpoints map[string]endpoint
+	endpoints map[string]dialect.Endpoint
 	transport http.RoundTripper
 	rp        *httputil.ReverseProxy
 
@@ -242,7 +222,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		log:       opts.Logger,
 		rec:       rec,
 		wroteHook: opts.wrote,
-		endpoints: endpoints(),
+		endpoints: dialect.Endpoints(),
 		transport: opts.Transport,
 		// A control character: no request id (visible ASCII) can look
 		// like a key, and upstream names are unique.
@@ -327,277 +307,6 @@ func (p *Proxy) CloseIdleConnections() {
 	}
 }
 
-// exchange is what the proxy knows about one request, shared by its hooks
-// through the request's context.
-type exchange struct {
-	id      string   // the client's X-Request-Id, or one made up
-	key     string   // unique per request (Span.Key)
-	dialect *dialect // nil: not metered
-
-	start    time.Time
-	model    string
-	stream   bool   // the client asked for a stream
-	injected bool   // the proxy added stream_options.include_usage
-	reqBody  []byte // the body sent upstream, include_usage added or not: for a prompt estimate
-	tenant   string
-
-	devices []string // the GPUs, fixed when the request begins
-	held    int64    // bytes of the body budget held
-
-	wrote  atomic.Bool  // the request reached the upstream whole (set on the transport's goroutine)
-	status int          // the upstream's status code
-	body   *meteredBody // the upstream's response body
-	failed int          // status the proxy answered with itself
-	cut    bool         // the client went away while sending its request
-}
-
-type exchangeKey struct{}
-
-func exchangeOf(ctx context.Context) *exchange {
-	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
-	return ex
-}
-
-// ServeHTTP forwards one request, metering it when its path is an inference path.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := &exchange{id: requestID(r.Header.Get(requestIDHeader))}
-	if ep, ok := p.endpoints[r.URL.Path]; ok && ep.method == r.Method {
-		ex.dialect = ep.dialect
-	}
-	ctx := context.WithValue(r.Context(), exchangeKey{}, ex)
-	if ex.dialect == nil {
-		p.rp.ServeHTTP(w, r.WithContext(ctx))
-		return
-	}
-
-	ex.start = p.now()
-	ex.devices = p.devices
-	if p.devFunc != nil {
-		ex.devices = slices.Clip(p.devFunc())
-	}
-	ex.tenant = p.tenants.of(r.Header)
-	ex.key = p.keyPrefix + strconv.FormatUint(p.keys.Add(1), 36)
-	// End runs even when the copy of the response panics with
-	// http.ErrAbortHandler, which is how ReverseProxy gives up on a client
-	// that went away; so does the release of the body's budget, once
-	// nothing reads the body any more.
-	defer func() {
-		p.end(r.Context(), ex)
-		p.budget.release(ex.held)
-	}()
-
-	// The body is held in memory: wait for room for it in the node's
-	// budget (its length, or a first step when the client did not say),
-	// with room for the include_usage edit beside it, so that the edited
-	// copy never has to wait for room while the body holds some.
-	want := min(bodyStep, p.maxBody)
-	if r.ContentLength >= 0 {
-		want = min(r.ContentLength, p.maxBody)
-	}
-	if r.ContentLength > p.maxBody {
-		want = 0 // refused unread below
-	} else if p.inject && ex.dialect.includeUsage {
-		want += maxIncludeUsageGrowth
-	}
-	if !p.hold(w, r, ex, want) {
-		return
-	}
-
-	// A client that sends its body slowly must not hold its room for
-	// long: its read has a deadline (a writer that cannot set one, e.g.
-	// in a test, reads without).
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(p.bodyTO))
-	body, err := p.readBody(r, ex)
-	if err == nil {
-		// Read whole: no deadline while the answer streams (the server
-		// watches the connection for a close). A body not read whole keeps
-		// it, which bounds net/http's discarding of its rest too.
-		_ = rc.SetReadDeadline(time.Time{})
-	}
-	if err != nil {
-		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
-			ex.failed = http.StatusRequestEntityTooLarge
-			p.writeError(w, ex, ex.failed, fmt.Sprintf("request body is larger than this proxy's limit of %d bytes", p.maxBody))
-			return
-		}
-		if nr, ok := errors.AsType[*noRoomError](err); ok {
-			p.noRoom(w, r, ex, nr.want)
-			return
-		}
-		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
-			ex.failed = http.StatusRequestTimeout
-			p.writeError(w, ex, ex.failed, fmt.Sprintf("request body not received within %s (proxy.body_read_timeout)", p.bodyTO))
-			return
-		}
-		ex.failed, ex.cut = http.StatusBadRequest, true
-		p.writeError(w, ex, ex.failed, "cannot read the request body")
-		return
-	}
-	req := ex.dialect.request(body)
-	ex.model, ex.stream = clip(req.model, maxModel), req.stream
-	if p.inject && ex.dialect.includeUsage && req.stream && !req.asked {
-		if edit, ok := includeUsageEdit(body); ok {
-			// Only the edited copy is kept: the prompt estimate reads the
-			// prompt's text, which the edit leaves as it is.
-			body, ex.injected = edit.apply(body), true
-		}
-	}
-	ex.reqBody = body
-	p.fit(ex, int64(len(body)))
-	// Begun only now, with its body held: a request refused before (no
-	// room, too large, too slow) never counted as in flight, and ends
-	// unserved with no charge. It starts now too: it is forwarded now, and
-	// the GPUs cannot work on it before. (Begun at its arrival, a request
-	// that waited for room or sent its body slowly would begin past the
-	// ledger's settle delay and be charged only from then, flagged
-	// history_truncated.)
-	ex.start = p.now()
-	p.rec.Begin(estimator.Span{ID: ex.id, Key: ex.key, Upstream: p.name, Model: ex.model, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
-
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		WroteRequest: func(info httptrace.WroteRequestInfo) {
-			if info.Err == nil {
-				ex.wrote.Store(true)
-				if p.wroteHook != nil {
-					p.wroteHook()
-				}
-			}
-		},
-	})
-	out := r.WithContext(ctx)
-	out.Body = io.NopCloser(bytes.NewReader(body))
-	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	out.ContentLength = int64(len(body))
-	out.TransferEncoding = nil
-	p.rp.ServeHTTP(w, out)
-}
-
-// hold takes n more bytes of the body budget for ex, which gives them back
-// when it ends; when there is no room within the wait it answers 503 and
-// returns false.
-func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, ex *exchange, n int64) bool {
-	held, err := p.budget.acquire(r.Context(), n)
-	if err != nil {
-		p.noRoom(w, r, ex, min(n, p.budget.Size()))
-		return false
-	}
-	ex.held += held
-	p.full.ok(p.now())
-	return true
-}
-
-// noRoom ends a request whose body found no room for want bytes within
-// the wait: answered 503, unless its client left while it waited (not a
-// refusal, and no one to answer: recorded client_closed).
-func (p *Proxy) noRoom(w http.ResponseWriter, r *http.Request, ex *exchange, want int64) {
-	if r.Context().Err() != nil {
-		ex.failed, ex.cut = http.StatusServiceUnavailable, true
-		return
-	}
-	p.refuse(w, ex, want)
-}
-
-// refuse answers 503 to a request whose body found no room for want more
-// bytes in the budget.
-func (p *Proxy) refuse(w http.ResponseWriter, ex *exchange, want int64) {
-	ex.failed = http.StatusServiceUnavailable
-	p.budget.refused.Add(1)
-	p.full.fail(p.now(), "request_id", ex.id, "want_bytes", want, "budget_bytes", p.budget.Size())
-	w.Header().Set("Retry-After", "1")
-	p.writeError(w, ex, ex.failed, fmt.Sprintf("too many request bodies in flight: the node holds at most %d bytes of them (proxy.max_buffered_bytes); retry later", p.budget.Size()))
-}
-
-// fit makes the room ex holds n bytes, the body it keeps: it gives back
-// what it took beyond (a body shorter than the cap, an edit not made), and
-// takes what it lacks without waiting. The lack is a few bytes at most
-// (an edit larger than the room taken for it); when even those find no room
-// the request proceeds, unaccounted for them, rather than wait while
-// holding room.
-func (p *Proxy) fit(ex *exchange, n int64) {
-	if surplus := ex.held - n; surplus > 0 {
-		p.budget.release(surplus)
-		ex.held -= surplus
-	} else if got, ok := p.budget.tryAcquire(ex.held, -surplus); ok {
-		ex.held += got
-	}
-}
-
-// noRoomError: a body of unknown length found no room for its next step
-// (want: all it needs with it); a step is taken at once or refused.
-type noRoomError struct{ want int64 }
-
-func (e *noRoomError) Error() string {
-	return fmt.Sprintf("no room for %d bytes in the body budget", e.want)
-}
-
-// readBody reads ex's request body, of at most p.maxBody bytes, or fails
-// with *http.MaxBytesError. A body of declared length has its room already;
-// one of unknown length takes room as its bytes arrive, in steps taken only
-// once a byte past the room has come, at once or not at all: a request
-// holding room never waits for more (*noRoomError when a step finds no
-// room; see BodyBudget).
-func (p *Proxy) readBody(r *http.Request, ex *exchange) ([]byte, error) {
-	limit := p.maxBody
-	if r.ContentLength > limit {
-		return nil, &http.MaxBytesError{Limit: limit}
-	}
-	if r.ContentLength >= 0 {
-		// net/http's body ends after ContentLength bytes: read exactly that.
-		buf := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, buf); err != nil {
-			return nil, fmt.Errorf("read request body: %w", err)
-		}
-		return buf, nil
-	}
-	// The room held covers the buffer (the first step was taken by hold).
-	// A full buffer takes its next step only once one more byte has come:
-	// a body that ends exactly at a step, or at the limit, needs no more.
-	buf := make([]byte, 0, min(bodyStep, limit))
-	var one [1]byte
-	for {
-		if len(buf) == cap(buf) {
-			n, err := r.Body.Read(one[:])
-			if n == 0 {
-				if err == io.EOF {
-					return buf, nil
-				}
-				if err != nil {
-					return nil, fmt.Errorf("read request body: %w", err)
-				}
-				continue
-			}
-			if int64(len(buf)) >= limit {
-				return nil, &http.MaxBytesError{Limit: limit}
-			}
-			grow := min(int64(cap(buf)), limit-int64(cap(buf)))
-			want := min(ex.held+grow, p.budget.Size())
-			// A step is taken at once or not at all: a request holding
-			// room never waits for more (BodyBudget).
-			got, ok := p.budget.tryAcquire(ex.held, grow)
-			if !ok {
-				return nil, &noRoomError{want: want}
-			}
-			ex.held += got
-			buf = append(append(make([]byte, 0, int64(cap(buf))+grow), buf...), one[0])
-			if err == io.EOF {
-				return buf, nil
-			}
-			if err != nil {
-				return nil, fmt.Errorf("read request body: %w", err)
-			}
-		}
-		n, err := r.Body.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read request body: %w", err)
-		}
-	}
-}
-
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	ex := exchangeOf(pr.In.Context())
 	// SetURL puts the target's host in Host, as nginx's default
@@ -645,27 +354,27 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	}
 	ex.status = res.StatusCode
 	f, coding := framingOf(res.Header), codingOf(res.Header)
-	m := newMeter(ex.dialect, f, p.maxUsage, p.now)
+	bw := newBodyWatcher(ex.dialect, f, p.maxUsage, p.now)
 	switch coding {
 	case codingIdentity:
 	case codingGzip, codingDeflate:
 		if f != framingNone {
-			m.decode(coding)
+			bw.decode(coding)
 		}
 	default:
-		m.framing = framingNone
+		bw.framing = framingNone
 		if f != framingNone {
 			p.log.Debug("response in a content coding the meter cannot read: usage unknown", "request_id", ex.id, "coding", coding)
 		}
 	}
-	if ex.dialect.header != nil {
-		if u, ok := ex.dialect.header(res.Header); ok {
-			m.headerUsage(u)
+	if ex.dialect.Header != nil {
+		if u, ok := ex.dialect.Header(res.Header); ok {
+			bw.headerUsage(u)
 		}
 	}
-	ex.body = &meteredBody{ReadCloser: res.Body, meter: m}
-	if ex.injected && res.StatusCode == http.StatusOK && m.framing == framingSSE {
-		if m.dec != nil {
+	ex.body = &watchedBody{ReadCloser: res.Body, watch: bw}
+	if ex.injected && res.StatusCode == http.StatusOK && bw.framing == framingSSE {
+		if bw.dec != nil {
 			p.encoded.fail(p.now(), "request_id", ex.id, "coding", coding)
 		} else {
 			p.encoded.ok(p.now())
@@ -702,111 +411,6 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 func (p *Proxy) writeError(w http.ResponseWriter, ex *exchange, status int, msg string) {
 	w.Header().Set(requestIDHeader, ex.id)
 	apierror.Write(w, status, "proxy_error", "deadlabour proxy: "+msg)
-}
-
-// end reports the finished request. ctx is the client request's context:
-// it is done only when the client went away (we are still in the handler).
-func (p *Proxy) end(ctx context.Context, ex *exchange) {
-	s := estimator.Span{
-		ID: ex.id, Key: ex.key, Upstream: p.name, Model: ex.model, Tenant: ex.tenant,
-		Start: ex.start, End: p.now(), Devices: ex.devices,
-		PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
-		UsageSource: estimator.UsageUnknown,
-		Served:      ex.wrote.Load(),
-	}
-	gone := ctx.Err() != nil
-	switch {
-	case ex.body != nil:
-		b := ex.body
-		b.settle()
-		b.meter.close()
-		// A 4xx is the upstream refusing the request (bad input, no key,
-		// rate limit): it did no generation, so it gets no share of a GPU.
-		s.Served = ex.status < 400 || ex.status >= 500
-		s.Status = strconv.Itoa(ex.status)
-		ok := ex.status >= 200 && ex.status < 300
-		switch {
-		case b.eof:
-			if ok && b.meter.failed {
-				s.Status = estimator.StatusUpstreamError
-				p.broken.fail(s.End, "request_id", ex.id, "status", ex.status, "err", "an error inside the answer")
-			} else {
-				p.broken.ok(s.End)
-			}
-		case b.err == nil || gone:
-			// The copy stopped without a read error (a write to the client
-			// failed), or the read failed because the client's context ended.
-			s.Status = estimator.StatusClientClosed
-		default:
-			if ok {
-				s.Status = estimator.StatusUpstreamError
-			}
-			p.broken.fail(s.End, "request_id", ex.id, "err", b.err)
-		}
-		s.FirstToken = b.meter.firstToken
-		p.tokens(&s, ex, ok)
-	case ex.failed != 0:
-		s.Status = strconv.Itoa(ex.failed)
-		// A body read past its deadline ends the client's context too:
-		// the 408 was the proxy's answer, not the client leaving.
-		if (gone || ex.cut) && ex.failed != http.StatusRequestTimeout {
-			s.Status = estimator.StatusClientClosed
-		}
-	default: // ReverseProxy gave up before any hook ran
-		s.Status = strconv.Itoa(http.StatusBadGateway)
-		if gone {
-			s.Status = estimator.StatusClientClosed
-		}
-	}
-	if p.log.Enabled(ctx, slog.LevelDebug) {
-		p.log.Debug("request", "request_id", s.ID, "model", s.Model, "stream", ex.stream, "status", s.Status,
-			"prompt_tokens", s.PromptTokens, "completion_tokens", s.CompletionTokens,
-			"usage", s.UsageSource, "include_usage_added", ex.injected, "duration", s.End.Sub(s.Start))
-	}
-	p.rec.End(s)
-}
-
-// tokens fills in the span's token counts from what the meter read: the
-// upstream's own counts when it sent any, else counts from the response
-// itself when it was a readable 2xx answer, else unknown.
-func (p *Proxy) tokens(s *estimator.Span, ex *exchange, ok bool) {
-	m := ex.body.meter
-	switch {
-	case m.hasUsage:
-		u := m.usage
-		s.PromptTokens, s.CompletionTokens = u.prompt, u.completion
-		s.CachedTokens, s.ReasoningTokens = u.cached, u.reasoning
-		s.UsageSource = estimator.UsageReported
-		if m.failed || (!m.done && !ex.body.eof) {
-			s.UsageSource = estimator.UsageReportedPartial
-		}
-	case !ok || m.framing == framingNone || (m.framing == framingJSON && m.failed):
-		return
-	default:
-		s.PromptTokens = estimate(ex.dialect.promptText(ex.reqBody))
-		if m.framing == framingJSON {
-			s.CompletionTokens = estimate(m.text)
-		} else {
-			s.CompletionTokens = m.tokens
-		}
-		if s.PromptTokens < 0 && s.CompletionTokens < 0 {
-			return
-		}
-		s.UsageSource = estimator.UsageEstimated
-	}
-	if ex.dialect.embeddings && s.CompletionTokens < 0 {
-		s.CompletionTokens = 0 // embeddings generate nothing: known, not missing
-	}
-}
-
-// estimate is a token count from a length of text in bytes: a quarter of
-// it, rounded up (about right for English under the common tokenizers);
-// -1 for an unknown or empty length.
-func estimate(textBytes int64) int64 {
-	if textBytes <= 0 {
-		return -1
-	}
-	return (textBytes + 3) / 4
 }
 
 // bufferPool lends ReverseProxy its copy buffers.

@@ -534,7 +534,7 @@ func TestUpstreamCutsStream(t *testing.T) {
 	}
 }
 
-// TestLargeAnswer: a non-streamed answer much larger than what the meter
+// TestLargeAnswer: a non-streamed answer much larger than what the watcher
 // keeps still passes whole, and its usage is found in its tail.
 func TestLargeAnswer(t *testing.T) {
 	text := strings.Repeat(`lorem \"usage\": {\"prompt_tokens\": 1} `, 100_000) // ~4 MB
@@ -744,7 +744,7 @@ func TestNewRefuses(t *testing.T) {
 }
 
 // TestCompressed: a gzip answer passes to the client as the upstream
-// encoded it and is metered through a decoder on the side. A stream the
+// encoded it and is watched through a decoder on the side. A stream the
 // proxy adds include_usage to is asked for unencoded, and comes so.
 func TestCompressed(t *testing.T) {
 	const (

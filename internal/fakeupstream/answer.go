@@ -338,8 +338,19 @@ func (s *Server) whole(out *output, r *http.Request, a *answer) {
 		<-r.Context().Done()
 		return
 	}
-	if !sleep(r.Context(), s.opts.TokenDelay*(time.Duration(max(n, 1)-1))) {
-		return
+	if s.opts.Batch == nil {
+		if !sleep(r.Context(), s.opts.TokenDelay*(time.Duration(max(n, 1)-1))) {
+			return
+		}
+	} else {
+		pace, done := s.pace(a.usage.PromptTokens)
+		for i := range max(n, 1) {
+			if !pace.token(r.Context(), i) {
+				done()
+				return
+			}
+		}
+		done()
 	}
 	body, reported := s.wholeBody(out.header(), a)
 	ct := "application/json"
@@ -483,12 +494,14 @@ func (s *Server) stream(out *output, r *http.Request, a *answer) {
 		}
 	}
 	n := a.usage.CompletionTokens
+	pace, done := s.pace(a.usage.PromptTokens)
+	defer done()
 	for i := range n {
 		if s.opts.Fail != FailNone && i == int64(s.opts.FailAfter) {
 			s.fail(out, r, a, emit)
 			return
 		}
-		if i > 0 && !sleep(ctx, s.opts.TokenDelay) {
+		if !pace.token(ctx, i) {
 			return
 		}
 		if !emit(s.tokenEvent(a, i)) {

@@ -32,6 +32,13 @@
 //
 // A stream carries one event (or NDJSON line) per generated token.
 //
+// Pacing: by default the tokens of a request come Options.TokenDelay apart,
+// whatever else the fake is doing. With Options.Batch the fake paces as a
+// continuous-batching server (vLLM, TGI, SGLang) does: every request being
+// generated advances one token per decode step, and a step takes longer the
+// more requests share it, so the aggregate token rate grows with concurrency
+// and each request's own rate falls (Batching).
+//
 // Usage reporting follows Options.Usage:
 //
 //   - UsageReported: as the real servers do. OpenAI: usage in whole answers;
@@ -59,6 +66,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -94,6 +102,9 @@ type Options struct {
 	// first). A non-streamed answer waits the whole generation before it is
 	// sent, as a real server does.
 	TokenDelay time.Duration
+	// Batch, when set, paces generation as continuous batching does and
+	// TokenDelay is ignored (Batching).
+	Batch *Batching
 	// DefaultMaxTokens is the completion length of a request that names none
 	// (default 16).
 	DefaultMaxTokens int
@@ -117,6 +128,31 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// Batching is the pacing of a continuous-batching server: one decode step
+// gives every request in the batch its next token, and a step takes
+// StepBase + b × StepPerRequest with b requests in the batch (the weights
+// are read once per step; each request adds its own KV-cache reads and
+// compute). A request's first token comes one step plus PrefillPerToken per
+// prompt token after it arrives. The batch is every request the fake is
+// generating for (streamed or whole), so a Server is one model on one set of
+// GPUs. The pacing keeps to its schedule: a token that comes late because the
+// process was descheduled is followed by the next one early, so the token rate
+// stays the model's on a busy machine.
+type Batching struct {
+	StepBase, StepPerRequest time.Duration
+	PrefillPerToken          time.Duration
+}
+
+// Step is the time of one decode step with b requests in the batch.
+func (b Batching) Step(n int) time.Duration {
+	return b.StepBase + time.Duration(max(n, 1))*b.StepPerRequest
+}
+
+// TokensPerSecond is the aggregate decode rate with n requests in the batch.
+func (b Batching) TokensPerSecond(n int) float64 {
+	return float64(max(n, 1)) / b.Step(n).Seconds()
+}
+
 // Counts is what the fake sent for one model.
 type Counts struct {
 	Requests         int64 // requests answered with 200
@@ -135,6 +171,8 @@ type Server struct {
 
 	mu   sync.Mutex
 	sent map[string]Counts
+
+	batch atomic.Int64 // requests being generated (Options.Batch)
 
 	// Set by Start only.
 	url       string
@@ -222,6 +260,9 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
+// Batch is the number of requests the fake is generating for now.
+func (s *Server) Batch() int { return int(s.batch.Load()) }
+
 // Sent returns a copy of what the fake has sent so far, per model.
 func (s *Server) Sent() map[string]Counts {
 	s.mu.Lock()
@@ -281,4 +322,39 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// pacer times the tokens of one answer: TokenDelay apart, or one batched
+// decode step apart (Options.Batch).
+type pacer struct {
+	s      *Server
+	prompt int64
+	next   time.Time // the batched schedule: when the last token was due
+}
+
+// pace starts the pacing of an answer with prompt tokens; done must be
+// called when the answer is over (it leaves the batch).
+func (s *Server) pace(prompt int64) (p *pacer, done func()) {
+	p = &pacer{s: s, prompt: prompt}
+	if s.opts.Batch == nil {
+		return p, func() {}
+	}
+	s.batch.Add(1)
+	p.next = time.Now()
+	return p, func() { s.batch.Add(-1) }
+}
+
+// token waits until token i (from 0) is generated, and reports whether ctx
+// let it.
+func (p *pacer) token(ctx context.Context, i int64) bool {
+	b := p.s.opts.Batch
+	if b == nil {
+		return i == 0 || sleep(ctx, p.s.opts.TokenDelay)
+	}
+	step := b.Step(p.s.Batch())
+	if i == 0 {
+		step += time.Duration(p.prompt) * b.PrefillPerToken
+	}
+	p.next = p.next.Add(step)
+	return sleep(ctx, time.Until(p.next))
 }

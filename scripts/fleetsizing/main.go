@@ -1,7 +1,7 @@
 // Command fleetsizing measures what one GPU node costs an InfluxDB 1.8:
 // points per day and bytes per point, on the wire (line protocol) and on
 // disk (compressed TSM), per measurement. It generates a day of one node's
-// points with the daemon's own encoders (sink.RequestPoint, GPUPoint,
+// points with the daemon's own encoders (schema.RequestPoint, GPUPoint,
 // IdlePoint) and realistic, full-precision values, writes each measurement
 // into its own database of a throwaway influxd configured to snapshot its
 // cache to TSM files after one idle second, and reads the sizes back.
@@ -33,7 +33,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
-	"github.com/deadlabour/deadlabour/sink"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 func main() {
@@ -78,10 +78,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	start := end.Add(-day)
 	rng := rand.New(rand.NewPCG(1, 2))
 	ms := []*measurement{
-		{name: sink.MeasurementRequest}, {name: sink.MeasurementGPU}, {name: sink.MeasurementIdle}, {name: "deadlabour_health"},
+		{name: schema.MeasurementRequest}, {name: schema.MeasurementGPU}, {name: schema.MeasurementIdle}, {name: "deadlabour_health"},
 	}
-	gens := map[string]func(emit func(sink.Point) error) error{
-		sink.MeasurementRequest: func(emit func(sink.Point) error) error {
+	gens := map[string]func(emit func(schema.Point) error) error{
+		schema.MeasurementRequest: func(emit func(schema.Point) error) error {
 			n := int(*rps * day.Seconds())
 			for i := range n {
 				at := start.Add(time.Duration(float64(day) * float64(i) / float64(n)))
@@ -91,17 +91,17 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			}
 			return nil
 		},
-		sink.MeasurementGPU: func(emit func(sink.Point) error) error {
+		schema.MeasurementGPU: func(emit func(schema.Point) error) error {
 			for t := start; t.Before(end); t = t.Add(*report) {
 				for g := range *gpus {
-					if err := emit(sink.GPUPoint("gpu-node-01", false, gpuWindow(rng, t, g, *report))); err != nil {
+					if err := emit(schema.GPUPoint("gpu-node-01", false, gpuWindow(rng, t, g, *report))); err != nil {
 						return err
 					}
 				}
 			}
 			return nil
 		},
-		sink.MeasurementIdle: func(emit func(sink.Point) error) error {
+		schema.MeasurementIdle: func(emit func(schema.Point) error) error {
 			for t := start; t.Before(end); t = t.Add(*report) {
 				for g := 0; g <= *gpus; g++ {
 					dev := fmt.Sprint(g)
@@ -110,14 +110,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 					}
 					s := estimator.IdleShare{Device: dev, Start: t, End: t.Add(*report), Joules: 700 * rng.Float64(),
 						StaticJoules: 100 * rng.Float64(), DepreciationCost: 1e-4 * rng.Float64(), EmbodiedCO2eG: 0.01 * rng.Float64(), Method: estimator.MethodCounter}
-					if err := emit(sink.IdlePoint("gpu-node-01", "USD", false, s)); err != nil {
+					if err := emit(schema.IdlePoint("gpu-node-01", "USD", false, s)); err != nil {
 						return err
 					}
 				}
 			}
 			return nil
 		},
-		"deadlabour_health": func(emit func(sink.Point) error) error {
+		"deadlabour_health": func(emit func(schema.Point) error) error {
 			sent := int64(0)
 			for t := start; t.Before(end); t = t.Add(*report) {
 				sent += int64(*rps*report.Seconds()) + int64(2**gpus+1)
@@ -180,7 +180,7 @@ func envOr(k, def string) string {
 }
 
 // write sends a measurement's points in batches into a database of its own.
-func write(ctx context.Context, base string, m *measurement, gen func(func(sink.Point) error) error) error {
+func write(ctx context.Context, base string, m *measurement, gen func(func(schema.Point) error) error) error {
 	if err := post(ctx, base+"/query", url.Values{"q": {"CREATE DATABASE " + m.name}}.Encode(), "application/x-www-form-urlencoded"); err != nil {
 		return err
 	}
@@ -193,8 +193,8 @@ func write(ctx context.Context, base string, m *measurement, gen func(func(sink.
 		batch.Reset()
 		return err
 	}
-	err := gen(func(p sink.Point) error {
-		line, err := sink.Line(p)
+	err := gen(func(p schema.Point) error {
+		line, err := schema.Line(p)
 		if err != nil {
 			return err
 		}
@@ -253,7 +253,7 @@ func tsmBytes(dir string) (int64, error) {
 	return n, err
 }
 
-func requestPoint(rng *rand.Rand, end time.Time, i, gpus int) sink.Point {
+func requestPoint(rng *rand.Rand, end time.Time, i, gpus int) schema.Point {
 	models := []string{"meta-llama/Llama-3.1-70B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "mistralai/Mistral-7B-Instruct-v0.3"}
 	m := i % 3
 	dur := time.Duration((0.5 + 10*rng.Float64()) * float64(time.Second))
@@ -286,25 +286,25 @@ func requestPoint(rng *rand.Rand, end time.Time, i, gpus int) sink.Point {
 	r.TrainingCO2eG, r.HasTrainingCO2e = float64(prompt+completion)*2e-4, true
 	r.LivingLabourS, r.HasLivingLabour = float64(prompt+completion)*1.8e-4, true
 	r.Weighting = estimator.WeightTime
-	p, err := sink.RequestPoint(r)
+	p, err := schema.RequestPoint(r)
 	if err != nil {
 		panic(err)
 	}
 	return p
 }
 
-func gpuWindow(rng *rand.Rand, start time.Time, g int, report time.Duration) sink.GPUWindow {
+func gpuWindow(rng *rand.Rand, start time.Time, g int, report time.Duration) schema.GPUWindow {
 	util := 100 * rng.Float64()
 	p := 70 + 6.3*util + 20*rng.Float64()
-	return sink.GPUWindow{Device: fmt.Sprint(g), Name: "NVIDIA H100 80GB HBM3", Start: start, End: start.Add(report), Samples: int(report / (100 * time.Millisecond)),
+	return schema.GPUWindow{Device: fmt.Sprint(g), Name: "NVIDIA H100 80GB HBM3", Start: start, End: start.Add(report), Samples: int(report / (100 * time.Millisecond)),
 		PowerMeanW: p, PowerMaxW: math.Min(700, p*1.2), EnergyJ: p * report.Seconds(), UtilGPUPct: util, UtilMemPct: util * 0.6 * rng.Float64(),
 		MemUsedBytes: uint64(60e9 + 1e9*rng.Float64()), MemTotalBytes: 85520809984, TempC: float64(35 + rng.IntN(40)), SMClockMHz: float64(1755 + 15*rng.IntN(10)),
 		PowerLimitW: 700}
 }
 
-func healthPoint(rng *rand.Rand, t time.Time, gpus int, sent int64) sink.Point {
-	return sink.Point{Measurement: "deadlabour_health", Tags: []sink.Tag{{Key: "host", Value: "gpu-node-01"}}, Time: t,
-		Fields: []sink.Field{{Key: "gpus_total", Value: int64(gpus)}, {Key: "gpus_unhealthy", Value: int64(0)}, {Key: "host_meter", Value: "counter"},
+func healthPoint(rng *rand.Rand, t time.Time, gpus int, sent int64) schema.Point {
+	return schema.Point{Measurement: "deadlabour_health", Tags: []schema.Tag{{Key: "host", Value: "gpu-node-01"}}, Time: t,
+		Fields: []schema.Field{{Key: "gpus_total", Value: int64(gpus)}, {Key: "gpus_unhealthy", Value: int64(0)}, {Key: "host_meter", Value: "counter"},
 			{Key: "spool_points", Value: int64(rng.IntN(50))}, {Key: "spool_bytes", Value: int64(rng.IntN(50000))}, {Key: "oldest_undelivered_s", Value: rng.Float64()},
 			{Key: "points_sent", Value: sent}, {Key: "points_dropped", Value: int64(0)}, {Key: "points_dead_lettered", Value: int64(0)},
 			{Key: "sink_state", Value: "ok"}, {Key: "simulated", Value: false}}}

@@ -1,6 +1,7 @@
-package requests
+package dialect
 
 import (
+	"bytes"
 	"encoding/json"
 
 	"github.com/deadlabour/deadlabour/internal/jsonedit"
@@ -15,63 +16,63 @@ func addIncludeUsage(body []byte) ([]byte, bool) {
 	if !json.Valid(body) {
 		return body, false
 	}
-	e, ok := includeUsageEdit(body)
+	e, ok := IncludeUsageEdit(body)
 	if !ok {
 		return body, false
 	}
-	return e.apply(body), true
+	return e.Apply(body), true
 }
 
-// maxIncludeUsageGrowth is the most includeUsageEdit adds to a body: a
+// MaxIncludeUsageGrowth is the most IncludeUsageEdit adds to a body: a
 // whole stream_options member.
-const maxIncludeUsageGrowth = int64(len(`,"stream_options":{"include_usage":true}`))
+const MaxIncludeUsageGrowth = int64(len(`,"stream_options":{"include_usage":true}`))
 
-// splice is one edit of a document: doc[from:to] replaced by with.
-type splice struct {
+// Splice is one edit of a document: doc[from:to] replaced by with.
+type Splice struct {
 	from, to int
 	with     string
 }
 
-// apply returns doc edited, in a new slice.
-func (e splice) apply(doc []byte) []byte { return jsonedit.Splice(doc, e.from, e.to, e.with) }
+// Apply returns doc edited, in a new slice.
+func (e Splice) Apply(doc []byte) []byte { return jsonedit.Splice(doc, e.from, e.to, e.with) }
 
-// includeUsageEdit is addIncludeUsage's edit, found but not made, so that
+// IncludeUsageEdit is addIncludeUsage's edit, found but not made, so that
 // the proxy can take room for the edited copy in its body budget first.
 // body must be valid JSON: the proxy asks only for a request its dialect
 // read as streamed, which a body that is not is never (the reader, fast or
 // encoding/json, validates the whole body), so it is not checked again.
-func includeUsageEdit(body []byte) (splice, bool) {
+func IncludeUsageEdit(body []byte) (Splice, bool) {
 	members, closing, ok := jsonedit.Members(body, 0)
 	if !ok || len(members) == 0 || jsonedit.SkipSpace(body, closing+1) != len(body) {
-		return splice{}, false
+		return Splice{}, false
 	}
 	so, ok := jsonedit.Find(body, members, "stream_options")
 	if !ok {
 		// Insert after the last member: `{..., "stream_options":{...}}`.
 		end := members[len(members)-1].Val[1]
-		return splice{end, end, `,"stream_options":{"include_usage":true}`}, true
+		return Splice{end, end, `,"stream_options":{"include_usage":true}`}, true
 	}
 	val := body[so.Val[0]:so.Val[1]]
 	if string(val) == "null" {
-		return splice{so.Val[0], so.Val[1], `{"include_usage":true}`}, true
+		return Splice{so.Val[0], so.Val[1], `{"include_usage":true}`}, true
 	}
 	inner, innerClose, ok := jsonedit.Members(body, so.Val[0])
 	if !ok {
-		return splice{}, false
+		return Splice{}, false
 	}
 	iu, ok := jsonedit.Find(body, inner, "include_usage")
 	switch {
 	case !ok && len(inner) == 0:
-		return splice{so.Val[0] + 1, innerClose, `"include_usage":true`}, true
+		return Splice{so.Val[0] + 1, innerClose, `"include_usage":true`}, true
 	case !ok:
 		end := inner[len(inner)-1].Val[1]
-		return splice{end, end, `,"include_usage":true`}, true
+		return Splice{end, end, `,"include_usage":true`}, true
 	}
 	switch string(body[iu.Val[0]:iu.Val[1]]) {
 	case "false", "null":
-		return splice{iu.Val[0], iu.Val[1], "true"}, true
+		return Splice{iu.Val[0], iu.Val[1], "true"}, true
 	}
-	return splice{}, false // true already, or a value the upstream will judge
+	return Splice{}, false // true already, or a value the upstream will judge
 }
 
 // nullUsage finds a top-level "usage":null member of doc, valid JSON: removing
@@ -92,4 +93,34 @@ func nullUsage(doc []byte) (from, to int, ok bool) {
 	}
 	from, to = jsonedit.Cut(members, i)
 	return from, to, true
+}
+
+// NullUsageEvent finds "usage":null in an event that is one data line of
+// JSON: removing raw[from:to] removes it. Events of other shapes are left
+// as they are (ok false).
+func NullUsageEvent(raw []byte) (from, to int, ok bool) {
+	rest, ok := bytes.CutPrefix(raw, []byte("data:"))
+	if !ok {
+		return 0, 0, false
+	}
+	start := len(raw) - len(rest)
+	if len(rest) > 0 && rest[0] == ' ' {
+		start++
+	}
+	end := bytes.IndexAny(raw[start:], "\r\n")
+	if end < 0 {
+		end = len(raw)
+	} else {
+		end += start
+	}
+	// What follows the data line must be line ends only (one event, one line).
+	for _, c := range raw[end:] {
+		if c != '\r' && c != '\n' {
+			return 0, 0, false
+		}
+	}
+	if from, to, ok = nullUsage(raw[start:end]); !ok {
+		return 0, 0, false
+	}
+	return start + from, start + to, true
 }

@@ -1,8 +1,4 @@
-// Package sink stores what deadlabour measures: it turns records, idle
-// shares and telemetry into InfluxDB points (schema.go), encodes them as line
-// protocol (this file) and delivers them in batches without ever blocking the
-// daemon (writer.go).
-package sink
+package schema
 
 // Why line protocol is encoded here rather than with
 // github.com/influxdata/line-protocol/v2/lineprotocol's Encoder (v2.2.1,

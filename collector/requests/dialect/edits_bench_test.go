@@ -1,4 +1,4 @@
-package requests
+package dialect
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 
 // The proxy's two edits, per request and per chunk of a stream that asked
 // for usage because of the proxy: the benchmark's streamed request
-// (bench_test.go) and one of the fake's chunks with "usage":null. Each is
+// (dialect_bench_test.go) and one of the fake's chunks with "usage":null. Each is
 // measured as the proxy does it (jsonedit) and as it would be done with
 // tidwall/sjson, the library internal/jsonedit's comment says was not taken.
 var benchNullChunk = "data: " + benchChunk[:len(benchChunk)-1] + `,"usage":null}` + "\n\n"
@@ -41,7 +41,7 @@ func BenchmarkRemoveNullUsage(b *testing.B) {
 		f    func(dst, raw []byte) ([]byte, bool)
 	}{
 		{"jsonedit", func(dst, raw []byte) ([]byte, bool) {
-			from, to, ok := nullUsageEvent(raw)
+			from, to, ok := NullUsageEvent(raw)
 			return append(append(dst, raw[:from]...), raw[to:]...), ok
 		}},
 		{"sjson", sjsonRemoveNullUsage},

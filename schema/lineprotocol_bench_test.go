@@ -1,9 +1,10 @@
-package sink
+package schema
 
 import (
 	"slices"
 	"testing"
 
+	"github.com/deadlabour/deadlabour/internal/schematest"
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
 )
 
@@ -12,7 +13,7 @@ import (
 // and none of AppendLine's checks: the least an AppendLine built on it would
 // cost. point.go says why AppendLine does not use it.
 func BenchmarkLineprotocolEncoder(b *testing.B) {
-	p, err := RequestPoint(testRecord())
+	p, err := RequestPoint(schematest.Record())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package sink
+package schema
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/deadlabour/deadlabour/internal/schematest"
 	protocol "github.com/influxdata/line-protocol"
 )
 
@@ -149,7 +150,7 @@ func FuzzClientValues(f *testing.F) {
 		f.Add(s, s)
 	}
 	f.Fuzz(func(t *testing.T, model, tenant string) {
-		r := testRecord()
+		r := schematest.Record()
 		r.Model, r.Tenant, r.ID = model, tenant, model
 		p, err := RequestPoint(r)
 		if err != nil {

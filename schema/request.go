@@ -1,20 +1,10 @@
-package sink
+package schema
 
 import (
 	"fmt"
-	"math"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/deadlabour/deadlabour/estimator"
-)
-
-// Measurement names. They, their tags and their fields are a public
-// interface (docs/schema.md): change them only with a migration note.
-const (
-	MeasurementRequest = "deadlabour_request"
-	MeasurementIdle    = "deadlabour_idle"
-	MeasurementGPU     = "deadlabour_gpu"
 )
 
 // unknownTokens is how estimator.Span marks a token count nobody reported.
@@ -163,150 +153,10 @@ func (s RequestSchema) Point(r estimator.Record) (Point, error) {
 // MaxModelRaw bounds the model name kept in model_raw, in bytes.
 const MaxModelRaw = 256
 
-// replacement stands in for what a tag or string field cannot carry: it is
-// not ASCII, so a value that had one never equals a value a client could
-// send through the proxy's tenant header or the event API (visible ASCII).
-const replacement = "\uFFFD"
-
-// TagValue makes s writable as a tag value whatever a client put in it:
-// U+FFFD replaces invalid UTF-8, control characters, and a backslash at
-// the end or before ',', '=', ' ' or '"' (which line protocol would read as
-// an escape of the separator). Other values are returned as they are.
-func TagValue(s string) string {
-	if plainASCII(s) {
-		return s
-	}
-	s = strings.ToValidUTF8(s, replacement)
-	var b strings.Builder
-	b.Grow(len(s) + 2*len(replacement))
-	for i, r := range s {
-		switch {
-		case isControl(r):
-			b.WriteString(replacement)
-		case r == '\\' && (i == len(s)-1 || strings.IndexByte(keyNoBackslash, s[i+1]) >= 0):
-			b.WriteString(replacement)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
-
-// StringValue makes s writable as a string field of at most max bytes:
-// U+FFFD replaces invalid UTF-8 and control characters (tab excepted), and
-// it is cut at a character boundary.
-func StringValue(s string, max int) string {
-	if len(s) <= max && plainASCII(s) {
-		return s
-	}
-	s = strings.ToValidUTF8(s, replacement)
-	s = strings.Map(func(r rune) rune {
-		if r != '\t' && isControl(r) {
-			return utf8.RuneError
-		}
-		return r
-	}, s)
-	if len(s) > max {
-		for max > 0 && !utf8.RuneStart(s[max]) {
-			max--
-		}
-		s = s[:max]
-	}
-	return s
-}
-
-// plainASCII: printable ASCII without a backslash, the values every
-// encoder takes as they are.
-func plainASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
 // appendIf appends f when the figure it carries is known.
 func appendIf(fields []Field, known bool, f Field) []Field {
 	if !known {
 		return fields
 	}
 	return append(fields, f)
-}
-
-// IdlePoint is the deadlabour_idle point of one idle share of a device on
-// node, stamped with the share's end. currency is that of its money field
-// (depreciation_cost), the tag currency as on deadlabour_request; "" leaves
-// the tag out.
-func IdlePoint(node, currency string, simulated bool, s estimator.IdleShare) Point {
-	return Point{
-		Measurement: MeasurementIdle,
-		Tags:        []Tag{{"currency", TagValue(currency)}, {"device", s.Device}, {"host", node}},
-		Fields: []Field{
-			{"energy_j", s.Joules},
-			{"static_energy_j", s.StaticJoules},
-			{"depreciation_cost", s.DepreciationCost},
-			{"embodied_co2e_g", s.EmbodiedCO2eG},
-			{"meter", string(s.Method)},
-			{"simulated", simulated},
-		},
-		Time: s.End,
-	}
-}
-
-// GPUPoint is the deadlabour_gpu telemetry point of one window of one GPU on
-// node, stamped with the window's start. Readings the window does not have
-// (NaN, or no memory total) are left out.
-func GPUPoint(node string, simulated bool, w GPUWindow) Point {
-	p := Point{
-		Measurement: MeasurementGPU,
-		Tags:        []Tag{{"gpu", w.Device}, {"gpu_name", w.Name}, {"host", node}},
-		Fields:      make([]Field, 0, 13),
-		Time:        w.Start,
-	}
-	for _, f := range []Field{
-		{"power_mean_w", w.PowerMeanW},
-		{"power_max_w", w.PowerMaxW},
-		{"energy_j", w.EnergyJ},
-		{"util_gpu_pct", w.UtilGPUPct},
-		{"util_mem_pct", w.UtilMemPct},
-	} {
-		p.Fields = appendFinite(p.Fields, f)
-	}
-	if w.MemTotalBytes > 0 {
-		p.Fields = append(p.Fields,
-			Field{"mem_used_bytes", clampInt64(w.MemUsedBytes)},
-			Field{"mem_total_bytes", clampInt64(w.MemTotalBytes)},
-		)
-	}
-	for _, f := range []Field{
-		{"temp_c", w.TempC},
-		{"sm_clock_mhz", w.SMClockMHz},
-		{"power_limit_w", w.PowerLimitW},
-	} {
-		p.Fields = appendFinite(p.Fields, f)
-	}
-	p.Fields = append(p.Fields,
-		// A bit mask: the bits, not the number, matter.
-		Field{"throttle_reasons", int64(w.ThrottleReasons)},
-		Field{"samples", int64(w.Samples)},
-		Field{"simulated", simulated},
-	)
-	return p
-}
-
-// appendFinite appends f unless its float value is NaN or infinite, which
-// in a GPUWindow means "not read".
-func appendFinite(fields []Field, f Field) []Field {
-	if v := f.Value.(float64); math.IsNaN(v) || math.IsInf(v, 0) {
-		return fields
-	}
-	return append(fields, f)
-}
-
-func clampInt64(v uint64) int64 {
-	if v > math.MaxInt64 {
-		return math.MaxInt64
-	}
-	return int64(v)
 }

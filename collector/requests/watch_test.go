@@ -9,60 +9,62 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 )
 
-func openAI() *dialect { return endpoints()["/v1/chat/completions"].dialect }
+func openAI() *dialect.Dialect { return dialect.Endpoints()["/v1/chat/completions"].Dialect }
 
 // collector is a dialect that keeps every document it is shown.
-func collector(docs *[]string) *dialect {
-	return &dialect{document: func(b []byte) doc {
+func collector(docs *[]string) *dialect.Dialect {
+	return &dialect.Dialect{Document: func(b []byte) dialect.Doc {
 		*docs = append(*docs, string(b))
-		return doc{}
+		return dialect.Doc{}
 	}}
 }
 
-// events is what a meter of framing f hands on as documents for stream,
+// documents is what a watcher of framing f hands on as documents for stream,
 // written in two parts cut at cut.
 func documents(f framing, stream []byte, limit, cut int) []string {
 	var out []string
-	m := newMeter(collector(&out), f, limit, func() time.Time { return t0 })
-	m.write(stream[:cut])
-	m.write(stream[cut:])
-	m.close()
-	if m.done && f == framingSSE && (len(out) == 0 || out[len(out)-1] != "[DONE]") {
-		out = append(out, "[DONE]") // the meter keeps [DONE] from the dialect
+	bw := newBodyWatcher(collector(&out), f, limit, func() time.Time { return t0 })
+	bw.write(stream[:cut])
+	bw.write(stream[cut:])
+	bw.close()
+	if bw.done && f == framingSSE && (len(out) == 0 || out[len(out)-1] != "[DONE]") {
+		out = append(out, "[DONE]") // the watcher keeps [DONE] from the dialect
 	}
 	return out
 }
 
 var t0 = time.Unix(1700000000, 0)
 
-// reading is what a meter found, in a comparable form.
+// reading is what a watcher found, in a comparable form.
 type reading struct {
-	usage      usage
+	usage      dialect.Usage
 	hasUsage   bool
 	firstEvent int // index of the event that set FirstToken, -1 for none
 	done       bool
 	tokens     int64 // counted from the stream
 }
 
-// readAll meters parts one after the other; the clock reads the index of
+// readAll watches parts one after the other; the clock reads the index of
 // the part being written, so firstEvent says which part held the first token.
 func readAll(f framing, limit int, parts []string) reading {
 	var part int
-	m := newMeter(openAI(), f, limit, func() time.Time { return t0.Add(time.Duration(part) * time.Second) })
+	bw := newBodyWatcher(openAI(), f, limit, func() time.Time { return t0.Add(time.Duration(part) * time.Second) })
 	for i, p := range parts {
 		part = i
-		m.write([]byte(p))
+		bw.write([]byte(p))
 	}
-	m.close()
-	m.close() // idempotent
-	r := reading{usage: m.usage, hasUsage: m.hasUsage, firstEvent: -1, done: m.done, tokens: m.tokens}
-	if !m.hasUsage {
-		r.usage = usage{}
+	bw.close()
+	bw.close() // idempotent
+	r := reading{usage: bw.usage, hasUsage: bw.hasUsage, firstEvent: -1, done: bw.done, tokens: bw.tokens}
+	if !bw.hasUsage {
+		r.usage = dialect.Usage{}
 	}
-	if !m.firstToken.IsZero() {
-		r.firstEvent = int(m.firstToken.Sub(t0) / time.Second)
+	if !bw.firstToken.IsZero() {
+		r.firstEvent = int(bw.firstToken.Sub(t0) / time.Second)
 	}
 	return r
 }
@@ -81,12 +83,12 @@ func chunkings(s string) map[string][]string {
 	return out
 }
 
-func u(prompt, completion, cached, reasoning int64) usage {
-	return usage{prompt: prompt, completion: completion, cached: cached, reasoning: reasoning}
+func u(prompt, completion, cached, reasoning int64) dialect.Usage {
+	return dialect.Usage{Prompt: prompt, Completion: completion, Cached: cached, Reasoning: reasoning}
 }
 
 // rd is a reading with usage u; r0 one without usage.
-func rd(u usage, first int, done bool, tokens int64) reading {
+func rd(u dialect.Usage, first int, done bool, tokens int64) reading {
 	return reading{usage: u, hasUsage: true, firstEvent: first, done: done, tokens: tokens}
 }
 
@@ -94,7 +96,7 @@ func r0(first int, done bool, tokens int64) reading {
 	return reading{firstEvent: first, done: done, tokens: tokens}
 }
 
-func TestMeterJSON(t *testing.T) {
+func TestWatchJSON(t *testing.T) {
 	full := `{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30,` +
 		`"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":6}}}`
 	padding := strings.Repeat("z", 300)
@@ -157,9 +159,9 @@ func TestMeterJSON(t *testing.T) {
 	}
 }
 
-// TestMeterJSONText: a whole body's generated text is measured for an
+// TestWatchJSONText: a whole body's generated text is measured for an
 // estimate, and only when the body is a readable document.
-func TestMeterJSONText(t *testing.T) {
+func TestWatchJSONText(t *testing.T) {
 	tests := []struct {
 		body   string
 		want   int64
@@ -173,16 +175,16 @@ func TestMeterJSONText(t *testing.T) {
 		{`{"object":"error","message":"x"}`, 0, true},
 	}
 	for _, tt := range tests {
-		m := newMeter(openAI(), framingJSON, 1<<20, time.Now)
-		m.write([]byte(tt.body))
-		m.close()
-		if m.text != tt.want || m.failed != tt.failed {
-			t.Errorf("%s: text %d, failed %v; want %d, %v", tt.body, m.text, m.failed, tt.want, tt.failed)
+		bw := newBodyWatcher(openAI(), framingJSON, 1<<20, time.Now)
+		bw.write([]byte(tt.body))
+		bw.close()
+		if bw.text != tt.want || bw.failed != tt.failed {
+			t.Errorf("%s: text %d, failed %v; want %d, %v", tt.body, bw.text, bw.failed, tt.want, tt.failed)
 		}
 	}
 }
 
-func TestMeterSSE(t *testing.T) {
+func TestWatchSSE(t *testing.T) {
 	const (
 		role   = `data: {"choices":[{"delta":{"role":"assistant","content":""}}]}` + "\n\n"
 		tok    = `data: {"choices":[{"delta":{"content":"x"}}]}` + "\n\n"
@@ -261,9 +263,9 @@ func lonecr(events []string) []string {
 	return out
 }
 
-// TestMeterFailed: error objects inside a 200 stream are noticed, in every
+// TestWatchFailed: error objects inside a 200 stream are noticed, in every
 // dialect's shape.
-func TestMeterFailed(t *testing.T) {
+func TestWatchFailed(t *testing.T) {
 	tests := []struct {
 		path, framing, body string
 		failed              bool
@@ -280,11 +282,11 @@ func TestMeterFailed(t *testing.T) {
 		if tt.framing == "ndjson" {
 			f = framingNDJSON
 		}
-		m := newMeter(endpoints()[tt.path].dialect, f, 1<<20, time.Now)
-		m.write([]byte(tt.body))
-		m.close()
-		if m.failed != tt.failed {
-			t.Errorf("%s %q: failed = %v, want %v", tt.path, tt.body, m.failed, tt.failed)
+		bw := newBodyWatcher(dialect.Endpoints()[tt.path].Dialect, f, 1<<20, time.Now)
+		bw.write([]byte(tt.body))
+		bw.close()
+		if bw.failed != tt.failed {
+			t.Errorf("%s %q: failed = %v, want %v", tt.path, tt.body, bw.failed, tt.failed)
 		}
 	}
 }
@@ -355,17 +357,17 @@ func TestNativeDialects(t *testing.T) {
 		for how, parts := range chunkings(tt.body) {
 			t.Run(tt.name+"/"+how, func(t *testing.T) {
 				var part int
-				m := newMeter(endpoints()[tt.path].dialect, tt.f, 1<<20, func() time.Time { return t0.Add(time.Duration(part) * time.Second) })
+				bw := newBodyWatcher(dialect.Endpoints()[tt.path].Dialect, tt.f, 1<<20, func() time.Time { return t0.Add(time.Duration(part) * time.Second) })
 				for i, p := range parts {
 					part = i
-					m.write([]byte(p))
+					bw.write([]byte(p))
 				}
-				m.close()
-				got := reading{usage: m.usage, hasUsage: m.hasUsage, firstEvent: -1, done: m.done, tokens: m.tokens}
-				if !m.hasUsage {
-					got.usage = usage{}
+				bw.close()
+				got := reading{usage: bw.usage, hasUsage: bw.hasUsage, firstEvent: -1, done: bw.done, tokens: bw.tokens}
+				if !bw.hasUsage {
+					got.usage = dialect.Usage{}
 				}
-				if !m.firstToken.IsZero() {
+				if !bw.firstToken.IsZero() {
 					got.firstEvent = 0 // the clock reads the part, which depends on the chunking
 				}
 				if got != tt.want {
@@ -376,21 +378,9 @@ func TestNativeDialects(t *testing.T) {
 	}
 }
 
-func TestTGIHeaders(t *testing.T) {
-	h := http.Header{}
-	if _, ok := tgiHeader(h); ok {
-		t.Error("no headers read as counts")
-	}
-	h.Set("X-Prompt-Tokens", "12")
-	h.Set("X-Generated-Tokens", "x")
-	if got, ok := tgiHeader(h); !ok || got != u(12, -1, -1, -1) {
-		t.Errorf("got %+v, %v; want prompt 12 only", got, ok)
-	}
-}
-
-// TestMeterDecodes: a gzip or deflate body is metered through a decoder on
+// TestWatchDecodes: a gzip or deflate body is watched through a decoder on
 // the side.
-func TestMeterDecodes(t *testing.T) {
+func TestWatchDecodes(t *testing.T) {
 	body := []byte(`data: {"choices":[{"delta":{"content":"x"}}]}` + "\n\n" + `data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":1}}` + "\n\ndata: [DONE]\n\n")
 	for _, coding := range []string{codingGzip, codingDeflate} {
 		var z bytes.Buffer
@@ -400,22 +390,22 @@ func TestMeterDecodes(t *testing.T) {
 		}
 		w.Write(body)
 		w.Close()
-		m := newMeter(openAI(), framingSSE, 1<<20, time.Now)
-		m.decode(coding)
+		bw := newBodyWatcher(openAI(), framingSSE, 1<<20, time.Now)
+		bw.decode(coding)
 		for _, c := range z.Bytes() {
-			m.write([]byte{c})
+			bw.write([]byte{c})
 		}
-		m.close()
-		if !m.hasUsage || m.usage != u(7, 1, -1, -1) || m.tokens != 1 || !m.done {
-			t.Errorf("%s: usage %+v (%v), tokens %d, done %v", coding, m.usage, m.hasUsage, m.tokens, m.done)
+		bw.close()
+		if !bw.hasUsage || bw.usage != u(7, 1, -1, -1) || bw.tokens != 1 || !bw.done {
+			t.Errorf("%s: usage %+v (%v), tokens %d, done %v", coding, bw.usage, bw.hasUsage, bw.tokens, bw.done)
 		}
 	}
 	// A broken stream: the decoder gives up, writes never block.
-	m := newMeter(openAI(), framingSSE, 1<<20, time.Now)
-	m.decode(codingGzip)
-	m.write(bytes.Repeat([]byte("not gzip"), 10000))
-	m.close()
-	if m.hasUsage {
+	bw := newBodyWatcher(openAI(), framingSSE, 1<<20, time.Now)
+	bw.decode(codingGzip)
+	bw.write(bytes.Repeat([]byte("not gzip"), 10000))
+	bw.close()
+	if bw.hasUsage {
 		t.Error("usage read from garbage")
 	}
 }
@@ -447,26 +437,6 @@ func TestFramingOf(t *testing.T) {
 		}
 		if got := codingOf(h); got != want {
 			t.Errorf("codingOf(%q) = %q, want %q", ce, got, want)
-		}
-	}
-}
-
-func TestRequestFields(t *testing.T) {
-	tests := []struct {
-		body, model string
-		stream      bool
-	}{
-		{`{"model":"m","stream":true}`, "m", true},
-		{`{"stream":false,"model":"a/b"}`, "a/b", false},
-		{`{"model":"m","stream":"yes"}`, "m", false},
-		{`{"model":7}`, "", false},
-		{`{"model":"m"`, "", false},
-		{``, "", false},
-	}
-	for _, tt := range tests {
-		if r := openAIRequest([]byte(tt.body)); r.model != tt.model || r.stream != tt.stream {
-			model, stream := r.model, r.stream
-			t.Errorf("openAIRequest(%s) = %q, %v; want %q, %v", tt.body, model, stream, tt.model, tt.stream)
 		}
 	}
 }

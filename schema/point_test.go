@@ -1,7 +1,8 @@
-package sink
+package schema
 
 import (
 	"errors"
+	"github.com/deadlabour/deadlabour/internal/schematest"
 	"math"
 	"strings"
 	"testing"
@@ -140,7 +141,7 @@ func TestLineErrors(t *testing.T) {
 }
 
 func BenchmarkAppendLine(b *testing.B) {
-	p, err := RequestPoint(testRecord())
+	p, err := RequestPoint(schematest.Record())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 )
 
 // framing is how a response body is cut into JSON documents.
@@ -37,7 +39,7 @@ func framingOf(h http.Header) framing {
 	return framingNone
 }
 
-// Content codings the meter decodes on the side (the client still gets the
+// Content codings the watcher decodes on the side (the client still gets the
 // body as the upstream encoded it). Any other coding leaves usage unknown.
 const (
 	codingIdentity = ""
@@ -57,16 +59,16 @@ func codingOf(h http.Header) string {
 	return ce
 }
 
-// eventInfo is what the meter saw in the last event it was shown (filter).
+// eventInfo is what the watcher saw in the last event it was shown (filter).
 type eventInfo struct {
 	data      bool // the event had data
 	usageOnly bool // it was an OpenAI usage-only chunk
 }
 
-// meter reads a response as it passes and keeps what it says about usage
+// bodyWatcher reads a response as it passes and keeps what it says about usage
 // and timing. It holds at most about twice limit bytes at any time.
-type meter struct {
-	dialect *dialect
+type bodyWatcher struct {
+	dialect *dialect.Dialect
 	framing framing
 	limit   int
 	now     func() time.Time
@@ -77,7 +79,7 @@ type meter struct {
 	over  bool   // JSON: the body was larger than limit
 	dec   *decoder
 
-	usage      usage
+	usage      dialect.Usage
 	hasUsage   bool
 	firstToken time.Time
 	tokens     int64 // generated tokens counted from the stream
@@ -88,50 +90,50 @@ type meter struct {
 	closed     bool
 }
 
-func newMeter(d *dialect, f framing, limit int, now func() time.Time) *meter {
-	m := &meter{dialect: d, framing: f, limit: limit, now: now, usage: noUsage, text: -1}
-	m.lines.limit = limit
-	return m
+func newBodyWatcher(d *dialect.Dialect, f framing, limit int, now func() time.Time) *bodyWatcher {
+	w := &bodyWatcher{dialect: d, framing: f, limit: limit, now: now, usage: dialect.NoUsage, text: -1}
+	w.lines.limit = limit
+	return w
 }
 
 // headerUsage records counts read from the response headers; the body's
 // own counts, where it has them, win over them.
-func (m *meter) headerUsage(u usage) {
-	m.usage.merge(u)
-	m.hasUsage = true
+func (w *bodyWatcher) headerUsage(u dialect.Usage) {
+	w.usage.Merge(u)
+	w.hasUsage = true
 }
 
-// decode makes the meter read the body through a decoder of coding (gzip or
+// decode makes the watcher read the body through a decoder of coding (gzip or
 // deflate) on its own goroutine; close waits for it.
-func (m *meter) decode(coding string) {
-	m.dec = startDecoder(coding, m.feed)
+func (w *bodyWatcher) decode(coding string) {
+	w.dec = startDecoder(coding, w.feed)
 }
 
-// write shows the meter the next bytes of the body.
-func (m *meter) write(p []byte) {
-	if m.closed {
+// write shows the watcher the next bytes of the body.
+func (w *bodyWatcher) write(p []byte) {
+	if w.closed {
 		return
 	}
-	if m.dec != nil {
-		m.dec.write(p)
+	if w.dec != nil {
+		w.dec.write(p)
 		return
 	}
-	m.feed(p)
+	w.feed(p)
 }
 
 // feed reads decoded bytes of the body.
-func (m *meter) feed(p []byte) {
-	switch m.framing {
+func (w *bodyWatcher) feed(p []byte) {
+	switch w.framing {
 	case framingSSE:
-		m.lines.write(p, m.sseLine)
+		w.lines.write(p, w.sseLine)
 	case framingNDJSON:
-		m.lines.write(p, m.ndjsonLine)
+		w.lines.write(p, w.ndjsonLine)
 	case framingJSON:
-		m.body = append(m.body, p...)
-		if len(m.body) > m.limit {
-			m.over = true
-			if len(m.body) > 2*m.limit { // keep the tail, copying seldom
-				m.body = append(m.body[:0], m.body[len(m.body)-m.limit:]...)
+		w.body = append(w.body, p...)
+		if len(w.body) > w.limit {
+			w.over = true
+			if len(w.body) > 2*w.limit { // keep the tail, copying seldom
+				w.body = append(w.body[:0], w.body[len(w.body)-w.limit:]...)
 			}
 		}
 	}
@@ -139,105 +141,76 @@ func (m *meter) feed(p []byte) {
 
 // close ends the body: at its end, or where it was cut short. Calling it
 // again does nothing.
-func (m *meter) close() {
-	if m.closed {
+func (w *bodyWatcher) close() {
+	if w.closed {
 		return
 	}
-	m.closed = true
-	if m.dec != nil {
-		m.dec.close()
+	w.closed = true
+	if w.dec != nil {
+		w.dec.close()
 	}
-	m.finish()
+	w.finish()
 }
 
-func (m *meter) finish() {
-	switch m.framing {
+func (w *bodyWatcher) finish() {
+	switch w.framing {
 	case framingSSE:
-		m.lines.close(m.sseLine)
-		m.dispatch()
-		m.sse.data = nil
+		w.lines.close(w.sseLine)
+		w.dispatch()
+		w.sse.data = nil
 	case framingNDJSON:
-		m.lines.close(m.ndjsonLine)
+		w.lines.close(w.ndjsonLine)
 	case framingJSON:
-		if !m.over {
-			m.document(m.body)
-		} else if m.dialect.usageKey != "" {
-			m.tail(m.body[len(m.body)-m.limit:])
+		if !w.over {
+			w.document(w.body)
+		} else if u, ok := w.dialect.TailUsage(w.body[len(w.body)-w.limit:]); ok {
+			w.usage.Merge(u)
+			w.hasUsage = true
 		}
-		m.body = nil
+		w.body = nil
 	}
 }
 
 // document reads one JSON document: a whole body, one event's data or one
 // line. The last usage block seen wins: servers that report usage on every
 // chunk report it cumulatively, so summing would count tokens twice.
-func (m *meter) document(b []byte) {
-	if m.done {
+func (w *bodyWatcher) document(b []byte) {
+	if w.done {
 		return // nothing after the end counts
 	}
-	if m.framing == framingSSE && bytes.Equal(b, []byte("[DONE]")) {
-		m.done = true
+	if w.framing == framingSSE && bytes.Equal(b, []byte("[DONE]")) {
+		w.done = true
 		return
 	}
-	d := m.dialect.document(b)
-	if d.hasUsage {
-		m.usage.merge(d.usage)
-		m.hasUsage = true
+	d := w.dialect.Document(b)
+	if d.HasUsage {
+		w.usage.Merge(d.Usage)
+		w.hasUsage = true
 	}
-	m.failed = m.failed || d.failed
-	m.last.usageOnly = d.usageOnly
-	if m.framing == framingJSON {
-		if len(b) > 0 && (d.hasUsage || d.text > 0 || json.Valid(b)) {
-			m.text = d.text
+	w.failed = w.failed || d.Failed
+	w.last.usageOnly = d.UsageOnly
+	if w.framing == framingJSON {
+		if len(b) > 0 && (d.HasUsage || d.Text > 0 || json.Valid(b)) {
+			w.text = d.Text
 		}
 		return // a whole body says nothing about when its first token came
 	}
-	if d.tokens > 0 {
-		m.tokens += d.tokens
-		if m.firstToken.IsZero() {
-			m.firstToken = m.now()
+	if d.Tokens > 0 {
+		w.tokens += d.Tokens
+		if w.firstToken.IsZero() {
+			w.firstToken = w.now()
 		}
 	}
-	if d.final {
-		m.done = true
-	}
-}
-
-// tail finds the usage block in the end of a body too large to keep whole.
-// An unescaped key followed by a colon can only be a key (inside a JSON
-// string its quotes would be escaped), and servers write usage after the
-// choices, so the last such key whose value is an object is the one.
-func (m *meter) tail(t []byte) {
-	key := []byte(`"` + m.dialect.usageKey + `"`) // e.g. `"usage"`
-	for end := len(t); ; {
-		i := bytes.LastIndex(t[:end], key)
-		if i < 0 {
-			return
-		}
-		end = i
-		rest := bytes.TrimLeft(t[i+len(key):], " \t\r\n")
-		if len(rest) == 0 || rest[0] != ':' {
-			continue
-		}
-		var obj json.RawMessage
-		if json.NewDecoder(bytes.NewReader(rest[1:])).Decode(&obj) != nil || obj[0] != '{' {
-			continue
-		}
-		doc := make([]byte, 0, len(key)+len(obj)+3)
-		doc = append(append(append(append(doc, '{'), key...), ':'), obj...)
-		if d := m.dialect.document(append(doc, '}')); d.hasUsage {
-			m.usage.merge(d.usage)
-			m.hasUsage = true
-			return
-		}
+	if d.Final {
+		w.done = true
 	}
 }
 
 // ndjsonLine reads one line of an NDJSON stream.
-func (m *meter) ndjsonLine(line []byte) {
+func (w *bodyWatcher) ndjsonLine(line []byte) {
 	if line = bytes.TrimSpace(line); len(line) > 0 {
-		m.last.data = true
-		m.document(line)
+		w.last.data = true
+		w.document(line)
 	}
 }
 
@@ -249,12 +222,12 @@ type sseEvent struct {
 	dropped bool // the event's data is over limit
 }
 
-func (m *meter) sseLine(line []byte) {
+func (w *bodyWatcher) sseLine(line []byte) {
 	if len(line) == 0 {
-		m.dispatch()
+		w.dispatch()
 		return
 	}
-	e := &m.sse
+	e := &w.sse
 	field, value, _ := bytes.Cut(line, []byte(":"))
 	if !bytes.Equal(field, []byte("data")) || e.dropped {
 		return // a comment (empty field), event:, id:, retry:
@@ -264,7 +237,7 @@ func (m *meter) sseLine(line []byte) {
 	if len(e.data) > 0 {
 		extra++
 	}
-	if len(e.data)+extra > m.limit {
+	if len(e.data)+extra > w.limit {
 		e.dropped = true
 		return
 	}
@@ -274,11 +247,11 @@ func (m *meter) sseLine(line []byte) {
 	e.data = append(e.data, value...)
 }
 
-func (m *meter) dispatch() {
-	e := &m.sse
+func (w *bodyWatcher) dispatch() {
+	e := &w.sse
 	if len(e.data) > 0 && !e.dropped {
-		m.last.data = true
-		m.document(e.data)
+		w.last.data = true
+		w.document(e.data)
 	}
 	e.data = e.data[:0]
 	e.dropped = false
@@ -359,7 +332,7 @@ func (s *lineSplitter) close(onLine func([]byte)) {
 	s.line, s.long, s.skipLF = nil, false, false
 }
 
-// decoder decompresses a copy of the body on its own goroutine, for a meter
+// decoder decompresses a copy of the body on its own goroutine, for a watcher
 // that must read a gzip or deflate body the client gets as it is.
 type decoder struct {
 	pw   *io.PipeWriter
@@ -410,23 +383,23 @@ func (d *decoder) close() {
 	})
 }
 
-// meteredBody is an upstream response body that shows every byte it passes
-// to a meter, and remembers how reading it ended. With a filter it also
+// watchedBody is an upstream response body that shows every byte it passes
+// to a bodyWatcher, and remembers how reading it ended. With a filter it also
 // edits the stream (see usageFilter).
 //
-// Bytes are metered after they are handed on, at the next Read: parsing
+// Bytes are watched after they are handed on, at the next Read: parsing
 // them never delays an event on its way to the client. The proxy's end of
-// the request meters what is left (see settle).
-type meteredBody struct {
+// the request shows the watcher what is left (see settle).
+type watchedBody struct {
 	io.ReadCloser
-	meter   *meter
+	watch   *bodyWatcher
 	filter  *usageFilter
-	pending []byte // handed on, not yet metered (a copy: the caller reuses its buffer)
+	pending []byte // handed on, not yet watched (a copy: the caller reuses its buffer)
 	eof     bool   // read to the end
 	err     error  // the first read error, other than io.EOF
 }
 
-func (b *meteredBody) Read(p []byte) (int, error) {
+func (b *watchedBody) Read(p []byte) (int, error) {
 	if b.filter != nil {
 		return b.filter.read(b, p)
 	}
@@ -440,27 +413,27 @@ func (b *meteredBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// settle meters the bytes handed on and not yet metered.
-func (b *meteredBody) settle() {
+// settle shows the watcher the bytes handed on and not yet watched.
+func (b *watchedBody) settle() {
 	if len(b.pending) > 0 {
-		b.meter.write(b.pending)
+		b.watch.write(b.pending)
 		b.pending = b.pending[:0]
 	}
 	if b.filter != nil {
-		b.filter.settle(b.meter)
+		b.filter.settle(b.watch)
 	}
 }
 
-// saw meters the bytes read and notes how the read ended.
-func (b *meteredBody) saw(p []byte, err error) {
+// saw shows the watcher the bytes read and notes how the read ended.
+func (b *watchedBody) saw(p []byte, err error) {
 	b.settle()
 	if len(p) > 0 {
-		b.meter.write(p)
+		b.watch.write(p)
 	}
 	switch {
 	case err == io.EOF:
 		b.eof = true
-		b.meter.close()
+		b.watch.close()
 	case err != nil && b.err == nil:
 		b.err = err
 	}

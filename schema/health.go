@@ -1,11 +1,6 @@
-package sink
+package schema
 
 import "time"
-
-// MeasurementHealth is the node's own state, one point per node per
-// gpu.report_interval (docs/schema.md). Its name, tag and fields are the
-// ones agreed for the node-health dashboard.
-const MeasurementHealth = "deadlabour_health"
 
 // Health is what a deadlabour_health point reports.
 type Health struct {
@@ -14,7 +9,17 @@ type Health struct {
 	GPUsUnhealthy int
 	HostMeter     string // counter or modelled
 	Simulated     bool
-	Sink          Stats
+	Sink          SinkHealth
+}
+
+// SinkHealth is the sink's part of a deadlabour_health point (sink.Stats'
+// Health): its state and its counters since the daemon started.
+type SinkHealth struct {
+	State                       string // sink_state: ok, retrying, unauthorized, ...
+	SpoolPoints                 int
+	SpoolBytes                  int64
+	OldestUndelivered           time.Duration
+	Sent, Dropped, DeadLettered uint64
 }
 
 // HealthPoint is the deadlabour_health point of node. The sink counters are
@@ -33,7 +38,7 @@ func HealthPoint(node string, h Health) Point {
 			{"points_sent", int64(h.Sink.Sent)},
 			{"points_dropped", int64(h.Sink.Dropped)},
 			{"points_dead_lettered", int64(h.Sink.DeadLettered)},
-			{"sink_state", h.Sink.State.String()},
+			{"sink_state", h.Sink.State},
 			{"simulated", h.Simulated},
 		},
 		Time: h.Time,

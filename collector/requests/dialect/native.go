@@ -1,0 +1,202 @@
+package dialect
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+)
+
+// ---- Ollama's native API: /api/chat, /api/generate (NDJSON streams)
+
+func ollamaRequest(body []byte) Request {
+	var req struct {
+		Model  string `json:"model"`
+		Stream *bool  `json:"stream"` // Ollama streams unless told not to
+	}
+	if err := unmarshal(body, &req); err != nil {
+		return Request{}
+	}
+	return Request{Model: req.Model, Stream: req.Stream == nil || *req.Stream}
+}
+
+func ollamaPrompt(body []byte) int64 {
+	var req struct {
+		Messages []struct {
+			Content json.RawMessage `json:"content"`
+		} `json:"messages"`
+		Prompt json.RawMessage `json:"prompt"`
+		System json.RawMessage `json:"system"`
+	}
+	if unmarshal(body, &req) != nil {
+		return -1
+	}
+	n := textBytes(req.Prompt) + textBytes(req.System)
+	for _, m := range req.Messages {
+		n += textBytes(m.Content)
+	}
+	return n
+}
+
+func ollamaDocument(b []byte) Doc {
+	var d struct {
+		Message         openAIMsg `json:"message"`
+		Response        textLen   `json:"response"`
+		Thinking        textLen   `json:"thinking"`
+		Done            bool      `json:"done"`
+		PromptEvalCount *tokens   `json:"prompt_eval_count"`
+		EvalCount       *tokens   `json:"eval_count"`
+		Error           textLen   `json:"error"`
+	}
+	if err := unmarshal(b, &d); err != nil {
+		return Doc{}
+	}
+	out := Doc{Final: d.Done, Failed: d.Error > 0}
+	out.Text = d.Message.len() + int64(d.Response+d.Thinking)
+	if out.Text > 0 {
+		out.Tokens = 1
+	}
+	if d.PromptEvalCount != nil || d.EvalCount != nil {
+		out.Usage = Usage{Prompt: count(d.PromptEvalCount), Completion: count(d.EvalCount), Cached: -1, Reasoning: -1}
+		out.HasUsage = out.Usage.Prompt >= 0 || out.Usage.Completion >= 0
+	}
+	return out
+}
+
+// ---- Hugging Face TGI's native API: /generate, /generate_stream
+
+func tgiRequest(stream bool) func([]byte) Request {
+	return func(body []byte) Request {
+		var req struct {
+			Model string `json:"model"` // TGI serves one model and needs none
+		}
+		if err := unmarshal(body, &req); err != nil {
+			return Request{Stream: stream}
+		}
+		return Request{Model: req.Model, Stream: stream}
+	}
+}
+
+func tgiPrompt(body []byte) int64 {
+	var req struct {
+		Inputs json.RawMessage `json:"inputs"`
+	}
+	if unmarshal(body, &req) != nil {
+		return -1
+	}
+	return textBytes(req.Inputs)
+}
+
+// tgiHeader reads the counts TGI sends as headers of a /generate answer.
+func tgiHeader(h http.Header) (Usage, bool) {
+	u := NoUsage
+	u.Prompt = headerCount(h.Get("X-Prompt-Tokens"))
+	u.Completion = headerCount(h.Get("X-Generated-Tokens"))
+	return u, u.Prompt >= 0 || u.Completion >= 0
+}
+
+func headerCount(v string) int64 {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
+}
+
+func tgiDocument(b []byte) Doc {
+	var d struct {
+		Token *struct {
+			Text textLen `json:"text"`
+		} `json:"token"`
+		GeneratedText *textLen `json:"generated_text"`
+		Details       *struct {
+			GeneratedTokens *tokens `json:"generated_tokens"`
+			InputLength     *tokens `json:"input_length"`  // TGI >= 2 streams
+			PromptTokens    *tokens `json:"prompt_tokens"` // LoRAX
+		} `json:"details"`
+		Error textLen `json:"error"`
+	}
+	if err := unmarshal(b, &d); err != nil {
+		return Doc{}
+	}
+	out := Doc{Failed: d.Error > 0}
+	if d.Token != nil {
+		out.Tokens = 1 // one event per token, special ones included
+	}
+	if d.GeneratedText != nil {
+		out.Text = int64(*d.GeneratedText)
+		out.Final = d.Token != nil // a stream's last event carries the whole text
+	}
+	if d.Details != nil {
+		out.Final = true
+		u := NoUsage
+		u.Completion = count(d.Details.GeneratedTokens)
+		u.Prompt = count(d.Details.InputLength)
+		if u.Prompt < 0 {
+			u.Prompt = count(d.Details.PromptTokens)
+		}
+		out.Usage, out.HasUsage = u, u.Prompt >= 0 || u.Completion >= 0
+	}
+	return out
+}
+
+// ---- llama.cpp's native /completion
+
+func llamaRequest(body []byte) Request {
+	var req struct {
+		Model  string `json:"model"`
+		Stream bool   `json:"stream"`
+	}
+	if err := unmarshal(body, &req); err != nil {
+		return Request{}
+	}
+	return Request{Model: req.Model, Stream: req.Stream}
+}
+
+func llamaPrompt(body []byte) int64 {
+	var req struct {
+		Prompt json.RawMessage `json:"prompt"`
+	}
+	if unmarshal(body, &req) != nil {
+		return -1
+	}
+	return textBytes(req.Prompt)
+}
+
+func llamaDocument(b []byte) Doc {
+	var d struct {
+		Content         textLen  `json:"content"`
+		Tokens          []tokens `json:"tokens"`
+		Stop            bool     `json:"stop"`
+		TokensPredicted *tokens  `json:"tokens_predicted"`
+		TokensEvaluated *tokens  `json:"tokens_evaluated"`
+		Timings         *struct {
+			PromptN    *tokens `json:"prompt_n"`
+			PredictedN *tokens `json:"predicted_n"`
+			CacheN     *tokens `json:"cache_n"`
+		} `json:"timings"`
+		Error textLen `json:"error"`
+	}
+	if err := unmarshal(b, &d); err != nil {
+		return Doc{}
+	}
+	out := Doc{Final: d.Stop, Failed: d.Error > 0, Text: int64(d.Content)}
+	switch {
+	case len(d.Tokens) > 0:
+		out.Tokens = int64(len(d.Tokens))
+	case d.Content > 0:
+		out.Tokens = 1
+	}
+	u := NoUsage
+	u.Prompt, u.Completion = count(d.TokensEvaluated), count(d.TokensPredicted)
+	if t := d.Timings; t != nil {
+		if u.Prompt < 0 && t.PromptN != nil && t.CacheN != nil && *t.PromptN >= 0 && *t.CacheN >= 0 {
+			u.Prompt = int64(*t.PromptN + *t.CacheN) // prompt_n counts only what was not cached
+		}
+		if u.Completion < 0 {
+			u.Completion = count(t.PredictedN)
+		}
+		u.Cached = count(t.CacheN)
+	}
+	out.Usage, out.HasUsage = u, u.Prompt >= 0 || u.Completion >= 0
+	return out
+}
