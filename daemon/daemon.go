@@ -33,29 +33,32 @@ func nowFunc() time.Time { return time.Now() }
 
 // Shutdown deadlines. The systemd unit's TimeoutStopSec must exceed their sum.
 const (
-	drainTimeout = 10 * time.Second // requests in flight finish
-	flushTimeout = 10 * time.Second // the sink delivers what is queued
+	DrainTimeout = 10 * time.Second // requests in flight finish
+	FlushTimeout = 10 * time.Second // the sink delivers what is queued
 )
 
 // Daemon is everything `deadlabourd run` starts, wired together.
 type Daemon struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	gpu       *gpu.Collector  // nil without GPUs
-	sim       *gpu.Simulation // non-nil with --simulate
-	resolver  *gpuResolver    // nil unless an upstream names its processes
-	queue     *engine.SpanQueue
-	engine    *engine.Engine
-	writer    *sink.Writer
-	obs       *observe.Observer
-	proxies   []*proxyServer
-	admin     *admin.Server    // nil without an admin listener
-	audit     *audit.Store     // nil when attribution.audit_records is 0
-	events    *requests.Events // the event API; nil without an admin listener
-	eventGate eventGate        // closed at shutdown, with the proxies
-	simulated bool
-	ready     atomic.Bool
-	notify    *notifier // systemd
+	cfg      *config.Config
+	log      *slog.Logger
+	gpu      *gpu.Collector  // nil without GPUs
+	sim      *gpu.Simulation // non-nil with --simulate
+	resolver *gpuResolver    // nil unless an upstream names its processes
+	queue    *engine.SpanQueue
+	engine   *engine.Engine
+	// engineOpts is what the engine was made of (a benchmark makes it
+	// again with meters of its own).
+	engineOpts engine.Options
+	writer     *sink.Writer
+	obs        *observe.Observer
+	proxies    []*proxyServer
+	admin      *admin.Server    // nil without an admin listener
+	audit      *audit.Store     // nil when attribution.audit_records is 0
+	events     *requests.Events // the event API; nil without an admin listener
+	eventGate  eventGate        // closed at shutdown, with the proxies
+	simulated  bool
+	ready      atomic.Bool
+	notify     *notifier // systemd
 }
 
 type proxyServer struct {
@@ -155,7 +158,7 @@ func New(ctx context.Context, cfg *config.Config, simulate string, log *slog.Log
 		d.audit = audit.New(ledger.Params(), sources, cfg.Attribution.AuditRecords, cfg.Attribution.AuditWindow.D(), schema)
 		opts.OnRecord, opts.OnSettled = d.audit.AddRecord, d.audit.AddSettled
 	}
-	d.engine = engine.New(opts)
+	d.engine, d.engineOpts = engine.New(opts), opts
 
 	d.newResolver()
 	if err := d.listen(); err != nil {
@@ -315,7 +318,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// deadline, and recorded as client_closed). The event API refuses
 	// posts from now on (the admin listener keeps answering /healthz,
 	// /readyz and /metrics until the end).
-	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	drainCtx, cancel := context.WithTimeout(context.Background(), DrainTimeout)
 	for _, p := range d.proxies {
 		if err := p.srv.Shutdown(drainCtx); err != nil {
 			d.log.Warn("requests still in flight at the deadline are cut", "upstream", p.name)
@@ -333,7 +336,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	stopEngine()
 	// 3. Deliver what is queued, under a deadline.
 	stopWriter()
-	flushCtx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	flushCtx, cancel := context.WithTimeout(context.Background(), FlushTimeout)
 	undelivered, err := d.writer.Close(flushCtx)
 	cancel()
 	if err != nil {

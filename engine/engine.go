@@ -120,6 +120,10 @@ func (e *Engine) Run(ctx context.Context) {
 	}
 }
 
+// Tick runs one poll at now, as Run does every interval: for benchmarks
+// and tools that drive the loop on a clock of their own instead of Run.
+func (e *Engine) Tick(ctx context.Context, now time.Time) { e.tick(ctx, now) }
+
 func (e *Engine) tick(ctx context.Context, now time.Time) {
 	start := time.Now()
 	p := e.read(ctx, now)

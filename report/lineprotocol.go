@@ -34,10 +34,9 @@ func LineProtocolFile(path string) Source {
 
 // fieldSet is the summed fields, for lookups while decoding.
 func fieldSet() map[string]bool {
-	cols := columns()
-	m := make(map[string]bool, len(cols))
-	for _, c := range cols {
-		m[c.field] = true
+	m := map[string]bool{}
+	for _, f := range Fields() {
+		m[f] = true
 	}
 	return m
 }

@@ -85,6 +85,18 @@ func columns() []column {
 	}
 }
 
+// Fields are the deadlabour_request fields a report sums, in output
+// order: the columns of its CSV and the keys of its JSON, after the group
+// and requests.
+func Fields() []string {
+	cols := columns()
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c.field
+	}
+	return out
+}
+
 // Row is one group's totals.
 type Row struct {
 	Key      string
