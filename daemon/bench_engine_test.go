@@ -60,7 +60,7 @@ upstreams:
 	}()
 
 	const perPoll = 1000
-	opts := d.engineOpts
+	opts := d.engine.Options
 	opts.GPU, opts.Host, opts.Alive = &benchMeter{device: "0", joules: 40}, hostBenchMeter{&benchMeter{device: estimator.HostDevice, joules: 10}}, nil
 	e := engine.New(opts)
 	now := time.Unix(1_800_000_000, 0)

@@ -39,26 +39,23 @@ const (
 
 // Daemon is everything `deadlabourd run` starts, wired together.
 type Daemon struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	gpu      *gpu.Collector  // nil without GPUs
-	sim      *gpu.Simulation // non-nil with --simulate
-	resolver *gpuResolver    // nil unless an upstream names its processes
-	queue    *engine.SpanQueue
-	engine   *engine.Engine
-	// engineOpts is what the engine was made of (a benchmark makes it
-	// again with meters of its own).
-	engineOpts engine.Options
-	writer     *sink.Writer
-	obs        *observe.Observer
-	proxies    []*proxyServer
-	admin      *admin.Server    // nil without an admin listener
-	audit      *audit.Store     // nil when attribution.audit_records is 0
-	events     *requests.Events // the event API; nil without an admin listener
-	eventGate  eventGate        // closed at shutdown, with the proxies
-	simulated  bool
-	ready      atomic.Bool
-	notify     *notifier // systemd
+	cfg       *config.Config
+	log       *slog.Logger
+	gpu       *gpu.Collector  // nil without GPUs
+	sim       *gpu.Simulation // non-nil with --simulate
+	resolver  *gpuResolver    // nil unless an upstream names its processes
+	queue     *engine.SpanQueue
+	engine    *engine.Engine
+	writer    *sink.Writer
+	obs       *observe.Observer
+	proxies   []*proxyServer
+	admin     *admin.Server    // nil without an admin listener
+	audit     *audit.Store     // nil when attribution.audit_records is 0
+	events    *requests.Events // the event API; nil without an admin listener
+	eventGate eventGate        // closed at shutdown, with the proxies
+	simulated bool
+	ready     atomic.Bool
+	notify    *notifier // systemd
 }
 
 type proxyServer struct {
@@ -158,7 +155,7 @@ func New(ctx context.Context, cfg *config.Config, simulate string, log *slog.Log
 		d.audit = audit.New(ledger.Params(), sources, cfg.Attribution.AuditRecords, cfg.Attribution.AuditWindow.D(), schema)
 		opts.OnRecord, opts.OnSettled = d.audit.AddRecord, d.audit.AddSettled
 	}
-	d.engine, d.engineOpts = engine.New(opts), opts
+	d.engine = engine.New(opts)
 
 	d.newResolver()
 	if err := d.listen(); err != nil {

@@ -43,24 +43,8 @@ type Observer interface {
 // request events, runs the ledger and hands points to the sink. Everything
 // the ledger touches is owned by it.
 type Engine struct {
-	log       *slog.Logger
-	interval  time.Duration
-	now       func() time.Time
-	gpu       GPUSource  // nil without GPUs
-	host      HostSource // nil without a host meter
-	queue     *SpanQueue
-	ledger    *estimator.Ledger
-	telemetry *sink.GPUAggregator
-	idle      *idleAggregator
-	out       PointSink
-	schema    sink.RequestSchema // how records become points
-	node      string
-	simulated bool
-	onRecord  func(estimator.Record)       // may be nil
-	onSettled func([]estimator.Settlement) // may be nil: how intervals were split, for the audit
-	obs       Observer                     // may be nil
-	alive     func(now time.Time)          // the systemd watchdog, after every tick; may be nil
-
+	Options
+	idle   *idleAggregator
 	warned map[string]bool // log lines said once
 	carbon carbonWatch     // a stale carbon-intensity file, said once
 }
@@ -88,13 +72,8 @@ type Options struct {
 
 // New makes an engine; Run runs it.
 func New(o Options) *Engine {
-	return &Engine{
-		log: o.Log, interval: o.Interval, now: o.Now, gpu: o.GPU, host: o.Host, queue: o.Queue,
-		ledger: o.Ledger, telemetry: o.Telemetry, idle: newIdleAggregator(o.ReportInterval), out: o.Out,
-		schema: o.Schema, node: o.Node, simulated: o.Simulated, onRecord: o.OnRecord, onSettled: o.OnSettled,
-		obs: o.Observer, alive: o.Alive, warned: map[string]bool{},
-		carbon: newCarbonWatch(o.Ledger.Params().Carbon.Steps),
-	}
+	return &Engine{Options: o, idle: newIdleAggregator(o.ReportInterval), warned: map[string]bool{},
+		carbon: newCarbonWatch(o.Ledger.Params().Carbon.Steps)}
 }
 
 // Run polls every interval until ctx is done, then settles and flushes
@@ -102,19 +81,19 @@ func New(o Options) *Engine {
 // Stop the request sources first: requests still in flight after Run
 // returns are not recorded.
 func (e *Engine) Run(ctx context.Context) {
-	t := time.NewTicker(e.interval)
+	t := time.NewTicker(e.Interval)
 	defer t.Stop()
-	e.tick(ctx, e.now()) // primes the counters
+	e.tick(ctx, e.Now()) // primes the counters
 	for {
 		select {
 		case <-ctx.Done():
 			e.final(context.WithoutCancel(ctx))
 			return
 		case <-t.C:
-			now := e.now()
+			now := e.Now()
 			e.tick(ctx, now)
-			if e.alive != nil {
-				e.alive(now)
+			if e.Alive != nil {
+				e.Alive(now)
 			}
 		}
 	}
@@ -127,10 +106,10 @@ func (e *Engine) Tick(ctx context.Context, now time.Time) { e.tick(ctx, now) }
 func (e *Engine) tick(ctx context.Context, now time.Time) {
 	start := time.Now()
 	p := e.read(ctx, now)
-	e.carbon.check(e.log, now)
-	e.emit(e.ledger.Settle(now), now)
-	if e.obs != nil {
-		e.obs.Polled(now, time.Since(start), p.ivs, p.samples, p.hostErr)
+	e.carbon.check(e.Log, now)
+	e.emit(e.Ledger.Settle(now), now)
+	if e.Observer != nil {
+		e.Observer.Polled(now, time.Since(start), p.ivs, p.samples, p.hostErr)
 	}
 }
 
@@ -145,18 +124,18 @@ type reading struct {
 // request that began before the poll is in the queue by the time it is
 // drained.
 func (e *Engine) read(ctx context.Context, now time.Time) (p reading) {
-	if e.gpu != nil {
-		p.ivs, p.samples = e.gpu.Poll(now)
+	if e.GPU != nil {
+		p.ivs, p.samples = e.GPU.Poll(now)
 		for _, iv := range p.ivs {
 			e.add(iv)
-			e.telemetry.AddEnergy(iv)
+			e.Telemetry.AddEnergy(iv)
 		}
 		for _, s := range p.samples {
-			e.telemetry.AddSample(s)
+			e.Telemetry.AddSample(s)
 		}
 	}
-	if e.host != nil {
-		iv, ok, err := e.host.Poll(ctx, now)
+	if e.Host != nil {
+		iv, ok, err := e.Host.Poll(ctx, now)
 		if p.hostErr = err; err != nil {
 			e.warnOnce("host", "host meter failed", "err", err)
 		} else if ok {
@@ -164,70 +143,70 @@ func (e *Engine) read(ctx context.Context, now time.Time) (p reading) {
 			p.ivs = append(p.ivs, iv)
 		}
 	}
-	for _, ev := range e.queue.drain() {
+	for _, ev := range e.Queue.drain() {
 		switch {
 		case ev.begin:
-			e.ledger.Begin(ev.span)
+			e.Ledger.Begin(ev.span)
 		default:
-			e.ledger.End(ev.span)
+			e.Ledger.End(ev.span)
 		}
 	}
 	return p
 }
 
 func (e *Engine) add(iv estimator.Interval) {
-	if err := e.ledger.AddInterval(iv); err != nil {
+	if err := e.Ledger.AddInterval(iv); err != nil {
 		e.warnOnce("interval:"+iv.Device, "meter interval refused", "device", iv.Device, "err", err)
 	}
 }
 
 // final settles everything at shutdown.
 func (e *Engine) final(ctx context.Context) {
-	now := e.now()
+	now := e.Now()
 	e.read(ctx, now)
-	if f, ok := e.gpu.(gpuFlusher); ok {
+	if f, ok := e.GPU.(gpuFlusher); ok {
 		for _, iv := range f.Flush() {
 			e.add(iv)
-			e.telemetry.AddEnergy(iv)
+			e.Telemetry.AddEnergy(iv)
 		}
 	}
-	e.emit(e.ledger.Settle(now), now)
-	e.emit(e.ledger.Close(), now)
+	e.emit(e.Ledger.Settle(now), now)
+	e.emit(e.Ledger.Close(), now)
 	e.flushAll()
 }
 
 func (e *Engine) emit(out estimator.Output, now time.Time) {
 	points := make([]sink.Point, 0, len(out.Records)+8)
-	if e.onSettled != nil {
+	if e.OnSettled != nil {
 		// Before the records, so that a record is never seen without the
 		// settlements that made it.
-		e.onSettled(out.Settled)
+		e.OnSettled(out.Settled)
 	}
 	for _, r := range out.Records {
-		p, err := e.schema.Point(r)
+		p, err := e.Schema.Point(r)
 		if err != nil {
-			e.log.Error("request record not written", "request_id", r.ID, "err", err)
+			e.Log.Error("request record not written", "request_id", r.ID, "err", err)
 			continue
 		}
 		points = append(points, p)
-		if e.onRecord != nil {
-			e.onRecord(r)
+		if e.OnRecord != nil {
+			e.OnRecord(r)
 		}
-		if e.obs != nil {
-			e.obs.Recorded(r)
+		if e.Observer != nil {
+			e.Observer.Recorded(r)
 		}
 	}
 	for _, s := range out.Idle {
 		e.idle.add(s)
 	}
-	for _, s := range e.idle.flush(e.ledger.SettledTo) {
-		points = append(points, sink.IdlePoint(e.node, e.schema.Currency(), e.simulated, s))
+	for _, s := range e.idle.flush(e.Ledger.SettledTo) {
+		points = append(points, sink.IdlePoint(e.Node, e.Schema.Currency(), e.Simulated, s))
 	}
-	for _, w := range e.telemetry.Flush(now) {
-		points = append(points, sink.GPUPoint(e.node, e.simulated, w))
+	for _, w := range e.Telemetry.Flush(now) {
+		points = append(points, sink.GPUPoint(e.Node, e.Simulated, w))
 	}
-	if e.obs != nil {
-		points = append(points, e.obs.HealthPoints(now)...)
+	if e.Observer != nil {
+		points = append(points, e.Observer.HealthPoints(now)...)
 	}
 	e.enqueue(points)
 }
@@ -235,11 +214,11 @@ func (e *Engine) emit(out estimator.Output, now time.Time) {
 // flushAll writes every open telemetry and idle window, at shutdown.
 func (e *Engine) flushAll() {
 	var points []sink.Point
-	for _, s := range e.idle.flushAll(e.ledger.SettledTo) {
-		points = append(points, sink.IdlePoint(e.node, e.schema.Currency(), e.simulated, s))
+	for _, s := range e.idle.flushAll(e.Ledger.SettledTo) {
+		points = append(points, sink.IdlePoint(e.Node, e.Schema.Currency(), e.Simulated, s))
 	}
-	for _, w := range e.telemetry.FlushAll() {
-		points = append(points, sink.GPUPoint(e.node, e.simulated, w))
+	for _, w := range e.Telemetry.FlushAll() {
+		points = append(points, sink.GPUPoint(e.Node, e.Simulated, w))
 	}
 	e.enqueue(points)
 }
@@ -248,16 +227,16 @@ func (e *Engine) enqueue(points []sink.Point) {
 	if len(points) == 0 {
 		return
 	}
-	if err := e.out.Enqueue(points...); err != nil {
-		e.log.Error("points not queued", "err", err)
+	if err := e.Out.Enqueue(points...); err != nil {
+		e.Log.Error("points not queued", "err", err)
 	}
 }
 
 func (e *Engine) warnOnce(key, msg string, args ...any) {
 	if e.warned[key] {
-		e.log.Debug(msg, args...)
+		e.Log.Debug(msg, args...)
 		return
 	}
 	e.warned[key] = true
-	e.log.Warn(msg+" (repeats are logged at debug)", args...)
+	e.Log.Warn(msg+" (repeats are logged at debug)", args...)
 }

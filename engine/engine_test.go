@@ -85,11 +85,11 @@ func newEngineRig(t *testing.T, window time.Duration, ivs []estimator.Interval) 
 		t.Fatal(err)
 	}
 	r := &engineRig{out: &collectSink{}}
-	r.Engine = &Engine{
-		log: slog.New(slog.DiscardHandler), interval: time.Second, now: func() time.Time { return r.clock },
-		gpu: &scriptedGPU{ivs: ivs}, queue: NewSpanQueue(1), ledger: ledger, telemetry: telemetry,
-		idle: newIdleAggregator(window), out: r.out, node: "n", warned: map[string]bool{},
-	}
+	r.Engine = &Engine{Options: Options{
+		Log: slog.New(slog.DiscardHandler), Interval: time.Second, Now: func() time.Time { return r.clock },
+		GPU: &scriptedGPU{ivs: ivs}, Queue: NewSpanQueue(1), Ledger: ledger, Telemetry: telemetry,
+		Out: r.out, Node: "n",
+	}, idle: newIdleAggregator(window), warned: map[string]bool{}}
 	return r
 }
 
@@ -150,9 +150,9 @@ func TestLateRefundDoesNotOverwriteAnIdleWindow(t *testing.T) {
 	for s := 0; s <= 30; s++ {
 		switch s {
 		case 5:
-			r.queue.Begin(estimator.Span{ID: "refused", Upstream: "up", Start: sec(5), Devices: []string{"0"}})
+			r.Queue.Begin(estimator.Span{ID: "refused", Upstream: "up", Start: sec(5), Devices: []string{"0"}})
 		case 13: // ended at 12 s, unserved: its 700 J go back to idle
-			r.queue.End(estimator.Span{ID: "refused", Upstream: "up", Model: "m", Start: sec(5), End: sec(12), Status: "502",
+			r.Queue.End(estimator.Span{ID: "refused", Upstream: "up", Model: "m", Start: sec(5), End: sec(12), Status: "502",
 				PromptTokens: -1, CompletionTokens: -1, Devices: []string{"0"}, Served: false})
 		}
 		r.tickAt(sec(s))
@@ -210,7 +210,7 @@ func TestStalledCounterKeepsItsEnergyInTelemetry(t *testing.T) {
 	if v, _ := rows[0].Float("energy_j"); !testutil.CloseTo(v, 900+175*2/3.0) {
 		t.Errorf("window [0, 10 s): %v, want 900 J + 2/3 of the stall's 175 J", rows)
 	}
-	if n := r.telemetry.Dropped(); n != 0 {
+	if n := r.Telemetry.Dropped(); n != 0 {
 		t.Errorf("%d interval parts dropped", n)
 	}
 }
@@ -221,7 +221,7 @@ func TestStalledCounterKeepsItsEnergyInTelemetry(t *testing.T) {
 func TestOpenRequestAtShutdownIsRecorded(t *testing.T) {
 	base := time.Unix(1_772_366_400, 0)
 	r := newEngineRig(t, 10*time.Second, everySecond(base, 10, 100))
-	r.queue.Begin(estimator.Span{ID: "never-ended", Upstream: "up", Model: "m", Tenant: "team-a", Start: base, Devices: []string{"0"}})
+	r.Queue.Begin(estimator.Span{ID: "never-ended", Upstream: "up", Model: "m", Tenant: "team-a", Start: base, Devices: []string{"0"}})
 	for s := 0; s <= 10; s++ {
 		r.tickAt(base.Add(time.Duration(s) * time.Second))
 	}
@@ -248,14 +248,14 @@ func TestOpenRequestAtShutdownIsRecorded(t *testing.T) {
 func TestStaleCarbonFileWarnedAtRunTime(t *testing.T) {
 	base := time.Unix(1_772_366_400, 0)
 	r := newEngineRig(t, 10*time.Second, nil)
-	p := r.ledger.Params()
+	p := r.Ledger.Params()
 	p.Carbon.Steps = []estimator.Step{{From: base.Add(-time.Hour), Value: 300}, {From: base, Value: 320}}
 	ledger, err := estimator.New(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &testlog.Buffer{}
-	r.ledger, r.log = ledger, slog.New(slog.NewTextHandler(logs, nil))
+	r.Ledger, r.Log = ledger, slog.New(slog.NewTextHandler(logs, nil))
 	r.carbon = newCarbonWatch(p.Carbon.Steps)
 	const msg = "the carbon-intensity file ends more than an hour before the time measured"
 	r.tickAt(base.Add(59 * time.Minute))

@@ -54,16 +54,16 @@ func TestWatchdogPingsComeFromTheLoop(t *testing.T) {
 		gpu := &stuckGPU{entered: make(chan struct{}), release: make(chan struct{})}
 		var mu sync.Mutex
 		var pings []time.Time
-		e := &Engine{
-			log: slog.New(slog.NewTextHandler(io.Discard, nil)), interval: 10 * time.Millisecond, now: time.Now,
-			gpu: gpu, queue: NewSpanQueue(1), ledger: ledger, telemetry: telemetry, idle: newIdleAggregator(time.Second),
-			out: discardSink{}, node: "n", warned: map[string]bool{},
-			alive: func(now time.Time) {
+		e := &Engine{Options: Options{
+			Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Interval: 10 * time.Millisecond, Now: time.Now,
+			GPU: gpu, Queue: NewSpanQueue(1), Ledger: ledger, Telemetry: telemetry,
+			Out: discardSink{}, Node: "n",
+			Alive: func(now time.Time) {
 				mu.Lock()
 				pings = append(pings, time.Now())
 				mu.Unlock()
 			},
-		}
+		}, idle: newIdleAggregator(time.Second), warned: map[string]bool{}}
 		count := func() int {
 			mu.Lock()
 			defer mu.Unlock()
@@ -87,7 +87,7 @@ func TestWatchdogPingsComeFromTheLoop(t *testing.T) {
 		// 30 ticks of the bubble's clock; Wait returns once every goroutine
 		// of the bubble (a pinger on its own ticker would be one) is blocked
 		// again, so whatever they would have done in that time is done.
-		time.Sleep(30 * e.interval)
+		time.Sleep(30 * e.Interval)
 		synctest.Wait()
 		if got := count(); got != stuckAt {
 			t.Errorf("%d pings while the poll was stuck, want none", got-stuckAt)
