@@ -59,7 +59,7 @@ bench-collectors: influxdb
 # being queryable through the daemon (docs/benchmarks.md, "Sink").
 bench-sink: influxdb
 	$(GO) test -run '^$$' -bench 'BenchmarkSinkThroughput' -benchtime 1x ./sink/
-	$(GO) test -run '^$$' -bench 'BenchmarkRecordLatency' -benchtime 1x ./cmd/deadlabourd/
+	$(GO) test -run '^$$' -bench 'BenchmarkRecordLatency' -benchtime 1x ./e2e/
 
 # bbolt against tidwall/wal on the spool's access pattern, in a module of its
 # own (docs/operations.md, "The spool"). SPOOL_DIR: the disk to measure.
@@ -69,7 +69,7 @@ spool-choice:
 # The chaos tests with InfluxDB down for 60 s (`make test` runs them with a
 # 5 s outage): outage, SIGKILL, spool cap, wrong token.
 chaos: influxdb
-	DEADLABOUR_CHAOS_OUTAGE=60s $(GO) test -race -count=1 -timeout 10m -run 'Chaos' ./cmd/deadlabourd/
+	DEADLABOUR_CHAOS_OUTAGE=60s $(GO) test -race -count=1 -timeout 10m -run 'Chaos' ./e2e/
 
 # On a machine with an NVIDIA GPU: probe, then 60 s under load comparing the
 # energy counter with the integral of power samples (docs/real-gpu.md).

@@ -2,5 +2,5 @@
 // and dashboards (grafana/), the Kubernetes manifests (kubernetes/); the
 // systemd unit is in ../systemd. It has no code: its tests lint the
 // manifests and check `make install`. The dashboards' queries are tested
-// against a real InfluxDB in cmd/deadlabourd, which can run the daemon.
+// against a real InfluxDB in e2e, which can run the daemon.
 package deploy

@@ -373,6 +373,10 @@ func (s *Server) Query(tb testing.TB, influxql string) []Series {
 	return series
 }
 
+// QueryErr runs InfluxQL against DB() and returns its series, or its
+// error (a statement's included) instead of failing the test.
+func (s *Server) QueryErr(influxql string) ([]Series, error) { return s.query(influxql) }
+
 // Exec runs a statement that returns no rows (CREATE, DROP, ...).
 func (s *Server) Exec(tb testing.TB, influxql string) {
 	tb.Helper()

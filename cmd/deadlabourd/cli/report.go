@@ -1,0 +1,97 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/internal/redact"
+	"github.com/deadlabour/deadlabour/report"
+)
+
+func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("report", stderr)
+	cfgPath := fs.String("config", "/etc/deadlabour/config.yaml", "configuration file (influx.url, bucket and token)")
+	since := fs.String("since", "24h", "start: a duration before now (24h, 7d) or an RFC 3339 time")
+	until := fs.String("until", "0s", "end (exclusive): like --since; default now")
+	by := fs.String("by", "model", "group by model, tenant, gpu, node or upstream (gpu: a request on n GPUs counts 1/n on each; records hold no per-GPU split)")
+	format := fs.String("format", "table", "table, csv or json")
+	simulated := fs.Bool("simulated", false, "include records written under --simulate (left out by default)")
+	tokenFile := fs.String("influx-token-file", "", "read the InfluxDB token from this file instead of the config's token_env/token_file")
+	lpFile := fs.String("line-protocol", "", "read records from this line-protocol file ('-': standard input) instead of InfluxDB")
+	currency := fs.String("currency", "", "only records whose money is in this currency (ISO 4217, e.g. EUR): needed when nodes use several")
+	timeout := fs.Duration("timeout", time.Minute, "give up on InfluxDB after this long")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: deadlabourd report [--since 24h] [--until T] [--by model|tenant|gpu|node|upstream] [--format table|csv|json]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if _, ok := report.Dimension(*by); !ok {
+		return fmt.Errorf("%w: --by %q: want model, tenant, gpu, node or upstream", errUsage, *by)
+	}
+	switch *format {
+	case "table", "csv", "json":
+	default:
+		return fmt.Errorf("%w: --format %q: want table, csv or json", errUsage, *format)
+	}
+	now := time.Now()
+	from, err := report.ParseWhen("since", *since, now)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	to, err := report.ParseWhen("until", *until, now)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if !from.Before(to) {
+		return fmt.Errorf("%w: --since %s is not before --until %s", errUsage, from.Format(time.RFC3339), to.Format(time.RFC3339))
+	}
+
+	var src report.Source
+	source := "" // where the records came from, for the table's heading
+	switch {
+	case *lpFile != "":
+		src, source = report.LineProtocolFile(*lpFile), *lpFile
+	default:
+		cfg, err := config.Load(*cfgPath, -1)
+		if err != nil {
+			return err
+		}
+		if cfg.Influx.URL == "" {
+			src, source = report.SpoolSource(cfg), "spool "+cfg.Spool.Dir
+			break
+		}
+		token, err := report.Token(cfg, *tokenFile)
+		if err != nil {
+			return err
+		}
+		src, err = report.NewInfluxSource(cfg.Influx.URL, cfg.Influx.Bucket, token, *timeout)
+		if err != nil {
+			return err
+		}
+		source = redact.URL(cfg.Influx.URL) + " " + cfg.Influx.Bucket
+	}
+	q := report.Query{From: from, To: to, By: *by, Simulated: *simulated, Currency: *currency}
+	rows, err := src.Sums(ctx, q)
+	if err != nil {
+		return err
+	}
+	rows, q.Currency, err = report.OneCurrency(rows)
+	if err != nil {
+		return err
+	}
+	switch *format {
+	case "csv":
+		return report.WriteCSV(stdout, q, rows)
+	case "json":
+		return report.WriteJSON(stdout, q, rows)
+	}
+	return report.WriteTable(stdout, q, rows, source)
+}

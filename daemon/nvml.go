@@ -1,0 +1,32 @@
+package daemon
+
+import (
+	"fmt"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/deadlabour/deadlabour/collector/gpu"
+	"github.com/deadlabour/deadlabour/config"
+)
+
+// NVMLLibrary builds the nvml.Interface: the simulator when asked for
+// (simulate, e.g. "h100:8", its power model from cfg's hardware entry and
+// load), else the real library at libPath, or the loader's when empty.
+func NVMLLibrary(simulate, libPath string, cfg config.Config, load gpu.LoadFunc) (nvml.Interface, error) {
+	if simulate == "" {
+		if libPath != "" {
+			return nvml.New(nvml.WithLibraryPath(libPath)), nil
+		}
+		return nvml.New(), nil
+	}
+	spec, err := gpu.ParseSimSpec(simulate)
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]string{"a100": "A100", "h100": "H100", "h200": "H200", "b200": "B200"}
+	hw, ok := cfg.HardwareFor(names[spec.Kind])
+	if !ok {
+		return nil, fmt.Errorf("no hardware entry for %s", spec.Kind)
+	}
+	return gpu.Simulate(spec, gpu.PowerModel{IdleW: hw.IdleWatts, TDPW: hw.TDPWatts}, load, nowFunc)
+}

@@ -1,0 +1,255 @@
+package report
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/deadlabour/deadlabour/config"
+)
+
+// Query is what a report asks of its record source.
+type Query struct {
+	From, To  time.Time // [From, To)
+	By        string    // model, tenant, gpu, node or upstream (Dimension)
+	Simulated bool      // include records written under --simulate
+	Currency  string    // only records tagged with this currency; "" all
+}
+
+// Source totals deadlabour_request records per group and currency
+// (the tag currency; "" for records written before it). Sources:
+// influxSource (InfluxQL) and lineProtocolSource (the spool, a file).
+type Source interface {
+	Sums(ctx context.Context, q Query) ([]Row, error)
+}
+
+// Dimension is the record's tag that --by groups by, and whether by is one
+// (model, tenant, gpu, node or upstream); "gpu" is special: records carry
+// their GPUs as a field (gpus, e.g. "0,1"), see gpuShares, and its tag is "".
+func Dimension(by string) (tag string, ok bool) {
+	switch by {
+	case "model", "tenant", "upstream":
+		return by, true
+	case "node":
+		return "host", true
+	case "gpu":
+		return "", true
+	}
+	return "", false
+}
+
+// column is one summed deadlabour_request field.
+type column struct {
+	field string // the field, and its name in CSV and JSON (schema units)
+	// header and scale are for the table: value / scale, under header.
+	// An empty header leaves the column out of the table.
+	header string
+	scale  float64
+}
+
+// columns are the fields a report sums, in output order. Fields no
+// record in the period has (older records, features not configured) are
+// absent: empty in CSV, null in JSON, left out of the table.
+func columns() []column {
+	return []column{
+		{"prompt_tokens", "", 1},
+		{"completion_tokens", "", 1},
+		{"gpu_energy_j", "GPU Wh", 3600},
+		{"host_energy_j", "", 1},
+		{"static_energy_j", "", 1},
+		{"it_energy_j", "IT Wh", 3600},
+		{"facility_energy_j", "facility Wh", 3600},
+		{"co2e_g", "CO2e g", 1},
+		{"co2e_market_g", "", 1},
+		{"embodied_co2e_g", "embodied g", 1},
+		{"water_l", "water L", 1},
+		{"water_onsite_l", "", 1},
+		{"water_offsite_l", "", 1},
+		{"energy_cost", "energy", 1},
+		{"depreciation_cost", "depreciation", 1},
+		{"training_cost", "training", 1},
+		{"training_co2e_g", "", 1},
+		{"dead_labour_cost", "dead labour", 1},
+		{"living_labour_s", "", 1},
+		{"loaded_gpu_energy_j", "", 1},
+		{"loaded_it_energy_j", "", 1},
+		{"loaded_facility_energy_j", "loaded facility Wh", 3600},
+		{"loaded_co2e_g", "", 1},
+		{"loaded_energy_cost", "", 1},
+		{"loaded_depreciation_cost", "", 1},
+		{"loaded_dead_labour_cost", "loaded dead labour", 1},
+	}
+}
+
+// Fields are the deadlabour_request fields a report sums, in output
+// order: the columns of its CSV and the keys of its JSON, after the group
+// and requests.
+func Fields() []string {
+	cols := columns()
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c.field
+	}
+	return out
+}
+
+// Row is one group's totals.
+type Row struct {
+	Key      string
+	Currency string // of the money sums; "" when the records do not say
+	// Requests is count(request_id); a fraction under --by gpu, where a
+	// request on n GPUs counts 1/n on each.
+	Requests float64
+	Sums     map[string]float64 // by field; only fields some record had
+}
+
+// add adds o's totals times share.
+func (r *Row) add(o Row, share float64) {
+	r.Requests += o.Requests * share
+	if r.Sums == nil {
+		r.Sums = map[string]float64{}
+	}
+	for f, v := range o.Sums {
+		r.Sums[f] += v * share
+	}
+}
+
+// derived figures, from the sums; ok is false where a divisor is missing.
+func (r Row) tokens() (float64, bool) {
+	p, okp := r.Sums["prompt_tokens"]
+	c, okc := r.Sums["completion_tokens"]
+	return p + c, okp || okc
+}
+
+// jPerToken is measured GPU energy per token (prompt and completion). Records
+// whose tokens are unknown add energy and no tokens, so it is an upper bound
+// where usage_source = 'unknown' records exist.
+func (r Row) jPerToken() (float64, bool) {
+	t, ok := r.tokens()
+	e, oke := r.Sums["gpu_energy_j"]
+	return safeDiv(e, t, ok && oke)
+}
+
+// whPerRequest is facility energy per request in Wh.
+func (r Row) whPerRequest() (float64, bool) {
+	e, ok := r.Sums["facility_energy_j"]
+	return safeDiv(e/3600, r.Requests, ok)
+}
+
+// idleShare is the part of the loaded IT energy that is idle capacity: 1 -
+// active / loaded. It needs the loaded fields (attribution.idle_window).
+func (r Row) idleShare() (float64, bool) {
+	a, oka := r.Sums["it_energy_j"]
+	l, okl := r.Sums["loaded_it_energy_j"]
+	if !oka || !okl || l <= 0 {
+		return 0, false
+	}
+	return 1 - a/l, true
+}
+
+func safeDiv(a, b float64, ok bool) (float64, bool) {
+	if !ok || b <= 0 {
+		return 0, false
+	}
+	return a / b, true
+}
+
+// rowSet accumulates rows by key and currency.
+type rowSet map[[2]string]*Row
+
+func (s rowSet) add(key, currency string, o Row, share float64) {
+	r := s[[2]string{key, currency}]
+	if r == nil {
+		r = &Row{Key: key, Currency: currency, Sums: map[string]float64{}}
+		s[[2]string{key, currency}] = r
+	}
+	r.add(o, share)
+}
+
+// sorted returns the rows ordered by key, then currency.
+func (s rowSet) sorted() []Row {
+	out := make([]Row, 0, len(s))
+	for _, r := range s {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Key != out[j].Key {
+			return out[i].Key < out[j].Key
+		}
+		return out[i].Currency < out[j].Currency
+	})
+	return out
+}
+
+// OneCurrency merges a source's rows into one per key, in one currency:
+// money in two currencies is never summed. Records without a currency
+// (written before the tag) count with the one currency there is.
+func OneCurrency(rows []Row) ([]Row, string, error) {
+	var currencies []string
+	for _, r := range rows {
+		if r.Currency != "" && !slices.Contains(currencies, r.Currency) {
+			currencies = append(currencies, r.Currency)
+		}
+	}
+	if len(currencies) > 1 {
+		sort.Strings(currencies)
+		return nil, "", fmt.Errorf("the records are in %d currencies (%s): money in different currencies cannot be summed; "+
+			"report one at a time with --currency %s", len(currencies), strings.Join(currencies, ", "), currencies[0])
+	}
+	currency := ""
+	if len(currencies) == 1 {
+		currency = currencies[0]
+	}
+	set := rowSet{}
+	for _, r := range rows {
+		set.add(r.Key, currency, r, 1)
+	}
+	return set.sorted(), currency, nil
+}
+
+// gpuShares says how one record (or a group of records with the same GPUs)
+// counts under --by gpu: a request that ran on n GPUs counts 1/n of its
+// request, tokens, energy, carbon and money on each, so that the GPUs' rows
+// add up to the node's totals. The key is node/gpu, since every node has a
+// GPU 0; a request on no GPU (a CPU-only upstream) counts under node/-.
+func gpuShares(host, gpus string) (keys []string, share float64) {
+	if gpus == "" {
+		return []string{host + "/-"}, 1
+	}
+	devs := strings.Split(gpus, ",")
+	keys = make([]string, len(devs))
+	for i, d := range devs {
+		keys[i] = host + "/" + d
+	}
+	return keys, 1 / float64(len(devs))
+}
+
+// ParseWhen reads --since and --until: a duration before now (90m, 24h,
+// 7d) or an RFC 3339 time.
+func ParseWhen(flag, s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	d, err := config.ParseDuration(s)
+	if err != nil || d < 0 {
+		return time.Time{}, fmt.Errorf("--%s %q: want a duration before now (24h, 7d) or a time (2025-01-31T00:00:00Z)", flag, s)
+	}
+	return now.Add(-d), nil
+}
+
+// Token is the InfluxDB token: tokenFile's content when set, else the
+// config's token_env or token_file.
+func Token(cfg *config.Config, tokenFile string) (string, error) {
+	if tokenFile == "" {
+		return cfg.InfluxToken(os.Getenv)
+	}
+	b, err := os.ReadFile(tokenFile)
+	if err != nil {
+		return "", fmt.Errorf("--influx-token-file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
