@@ -37,7 +37,13 @@ type Config struct {
 	// empty holds the key paths written with no value (YAML null), which
 	// leave their default in place.
 	empty map[string]bool
+	// file is the name the configuration was parsed under.
+	file string
 }
+
+// Path is the name of the file the configuration was read from ("" for
+// the defaults).
+func (c *Config) Path() string { return c.file }
 
 // GPU configures the NVML poller.
 type GPU struct {
@@ -357,7 +363,7 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, &Error{Problems: []Problem{yamlProblem(name, err.Error(), nil)}}
 	}
-	cfg.lines, cfg.empty = map[string]int{}, map[string]bool{}
+	cfg.lines, cfg.empty, cfg.file = map[string]int{}, map[string]bool{}, name
 	values := map[string]*yaml.Node{}
 	indexLines(&root, "", cfg.lines, values)
 	for p, v := range values {

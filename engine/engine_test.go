@@ -14,7 +14,6 @@ import (
 	"github.com/deadlabour/deadlabour/internal/testlog"
 	"github.com/deadlabour/deadlabour/internal/testutil"
 	"github.com/deadlabour/deadlabour/schema"
-	"github.com/deadlabour/deadlabour/sink"
 )
 
 // Idle windows, GPU telemetry windows and the health point all align to the
@@ -33,7 +32,7 @@ func TestReportWindowsAlignToTheUnixEpoch(t *testing.T) {
 		t.Errorf("idle windows %+v, want one [%v, %v)", shares, wantStart.Unix(), wantEnd.Unix())
 	}
 
-	telemetry, err := sink.NewGPUAggregator(window)
+	telemetry, err := NewGPUAggregator(window)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +80,7 @@ func newEngineRig(t *testing.T, window time.Duration, ivs []estimator.Interval) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	telemetry, err := sink.NewGPUAggregator(window)
+	telemetry, err := NewGPUAggregator(window)
 	if err != nil {
 		t.Fatal(err)
 	}

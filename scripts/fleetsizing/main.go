@@ -108,10 +108,17 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 					if g == *gpus {
 						dev = estimator.HostDevice
 					}
-					s := estimator.IdleShare{Device: dev, Start: t, End: t.Add(*report), Joules: 700 * rng.Float64(),
-						StaticJoules: 100 * rng.Float64(), DepreciationCost: 1e-4 * rng.Float64(), EmbodiedCO2eG: 0.01 * rng.Float64(), Method: estimator.MethodCounter}
-					if err := emit(schema.IdlePoint("gpu-node-01", "USD", false, s)); err != nil {
-						return err
+					// Both kinds of idle, as a node that is neither idle nor
+					// full writes them: the most points per window.
+					for _, unabsorbed := range []bool{false, true} {
+						j := 700 * rng.Float64()
+						s := estimator.IdleShare{Device: dev, Start: t, End: t.Add(*report), Joules: j,
+							StaticJoules: 100 * rng.Float64(), DepreciationCost: 1e-4 * rng.Float64(), EmbodiedCO2eG: 0.01 * rng.Float64(),
+							FacilityEnergyJ: 1.2 * j, CO2eG: j * 1.2 / 3.6e6 * 473, WaterOnsiteL: j / 3.6e6 * 0.5, WaterOffsiteL: j * 1.2 / 3.6e6 * 3.9,
+							EnergyCost: j * 1.2 / 3.6e6 * 0.15, Method: estimator.MethodCounter, Unabsorbed: unabsorbed}
+						if err := emit(schema.IdlePoint("gpu-node-01", "USD", false, false, s)); err != nil {
+							return err
+						}
 					}
 				}
 			}
