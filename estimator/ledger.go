@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -414,6 +415,15 @@ func (l *Ledger) Settle(now time.Time) Output {
 // truncated, ending where their devices' intervals end.
 func (l *Ledger) Close() Output {
 	l.refund()
+	// Requests still open are abandoned first, where their devices'
+	// intervals end, so that the last intervals charge them in every
+	// weighting (tokens and marginal charge a request only once it ended).
+	for _, k := range slices.Sorted(maps.Keys(l.spans)) {
+		if sp := l.spans[k]; !sp.ended {
+			l.abandon(sp)
+			l.waiting = append(l.waiting, sp)
+		}
+	}
 	for _, id := range l.order {
 		l.settleDevice(l.devs[id], time.Time{}, true)
 	}
@@ -672,16 +682,6 @@ func (l *Ledger) collect(now time.Time, all bool) Output {
 	}
 	clear(done)
 	l.ready = done[:0]
-	if all {
-		// Requests still open (an event-API begin never ended, at
-		// shutdown) are recorded with what they were charged; their
-		// energy would otherwise be in neither a record nor idle.
-		for _, sp := range l.spans {
-			l.abandon(sp)
-			out.Records = append(out.Records, l.record(sp, all))
-		}
-		clear(l.spans)
-	}
 	slices.SortFunc(out.Records, func(a, b Record) int {
 		if c := a.End.Compare(b.End); c != 0 {
 			return c
@@ -700,12 +700,12 @@ func (l *Ledger) collect(now time.Time, all bool) Output {
 }
 
 // abandon ends an open span at Close: status abandoned, tokens unknown,
-// ending where the latest of its devices' settled intervals ends (it was
-// charged until then, in time weighting), flagged truncated.
+// ending where the latest of its devices' intervals ends (it is charged
+// until then), flagged truncated.
 func (l *Ledger) abandon(sp *span) {
 	end := sp.start
 	for _, id := range sp.devices {
-		end = max(end, l.devs[id].settledTo.UnixNano())
+		end = max(end, l.devs[id].lastEnd.UnixNano())
 	}
 	s := &sp.s
 	s.End, s.Status, s.UsageSource = time.Unix(0, end).UTC(), StatusAbandoned, UsageUnknown

@@ -171,3 +171,26 @@ func TestIdleCarriesEverything(t *testing.T) {
 		}
 	}
 }
+
+// A request still open at Close is charged for the intervals it ran in,
+// whatever the weighting: tokens and marginal charge a request only once
+// it ended, so Close ends it (abandoned) before settling the last ones.
+func TestCloseChargesOpenRequestsInEveryWeighting(t *testing.T) {
+	for _, mode := range []string{WeightTime, WeightTokens, WeightMarginal} {
+		t.Run(mode, func(t *testing.T) {
+			p := testParams("0")
+			p.Weighting = mode
+			l := mustLedger(t, p)
+			l.Begin(Span{ID: "open", Start: at(0), Devices: []string{"0"}})
+			for i := 0; i < 5; i++ {
+				addIntervals(t, l, Interval{Device: "0", Start: at(float64(i)), End: at(float64(i + 1)), Joules: 100})
+				l.Settle(at(float64(i + 1)))
+			}
+			out := l.Close()
+			r, ok := byID(out.Records)["open"]
+			if !ok || r.Status != StatusAbandoned || !near(r.GPUEnergyJ, 500) || !r.HistoryTruncated {
+				t.Errorf("open request at Close: %+v, want abandoned, charged the 500 J it ran in, truncated", r.Span)
+			}
+		})
+	}
+}
