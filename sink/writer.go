@@ -114,8 +114,19 @@ func NewWriter(opts Options, log *slog.Logger) (*Writer, error) {
 func (w *Writer) logRecovery() {
 	r := w.rec
 	if r.quarantined != "" {
-		w.log.Error("the spool file was unreadable: moved aside, what could be read was kept, the rest is lost",
-			"moved_to", r.quarantined, "salvaged_points", r.salvaged, "reason", r.reason)
+		lost := "none counted: every entry found was salvaged"
+		switch {
+		case r.fileBytes == 0:
+			lost = "cannot be counted: the file is empty (cut short, or never written)"
+		case !r.walked && r.skipped == 0:
+			lost = "what lay past the damage cannot be counted"
+		case !r.walked:
+			lost = fmt.Sprintf("%d entries that failed their checksum, and what lay past the damage, uncounted", r.skipped)
+		case r.skipped > 0:
+			lost = fmt.Sprintf("%d entries that failed their checksum", r.skipped)
+		}
+		w.log.Error("the spool file was unreadable: moved aside and kept, what could be read was copied into a fresh spool, the rest is lost",
+			"moved_to", r.quarantined, "file_bytes", r.fileBytes, "salvaged_points", r.salvaged, "lost", lost, "reason", r.reason)
 		w.m.quarantined.Store(1)
 	}
 	if n := r.points[kindCost] + r.points[kindTelemetry]; n > 0 {
