@@ -48,6 +48,12 @@ func openSpool(dir string) (*spool, spoolRecovery, error) {
 // openSpoolWith is openSpool compacting an empty file above compactSize,
 // for a spool bounded to maxBytes of entries.
 func openSpoolWith(dir string, compactSize, maxBytes int64) (*spool, spoolRecovery, error) {
+	return openSpoolLimited(dir, compactSize, maxBytes, 0)
+}
+
+// openSpoolLimited is openSpoolWith with the file's size bounded to
+// fileLimit bytes (0: no bound), the tests' stand-in for a small disk.
+func openSpoolLimited(dir string, compactSize, maxBytes, fileLimit int64) (*spool, spoolRecovery, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, spoolRecovery{}, fmt.Errorf("sink: spool directory: %w", err)
 	}
@@ -57,7 +63,7 @@ func openSpoolWith(dir string, compactSize, maxBytes int64) (*spool, spoolRecove
 			// Address space for the whole file at its bound (about 1.3 x
 			// the entries) from the start: bbolt remaps as the file grows,
 			// copying the transaction's pages out and holding readers.
-			InitialMmapSize: int(min(2*maxBytes, 1<<34))},
+			InitialMmapSize: int(min(2*maxBytes, 1<<34)), MaxSize: int(fileLimit)},
 	}
 	rec, err := s.open()
 	switch {
