@@ -74,26 +74,28 @@ func isDiskFull(err error) bool {
 // committer (under commitMu) uses it.
 type spell struct {
 	log              *slog.Logger
-	m                *metrics
-	reasons          []dropReason // the drops it is about
-	level            slog.Level   // of the line that begins it
+	count            func() [numKinds]uint64 // the points it costs, by kind, so far
+	what             string                  // what count counts: "dropped", "dead_lettered"
+	level            slog.Level              // of the line that begins it
 	beginMsg, endMsg string
 	quiet            time.Duration // defaultSpellQuiet unless a test says
 
 	since, last time.Time        // since is zero while none is going on
-	dropped     [numKinds]uint64 // the counters of reasons when it began
+	counted     [numKinds]uint64 // count when it began
 }
 
 func (s *spell) on() bool { return !s.since.IsZero() }
 
-// droppedNow sums the counters of the spell's reasons, by kind.
-func (s *spell) droppedNow() (out [numKinds]uint64) {
-	for k := range numKinds {
-		for _, r := range s.reasons {
-			out[k] += s.m.dropped[k][r].Load()
+// dropsOf counts the drops of m for reasons, by kind.
+func dropsOf(m *metrics, reasons ...dropReason) func() [numKinds]uint64 {
+	return func() (out [numKinds]uint64) {
+		for k := range numKinds {
+			for _, r := range reasons {
+				out[k] += m.dropped[k][r].Load()
+			}
 		}
+		return out
 	}
-	return out
 }
 
 // hit records an occurrence at now, the counters of the spell's reasons
@@ -104,7 +106,7 @@ func (s *spell) hit(now time.Time, before [numKinds]uint64, args ...any) {
 		s.log.Debug(s.beginMsg, args...)
 		return
 	}
-	s.since, s.dropped = now, before
+	s.since, s.counted = now, before
 	s.log.Log(context.Background(), s.level, s.beginMsg, args...)
 }
 
@@ -115,30 +117,40 @@ func (s *spell) calm(now time.Time, args ...any) bool {
 	if !s.on() || now.Sub(s.last) < cmp.Or(s.quiet, defaultSpellQuiet) {
 		return s.on()
 	}
-	d := s.droppedNow()
+	d := s.count()
 	s.log.Info(s.endMsg, append(args, "lasted", now.Sub(s.since).Round(time.Millisecond),
-		"records_dropped", d[kindCost]-s.dropped[kindCost], "telemetry_dropped", d[kindTelemetry]-s.dropped[kindTelemetry])...)
+		"records_"+s.what, d[kindCost]-s.counted[kindCost], "telemetry_"+s.what, d[kindTelemetry]-s.counted[kindTelemetry])...)
 	s.since = time.Time{}
 	return false
 }
 
-// spoolSpells are the Writer's two spells.
+// spoolSpells are the Writer's spells: the committer's two, the sender's
+// one.
 type spoolSpells struct {
 	disk, atMax spell
+	deadLetters spell
 }
 
 func (w *Writer) initSpells() {
-	w.spells.disk = spell{m: &w.m, log: w.log, reasons: []dropReason{dropDiskFull, dropDiskError},
+	w.spells.disk = spell{log: w.log, count: dropsOf(&w.m, dropDiskFull, dropDiskError), what: "dropped",
 		level: slog.LevelError,
 		beginMsg: fmt.Sprintf("the spool cannot commit (disk full or failing): what is spooled is still delivered, "+
 			"new points wait in memory up to %d MiB and beyond it are dropped and counted; not ready until commits succeed again "+
 			"(more failures are logged at debug)", maxBacklogFailing>>20),
 		endMsg: "the spool commits again"}
-	w.spells.atMax = spell{m: &w.m, log: w.log, reasons: []dropReason{dropSpoolFull},
+	w.spells.atMax = spell{log: w.log, count: dropsOf(&w.m, dropSpoolFull), what: "dropped",
 		level: slog.LevelWarn,
 		beginMsg: "spool full (spool.max_bytes): points are dropped to make room, telemetry first, and counted " +
 			"(deadlabour_sink_points_dropped_total{reason=\"spool_full\"}); more drops are logged at debug",
 		endMsg: "the spool has room again (spool.max_bytes)"}
+	w.spells.deadLetters = spell{log: w.log, what: "dead_lettered",
+		count: func() [numKinds]uint64 {
+			return [numKinds]uint64{w.m.deadLettered[kindCost].Load(), w.m.deadLettered[kindTelemetry].Load()}
+		},
+		level: slog.LevelWarn,
+		beginMsg: "InfluxDB refused a line; kept in the dead-letter file, the rest of its batch is delivered " +
+			"(deadlabour_sink_points_dead_lettered_total; more are logged at debug)",
+		endMsg: "InfluxDB refused no line for a while"}
 }
 
 // commitFailed is the state after a commit that wrote nothing. What waits
@@ -152,7 +164,7 @@ func (w *Writer) commitFailed(err error) {
 	}
 	w.m.spoolState.Store(int32(st))
 	w.m.spoolErr.Store(new(err.Error()))
-	before := w.spells.disk.droppedNow()
+	before := w.spells.disk.count()
 	w.mu.Lock()
 	for _, k := range []kind{kindTelemetry, kindCost} {
 		for i := len(w.pending) - 1; i >= 0 && w.pendingBytes > maxBacklogFailing; i-- {
@@ -174,7 +186,7 @@ func (w *Writer) commitFailed(err error) {
 func (w *Writer) commitDone() {
 	now := time.Now()
 	disk := w.spells.disk.calm(now)
-	before, dropped := w.spellSeen, w.spells.atMax.droppedNow()
+	before, dropped := w.spellSeen, w.spells.atMax.count()
 	w.spellSeen = dropped
 	full := dropped != before
 	if full {

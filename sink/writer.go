@@ -58,8 +58,9 @@ type Writer struct {
 	closing  atomic.Bool // Close is flushing: a refusal that needs a person ends it
 
 	corruptSeen uint64 // the sender's: corrupt entries up to this one are reported
-	held        string // the sender's: why every line of the batch is refused ("" when not)
-	lastRefused string // the sender's: the message that refused the whole last batch, if it was
+	held        string // the sender's: why lines of the batch are refused alike ("" when not)
+	heldLine    string // the sender's: one of them, tried alone while held
+	lastRefused string // the sender's: the message that refused the last line dead-lettered
 	deferred    uint64 // the sender's: a lone refused line tried once more before it is dead-lettered
 
 	spells    spoolSpells      // the committer's: the spool's disk full, the spool at max_bytes
@@ -98,7 +99,7 @@ func NewWriter(opts Options, log *slog.Logger) (*Writer, error) {
 	}
 	w.lineBytes.Store(1024) // a request line is about 1.3 KB
 	w.initSpells()
-	w.spells.disk.quiet, w.spells.atMax.quiet = opts.spellQuiet, opts.spellQuiet
+	w.spells.disk.quiet, w.spells.atMax.quiet, w.spells.deadLetters.quiet = opts.spellQuiet, opts.spellQuiet, opts.spellQuiet
 	w.m.state.Store(int32(StateOK))
 	if opts.URL == "" {
 		w.m.state.Store(int32(StateDisabled))
