@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -290,6 +291,11 @@ func (e *Engine) enqueue(points []schema.Point) {
 		return
 	}
 	if err := e.Out.Enqueue(points...); err != nil {
+		if errors.Is(err, sink.ErrDiskFull) || errors.Is(err, sink.ErrSpoolFull) {
+			// The sink counts these drops and logs them once per spell.
+			e.Log.Debug("points not queued", "err", err)
+			return
+		}
 		e.Log.Error("points not queued", "err", err)
 	}
 }

@@ -299,7 +299,15 @@ func (o *Observer) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	case sink.StateRetrying:
 		degraded = append(degraded, fmt.Sprintf("sink: retrying: %s (oldest undelivered %v)", st.Reason, st.OldestUndelivered.Round(time.Second)))
 	}
-	if o.spoolLimit > 0 && st.SpoolBytes > o.spoolLimit*9/10 {
+	switch st.Spool {
+	case sink.SpoolDiskFull, sink.SpoolDiskError:
+		// Metering and proxying go on, but what is measured is not kept
+		// past a bound in memory: the daemon is not doing its job.
+		blocking = append(blocking, fmt.Sprintf("sink: spool %s: %s (records beyond a bound in memory are dropped and counted)", st.Spool, st.SpoolError))
+	case sink.SpoolAtMax:
+		degraded = append(degraded, fmt.Sprintf("sink: spool at spool.max_bytes (%d): points are being dropped, telemetry first", o.spoolLimit))
+	}
+	if o.spoolLimit > 0 && st.SpoolBytes > o.spoolLimit*9/10 && st.Spool != sink.SpoolAtMax {
 		degraded = append(degraded, fmt.Sprintf("sink: spool %d%% full (spool.max_bytes %d): telemetry is being dropped", st.SpoolBytes*100/o.spoolLimit, o.spoolLimit))
 	}
 	status, code := "ready", http.StatusOK

@@ -2,6 +2,9 @@ package observe
 
 import (
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,5 +60,41 @@ func TestObserverSkipsImpossibleEnergy(t *testing.T) {
 	}
 	if len(mfs) != 1 || len(mfs[0].GetMetric()) != 1 || mfs[0].GetMetric()[0].GetCounter().GetValue() != 5 {
 		t.Errorf("energy counter %v, want 5 J (the one possible interval)", mfs)
+	}
+}
+
+// stateSink is a sink whose spool is in a given state.
+type stateSink struct{ st sink.Stats }
+
+func (s stateSink) Stats() sink.Stats                    { return s.st }
+func (stateSink) ScanSpool(func(line string) bool) error { return nil }
+
+// A spool that cannot commit (full disk, I/O error) makes the daemon not
+// ready: it still proxies, but what it measures is not kept. A spool at
+// spool.max_bytes only degrades it (telemetry goes first).
+func TestReadyzSaysWhenTheSpoolCannotKeep(t *testing.T) {
+	for _, tt := range []struct {
+		state sink.SpoolState
+		code  int
+		want  string
+	}{
+		{sink.SpoolOK, http.StatusOK, `"status":"ready"`},
+		{sink.SpoolAtMax, http.StatusOK, `"status":"degraded"`},
+		{sink.SpoolDiskFull, http.StatusServiceUnavailable, `"status":"not_ready"`},
+		{sink.SpoolDiskError, http.StatusServiceUnavailable, `"status":"not_ready"`},
+	} {
+		t.Run(tt.state.String(), func(t *testing.T) {
+			now := time.Unix(1000, 0)
+			o := New(Options{Node: "n", Interval: time.Second, ReportInterval: 10 * time.Second, Now: func() time.Time { return now },
+				Sink: stateSink{sink.Stats{Spool: tt.state, SpoolError: "no space left on device"}}, Ready: func() bool { return true },
+				GPUHealth:  func() []gpu.DeviceHealth { return nil },
+				SpoolLimit: 1 << 20, SinkMetrics: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sink_stub"})})
+			o.Polled(now, time.Millisecond, nil, nil, nil)
+			rec := httptest.NewRecorder()
+			o.serveReadyz(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+			if rec.Code != tt.code || !strings.Contains(rec.Body.String(), tt.want) {
+				t.Errorf("/readyz with the spool %s: %d %s, want %d %s", tt.state, rec.Code, rec.Body, tt.code, tt.want)
+			}
+		})
 	}
 }

@@ -86,9 +86,9 @@ func (w *Writer) deadLetter(b *spoolBatch, i int, o outcome) {
 			"status", o.status, "error", o.message, "line", b.line(i), "dead_letter", w.dead.path, "file_err", err)
 		return
 	}
+	before := w.spells.deadLetters.count()
 	w.m.deadLettered[k].Add(1)
-	w.log.Warn("InfluxDB refused a line; kept in the dead-letter file, the rest of its batch is delivered",
-		"status", o.status, "error", o.message, "kind", k, "dead_letter", w.dead.path)
+	w.spells.deadLetters.hit(time.Now(), before, "status", o.status, "error", o.message, "kind", k, "dead_letter", w.dead.path)
 }
 
 // deadLetterCorrupt keeps a spool entry whose checksum failed, quoted in a

@@ -20,16 +20,20 @@ import (
 //
 //	2xx                   delivered: resolved in the spool, deleted at the next commit
 //	413                   split in halves, each sent again
-//	400, 422              bisected until the refused lines stand alone; those go to the
-//	                      dead-letter file with the server's message, the rest are delivered.
-//	                      But if every line of a batch of two or more is refused with
-//	                      one message (a schema clash, a gateway that refuses the
-//	                      writes), the cause is the sink's, not the lines': the batch
-//	                      is held (refused), retried every BackoffMax, one log line.
-//	                      A lone line refused is tried once more when more lines come
-//	                      (then with them) or after BackoffMax, and held if the whole
-//	                      batch before it was refused alike; at Close it is left in
-//	                      the spool.
+//	400, 422              bisected until the refused lines stand alone, each with its
+//	                      own answer (InfluxDB 1.8 writes the rest of a batch it
+//	                      answers "partial write"); a refused line goes to the
+//	                      dead-letter file with the server's message, the rest are
+//	                      delivered, one log line per spell of dead letters.
+//	                      But if two lines are refused with one message, in one batch
+//	                      whatever else it holds, or one after the last line
+//	                      dead-lettered was refused with it (a field type clash on
+//	                      every record, a gateway that refuses the writes), the cause
+//	                      is the sink's, not the lines': the batch is held (refused),
+//	                      retried every BackoffMax, one log line; the bisection stops
+//	                      at the second such line. A batch of one refused line is
+//	                      tried once more when more lines come (then with them) or
+//	                      after BackoffMax; at Close it is left in the spool.
 //	401, 403              unauthorized: kept, retried every BackoffMax, one log line
 //	404                   no_bucket: the same
 //	429, 5xx, network     backed off with jitter (Retry-After honoured), kept, retried
@@ -221,15 +225,16 @@ func (w *Writer) send(ctx context.Context, b *spoolBatch) error {
 		}
 	}
 	if b.n() > 0 {
-		if w.held != "" && w.stillRefused(ctx, b) {
+		if w.held != "" && w.stillRefused(ctx) {
 			return w.hold(ctx)
 		}
 		var refused []refusal
-		if err := w.deliver(ctx, b, 0, b.n(), &refused); err != nil {
+		err := w.deliver(ctx, b, 0, b.n(), &refused)
+		if err != nil && !errors.Is(err, errRefusedAlike) {
 			return err
 		}
-		if msg, ok := refusedAlike(refused, b.n(), w.lastRefused); ok {
-			w.held = msg
+		if r, ok := refusedAlike(refused, w.lastRefused); ok {
+			w.held, w.heldLine = r.o.message, b.line(r.line)
 			return w.hold(ctx)
 		}
 		if b.n() == 1 && len(refused) == 1 && w.deferred != b.last {
@@ -242,17 +247,26 @@ func (w *Writer) send(ctx context.Context, b *spoolBatch) error {
 			w.waitForBatch(ctx, w.opts.BackoffMax)
 			return ctx.Err()
 		}
-		w.held, w.lastRefused = "", ""
+		w.held, w.heldLine = "", ""
 		for _, r := range refused {
 			w.deadLetter(b, r.line, r.o)
-			if len(refused) == b.n() {
+			if !beyondRetention(r.o.message) {
 				w.lastRefused = r.o.message
 			}
+		}
+		if len(refused) == 0 {
+			w.spells.deadLetters.calm(time.Now())
 		}
 	}
 	w.spool.resolve(*b)
 	return nil
 }
+
+// errRefusedAlike: deliver stopped at the second line refused with one
+// message; the batch is held.
+var errRefusedAlike = errors.New("sink: lines refused alike")
+
+func beyondRetention(msg string) bool { return strings.Contains(msg, "beyond retention") }
 
 // refusal is a line InfluxDB refused for good, and its answer.
 type refusal struct {
@@ -260,25 +274,28 @@ type refusal struct {
 	o    outcome
 }
 
-// refusedAlike says whether the refusals of a batch of n lines mean that
-// the sink cannot write, not that the lines are bad: every line was
-// refused with one message, not for being beyond the retention policy,
-// and either there are two or more, or the whole batch before (prev, its
-// message) was refused with the same message. It returns that message.
-func refusedAlike(refused []refusal, n int, prev string) (string, bool) {
-	if n == 0 || len(refused) != n {
-		return "", false
-	}
-	msg := refused[0].o.message
-	for _, r := range refused[1:] {
-		if r.o.message != msg || r.o.status != refused[0].o.status {
-			return "", false
+// refusedAlike says whether the refusals of a batch mean that the sink
+// cannot write, not that the lines are bad: two lines were refused with
+// one message, or one with the message of the last line dead-lettered
+// (prev), whatever else the batch holds (lines taken), and not for being
+// beyond the retention policy, which no fix changes. It returns a refusal
+// with that message.
+func refusedAlike(refused []refusal, prev string) (refusal, bool) {
+	seen := map[string]bool{}
+	for _, r := range refused {
+		msg := r.o.message
+		if beyondRetention(msg) {
+			continue
 		}
+		if seen[msg] || msg == prev {
+			return r, true
+		}
+		seen[msg] = true
 	}
-	return msg, !strings.Contains(msg, "beyond retention") && (n >= 2 || msg == prev)
+	return refusal{}, false
 }
 
-// hold keeps a batch every line of which InfluxDB refused alike: the state
+// hold keeps a batch lines of which InfluxDB refused alike: the state
 // says why (logged once), and the batch is tried again after BackoffMax
 // (at Close, not at all).
 func (w *Writer) hold(ctx context.Context) error {
@@ -286,7 +303,7 @@ func (w *Writer) hold(ctx context.Context) error {
 	w.m.retry(o.reason)
 	w.setState(o)
 	if w.closing.Load() {
-		return fmt.Errorf("sink: InfluxDB refuses every line: %s", w.held)
+		return fmt.Errorf("sink: InfluxDB refuses lines alike: %s", w.held)
 	}
 	if !sleep(ctx, w.opts.BackoffMax) {
 		return ctx.Err()
@@ -294,13 +311,13 @@ func (w *Writer) hold(ctx context.Context) error {
 	return nil
 }
 
-// stillRefused tries the first line of a held batch alone: true if it is
+// stillRefused tries a line that held the batch alone: true if it is
 // refused with the message that held the batch, so that a held sink costs
 // InfluxDB one small write every BackoffMax, not a bisection. Anything
 // else (it is taken, another answer) and the batch is sent as usual; a
 // line taken here is sent again with its batch and overwrites itself.
-func (w *Writer) stillRefused(ctx context.Context, b *spoolBatch) bool {
-	o, err := w.write(ctx, b.line(0))
+func (w *Writer) stillRefused(ctx context.Context) bool {
+	o, err := w.write(ctx, w.heldLine)
 	return err == nil && o.act == actBisect && o.message == w.held
 }
 
@@ -322,7 +339,9 @@ func (w *Writer) write(ctx context.Context, body string) (outcome, error) {
 
 // deliver writes lines [lo, hi) of b, retrying, splitting and bisecting as the
 // answers require, until each line is delivered or refused for good: those
-// are added to refused. It returns ctx's error if ctx ends first.
+// are added to refused. It returns ctx's error if ctx ends first, and
+// errRefusedAlike as soon as a second line is refused with the message of
+// an earlier one (the rest is not tried: the batch will be held).
 func (w *Writer) deliver(ctx context.Context, b *spoolBatch, lo, hi int, refused *[]refusal) error {
 	var backoff time.Duration
 	for {
@@ -338,6 +357,9 @@ func (w *Writer) deliver(ctx context.Context, b *spoolBatch, lo, hi int, refused
 		case actSplit, actBisect:
 			if hi-lo == 1 {
 				*refused = append(*refused, refusal{lo, o})
+				if _, alike := refusedAlike(*refused, ""); alike {
+					return errRefusedAlike
+				}
 				return nil
 			}
 			mid := lo + (hi-lo)/2
@@ -399,8 +421,8 @@ func (w *Writer) setState(o outcome) {
 		case StateNoBucket:
 			what = "InfluxDB has no such bucket (on 1.x: database/retention-policy; create it)"
 		case StateRefused:
-			what = "InfluxDB refuses every line of a batch with the same message (a field type clash, a proxy or gateway refusing writes), " +
-				"so nothing is dead-lettered"
+			what = "InfluxDB refuses lines alike (a field type clash on every record, a proxy or gateway refusing writes), " +
+				"so they are not dead-lettered"
 		}
 		w.log.Error(what+": nothing is delivered until this is fixed; points are kept in the spool and retried every "+w.opts.BackoffMax.String(),
 			"status", o.status, "error", o.message)

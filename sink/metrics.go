@@ -18,11 +18,13 @@ const (
 	dropClosed                           // enqueued after Close
 	dropCorrupt                          // its spool entry failed the checksum
 	dropDeadLetterFull                   // refused by InfluxDB, and the dead-letter file was full
+	dropDiskFull                         // the spool's disk full: beyond the memory bound, or still in memory at Close
+	dropDiskError                        // the same, the commits failing for another reason
 	numDropReasons
 )
 
 func (r dropReason) String() string {
-	return [...]string{"spool_full", "backlog", "invalid", "closed", "corrupt", "dead_letter_full"}[r]
+	return [...]string{"spool_full", "backlog", "invalid", "closed", "corrupt", "dead_letter_full", "disk_full", "disk_error"}[r]
 }
 
 // metrics are the Writer's counters; Stats and the Prometheus collector
@@ -30,8 +32,9 @@ func (r dropReason) String() string {
 type metrics struct {
 	state        atomic.Int32
 	reason       atomic.Pointer[string]
-	failingSince atomic.Int64 // Unix ns of the first failure of a streak; 0 when ok
-	lastDropLog  atomic.Int64
+	failingSince atomic.Int64           // Unix ns of the first failure of a streak; 0 when ok
+	spoolState   atomic.Int32           // a SpoolState
+	spoolErr     atomic.Pointer[string] // the last failed commit's error
 
 	enqueued     [numKinds]atomic.Uint64
 	sent         atomic.Uint64
@@ -118,7 +121,9 @@ var (
 	descDeadLettered = prometheus.NewDesc("deadlabour_sink_points_dead_lettered_total",
 		"Points InfluxDB refused for good, kept in the dead-letter file, by kind.", []string{"kind"}, nil)
 	descDropped = prometheus.NewDesc("deadlabour_sink_points_dropped_total",
-		"Points dropped, by kind and reason (spool_full, backlog, invalid, closed, corrupt, dead_letter_full).", []string{"kind", "reason"}, nil)
+		"Points dropped, by kind and reason (spool_full, backlog, invalid, closed, corrupt, dead_letter_full, disk_full, disk_error).", []string{"kind", "reason"}, nil)
+	descSpoolState = prometheus.NewDesc("deadlabour_sink_spool_state",
+		"1 for the spool's current state (ok; max_bytes: points dropped to make room; disk_full, disk_error: commits fail, new points are held in memory up to a bound, then dropped), 0 for the others.", []string{"state"}, nil)
 	descState = prometheus.NewDesc("deadlabour_sink_state",
 		"1 for the sink's current state (ok, retrying, unauthorized, no_bucket, disabled, refused), 0 for the others.", []string{"state"}, nil)
 	descMoved = prometheus.NewDesc("deadlabour_sink_timestamps_moved_total",
@@ -134,7 +139,7 @@ type writerCollector struct{ w *Writer }
 
 func (c writerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSpoolPoints, descSpoolBytes, descSpoolMax, descOldest, descEnqueued, descSent, descRetries,
-		descDeadLettered, descDropped, descState, descMoved, descCommitErrors, descQuarantined} {
+		descDeadLettered, descDropped, descState, descSpoolState, descMoved, descCommitErrors, descQuarantined} {
 		ch <- d
 	}
 	c.w.m.write.Describe(ch)
@@ -173,6 +178,13 @@ func (c writerCollector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		gauge(descState, v, s.String())
+	}
+	for s := range numSpoolStates {
+		v := 0.0
+		if s == st.Spool {
+			v = 1
+		}
+		gauge(descSpoolState, v, s.String())
 	}
 	counter(descMoved, st.Moved)
 	counter(descCommitErrors, m.commitErrors.Load())

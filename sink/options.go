@@ -59,6 +59,13 @@ type Options struct {
 
 	// Now is the clock stamping enqueue times (default time.Now).
 	Now func() time.Time
+
+	// fileLimit, for tests, bounds the spool file's size (bbolt's MaxSize):
+	// a commit that would grow it further fails as on a full disk.
+	fileLimit int64
+	// spellQuiet, for tests, is how long a spool state must stay away for
+	// it to end (default defaultSpellQuiet).
+	spellQuiet time.Duration
 }
 
 // Defaults of Options.

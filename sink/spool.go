@@ -147,6 +147,14 @@ func (s *spool) counts() (points [numKinds]int, bytes int64) {
 	return points, s.bytes + s.stagedBytes
 }
 
+// stagingBytes is the entry bytes of the lines staged for the commit in
+// progress.
+func (s *spool) stagingBytes() int64 {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	return s.stagedBytes
+}
+
 // spooledBytes is the entry bytes in the file, undelivered.
 func (s *spool) spooledBytes() int64 {
 	s.cmu.Lock()

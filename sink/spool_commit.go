@@ -125,7 +125,9 @@ func (s *spool) commit(lines []pendingLine, maxBytes int64) (commitResult, error
 	for k := range numKinds {
 		s.points[k] += int64(res.added[k] - res.evicted[k])
 	}
-	s.staged, s.stagedBytes = [numKinds]int64{}, 0
+	if len(lines) > 0 { // a commit of deletions alone leaves the lines staged for the next
+		s.staged, s.stagedBytes = [numKinds]int64{}, 0
+	}
 	s.cmu.Unlock()
 	return res, nil
 }

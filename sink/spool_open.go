@@ -7,9 +7,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,10 +24,16 @@ type spoolRecovery struct {
 	bytes  int64
 	floors map[string]int64 // highest timestamp spooled per series
 	// quarantined is where an unreadable spool file was moved ("" when
-	// none), why, and how many entries were salvaged from it.
+	// none), why, its size, and how many entries were salvaged from it;
+	// skipped entries failed their checksum, and walked says whether the
+	// salvage read the file to its end (else what it could not reach is
+	// lost uncounted).
 	quarantined string
 	reason      error
+	fileBytes   int64
 	salvaged    int
+	skipped     int
+	walked      bool
 	compacted   bool
 }
 
@@ -40,6 +48,12 @@ func openSpool(dir string) (*spool, spoolRecovery, error) {
 // openSpoolWith is openSpool compacting an empty file above compactSize,
 // for a spool bounded to maxBytes of entries.
 func openSpoolWith(dir string, compactSize, maxBytes int64) (*spool, spoolRecovery, error) {
+	return openSpoolLimited(dir, compactSize, maxBytes, 0)
+}
+
+// openSpoolLimited is openSpoolWith with the file's size bounded to
+// fileLimit bytes (0: no bound), the tests' stand-in for a small disk.
+func openSpoolLimited(dir string, compactSize, maxBytes, fileLimit int64) (*spool, spoolRecovery, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, spoolRecovery{}, fmt.Errorf("sink: spool directory: %w", err)
 	}
@@ -49,7 +63,7 @@ func openSpoolWith(dir string, compactSize, maxBytes int64) (*spool, spoolRecove
 			// Address space for the whole file at its bound (about 1.3 x
 			// the entries) from the start: bbolt remaps as the file grows,
 			// copying the transaction's pages out and holding readers.
-			InitialMmapSize: int(min(2*maxBytes, 1<<34))},
+			InitialMmapSize: int(min(2*maxBytes, 1<<34)), MaxSize: int(fileLimit)},
 	}
 	rec, err := s.open()
 	switch {
@@ -58,6 +72,10 @@ func openSpoolWith(dir string, compactSize, maxBytes int64) (*spool, spoolRecove
 		return nil, rec, fmt.Errorf("%w: %s is locked (is another deadlabourd using spool.dir?)", ErrSpoolBusy, s.path)
 	case errors.Is(err, errSpoolCorrupt):
 		why := err
+		var size int64
+		if fi, err := os.Stat(s.path); err == nil {
+			size = fi.Size()
+		}
 		q := fmt.Sprintf("%s.corrupt-%s", s.path, time.Now().UTC().Format("20060102T150405.000000000Z"))
 		if rerr := os.Rename(s.path, q); rerr != nil {
 			return nil, rec, fmt.Errorf("sink: %w; moving it aside: %w", err, rerr)
@@ -65,9 +83,9 @@ func openSpoolWith(dir string, compactSize, maxBytes int64) (*spool, spoolRecove
 		if rec, err = s.open(); err != nil {
 			return nil, rec, fmt.Errorf("sink: fresh spool after moving an unreadable one to %s: %w", q, err)
 		}
-		rec.quarantined = q
+		rec.quarantined, rec.fileBytes = q, size
 		var serr error
-		rec.salvaged, serr = s.salvage(q)
+		rec.salvaged, rec.skipped, rec.walked, serr = s.salvage(q, size)
 		rec.reason = errors.Join(why, serr)
 		rec.points, rec.bytes = s.counts()
 	default:
@@ -89,6 +107,12 @@ func openSpoolWith(dir string, compactSize, maxBytes int64) (*spool, spoolRecove
 // or a memory fault inside bbolt (a torn or garbled file) is returned as
 // errSpoolCorrupt.
 func (s *spool) open() (rec spoolRecovery, err error) {
+	// bbolt makes a fresh database of an empty file without a word; an
+	// empty spool file is one cut short (a crash before bbolt wrote it, a
+	// careless copy, a disk), so it is set aside like any unreadable one.
+	if fi, err := os.Stat(s.path); err == nil && fi.Size() == 0 {
+		return rec, fmt.Errorf("%w: the file is empty (0 bytes)", errSpoolCorrupt)
+	}
 	if err := verify(s.path, s.opts.Timeout); err != nil {
 		return rec, err
 	}
@@ -198,13 +222,19 @@ func verify(path string, timeout time.Duration) (err error) {
 	return nil
 }
 
-// corruptOr marks bbolt's errors for a damaged file as errSpoolCorrupt.
+// corruptOr marks an error of bbolt.Open as errSpoolCorrupt unless the file
+// could not be reached at all: locked (ErrTimeout), or an error of the
+// system (permissions, resources), which moving the file aside would not
+// mend. Everything else is the file's content: bbolt's ErrInvalid,
+// ErrChecksum and the like, but also plain errors such as "file size too
+// small" for a file cut short below its two meta pages.
 func corruptOr(err error) error {
-	if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) ||
-		errors.Is(err, berrors.ErrVersionMismatch) || errors.Is(err, berrors.ErrInvalidMapping) {
-		return fmt.Errorf("%w: %w", errSpoolCorrupt, err)
+	var pathErr *fs.PathError
+	var errno syscall.Errno
+	if errors.Is(err, berrors.ErrTimeout) || errors.As(err, &pathErr) || errors.As(err, &errno) {
+		return err
 	}
-	return err
+	return fmt.Errorf("%w: %w", errSpoolCorrupt, err)
 }
 
 // catchCorrupt turns a panic in bbolt, or a fault reading its memory map
@@ -224,13 +254,18 @@ func closeQuietly(db *bolt.DB) {
 }
 
 // salvage copies the entries whose checksum holds from the unreadable file
-// at path into s, in order, up to the first one it cannot read.
-func (s *spool) salvage(path string) (n int, reason error) {
+// at path, of size bytes, into s, in order, up to the first one it cannot
+// read. skipped counts the entries it read whose checksum failed; walked
+// is whether it got to the end of the file's entries.
+func (s *spool) salvage(path string, size int64) (n, skipped int, walked bool, reason error) {
 	defer func() { catchCorrupt(&reason, recover()) }()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if size == 0 {
+		return 0, 0, true, nil // nothing to read, nothing counted lost
+	}
 	src, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 100 * time.Millisecond})
 	if err != nil {
-		return 0, err
+		return 0, 0, false, err
 	}
 	defer src.Close()
 	var batch []pendingLine
@@ -249,6 +284,7 @@ func (s *spool) salvage(path string) (n int, reason error) {
 			for key, v := c.First(); key != nil; key, v = c.Next() {
 				enq, line, ok := decodeEntry(v)
 				if !ok {
+					skipped++
 					continue
 				}
 				batch = append(batch, pendingLine{line: append([]byte(nil), line...), kind: kind(k), enqueued: enq})
@@ -262,7 +298,8 @@ func (s *spool) salvage(path string) (n int, reason error) {
 		}
 		return nil
 	})
-	return n, errors.Join(err, flush())
+	err = errors.Join(err, flush())
+	return n, skipped, err == nil, err
 }
 
 // compact rewrites the (empty) spool into a fresh file, keeping the series

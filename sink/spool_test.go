@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deadlabour/deadlabour/internal/influxtest"
+	"github.com/deadlabour/deadlabour/internal/testlog"
 )
 
 // spoolLines makes n distinct lines of kind k, each about size bytes.
@@ -375,5 +378,45 @@ func TestSpoolDirError(t *testing.T) {
 	}
 	if errors.Is(err, ErrSpoolBusy) {
 		t.Errorf("not busy: %v", err)
+	}
+}
+
+// TestSpoolTruncated: a spool file cut short below bbolt's two meta pages
+// (bbolt: "file size too small"), or to nothing, never stops the daemon and
+// never loses data silently: it is moved aside and kept, the start logs it
+// with what could be counted, the quarantine gauge says so, and a fresh
+// spool takes points.
+func TestSpoolTruncated(t *testing.T) {
+	for _, size := range []int64{0, 4095, 4096, 6000} {
+		t.Run(strconv.FormatInt(size, 10), func(t *testing.T) {
+			dir := t.TempDir()
+			writeSpool(t, dir, spoolLines(kindCost, 0, 50, 200))
+			path := filepath.Join(dir, SpoolFile)
+			if err := os.Truncate(path, size); err != nil {
+				t.Fatal(err)
+			}
+			logs := &testlog.Buffer{}
+			w, err := NewWriter(Options{Dir: dir, FsyncInterval: time.Hour}, newTestLogger(t, logs))
+			if err != nil {
+				t.Fatalf("NewWriter on a spool truncated to %d bytes: %v", size, err)
+			}
+			if w.rec.quarantined == "" {
+				t.Fatalf("recovery = %+v, want the file moved aside", w.rec)
+			}
+			if fi, err := os.Stat(w.rec.quarantined); err != nil || fi.Size() != size {
+				t.Errorf("quarantined file: %v, %v; want it kept, %d bytes", fi, err, size)
+			}
+			if !strings.Contains(logs.String(), "the spool file was unreadable") ||
+				!strings.Contains(logs.String(), fmt.Sprintf("file_bytes=%d", size)) {
+				t.Errorf("no log line about the quarantine with the file's size:\n%s", logs)
+			}
+			if w.m.quarantined.Load() != 1 {
+				t.Error("deadlabour_sink_spool_quarantined is not 1")
+			}
+			if err := w.Enqueue(requestPoints(t, records(3))...); err != nil {
+				t.Fatal(err)
+			}
+			closeWriterNoInflux(t, w, 3)
+		})
 	}
 }

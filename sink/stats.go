@@ -49,6 +49,13 @@ type Stats struct {
 	DroppedBy map[string]uint64 // "kind/reason", e.g. "telemetry/spool_full"
 	// Moved are lines whose timestamp was moved past an earlier run's.
 	Moved uint64
+	// Spool is whether the spool takes what is enqueued; SpoolError is the
+	// last failed commit's error while Spool is disk_full or disk_error.
+	// /readyz is not ready while commits fail: points are dropped beyond
+	// a bound in memory (Unspooled of SpoolPoints wait there).
+	Spool      SpoolState
+	SpoolError string
+	Unspooled  int
 }
 
 // Stats returns the Writer's state and counters. It never waits for the
@@ -60,6 +67,7 @@ func (w *Writer) Stats() Stats {
 	w.mu.Lock()
 	points, bytes := w.spool.counts()
 	pend := w.pending
+	unspooled := len(pend)
 	for _, l := range pend {
 		points[l.kind]++
 	}
@@ -80,6 +88,11 @@ func (w *Writer) Stats() Stats {
 		DeadLettered: w.m.deadLettered[kindCost].Load() + w.m.deadLettered[kindTelemetry].Load(),
 		DroppedBy:    map[string]uint64{},
 		Moved:        w.m.moved.Load(),
+		Spool:        SpoolState(w.m.spoolState.Load()),
+		Unspooled:    unspooled,
+	}
+	if e := w.m.spoolErr.Load(); e != nil && (st.Spool == SpoolDiskFull || st.Spool == SpoolDiskError) {
+		st.SpoolError = *e
 	}
 	if r := w.m.reason.Load(); r != nil && st.State != StateOK {
 		st.Reason = *r

@@ -58,9 +58,13 @@ type Writer struct {
 	closing  atomic.Bool // Close is flushing: a refusal that needs a person ends it
 
 	corruptSeen uint64 // the sender's: corrupt entries up to this one are reported
-	held        string // the sender's: why every line of the batch is refused ("" when not)
-	lastRefused string // the sender's: the message that refused the whole last batch, if it was
+	held        string // the sender's: why lines of the batch are refused alike ("" when not)
+	heldLine    string // the sender's: one of them, tried alone while held
+	lastRefused string // the sender's: the message that refused the last line dead-lettered
 	deferred    uint64 // the sender's: a lone refused line tried once more before it is dead-lettered
+
+	spells    spoolSpells      // the committer's: the spool's disk full, the spool at max_bytes
+	spellSeen [numKinds]uint64 // the committer's: spool_full drops seen at the last commit
 
 	m metrics
 }
@@ -77,7 +81,7 @@ func NewWriter(opts Options, log *slog.Logger) (*Writer, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "sink")
-	sp, rec, err := openSpoolWith(opts.Dir, compactAbove, opts.MaxBytes)
+	sp, rec, err := openSpoolLimited(opts.Dir, compactAbove, opts.MaxBytes, opts.fileLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -94,6 +98,8 @@ func NewWriter(opts Options, log *slog.Logger) (*Writer, error) {
 		m:         newMetrics(),
 	}
 	w.lineBytes.Store(1024) // a request line is about 1.3 KB
+	w.initSpells()
+	w.spells.disk.quiet, w.spells.atMax.quiet, w.spells.deadLetters.quiet = opts.spellQuiet, opts.spellQuiet, opts.spellQuiet
 	w.m.state.Store(int32(StateOK))
 	if opts.URL == "" {
 		w.m.state.Store(int32(StateDisabled))
@@ -114,8 +120,19 @@ func NewWriter(opts Options, log *slog.Logger) (*Writer, error) {
 func (w *Writer) logRecovery() {
 	r := w.rec
 	if r.quarantined != "" {
-		w.log.Error("the spool file was unreadable: moved aside, what could be read was kept, the rest is lost",
-			"moved_to", r.quarantined, "salvaged_points", r.salvaged, "reason", r.reason)
+		lost := "none counted: every entry found was salvaged"
+		switch {
+		case r.fileBytes == 0:
+			lost = "cannot be counted: the file is empty (cut short, or never written)"
+		case !r.walked && r.skipped == 0:
+			lost = "what lay past the damage cannot be counted"
+		case !r.walked:
+			lost = fmt.Sprintf("%d entries that failed their checksum, and what lay past the damage, uncounted", r.skipped)
+		case r.skipped > 0:
+			lost = fmt.Sprintf("%d entries that failed their checksum", r.skipped)
+		}
+		w.log.Error("the spool file was unreadable: moved aside and kept, what could be read was copied into a fresh spool, the rest is lost",
+			"moved_to", r.quarantined, "file_bytes", r.fileBytes, "salvaged_points", r.salvaged, "lost", lost, "reason", r.reason)
 		w.m.quarantined.Store(1)
 	}
 	if n := r.points[kindCost] + r.points[kindTelemetry]; n > 0 {
@@ -130,9 +147,11 @@ func (w *Writer) logRecovery() {
 // Enqueue encodes points and queues them for the spool; it never waits on
 // the disk or the network. Points the encoder refuses, and points that do
 // not fit in the spool, are dropped and counted: the error says which and
-// why (wrapping ErrNonFinite, ErrInvalid, ErrSpoolFull or ErrClosed), and
-// the rest are queued. A record refused for room may also be dropped at
-// the next commit, when no older telemetry is left to make room for it.
+// why (wrapping ErrNonFinite, ErrInvalid, ErrSpoolFull, ErrDiskFull or
+// ErrClosed), and the rest are queued. A record refused for room may also
+// be dropped at the next commit, when no older telemetry is left to make
+// room for it. While commits fail (Stats.Spool disk_full or disk_error),
+// at most maxBacklogFailing bytes wait in memory, telemetry half of it.
 func (w *Writer) Enqueue(points ...schema.Point) error {
 	var errs []error
 	type encoded struct {
@@ -161,9 +180,15 @@ func (w *Writer) Enqueue(points ...schema.Point) error {
 	}
 	now := w.opts.Now().UnixNano()
 
-	var full, closed [numKinds]int
+	var full, unwritable, closed [numKinds]int
+	reason, failing := w.failing()
+	limit := [numKinds]int64{maxBacklog, maxBacklog}
+	if failing {
+		limit = [numKinds]int64{maxBacklogFailing, maxBacklogFailing / 2}
+	}
 	w.mu.Lock()
 	_, spooled := w.spool.counts() // staged lines included
+	inMemory := w.pendingBytes + w.spool.stagingBytes()
 	for _, e := range lines {
 		l := pendingLine{line: buf[e.start:e.end:e.end], kind: e.kind, enqueued: now} // its own capacity: fix may grow it
 		size := entrySize(l.line)
@@ -171,9 +196,9 @@ func (w *Writer) Enqueue(points ...schema.Point) error {
 		case w.closed:
 			closed[l.kind]++
 			continue
-		case w.pendingBytes+size > maxBacklog:
-			full[l.kind]++
-			w.m.dropped[l.kind][dropBacklog].Add(1)
+		case inMemory+size > limit[l.kind]:
+			unwritable[l.kind]++
+			w.m.dropped[l.kind][reason].Add(1)
 			continue
 		case l.kind == kindTelemetry && spooled+w.pendingBytes+size > w.opts.MaxBytes:
 			full[l.kind]++
@@ -183,6 +208,7 @@ func (w *Writer) Enqueue(points ...schema.Point) error {
 		l.line = w.stamps.fix(l.line)
 		w.pending = append(w.pending, l)
 		w.pendingBytes += size
+		inMemory += size
 	}
 	w.m.moved.Store(w.stamps.n)
 	backlog := w.pendingBytes
@@ -195,6 +221,13 @@ func (w *Writer) Enqueue(points ...schema.Point) error {
 		}
 		if full[k] > 0 {
 			errs = append(errs, fmt.Errorf("%w: %d %s points dropped (spool.max_bytes %d)", ErrSpoolFull, full[k], kind(k), w.opts.MaxBytes))
+		}
+		if unwritable[k] > 0 {
+			err := fmt.Errorf("%w: %d %s points dropped: more than %d bytes wait for a commit", ErrDiskFull, unwritable[k], kind(k), limit[k])
+			if !failing {
+				err = fmt.Errorf("%w: %d %s points dropped: more than %d bytes wait for a commit (the disk is too slow)", ErrSpoolFull, unwritable[k], kind(k), limit[k])
+			}
+			errs = append(errs, err)
 		}
 	}
 	if backlog > int64(w.opts.BatchBytes) {
@@ -257,63 +290,72 @@ func (w *Writer) commitLoop(ctx context.Context) {
 	}
 }
 
-// commit writes what was enqueued to the spool in one fsynced transaction,
-// with the deletions of what was delivered since the last one.
+// commit writes what was enqueued to the spool in fsynced transactions, with
+// the deletions of what was delivered since the last one: all of it in one
+// as a rule, in parts of commitPart bytes when there is much. A part that
+// fails is tried once more after a commit of the deletions alone, which
+// frees room on a full disk; if it fails again it and the rest go back in
+// front of what waits, for the next commit (within the memory bound), and
+// the spool's state says why.
 func (w *Writer) commit() error {
 	w.commitMu.Lock()
 	defer w.commitMu.Unlock()
+	part := max(w.opts.BatchBytes/2, 64<<10)
 	w.mu.Lock()
-	lines, size := w.pending, w.pendingBytes
-	w.pending, w.pendingBytes = nil, 0
-	w.spool.stage(lines) // counted there until the commit counts them spooled
+	todo := len(w.pending) // what was enqueued before this commit began
 	w.mu.Unlock()
-
-	start := time.Now()
-	res, err := w.spool.commit(lines, w.opts.MaxBytes)
-	if err != nil {
-		// Nothing was written: the lines go back in front, and wait for the
-		// next commit (or the backlog limit).
+	for first := true; ; first = false {
 		w.mu.Lock()
-		w.pending = append(lines, w.pending...)
-		w.pendingBytes += size
-		w.spool.unstage()
+		n, size := 0, int64(0)
+		for n < min(todo, len(w.pending)) && (n == 0 || size+entrySize(w.pending[n].line) <= part) {
+			size += entrySize(w.pending[n].line)
+			n++
+		}
+		lines := w.pending[:n:n]
+		w.pending, w.pendingBytes = w.pending[n:], w.pendingBytes-size
+		todo -= n
+		w.spool.stage(lines) // counted there until the commit counts them spooled
 		w.mu.Unlock()
-		w.m.commitErrors.Add(1)
-		w.log.Error("spool commit failed; points wait in memory", "points", len(lines), "err", err)
-		return err
-	}
-	if len(lines) > 0 {
-		w.m.commit.Observe(time.Since(start).Seconds())
-		notify(w.sendNow)
-	}
-	if res.evicted != [numKinds]int{} || res.dropped != [numKinds]int{} {
+		if n == 0 && !first {
+			return nil
+		}
+
+		start := time.Now()
+		res, err := w.spool.commit(lines, w.opts.MaxBytes)
+		if err != nil && len(lines) > 0 {
+			if _, derr := w.spool.commit(nil, w.opts.MaxBytes); derr == nil {
+				res, err = w.spool.commit(lines, w.opts.MaxBytes)
+			}
+		}
+		if err != nil {
+			// Nothing of this part was written: it goes back in front.
+			w.mu.Lock()
+			w.pending = append(lines, w.pending...)
+			w.pendingBytes += size
+			w.spool.unstage()
+			w.mu.Unlock()
+			w.commitFailed(err)
+			return err
+		}
+		if len(lines) > 0 {
+			w.m.commit.Observe(time.Since(start).Seconds())
+			notify(w.sendNow)
+		}
 		w.m.dropped[kindTelemetry][dropSpoolFull].Add(uint64(res.evicted[kindTelemetry] + res.dropped[kindTelemetry]))
 		w.m.dropped[kindCost][dropSpoolFull].Add(uint64(res.dropped[kindCost]))
-		w.logDrop("spool full: points dropped to make room (telemetry first)",
-			"telemetry_evicted", res.evicted[kindTelemetry], "telemetry_dropped", res.dropped[kindTelemetry],
-			"records_dropped", res.dropped[kindCost], "max_bytes", w.opts.MaxBytes)
+		w.commitDone()
+		if n == 0 {
+			return nil
+		}
 	}
-	return nil
-}
-
-// logDrop logs a drop at most once every 10 s, so that a full spool
-// during a long outage is one line every 10 s, not one per commit; the
-// counters have every drop.
-func (w *Writer) logDrop(msg string, args ...any) {
-	now := time.Now().UnixNano()
-	last := w.m.lastDropLog.Load()
-	if now-last < int64(10*time.Second) || !w.m.lastDropLog.CompareAndSwap(last, now) {
-		return
-	}
-	d := w.m.droppedTotals()
-	w.log.Warn(msg, append(args, "dropped_records_total", d[kindCost], "dropped_telemetry_total", d[kindTelemetry])...)
 }
 
 // Close stops accepting points and stops Run, commits what was enqueued,
 // then delivers what the spool holds until it is empty or ctx is done, and
 // closes the spool. Whatever is left stays on disk for the next start: it
-// returns how many points that is, with ctx's error if that is why. Later
-// Enqueues drop.
+// returns how many points that is, with ctx's error if that is why. Points
+// no commit could write (the disk full) are lost: counted (disk_full),
+// logged, and the error wraps ErrDiskFull. Later Enqueues drop.
 func (w *Writer) Close(ctx context.Context) (undelivered int, err error) {
 	w.mu.Lock()
 	if w.closed {
@@ -328,14 +370,26 @@ func (w *Writer) Close(ctx context.Context) (undelivered int, err error) {
 	if runDone != nil {
 		<-runDone // quitting cancels Run's write in flight, so this is quick
 	}
-	cerr := w.commit()
-	if w.api != nil && cerr == nil {
+	// With the disk full this first commit fails, or writes only part:
+	// what is spooled is still flushed, and the second commit, with the
+	// room the deletions of what was flushed free, writes what it can of
+	// the rest. What is still in memory then is lost, counted and logged.
+	_ = w.commit()
+	if w.api != nil {
 		w.closing.Store(true)
 		err = w.flush(ctx)
 	}
-	cerr = errors.Join(cerr, w.commit()) // the deletions of what flush delivered
-	n := w.Stats().SpoolPoints
-	cerr = errors.Join(cerr, w.spool.close(), w.dead.close())
+	cerr := w.commit() // the deletions of what flush delivered, and what the first could not write
+	lost := w.abandonPending(cerr)
+	n := w.Stats().SpoolPoints // on disk only, now
+	var lostErr error
+	if lost != [numKinds]int{} {
+		lostErr = fmt.Errorf("%w: %d records and %d telemetry points could not be written to the spool and are lost (%v); %d points are kept in it for the next start",
+			ErrDiskFull, lost[kindCost], lost[kindTelemetry], cerr, n)
+	} else if cerr != nil {
+		lostErr = cerr
+	}
+	cerr = errors.Join(lostErr, w.spool.close(), w.dead.close())
 	if w.client != nil {
 		w.client.Close()
 		w.httpc.CloseIdleConnections()

@@ -274,6 +274,8 @@ func (e *Events) apply(events []event, now time.Time, batch bool) (eventsAnswer,
 			if err != nil {
 				return ans, refuse(http.StatusUnprocessableEntity, name(i, "gpus"), "%v", err)
 			}
+			// Two names of one GPU (its index and its UUID) charge it once.
+			devices = uniq(devices)
 			ev.span.Devices = devices
 			if acts[i] == doBegin {
 				o := opened[id]
@@ -418,4 +420,15 @@ func (e *Events) Open() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return len(e.open)
+}
+
+// uniq is ids without repeats, in their order.
+func uniq(ids []string) []string {
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -67,6 +68,23 @@ func refuse(status int, field, format string, args ...any) *fieldError {
 
 var upstreamRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
+// Bounds of an event's values, beyond those of ident.go (id, model,
+// tenant) and maxUpstream. Every string an event may carry is far within
+// InfluxDB's 64 KiB for a tag value, a string field and a series key, so a
+// body answered 202 is one the sink can write.
+const (
+	// MaxEventTokens bounds each token count: 2^40, about 10^12, more
+	// than any request, and exact in the float64 of the arithmetic.
+	MaxEventTokens = 1 << 40
+	// MaxEventGPUs bounds an event's gpus list as sent (duplicates
+	// included): more GPUs and MIG instances than a node has. The list is
+	// deduplicated, and the device map refuses a GPU not on the node.
+	MaxEventGPUs = 128
+	// maxGPUName bounds a GPU named by UUID ("GPU-" or "MIG-" and 36
+	// characters; older MIG names are longer).
+	maxGPUName = 96
+)
+
 // decodeEvents reads a body: one event or an array of at most maxEvents,
 // each checked against the clock now and the history kept.
 // batch says whether it was an array (eventPrefix).
@@ -91,6 +109,13 @@ func decodeEvents(body []byte, now time.Time, history time.Duration, maxEvents i
 	}
 	out := make([]event, 0, len(raws))
 	for i, raw := range raws {
+		if string(raw) == "null" {
+			// strict would take null as an empty event and name its id.
+			if !batch {
+				return nil, batch, refuse(http.StatusUnprocessableEntity, "", "the body is null: want an event object or an array of them")
+			}
+			return nil, batch, refuse(http.StatusUnprocessableEntity, eventName(eventPrefix(batch, i)), "null: want an event object")
+		}
 		var in eventIn
 		if err := strict(raw, &in); err != nil {
 			return nil, batch, jsonError(eventPrefix(batch, i), err)
@@ -131,6 +156,10 @@ func eventPrefix(batch bool, i int) string {
 func jsonError(prefix string, err error) *fieldError {
 	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
 		what := te.Value
+		if n, ok := strings.CutPrefix(what, "number "); ok && tokenField(te.Field) && wholeNumber(n) {
+			// A whole number beyond int64: out of range, not of the wrong type.
+			return refuse(http.StatusUnprocessableEntity, prefix+te.Field, "%s is more than %d (2^40)", n, MaxEventTokens)
+		}
 		if te.Field == "" {
 			return refuse(http.StatusBadRequest, eventName(prefix), "want an event object, got a JSON %s", what)
 		}
@@ -145,6 +174,19 @@ func jsonError(prefix string, err error) *fieldError {
 		return refuse(http.StatusBadRequest, prefix+f, "unknown field")
 	}
 	return refuse(http.StatusBadRequest, eventName(prefix), "not valid JSON: %s", msg)
+}
+
+func tokenField(f string) bool {
+	switch f {
+	case "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens":
+		return true
+	}
+	return false
+}
+
+func wholeNumber(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	return s != "" && strings.Trim(s, "0123456789") == ""
 }
 
 // eventName is a prefix without its trailing dot, naming the event itself.
@@ -192,18 +234,23 @@ func (in *eventIn) check(now time.Time, history time.Duration) (event, *fieldErr
 	if in.Tenant != "" && !visible(in.Tenant, maxTenant) {
 		return ev, refuse(bad, "tenant", "want at most %d bytes of visible ASCII", maxTenant)
 	}
+	if len(in.GPUs) > MaxEventGPUs {
+		return ev, refuse(bad, "gpus", "%d entries; at most %d", len(in.GPUs), MaxEventGPUs)
+	}
 	for i, g := range in.GPUs {
 		var s string
 		var n int64
 		switch {
-		case json.Unmarshal(g, &s) == nil && s != "":
-		case json.Unmarshal(g, &n) == nil && n >= 0:
+		case json.Unmarshal(g, &s) == nil && visible(s, maxGPUName):
+		case json.Unmarshal(g, &n) == nil && n >= 0 && n < MaxEventGPUs:
 			s = strconv.FormatInt(n, 10)
 		default:
-			return ev, refuse(bad, fmt.Sprintf("gpus[%d]", i), "want a GPU index (0, 1, ...) or a UUID string")
+			return ev, refuse(bad, fmt.Sprintf("gpus[%d]", i), "want a GPU index (0 to %d) or a UUID string (at most %d bytes of visible ASCII)",
+				MaxEventGPUs-1, maxGPUName)
 		}
 		ev.gpus = append(ev.gpus, s)
 	}
+	ev.gpus = uniq(ev.gpus) // a GPU named twice is charged once
 
 	// Times: not in the future, not older than the history kept.
 	oldest, newest := now.Add(-history), now.Add(futureSlack)
@@ -269,6 +316,9 @@ func (in *eventIn) check(now time.Time, history time.Duration) (event, *fieldErr
 		}
 		if *c.v < 0 {
 			return ev, refuse(bad, c.name, "want a whole number >= 0 (leave it out when unknown)")
+		}
+		if *c.v > MaxEventTokens {
+			return ev, refuse(bad, c.name, "%d is more than %d (2^40)", *c.v, MaxEventTokens)
 		}
 		*c.dst = *c.v
 		counts++

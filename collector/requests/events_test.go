@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/schematest"
 	"github.com/deadlabour/deadlabour/internal/testlog"
+	"github.com/deadlabour/deadlabour/schema"
 )
 
 // eventSink keeps what the event API passed on, in order.
@@ -139,6 +141,13 @@ func TestEventRefusals(t *testing.T) {
 		{"gpu not on the node", span(`,"gpus":[7]`), 422, "gpus"},
 		{"unconfigured upstream without gpus", strings.Replace(span(""), `"tgi"`, `"other"`, 1), 422, "gpus"},
 		{"second event bad", `[` + span("") + `,{"id":"r2","upstream":"tgi","start":"` + ts(-time.Second) + `"}]`, 422, "[1].end"},
+		{"null body", `null`, 422, ""},
+		{"null in a batch", `[` + span("") + `,null]`, 422, "[1]"},
+		{"tokens above 2^40", span(`,"prompt_tokens":1099511627777`), 422, "prompt_tokens"},
+		{"tokens beyond int64", span(`,"completion_tokens":99999999999999999999`), 422, "completion_tokens"},
+		{"gpu index out of range", span(`,"gpus":[128]`), 422, "gpus[0]"},
+		{"gpu name too long", span(`,"gpus":["GPU-` + strings.Repeat("a", 93) + `"]`), 422, "gpus[0]"},
+		{"gpus too many", span(`,"gpus":[` + strings.TrimSuffix(strings.Repeat("0,", MaxEventGPUs+1), ",") + `]`), 422, "gpus"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,6 +159,12 @@ func TestEventRefusals(t *testing.T) {
 			msg := ans["error"].(map[string]any)["message"].(string)
 			if tt.param != "" && !strings.HasPrefix(msg, tt.param+": ") {
 				t.Errorf("message %q does not start with the field", msg)
+			}
+			if strings.HasPrefix(tt.name, "null") && strings.Contains(msg, "id") {
+				t.Errorf("message %q names id: the body is not an event", msg)
+			}
+			if strings.HasPrefix(tt.name, "tokens") && !strings.Contains(msg, "9999") && !strings.Contains(msg, "1099511627777") {
+				t.Errorf("message %q does not give the value", msg)
 			}
 			if len(sink.calls) != 0 {
 				t.Errorf("a refused body reached the sink: %v", sink.calls)
@@ -403,5 +418,51 @@ func TestEventEndedRestored(t *testing.T) {
 	}
 	if len(sink.spans) != 1 || sink.spans[0].ID != "long-ago" {
 		t.Errorf("recorded %v, want only long-ago", sink.spans)
+	}
+}
+
+// TestEventBounds: what the event API takes is what the sink can write. A
+// span naming 100,000 GPUs is refused, not charged; a GPU named twice (or
+// by index and by a name the device map gives the same id) is charged
+// once; and an event with every string at its longest and every count at
+// its largest encodes as a record within InfluxDB's limits.
+func TestEventBounds(t *testing.T) {
+	sink := &eventSink{}
+	e, err := NewEvents(EventOptions{History: 15 * time.Minute, Devices: testDevices, TenantSecret: testSecret, TenantRaw: true,
+		Now: func() time.Time { return evNow }}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	span := func(id, extra string) string {
+		return `{"id":"` + id + `","upstream":"tgi","start":"` + ts(-2*time.Second) + `","end":"` + ts(-time.Second) + `"` + extra + `}`
+	}
+	zeros := strings.TrimSuffix(strings.Repeat("0,", 100_000), ",")
+	if status, ans := post(t, e, span("many", `,"gpus":[`+zeros+`]`)); status != 422 && status != 413 || len(sink.calls) != 0 {
+		t.Errorf("100,000 GPUs: %d %v, want 413 or 422 and nothing recorded", status, ans)
+	}
+	if status, ans := post(t, e, span("twice", `,"gpus":[0,1,0,"0","1"]`)); status != 202 {
+		t.Fatalf("GPUs named twice: %d %v, want 202", status, ans)
+	}
+	if got := sink.spans[0].Devices; !slices.Equal(got, []string{"0", "1"}) {
+		t.Errorf("devices %v, want each once: [0 1]", got)
+	}
+
+	long := span(strings.Repeat("i", maxRequestID), `,"model":"`+strings.Repeat("\u00e9", maxModel/2)+`","tenant":"`+strings.Repeat("t", maxTenant)+
+		`","prompt_tokens":1099511627776,"completion_tokens":1099511627776,"cached_tokens":1099511627776,"reasoning_tokens":1099511627776`)
+	long = strings.Replace(long, `"tgi"`, `"`+strings.Repeat("u", maxUpstream)+`"`, 1)
+	e.opts.Devices = func(string, []string) ([]string, error) { return []string{"0"}, nil }
+	if status, ans := post(t, e, long); status != 202 {
+		t.Fatalf("an event at every bound: %d %v, want 202", status, ans)
+	}
+	s := sink.spans[1]
+	r := schematest.Record()
+	r.ID, r.Upstream, r.Model, r.Tenant = s.ID, s.Upstream, s.Model, s.Tenant
+	r.PromptTokens, r.CompletionTokens, r.CachedTokens, r.ReasoningTokens = s.PromptTokens, s.CompletionTokens, s.CachedTokens, s.ReasoningTokens
+	p, err := schema.RequestPoint(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := schema.Line(p); err != nil {
+		t.Errorf("the record of an event at every bound does not encode: %v", err)
 	}
 }
