@@ -8,6 +8,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/schema"
+	"github.com/deadlabour/deadlabour/sink"
 )
 
 // GPUSource is what the engine needs of the GPU collector.
