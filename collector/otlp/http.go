@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
@@ -47,9 +48,12 @@ func (r *Receiver) serveTraces(w http.ResponseWriter, req *http.Request) {
 	if mt, _, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err == nil {
 		json = mt == contentJSON
 	}
+	// fail answers an error. The log line has the status alone: a
+	// decoder's message may quote the body, which may hold prompt text
+	// (the answer goes back to its sender, who has it anyway).
 	fail := func(status int, code codes.Code, format string, args ...any) {
 		r.stats.refused.Add(1)
-		r.opts.Logger.Debug("otlp: export refused", "status", status, "reason", fmt.Sprintf(format, args...))
+		r.opts.Logger.Debug("otlp: export refused", "status", status)
 		writeStatus(w, json, status, code, fmt.Sprintf(format, args...))
 	}
 	if req.Method != http.MethodPost {
@@ -153,7 +157,8 @@ func retrySeconds(d time.Duration) int {
 // writeStatus answers with a google.rpc.Status, as OTLP/HTTP wants for
 // every error.
 func writeStatus(w http.ResponseWriter, json bool, status int, code codes.Code, msg string) {
-	st := &spb.Status{Code: int32(code), Message: msg}
+	// Protobuf strings are UTF-8: a message quoting a bad body may not be.
+	st := &spb.Status{Code: int32(code), Message: strings.ToValidUTF8(msg, "\uFFFD")}
 	var b []byte
 	if json {
 		b, _ = protojson.Marshal(st) // cannot fail: a code and a string
