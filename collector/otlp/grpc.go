@@ -61,11 +61,5 @@ func (g *grpcServer) Export(ctx context.Context, req ptraceotlp.ExportRequest) (
 		return ptraceotlp.NewExportResponse(), status.Error(codes.Unavailable, fmt.Sprintf("the spans could not be recorded: %v", out.err))
 	}
 	r.stats.exports.Add(1)
-	resp := ptraceotlp.NewExportResponse()
-	if out.rejected > 0 {
-		ps := resp.PartialSuccess()
-		ps.SetRejectedSpans(out.rejected)
-		ps.SetErrorMessage(out.message)
-	}
-	return resp, nil
+	return out.response(), nil
 }

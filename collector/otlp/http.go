@@ -122,12 +122,7 @@ func (r *Receiver) serveTraces(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.stats.exports.Add(1)
-	resp := ptraceotlp.NewExportResponse()
-	if out.rejected > 0 {
-		ps := resp.PartialSuccess()
-		ps.SetRejectedSpans(out.rejected)
-		ps.SetErrorMessage(out.message)
-	}
+	resp := out.response()
 	var b []byte
 	if json {
 		b, err = resp.MarshalJSON()

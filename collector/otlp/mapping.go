@@ -71,17 +71,14 @@ var (
 	// is known only where time_in_queue is present. Adds
 	// gen_ai.usage.cached_tokens. In prefill/decode disaggregation each
 	// role sends its own root span for one rid (Request.Key differs).
-	sglang = dialect{
-		name:       DialectSGLang,
-		id:         []string{"gen_ai.request.id", "rid"},
-		model:      []string{"gen_ai.response.model"},
-		prompt:     []string{"gen_ai.usage.prompt_tokens"},
-		completion: []string{"gen_ai.usage.completion_tokens"},
-		cached:     []string{"gen_ai.usage.cached_tokens"},
-		queue:      "gen_ai.latency.time_in_queue",
-		ttft:       "gen_ai.latency.time_to_first_token",
-		e2e:        "gen_ai.latency.e2e",
-	}
+	sglang = func() dialect {
+		d := vllm
+		d.name = DialectSGLang
+		d.id = []string{"gen_ai.request.id", "rid"}
+		d.cached = []string{"gen_ai.usage.cached_tokens"}
+		d.prefill = "" // from the dispatch, queue included: no scheduling time
+		return d
+	}()
 	// OpenTelemetry GenAI semantic conventions (gen-ai-spans): a CLIENT or
 	// SERVER span whose gen_ai.operation.name is an inference operation.
 	// No phases: the first token is unknown. The deprecated

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
 	"github.com/deadlabour/deadlabour/estimator"
 )
@@ -193,6 +194,18 @@ type outcome struct {
 	rejected int64
 	message  string // the partial success's error message
 	err      error  // the recorder's refusal
+}
+
+// response is the answer to an export that succeeded: the partial
+// success, where spans were rejected.
+func (o *outcome) response() ptraceotlp.ExportResponse {
+	resp := ptraceotlp.NewExportResponse()
+	if o.rejected > 0 {
+		ps := resp.PartialSuccess()
+		ps.SetRejectedSpans(o.rejected)
+		ps.SetErrorMessage(o.message)
+	}
+	return resp
 }
 
 // export maps the spans of one decoded export request and hands the
