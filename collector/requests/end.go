@@ -77,6 +77,11 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 func (p *Proxy) tokens(s *estimator.Span, ex *exchange, ok bool) {
 	bw := ex.body.watch
 	switch {
+	case bw.hasUsage && bw.usage.Invalid:
+		// A count no request has: the server's report is broken, and an
+		// estimate would pass for a count it never gave.
+		s.UsageSource = estimator.UsageInvalid
+		return
 	case bw.hasUsage:
 		u := bw.usage
 		s.PromptTokens, s.CompletionTokens = u.Prompt, u.Completion
