@@ -31,7 +31,10 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 		s.Status = strconv.Itoa(ex.status)
 		ok := ex.status >= 200 && ex.status < 300
 		switch {
-		case b.eof:
+		case b.eof || b.ended:
+			// Read to its end, or its end marker reached the client: a
+			// client that hangs up then, or an upstream that fails to end
+			// its HTTP response after it, leaves the answer whole.
 			if ok && b.watch.failed {
 				s.Status = estimator.StatusUpstreamError
 				p.broken.fail(s.End, "request_id", ex.id, "status", ex.status, "err", "an error inside the answer")
