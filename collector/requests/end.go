@@ -66,6 +66,13 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 			s.Status = estimator.StatusClientClosed
 		}
 	}
+	if ex.body == nil && s.Status == strconv.Itoa(http.StatusBadGateway) {
+		// The proxy's 502: the upstream sent nothing, a connection refused
+		// or dropped with no answer (a kept-alive one it had closed is tried
+		// again first). No GPU time is charged to it (docs/schema.md), even
+		// where the request had been written.
+		s.Served = false
+	}
 	if p.log.Enabled(ctx, slog.LevelDebug) {
 		p.log.Debug("request", "request_id", s.ID, "model", s.Model, "stream", ex.stream, "status", s.Status,
 			"prompt_tokens", s.PromptTokens, "completion_tokens", s.CompletionTokens,

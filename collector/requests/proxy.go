@@ -249,6 +249,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 	if p.transport == nil {
 		p.transport = newTransport(cmpOr(opts.DialTimeout, DefaultDialTimeout), opts.HeaderTimeout)
 	}
+	p.transport = newRetrying(p.transport, p.log)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
 		Transport: p.transport,
