@@ -56,8 +56,10 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 	case ex.failed != 0:
 		s.Status = strconv.Itoa(ex.failed)
 		// A body read past its deadline ends the client's context too:
-		// the 408 was the proxy's answer, not the client leaving.
-		if (gone || ex.cut) && ex.failed != http.StatusRequestTimeout {
+		// the 408 was the proxy's answer, not the client leaving; so was a
+		// 502 or 504 to the upstream's failure (errorHandler sets cut when
+		// the failure was the client's leaving).
+		if ex.cut || (gone && !ex.proxied && ex.failed != http.StatusRequestTimeout) {
 			s.Status = estimator.StatusClientClosed
 		}
 	default: // ReverseProxy gave up before any hook ran

@@ -350,7 +350,11 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	p.unreachable.ok(p.now())
 	res.Header.Set(requestIDHeader, ex.id)
 	// A 101's body is the upgraded connection; it must stay as it is.
-	if ex.dialect == nil || res.StatusCode == http.StatusSwitchingProtocols {
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		return nil
+	}
+	if ex.dialect == nil {
+		res.Body = &headFirst{ReadCloser: res.Body, w: ex.w}
 		return nil
 	}
 	ex.status = res.StatusCode
@@ -384,8 +388,39 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 			res.Header.Del("Content-Length")
 		}
 	}
-	res.Body = ex.body
+	res.Body = &headFirst{ReadCloser: ex.body, w: ex.w}
 	return nil
+}
+
+// headFirst is an upstream body that, when reading it fails, first sends
+// the client what ReverseProxy has written of the response: its status line
+// and headers (written, but sent by net/http only with the first bytes of
+// the body or a flush) and the body so far. Without it an upstream that fails
+// after its headers and before its body's first bytes (or before a whole
+// answer's end: one write) leaves the client a connection closed with no
+// status at all; with it, the client has the status that came and a body
+// cut short. Bytes read with the error are handed on first, the error at the
+// next read, so that ReverseProxy writes them before it gives up.
+type headFirst struct {
+	io.ReadCloser
+	w   http.ResponseWriter
+	err error
+}
+
+func (h *headFirst) Read(p []byte) (int, error) {
+	if h.err != nil {
+		_ = http.NewResponseController(h.w).Flush()
+		return 0, h.err
+	}
+	n, err := h.ReadCloser.Read(p)
+	switch {
+	case err == nil || err == io.EOF:
+	case n > 0:
+		h.err, err = err, nil
+	default:
+		_ = http.NewResponseController(h.w).Flush()
+	}
+	return n, err
 }
 
 // errorHandler answers when the upstream gave no response: 504 when it took
@@ -399,8 +434,13 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 			msg = fmt.Sprintf("upstream %s sent no response headers within %s (response_header_timeout)", p.name, p.headerTO)
 		}
 	}
-	ex.failed = status
-	if r.Context().Err() != nil {
+	// The proxy's own answer to the upstream's failure, whenever the
+	// client leaves (a client that half-closes its connection after its
+	// request ends its context too, and still reads the answer); unless
+	// the failure was the client's leaving itself.
+	ex.failed, ex.proxied = status, true
+	if r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		ex.cut = true
 		p.log.Debug("client went away before the upstream answered", "request_id", ex.id)
 	} else {
 		p.unreachable.fail(p.now(), "request_id", ex.id, "status", status, "err", err)
