@@ -44,25 +44,33 @@ import (
 //   - ID: the client's X-Request-Id when it is sane, else a random 128-bit
 //     hex id; either way it is sent to the upstream and back to the client.
 //   - Status: the upstream's status code; client_closed when the client went
-//     away before the response was complete; upstream_error when the
-//     upstream answered 2xx and then failed (an error object inside the
-//     body, or the body cut short); the proxy's own 408 (the body did not
-//     arrive within BodyReadTimeout), 413, 502, 503 (no room for the body
-//     in the BodyBudget) or 504 when it answered itself.
+//     away before the response was complete (a stream whose end marker
+//     reached the client is complete, whatever the client does next);
+//     upstream_error when the upstream answered 2xx and then failed (an
+//     error object inside the body, or the body cut short); the proxy's own
+//     408 (the body did not arrive within BodyReadTimeout), 413, 502, 503
+//     (no room for the body in the BodyBudget) or 504 when it answered
+//     itself, even to a client gone by then, unless its going was the
+//     failure. A request written onto a kept-alive connection the upstream
+//     had closed, unanswered, is sent once more (see retrying).
 //   - Start: when the request's body had been read and held, and it was
 //     forwarded (the GPUs cannot work on it before): a wait for room in the
 //     BodyBudget or a slow upload is not part of it. A request the proxy
 //     answered itself before that (408, 413, 503) starts at its arrival.
 //   - Served: the upstream had the whole request and did not refuse it with
-//     a 4xx; false for a request it never saw.
+//     a 4xx; false for a request it never saw, and for the proxy's own 502
+//     (the upstream sent nothing).
 //   - FirstToken: when the first streamed event with generated output
 //     passed; zero for a non-streamed answer.
-//   - Tokens: from the last usage block seen, count by count (UsageSource
+//   - Tokens: from the last usage block (or llama.cpp timings) seen, count
+//     by count (UsageSource
 //     reported, or reported_partial when the response ended before its own
 //     end marker); else counted from the response (estimated: one token per
 //     streamed event with generated output, or a quarter of the generated
 //     text's bytes for a whole body; a quarter of the prompt text's bytes
-//     for the prompt); -1 and unknown when the response could not be read.
+//     for the prompt); -1 and unknown when the response could not be read;
+//     -1 and invalid when a count the upstream sent was over
+//     dialect.MaxTokens.
 //   - Tenant: the configured tenant header, else a keyed hash of the bearer
 //     API key, else empty. Keys, prompts and completions are never kept.
 type Recorder interface {
