@@ -63,9 +63,8 @@ import (
 //   - FirstToken: when the first streamed event with generated output
 //     passed; zero for a non-streamed answer.
 //   - Tokens: from the last usage block (or llama.cpp timings) seen, count
-//     by count (UsageSource
-//     reported, or reported_partial when the response ended before its own
-//     end marker); else counted from the response (estimated: one token per
+//     by count (UsageSource reported, or reported_partial when the response
+//     ended before its own end marker); else counted from the response (estimated: one token per
 //     streamed event with generated output, or a quarter of the generated
 //     text's bytes for a whole body; a quarter of the prompt text's bytes
 //     for the prompt); -1 and unknown when the response could not be read;

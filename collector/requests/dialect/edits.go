@@ -99,12 +99,17 @@ func nullUsage(doc []byte) (from, to int, ok bool) {
 // NullUsageEvent finds "usage":null in an event that is one data line of
 // JSON: removing raw[from:to] removes it. Events of other shapes are left
 // as they are (ok false).
-func NullUsageEvent(raw []byte) (from, to int, ok bool) {
+func NullUsageEvent(raw []byte) (from, to int, ok bool) { return inDataLine(raw, nullUsage) }
+
+// inDataLine is find's edit of the JSON in an event that is one data line,
+// as a range of raw; ok false for events of other shapes, or where find
+// finds none.
+func inDataLine(raw []byte, find func(doc []byte) (from, to int, ok bool)) (from, to int, ok bool) {
 	start, end, ok := dataLine(raw)
 	if !ok {
 		return 0, 0, false
 	}
-	if from, to, ok = nullUsage(raw[start:end]); !ok {
+	if from, to, ok = find(raw[start:end]); !ok {
 		return 0, 0, false
 	}
 	return start + from, start + to, true
@@ -148,14 +153,8 @@ func dataLine(raw []byte) (start, end int, ok bool) {
 // client. An event that is not one data line of one JSON object with one
 // usage member goes whole, as any usage-only chunk did before.
 func UsageChunkEvent(raw []byte) (from, to int, whole bool) {
-	start, end, ok := dataLine(raw)
-	if !ok {
-		return 0, 0, true
-	}
-	if from, to, ok = usageChunk(raw[start:end]); !ok {
-		return 0, 0, true
-	}
-	return start + from, start + to, false
+	from, to, ok := inDataLine(raw, usageChunk)
+	return from, to, !ok
 }
 
 // usageChunk finds the usage member of doc, valid JSON, when doc has members
