@@ -50,6 +50,7 @@ const (
 	UsageReportedPartial = "reported_partial" // cumulative usage seen so far (stream cut short)
 	UsageEstimated       = "estimated"        // counted from the stream by the proxy
 	UsageUnknown         = "unknown"          // nothing to go on
+	UsageInvalid         = "invalid"          // the server reported a count no request has (over dialect.MaxTokens): counts unknown
 )
 
 // Status values beside the HTTP status code (as decimal text).

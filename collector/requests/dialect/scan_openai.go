@@ -50,9 +50,11 @@ func fastOpenAIDocument(b []byte) (r openAIRead, ok bool) {
 	}
 	var seen uint32
 	s.object(func(key []byte) {
-		switch s.member(key, &seen, "usage", "choices", "error", "object") {
+		switch s.member(key, &seen, "usage", "choices", "error", "object", "timings") {
 		case 0:
 			r.hasUsage = s.objectOrNull(func() { r.usage = s.usage() })
+		case 4:
+			r.hasTimings = s.objectOrNull(func() { r.timings = s.timings() })
 		case 1:
 			if s.null() {
 				return
@@ -101,6 +103,25 @@ func (s *jsonScan) usage() Usage {
 		}
 	})
 	return u
+}
+
+// timings reads llama-server's timings object.
+func (s *jsonScan) timings() Usage {
+	promptN, predictedN, cacheN := int64(-1), int64(-1), int64(-1)
+	var seen uint32
+	s.object(func(key []byte) {
+		switch s.member(key, &seen, "prompt_n", "predicted_n", "cache_n") {
+		case 0:
+			promptN = s.count()
+		case 1:
+			predictedN = s.count()
+		case 2:
+			cacheN = s.count()
+		default:
+			s.value()
+		}
+	})
+	return timingsUsage(promptN, predictedN, cacheN)
 }
 
 // detail reads the count name from a details object, -1 when absent.
