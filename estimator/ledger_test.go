@@ -5,6 +5,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/deadlabour/deadlabour/internal/testutil/basic"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -34,9 +36,8 @@ func mustLedger(t *testing.T, p Params) *Ledger {
 	return l
 }
 
-func near(a, b float64) bool {
-	return math.Abs(a-b) <= 1e-9*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
-}
+// near is the tolerance the tests share (basic.Near).
+var near = basic.Near
 
 func mkSpan(id string, start, end float64, devices ...string) Span {
 	return Span{ID: id, Model: "m", Start: at(start), End: at(end), Status: "200", Served: true,

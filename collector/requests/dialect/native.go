@@ -21,20 +21,13 @@ func ollamaRequest(body []byte) Request {
 
 func ollamaPrompt(body []byte) int64 {
 	var req struct {
-		Messages []struct {
-			Content json.RawMessage `json:"content"`
-		} `json:"messages"`
-		Prompt json.RawMessage `json:"prompt"`
+		chatPrompt
 		System json.RawMessage `json:"system"`
 	}
 	if unmarshal(body, &req) != nil {
 		return -1
 	}
-	n := textBytes(req.Prompt) + textBytes(req.System)
-	for _, m := range req.Messages {
-		n += textBytes(m.Content)
-	}
-	return n
+	return req.bytes() + textBytes(req.System)
 }
 
 func ollamaDocument(b []byte) Doc {
@@ -142,14 +135,8 @@ func tgiDocument(b []byte) Doc {
 // ---- llama.cpp's native /completion
 
 func llamaRequest(body []byte) Request {
-	var req struct {
-		Model  string `json:"model"`
-		Stream bool   `json:"stream"`
-	}
-	if err := unmarshal(body, &req); err != nil {
-		return Request{Model: prefixModel(body)}
-	}
-	return Request{Model: req.Model, Stream: req.Stream}
+	r, _ := modelStream(body)
+	return r
 }
 
 func llamaPrompt(body []byte) int64 {

@@ -19,14 +19,25 @@ func openAIRequest(body []byte) Request {
 // openAIRequestJSON is openAIRequest through encoding/json, for what
 // fastOpenAIRequest does not read.
 func openAIRequestJSON(body []byte) Request {
+	r, ok := modelStream(body)
+	if ok {
+		r.Asked = askedUsage(body)
+	}
+	return r
+}
+
+// modelStream reads the members model and stream (false when absent) of a
+// request body; ok false when the body is not JSON, and then only the
+// model, read from a JSON object at its start (prefixModel).
+func modelStream(body []byte) (r Request, ok bool) {
 	var req struct {
 		Model  string `json:"model"`
 		Stream bool   `json:"stream"`
 	}
 	if err := unmarshal(body, &req); err != nil {
-		return Request{Model: prefixModel(body)}
+		return Request{Model: prefixModel(body)}, false
 	}
-	return Request{Model: req.Model, Stream: req.Stream, Asked: askedUsage(body)}
+	return Request{Model: req.Model, Stream: req.Stream}, true
 }
 
 // askedUsage is whether an OpenAI request asks for usage itself. With
@@ -55,17 +66,28 @@ func askedUsage(body []byte) bool {
 
 func openAIPrompt(body []byte) int64 {
 	var req struct {
-		Messages []struct {
-			Content json.RawMessage `json:"content"`
-		} `json:"messages"`
-		Prompt json.RawMessage `json:"prompt"`
-		Input  json.RawMessage `json:"input"` // embeddings
+		chatPrompt
+		Input json.RawMessage `json:"input"` // embeddings
 	}
 	if unmarshal(body, &req) != nil {
 		return -1
 	}
-	n := textBytes(req.Prompt) + textBytes(req.Input)
-	for _, m := range req.Messages {
+	return req.bytes() + textBytes(req.Input)
+}
+
+// chatPrompt is the prompt of a chat or completion request as OpenAI's
+// and Ollama's APIs share it: messages, or a prompt.
+type chatPrompt struct {
+	Messages []struct {
+		Content json.RawMessage `json:"content"`
+	} `json:"messages"`
+	Prompt json.RawMessage `json:"prompt"`
+}
+
+// bytes is the text bytes of the prompt and of every message's content.
+func (p chatPrompt) bytes() int64 {
+	n := textBytes(p.Prompt)
+	for _, m := range p.Messages {
 		n += textBytes(m.Content)
 	}
 	return n

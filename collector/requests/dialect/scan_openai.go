@@ -140,30 +140,30 @@ func (s *jsonScan) detail(name string) int64 {
 
 // choice reads the bytes of generated text in one choice.
 func (s *jsonScan) choice() int64 {
-	var n int64
-	var seen uint32
-	s.object(func(key []byte) {
-		switch s.member(key, &seen, "text", "message", "delta") {
-		case 0:
-			n += s.textLen()
-		case 1, 2:
-			s.objectOrNull(func() { n += s.message() })
-		default:
-			s.value()
+	return s.sum(func(i int) (n int64) {
+		if i == 0 {
+			return s.textLen()
 		}
-	})
-	return n
+		s.objectOrNull(func() { n = s.message() })
+		return n
+	}, "text", "message", "delta")
 }
 
 // message reads the bytes of generated text in a message or delta.
 func (s *jsonScan) message() int64 {
+	return s.sum(func(int) int64 { return s.textLen() }, "content", "reasoning_content", "reasoning", "tool_calls")
+}
+
+// sum reads an object and adds up what read returns for each member named
+// in names (called with its index in names; it must pass over the value),
+// passing over the other members.
+func (s *jsonScan) sum(read func(i int) int64, names ...string) int64 {
 	var n int64
 	var seen uint32
 	s.object(func(key []byte) {
-		switch s.member(key, &seen, "content", "reasoning_content", "reasoning", "tool_calls") {
-		case 0, 1, 2, 3:
-			n += s.textLen()
-		default:
+		if i := s.member(key, &seen, names...); i >= 0 {
+			n += read(i)
+		} else {
 			s.value()
 		}
 	})
