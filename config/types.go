@@ -42,15 +42,7 @@ func ParseDuration(s string) (time.Duration, error) {
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return lineError(n, "want a duration, got a %s", kindName(n.Kind))
-	}
-	v, err := ParseDuration(n.Value)
-	if err != nil {
-		return lineError(n, "%v", err)
-	}
-	*d = Duration(v)
-	return nil
+	return setScalar(n, d, "duration", ParseDuration)
 }
 
 // MarshalYAML prints the duration the way it parses.
@@ -149,14 +141,21 @@ func ParseByteSize(s string) (int64, error) {
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	return setScalar(n, b, "size", ParseByteSize)
+}
+
+// setScalar parses the scalar node n with parse into *dst, or leaves *dst
+// as it is and returns an error naming n's line; a node of another kind is
+// refused as not a what.
+func setScalar[T, V ~int64](n *yaml.Node, dst *T, what string, parse func(string) (V, error)) error {
 	if n.Kind != yaml.ScalarNode {
-		return lineError(n, "want a size, got a %s", kindName(n.Kind))
+		return lineError(n, "want a %s, got a %s", what, kindName(n.Kind))
 	}
-	v, err := ParseByteSize(n.Value)
+	v, err := parse(n.Value)
 	if err != nil {
 		return lineError(n, "%v", err)
 	}
-	*b = ByteSize(v)
+	*dst = T(v)
 	return nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/deadlabour/deadlabour/internal/testutil/basic"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -34,9 +36,8 @@ func mustLedger(t *testing.T, p Params) *Ledger {
 	return l
 }
 
-func near(a, b float64) bool {
-	return math.Abs(a-b) <= 1e-9*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
-}
+// near is the tolerance the tests share (basic.Near).
+var near = basic.Near
 
 func mkSpan(id string, start, end float64, devices ...string) Span {
 	return Span{ID: id, Model: "m", Start: at(start), End: at(end), Status: "200", Served: true,
@@ -793,5 +794,46 @@ func TestMethodOfMixedDevice(t *testing.T) {
 	}
 	if got := methodSet(0).method(); got != MethodNone {
 		t.Errorf("no method = %s, want none", got)
+	}
+}
+
+// A span whose scheduled time is known (a trace) is charged nothing while
+// it queued, its prompt tokens over [scheduled, first token) and its
+// completion tokens over [first token, end); time weighting charges the
+// whole span; a scheduled time out of order is ignored.
+func TestPhasesScheduled(t *testing.T) {
+	s := mkSpan("a", 0, 10)
+	s.PromptTokens, s.CompletionTokens = 400, 100
+	s.FirstToken, s.Scheduled = at(6), at(4)
+	ph := phasesOf(&s, true)
+	if ph.in != at(4).UnixNano() || ph.ft != at(6).UnixNano() || ph.uniform {
+		t.Fatalf("phases %+v: want in at 4 s, first token at 6 s", ph)
+	}
+	if p, d := ph.tokensIn(at(4).UnixNano(), at(6).UnixNano()); !near(p, 400) || d != 0 {
+		t.Errorf("prefill: %v prompt, %v completion tokens; want 400, 0", p, d)
+	}
+	if p, d := ph.tokensIn(at(6).UnixNano(), at(10).UnixNano()); p != 0 || !near(d, 100) {
+		t.Errorf("decode: %v prompt, %v completion tokens; want 0, 100", p, d)
+	}
+	if ph := phasesOf(&s, false); ph.in != at(0).UnixNano() {
+		t.Errorf("time weighting: in at %v, want the start", ph.in)
+	}
+	// Known without a first token: both kinds evenly over [scheduled, end).
+	ns := s
+	ns.FirstToken = time.Time{}
+	ph = phasesOf(&ns, true)
+	if p, d := ph.tokensIn(at(4).UnixNano(), at(10).UnixNano()); ph.in != at(4).UnixNano() || !ph.uniform || !near(p, 400) || !near(d, 100) {
+		t.Errorf("not streamed: in %v, %v prompt, %v completion tokens; want 4 s, 400, 100", ph.in, p, d)
+	}
+	// Out of order (at or after the first token, before the start): inferred as without.
+	clean := s
+	clean.Scheduled = time.Time{}
+	want := phasesOf(&clean, true)
+	for _, sc := range []float64{6, 7, -1} {
+		bad := s
+		bad.Scheduled = at(sc)
+		if got := phasesOf(&bad, true); got != want {
+			t.Errorf("scheduled at %v s: phases %+v, want %+v (ignored)", sc, got, want)
+		}
 	}
 }

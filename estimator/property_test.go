@@ -136,6 +136,17 @@ func randomWorkload(rng *rand.Rand, p Params, o workloadOpts) workload {
 		if rng.IntN(5) < 3 {
 			s.FirstToken = at(start + rng.Float64()*(end-start))
 		}
+		// Phases known (a trace) for some, drawn without the rng so that
+		// the rest of the workload stays as it was; now and then out of
+		// order, which the phase model ignores.
+		switch {
+		case i%3 == 0 && !s.FirstToken.IsZero():
+			s.Scheduled = s.Start.Add(s.FirstToken.Sub(s.Start) / 3)
+		case i%3 == 0:
+			s.Scheduled = s.Start.Add(s.End.Sub(s.Start) / 4)
+		case i%11 == 1:
+			s.Scheduled = s.End.Add(time.Millisecond)
+		}
 		s.Served = rng.IntN(15) != 0
 		switch {
 		case o.beginLess && rng.IntN(6) == 0:

@@ -52,9 +52,11 @@ type Interval struct {
 // Usage sources, from most to least trustworthy.
 const (
 	UsageReported        = "reported"         // the server's own usage block
+	UsageTrace           = "trace"            // the server's own trace (OTLP): its token counts
 	UsageReportedPartial = "reported_partial" // cumulative usage seen so far (stream cut short)
 	UsageEstimated       = "estimated"        // counted from the stream by the proxy
 	UsageUnknown         = "unknown"          // nothing to go on
+	UsageInvalid         = "invalid"          // the server reported a count no request has (over dialect.MaxTokens): counts unknown
 )
 
 // Status values beside the HTTP status code (as decimal text).
@@ -82,8 +84,12 @@ type Span struct {
 	Tenant     string
 	Start      time.Time
 	FirstToken time.Time // zero if no token was seen
-	End        time.Time
-	Status     string // HTTP status code as text, or StatusClientClosed
+	// Scheduled is when the request left the server's queue and its
+	// prefill began (an inference server's trace says so); zero when
+	// unknown, and the phase model infers it (estimator/weight.go).
+	Scheduled time.Time
+	End       time.Time
+	Status    string // HTTP status code as text, or StatusClientClosed
 
 	PromptTokens     int64
 	CompletionTokens int64

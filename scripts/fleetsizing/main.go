@@ -26,25 +26,17 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/cmdmain"
 	"github.com/deadlabour/deadlabour/schema"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fleetsizing:", err)
-		os.Exit(1)
-	}
-}
+func main() { cmdmain.Run("fleetsizing", run) }
 
 type measurement struct {
 	name   string

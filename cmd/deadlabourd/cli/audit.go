@@ -29,11 +29,8 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stderr, "Usage: deadlabourd audit [--config FILE | --admin HOST:PORT] [--json] [--limit N] REQUEST_ID")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseOneArg(fs, args, "REQUEST_ID"); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: want exactly one REQUEST_ID, got %d arguments", errUsage, fs.NArg())
 	}
 	if *limit < 1 || *limit > admin.RequestShowMax {
 		return fmt.Errorf("%w: --limit %d: want 1 to %d", errUsage, *limit, admin.RequestShowMax)

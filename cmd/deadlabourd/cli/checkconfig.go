@@ -22,11 +22,8 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "Usage: deadlabourd check-config [--gpus N | --simulate KIND:N] FILE")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseOneArg(fs, args, "FILE"); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: want exactly one FILE, got %d arguments", errUsage, fs.NArg())
 	}
 	path := fs.Arg(0)
 	count, source := *gpus, "--gpus"

@@ -75,3 +75,26 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	return fs
 }
+
+// parseNoArgs parses args into fs and refuses any argument left over.
+func parseNoArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return nil
+}
+
+// parseOneArg parses args into fs and wants exactly one argument left
+// over, named what in the error.
+func parseOneArg(fs *flag.FlagSet, args []string, what string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: want exactly one %s, got %d arguments", errUsage, what, fs.NArg())
+	}
+	return nil
+}

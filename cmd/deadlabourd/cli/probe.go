@@ -22,11 +22,8 @@ func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	libPath := fs.String("nvml-library", "", "path of libnvidia-ml.so.1 (default: the loader's search)")
 	measure := fs.Duration("measure", 0, "then read every GPU for this long and compare its energy counter with the integral of its power samples, e.g. 60s")
 	interval := fs.Duration("interval", 100*time.Millisecond, "poll interval of --measure")
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
 	if *measure < 0 || *interval <= 0 {
 		return fmt.Errorf("%w: --measure and --interval must be positive", errUsage)

@@ -27,11 +27,8 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stderr, "Usage: deadlabourd report [--since 24h] [--until T] [--by model|tenant|gpu|node|upstream] [--format table|csv|json]")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
 	if _, ok := report.Dimension(*by); !ok {
 		return fmt.Errorf("%w: --by %q: want model, tenant, gpu, node or upstream", errUsage, *by)

@@ -17,11 +17,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	simulate := fs.String("simulate", "", "simulate GPUs with go-nvml's mock servers, e.g. h100:8 (a100, h200, b200; 1-16)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	format := fs.String("log-format", "text", "text or json")
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
 	log, err := newLogger(stderr, *level, *format)
 	if err != nil {
