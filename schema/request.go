@@ -47,7 +47,7 @@ func RequestPoint(r estimator.Record) (Point, error) {
 // r.Time. Unknown token counts (-1) are left out rather than written as 0,
 // and so are ttft_s when no token was seen and the market-based carbon,
 // training carbon and energy and living labour where nobody configured
-// them. Other negative token counts are
+// them, and the Kubernetes namespace and pod outside Kubernetes. Other negative token counts are
 // an error naming the field.
 //
 // Tag values come from clients (model, tenant) and are made writable with
@@ -70,7 +70,7 @@ func (s RequestSchema) Point(r estimator.Record) (Point, error) {
 			{"tenant", TagValue(r.Tenant)},
 			{"upstream", TagValue(r.Upstream)},
 		},
-		Fields: make([]Field, 0, 57),
+		Fields: make([]Field, 0, 59),
 		Time:   r.Time,
 	}
 	p.Fields = append(p.Fields, Field{"request_id", StringValue(r.ID, maxStringBytes)})
@@ -141,6 +141,10 @@ func (s RequestSchema) Point(r estimator.Record) (Point, error) {
 		Field{"host_meter", string(r.HostMeter)},
 		Field{"weighting", r.Weighting},
 		Field{"gpus", strings.Join(r.Devices, ",")},
+	)
+	p.Fields = appendIf(p.Fields, r.Namespace != "", Field{"namespace", StringValue(r.Namespace, maxStringBytes)})
+	p.Fields = appendIf(p.Fields, r.Pod != "", Field{"pod", StringValue(r.Pod, maxStringBytes)})
+	p.Fields = append(p.Fields,
 		Field{"served", r.Served},
 		Field{"simulated", r.Simulated},
 		Field{"history_truncated", r.HistoryTruncated},
