@@ -34,6 +34,15 @@ func NewRequestSchema(models []string, currency string) RequestSchema {
 	return s
 }
 
+// ModelTag is the model tag of a record naming model: the name made
+// writable, or ModelOther when the model is not configured.
+func (s RequestSchema) ModelTag(model string) string {
+	if s.models != nil && model != "" && !s.models[model] {
+		return ModelOther
+	}
+	return TagValue(model)
+}
+
 // Currency is the ISO 4217 code of the money fields, the tag currency.
 func (s RequestSchema) Currency() string { return s.currency }
 
@@ -56,10 +65,7 @@ func RequestPoint(r estimator.Record) (Point, error) {
 // made writable), that name is kept in the field model_raw (StringValue,
 // at most MaxModelRaw bytes).
 func (s RequestSchema) Point(r estimator.Record) (Point, error) {
-	model := TagValue(r.Model)
-	if s.models != nil && r.Model != "" && !s.models[r.Model] {
-		model = ModelOther
-	}
+	model := s.ModelTag(r.Model)
 	p := Point{
 		Measurement: MeasurementRequest,
 		Tags: []Tag{
