@@ -296,7 +296,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	}
 	if c.Admin.MetricsListen != "" {
 		v.listenAddr("admin.metrics_listen", c.Admin.MetricsListen)
-		if c.Admin.MetricsListen == c.Admin.Listen {
+		if c.Admin.MetricsListen == c.Admin.Listen && !strings.HasSuffix(c.Admin.Listen, ":0") {
 			v.add("admin.metrics_listen", "is admin.listen (%s): give the metrics listener a port of its own", c.Admin.Listen)
 		}
 	}
