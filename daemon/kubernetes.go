@@ -87,10 +87,7 @@ func (d *Daemon) startPods(ctx context.Context) (stop func()) {
 	if d.pods == nil {
 		return func() {}
 	}
-	stopRun := startOwned(ctx, func(ctx context.Context) {
-		d.pods.Refresh(ctx)
-		d.pods.Run(ctx)
-	})
+	stopRun := startOwned(ctx, d.pods.Run)
 	return func() {
 		stopRun()
 		d.pods.Close()

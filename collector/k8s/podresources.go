@@ -112,16 +112,14 @@ func (p *PodResources) logState(state string, err error) {
 	p.log.Info("kubelet pod-resources: GPUs mapped to pods", "socket", p.socket, "state", state)
 }
 
-// Run refreshes every interval until ctx is done.
+// Run refreshes at once and then every interval until ctx is done.
 func (p *PodResources) Run(ctx context.Context) {
-	t := time.NewTicker(p.every)
-	defer t.Stop()
 	for {
+		p.Refresh(ctx)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			p.Refresh(ctx)
+		case <-time.After(p.every):
 		}
 	}
 }
