@@ -29,6 +29,7 @@ type Config struct {
 	Models      []Model     `yaml:"models"`
 	Attribution Attribution `yaml:"attribution"`
 	Admin       Admin       `yaml:"admin"`
+	Kubernetes  Kubernetes  `yaml:"kubernetes"`
 	Influx      Influx      `yaml:"influx"`
 	Spool       Spool       `yaml:"spool"`
 
@@ -195,9 +196,21 @@ type Marginal struct {
 type Admin struct {
 	Listen    string `yaml:"listen"`
 	TokenFile string `yaml:"token_file"`
+	// MetricsListen is a second listener serving only /metrics, /healthz
+	// and /readyz, without a token (for Prometheus); empty: none.
+	MetricsListen string `yaml:"metrics_listen"`
 	// EventTenantRaw keeps the event API's tenant values as they are; by
 	// default they are hashed like API keys.
 	EventTenantRaw bool `yaml:"event_tenant_raw"`
+}
+
+// Kubernetes configures the GPU-to-pod mapping from the kubelet's
+// pod-resources API.
+type Kubernetes struct {
+	// PodResourcesSocket is the kubelet's pod-resources socket; empty: no
+	// mapping.
+	PodResourcesSocket string   `yaml:"pod_resources_socket"`
+	Refresh            Duration `yaml:"refresh"`
 }
 
 // Influx configures the InfluxDB v2 write API (InfluxDB 1.8+, 2.x, 3.x, Cloud).
@@ -267,8 +280,9 @@ func Default() Config {
 			AuditRecords:      1000,
 			AuditWindow:       Duration(5 * time.Minute),
 		},
-		Admin: Admin{Listen: "127.0.0.1:9464"},
-		Proxy: Proxy{MaxBufferedBytes: ByteSize(256 << 20), BodyReadTimeout: Duration(time.Minute), BudgetWait: Duration(5 * time.Second)},
+		Admin:      Admin{Listen: "127.0.0.1:9464"},
+		Kubernetes: Kubernetes{Refresh: Duration(10 * time.Second)},
+		Proxy:      Proxy{MaxBufferedBytes: ByteSize(256 << 20), BodyReadTimeout: Duration(time.Minute), BudgetWait: Duration(5 * time.Second)},
 		Influx: Influx{
 			Bucket:        "deadlabour/autogen",
 			TokenEnv:      "INFLUX_TOKEN",

@@ -329,6 +329,17 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	if c.Admin.Listen != "" {
 		v.listenAddr("admin.listen", c.Admin.Listen)
 	}
+	if c.Admin.MetricsListen != "" {
+		v.listenAddr("admin.metrics_listen", c.Admin.MetricsListen)
+		if c.Admin.MetricsListen == c.Admin.Listen && !strings.HasSuffix(c.Admin.Listen, ":0") {
+			v.add("admin.metrics_listen", "is admin.listen (%s): give the metrics listener a port of its own", c.Admin.Listen)
+		}
+	}
+
+	// kubernetes
+	if c.Kubernetes.PodResourcesSocket != "" && c.Kubernetes.Refresh < Duration(time.Second) {
+		v.add("kubernetes.refresh", "must be at least 1s, got %s", c.Kubernetes.Refresh.D())
+	}
 
 	// influx
 	if c.Influx.URL != "" {
@@ -424,6 +435,9 @@ func (v *validator) selfTargets() {
 	}
 	if v.c.Admin.Listen != "" {
 		listens = append(listens, listen{"admin.listen", v.c.Admin.Listen})
+	}
+	if v.c.Admin.MetricsListen != "" {
+		listens = append(listens, listen{"admin.metrics_listen", v.c.Admin.MetricsListen})
 	}
 	for i, u := range v.c.Upstreams {
 		t, err := url.Parse(u.Target)

@@ -8,6 +8,7 @@ import (
 	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/collector/host"
 	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/estimator"
 )
 
 // upstreamDevices maps an upstream's gpus entries (indices, GPU UUIDs or
@@ -128,4 +129,28 @@ func (d *Daemon) gpuHealth() []gpu.DeviceHealth {
 		return []gpu.DeviceHealth{}
 	}
 	return d.gpu.Health()
+}
+
+// meters maps the device id of every meter found at start to how it
+// measures: a GPU's energy counter or its power integral (a board in MIG
+// mode is metered through its instances, each as the board is), and the
+// host's method ("" without a host meter).
+func meters(gpus []gpu.DeviceInfo, host estimator.Method) map[string]estimator.Method {
+	out := map[string]estimator.Method{}
+	for _, g := range gpus {
+		m := estimator.MethodPowerIntegral
+		if g.EnergyCounter {
+			m = estimator.MethodCounter
+		}
+		if !g.MIG {
+			out[g.ID] = m
+		}
+		for _, in := range g.Instances {
+			out[in.ID] = m
+		}
+	}
+	if host != "" {
+		out[estimator.HostDevice] = host
+	}
+	return out
 }

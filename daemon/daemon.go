@@ -19,6 +19,7 @@ import (
 	"github.com/deadlabour/deadlabour/audit"
 	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/collector/host"
+	"github.com/deadlabour/deadlabour/collector/k8s"
 	"github.com/deadlabour/deadlabour/collector/requests"
 	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/engine"
@@ -49,10 +50,12 @@ type Daemon struct {
 	writer    *sink.Writer
 	obs       *observe.Observer
 	proxies   []*proxyServer
-	admin     *admin.Server    // nil without an admin listener
-	audit     *audit.Store     // nil when attribution.audit_records is 0
-	events    *requests.Events // the event API; nil without an admin listener
-	eventGate eventGate        // closed at shutdown, with the proxies
+	admin     *admin.Server     // nil without an admin listener
+	metrics   *admin.Server     // nil without admin.metrics_listen
+	pods      *k8s.PodResources // nil unless kubernetes.pod_resources_socket
+	audit     *audit.Store      // nil when attribution.audit_records is 0
+	events    *requests.Events  // the event API; nil without an admin listener
+	eventGate eventGate         // closed at shutdown, with the proxies
 	simulated bool
 	ready     atomic.Bool
 	notify    *notifier // systemd
@@ -146,10 +149,19 @@ func New(ctx context.Context, cfg *config.Config, simulate string, log *slog.Log
 	for _, g := range gpus {
 		gpuIDs = append(gpuIDs, g.ID)
 	}
+	models := make([]string, len(cfg.Models))
+	for i, m := range cfg.Models {
+		models[i] = m.Name
+	}
+	upstreams := make([]string, len(cfg.Upstreams))
+	for i, u := range cfg.Upstreams {
+		upstreams[i] = u.Name
+	}
 	d.obs = observe.New(observe.Options{
 		Node: cfg.Node, Simulated: d.simulated, Interval: cfg.GPU.Interval.D(), ReportInterval: cfg.GPU.ReportInterval.D(),
 		Now: nowFunc, GPUs: gpuIDs, GPUHealth: d.gpuHealth, HostMeter: string(hostc.Method()),
 		Sink: d.writer, SinkMetrics: d.writer.Collector(), Ready: d.ready.Load, SpoolLimit: int64(cfg.Spool.MaxBytes),
+		Schema: schema, Models: models, Upstreams: upstreams, Meters: meters(gpus, hostc.Method()),
 	})
 	opts := engine.Options{
 		Log: log.With("component", "engine"), Interval: cfg.GPU.Interval.D(), ReportInterval: cfg.GPU.ReportInterval.D(),
@@ -167,6 +179,9 @@ func New(ctx context.Context, cfg *config.Config, simulate string, log *slog.Log
 	d.engine = engine.New(opts)
 
 	d.newResolver()
+	if err := d.newPods(); err != nil {
+		return nil, err
+	}
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
@@ -190,7 +205,7 @@ func (d *Daemon) listen() error {
 			NoIncludeUsage: u.IncludeUsage != nil && !*u.IncludeUsage, HeaderTimeout: u.ResponseHeaderTimeout.D(),
 			BodyReadTimeout: d.cfg.Proxy.BodyReadTimeout.D(), PreserveHost: u.PreserveHost,
 			Logger: d.log.With("upstream", u.Name),
-		}, d.queue)
+		}, d.spans())
 		if err != nil {
 			return fmt.Errorf("upstream %s: %w", u.Name, err)
 		}
@@ -223,6 +238,18 @@ func (d *Daemon) listen() error {
 			return err
 		}
 		srv.Handle(h)
+	}
+	if d.cfg.Admin.MetricsListen != "" {
+		// Only what Prometheus and the kubelet ask, never behind the
+		// token: safe beyond loopback.
+		srv, err := admin.Listen(d.cfg.Admin.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("admin.metrics_listen: %w", err)
+		}
+		d.metrics = srv
+		mux := http.NewServeMux()
+		d.obs.RegisterProbes(mux)
+		srv.Handle(mux)
 	}
 	return nil
 }
@@ -270,6 +297,12 @@ func (d *Daemon) closeListeners() {
 	if d.admin != nil {
 		d.admin.Close()
 	}
+	if d.metrics != nil {
+		d.metrics.Close()
+	}
+	if d.pods != nil {
+		d.pods.Close()
+	}
 }
 
 // Run serves until ctx is done or a listener fails, then shuts down in
@@ -278,7 +311,7 @@ func (d *Daemon) closeListeners() {
 // the admin listener and NVML.
 func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	serveErr := make(chan error, len(d.proxies)+1)
+	serveErr := make(chan error, len(d.proxies)+2)
 	for _, p := range d.proxies {
 		wg.Go(func() {
 			if err := p.srv.Serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -286,16 +319,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		})
 	}
-	if d.admin != nil {
-		wg.Go(func() {
-			if err := d.admin.Serve(); err != nil {
-				serveErr <- fmt.Errorf("admin: %w", err)
-			}
-		})
+	for name, srv := range map[string]*admin.Server{"admin": d.admin, "admin.metrics_listen": d.metrics} {
+		if srv != nil {
+			wg.Go(func() {
+				if err := srv.Serve(); err != nil {
+					serveErr <- fmt.Errorf("%s: %w", name, err)
+				}
+			})
+		}
 	}
 	stopEvents := d.startEvents(ctx)
 	stopEngine := startOwned(ctx, d.engine.Run)
 	stopResolver := d.startResolver(ctx)
+	stopPods := d.startPods(ctx)
 	stopWriter := startOwned(ctx, func(ctx context.Context) { d.writer.Run(ctx) })
 	d.ready.Store(true)
 	names := make([]string, len(d.proxies))
@@ -306,7 +342,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.admin != nil {
 		adminAddr = d.admin.Addr().String()
 	}
-	d.log.Info("deadlabourd running", "node", d.cfg.Node, "upstreams", strings.Join(names, ","), "admin", adminAddr, "gpus", d.gpuCount(),
+	metricsAddr := ""
+	if d.metrics != nil {
+		metricsAddr = d.metrics.Addr().String()
+	}
+	d.log.Info("deadlabourd running", "node", d.cfg.Node, "upstreams", strings.Join(names, ","), "admin", adminAddr, "metrics", metricsAddr, "gpus", d.gpuCount(),
 		"simulated", d.simulated, "influx", redact.URL(d.cfg.Influx.URL))
 	d.notify.ready(fmt.Sprintf("metering %d upstream(s) on %d GPU(s)", len(d.proxies), d.gpuCount()))
 
@@ -338,6 +378,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	stopEvents()
 	stopResolver()
+	stopPods()
 	// 2. Settle and flush the ledger.
 	stopEngine()
 	// 3. Deliver what is queued, under a deadline.
@@ -350,6 +391,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if d.admin != nil {
 		d.admin.Close()
+	}
+	if d.metrics != nil {
+		d.metrics.Close()
 	}
 	wg.Wait()
 	if d.gpu != nil {

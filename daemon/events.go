@@ -22,7 +22,7 @@ func (d *Daemon) newEvents(tenantSecret []byte) error {
 		History: d.cfg.Attribution.History.D(), SettleDelay: d.cfg.Attribution.SettleDelay.D(),
 		TenantSecret: tenantSecret, TenantRaw: d.cfg.Admin.EventTenantRaw,
 		Devices: d.eventDevices, Now: nowFunc, Logger: d.log.With("component", "events"),
-	}, d.queue)
+	}, d.spans())
 	if err != nil {
 		return fmt.Errorf("event API: %w", err)
 	}

@@ -19,6 +19,8 @@ import (
 	yaml3 "go.yaml.in/yaml/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/deadlabour/deadlabour/config"
@@ -29,10 +31,46 @@ const k8sDir = "kubernetes"
 // manifests are the objects of deploy/kubernetes, each decoded strictly
 // (an unknown or misspelt field is an error) into its k8s.io/api type.
 type manifests struct {
-	namespaces []corev1.Namespace
-	configMaps []corev1.ConfigMap
-	secrets    []corev1.Secret
-	daemonSets []appsv1.DaemonSet
+	namespaces      []corev1.Namespace
+	configMaps      []corev1.ConfigMap
+	secrets         []corev1.Secret
+	daemonSets      []appsv1.DaemonSet
+	services        []corev1.Service
+	networkPolicies []networkingv1.NetworkPolicy
+	serviceMonitors []serviceMonitor
+}
+
+// serviceMonitor is the part of the Prometheus operator's ServiceMonitor
+// (monitoring.coreos.com/v1) the manifests use, field for field as the
+// operator's CRD names them; decoded strictly too, so a misspelt or
+// unsupported field fails.
+type serviceMonitor struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       struct {
+		Selector          metav1.LabelSelector `json:"selector"`
+		NamespaceSelector struct {
+			Any        bool     `json:"any,omitempty"`
+			MatchNames []string `json:"matchNames,omitempty"`
+		} `json:"namespaceSelector"`
+		JobLabel  string `json:"jobLabel,omitempty"`
+		Endpoints []struct {
+			Port          string `json:"port"`
+			Path          string `json:"path"`
+			Scheme        string `json:"scheme,omitempty"`
+			Interval      string `json:"interval"`
+			ScrapeTimeout string `json:"scrapeTimeout"`
+			Relabelings   []struct {
+				SourceLabels []string `json:"sourceLabels,omitempty"`
+				Separator    string   `json:"separator,omitempty"`
+				TargetLabel  string   `json:"targetLabel,omitempty"`
+				Regex        string   `json:"regex,omitempty"`
+				Replacement  string   `json:"replacement,omitempty"`
+				Action       string   `json:"action,omitempty"`
+			} `json:"relabelings,omitempty"`
+		} `json:"endpoints"`
+	} `json:"spec"`
 }
 
 // kustomization is the part of a Kustomization this directory uses;
@@ -76,10 +114,15 @@ func documents(t *testing.T, file string) [][]byte {
 }
 
 func loadManifests(t *testing.T) (manifests, kustomization) {
+	return loadDir(t, k8sDir)
+}
+
+// loadDir decodes the manifests of one directory.
+func loadDir(t *testing.T, dir string) (manifests, kustomization) {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(k8sDir, "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil || len(files) == 0 {
-		t.Fatalf("no manifests in %s: %v", k8sDir, err)
+		t.Fatalf("no manifests in %s: %v", dir, err)
 	}
 	var m manifests
 	var k kustomization
@@ -102,6 +145,12 @@ func loadManifests(t *testing.T) (manifests, kustomization) {
 				obj = grow(&m.secrets)
 			case "apps/v1 DaemonSet":
 				obj = grow(&m.daemonSets)
+			case "v1 Service":
+				obj = grow(&m.services)
+			case "networking.k8s.io/v1 NetworkPolicy":
+				obj = grow(&m.networkPolicies)
+			case "monitoring.coreos.com/v1 ServiceMonitor":
+				obj = grow(&m.serviceMonitors)
 			case "kustomize.config.k8s.io/v1beta1 Kustomization":
 				obj = &k
 			default:
@@ -370,5 +419,150 @@ func TestStrictDecodingCatchesTypos(t *testing.T) {
 	var ds appsv1.DaemonSet
 	if err := yaml.UnmarshalStrict(doc, &ds); err == nil || !strings.Contains(err.Error(), "hostNetwrok") {
 		t.Errorf("a misspelt field decoded: %v", err)
+	}
+}
+
+// The pieces for a cluster's Prometheus and the pod mapping hold
+// together: the DaemonSet opens the metrics listener the config names on
+// a declared port, mounts the kubelet's pod-resources socket where the
+// config looks for it, runs node-critical with MIG devices visible and the
+// host's PIDs where an upstream names its processes; the headless Service
+// selects its pods on that port, the NetworkPolicy opens only declared
+// ports, and the ServiceMonitor of ./prometheus scrapes the Service's port.
+func TestKubernetesPrometheusAndPods(t *testing.T) {
+	m, _ := loadManifests(t)
+	ds, cm := m.daemonSets[0], m.configMaps[0]
+	cfg, err := config.Parse("configmap.yaml config.yaml", []byte(cm.Data["config.yaml"]), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := ds.Spec.Template.Spec
+	c := spec.Containers[0]
+	if spec.PriorityClassName != "system-node-critical" {
+		t.Errorf("priorityClassName %q, want system-node-critical", spec.PriorityClassName)
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	if env["NVIDIA_MIG_MONITOR_DEVICES"] != "all" {
+		t.Error("NVIDIA_MIG_MONITOR_DEVICES is not all: MIG devices would be hidden from NVML")
+	}
+	namesProcesses := false
+	for _, u := range cfg.Upstreams {
+		namesProcesses = namesProcesses || u.ProcessName != "" || u.PIDFile != ""
+	}
+	if spec.HostPID != namesProcesses {
+		t.Errorf("hostPID %v; an upstream names its processes: %v (NVML lists host PIDs: hostPID exactly when needed)", spec.HostPID, namesProcesses)
+	}
+
+	// The metrics listener: configured beyond loopback, declared.
+	if cfg.Admin.MetricsListen == "" {
+		t.Fatal("the config opens no admin.metrics_listen for Prometheus")
+	}
+	host, metricsPort := splitPort(t, cfg.Admin.MetricsListen)
+	if host != "0.0.0.0" && host != "" {
+		t.Errorf("admin.metrics_listen %s: Prometheus scrapes the node's address", cfg.Admin.MetricsListen)
+	}
+	if adminHost, _ := splitPort(t, cfg.Admin.Listen); adminHost != "127.0.0.1" {
+		t.Errorf("admin.listen %s: the event API and records stay on loopback", cfg.Admin.Listen)
+	}
+	ports := map[string]int32{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	if ports["metrics"] != metricsPort {
+		t.Errorf("container port metrics %d, admin.metrics_listen %s", ports["metrics"], cfg.Admin.MetricsListen)
+	}
+
+	// The pod-resources socket is on the node's kubelet directory, writable.
+	if cfg.Kubernetes.PodResourcesSocket == "" {
+		t.Fatal("kubernetes.pod_resources_socket is not set: records would carry no pod")
+	}
+	mounted := false
+	for _, v := range spec.Volumes {
+		if v.HostPath == nil || v.HostPath.Path != "/var/lib/kubelet/pod-resources" {
+			continue
+		}
+		for _, vm := range c.VolumeMounts {
+			if vm.Name == v.Name && !vm.ReadOnly && cfg.Kubernetes.PodResourcesSocket == path.Join(vm.MountPath, "kubelet.sock") {
+				mounted = true
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("kubernetes.pod_resources_socket %s is not the kubelet's /var/lib/kubelet/pod-resources mounted writable", cfg.Kubernetes.PodResourcesSocket)
+	}
+
+	// The Service selects the DaemonSet's pods on the metrics port.
+	if len(m.services) != 1 {
+		t.Fatalf("%d Services, want 1", len(m.services))
+	}
+	svc := m.services[0]
+	if !subset(svc.Spec.Selector, ds.Spec.Template.Labels) || svc.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("Service %s: selector %v, clusterIP %q: want the DaemonSet's pods %v, headless", svc.Name, svc.Spec.Selector, svc.Spec.ClusterIP, ds.Spec.Template.Labels)
+	}
+	svcPorts := map[string]bool{}
+	for _, p := range svc.Spec.Ports {
+		svcPorts[p.Name] = true
+		if p.TargetPort.String() != "metrics" || p.Port != metricsPort {
+			t.Errorf("Service port %s: %d -> %s, want %d -> the container's metrics port", p.Name, p.Port, p.TargetPort.String(), metricsPort)
+		}
+	}
+
+	// The NetworkPolicy selects the pods and opens only declared ports.
+	if len(m.networkPolicies) != 1 {
+		t.Fatalf("%d NetworkPolicies, want 1", len(m.networkPolicies))
+	}
+	np := m.networkPolicies[0]
+	if !subset(np.Spec.PodSelector.MatchLabels, ds.Spec.Template.Labels) || !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+		t.Errorf("NetworkPolicy %s does not restrict ingress to the DaemonSet's pods", np.Name)
+	}
+	opened := map[string]bool{}
+	for _, rule := range np.Spec.Ingress {
+		for _, p := range rule.Ports {
+			if p.Port == nil || ports[p.Port.String()] == 0 {
+				t.Errorf("NetworkPolicy opens port %v, which the container does not declare by name", p.Port)
+				continue
+			}
+			opened[p.Port.String()] = true
+		}
+	}
+	if !opened["metrics"] || opened["admin"] {
+		t.Errorf("NetworkPolicy opens %v: want the metrics port, never the admin one", opened)
+	}
+	for _, o := range []struct {
+		kind, namespace string
+		labels          map[string]string
+	}{{"Service", svc.Namespace, svc.Labels}, {"NetworkPolicy", np.Namespace, np.Labels}} {
+		if o.namespace != m.namespaces[0].Name || o.labels["app.kubernetes.io/part-of"] != "deadlabour" {
+			t.Errorf("%s: namespace %q, labels %v", o.kind, o.namespace, o.labels)
+		}
+	}
+
+	// ./prometheus: everything above and a ServiceMonitor of the Service.
+	pm, pk := loadDir(t, filepath.Join(k8sDir, "prometheus"))
+	if len(pm.serviceMonitors) != 1 || len(pm.daemonSets)+len(pm.services) != 0 {
+		t.Fatalf("prometheus/: want one ServiceMonitor and nothing else; got %+v", pm)
+	}
+	if !slices.Contains(pk.Resources, "..") || !slices.Contains(pk.Resources, "servicemonitor.yaml") || pk.Namespace != m.namespaces[0].Name {
+		t.Errorf("prometheus/kustomization.yaml: resources %v in %q, want .. and servicemonitor.yaml", pk.Resources, pk.Namespace)
+	}
+	sm := pm.serviceMonitors[0]
+	if !subset(sm.Spec.Selector.MatchLabels, svc.Labels) || !slices.Contains(sm.Spec.NamespaceSelector.MatchNames, svc.Namespace) || sm.Metadata.Namespace != svc.Namespace {
+		t.Errorf("ServiceMonitor selects %v in %v, the Service is %v in %s", sm.Spec.Selector.MatchLabels, sm.Spec.NamespaceSelector.MatchNames, svc.Labels, svc.Namespace)
+	}
+	if len(sm.Spec.Endpoints) == 0 {
+		t.Fatal("ServiceMonitor has no endpoints")
+	}
+	for _, e := range sm.Spec.Endpoints {
+		if !svcPorts[e.Port] || e.Path != "/metrics" {
+			t.Errorf("ServiceMonitor endpoint %s%s: want a port of the Service and /metrics", e.Port, e.Path)
+		}
+		iv, err1 := time.ParseDuration(e.Interval)
+		to, err2 := time.ParseDuration(e.ScrapeTimeout)
+		if err1 != nil || err2 != nil || to > iv {
+			t.Errorf("ServiceMonitor interval %q, scrapeTimeout %q: want durations, the timeout within the interval", e.Interval, e.ScrapeTimeout)
+		}
 	}
 }

@@ -83,8 +83,13 @@ func TestRetentionAndContinuousQueries(t *testing.T) {
 			add(schema.GPUPoint("gpu-a", false, schema.GPUWindow{Device: fmt.Sprint(g), Name: "NVIDIA H100", Start: w, Samples: 100,
 				PowerMeanW: 100 + 500*rng.Float64(), PowerMaxW: 700 * rng.Float64(), EnergyJ: 5000 * rng.Float64(), UtilGPUPct: 100 * rng.Float64(),
 				UtilMemPct: 50 * rng.Float64(), TempC: 40 + 40*rng.Float64(), SMClockMHz: 1800, PowerLimitW: 700}))
-			add(schema.IdlePoint("gpu-a", "USD", w.Minute()%7 == 0, false, estimator.IdleShare{Device: fmt.Sprint(g), Start: w, End: w.Add(10 * time.Second),
-				Joules: 700 * rng.Float64(), DepreciationCost: 1e-4 * rng.Float64(), EmbodiedCO2eG: 0.01 * rng.Float64(), Method: estimator.MethodCounter}))
+			for _, unabsorbed := range []bool{false, true} {
+				j := 700 * rng.Float64()
+				add(schema.IdlePoint("gpu-a", "USD", w.Minute()%7 == 0, true, estimator.IdleShare{Device: fmt.Sprint(g), Start: w, End: w.Add(10 * time.Second),
+					Joules: j, DepreciationCost: 1e-4 * rng.Float64(), EmbodiedCO2eG: 0.01 * rng.Float64(), Method: estimator.MethodCounter,
+					FacilityEnergyJ: 1.2 * j, CO2eG: j * 1.2 / 3.6e6 * 400, CO2eMarketG: j * 1.2 / 3.6e6 * 50, WaterOnsiteL: j / 3.6e6 * 0.5,
+					WaterOffsiteL: j * 1.2 / 3.6e6 * 3.9, EnergyCost: j * 1.2 / 3.6e6 * 0.15, Unabsorbed: unabsorbed}))
+			}
 		}
 	}
 	influx.Write(t, lines.String())

@@ -38,6 +38,7 @@ type PointSink interface {
 type Observer interface {
 	Polled(now time.Time, took time.Duration, ivs []estimator.Interval, samples []estimator.DeviceSample, hostErr error)
 	Recorded(r estimator.Record)
+	Idled(s estimator.IdleShare)
 	HealthPoints(now time.Time) []schema.Point
 }
 
@@ -212,6 +213,9 @@ func (e *Engine) emit(out estimator.Output, now time.Time) {
 	}
 	for _, s := range out.Idle {
 		e.idle.add(s)
+		if e.Observer != nil {
+			e.Observer.Idled(s)
+		}
 	}
 	idle := e.idle.flush(e.Ledger.SettledTo)
 	for _, s := range idle {

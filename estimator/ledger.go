@@ -229,7 +229,8 @@ func (l *Ledger) Begin(s Span) {
 	if _, ok := l.spans[k]; ok {
 		return
 	}
-	b := Span{ID: s.ID, Key: s.Key, Upstream: s.Upstream, Model: s.Model, Tenant: s.Tenant, Start: s.Start, Devices: s.Devices, Served: true}
+	b := Span{ID: s.ID, Key: s.Key, Upstream: s.Upstream, Model: s.Model, Tenant: s.Tenant, Namespace: s.Namespace, Pod: s.Pod,
+		Start: s.Start, Devices: s.Devices, Served: true}
 	l.track(&span{s: b, key: k, start: s.Start.UnixNano()}, s.Devices)
 }
 
@@ -254,6 +255,8 @@ func (l *Ledger) End(s Span) {
 		s.Upstream = cmp.Or(s.Upstream, sp.s.Upstream)
 		s.Model = cmp.Or(s.Model, sp.s.Model)
 		s.Tenant = cmp.Or(s.Tenant, sp.s.Tenant)
+		s.Namespace = cmp.Or(s.Namespace, sp.s.Namespace)
+		s.Pod = cmp.Or(s.Pod, sp.s.Pod)
 	}
 	sp.s = s
 	sp.end = max(s.End.UnixNano(), sp.start)

@@ -103,6 +103,9 @@ type Span struct {
 	// Served is false for requests the GPU never worked on (upstream refused,
 	// unreachable): they get a record but no share of any meter.
 	Served bool
+	// Namespace and Pod are the Kubernetes pod the request's (first) GPU is
+	// allocated to (collector/k8s); empty outside Kubernetes or unknown.
+	Namespace, Pod string
 }
 
 // Tokens is prompt + completion tokens, counting unknown parts as zero.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -48,8 +50,14 @@ type Observer struct {
 	gpuPower, gpuUtil, gpuMemUtil *prometheus.GaugeVec
 	energy                        *prometheus.CounterVec
 	requests                      *prometheus.CounterVec
-	poll                          prometheus.Histogram
-	upDesc                        *prometheus.Desc // deadlabour_collector_up
+	schema                        schema.RequestSchema
+	// Sustainability counters: records by model and upstream (cost also
+	// by currency), idle shares by device.
+	reqEnergy, reqCO2e, reqWater, reqCost      *prometheus.CounterVec
+	idleEnergy, idleEmbodied, idleDepreciation *prometheus.CounterVec
+	idleCO2e, idleWater                        *prometheus.CounterVec
+	poll                                       prometheus.Histogram
+	upDesc                                     *prometheus.Desc // deadlabour_collector_up
 
 	mu         sync.Mutex
 	lastPoll   time.Time
@@ -72,6 +80,39 @@ type Options struct {
 	SinkMetrics    prometheus.Collector // the sink's own metrics
 	Ready          func() bool          // the daemon is up and not stopping
 	SpoolLimit     int64                // spool.max_bytes
+	// Schema tags records' models (configured, or other) and names the
+	// currency; Models and Upstreams are the configured ones, whose
+	// sustainability counters are exported at 0 from the start.
+	Schema    schema.RequestSchema
+	Models    []string
+	Upstreams []string
+	// Meters maps each meter's device id (a GPU's, or host) to its method
+	// (counter, power_integral, modelled), exported at 0 from the start.
+	Meters map[string]estimator.Method
+}
+
+// add adds what a record or idle share used; values a counter cannot
+// take (negative, NaN, +Inf) are left out.
+func add(c *prometheus.CounterVec, v float64, labels ...string) {
+	if v >= 0 && !math.IsInf(v, 1) { // NaN fails >= 0
+		c.WithLabelValues(labels...).Add(v)
+	}
+}
+
+// buildInfo is the module's version, its VCS revision and Go's version.
+func buildInfo() (version, revision string) {
+	version, revision = "unknown", "unknown"
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return version, revision
+	}
+	version = bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			revision = s.Value
+		}
+	}
+	return version, revision
 }
 
 // New makes an observer and registers the daemon's metrics.
@@ -97,7 +138,36 @@ func New(opt Options) *Observer {
 		poll: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deadlabour_engine_poll_duration_seconds",
 			Help:    "Duration of one poll of the engine: meters, ledger, points handed to the sink.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 3, 10)}),
+		schema: opt.Schema,
 	}
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	o.reqEnergy = counter("deadlabour_request_energy_joules_total",
+		"IT energy (GPU, host, static; before PUE) of the requests metered, by model (configured, or other) and upstream.", "model", "upstream")
+	o.reqCO2e = counter("deadlabour_request_co2e_grams_total",
+		"Operational CO2e (facility energy x grid intensity) of the requests metered, by model and upstream.", "model", "upstream")
+	o.reqWater = counter("deadlabour_request_water_litres_total",
+		"Water (on-site and off-site) of the requests metered, by model and upstream.", "model", "upstream")
+	o.reqCost = counter("deadlabour_request_cost_total",
+		"Dead-labour cost (energy, depreciation, training) of the requests metered, by model, upstream and currency.", "model", "upstream", "currency")
+	o.idleEnergy = counter("deadlabour_idle_energy_joules_total",
+		"IT energy no request used (measured, and the host's static power), by device (GPU id, or host).", "device")
+	o.idleEmbodied = counter("deadlabour_idle_embodied_co2e_grams_total",
+		"Embodied CO2e of the hardware worn while no request used it, by device.", "device")
+	o.idleDepreciation = counter("deadlabour_idle_depreciation_cost_total",
+		"Depreciation of the hardware worn while no request used it, by device and currency.", "device", "currency")
+	o.idleCO2e = counter("deadlabour_idle_co2e_grams_total",
+		"Operational CO2e (facility energy x grid intensity at the time) of the energy no request used, by device.", "device")
+	o.idleWater = counter("deadlabour_idle_water_litres_total",
+		"Water (on-site and off-site) of the energy no request used, by device.", "device")
+	o.initCounters(opt)
+	version, revision := buildInfo()
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "deadlabour_build_info",
+		Help: "1, labelled with the daemon's module version, VCS revision and Go version."}, []string{"version", "revision", "goversion"})
+	buildInfo.WithLabelValues(version, revision, runtime.Version()).Set(1)
+	o.reg.MustRegister(o.reqEnergy, o.reqCO2e, o.reqWater, o.reqCost, o.idleEnergy, o.idleEmbodied, o.idleDepreciation,
+		o.idleCO2e, o.idleWater, buildInfo)
 	o.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -110,6 +180,30 @@ func New(opt Options) *Observer {
 		collectorUp{o},
 	)
 	return o
+}
+
+// initCounters exports every counter whose labels are known at start at
+// 0, so that rate() and increase() see their first increment.
+func (o *Observer) initCounters(opt Options) {
+	cur := o.schema.Currency()
+	for _, up := range opt.Upstreams {
+		o.requests.WithLabelValues(up, "200")
+		for _, m := range opt.Models {
+			model := o.schema.ModelTag(m)
+			for _, c := range []*prometheus.CounterVec{o.reqEnergy, o.reqCO2e, o.reqWater} {
+				c.WithLabelValues(model, up)
+			}
+			o.reqCost.WithLabelValues(model, up, cur)
+		}
+	}
+	for dev, method := range opt.Meters {
+		o.energy.WithLabelValues(dev, string(method))
+		o.idleEnergy.WithLabelValues(dev)
+		o.idleEmbodied.WithLabelValues(dev)
+		o.idleDepreciation.WithLabelValues(dev, cur)
+		o.idleCO2e.WithLabelValues(dev)
+		o.idleWater.WithLabelValues(dev)
+	}
 }
 
 // BodyBudget exports the proxies' body budget (proxy.max_buffered_bytes).
@@ -173,9 +267,23 @@ func (o *Observer) Polled(now time.Time, took time.Duration, ivs []estimator.Int
 	}
 }
 
-// Recorded counts a request's record.
+// Recorded counts a request's record and what it used.
 func (o *Observer) Recorded(r estimator.Record) {
 	o.requests.WithLabelValues(r.Upstream, r.Status).Inc()
+	model := o.schema.ModelTag(r.Model)
+	add(o.reqEnergy, r.ITEnergyJ, model, r.Upstream)
+	add(o.reqCO2e, r.CO2eG, model, r.Upstream)
+	add(o.reqWater, r.WaterL, model, r.Upstream)
+	add(o.reqCost, r.DeadLabourCost, model, r.Upstream, o.schema.Currency())
+}
+
+// Idled counts energy and wear no request used.
+func (o *Observer) Idled(s estimator.IdleShare) {
+	add(o.idleEnergy, s.Joules+s.StaticJoules, s.Device)
+	add(o.idleEmbodied, s.EmbodiedCO2eG, s.Device)
+	add(o.idleDepreciation, s.DepreciationCost, s.Device, o.schema.Currency())
+	add(o.idleCO2e, s.CO2eG, s.Device)
+	add(o.idleWater, s.WaterOnsiteL+s.WaterOffsiteL, s.Device)
 }
 
 // HealthPoints returns the deadlabour_health point once every report
@@ -243,10 +351,17 @@ func (o *Observer) stalled(h nodeHealth) string {
 // Register serves the observability routes on the admin listener:
 // /metrics, /healthz, /readyz and /v1/spool.
 func (o *Observer) Register(mux *http.ServeMux) {
+	o.RegisterProbes(mux)
+	mux.HandleFunc(admin.PatternSpool, o.serveSpool)
+}
+
+// RegisterProbes serves /metrics, /healthz and /readyz only: what
+// Prometheus and the kubelet ask, nothing that reads records (the metrics
+// listener, admin.metrics_listen).
+func (o *Observer) RegisterProbes(mux *http.ServeMux) {
 	mux.Handle(admin.PatternMetrics, promhttp.HandlerFor(o.reg, promhttp.HandlerOpts{Registry: o.reg, EnableOpenMetrics: true}))
 	mux.HandleFunc(admin.PatternHealthz, o.serveHealthz)
 	mux.HandleFunc(admin.PatternReadyz, o.serveReadyz)
-	mux.HandleFunc(admin.PatternSpool, o.serveSpool)
 }
 
 // serveHealthz: the process is alive and its poll loop turns (200), or

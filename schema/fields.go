@@ -71,6 +71,7 @@ var requestFields = slices.Concat(
 	fields(Float, "L", sums, "loaded_water_l"),
 	fields(Float, "currency", sums, "loaded_depreciation_cost", "loaded_energy_cost", "loaded_dead_labour_cost"),
 	fields(String, "", plain, "gpu_meter", "host_meter", "weighting", "gpus"),
+	fields(String, "", optional, "namespace", "pod"),
 	fields(Boolean, "", plain, "served", "simulated", "history_truncated", "wear_ended"),
 	fields(String, "", plain, "method_version", "params_hash", "factors"),
 )

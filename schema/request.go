@@ -34,6 +34,15 @@ func NewRequestSchema(models []string, currency string) RequestSchema {
 	return s
 }
 
+// ModelTag is the model tag of a record naming model: the name made
+// writable, or ModelOther when the model is not configured.
+func (s RequestSchema) ModelTag(model string) string {
+	if s.models != nil && model != "" && !s.models[model] {
+		return ModelOther
+	}
+	return TagValue(model)
+}
+
 // Currency is the ISO 4217 code of the money fields, the tag currency.
 func (s RequestSchema) Currency() string { return s.currency }
 
@@ -47,7 +56,7 @@ func RequestPoint(r estimator.Record) (Point, error) {
 // r.Time. Unknown token counts (-1) are left out rather than written as 0,
 // and so are ttft_s when no token was seen and the market-based carbon,
 // training carbon and energy and living labour where nobody configured
-// them. Other negative token counts are
+// them, and the Kubernetes namespace and pod outside Kubernetes. Other negative token counts are
 // an error naming the field.
 //
 // Tag values come from clients (model, tenant) and are made writable with
@@ -56,10 +65,7 @@ func RequestPoint(r estimator.Record) (Point, error) {
 // made writable), that name is kept in the field model_raw (StringValue,
 // at most MaxModelRaw bytes).
 func (s RequestSchema) Point(r estimator.Record) (Point, error) {
-	model := TagValue(r.Model)
-	if s.models != nil && r.Model != "" && !s.models[r.Model] {
-		model = ModelOther
-	}
+	model := s.ModelTag(r.Model)
 	p := Point{
 		Measurement: MeasurementRequest,
 		Tags: []Tag{
@@ -70,7 +76,7 @@ func (s RequestSchema) Point(r estimator.Record) (Point, error) {
 			{"tenant", TagValue(r.Tenant)},
 			{"upstream", TagValue(r.Upstream)},
 		},
-		Fields: make([]Field, 0, 57),
+		Fields: make([]Field, 0, 59),
 		Time:   r.Time,
 	}
 	p.Fields = append(p.Fields, Field{"request_id", StringValue(r.ID, maxStringBytes)})
@@ -141,6 +147,10 @@ func (s RequestSchema) Point(r estimator.Record) (Point, error) {
 		Field{"host_meter", string(r.HostMeter)},
 		Field{"weighting", r.Weighting},
 		Field{"gpus", strings.Join(r.Devices, ",")},
+	)
+	p.Fields = appendIf(p.Fields, r.Namespace != "", Field{"namespace", StringValue(r.Namespace, maxStringBytes)})
+	p.Fields = appendIf(p.Fields, r.Pod != "", Field{"pod", StringValue(r.Pod, maxStringBytes)})
+	p.Fields = append(p.Fields,
 		Field{"served", r.Served},
 		Field{"simulated", r.Simulated},
 		Field{"history_truncated", r.HistoryTruncated},

@@ -54,12 +54,13 @@ type metrics struct {
 
 func newMetrics() metrics {
 	return metrics{
-		retryCounts: map[string]uint64{},
-		write: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		// The reasons known beforehand are exported at 0 from the start.
+		retryCounts: map[string]uint64{"network": 0, "refused": 0, "429": 0, "500": 0, "502": 0, "503": 0, "504": 0},
+		write: withOutcomes(prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "deadlabour_sink_write_duration_seconds",
 			Help:    "Duration of write requests to InfluxDB, by outcome (delivered, refused, retry, hold).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
-		}, []string{"outcome"}),
+		}, []string{"outcome"})),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "deadlabour_sink_delivery_latency_seconds",
 			Help:    "Time from Enqueue to InfluxDB's acknowledgement, per point.",
@@ -71,6 +72,14 @@ func newMetrics() metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
 		}),
 	}
+}
+
+// withOutcomes exports every outcome of h from the start.
+func withOutcomes(h *prometheus.HistogramVec) *prometheus.HistogramVec {
+	for _, o := range []string{"delivered", "refused", "retry", "hold"} {
+		h.WithLabelValues(o)
+	}
+	return h
 }
 
 func (m *metrics) retry(reason string) {
