@@ -212,20 +212,23 @@ func TestReportMatchesInfluxQL(t *testing.T) {
 	}
 	groups := 0
 	for _, rec := range recs[1:] {
-		if rec[len(rec)-1] == "group" {
+		if rec[len(rec)-2] == "group" {
 			groups++
 		}
 	}
-	if groups != len(m.Rows) || recs[0][0] != "model" || recs[0][1] != "requests" || recs[0][len(recs[0])-1] != "line" {
+	if groups != len(m.Rows) || recs[0][0] != "model" || recs[0][1] != "requests" || recs[0][len(recs[0])-2] != "line" {
 		t.Fatalf("CSV: %d group lines, header %v", groups, recs[0])
 	}
 	for _, rec := range recs[1:] {
-		if rec[len(rec)-1] != "group" {
+		if rec[len(rec)-2] != "group" {
 			continue
 		}
 		row := m.byKey()[rec[0]]
-		for i, col := range recs[0][1 : len(recs[0])-1] {
+		for i, col := range recs[0][1:] {
 			cell := rec[i+1]
+			if col == "line" {
+				continue
+			}
 			if col == "currency" {
 				if cell != m.Currency || cell != "USD" {
 					t.Errorf("CSV %s currency %q, JSON %q, want USD", rec[0], cell, m.Currency)
@@ -305,7 +308,7 @@ func TestReportBadInput(t *testing.T) {
 		want string
 	}{
 		{[]string{"--by", "colour"}, 2, `--by "colour": want model, tenant, gpu, node or upstream`},
-		{[]string{"--format", "xml"}, 2, `--format "xml": want table, csv or json`},
+		{[]string{"--format", "xml"}, 2, `--format "xml": want table, csv, json or html`},
 		{[]string{"--since", "yesterday"}, 2, `--since "yesterday": want a duration`},
 		{[]string{"--since", "1h", "--until", "2h"}, 2, "is not before --until"},
 		{[]string{"--line-protocol", bad, "--since", "1000000h"}, 1, "bad.lp: at line 2:40: field value has unrecognized type"},

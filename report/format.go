@@ -60,7 +60,7 @@ func WriteCSV(w io.Writer, r *Report) error {
 	for _, d := range derivedColumns() {
 		header = append(header, d.name)
 	}
-	cw.Write(append(header, "currency", "line"))
+	cw.Write(append(header, "line", "currency"))
 	for _, l := range r.lines() {
 		requests := numOK(l.row.Requests, true)
 		if isIdle(l.kind) {
@@ -74,7 +74,7 @@ func WriteCSV(w io.Writer, r *Report) error {
 		for _, d := range derivedColumns() {
 			rec = append(rec, numOK(d.f(l.row)))
 		}
-		cw.Write(append(rec, r.Query.Currency, l.kind))
+		cw.Write(append(rec, l.kind, r.Query.Currency))
 	}
 	cw.Flush()
 	return cw.Error()

@@ -17,8 +17,12 @@ type tableColumn struct {
 
 // DefaultColumns are the table's columns without --columns: they fit 120
 // characters.
-var DefaultColumns = []string{"requests", "tokens", "facility_energy_j", "co2e_g", "embodied_co2e_g", "water_l",
+var DefaultColumns = []string{"requests", "tokens", "facility_energy_j", "co2e_g",
 	"dead_labour_cost", "j_per_token", "sci_g_per_request"}
+
+// maxKey is the most characters of a group's name the table shows: a
+// longer one keeps its end ("…Llama-3.1-70B-Instruct").
+const maxKey = 36
 
 // tableColumns are every column the table can show, by name: requests,
 // tokens, the summed fields (in Wh, g, L, h or the currency) and the
@@ -110,7 +114,8 @@ func WriteTable(w io.Writer, r *Report, cols []string) error {
 			shown = append(shown, c)
 		}
 	}
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	var buf strings.Builder
+	tw := tabwriter.NewWriter(&buf, 2, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "%s\t", q.By)
 	for _, c := range shown {
 		fmt.Fprintf(tw, "%s\t", c.header)
@@ -126,6 +131,9 @@ func WriteTable(w io.Writer, r *Report, cols []string) error {
 		case l.kind == "idle_overcapacity" && key != r.Overcapacity.Key:
 			key += " idle overcapacity"
 		}
+		if r := []rune(key); len(r) > maxKey {
+			key = "…" + string(r[len(r)-maxKey+1:])
+		}
 		fmt.Fprintf(tw, "%s\t", key)
 		for _, c := range shown {
 			v, ok := c.value(l.row)
@@ -139,6 +147,12 @@ func WriteTable(w io.Writer, r *Report, cols []string) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, l := range strings.SplitAfter(buf.String(), "\n") {
+		io.WriteString(w, strings.TrimRight(l, " \n"))
+		if strings.HasSuffix(l, "\n") {
+			io.WriteString(w, "\n")
+		}
 	}
 	return r.writeNotes(w)
 }
