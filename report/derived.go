@@ -20,27 +20,20 @@ func (r Row) sci(loaded bool) (float64, bool) {
 	return ei + em, oke && okm
 }
 
-func (r Row) sciPerRequest() (float64, bool) {
-	c, ok := r.sci(false)
-	return safeDiv(c, r.Requests, ok)
-}
-
-func (r Row) sciPer1kTokens() (float64, bool) {
-	c, ok := r.sci(false)
+// sciPer is the SCI per request, or per 1,000 tokens with perTokens.
+func (r Row) sciPer(loaded, perTokens bool) (float64, bool) {
+	c, ok := r.sci(loaded)
+	if !perTokens {
+		return safeDiv(c, r.Requests, ok)
+	}
 	t, okt := r.tokens()
 	return safeDiv(1000*c, t, ok && okt)
 }
 
-func (r Row) sciLoadedPerRequest() (float64, bool) {
-	c, ok := r.sci(true)
-	return safeDiv(c, r.Requests, ok)
-}
-
-func (r Row) sciLoadedPer1kTokens() (float64, bool) {
-	c, ok := r.sci(true)
-	t, okt := r.tokens()
-	return safeDiv(1000*c, t, ok && okt)
-}
+func (r Row) sciPerRequest() (float64, bool)        { return r.sciPer(false, false) }
+func (r Row) sciPer1kTokens() (float64, bool)       { return r.sciPer(false, true) }
+func (r Row) sciLoadedPerRequest() (float64, bool)  { return r.sciPer(true, false) }
+func (r Row) sciLoadedPer1kTokens() (float64, bool) { return r.sciPer(true, true) }
 
 // co2ePerRequest is location-based operational CO2e per request.
 func (r Row) co2ePerRequest() (float64, bool) {
