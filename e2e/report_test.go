@@ -210,13 +210,25 @@ func TestReportMatchesInfluxQL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != 1+len(m.Rows) || recs[0][0] != "model" || recs[0][1] != "requests" {
-		t.Fatalf("CSV: %d lines, header %v", len(recs), recs[0])
+	groups := 0
+	for _, rec := range recs[1:] {
+		if rec[len(rec)-2] == "group" {
+			groups++
+		}
+	}
+	if groups != len(m.Rows) || recs[0][0] != "model" || recs[0][1] != "requests" || recs[0][len(recs[0])-2] != "line" {
+		t.Fatalf("CSV: %d group lines, header %v", groups, recs[0])
 	}
 	for _, rec := range recs[1:] {
+		if rec[len(rec)-2] != "group" {
+			continue
+		}
 		row := m.byKey()[rec[0]]
 		for i, col := range recs[0][1:] {
 			cell := rec[i+1]
+			if col == "line" {
+				continue
+			}
 			if col == "currency" {
 				if cell != m.Currency || cell != "USD" {
 					t.Errorf("CSV %s currency %q, JSON %q, want USD", rec[0], cell, m.Currency)
@@ -238,7 +250,7 @@ func TestReportMatchesInfluxQL(t *testing.T) {
 
 	// The table names every group and the total.
 	table := reportCLI(t, append(period, "--by", "model")...)
-	for _, want := range []string{"mistralai/Mistral-7B-Instruct-v0.3", "meta-llama/Llama-3.1-70B-Instruct", "TOTAL", "GPU Wh", "idle share"} {
+	for _, want := range []string{"mistralai/Mistral-7B-Instruct-v0.3", "meta-llama/Llama-3.1-70B-Instruct", "TOTAL active", "TOTAL (meters)", "idle overcapacity", "facility Wh", "dead labour USD", "SCI"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
@@ -296,7 +308,7 @@ func TestReportBadInput(t *testing.T) {
 		want string
 	}{
 		{[]string{"--by", "colour"}, 2, `--by "colour": want model, tenant, gpu, node or upstream`},
-		{[]string{"--format", "xml"}, 2, `--format "xml": want table, csv or json`},
+		{[]string{"--format", "xml"}, 2, `--format "xml": want table, csv, json or html`},
 		{[]string{"--since", "yesterday"}, 2, `--since "yesterday": want a duration`},
 		{[]string{"--since", "1h", "--until", "2h"}, 2, "is not before --until"},
 		{[]string{"--line-protocol", bad, "--since", "1000000h"}, 1, "bad.lp: at line 2:40: field value has unrecognized type"},
@@ -318,7 +330,7 @@ func TestReportInfluxErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = src.Sums(context.Background(), report.Query{From: time.Unix(0, 0), To: time.Now(), By: "model"})
+	_, err = src.Read(context.Background(), report.Query{From: time.Unix(0, 0), To: time.Now(), By: "model"})
 	if err == nil || !strings.Contains(err.Error(), `database "nosuchdb"`) || !strings.Contains(err.Error(), "database not found") {
 		t.Errorf("unknown database: %v", err)
 	}

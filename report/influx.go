@@ -106,15 +106,20 @@ func (s *influxSource) query(ctx context.Context, q string) ([]influxResult, err
 
 // sumsSelect is the SELECT of a report: count(request_id) and the sum of
 // every column, each aliased to its field name.
-func sumsSelect() string {
-	var b strings.Builder
-	b.WriteString(`SELECT count("request_id") AS "requests"`)
-	for _, c := range columns() {
-		f := influxql.QuoteIdent(c.field)
-		fmt.Fprintf(&b, `, sum(%s) AS %s`, f, f)
+func sumsSelect() string { return sumsOf(schema.MeasurementRequest, "request_id", Fields()) }
+
+// sumsOf selects the sum of each field of measurement, aliased to its
+// name, and count(counted) AS requests unless counted is "".
+func sumsOf(measurement, counted string, fields []string) string {
+	var sel []string
+	if counted != "" {
+		sel = append(sel, fmt.Sprintf(`count(%s) AS "requests"`, influxql.QuoteIdent(counted)))
 	}
-	fmt.Fprintf(&b, ` FROM %s`, influxql.QuoteIdent(schema.MeasurementRequest))
-	return b.String()
+	for _, f := range fields {
+		f := influxql.QuoteIdent(f)
+		sel = append(sel, fmt.Sprintf(`sum(%s) AS %s`, f, f))
+	}
+	return fmt.Sprintf(`SELECT %s FROM %s`, strings.Join(sel, ", "), influxql.QuoteIdent(measurement))
 }
 
 // where is the period and, unless asked for, the exclusion of simulated
@@ -130,12 +135,89 @@ func (q Query) where() string {
 	return w
 }
 
-func (s *influxSource) Sums(ctx context.Context, q Query) ([]Row, error) {
+func (s *influxSource) Read(ctx context.Context, q Query) (*Data, error) {
+	d := &Data{}
+	var err error
 	if q.By == "gpu" {
-		return s.gpuSums(ctx, q)
+		d.Rows, err = s.gpuSums(ctx, q)
+	} else {
+		d.Rows, err = s.sums(ctx, q)
 	}
+	if err != nil {
+		return nil, err
+	}
+	stmts := []string{
+		fmt.Sprintf(`%s WHERE %s GROUP BY "host", "share", "currency"`, sumsOf(schema.MeasurementIdle, "", idleFields()), q.where()),
+		fmt.Sprintf(`SELECT max("mem_total_bytes") AS "mem", count("samples") AS "n" FROM %s WHERE time >= %d AND time < %d GROUP BY "host", "gpu_name"`,
+			influxql.QuoteIdent(schema.MeasurementGPU), q.From.UnixNano(), q.To.UnixNano()),
+		fmt.Sprintf(`SELECT DISTINCT("method_version") FROM %s WHERE %s`, influxql.QuoteIdent(schema.MeasurementRequest), q.where()),
+		fmt.Sprintf(`SELECT DISTINCT("factors") FROM %s WHERE %s`, influxql.QuoteIdent(schema.MeasurementRequest), q.where()),
+	}
+	if q.Bucket > 0 {
+		by := fmt.Sprintf(`GROUP BY time(%ds), "model" fill(none)`, int64(q.Bucket/time.Second))
+		stmts = append(stmts,
+			fmt.Sprintf(`%s WHERE %s %s`, sumsOf(schema.MeasurementRequest, "request_id", seriesFields()), q.where(), by),
+			fmt.Sprintf(`%s WHERE %s %s`, sumsOf(schema.MeasurementIdle, "", seriesFields()), q.where(), by))
+	}
+	res, err := s.query(ctx, strings.Join(stmts, "; "))
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != len(stmts) {
+		return nil, fmt.Errorf("InfluxDB query: %d results for %d statements", len(res), len(stmts))
+	}
+	for _, sr := range res[0].Series {
+		row, err := seriesRow(sr)
+		if err != nil {
+			return nil, err
+		}
+		d.Idle = append(d.Idle, IdleRow{Host: sr.Tags["host"], Share: sr.Tags["share"], Currency: sr.Tags["currency"], Sums: row.Sums})
+	}
+	for _, sr := range res[1].Series {
+		row, err := seriesRow(sr)
+		if err != nil {
+			return nil, err
+		}
+		d.addGPU(sr.Tags["host"], sr.Tags["gpu_name"], uint64(row.Sums["mem"]))
+	}
+	for i, set := range []*[]string{&d.Methods, &d.Factors} {
+		for _, sr := range res[2+i].Series {
+			for _, v := range sr.Values {
+				if len(v) == 2 {
+					if str, ok := v[1].(string); ok {
+						*set = addDistinct(*set, str)
+					}
+				}
+			}
+		}
+	}
+	if q.Bucket > 0 {
+		for i, idle := range []bool{false, true} {
+			for _, sr := range res[4+i].Series {
+				rows, err := seriesRows(sr)
+				if err != nil {
+					return nil, err
+				}
+				for _, r := range rows {
+					if !idle {
+						r.Sums["requests"] = r.Requests
+					}
+					d.Series = append(d.Series, Bucket{Start: r.start, Model: sr.Tags["model"], Idle: idle, Sums: r.Sums})
+				}
+			}
+		}
+	}
+	return d, nil
+}
+
+// sums groups by the tag of q.By, and by node (for the embodied range).
+func (s *influxSource) sums(ctx context.Context, q Query) ([]Row, error) {
 	tag, _ := Dimension(q.By)
-	res, err := s.query(ctx, fmt.Sprintf(`%s WHERE %s GROUP BY %s, "currency"`, sumsSelect(), q.where(), influxql.QuoteIdent(tag)))
+	group := influxql.QuoteIdent(tag)
+	if tag != "host" {
+		group += `, "host"`
+	}
+	res, err := s.query(ctx, fmt.Sprintf(`%s WHERE %s GROUP BY %s, "currency"`, sumsSelect(), q.where(), group))
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +237,7 @@ func collect(res []influxResult, keyOf func(i int, sr influxSeries) ([]string, f
 			}
 			keys, share := keyOf(i, sr)
 			for _, k := range keys {
-				set.add(k, sr.Tags["currency"], row, share)
+				set.add(k, sr.Tags["currency"], sr.Tags["host"], row, share)
 			}
 		}
 	}
@@ -205,27 +287,56 @@ func (s *influxSource) gpuSums(ctx context.Context, q Query) ([]Row, error) {
 // seriesRow reads the one row of an aggregate series; null columns (a field
 // no record had) stay out of Sums.
 func seriesRow(sr influxSeries) (Row, error) {
-	row := Row{Sums: map[string]float64{}}
 	if len(sr.Values) != 1 {
-		return row, fmt.Errorf("InfluxDB query: %d rows in an aggregate series, want 1", len(sr.Values))
+		return Row{}, fmt.Errorf("InfluxDB query: %d rows in an aggregate series, want 1", len(sr.Values))
 	}
-	for i, col := range sr.Columns {
-		if col == "time" || i >= len(sr.Values[0]) || sr.Values[0][i] == nil {
-			continue
-		}
-		n, ok := sr.Values[0][i].(json.Number)
-		if !ok {
-			return row, fmt.Errorf("InfluxDB query: column %s is %T, want a number", col, sr.Values[0][i])
-		}
-		v, err := strconv.ParseFloat(string(n), 64)
-		if err != nil {
-			return row, fmt.Errorf("InfluxDB query: column %s: %w", col, err)
-		}
-		if col == "requests" {
-			row.Requests = v
-			continue
-		}
-		row.Sums[col] = v
+	rows, err := seriesRows(sr)
+	if err != nil {
+		return Row{}, err
 	}
-	return row, nil
+	return rows[0].Row, nil
+}
+
+// timedRow is a row of a series and its time.
+type timedRow struct {
+	Row
+	start time.Time
+}
+
+// seriesRows reads every row of an aggregate series (one per time bucket
+// under GROUP BY time()).
+func seriesRows(sr influxSeries) ([]timedRow, error) {
+	out := make([]timedRow, len(sr.Values))
+	for r, vals := range sr.Values {
+		row := Row{Sums: map[string]float64{}}
+		for i, col := range sr.Columns {
+			if i >= len(vals) || vals[i] == nil {
+				continue
+			}
+			n, ok := vals[i].(json.Number)
+			if !ok {
+				return nil, fmt.Errorf("InfluxDB query: column %s is %T, want a number", col, vals[i])
+			}
+			if col == "time" {
+				ns, err := strconv.ParseInt(string(n), 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("InfluxDB query: time: %w", err)
+				}
+				out[r].start = time.Unix(0, ns).UTC()
+				continue
+			}
+			v, err := strconv.ParseFloat(string(n), 64)
+			if err != nil {
+				return nil, fmt.Errorf("InfluxDB query: column %s: %w", col, err)
+			}
+			switch col {
+			case "requests":
+				row.Requests = v
+			default:
+				row.Sums[col] = v
+			}
+		}
+		out[r].Row = row
+	}
+	return out, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -18,13 +17,17 @@ type Query struct {
 	By        string    // model, tenant, gpu, node or upstream (Dimension)
 	Simulated bool      // include records written under --simulate
 	Currency  string    // only records tagged with this currency; "" all
+	// Bucket, when set, asks for sums per time bucket of this length
+	// (Data.Series), for the HTML report's charts.
+	Bucket time.Duration
 }
 
 // Source totals deadlabour_request records per group and currency
-// (the tag currency; "" for records written before it). Sources:
-// influxSource (InfluxQL) and lineProtocolSource (the spool, a file).
+// (the tag currency; "" for records written before it), and
+// deadlabour_idle per node and share. Sources: influxSource (InfluxQL) and
+// lineProtocolSource (the spool, a file).
 type Source interface {
-	Sums(ctx context.Context, q Query) ([]Row, error)
+	Read(ctx context.Context, q Query) (*Data, error)
 }
 
 // Dimension is the record's tag that --by groups by, and whether by is one
@@ -45,8 +48,8 @@ func Dimension(by string) (tag string, ok bool) {
 // column is one summed deadlabour_request field.
 type column struct {
 	field string // the field, and its name in CSV and JSON (schema units)
-	// header and scale are for the table: value / scale, under header.
-	// An empty header leaves the column out of the table.
+	// header and scale are for the table: value / scale, under header;
+	// "¤" in header stands for the currency.
 	header string
 	scale  float64
 }
@@ -56,32 +59,32 @@ type column struct {
 // absent: empty in CSV, null in JSON, left out of the table.
 func columns() []column {
 	return []column{
-		{"prompt_tokens", "", 1},
-		{"completion_tokens", "", 1},
+		{"prompt_tokens", "prompt tokens", 1},
+		{"completion_tokens", "completion tokens", 1},
 		{"gpu_energy_j", "GPU Wh", 3600},
-		{"host_energy_j", "", 1},
-		{"static_energy_j", "", 1},
+		{"host_energy_j", "host Wh", 3600},
+		{"static_energy_j", "static Wh", 3600},
 		{"it_energy_j", "IT Wh", 3600},
 		{"facility_energy_j", "facility Wh", 3600},
 		{"co2e_g", "CO2e g", 1},
-		{"co2e_market_g", "", 1},
+		{"co2e_market_g", "CO2e market g", 1},
 		{"embodied_co2e_g", "embodied g", 1},
 		{"water_l", "water L", 1},
-		{"water_onsite_l", "", 1},
-		{"water_offsite_l", "", 1},
-		{"energy_cost", "energy", 1},
-		{"depreciation_cost", "depreciation", 1},
-		{"training_cost", "training", 1},
-		{"training_co2e_g", "", 1},
-		{"dead_labour_cost", "dead labour", 1},
-		{"living_labour_s", "", 1},
-		{"loaded_gpu_energy_j", "", 1},
-		{"loaded_it_energy_j", "", 1},
+		{"water_onsite_l", "water onsite L", 1},
+		{"water_offsite_l", "water offsite L", 1},
+		{"energy_cost", "energy ¤", 1},
+		{"depreciation_cost", "depreciation ¤", 1},
+		{"training_cost", "training ¤", 1},
+		{"training_co2e_g", "training CO2e g", 1},
+		{"dead_labour_cost", "dead labour ¤", 1},
+		{"living_labour_s", "living labour h", 3600},
+		{"loaded_gpu_energy_j", "loaded GPU Wh", 3600},
+		{"loaded_it_energy_j", "loaded IT Wh", 3600},
 		{"loaded_facility_energy_j", "loaded facility Wh", 3600},
-		{"loaded_co2e_g", "", 1},
-		{"loaded_energy_cost", "", 1},
-		{"loaded_depreciation_cost", "", 1},
-		{"loaded_dead_labour_cost", "loaded dead labour", 1},
+		{"loaded_co2e_g", "loaded CO2e g", 1},
+		{"loaded_energy_cost", "loaded energy ¤", 1},
+		{"loaded_depreciation_cost", "loaded depreciation ¤", 1},
+		{"loaded_dead_labour_cost", "loaded dead labour ¤", 1},
 	}
 }
 
@@ -105,6 +108,12 @@ type Row struct {
 	// request on n GPUs counts 1/n on each.
 	Requests float64
 	Sums     map[string]float64 // by field; only fields some record had
+	// hostEmbodied is embodied_co2e_g by node, for the embodied range
+	// (Ranges).
+	hostEmbodied map[string]float64
+	// embodied is the low–high range of embodied_co2e_g (Report.Build);
+	// nil: unknown.
+	embodied *[2]float64
 }
 
 // add adds o's totals times share.
@@ -115,6 +124,12 @@ func (r *Row) add(o Row, share float64) {
 	}
 	for f, v := range o.Sums {
 		r.Sums[f] += v * share
+	}
+	if r.hostEmbodied == nil {
+		r.hostEmbodied = map[string]float64{}
+	}
+	for h, v := range o.hostEmbodied {
+		r.hostEmbodied[h] += v * share
 	}
 }
 
@@ -161,13 +176,22 @@ func safeDiv(a, b float64, ok bool) (float64, bool) {
 // rowSet accumulates rows by key and currency.
 type rowSet map[[2]string]*Row
 
-func (s rowSet) add(key, currency string, o Row, share float64) {
+// add adds o, the sums of records of node host, times share.
+func (s rowSet) add(key, currency, host string, o Row, share float64) {
+	o.hostEmbodied = map[string]float64{host: o.Sums["embodied_co2e_g"]}
+	s.get(key, currency).add(o, share)
+}
+
+// addRow adds o, whose hostEmbodied is set already.
+func (s rowSet) addRow(key, currency string, o Row) { s.get(key, currency).add(o, 1) }
+
+func (s rowSet) get(key, currency string) *Row {
 	r := s[[2]string{key, currency}]
 	if r == nil {
-		r = &Row{Key: key, Currency: currency, Sums: map[string]float64{}}
+		r = &Row{Key: key, Currency: currency, Sums: map[string]float64{}, hostEmbodied: map[string]float64{}}
 		s[[2]string{key, currency}] = r
 	}
-	r.add(o, share)
+	return r
 }
 
 // sorted returns the rows ordered by key, then currency.
@@ -183,32 +207,6 @@ func (s rowSet) sorted() []Row {
 		return out[i].Currency < out[j].Currency
 	})
 	return out
-}
-
-// OneCurrency merges a source's rows into one per key, in one currency:
-// money in two currencies is never summed. Records without a currency
-// (written before the tag) count with the one currency there is.
-func OneCurrency(rows []Row) ([]Row, string, error) {
-	var currencies []string
-	for _, r := range rows {
-		if r.Currency != "" && !slices.Contains(currencies, r.Currency) {
-			currencies = append(currencies, r.Currency)
-		}
-	}
-	if len(currencies) > 1 {
-		sort.Strings(currencies)
-		return nil, "", fmt.Errorf("the records are in %d currencies (%s): money in different currencies cannot be summed; "+
-			"report one at a time with --currency %s", len(currencies), strings.Join(currencies, ", "), currencies[0])
-	}
-	currency := ""
-	if len(currencies) == 1 {
-		currency = currencies[0]
-	}
-	set := rowSet{}
-	for _, r := range rows {
-		set.add(r.Key, currency, r, 1)
-	}
-	return set.sorted(), currency, nil
 }
 
 // gpuShares says how one record (or a group of records with the same GPUs)

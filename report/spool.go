@@ -12,7 +12,6 @@ import (
 
 	"github.com/deadlabour/deadlabour/admin"
 	"github.com/deadlabour/deadlabour/config"
-	"github.com/deadlabour/deadlabour/schema"
 	"github.com/deadlabour/deadlabour/sink"
 )
 
@@ -49,7 +48,7 @@ func spoolFromDaemon(cfg *config.Config, busy error) (io.ReadCloser, error) {
 	if c.Token, err = admin.ConfigToken(cfg); err != nil {
 		return nil, err
 	}
-	u := c.URL(admin.PathSpool, "", "measurement="+schema.MeasurementRequest)
+	u := c.URL(admin.PathSpool, "", "") // every measurement: records, idle, GPU names
 	resp, err := c.Get(context.Background(), u)
 	var status *admin.StatusError
 	switch {
