@@ -31,6 +31,7 @@ type Config struct {
 	Admin       Admin       `yaml:"admin"`
 	Influx      Influx      `yaml:"influx"`
 	Spool       Spool       `yaml:"spool"`
+	OTLP        OTLP        `yaml:"otlp"`
 
 	// lines maps a key path ("upstreams[0].target") to its line in the file.
 	lines map[string]int
@@ -268,6 +269,7 @@ func Default() Config {
 			AuditWindow:       Duration(5 * time.Minute),
 		},
 		Admin: Admin{Listen: "127.0.0.1:9464"},
+		OTLP:  defaultOTLP(),
 		Proxy: Proxy{MaxBufferedBytes: ByteSize(256 << 20), BodyReadTimeout: Duration(time.Minute), BudgetWait: Duration(5 * time.Second)},
 		Influx: Influx{
 			Bucket:        "deadlabour/autogen",

@@ -263,6 +263,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	}
 
 	v.selfTargets()
+	v.validateOTLP()
 	if c.Proxy.MaxBufferedBytes < 1<<20 {
 		v.add("proxy.max_buffered_bytes", "must be at least 1MiB, got %d", c.Proxy.MaxBufferedBytes)
 	}
