@@ -227,3 +227,16 @@ func (m *otlpMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(otlpMergeDesc, prometheus.CounterValue, float64(dropped), "duplicate")
 	}
 }
+
+// OTLPAddrs are the OTLP listeners' addresses ("" when off), for tests.
+func (d *Daemon) OTLPAddrs() (httpAddr, grpcAddr string) {
+	if s := d.otlp; s != nil {
+		if s.httpLn != nil {
+			httpAddr = s.httpLn.Addr().String()
+		}
+		if s.grpcLn != nil {
+			grpcAddr = s.grpcLn.Addr().String()
+		}
+	}
+	return httpAddr, grpcAddr
+}
