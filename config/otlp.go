@@ -120,14 +120,7 @@ func (v *validator) validateOTLP() {
 	if o.HTTPListen == "" && o.GRPCListen == "" {
 		v.add("otlp.sources", "sources are configured but http_listen and grpc_listen are both empty: no span can arrive")
 	}
-	type listen struct{ key, addr string }
-	var others []listen
-	for i, u := range v.c.Upstreams {
-		others = append(others, listen{fmt.Sprintf("upstreams[%d].listen", i), u.Listen})
-	}
-	if v.c.Admin.Listen != "" {
-		others = append(others, listen{"admin.listen", v.c.Admin.Listen})
-	}
+	others := v.c.daemonListens()
 	for _, l := range []listen{{"otlp.http_listen", o.HTTPListen}, {"otlp.grpc_listen", o.GRPCListen}} {
 		if l.addr == "" {
 			continue
@@ -156,4 +149,19 @@ func listensClash(a, b string) bool {
 		return h == "" || ip != nil && ip.IsUnspecified()
 	}
 	return strings.EqualFold(ah, bh) || wild(ah) || wild(bh)
+}
+
+// listen is a listen address and its key.
+type listen struct{ key, addr string }
+
+// daemonListens are the proxies' and the admin listener's addresses.
+func (c *Config) daemonListens() []listen {
+	var out []listen
+	for i, u := range c.Upstreams {
+		out = append(out, listen{fmt.Sprintf("upstreams[%d].listen", i), u.Listen})
+	}
+	if c.Admin.Listen != "" {
+		out = append(out, listen{"admin.listen", c.Admin.Listen})
+	}
+	return out
 }

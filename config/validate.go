@@ -418,14 +418,7 @@ func (v *validator) tariffs() {
 // endless loop. A loopback or wildcard listen matches a loopback target on
 // the same port.
 func (v *validator) selfTargets() {
-	type listen struct{ key, addr string }
-	var listens []listen
-	for i, u := range v.c.Upstreams {
-		listens = append(listens, listen{fmt.Sprintf("upstreams[%d].listen", i), u.Listen})
-	}
-	if v.c.Admin.Listen != "" {
-		listens = append(listens, listen{"admin.listen", v.c.Admin.Listen})
-	}
+	listens := v.c.daemonListens()
 	for i, u := range v.c.Upstreams {
 		t, err := url.Parse(u.Target)
 		if err != nil || t.Host == "" {
