@@ -32,6 +32,7 @@ type Config struct {
 	Kubernetes  Kubernetes  `yaml:"kubernetes"`
 	Influx      Influx      `yaml:"influx"`
 	Spool       Spool       `yaml:"spool"`
+	OTLP        OTLP        `yaml:"otlp"`
 
 	// lines maps a key path ("upstreams[0].target") to its line in the file.
 	lines map[string]int
@@ -282,6 +283,7 @@ func Default() Config {
 		},
 		Admin:      Admin{Listen: "127.0.0.1:9464"},
 		Kubernetes: Kubernetes{Refresh: Duration(10 * time.Second)},
+		OTLP:       defaultOTLP(),
 		Proxy:      Proxy{MaxBufferedBytes: ByteSize(256 << 20), BodyReadTimeout: Duration(time.Minute), BudgetWait: Duration(5 * time.Second)},
 		Influx: Influx{
 			Bucket:        "deadlabour/autogen",

@@ -263,6 +263,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	}
 
 	v.selfTargets()
+	v.validateOTLP()
 	if c.Proxy.MaxBufferedBytes < 1<<20 {
 		v.add("proxy.max_buffered_bytes", "must be at least 1MiB, got %d", c.Proxy.MaxBufferedBytes)
 	}
@@ -428,17 +429,7 @@ func (v *validator) tariffs() {
 // endless loop. A loopback or wildcard listen matches a loopback target on
 // the same port.
 func (v *validator) selfTargets() {
-	type listen struct{ key, addr string }
-	var listens []listen
-	for i, u := range v.c.Upstreams {
-		listens = append(listens, listen{fmt.Sprintf("upstreams[%d].listen", i), u.Listen})
-	}
-	if v.c.Admin.Listen != "" {
-		listens = append(listens, listen{"admin.listen", v.c.Admin.Listen})
-	}
-	if v.c.Admin.MetricsListen != "" {
-		listens = append(listens, listen{"admin.metrics_listen", v.c.Admin.MetricsListen})
-	}
+	listens := v.c.daemonListens()
 	for i, u := range v.c.Upstreams {
 		t, err := url.Parse(u.Target)
 		if err != nil || t.Host == "" {

@@ -56,6 +56,7 @@ type Daemon struct {
 	audit     *audit.Store      // nil when attribution.audit_records is 0
 	events    *requests.Events  // the event API; nil without an admin listener
 	eventGate eventGate         // closed at shutdown, with the proxies
+	otlp      *otlpServer       // the trace receiver; nil without otlp.sources
 	simulated bool
 	ready     atomic.Bool
 	notify    *notifier // systemd
@@ -176,6 +177,7 @@ func New(ctx context.Context, cfg *config.Config, simulate string, log *slog.Log
 		d.audit = audit.New(ledger.Params(), sources, cfg.Attribution.AuditRecords, cfg.Attribution.AuditWindow.D(), schema)
 		opts.OnRecord, opts.OnSettled = d.audit.AddRecord, d.audit.AddSettled
 	}
+	opts.Traces = d.otlpTraces()
 	d.engine = engine.New(opts)
 
 	d.newResolver()
@@ -183,6 +185,9 @@ func New(ctx context.Context, cfg *config.Config, simulate string, log *slog.Log
 		return nil, err
 	}
 	if err := d.listen(); err != nil {
+		return nil, err
+	}
+	if err := d.listenOTLP(opts.Traces); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -303,6 +308,7 @@ func (d *Daemon) closeListeners() {
 	if d.pods != nil {
 		d.pods.Close()
 	}
+	d.closeOTLP()
 }
 
 // Run serves until ctx is done or a listener fails, then shuts down in
@@ -311,7 +317,7 @@ func (d *Daemon) closeListeners() {
 // the admin listener and NVML.
 func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	serveErr := make(chan error, len(d.proxies)+2)
+	serveErr := make(chan error, len(d.proxies)+4) // + admin, metrics, otlp http, otlp grpc
 	for _, p := range d.proxies {
 		wg.Go(func() {
 			if err := p.srv.Serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -328,6 +334,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			})
 		}
 	}
+	d.serveOTLP(&wg, serveErr)
 	stopEvents := d.startEvents(ctx)
 	stopEngine := startOwned(ctx, d.engine.Run)
 	stopResolver := d.startResolver(ctx)
@@ -348,6 +355,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.log.Info("deadlabourd running", "node", d.cfg.Node, "upstreams", strings.Join(names, ","), "admin", adminAddr, "metrics", metricsAddr, "gpus", d.gpuCount(),
 		"simulated", d.simulated, "influx", redact.URL(d.cfg.Influx.URL))
+	if addrs := d.otlpAddrs(); addrs != nil {
+		d.log.Info("receiving OTLP traces", addrs...)
+	}
 	d.notify.ready(fmt.Sprintf("metering %d upstream(s) on %d GPU(s)", len(d.proxies), d.gpuCount()))
 
 	var runErr error
@@ -371,6 +381,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			p.srv.Close()
 		}
 	}
+	d.stopOTLP(drainCtx)
 	cancel()
 	for _, p := range d.proxies {
 		p.wg.Wait()

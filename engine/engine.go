@@ -52,6 +52,8 @@ type Engine struct {
 	marks  map[string]time.Time
 	warned map[string]bool // log lines said once
 	carbon carbonWatch     // a stale carbon-intensity file, said once
+	merge  *Merger         // nil without Traces
+	ends   []estimator.Span
 }
 
 // Options are what an Engine is made of.
@@ -80,13 +82,19 @@ type Options struct {
 	// SaveWearMarks keeps this run's marks for the next (at every idle
 	// flush and at shutdown); nil: not kept.
 	SaveWearMarks func(map[string]time.Time) error
+	// Traces are the spans of a trace receiver; nil: none (merge.go).
+	Traces *TraceQueue
 }
 
 // New makes an engine; Run runs it.
 func New(o Options) *Engine {
 	p := o.Ledger.Params()
-	return &Engine{Options: o, idle: newIdleAggregator(o.ReportInterval), warned: map[string]bool{},
+	e := &Engine{Options: o, idle: newIdleAggregator(o.ReportInterval), warned: map[string]bool{},
 		carbon: newCarbonWatch(p.Carbon.Steps), market: p.CarbonMarket != nil, marks: map[string]time.Time{}}
+	if o.Traces != nil {
+		e.merge = NewMerger(o.Traces.Upstreams, o.Traces.MaxDelay)
+	}
+	return e
 }
 
 // Run polls every interval until ctx is done, then settles and flushes
@@ -162,10 +170,12 @@ func (e *Engine) read(ctx context.Context, now time.Time) (p reading) {
 		switch {
 		case ev.begin:
 			e.Ledger.Begin(ev.span)
+			e.mergeBegin(ev.span)
 		default:
-			e.Ledger.End(ev.span)
+			e.end(ev.span)
 		}
 	}
+	e.traces(now)
 	return p
 }
 
@@ -179,6 +189,7 @@ func (e *Engine) add(iv estimator.Interval) {
 func (e *Engine) final(ctx context.Context) {
 	now := e.Now()
 	e.read(ctx, now)
+	e.flushTraces()
 	if f, ok := e.GPU.(gpuFlusher); ok {
 		for _, iv := range f.Flush() {
 			e.add(iv)

@@ -78,7 +78,11 @@ type Span struct {
 	// Key tells live requests apart inside the process, where ID may not:
 	// the proxy keeps a client's X-Request-Id as ID, and two requests may
 	// bring the same one. Empty: ID is the key. Never written out.
-	Key        string
+	Key string
+	// TraceID is the request's W3C trace id in hex (its traceparent, or
+	// its trace's), where known: a proxy's span and a trace's of the same
+	// request are matched by it. Never written out.
+	TraceID    string
 	Upstream   string
 	Model      string
 	Tenant     string

@@ -31,7 +31,7 @@ func Build(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log *slog.
 
 	p := estimator.Params{
 		Node: cfg.Node, Weighting: a.Weighting, PromptTokenWeight: a.PromptTokenWeight.Value,
-		SettleDelay: a.SettleDelay.D(), History: a.History.D(),
+		SettleDelay: cfg.SettleDelay(), History: a.History.D(),
 		StaticWatts: cfg.Host.StaticWatts, PUE: f.PUE, Carbon: estimator.Const(f.CarbonGPerKWh),
 		WUEOnsiteLPerKWh: f.WUEOnsiteLPerKWh, WaterOffsiteLPerKWh: f.WaterOffsiteLPerKWh,
 		Price: estimator.Const(f.PricePerKWh), Simulated: simulated,

@@ -13,7 +13,7 @@ import (
 // it is done only when the client went away (we are still in the handler).
 func (p *Proxy) end(ctx context.Context, ex *exchange) {
 	s := estimator.Span{
-		ID: ex.id, Key: ex.key, Upstream: p.name, Model: ex.model, Tenant: ex.tenant,
+		ID: ex.id, Key: ex.key, TraceID: ex.trace.id, Upstream: p.name, Model: ex.model, Tenant: ex.tenant,
 		Start: ex.start, End: p.now(), Devices: ex.devices,
 		PromptTokens: -1, CompletionTokens: -1, CachedTokens: -1, ReasoningTokens: -1,
 		UsageSource: estimator.UsageUnknown,

@@ -334,6 +334,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		}
 	}
 	pr.Out.Header.Set(requestIDHeader, ex.id)
+	ex.trace.set(pr.Out.Header)
 	if ex.dialect != nil {
 		// The body is already read: waiting for a 100 Continue from the
 		// upstream would only add latency.

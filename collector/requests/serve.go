@@ -23,6 +23,7 @@ import (
 type exchange struct {
 	id      string           // the client's X-Request-Id, or one made up
 	key     string           // unique per request (Span.Key)
+	trace   traceContext     // the W3C trace the request belongs to (traceparent.go)
 	dialect *dialect.Dialect // nil: not metered
 
 	start    time.Time
@@ -53,7 +54,7 @@ func exchangeOf(ctx context.Context) *exchange {
 
 // ServeHTTP forwards one request, metering it when its path is an inference path.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := &exchange{id: requestID(r.Header.Get(requestIDHeader)), w: w}
+	ex := &exchange{id: requestID(r.Header.Get(requestIDHeader)), trace: traceOf(r.Header), w: w}
 	if ep, ok := p.endpoints[r.URL.Path]; ok && ep.Method == r.Method {
 		ex.dialect = ep.Dialect
 	}
@@ -146,7 +147,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// ledger's settle delay and be charged only from then, flagged
 	// history_truncated.)
 	ex.start = p.now()
-	p.rec.Begin(estimator.Span{ID: ex.id, Key: ex.key, Upstream: p.name, Model: ex.model, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
+	p.rec.Begin(estimator.Span{ID: ex.id, Key: ex.key, TraceID: ex.trace.id, Upstream: p.name, Model: ex.model, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
 
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		WroteRequest: func(info httptrace.WroteRequestInfo) {

@@ -1,0 +1,29 @@
+package requests
+
+import (
+	"net/http"
+	"testing"
+)
+
+func TestTraceparent(t *testing.T) {
+	h := http.Header{}
+	h.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	if tc := traceOf(h); tc.id != "0af7651916cd43dd8448eb211c80319c" || tc.header != "" {
+		t.Errorf("client's traceparent: %+v", tc)
+	}
+	tc := traceOf(http.Header{})
+	if len(tc.id) != 32 || tc.header == "" {
+		t.Fatalf("started trace: %+v", tc)
+	}
+	out := http.Header{}
+	tc.set(out)
+	if id, ok := parseTraceparent(out.Get("traceparent")); !ok || id != tc.id {
+		t.Errorf("sent %q, want trace id %s", out.Get("traceparent"), tc.id)
+	}
+	for _, bad := range []string{"00-00000000000000000000000000000000-b7ad6b7169203331-01", "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", "junk"} {
+		h.Set("traceparent", bad)
+		if tc := traceOf(h); tc.id != "" || tc.header != "" {
+			t.Errorf("%q: %+v", bad, tc)
+		}
+	}
+}
