@@ -31,6 +31,7 @@ type Config struct {
 	Admin       Admin       `yaml:"admin"`
 	Influx      Influx      `yaml:"influx"`
 	Spool       Spool       `yaml:"spool"`
+	Listeners   Listeners   `yaml:"listeners"`
 
 	// lines maps a key path ("upstreams[0].target") to its line in the file.
 	lines map[string]int
@@ -284,6 +285,7 @@ func Default() Config {
 			FsyncInterval:      Duration(200 * time.Millisecond),
 			DeadLetterMaxBytes: ByteSize(64 << 20),
 		},
+		Listeners: DefaultListeners(),
 	}
 }
 
