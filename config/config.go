@@ -33,6 +33,7 @@ type Config struct {
 	Influx      Influx      `yaml:"influx"`
 	Spool       Spool       `yaml:"spool"`
 	OTLP        OTLP        `yaml:"otlp"`
+	Listeners   Listeners   `yaml:"listeners"`
 
 	// lines maps a key path ("upstreams[0].target") to its line in the file.
 	lines map[string]int
@@ -300,6 +301,7 @@ func Default() Config {
 			FsyncInterval:      Duration(200 * time.Millisecond),
 			DeadLetterMaxBytes: ByteSize(64 << 20),
 		},
+		Listeners: DefaultListeners(),
 	}
 }
 

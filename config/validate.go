@@ -276,6 +276,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	}
 	v.positiveDuration("proxy.body_read_timeout", c.Proxy.BodyReadTimeout)
 	v.positiveDuration("proxy.budget_wait", c.Proxy.BudgetWait)
+	v.listeners()
 
 	// models
 	models := map[string]bool{}

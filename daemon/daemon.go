@@ -127,6 +127,9 @@ func New(ctx context.Context, cfg *config.Config, simulate string, log *slog.Log
 	for _, w := range cfg.DeprecationWarnings(cfg.Path()) {
 		log.Warn(w)
 	}
+	for _, w := range cfg.PermissionWarnings() {
+		log.Warn(w)
+	}
 	hostc := host.Open(ctx, hostOptions(ctx, cfg, log), log)
 	ledger, err := estimator.New(p)
 	if err != nil {
@@ -209,7 +212,7 @@ func (d *Daemon) listen() error {
 			TenantHeaderRaw: u.TenantHeaderRaw, TenantSecret: secret, MaxRequestBytes: int64(u.MaxBodyBytes), Now: nowFunc,
 			NoIncludeUsage: u.IncludeUsage != nil && !*u.IncludeUsage, HeaderTimeout: u.ResponseHeaderTimeout.D(),
 			BodyReadTimeout: d.cfg.Proxy.BodyReadTimeout.D(), PreserveHost: u.PreserveHost,
-			Logger: d.log.With("upstream", u.Name),
+			Logger: d.log, // the proxy adds upstream=<name> itself
 		}, d.spans())
 		if err != nil {
 			return fmt.Errorf("upstream %s: %w", u.Name, err)
@@ -224,6 +227,7 @@ func (d *Daemon) listen() error {
 			ReadHeaderTimeout: 30 * time.Second,
 			ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
 		}
+		d.limitServer(ps.srv, "upstream "+u.Name, false)
 		d.proxies = append(d.proxies, ps)
 	}
 	if d.cfg.Admin.Listen != "" {
@@ -243,6 +247,7 @@ func (d *Daemon) listen() error {
 			return err
 		}
 		srv.Handle(h)
+		srv.Configure(func(s *http.Server) { d.limitServer(s, "admin", true) })
 	}
 	if d.cfg.Admin.MetricsListen != "" {
 		// Only what Prometheus and the kubelet ask, never behind the
@@ -255,6 +260,7 @@ func (d *Daemon) listen() error {
 		mux := http.NewServeMux()
 		d.obs.RegisterProbes(mux)
 		srv.Handle(mux)
+		srv.Configure(func(s *http.Server) { d.limitServer(s, "admin.metrics_listen", true) })
 	}
 	return nil
 }
@@ -375,6 +381,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// posts from now on (the admin listener keeps answering /healthz,
 	// /readyz and /metrics until the end).
 	drainCtx, cancel := context.WithTimeout(context.Background(), DrainTimeout)
+	eventsDrained := d.drainEvents(drainCtx)
 	for _, p := range d.proxies {
 		if err := p.srv.Shutdown(drainCtx); err != nil {
 			d.log.Warn("requests still in flight at the deadline are cut", "upstream", p.name)
@@ -382,6 +389,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	d.stopOTLP(drainCtx)
+	<-eventsDrained
 	cancel()
 	for _, p := range d.proxies {
 		p.wg.Wait()

@@ -15,37 +15,31 @@ type eventGate struct {
 	mu     sync.Mutex
 	closed bool
 	wg     sync.WaitGroup // posts in flight
+	// inflight are the posts in flight, whose reads closeBy ends at the
+	// shutdown deadline.
+	inflight map[*http.ResponseController]struct{}
 }
 
 func (g *eventGate) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !g.enter() {
+		leave, ok := g.enterTracked(w)
+		if !ok {
 			w.Header().Set("Retry-After", "10")
 			apierror.Write(w, http.StatusServiceUnavailable, "server_error",
 				"deadlabourd is shutting down and no longer records requests: post them again once it is back")
 			return
 		}
-		defer g.wg.Done()
+		defer leave()
 		h.ServeHTTP(w, r)
 	})
 }
 
-func (g *eventGate) enter() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return false
-	}
-	g.wg.Add(1)
-	return true
-}
-
-// close refuses new posts and waits for those in flight.
+// close refuses new posts and waits for those in flight, cutting them
+// after cutGrace (Run's drainEvents has waited for them already).
 func (g *eventGate) close() {
-	g.mu.Lock()
-	g.closed = true
-	g.mu.Unlock()
-	g.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), cutGrace)
+	defer cancel()
+	g.closeBy(ctx)
 }
 
 // startEvents runs the event API's expiry loop. stop closes the event API

@@ -297,9 +297,17 @@ func Delta(prev, cur, max uint64) uint64 {
 }
 
 func gopsutilTimes(ctx context.Context) (busy, total float64, err error) {
-	ts, err := cpu.TimesWithContext(ctx, false)
-	if err != nil || len(ts) == 0 {
+	return sumTimes(cpu.TimesWithContext(ctx, false))
+}
+
+// sumTimes is the busy and total seconds of gopsutil's CPU times; no
+// times without an error is an error of its own, not "%!w(<nil>)".
+func sumTimes(ts []cpu.TimesStat, err error) (busy, total float64, _ error) {
+	if err != nil {
 		return 0, 0, fmt.Errorf("cpu.Times: %w", err)
+	}
+	if len(ts) == 0 {
+		return 0, 0, errors.New("cpu.Times: no CPU times reported")
 	}
 	t := ts[0]
 	idle := t.Idle + t.Iowait
@@ -311,8 +319,11 @@ func gopsutilTimes(ctx context.Context) (busy, total float64, err error) {
 // of the first and the number of sockets.
 func CPUs(ctx context.Context) (model string, sockets int, err error) {
 	infos, err := cpu.InfoWithContext(ctx)
-	if err != nil || len(infos) == 0 {
+	if err != nil {
 		return "", 0, fmt.Errorf("cpu.Info: %w", err)
+	}
+	if len(infos) == 0 {
+		return "", 0, errors.New("cpu.Info: no processors reported")
 	}
 	ids := map[string]bool{}
 	for _, in := range infos {

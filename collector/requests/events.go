@@ -95,6 +95,7 @@ type Events struct {
 	open   map[string]openSpan
 	recent map[string]time.Time // ids ended, for duplicates
 	order  []recentID           // recent in the order ended, for pruning
+	starts beginHeap            // open by start, for Expire
 
 	// abandoned logs requests given up as abandoned: a warning at the
 	// first, debug lines for the next, and a summary with their count once
@@ -295,6 +296,7 @@ func (e *Events) apply(events []event, now time.Time, batch bool) (eventsAnswer,
 		switch acts[i] {
 		case doBegin:
 			e.open[s.ID] = opened[s.ID]
+			e.beginExpiry(s.ID, opened[s.ID].start)
 			e.sink.Begin(s)
 		case doEnd:
 			delete(e.open, s.ID)
@@ -394,10 +396,7 @@ func (e *Events) Expire(now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.abandoned.ok(now)
-	for id, o := range e.open {
-		if now.Sub(o.start) <= e.opts.History {
-			continue
-		}
+	for id, o := range e.expired(now) {
 		delete(e.open, id)
 		e.remember(id, now)
 		e.abandoned.fail(now, "request_id", id, "upstream", o.upstream, "begun", o.start)
