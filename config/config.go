@@ -1,3 +1,8 @@
+// This file is over 500 lines: it is the YAML schema (one struct per
+// section, each key with its tag) beside Default(), so that a key and its
+// default are read together; validation, catalogue and tariffs have files
+// of their own.
+
 // Package config holds deadlabour's configuration: the YAML schema, its
 // defaults, strict decoding with line numbers, validation, and the embedded
 // hardware catalogue.

@@ -1,3 +1,6 @@
+// This file is over 500 lines: it is the proxy benchmark's driver, one
+// subcommand per measurement (scripts/bench-proxy.sh runs them in turn).
+
 // Command deadlabour-bench drives the metering proxy benchmark
 // (scripts/bench-proxy.sh): it serves the fake upstream, and measures a
 // target (the fake itself, nginx, or deadlabourd in front of it) with an

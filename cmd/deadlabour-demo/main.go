@@ -1,3 +1,7 @@
+// This file is over 500 lines: it is the demo from flags to table (start
+// the fakes, the daemon and InfluxDB, drive load, print); the physics and
+// its cited ranges are in physics.go.
+
 // Command deadlabour-demo runs deadlabourd against simulated H100s and
 // OpenAI-compatible fake upstreams, sends a few hundred prompts, and prints
 // what each model cost, read back from InfluxDB. `make demo` runs it with a

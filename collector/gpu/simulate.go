@@ -1,3 +1,7 @@
+// This file is over 500 lines: it is one thing, the simulated node
+// (go-nvml mock devices scripted from a power model), every NVML call the
+// collector makes given a function in one place; simulate_mig.go holds MIG.
+
 package gpu
 
 import (

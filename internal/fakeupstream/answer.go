@@ -1,3 +1,8 @@
+// This file is over 500 lines: it is one thing, the answer bodies of every
+// dialect the fake serves (OpenAI chat and completions, embeddings, Ollama,
+// TGI, llama.cpp; streamed and whole), kept side by side so that they can be
+// compared with the dialect table in collector/requests/dialect.
+
 package fakeupstream
 
 import (

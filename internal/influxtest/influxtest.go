@@ -1,3 +1,6 @@
+// This file is over 500 lines: it is one thing, a real InfluxDB 1.8.3 for
+// tests (find, start, wait, write, query, restart, stop); row.go decodes rows.
+
 // Package influxtest gives tests a real InfluxDB OSS 1.8.3 process, never a
 // mock: what the sink writes is parsed, typed and stored by the same server
 // users run.
