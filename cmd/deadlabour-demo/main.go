@@ -50,6 +50,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	influx := fs.String("influx", os.Getenv("INFLUX_URL"), "InfluxDB URL (1.8+, database deadlabour)")
 	duration := fs.Duration("duration", 15*time.Second, "how long to keep each upstream's batch full (the requests in flight then finish)")
 	seed := fs.Uint64("seed", 1, "random seed of the prompt mix")
+	keep := fs.String("keep", "", "after the table, start the daemon again, detached, with its config and log in this folder, and leave it running (make demo KEEP=1)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -126,7 +127,47 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if warnings := problems(logFile.Name()); warnings != "" {
 		fmt.Fprintf(out, "The daemon logged warnings:\n%s", warnings)
 	}
-	return printTable(ctx, out, *influx, ups)
+	if err := printTable(ctx, out, *influx, ups); err != nil {
+		return err
+	}
+	if *keep != "" {
+		return keepRunning(out, *bin, *keep, demoConfig(ups, admin, *influx, *keep), *influx, admin)
+	}
+	return nil
+}
+
+// keepRunning starts the daemon again, detached from the demo (its own
+// session: it outlives make), on the same simulated GPUs, so that Grafana
+// and report have a live node to look at, and says how to use and stop it.
+func keepRunning(out io.Writer, bin, dir, config, influx, admin string) error {
+	cfgPath := filepath.Join(dir, "deadlabourd.yaml")
+	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
+		return err
+	}
+	logPath := filepath.Join(dir, "deadlabourd.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	d := exec.Command(bin, "run", "--config", cfgPath, "--simulate", "h100:8")
+	d.Stdout, d.Stderr = logFile, logFile
+	d.Env = append(os.Environ(), "INFLUX_TOKEN=")
+	d.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := d.Start(); err != nil {
+		return err
+	}
+	pid := d.Process.Pid
+	d.Process.Release()
+	fmt.Fprintf(out, `
+KEEP: deadlabourd keeps running (pid %d, admin http://%s, log %s),
+on the same 8 simulated H100s; the fake upstreams are gone, so it meters idle.
+Grafana (deploy/grafana/README.md): with its provisioning folder pointed at deploy/grafana/provisioning,
+  DEADLABOUR_INFLUX_URL=%s DEADLABOUR_INFLUX_DATABASE=deadlabour DEADLABOUR_INFLUX_TOKEN= grafana-server ...
+A report: bin/deadlabourd report --config %s --since 1h --format html --out report.html
+Stop it:  kill %d
+`, pid, admin, logPath, influx, cfgPath, pid)
+	return nil
 }
 
 func batches(ups []*upstream) string {
