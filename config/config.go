@@ -37,7 +37,13 @@ type Config struct {
 	// empty holds the key paths written with no value (YAML null), which
 	// leave their default in place.
 	empty map[string]bool
+	// path is the name the file was parsed under (Path).
+	path string
 }
+
+// Path is the name of the file the configuration was read from, as
+// Problem.File gives it; "" for one not read from a file.
+func (c *Config) Path() string { return c.path }
 
 // GPU configures the NVML poller.
 type GPU struct {
@@ -118,7 +124,19 @@ type Upstream struct {
 	// ResponseHeaderTimeout bounds the wait for the upstream's response
 	// headers once the request is sent (answered 504); 0: no bound.
 	ResponseHeaderTimeout Duration `yaml:"response_header_timeout"`
+	// DiscoverModels makes the model names the upstream lists (GET
+	// /v1/models, or Ollama's /api/tags) model tags like models[], read at
+	// start and every ModelsRefresh; nil (the default): on.
+	DiscoverModels *bool    `yaml:"discover_models"`
+	ModelsRefresh  Duration `yaml:"models_refresh"`
 }
+
+// DefaultModelsRefresh is upstreams[].models_refresh unless written.
+const DefaultModelsRefresh = 10 * time.Minute
+
+// Discovers reports whether the daemon asks u for the models it serves
+// (discover_models, on unless written false).
+func (u Upstream) Discovers() bool { return u.DiscoverModels == nil || *u.DiscoverModels }
 
 // Proxy holds what all the upstreams' proxies share.
 type Proxy struct {
@@ -318,6 +336,7 @@ var lineRe = regexp.MustCompile(`^line (\d+): (.*)$`)
 // Parse decodes and validates configuration bytes; name is used in messages.
 func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 	cfg := Default()
+	cfg.path = name
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, &Error{Problems: []Problem{yamlProblem(name, err.Error(), nil)}}
@@ -512,6 +531,9 @@ func (c *Config) applyListDefaults() {
 		if u.IncludeUsage == nil {
 			t := true
 			u.IncludeUsage = &t
+		}
+		if u.ModelsRefresh == 0 {
+			u.ModelsRefresh = Duration(DefaultModelsRefresh)
 		}
 	}
 }
