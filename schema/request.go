@@ -19,6 +19,9 @@ type RequestSchema struct {
 	// record naming any other model is tagged ModelOther, so that clients
 	// cannot make series at will. nil: every model is tagged as named.
 	models map[string]bool
+	// known, if set, is asked about a name outside models: true tags the
+	// record with it too (WithKnown).
+	known func(model string) bool
 	// currency is the ISO 4217 code of the money fields (config
 	// facility.currency), the tag currency; "" leaves the tag out.
 	currency string
@@ -31,6 +34,16 @@ func NewRequestSchema(models []string, currency string) RequestSchema {
 	for _, m := range models {
 		s.models[m] = true
 	}
+	return s
+}
+
+// WithKnown returns s whose model tag also holds every name known reports
+// true for: names learnt while running, such as the models an upstream
+// lists. known is asked only about names outside the configured ones, from
+// every goroutine that makes points (the engine's, the audit's), so it must
+// be safe for concurrent use; it may say false and log the name.
+func (s RequestSchema) WithKnown(known func(model string) bool) RequestSchema {
+	s.known = known
 	return s
 }
 
@@ -57,7 +70,7 @@ func RequestPoint(r estimator.Record) (Point, error) {
 // at most MaxModelRaw bytes).
 func (s RequestSchema) Point(r estimator.Record) (Point, error) {
 	model := TagValue(r.Model)
-	if s.models != nil && r.Model != "" && !s.models[r.Model] {
+	if s.models != nil && r.Model != "" && !s.models[r.Model] && (s.known == nil || !s.known(r.Model)) {
 		model = ModelOther
 	}
 	p := Point{
