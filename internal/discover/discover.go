@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // maxBody bounds what is read of an answer: a model list of thousands of
@@ -166,4 +167,13 @@ func get(ctx context.Context, client *http.Client, url string) ([]byte, int, err
 // join appends path to base, a URL that may end in "/" or a path prefix.
 func join(base, path string) string {
 	return strings.TrimSuffix(base, "/") + path
+}
+
+// UpstreamClient is a client that reaches inference servers as the
+// metering proxy does: directly, never through an HTTP_PROXY from the
+// environment, each exchange bounded by timeout.
+func UpstreamClient(timeout time.Duration) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	return &http.Client{Timeout: timeout, Transport: t}
 }
