@@ -16,17 +16,14 @@ import (
 )
 
 func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("probe", stderr)
+	fs := newFlagSet("probe", "[--simulate h100:8] [--measure 60s]", stderr)
 	simulate := fs.String("simulate", "", "probe a simulated node, e.g. h100:8 or a100:2:mig=3g")
 	sysfs := fs.String("sysfs", "/sys", "root of sysfs, for RAPL")
 	libPath := fs.String("nvml-library", "", "path of libnvidia-ml.so.1 (default: the loader's search)")
 	measure := fs.Duration("measure", 0, "then read every GPU for this long and compare its energy counter with the integral of its power samples, e.g. 60s")
 	interval := fs.Duration("interval", 100*time.Millisecond, "poll interval of --measure")
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
 	if *measure < 0 || *interval <= 0 {
 		return fmt.Errorf("%w: --measure and --interval must be positive", errUsage)

@@ -6,13 +6,12 @@ import (
 	"io"
 	"time"
 
-	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/internal/redact"
 	"github.com/deadlabour/deadlabour/report"
 )
 
 func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("report", stderr)
+	fs := newFlagSet("report", "[--config FILE] [--since 24h] [--until T] [--by model|tenant|gpu|node|upstream] [--format table|csv|json]", stderr)
 	cfgPath := fs.String("config", "/etc/deadlabour/config.yaml", "configuration file (influx.url, bucket and token)")
 	since := fs.String("since", "24h", "start: a duration before now (24h, 7d) or an RFC 3339 time")
 	until := fs.String("until", "0s", "end (exclusive): like --since; default now")
@@ -23,15 +22,8 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	lpFile := fs.String("line-protocol", "", "read records from this line-protocol file ('-': standard input) instead of InfluxDB")
 	currency := fs.String("currency", "", "only records whose money is in this currency (ISO 4217, e.g. EUR): needed when nodes use several")
 	timeout := fs.Duration("timeout", time.Minute, "give up on InfluxDB after this long")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: deadlabourd report [--since 24h] [--until T] [--by model|tenant|gpu|node|upstream] [--format table|csv|json]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
 	if _, ok := report.Dimension(*by); !ok {
 		return fmt.Errorf("%w: --by %q: want model, tenant, gpu, node or upstream", errUsage, *by)
@@ -60,7 +52,7 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case *lpFile != "":
 		src, source = report.LineProtocolFile(*lpFile), *lpFile
 	default:
-		cfg, err := config.Load(*cfgPath, -1)
+		cfg, err := loadConfig(*cfgPath, -1)
 		if err != nil {
 			return err
 		}
