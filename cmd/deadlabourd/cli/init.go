@@ -311,7 +311,9 @@ func (n *initNode) config(out string) []byte {
 		w("  url: %s", quote(n.influx))
 	}
 	w("  bucket: %s   # 1.x: database/retention-policy; 2.x and 3.x: the bucket (and set org)", quote(n.cfg.Influx.Bucket))
-	w("  token_env: %s   # 1.x: user:password; or token_file (a systemd credential)", n.cfg.Influx.TokenEnv)
+	w("  token_env: %s   # 1.x: user:password", n.cfg.Influx.TokenEnv)
+	w("  # Under the systemd unit (make install), the credential instead of token_env:")
+	w("  # token_file: /run/credentials/deadlabourd.service/influx-token")
 	w("")
 	w("spool:")
 	w("  dir: %s   # records wait here, on disk, until InfluxDB has them", quote(n.spool))
