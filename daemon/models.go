@@ -129,6 +129,7 @@ func (m *modelDiscovery) Run(ctx context.Context) {
 		wg.Go(func() { m.run(ctx, u) })
 	}
 	wg.Wait()
+	m.client.CloseIdleConnections()
 }
 
 func (m *modelDiscovery) run(ctx context.Context, u config.Upstream) {

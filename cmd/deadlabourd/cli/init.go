@@ -289,8 +289,11 @@ func (n *initNode) config(out string) []byte {
 		w("# an upstream lists later), any other model `other`. Training figures per")
 		w("# model (training_cost, lifetime_tokens, ...): config/example.yaml.")
 		w("models:")
-		for _, m := range models {
+		for _, m := range models[:min(len(models), daemon.MaxDiscoveredModels)] {
 			w("  - name: %s", quote(m))
+		}
+		if more := len(models) - daemon.MaxDiscoveredModels; more > 0 {
+			w("  # ... and %d more listed, left out: each model is a series in InfluxDB; add those you report on", more)
 		}
 	} else {
 		w("# models: no upstream listed any; list them as requests name them, e.g.")
