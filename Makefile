@@ -8,7 +8,7 @@ GO ?= go
 export CGO_ENABLED := 1
 export CGO_CFLAGS := -O2 -g -Wno-deprecated-declarations
 
-.PHONY: build demo influxdb test fmt-check vet bench bench-collectors bench-proxy bench-sink spool-choice chaos gpu-check clean install fleet-sizing
+.PHONY: build demo demo-check influxdb test fmt-check vet bench bench-collectors bench-proxy bench-sink spool-choice chaos gpu-check clean install fleet-sizing
 
 # Where `make install` puts things. DESTDIR stages an install for packaging
 # (nothing outside it is touched then); PREFIX=/usr for a distribution package.
@@ -31,6 +31,12 @@ build:
 # of what each model cost. Needs no GPU.
 demo: build
 	scripts/demo.sh
+
+# The demo driver against the fake upstreams for a few seconds, its J per
+# output token held to the cited ranges (docs/methodology.md, "The demo").
+# Timed, so not part of make test.
+demo-check:
+	DEADLABOUR_TIMED_TESTS=1 $(GO) test -count=1 -run TestDriverInCitedRanges -v ./cmd/deadlabour-demo/
 
 # The real InfluxDB 1.8.3 the tests run against (built once, cached in .cache/).
 influxdb:

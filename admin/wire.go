@@ -79,20 +79,21 @@ type DeviceExplain struct {
 	ChargedFrom  string          `json:"charged_from,omitempty"`
 	ChargedTo    string          `json:"charged_to,omitempty"`
 	KeptFrom     string          `json:"intervals_kept_from,omitempty"`
-	Window       WindowExplain   `json:"idle_window"`
+	Loaded       LoadedExplain   `json:"loaded"`
+	WearEnded    bool            `json:"wear_ended,omitempty"`
 	Intervals    []ChargeExplain `json:"intervals"`
 }
 
-// WindowExplain is the idle window a device's share was loaded from.
-type WindowExplain struct {
-	Start        string  `json:"start"`
-	End          string  `json:"end"`
-	IdleJ        float64 `json:"idle_j"`
-	ActiveJ      float64 `json:"active_j"`
-	IdleS        float64 `json:"idle_s"`
-	ActiveS      float64 `json:"active_s"`
-	EnergyUplift float64 `json:"energy_uplift"`
-	WearUplift   float64 `json:"wear_uplift"`
+// LoadedExplain is a device's share with the idle of its intervals
+// absorbed: each interval's charge divided by the part some request
+// covered (the intervals' charged_loaded_j).
+type LoadedExplain struct {
+	Joules       float64 `json:"joules"`
+	StaticJoules float64 `json:"static_joules,omitempty"`
+	Depreciation float64 `json:"depreciation_cost"`
+	EmbodiedG    float64 `json:"embodied_co2e_g"`
+	CO2eG        float64 `json:"co2e_g"`
+	EnergyCost   float64 `json:"energy_cost"`
 }
 
 // ChargeExplain is one meter interval and the record's share of it.
@@ -117,6 +118,7 @@ type ChargeExplain struct {
 	Weight             float64 `json:"weight"`
 	Share              float64 `json:"share"`
 	Charged            float64 `json:"charged_j"`
+	ChargedLoaded      float64 `json:"charged_loaded_j"`
 	Static             float64 `json:"charged_static_j,omitempty"`
 	Carbon             float64 `json:"carbon_g_per_kwh"`
 	CarbonMarket       float64 `json:"carbon_market_g_per_kwh,omitempty"`

@@ -91,7 +91,7 @@ func TestRequestExplain(t *testing.T) {
 				sources[ps.Name] = ps.Source
 			}
 			if !strings.HasPrefix(sources["facility.carbon_market_g_per_kwh"], "config line 3") ||
-				!strings.HasPrefix(sources["facility.pue"], "default") || !strings.Contains(sources["gpu 0"], `"H100" from the catalogue`) ||
+				!strings.HasPrefix(sources["facility.pue"], "default") || !strings.Contains(sources["gpu 0"], `"H100 SXM" from the catalogue`) ||
 				!strings.Contains(sources["facility.price_schedule[0]"], "config line 5") {
 				t.Errorf("parameter sources %v", sources)
 			}

@@ -29,18 +29,26 @@ func (s *Store) explain(rec estimator.Record, settled map[string][]estimator.Set
 		ds := rec.PerDevice[i]
 		de := admin.DeviceExplain{Device: ds.Device, Joules: ds.Joules, StaticJoules: ds.StaticJoules, Depreciation: ds.DepreciationCost,
 			EmbodiedG: ds.EmbodiedCO2eG, Meter: string(ds.Method), ChargedFrom: stamp(ds.ChargedFrom), ChargedTo: stamp(ds.ChargedTo),
-			KeptFrom: stamp(trail.KeptFrom),
-			Window: admin.WindowExplain{Start: stamp(ds.Window.Start), End: stamp(ds.Window.End), IdleJ: ds.Window.IdleJ, ActiveJ: ds.Window.ActiveJ,
-				IdleS: ds.Window.IdleS, ActiveS: ds.Window.ActiveS, EnergyUplift: ds.EnergyUplift, WearUplift: ds.WearUplift}}
+			KeptFrom: stamp(trail.KeptFrom), WearEnded: ds.WearEnded,
+			Loaded: admin.LoadedExplain{Joules: ds.Loaded.Joules, StaticJoules: ds.Loaded.StaticJoules, Depreciation: ds.Loaded.DepreciationCost,
+				EmbodiedG: ds.Loaded.EmbodiedCO2eG, CO2eG: ds.Loaded.CO2eG, EnergyCost: ds.Loaded.EnergyCost}}
 		for _, c := range trail.Intervals {
 			de.Intervals = append(de.Intervals, admin.ChargeExplain{Start: stamp(c.Start), End: stamp(c.End), Joules: c.Settlement.Joules,
 				Meter: string(c.Method), Covered: c.Covered, SumWeight: c.SumWeight, Coefficients: c.Coefficients,
 				PromptJ: c.PromptJPerToken, DecodeJ: c.DecodeJPerToken, FixedJ: c.FixedJ, OverlapS: c.OverlapS,
 				PromptWeight: c.PromptTokenWeight, PromptWeightSource: c.TokenWeight,
 				PromptTokens: c.PromptTokens, DecodeTokens: c.DecodeTokens, Weight: c.Weight, Share: c.Share,
-				Charged: c.Joules, Static: c.StaticJoules, Carbon: c.CarbonGPerKWh, CarbonMarket: c.CarbonMarketGPerKWh, Price: c.PricePerKWh})
+				Charged: c.Joules, ChargedLoaded: loaded(c.Joules, c.Covered), Static: c.StaticJoules, Carbon: c.CarbonGPerKWh, CarbonMarket: c.CarbonMarketGPerKWh, Price: c.PricePerKWh})
 		}
 		out.Devices = append(out.Devices, de)
 	}
 	return out
+}
+
+// loaded is an interval's charge with its idle absorbed.
+func loaded(charged, covered float64) float64 {
+	if covered <= 0 {
+		return 0
+	}
+	return charged / covered
 }

@@ -77,18 +77,21 @@ func printRecord(w io.Writer, rec admin.OrderedJSON, ex admin.Explanation) {
 		if d.ChargedTo != "" {
 			fmt.Fprintf(w, ", charged to %s", d.ChargedTo)
 		}
-		fmt.Fprintf(w, "\n  idle window %s to %s: %.6g J idle / %.6g J active (uplift %.4g), %.6g s / %.6g s (wear uplift %.4g)\n",
-			d.Window.Start, d.Window.End, d.Window.IdleJ, d.Window.ActiveJ, d.Window.EnergyUplift, d.Window.IdleS, d.Window.ActiveS, d.Window.WearUplift)
+		if d.WearEnded {
+			fmt.Fprint(w, ", past its service life (no wear charged from then)")
+		}
+		fmt.Fprintf(w, "\n  loaded (each interval's charge / the part some request covered): %.6g J, depreciation %.6g, embodied %.6g g\n",
+			d.Loaded.Joules+d.Loaded.StaticJoules, d.Loaded.Depreciation, d.Loaded.EmbodiedG)
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 		tokens := ex.Weighting == estimator.WeightTokens
-		head := "  START\tEND\tINTERVAL J\tMETER\tCOVERED\tOVERLAP S\tWEIGHT\tSUM WEIGHTS\tSHARE\tCHARGED J\tgCO2e/kWh\tPRICE/kWh\t"
+		head := "  START\tEND\tINTERVAL J\tMETER\tCOVERED\tOVERLAP S\tWEIGHT\tSUM WEIGHTS\tSHARE\tCHARGED J\tLOADED J\tgCO2e/kWh\tPRICE/kWh\t"
 		if tokens {
 			head += "PROMPT WEIGHT\t"
 		}
 		fmt.Fprintln(tw, head)
 		for _, c := range d.Intervals {
-			fmt.Fprintf(tw, "  %s\t%s\t%.6g\t%s\t%.4g\t%.4g\t%.6g\t%.6g\t%.4g\t%.6g\t%.4g\t%.4g\t", clockOf(c.Start), clockOf(c.End),
-				c.Joules, c.Meter, c.Covered, c.OverlapS, c.Weight, c.SumWeight, c.Share, c.Charged, c.Carbon, c.Price)
+			fmt.Fprintf(tw, "  %s\t%s\t%.6g\t%s\t%.4g\t%.4g\t%.6g\t%.6g\t%.4g\t%.6g\t%.6g\t%.4g\t%.4g\t", clockOf(c.Start), clockOf(c.End),
+				c.Joules, c.Meter, c.Covered, c.OverlapS, c.Weight, c.SumWeight, c.Share, c.Charged, c.ChargedLoaded, c.Carbon, c.Price)
 			if tokens {
 				fmt.Fprintf(tw, "%.4g %s\t", c.PromptWeight, c.PromptWeightSource)
 			}

@@ -37,13 +37,13 @@ type Config struct {
 	// empty holds the key paths written with no value (YAML null), which
 	// leave their default in place.
 	empty map[string]bool
-	// path is the name the file was parsed under (Path).
-	path string
+	// file is the name the configuration was parsed under.
+	file string
 }
 
-// Path is the name of the file the configuration was read from, as
-// Problem.File gives it; "" for one not read from a file.
-func (c *Config) Path() string { return c.path }
+// Path is the name of the file the configuration was read from ("" for
+// the defaults).
+func (c *Config) Path() string { return c.file }
 
 // GPU configures the NVML poller.
 type GPU struct {
@@ -67,6 +67,11 @@ type Host struct {
 
 // Facility holds the data-centre factors applied to IT energy.
 type Facility struct {
+	// Region is an ISO 3166-1 code (FR, FRA) whose row of the embedded
+	// regional table (regions.csv) replaces the defaults of
+	// carbon_g_per_kwh and water_offsite_l_per_kwh where the file does
+	// not write them; empty: none (world defaults, with a warning).
+	Region              string   `yaml:"region"`
 	PUE                 float64  `yaml:"pue"`
 	WUEOnsiteLPerKWh    float64  `yaml:"wue_onsite_l_per_kwh"`
 	WaterOffsiteLPerKWh float64  `yaml:"water_offsite_l_per_kwh"`
@@ -77,6 +82,8 @@ type Facility struct {
 	HostCapex           float64  `yaml:"host_capex"`
 	HostLife            Duration `yaml:"host_life"`
 	HostEmbodiedKgCO2e  float64  `yaml:"host_embodied_kg_co2e"`
+	// HostInService is the day the host went into service; zero: unknown.
+	HostInService Date `yaml:"host_in_service"`
 
 	// CarbonColumn and CarbonMarketColumn name carbon_file's columns.
 	CarbonColumn       string `yaml:"carbon_column"`
@@ -89,10 +96,13 @@ type Facility struct {
 }
 
 // Hardware is one GPU model's economic and physical figures. In the config
-// file an entry overrides the catalogue entry with the same match; keys left
-// out keep the catalogue's values.
+// file an entry overrides the catalogue entry that match names (one of its
+// NVML product names; keys left out keep the catalogue's values), or adds a
+// GPU model matched exactly by that name (config/catalogue.go: the rule).
 type Hardware struct {
-	Match                string    `yaml:"match"`
+	Match string `yaml:"match"`
+	// MemoryGB tells apart entries that share an NVML name (nil: any).
+	MemoryGB             *float64  `yaml:"memory_gb"`
 	Capex                *float64  `yaml:"capex"`
 	ServerShare          *float64  `yaml:"server_share"`
 	FacilityShare        *float64  `yaml:"facility_share"`
@@ -101,6 +111,9 @@ type Hardware struct {
 	ServerEmbodiedKgCO2e *float64  `yaml:"server_embodied_kg_co2e"`
 	TDPWatts             *float64  `yaml:"tdp_watts"`
 	IdleWatts            *float64  `yaml:"idle_watts"`
+	// InService is the day the GPUs went into service; with life, the day
+	// their wear is paid off. Zero: unknown.
+	InService Date `yaml:"in_service"`
 }
 
 // Upstream is one inference server behind the metering proxy.
@@ -165,10 +178,14 @@ type Model struct {
 type Attribution struct {
 	Weighting         string      `yaml:"weighting"`
 	PromptTokenWeight TokenWeight `yaml:"prompt_token_weight"`
-	IdleWindow        Duration    `yaml:"idle_window"`
-	SettleDelay       Duration    `yaml:"settle_delay"`
-	History           Duration    `yaml:"history"`
-	TenantSecretFile  string      `yaml:"tenant_secret_file"`
+	// IdleWindow is ignored since method version 4 (the loaded figures no
+	// longer use a trailing window); accepted so that old files still load.
+	//
+	// Deprecated: DeprecationWarnings names it where a file writes it.
+	IdleWindow       Duration `yaml:"idle_window"`
+	SettleDelay      Duration `yaml:"settle_delay"`
+	History          Duration `yaml:"history"`
+	TenantSecretFile string   `yaml:"tenant_secret_file"`
 
 	Marginal Marginal `yaml:"marginal"`
 	// AuditRecords recent records (and AuditWindow of how intervals were
@@ -253,7 +270,7 @@ func Default() Config {
 			HostLife:            Duration(5 * Year),
 		},
 		Attribution: Attribution{
-			Weighting:         WeightTime,
+			Weighting:         WeightTokens,
 			PromptTokenWeight: AutoTokenWeight(),
 			Marginal:          Marginal{FitWindow: Duration(time.Hour)},
 			IdleWindow:        Duration(time.Hour),
@@ -280,6 +297,24 @@ func Default() Config {
 			DeadLetterMaxBytes: ByteSize(64 << 20),
 		},
 	}
+}
+
+// deprecatedKeys are keys still accepted but ignored, with what to say.
+var deprecatedKeys = []struct{ key, why string }{
+	{"attribution.idle_window", "is ignored since method version 4 (the loaded figures no longer use a trailing window): remove it"},
+}
+
+// DeprecationWarnings names every key the file writes that is accepted but
+// ignored, with its line: "config.yaml:52: attribution.idle_window is
+// ignored since method version 4 (...)". name is the file's name.
+func (c *Config) DeprecationWarnings(name string) []string {
+	var out []string
+	for _, d := range deprecatedKeys {
+		if l, ok := c.lines[d.key]; ok {
+			out = append(out, Problem{File: name, Line: l, Msg: d.key + " " + d.why}.String())
+		}
+	}
+	return out
 }
 
 // Problem is one thing wrong with a configuration file.
@@ -336,12 +371,11 @@ var lineRe = regexp.MustCompile(`^line (\d+): (.*)$`)
 // Parse decodes and validates configuration bytes; name is used in messages.
 func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 	cfg := Default()
-	cfg.path = name
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, &Error{Problems: []Problem{yamlProblem(name, err.Error(), nil)}}
 	}
-	cfg.lines, cfg.empty = map[string]int{}, map[string]bool{}
+	cfg.lines, cfg.empty, cfg.file = map[string]int{}, map[string]bool{}, name
 	values := map[string]*yaml.Node{}
 	indexLines(&root, "", cfg.lines, values)
 	for p, v := range values {
@@ -394,6 +428,7 @@ func Parse(name string, data []byte, gpuCount int) (*Config, error) {
 	// write: it is not judged again, nor is another key judged against it
 	// (a check that compares two keys names the other one).
 	cfg.applyListDefaults()
+	cfg.applyRegion()
 validated:
 	for _, p := range cfg.Validate(gpuCount) {
 		for k := range badKey {

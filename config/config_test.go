@@ -50,8 +50,12 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 		}
 		have[p] = true
 	}
+	deprecated := map[string]bool{}
+	for _, d := range deprecatedKeys {
+		deprecated[d.key] = true
+	}
 	for _, key := range schemaKeys(reflect.TypeOf(Config{}), "") {
-		if !have[key] {
+		if !have[key] && !deprecated[key] {
 			t.Errorf("example.yaml does not document %q", key)
 		}
 	}
@@ -86,7 +90,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.GPU.Interval.D() != 100*time.Millisecond || cfg.Facility.PUE != 1.2 || cfg.Attribution.Weighting != "time" {
+	if cfg.GPU.Interval.D() != 100*time.Millisecond || cfg.Facility.PUE != 1.2 || cfg.Attribution.Weighting != "tokens" {
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
 	u := cfg.Upstreams[0]
@@ -112,7 +116,7 @@ func TestDefaults(t *testing.T) {
 	// Null where the default is "nothing" (an unset pointer: the
 	// catalogue's figure, the automatic choice; an empty string; a zero;
 	// an empty section or list) says just that, and is no error.
-	nulls := "gpu:\nmodels: ~\nfacility:\n  carbon_market_g_per_kwh: ~\n  carbon_file:\nhardware:\n  - match: H100\n    capex: null\n" +
+	nulls := "gpu:\nmodels: ~\nfacility:\n  carbon_market_g_per_kwh: ~\n  carbon_file:\nhardware:\n  - match: H200\n    capex: null\n" +
 		"upstreams:\n  - name: a\n    listen: 127.0.0.1:8081\n    target: http://127.0.0.1:8000\n    preserve_host: null\n    include_usage:\n" +
 		"    tenant_header:\n    response_header_timeout:\nadmin:\n  token_file: ~\n"
 	if cfg, err := Parse("nulls.yaml", []byte(nulls), -1); err != nil {
@@ -145,7 +149,7 @@ func TestBadFiles(t *testing.T) {
 		{"infinite static watts", "host:\n  static_watts: .inf\n", -1, 2, "host.static_watts", "finite number, zero or more, got +Inf"},
 		{"infinite carbon", "facility:\n  carbon_g_per_kwh: .inf\n", -1, 2, "facility.carbon_g_per_kwh", "finite number, zero or more, got +Inf"},
 		{"infinite market carbon", "facility:\n  carbon_market_g_per_kwh: .inf\n", -1, 2, "facility.carbon_market_g_per_kwh", "got +Inf"},
-		{"infinite capex", "hardware:\n  - match: H100\n    capex: .inf\n", -1, 3, "hardware[0].capex", "got +Inf"},
+		{"infinite capex", "hardware:\n  - match: NVIDIA H100 80GB HBM3\n    capex: .inf\n", -1, 3, "hardware[0].capex", "got +Inf"},
 		{"infinite lifetime tokens", "models:\n  - name: m\n    lifetime_tokens: .inf\n", -1, 3, "models[0].lifetime_tokens", "got +Inf"},
 		{"infinite prompt weight", "attribution:\n  prompt_token_weight: .inf\n", -1, 2, "attribution.prompt_token_weight", "got +Inf"},
 		{"negative prompt weight", "attribution:\n  prompt_token_weight: -0.1\n", -1, 2, "attribution.prompt_token_weight", "zero or more, got -0.1"},
@@ -187,9 +191,9 @@ func TestBadFiles(t *testing.T) {
 		{"bad currency", "facility:\n  currency: dollars\n", -1, 2, "facility.currency", "ISO 4217"},
 		{"model without lifetime", "models:\n  - name: m\n    training_cost: 1e6\n", -1, 2, "models[0].lifetime_tokens", "must be positive"},
 		{"new hardware incomplete", "hardware:\n  - match: MI300X\n    capex: 15000\n", -1, 2, "hardware[0]", "not in the built-in catalogue"},
-		{"negative capex", "hardware:\n  - match: H100\n    capex: -1\n", -1, 3, "hardware[0].capex", "zero or more"},
-		{"idle above tdp", "hardware:\n  - match: A100\n    capex: 1\n  - match: H100\n    idle_watts: 900\n", -1, 5, "hardware[1].idle_watts", "must not exceed tdp_watts (700), got 900"},
-		{"tdp below idle", "hardware:\n  - match: H100\n    tdp_watts: 50\n", -1, 3, "hardware[0].tdp_watts", "must be at least idle_watts"},
+		{"negative capex", "hardware:\n  - match: NVIDIA H100 80GB HBM3\n    capex: -1\n", -1, 3, "hardware[0].capex", "zero or more"},
+		{"idle above tdp", "hardware:\n  - match: NVIDIA A100-SXM4-80GB\n    capex: 1\n  - match: NVIDIA H100 80GB HBM3\n    idle_watts: 900\n", -1, 5, "hardware[1].idle_watts", "must not exceed tdp_watts (700), got 900"},
+		{"tdp below idle", "hardware:\n  - match: NVIDIA H100 80GB HBM3\n    tdp_watts: 50\n", -1, 3, "hardware[0].tdp_watts", "must be at least idle_watts"},
 		{"bad size", "spool:\n  max_bytes: lots\n", -1, 2, "spool.max_bytes", `invalid size "lots"`},
 		{"tiny batch bytes", "influx:\n  batch_bytes: 100\n", -1, 2, "influx.batch_bytes", "at least 1KiB"},
 		{"tiny backoff", "influx:\n  backoff_max: 1ms\n", -1, 2, "influx.backoff_max", "at least 100ms"},
@@ -283,37 +287,52 @@ func TestAllProblemsReported(t *testing.T) {
 }
 
 func TestHardwareOverride(t *testing.T) {
-	cfg, err := Parse("hw.yaml", []byte("hardware:\n  - match: h100\n    capex: 25000\n  - match: MI300X\n    capex: 15000\n    life: 6y\n    tdp_watts: 750\n"), -1)
+	cfg, err := Parse("hw.yaml", []byte("hardware:\n  - match: nvidia  h100 80gb hbm3\n    capex: 26000\n    in_service: 2024-03-01\n"+
+		"  - match: AMD Instinct MI300X\n    capex: 15000\n    life: 6y\n    tdp_watts: 750\n"), -1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, ok := cfg.HardwareFor("NVIDIA H100 80GB HBM3")
-	if !ok || h.Capex != 25000 || h.ServerShare != 7500 || h.Life != 5*Year || h.Source != "catalogue+config" {
+	h, ok := cfg.HardwareFor("NVIDIA H100 80GB HBM3", 0)
+	if !ok || h.Capex != 26000 || h.ServerShare != 7500 || h.Life != 5*Year || h.Source != "catalogue+config" || h.Match != "H100 SXM" {
 		t.Errorf("H100 = %+v, %v; want capex overridden, rest from catalogue", h, ok)
 	}
-	m, ok := cfg.HardwareFor("AMD Instinct MI300X")
-	if !ok || m.Capex != 15000 || m.Life != 6*Year || m.TDPWatts != 750 {
+	if p, _ := cfg.HardwareFor("NVIDIA H100 PCIe", 0); p.Capex == 26000 || !p.InService.IsZero() {
+		t.Errorf("the H100 SXM override reached the PCIe entry: %+v", p)
+	}
+	m, ok := cfg.HardwareFor("AMD Instinct MI300X", 192<<30)
+	if !ok || m.Capex != 15000 || m.Life != 6*Year || m.TDPWatts != 750 || m.Source != "config" {
 		t.Errorf("MI300X = %+v, %v", m, ok)
 	}
-	if _, ok := cfg.HardwareFor("Tesla T4"); ok {
+	if _, ok := cfg.HardwareFor("MI300X", 0); ok {
+		t.Error("a part of a config entry's name matched it, want exact names only")
+	}
+	if _, ok := cfg.HardwareFor("Tesla T4", 0); ok {
 		t.Error("T4 matched an entry, want none")
 	}
 }
 
+// Every catalogue entry is complete, its names are nobody else's, and its
+// embodied range holds its point value.
 func TestCatalogueComplete(t *testing.T) {
-	for _, name := range []string{"NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA B200", "NVIDIA L40S"} {
-		h, ok := lookupHardware(Catalogue(), name)
-		if !ok {
-			t.Errorf("%s: no catalogue entry", name)
-			continue
+	owner := map[string]string{}
+	for _, h := range Catalogue() {
+		if h.Capex <= 0 || h.Life <= 0 || h.TDPWatts <= 0 || h.IdleWatts <= 0 || h.EmbodiedKgCO2e <= 0 || h.IdleWatts >= h.TDPWatts || h.ServerEmbodiedKgCO2e <= 0 {
+			t.Errorf("%s: incomplete or impossible entry %+v", h.Match, h)
 		}
-		if h.Capex <= 0 || h.Life <= 0 || h.TDPWatts <= 0 || h.IdleWatts <= 0 || h.EmbodiedKgCO2e <= 0 || h.IdleWatts >= h.TDPWatts {
-			t.Errorf("%s: incomplete or impossible entry %+v", name, h)
+		if h.EmbodiedKgLow > h.EmbodiedKgCO2e || h.EmbodiedKgHigh < h.EmbodiedKgCO2e {
+			t.Errorf("%s: embodied %v outside its range %v-%v", h.Match, h.EmbodiedKgCO2e, h.EmbodiedKgLow, h.EmbodiedKgHigh)
+		}
+		for _, n := range append([]string{h.Match}, h.Names...) {
+			k := NormalizeGPUName(n)
+			if o, dup := owner[k]; dup && o != h.Match {
+				t.Errorf("%q names both %s and %s", n, o, h.Match)
+			}
+			owner[k] = h.Match
 		}
 	}
 	// The derived figure of REFERENCE.md: an 8xH100 slot depreciates at about
 	// USD 0.86 per hour over 5 years.
-	h, _ := lookupHardware(Catalogue(), "H100")
+	h, _ := lookupHardware(Catalogue(), "NVIDIA H100 80GB HBM3", 80<<30)
 	perHour := h.SlotCapex() / (h.Life.Hours())
 	if perHour < 0.85 || perHour > 0.87 {
 		t.Errorf("H100 slot depreciation = %.3f/h, want ~0.86", perHour)
@@ -358,11 +377,11 @@ func TestInfluxToken(t *testing.T) {
 // figures: tdp_watts and idle_watts are used only by --simulate, which
 // simulates catalogue GPUs. Power figures given alone are still checked.
 func TestNewHardwareWithoutPower(t *testing.T) {
-	cfg, err := Parse("hw.yaml", []byte("hardware:\n  - match: RTX 6000 Ada\n    capex: 6800\n    life: 4y\n  - match: L4\n    capex: 2500\n    life: 4y\n    idle_watts: 16\n"), -1)
+	cfg, err := Parse("hw.yaml", []byte("hardware:\n  - match: NVIDIA RTX 6000 Ada Generation\n    capex: 6800\n    life: 4y\n  - match: NVIDIA L4\n    capex: 2500\n    life: 4y\n    idle_watts: 16\n"), -1)
 	if err != nil {
 		t.Fatalf("a new GPU with capex and life: %v", err)
 	}
-	if h, ok := cfg.HardwareFor("NVIDIA RTX 6000 Ada Generation"); !ok || h.Capex != 6800 || h.TDPWatts != 0 {
+	if h, ok := cfg.HardwareFor("NVIDIA RTX 6000 Ada Generation", 48<<30); !ok || h.Capex != 6800 || h.TDPWatts != 0 {
 		t.Errorf("RTX 6000 Ada = %+v, %v", h, ok)
 	}
 	_, err = Parse("hw.yaml", []byte("hardware:\n  - match: MI300X\n    tdp_watts: 750\n"), -1)

@@ -19,6 +19,10 @@ import (
 // empty section or list — null says just that, and is accepted
 // (`carbon_file:`, `tenant_header:`, `preserve_host: null`).
 
+// regionalKeys take their default from facility.region where it is set:
+// null then says "the region's figure".
+var regionalKeys = map[string]bool{"facility.carbon_g_per_kwh": true, "facility.water_offsite_l_per_kwh": true}
+
 // emptyValues reports every key path in empty whose default is a value.
 func (v *validator) emptyValues() {
 	paths := make([]string, 0, len(v.c.empty))
@@ -37,6 +41,9 @@ func (v *validator) emptyValues() {
 			// yaml.v3 drops a null list entry without a word.
 			v.add(p, "has no value: write the entry, or remove the empty one")
 			continue
+		}
+		if regionalKeys[p] && v.c.Facility.Region != "" {
+			continue // null: the region's figure
 		}
 		if p == promptTokenWeightKey {
 			v.add(p, "has no value: want a number or auto (leave the key out for the default, auto)")

@@ -42,15 +42,7 @@ func ParseDuration(s string) (time.Duration, error) {
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return lineError(n, "want a duration, got a %s", kindName(n.Kind))
-	}
-	v, err := ParseDuration(n.Value)
-	if err != nil {
-		return lineError(n, "%v", err)
-	}
-	*d = Duration(v)
-	return nil
+	return setScalar(n, d, "duration", ParseDuration)
 }
 
 // MarshalYAML prints the duration the way it parses.
@@ -172,14 +164,21 @@ func ParseByteSize(s string) (int64, error) {
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	return setScalar(n, b, "size", ParseByteSize)
+}
+
+// setScalar parses the scalar node n with parse into *dst, or leaves *dst
+// as it is and returns an error naming n's line; a node of another kind is
+// refused as not a what.
+func setScalar[T, V ~int64](n *yaml.Node, dst *T, what string, parse func(string) (V, error)) error {
 	if n.Kind != yaml.ScalarNode {
-		return lineError(n, "want a size, got a %s", kindName(n.Kind))
+		return lineError(n, "want a %s, got a %s", what, kindName(n.Kind))
 	}
-	v, err := ParseByteSize(n.Value)
+	v, err := parse(n.Value)
 	if err != nil {
 		return lineError(n, "%v", err)
 	}
-	*b = ByteSize(v)
+	*dst = T(v)
 	return nil
 }
 
@@ -195,4 +194,49 @@ func kindName(k yaml.Kind) string {
 		return "alias"
 	}
 	return "document"
+}
+
+// DateLayout is how dates are written: 2024-03-01.
+const DateLayout = "2006-01-02"
+
+// Date is a calendar day, written 2024-03-01 (quoted or not), held as
+// midnight UTC; the zero Date is unknown.
+type Date struct{ time.Time }
+
+// ParseDate parses a YYYY-MM-DD date.
+func ParseDate(s string) (Date, error) {
+	t, err := time.Parse(DateLayout, strings.TrimSpace(s))
+	if err != nil {
+		return Date{}, fmt.Errorf("invalid date %q: want YYYY-MM-DD, e.g. 2024-03-01", s)
+	}
+	return Date{t}, nil
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Date) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return lineError(n, "want a date such as 2024-03-01, got a %s", kindName(n.Kind))
+	}
+	v, err := ParseDate(n.Value)
+	if err != nil {
+		return lineError(n, "%v", err)
+	}
+	*d = v
+	return nil
+}
+
+// MarshalYAML prints the date the way it parses; null when unknown.
+func (d Date) MarshalYAML() (any, error) {
+	if d.IsZero() {
+		return nil, nil
+	}
+	return d.Format(DateLayout), nil
+}
+
+// String is the date as written, or "" when unknown.
+func (d Date) String() string {
+	if d.IsZero() {
+		return ""
+	}
+	return d.Format(DateLayout)
 }

@@ -26,7 +26,7 @@ type validator struct {
 }
 
 func (v *validator) add(key, format string, args ...any) {
-	v.problems = append(v.problems, Problem{File: v.c.path, Line: v.c.Line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+	v.problems = append(v.problems, Problem{File: v.c.file, Line: v.c.Line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
 // nonNegative requires a finite number of zero or more: YAML's .inf and
@@ -106,6 +106,12 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	case f.PUE < 1:
 		v.add("facility.pue", "a PUE is total facility energy over IT energy and cannot be below 1.0, got %v", f.PUE)
 	}
+	if f.Region != "" {
+		if _, ok := LookupRegion(f.Region); !ok {
+			v.add("facility.region", "%q is not a region of the built-in table: want an ISO 3166-1 code such as FR or FRA, US or USA, DE or DEU (WOR: the world average); docs/methodology.md, \"Regional factors\", lists the %d regions; elsewhere write carbon_g_per_kwh and water_offsite_l_per_kwh",
+				f.Region, len(Regions()))
+		}
+	}
 	v.nonNegative("facility.wue_onsite_l_per_kwh", f.WUEOnsiteLPerKWh)
 	v.nonNegative("facility.water_offsite_l_per_kwh", f.WaterOffsiteLPerKWh)
 	v.nonNegative("facility.carbon_g_per_kwh", f.CarbonGPerKWh)
@@ -124,10 +130,13 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	for i, h := range c.Hardware {
 		key := fmt.Sprintf("hardware[%d]", i)
 		if strings.TrimSpace(h.Match) == "" {
-			v.add(key+".match", "must name a substring of the NVML device name, e.g. \"H100\"")
+			v.add(key+".match", "must name the GPU as NVML reports it, e.g. \"NVIDIA H100 80GB HBM3\" (deadlabourd probe lists them)")
 			continue
 		}
-		m := strings.ToLower(h.Match)
+		m := NormalizeGPUName(h.Match)
+		if h.MemoryGB != nil {
+			m += fmt.Sprintf(" %vGB", *h.MemoryGB)
+		}
 		if seen[m] {
 			v.add(key+".match", "%q appears twice", h.Match)
 		}
@@ -144,25 +153,50 @@ func (c *Config) Validate(gpuCount int) []Problem {
 				v.nonNegative(key+"."+f.name, *f.p)
 			}
 		}
+		if h.MemoryGB != nil && (!finite(*h.MemoryGB) || *h.MemoryGB <= 0) {
+			v.add(key+".memory_gb", "must be a positive number of GB, got %v", *h.MemoryGB)
+		}
 		if h.Life != nil && *h.Life <= 0 {
 			v.add(key+".life", "must be a positive duration such as 5y, got %s", *h.Life)
 		}
-		inCatalogue := false
-		for _, e := range catalogue {
-			inCatalogue = inCatalogue || strings.EqualFold(e.Match, h.Match)
+		r := resolveOverride(catalogue, h)
+		if len(r.ambiguous) > 0 {
+			var names []string
+			for _, j := range r.ambiguous {
+				names = append(names, strconv.Quote(catalogue[j].Names[0]))
+			}
+			v.add(key+".match", "%q is part of the names of several catalogue entries (%s): matching is exact, so write the name NVML reports for your GPUs (deadlabourd probe lists them)",
+				h.Match, strings.Join(names, ", "))
+			continue
 		}
 		// tdp_watts and idle_watts drive only the simulator, which
 		// simulates catalogue GPUs: a new model needs neither.
-		if !inCatalogue && (h.Life == nil || h.Capex == nil) {
-			v.add(key, "%q is not in the built-in catalogue, so it must set at least capex and life", h.Match)
+		if len(r.targets) == 0 && (h.Life == nil || h.Capex == nil) {
+			v.add(key, "%q is not in the built-in catalogue, so it must set at least capex and life (matching is exact: write the name NVML reports)", h.Match)
 		}
 	}
 	// The entries as merged with the catalogue, checked under the index of
 	// the entry that set the figure (so that the problem has its line).
 	table := c.HardwareTable()
 	for i, h := range c.Hardware {
-		for _, m := range table {
-			if !strings.EqualFold(m.Match, h.Match) || m.IdleWatts <= m.TDPWatts || m.TDPWatts == 0 {
+		r := resolveOverride(catalogue, h)
+		if len(r.ambiguous) > 0 {
+			continue
+		}
+		var merged []HardwareSpec
+		for _, j := range r.targets {
+			merged = append(merged, table[j])
+		}
+		if len(r.targets) == 0 {
+			for _, m := range table[len(catalogue):] {
+				if m.Match == h.Match && (h.MemoryGB == nil || m.MemoryGB == *h.MemoryGB) {
+					merged = append(merged, m)
+					break
+				}
+			}
+		}
+		for _, m := range merged {
+			if m.IdleWatts <= m.TDPWatts || m.TDPWatts == 0 {
 				continue
 			}
 			if h.IdleWatts != nil {
@@ -276,7 +310,8 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	if !c.empty[promptTokenWeightKey] && !a.PromptTokenWeight.Auto {
 		v.nonNegative(promptTokenWeightKey, a.PromptTokenWeight.Value)
 	}
-	v.positiveDuration("attribution.idle_window", a.IdleWindow)
+	// attribution.idle_window is ignored since method version 4: decoded,
+	// not judged (DeprecationWarnings names it).
 	v.nonNegative("attribution.marginal.prompt_j_per_token", a.Marginal.PromptJPerToken)
 	v.nonNegative("attribution.marginal.decode_j_per_token", a.Marginal.DecodeJPerToken)
 	v.positiveDuration("attribution.marginal.fit_window", a.Marginal.FitWindow)

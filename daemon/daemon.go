@@ -116,12 +116,20 @@ func New(ctx context.Context, cfg *config.Config, simulate string, log *slog.Log
 	if err != nil {
 		return nil, err
 	}
+	// No factor passes silently: a built-in world average standing in for
+	// a missing configuration is a warning, and the records say so too.
+	for _, w := range cfg.DefaultFactorWarnings() {
+		log.Warn(w)
+	}
+	for _, w := range cfg.DeprecationWarnings(cfg.Path()) {
+		log.Warn(w)
+	}
 	hostc := host.Open(ctx, hostOptions(ctx, cfg, log), log)
 	ledger, err := estimator.New(p)
 	if err != nil {
 		return nil, err
 	}
-	telemetry, err := sink.NewGPUAggregator(cfg.GPU.ReportInterval.D())
+	telemetry, err := engine.NewGPUAggregator(cfg.GPU.ReportInterval.D())
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +158,7 @@ func New(ctx context.Context, cfg *config.Config, simulate string, log *slog.Log
 		Log: log.With("component", "engine"), Interval: cfg.GPU.Interval.D(), ReportInterval: cfg.GPU.ReportInterval.D(),
 		Now: nowFunc, Host: hostc, Queue: d.queue, Ledger: ledger, Telemetry: telemetry, Out: d.writer, Schema: schema,
 		Node: cfg.Node, Simulated: d.simulated, Observer: d.obs, Alive: d.notify.alive,
+		WearMarks: d.loadWearMarks(), SaveWearMarks: d.saveWearMarks,
 	}
 	if d.gpu != nil {
 		opts.GPU = d.gpu

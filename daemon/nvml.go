@@ -23,8 +23,10 @@ func NVMLLibrary(simulate, libPath string, cfg config.Config, load gpu.LoadFunc)
 	if err != nil {
 		return nil, err
 	}
-	names := map[string]string{"a100": "A100", "h100": "H100", "h200": "H200", "b200": "B200"}
-	hw, ok := cfg.HardwareFor(names[spec.Kind])
+	// The NVML names of go-nvml's mock servers, which the simulator uses.
+	names := map[string]string{"a100": "NVIDIA A100-SXM4-80GB", "h100": "NVIDIA H100 80GB HBM3",
+		"h200": "NVIDIA H200 141GB HBM3e", "b200": "NVIDIA B200 180GB HBM3e"}
+	hw, ok := cfg.HardwareFor(names[spec.Kind], 0)
 	if !ok {
 		return nil, fmt.Errorf("no hardware entry for %s", spec.Kind)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/procfs"
+
+	"github.com/deadlabour/deadlabour/internal/ticker"
 )
 
 // processDevicer is what the resolver needs of the GPU collector.
@@ -58,16 +60,7 @@ func (r *gpuResolver) add(name, pidFile, procName string, static []string) *upst
 
 // Run refreshes every r.every until ctx is done.
 func (r *gpuResolver) Run(ctx context.Context) {
-	t := time.NewTicker(r.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			r.Refresh()
-		}
-	}
+	ticker.Every(ctx, r.every, r.Refresh)
 }
 
 // Refresh matches every upstream's processes against NVML once.

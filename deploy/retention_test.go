@@ -83,7 +83,7 @@ func TestRetentionAndContinuousQueries(t *testing.T) {
 			add(schema.GPUPoint("gpu-a", false, schema.GPUWindow{Device: fmt.Sprint(g), Name: "NVIDIA H100", Start: w, Samples: 100,
 				PowerMeanW: 100 + 500*rng.Float64(), PowerMaxW: 700 * rng.Float64(), EnergyJ: 5000 * rng.Float64(), UtilGPUPct: 100 * rng.Float64(),
 				UtilMemPct: 50 * rng.Float64(), TempC: 40 + 40*rng.Float64(), SMClockMHz: 1800, PowerLimitW: 700}))
-			add(schema.IdlePoint("gpu-a", "USD", w.Minute()%7 == 0, estimator.IdleShare{Device: fmt.Sprint(g), Start: w, End: w.Add(10 * time.Second),
+			add(schema.IdlePoint("gpu-a", "USD", w.Minute()%7 == 0, false, estimator.IdleShare{Device: fmt.Sprint(g), Start: w, End: w.Add(10 * time.Second),
 				Joules: 700 * rng.Float64(), DepreciationCost: 1e-4 * rng.Float64(), EmbodiedCO2eG: 0.01 * rng.Float64(), Method: estimator.MethodCounter}))
 		}
 	}

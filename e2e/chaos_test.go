@@ -228,7 +228,7 @@ func TestChaosSpoolCap(t *testing.T) {
 		t.Errorf("at the cap: %v bytes spooled, %v records, %v telemetry; want at most 1 MiB, mostly records",
 			m["deadlabour_sink_spool_bytes"], m["deadlabour_sink_spool_points{kind=cost}"], m["deadlabour_sink_spool_points{kind=telemetry}"])
 	}
-	if !strings.Contains(d.log.String(), "spool full: points dropped to make room") {
+	if !strings.Contains(d.log.String(), "spool full (spool.max_bytes): points are dropped to make room") {
 		t.Error("no log line about the drops")
 	}
 	influx.Restart(t)
@@ -540,7 +540,7 @@ func TestChaosRefusedEveryLine(t *testing.T) {
 		t.Errorf("metrics: state refused %v, dead-lettered %v; want 1, 0", m["deadlabour_sink_state{state=refused}"],
 			sumPrefix(m, "deadlabour_sink_points_dead_lettered_total"))
 	}
-	if n := strings.Count(d.log.String(), "InfluxDB refuses every line"); n != 1 {
+	if n := strings.Count(d.log.String(), "InfluxDB refuses lines alike"); n != 1 {
 		t.Errorf("%d log lines about it, want 1", n)
 	}
 	start := time.Now()

@@ -231,6 +231,37 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("idle GPU %d: idle ledger %.12g J, counter advanced %.12g J", g, idle[fmt.Sprint(g)], measured[g])
 		}
 	}
+	// The loaded figures add up too: records' loaded energy + the idle no
+	// record absorbed = what the counters advanced.
+	unabsorbed := map[string]float64{}
+	for _, r := range influx.Rows(t, `SELECT sum(energy_j) AS e FROM deadlabour_idle WHERE share != 'absorbed' GROUP BY device`) {
+		dev, _ := r.String("device")
+		unabsorbed[dev], _ = r.Float("e")
+	}
+	for _, u := range ups {
+		rows := influx.Rows(t, fmt.Sprintf(`SELECT sum(loaded_gpu_energy_j) AS e FROM deadlabour_request WHERE upstream = %s`, influxtest.QuoteString(u.name)))
+		loaded, _ := rows[0].Float("e")
+		want := 0.0
+		for _, g := range u.gpus {
+			loaded += unabsorbed[fmt.Sprint(g)]
+			want += measured[g]
+		}
+		if math.Abs(loaded-want) > 1e-9*want {
+			t.Errorf("upstream %s (GPUs %v): loaded + unabsorbed idle = %.12g J, counters advanced %.12g J", u.name, u.gpus, loaded, want)
+		}
+	}
+	// No carbon, water or price configured: the daemon says so, and every
+	// record says where its factors came from.
+	for _, want := range []string{"no region and no carbon_g_per_kwh", "using the world average"} {
+		if !strings.Contains(d.log.String(), want) {
+			t.Errorf("no warning %q about the default carbon intensity in the log", want)
+		}
+	}
+	for _, r := range influx.Rows(t, `SELECT factors FROM deadlabour_request LIMIT 5`) {
+		if f, _ := r.String("factors"); !strings.Contains(f, "carbon=default:world") || !strings.Contains(f, "price=default") {
+			t.Errorf("record factors %q, want the world-average carbon and the default price marked", f)
+		}
+	}
 	if strings.Contains(d.log.String(), "sk-test-secret-key") {
 		t.Error("an API key appears in the log")
 	}

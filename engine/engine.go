@@ -47,6 +47,8 @@ type Observer interface {
 type Engine struct {
 	Options
 	idle   *idleAggregator
+	market bool // a market-based intensity: idle points carry co2e_market_g
+	marks  map[string]time.Time
 	warned map[string]bool // log lines said once
 	carbon carbonWatch     // a stale carbon-intensity file, said once
 }
@@ -61,7 +63,7 @@ type Options struct {
 	Host           HostSource       // nil without a host meter
 	Queue          *SpanQueue
 	Ledger         *estimator.Ledger
-	Telemetry      *sink.GPUAggregator
+	Telemetry      *GPUAggregator
 	Out            PointSink
 	Schema         schema.RequestSchema // how records become points
 	Node           string
@@ -70,12 +72,20 @@ type Options struct {
 	OnSettled      func([]estimator.Settlement) // may be nil: how intervals were split, for the audit
 	Observer       Observer                     // may be nil
 	Alive          func(now time.Time)          // the systemd watchdog, after every tick; may be nil
+	// WearMarks are where the last run's wear was charged to, by device
+	// (its ledger's settled end): the time from there to this run's first
+	// poll is charged to idle wear, unmetered. Nil on a first start.
+	WearMarks map[string]time.Time
+	// SaveWearMarks keeps this run's marks for the next (at every idle
+	// flush and at shutdown); nil: not kept.
+	SaveWearMarks func(map[string]time.Time) error
 }
 
 // New makes an engine; Run runs it.
 func New(o Options) *Engine {
+	p := o.Ledger.Params()
 	return &Engine{Options: o, idle: newIdleAggregator(o.ReportInterval), warned: map[string]bool{},
-		carbon: newCarbonWatch(o.Ledger.Params().Carbon.Steps)}
+		carbon: newCarbonWatch(p.Carbon.Steps), market: p.CarbonMarket != nil, marks: map[string]time.Time{}}
 }
 
 // Run polls every interval until ctx is done, then settles and flushes
@@ -85,7 +95,9 @@ func New(o Options) *Engine {
 func (e *Engine) Run(ctx context.Context) {
 	t := time.NewTicker(e.Interval)
 	defer t.Stop()
-	e.tick(ctx, e.Now()) // primes the counters
+	now := e.Now()
+	e.downtime(now)
+	e.tick(ctx, now) // primes the counters
 	for {
 		select {
 		case <-ctx.Done():
@@ -201,8 +213,9 @@ func (e *Engine) emit(out estimator.Output, now time.Time) {
 	for _, s := range out.Idle {
 		e.idle.add(s)
 	}
-	for _, s := range e.idle.flush(e.Ledger.SettledTo) {
-		points = append(points, schema.IdlePoint(e.Node, e.Schema.Currency(), e.Simulated, s))
+	idle := e.idle.flush(e.Ledger.SettledTo)
+	for _, s := range idle {
+		points = append(points, schema.IdlePoint(e.Node, e.Schema.Currency(), e.Simulated, e.market, s))
 	}
 	for _, w := range e.Telemetry.Flush(now) {
 		points = append(points, schema.GPUPoint(e.Node, e.Simulated, w))
@@ -211,18 +224,67 @@ func (e *Engine) emit(out estimator.Output, now time.Time) {
 		points = append(points, e.Observer.HealthPoints(now)...)
 	}
 	e.enqueue(points)
+	if len(idle) > 0 {
+		e.saveMarks()
+	}
+}
+
+// downtime charges the wear of the time since the last run's marks to
+// idle, unmetered: time the daemon was down is never silently lost.
+func (e *Engine) downtime(now time.Time) {
+	var points []schema.Point
+	var longest time.Duration
+	for _, dev := range e.Ledger.Devices() {
+		mark, ok := e.WearMarks[dev]
+		if !ok {
+			continue
+		}
+		s, ok := e.Ledger.Unmetered(dev, mark, now)
+		if !ok {
+			continue
+		}
+		points = append(points, schema.IdlePoint(e.Node, e.Schema.Currency(), e.Simulated, e.market, s))
+		longest = max(longest, now.Sub(mark))
+	}
+	if len(points) > 0 {
+		e.Log.Info("the wear of the time the daemon was down is charged to idle, unmetered (share=unmetered)",
+			"devices", len(points), "longest", longest.Round(time.Second))
+	}
+	e.enqueue(points)
+}
+
+// saveMarks keeps where each device's wear has been charged to: its
+// ledger's settled end. A crash after it loses what was not yet written
+// (never charges it twice).
+func (e *Engine) saveMarks() {
+	if e.SaveWearMarks == nil {
+		return
+	}
+	changed := false
+	for _, dev := range e.Ledger.Devices() {
+		if t := e.Ledger.SettledTo(dev); !t.IsZero() && !t.Equal(e.marks[dev]) {
+			e.marks[dev], changed = t, true
+		}
+	}
+	if !changed {
+		return
+	}
+	if err := e.SaveWearMarks(e.marks); err != nil {
+		e.warnOnce("wear-marks", "wear marks not kept: a restart will not charge the downtime's wear", "err", err)
+	}
 }
 
 // flushAll writes every open telemetry and idle window, at shutdown.
 func (e *Engine) flushAll() {
 	var points []schema.Point
 	for _, s := range e.idle.flushAll(e.Ledger.SettledTo) {
-		points = append(points, schema.IdlePoint(e.Node, e.Schema.Currency(), e.Simulated, s))
+		points = append(points, schema.IdlePoint(e.Node, e.Schema.Currency(), e.Simulated, e.market, s))
 	}
 	for _, w := range e.Telemetry.FlushAll() {
 		points = append(points, schema.GPUPoint(e.Node, e.Simulated, w))
 	}
 	e.enqueue(points)
+	e.saveMarks()
 }
 
 func (e *Engine) enqueue(points []schema.Point) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +15,6 @@ import (
 	"github.com/deadlabour/deadlabour/internal/testlog"
 	"github.com/deadlabour/deadlabour/internal/testutil"
 	"github.com/deadlabour/deadlabour/schema"
-	"github.com/deadlabour/deadlabour/sink"
 )
 
 // Idle windows, GPU telemetry windows and the health point all align to the
@@ -33,7 +33,7 @@ func TestReportWindowsAlignToTheUnixEpoch(t *testing.T) {
 		t.Errorf("idle windows %+v, want one [%v, %v)", shares, wantStart.Unix(), wantEnd.Unix())
 	}
 
-	telemetry, err := sink.NewGPUAggregator(window)
+	telemetry, err := NewGPUAggregator(window)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func newEngineRig(t *testing.T, window time.Duration, ivs []estimator.Interval) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	telemetry, err := sink.NewGPUAggregator(window)
+	telemetry, err := NewGPUAggregator(window)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,4 +269,59 @@ func TestStaleCarbonFileWarnedAtRunTime(t *testing.T) {
 	if n := strings.Count(logs.String(), msg); n != 1 || !strings.Contains(logs.String(), "facility.carbon_file") {
 		t.Errorf("want one warning naming facility.carbon_file once the hour has passed, got %d:\n%s", n, logs)
 	}
+}
+
+// A restart charges the time the daemon was down to idle wear, unmetered:
+// across two runs and the gap between them, the depreciation written is
+// the GPU's over the whole wall-clock time. The marks are saved as the
+// first run writes its idle, and read by the second.
+func TestDowntimeWearIsCharged(t *testing.T) {
+	start := time.Unix(1_800_000_000, 0)
+	first := newEngineRig(t, 10*time.Second, everySecond(start, 20, 100))
+	var saved map[string]time.Time
+	first.marks = map[string]time.Time{}
+	first.SaveWearMarks = func(m map[string]time.Time) error { saved = maps.Clone(m); return nil }
+	for k := 0; k <= 20; k++ {
+		first.tickAt(start.Add(time.Duration(k) * time.Second))
+	}
+	first.stop(start.Add(20 * time.Second))
+	if !saved["0"].Equal(start.Add(20 * time.Second)) {
+		t.Fatalf("marks saved %v, want GPU 0 at the end of its last interval (+20 s)", saved)
+	}
+
+	restart := start.Add(80 * time.Second) // down for 60 s
+	second := newEngineRig(t, 10*time.Second, everySecond(restart, 20, 100))
+	second.WearMarks = saved
+	second.downtime(restart)
+	for k := 0; k <= 20; k++ {
+		second.tickAt(restart.Add(time.Duration(k) * time.Second))
+	}
+	second.stop(restart.Add(20 * time.Second))
+
+	var dep, unmetered float64
+	for _, p := range append(first.out.points, second.out.points...) {
+		if p.Measurement != schema.MeasurementIdle && p.Measurement != schema.MeasurementRequest {
+			continue
+		}
+		for _, f := range p.Fields {
+			if f.Key == "depreciation_cost" {
+				dep += f.Value.(float64)
+				if p.Measurement == schema.MeasurementIdle && tagOf(p, "share") == schema.IdleUnmetered {
+					unmetered += f.Value.(float64)
+				}
+			}
+		}
+	}
+	if !testutil.Near(unmetered, 0.060) || !testutil.Near(dep, 0.100) {
+		t.Errorf("depreciation: %v in all, %v of it unmetered; want 0.1 over 100 s, 0.06 for the 60 s down", dep, unmetered)
+	}
+}
+
+func tagOf(p schema.Point, key string) string {
+	for _, tg := range p.Tags {
+		if tg.Key == key {
+			return tg.Value
+		}
+	}
+	return ""
 }

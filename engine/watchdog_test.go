@@ -13,7 +13,6 @@ import (
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/testutil"
 	"github.com/deadlabour/deadlabour/schema"
-	"github.com/deadlabour/deadlabour/sink"
 )
 
 // stuckGPU is a GPU source whose Poll blocks while the test holds it, like
@@ -48,7 +47,7 @@ func TestWatchdogPingsComeFromTheLoop(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		telemetry, err := sink.NewGPUAggregator(time.Second)
+		telemetry, err := NewGPUAggregator(time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

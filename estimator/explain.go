@@ -11,8 +11,7 @@ import (
 type Explanation struct {
 	Weighting string
 	Devices   []DeviceTrail
-	// Recomputed is the record rebuilt from the trail (the trailing idle
-	// windows are the record's own: an hour of intervals is not kept).
+	// Recomputed is the record rebuilt from the trail.
 	Recomputed Record
 	// Matches: every figure recomputed equals the record's to 1e-9
 	// relative. It fails when intervals the record was charged for are no
@@ -53,7 +52,7 @@ type Charge struct {
 // the caller), under the parameters that made it.
 func Explain(p Params, r Record, settled map[string][]Settlement) Explanation {
 	if p.Weighting == "" {
-		p.Weighting = WeightTime
+		p.Weighting = WeightTokens
 	}
 	ex := Explanation{Weighting: p.Weighting, Recomputed: r}
 	ph := phasesOf(&r.Span, p.Weighting != WeightTime)
@@ -106,9 +105,12 @@ func Explain(p Params, r Record, settled map[string][]Settlement) Explanation {
 				wear = o
 			}
 			var one share
-			one.add(&u, w, wear)
-			acc.add(&u, w, wear)
+			one.add(&u, w, wear, st.Covered)
+			acc.add(&u, w, wear, st.Covered)
 			acc.methods |= methodBit(st.Method)
+			if _, _, ended := dp.wear(t0, t1); ended {
+				acc.wearEnded = true
+			}
 			mid := midpoint(t0, t1)
 			ch := Charge{Settlement: st, OverlapS: o, PromptTokens: pt, DecodeTokens: dt, Weight: w,
 				Joules: one.joules, StaticJoules: one.static, Depreciation: one.depreciation, EmbodiedG: one.embodied,
@@ -121,7 +123,6 @@ func Explain(p Params, r Record, settled map[string][]Settlement) Explanation {
 			}
 			trail.Intervals = append(trail.Intervals, ch)
 		}
-		acc.win = ds.Window
 		rds := p.deviceShare(ds.Device, &acc, start, end)
 		rds.ChargedFrom, rds.ChargedTo = ds.ChargedFrom, ds.ChargedTo
 		rec.PerDevice[i] = rds
@@ -139,7 +140,7 @@ func clearTotals(r *Record) {
 	*r = Record{
 		Span: r.Span, Node: r.Node, Time: r.Time, Weighting: r.Weighting, Simulated: r.Simulated,
 		MethodVersion: r.MethodVersion, ParamsHash: r.ParamsHash, PerDevice: r.PerDevice,
-		HistoryTruncated: r.HistoryTruncated,
+		HistoryTruncated: r.HistoryTruncated, Factors: r.Factors,
 	}
 }
 
@@ -151,6 +152,7 @@ func figures(r *Record) []float64 {
 		r.TrainingCost, r.DeadLabourCost, r.TrainingCO2eG, r.LivingLabourS, r.IdleUplift,
 		r.LoadedGPUEnergyJ, r.LoadedITEnergyJ, r.LoadedFacilityEnergyJ, r.LoadedCO2eG,
 		r.LoadedDepreciationCost, r.LoadedEnergyCost, r.LoadedDeadLabourCost,
+		r.LoadedCO2eMarketG, r.LoadedEmbodiedCO2eG, r.LoadedWaterL,
 	}
 }
 

@@ -16,21 +16,27 @@ import (
 // decoded; an empty batch draws idle power. A request's true energy is its
 // own tokens' costs plus an equal share of the fixed part of every step it
 // was in (the Shapley value of this cost). The meter sees only the sum,
-// in intervals; the spans see only arrival, first token, end and counts.
+// in intervals; the spans see only arrival, first token, end and counts —
+// and, where a mode scores them with phases known (an inference server's
+// trace), the time each request was first scheduled: scheduled.
 type batchSim struct {
-	IdleW, FixedW       float64 // W
-	PrefillJ, DecodeJ   float64 // J per token
-	StepS               float64 // s per step, plus:
-	StepPerPrefillTokS  float64 // s per prompt token in the step
-	StepPerSeqS         float64 // s per sequence decoding in the step
-	MaxBatch            int
-	PrefillChunk        int // prompt tokens per step at most (chunked prefill)
-	MeterS              float64
-	DurationS           float64
-	PromptMed, OutMed   float64 // medians of the log-normal lengths
-	BurstS              float64 // arrival rate changes every BurstS
+	IdleW, FixedW      float64 // W
+	PrefillJ, DecodeJ  float64 // J per token
+	StepS              float64 // s per step, plus:
+	StepPerPrefillTokS float64 // s per prompt token in the step
+	StepPerSeqS        float64 // s per sequence decoding in the step
+	MaxBatch           int
+	PrefillChunk       int // prompt tokens per step at most (chunked prefill)
+	MeterS             float64
+	DurationS          float64
+	PromptMed, OutMed  float64 // medians of the log-normal lengths
+	BurstS             float64 // arrival rate changes every BurstS
+	// NonStreamed: the requests are not streamed, so that a span without
+	// phases knows no first token (a trace's does).
+	NonStreamed         bool
 	Rates               []float64
 	truthJ              map[string]float64
+	scheduled           map[string]time.Time // the first step each request was in
 	intervals           []Interval
 	spans               []Span
 	stepsRun, meanBatch float64
@@ -55,6 +61,7 @@ type simReq struct {
 
 func (m *batchSim) run(rng *rand.Rand) {
 	m.truthJ = map[string]float64{}
+	m.scheduled = map[string]time.Time{}
 	// Arrivals: a Poisson process whose rate changes every BurstS.
 	var arrivals []*simReq
 	for t, i := 0.0, 0; t < m.DurationS; i++ {
@@ -134,6 +141,11 @@ func (m *batchSim) run(rng *rand.Rand) {
 		dur := m.StepS + m.StepPerPrefillTokS*float64(prefill) + m.StepPerSeqS*float64(decode)
 		fixed := m.FixedW * dur
 		for _, r := range batch {
+			if r.prefilled == 0 {
+				if _, ok := m.scheduled[r.span.ID]; !ok {
+					m.scheduled[r.span.ID] = at(t)
+				}
+			}
 			m.truthJ[r.span.ID] += fixed/float64(len(batch)) + m.PrefillJ*float64(r.stepPrefill) + m.DecodeJ*float64(r.stepDe)
 		}
 		spend(t, t+dur, fixed+m.PrefillJ*float64(prefill)+m.DecodeJ*float64(decode))
@@ -178,10 +190,19 @@ type fidelity struct {
 
 // score runs the ledger over the simulation and compares each record's GPU
 // energy with the truth: per-request relative errors, and the error of the
-// sum over all requests.
-func (m *batchSim) score(t *testing.T, name string, p Params) fidelity {
+// sum over all requests. phases: the spans carry their true scheduled time,
+// as an inference server's trace reports it.
+func (m *batchSim) score(t *testing.T, name string, p Params, phases bool) fidelity {
 	t.Helper()
-	w := workload{devices: []string{"0"}, intervals: map[string][]Interval{"0": m.intervals}, spans: m.spans,
+	spans := slices.Clone(m.spans)
+	for i := range spans {
+		if phases {
+			spans[i].Scheduled = m.scheduled[spans[i].ID]
+		} else if m.NonStreamed {
+			spans[i].FirstToken = time.Time{}
+		}
+	}
+	w := workload{devices: []string{"0"}, intervals: map[string][]Interval{"0": m.intervals}, spans: spans,
 		beginLess: map[string]bool{}, horizon: m.intervals[len(m.intervals)-1].End.Sub(at(0)).Seconds()}
 	res := w.run(t, p, feed{ticks: rand.New(rand.NewPCG(1, 2))})
 	var errs []float64
@@ -211,6 +232,7 @@ type fidelityMode struct {
 	p      Params
 	target bool // held to median <= 5 %
 	oracle bool // parameters from the simulation's ground truth
+	phases bool // the spans say when each request was scheduled (traces)
 }
 
 func fidelityModes(m batchSim) []fidelityMode {
@@ -225,20 +247,26 @@ func fidelityModes(m batchSim) []fidelityMode {
 		return p
 	}
 	return []fidelityMode{
-		{"time", mk(WeightTime, nil), false, false},
+		{"time", mk(WeightTime, nil), false, false, false},
 		{"tokens, prompt_token_weight auto: α fitted (the default)", mk(WeightTokens, func(p *Params) {
 			p.PromptTokenWeight, p.FitPromptTokenWeight, p.Marginal.FitWindow = 0.1, true, time.Hour
-		}), true, false},
-		{"tokens, prompt_token_weight 0.1 (fixed)", mk(WeightTokens, func(p *Params) { p.PromptTokenWeight = 0.1 }), false, false},
+		}), true, false, false},
+		{"tokens, prompt_token_weight 0.1 (fixed)", mk(WeightTokens, func(p *Params) { p.PromptTokenWeight = 0.1 }), false, false, false},
 		{fmt.Sprintf("tokens, prompt_token_weight %.3f (oracle: the simulator's true cost ratio)", m.promptWeight()), mk(WeightTokens, func(p *Params) {
 			p.PromptTokenWeight = m.promptWeight()
-		}), true, true},
+		}), true, true, false},
 		{"marginal, configured (oracle: the simulator's true coefficients)", mk(WeightMarginal, func(p *Params) {
 			p.Marginal = MarginalParams{PromptJPerToken: m.PrefillJ, DecodeJPerToken: m.DecodeJ}
-		}), true, true},
+		}), true, true, false},
 		{"marginal, fitted (fit window 1h): the real check", mk(WeightMarginal, func(p *Params) {
 			p.Marginal = MarginalParams{Fit: true, FitWindow: time.Hour}
-		}), true, false},
+		}), true, false, false},
+		{"tokens, prompt_token_weight auto: α fitted, phases known (traces)", mk(WeightTokens, func(p *Params) {
+			p.PromptTokenWeight, p.FitPromptTokenWeight, p.Marginal.FitWindow = 0.1, true, time.Hour
+		}), true, false, true},
+		{"marginal, fitted (fit window 1h), phases known (traces)", mk(WeightMarginal, func(p *Params) {
+			p.Marginal = MarginalParams{Fit: true, FitWindow: time.Hour}
+		}), true, false, true},
 	}
 }
 
@@ -252,10 +280,13 @@ func fidelityTable(t *testing.T, name string, m batchSim, seed uint64) (table st
 		sumJ(m.intervals), 100*m.idleJ/sumJ(m.intervals))
 	fmt.Fprintf(&b, "| weighting | parameters | median error | p90 error | mean error | error of the total |\n|---|---|---|---|---|---|\n")
 	for _, mode := range fidelityModes(m) {
-		f := m.score(t, mode.name, mode.p)
+		f := m.score(t, mode.name, mode.p, mode.phases)
 		from := "none from the simulator"
 		if mode.oracle {
 			from = "oracle (the simulator's truth)"
+		}
+		if mode.phases {
+			from = "none from the simulator; spans with their scheduled time"
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.1f %% | %.1f %% | %.1f %% | %.2f %% |\n", f.name, from, 100*f.median, 100*f.p90, 100*f.mean, 100*f.absTotal)
 		if mode.target && f.median > 0.05 {
@@ -303,7 +334,10 @@ func TestFidelity(t *testing.T) {
 // fitted), and the tokens weighting with any fixed weight depend on where
 // the model puts the prompt tokens, and miss the target at slow prefill
 // under load (7.7 %, 7.7 %, oracle weight 6.5 %, documented); they are
-// reported, not held.
+// reported, not held. The rows with phases known (spans with their true
+// scheduling time, as a trace gives) show what the phases change for
+// streamed requests: little (7.6 % and 7.4 % there), since the error is
+// the fitted coefficients'; TestFidelityPhases shows where they matter.
 func TestFidelitySensitivity(t *testing.T) {
 	for _, perTok := range []float64{10e-6, 60e-6} {
 		for _, rates := range [][]float64{{0, 0.5, 2, 4, 6}, {4, 8, 12}} {
@@ -315,6 +349,42 @@ func TestFidelitySensitivity(t *testing.T) {
 				if strings.HasPrefix(s, "marginal, configured") {
 					t.Errorf("%s", s)
 				}
+			}
+		}
+	}
+}
+
+// TestFidelityPhases scores the spans with their phases known, as an
+// inference server's trace reports them (Span.Scheduled: when the request
+// left the queue), against the phases inferred from what a proxy sees, on
+// the queueing load ("busy") at both prefill speeds of the sensitivity
+// runs, with requests that are not streamed: a proxy then sees no first
+// token, and the phase model charges the queue; a trace knows the first
+// token and the scheduling time. (With streamed requests the inference is
+// already within 0.3 % of a request's duration of the true scheduling
+// time in this simulator, whose steps are what the inference assumes, and
+// the phases change the fidelity by 0.1-0.3 points: TestFidelitySensitivity.)
+// With phases, the two real checks are held to a median <= 2 % at fast
+// prefill; at slow prefill their error is that of the fitted coefficients
+// (7.4-7.6 %, as with streamed requests; the oracle coefficients give
+// 0.8 %), which the phases do not change.
+func TestFidelityPhases(t *testing.T) {
+	for _, sc := range []struct {
+		perTok float64
+		target float64
+	}{{10e-6, 0.02}, {60e-6, 0.08}} {
+		m := defaultSim()
+		m.StepPerPrefillTokS, m.Rates, m.NonStreamed = sc.perTok, []float64{4, 8, 12}, true
+		m.run(rand.New(rand.NewPCG(5, 99)))
+		t.Logf("rates %v, prefill %.0f tokens per step, not streamed, seed 5", m.Rates, m.StepS/m.StepPerPrefillTokS)
+		for _, mode := range fidelityModes(m) {
+			if mode.oracle || !mode.target && mode.p.Weighting != WeightTime {
+				continue // the rows docs/methodology.md quotes, no more
+			}
+			f := m.score(t, mode.name, mode.p, mode.phases)
+			t.Logf("| %s | %.1f %% | %.1f %% |", mode.name, 100*f.median, 100*f.p90)
+			if mode.phases && f.median > sc.target {
+				t.Errorf("%s: median error %.1f %%, target <= %.0f %%", mode.name, 100*f.median, 100*sc.target)
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -45,9 +46,8 @@ type device struct {
 	lastEnd   time.Time  // end of the last interval added
 	settledTo time.Time  // end of the last interval settled
 	spans     []ref      // spans that may still overlap an unsettled interval
-	win       trailing
-	fit       *fitter // marginal weighting with fitted coefficients
-	refitAt   int64   // ns: the fit is solved again at the first interval starting after
+	fit       *fitter    // marginal weighting with fitted coefficients
+	refitAt   int64      // ns: the fit is solved again at the first interval starting after
 	coef      coefficients
 }
 
@@ -73,14 +73,24 @@ type span struct {
 }
 
 type share struct {
-	joules, static, depreciation, embodied, co2, co2m, cost float64
-	seconds                                                 float64 // of the device's covered time, by wear weight
-	methods                                                 methodSet
-	from, to                                                int64 // see DeviceShare.ChargedFrom, ChargedTo
-	cut                                                     bool  // charging ended at to, before the end
-	win                                                     UpliftWindow
-	windowed                                                bool
+	amounts         // active: the request's own part
+	loaded  amounts // active with the idle of its intervals absorbed
+	seconds float64 // of the device's covered time, by wear weight
+	methods methodSet
+	from    int64 // see DeviceShare.ChargedFrom, ChargedTo
+	to      int64
+	cut     bool // charging ended at to, before the end
+	// wearEnded: an interval charged was past the device's service life.
+	wearEnded bool
 }
+
+// amounts are a share's quantities as the ledger sums them: co2, co2m and
+// cost are joules × the rate per kWh, converted once, at the end.
+type amounts struct {
+	joules, static, depreciation, embodied, co2, co2m, cost float64
+}
+
+func (a amounts) isZero() bool { return a == amounts{} }
 
 type segment struct{ a, b int64 }
 
@@ -132,15 +142,12 @@ func New(p Params) (*Ledger, error) {
 	switch p.Weighting {
 	case WeightTime, WeightTokens, WeightMarginal:
 	case "":
-		p.Weighting = WeightTime
+		p.Weighting = WeightTokens
 	default:
 		return nil, fmt.Errorf("weighting %q: want time, tokens or marginal", p.Weighting)
 	}
 	if err := p.check(); err != nil {
 		return nil, err
-	}
-	if p.IdleWindow <= 0 {
-		p.IdleWindow = time.Hour
 	}
 	m := p.Marginal
 	fitTokens := p.Weighting == WeightTokens && p.FitPromptTokenWeight
@@ -155,7 +162,7 @@ func New(p Params) (*Ledger, error) {
 		usedTS: map[int64]struct{}{},
 	}
 	for id, dp := range p.Devices {
-		d := &device{id: id, host: id == HostDevice, params: dp, win: newTrailing(&p)}
+		d := &device{id: id, host: id == HostDevice, params: dp}
 		switch {
 		case fitTokens && !d.host:
 			d.fit = &fitter{tau: p.Marginal.FitWindow.Seconds()}
@@ -257,13 +264,10 @@ func (l *Ledger) End(s Span) {
 		// request the GPU never served takes no share.
 		for i, dev := range sp.devices {
 			a := sp.acc[i]
-			if a.joules == 0 && a.static == 0 && a.depreciation == 0 && a.embodied == 0 {
+			if a.amounts.isZero() && a.loaded.isZero() {
 				continue
 			}
-			l.refunds = append(l.refunds, refund{
-				IdleShare: IdleShare{Device: dev, Start: s.Start, End: s.End, Joules: a.joules,
-					StaticJoules: a.static, DepreciationCost: a.depreciation, EmbodiedCO2eG: a.embodied, Method: a.methods.method()},
-				from: max(sp.start, a.from), to: a.to, seconds: a.seconds})
+			l.refunds = append(l.refunds, refund{device: dev, start: s.Start, end: s.End, a: a})
 			sp.acc[i] = share{}
 		}
 	}
@@ -273,34 +277,85 @@ func (l *Ledger) End(s Span) {
 // refund is what an unserved request was charged on one device while in
 // flight, going back to idle.
 type refund struct {
-	IdleShare
-	from, to int64   // it was charged over [from, to) (ns)
-	seconds  float64 // of the device's covered time
+	device     string
+	start, end time.Time
+	a          share
 }
 
 // refund returns what unserved requests were charged to idle, in an order
-// that does not depend on the order their ends arrived in. The trailing
-// window gets back the energy and the covered seconds, spread over the
-// time they were charged in.
+// that does not depend on the order their ends arrived in: all of their
+// loaded share as unabsorbed idle, and the part of it that was absorbed
+// idle taken back from the absorbed idle.
 func (l *Ledger) refund() {
 	slices.SortFunc(l.refunds, func(a, b refund) int {
-		if c := a.End.Compare(b.End); c != 0 {
+		if c := a.end.Compare(b.end); c != 0 {
 			return c
 		}
-		if c := a.Start.Compare(b.Start); c != 0 {
+		if c := a.start.Compare(b.start); c != 0 {
 			return c
 		}
-		if c := cmp.Compare(a.Device, b.Device); c != 0 {
+		if c := cmp.Compare(a.device, b.device); c != 0 {
 			return c
 		}
-		return cmp.Compare(a.Joules, b.Joules)
+		return cmp.Compare(a.a.joules, b.a.joules)
 	})
 	for _, r := range l.refunds {
-		l.idle = append(l.idle, r.IdleShare)
-		j := r.Joules + r.StaticJoules
-		l.devs[r.Device].win.refund(r.from, r.to, cumul{idleJ: j, activeJ: -j, idleS: r.seconds, activeS: -r.seconds})
+		m := r.a.methods.method()
+		un := l.p.idleOf(r.device, r.start, r.end, r.a.loaded, m)
+		un.Unabsorbed, un.WearEnded = true, r.a.wearEnded
+		l.idle = append(l.idle, un)
+		back := r.a.amounts
+		back.scale(-1)
+		back.plus(r.a.loaded)
+		if !back.isZero() {
+			back.scale(-1)
+			ab := l.p.idleOf(r.device, r.start, r.end, back, m)
+			ab.WearEnded = r.a.wearEnded
+			l.idle = append(l.idle, ab)
+		}
 	}
 	l.refunds = l.refunds[:0]
+}
+
+func (a *amounts) scale(f float64) {
+	a.joules *= f
+	a.static *= f
+	a.depreciation *= f
+	a.embodied *= f
+	a.co2 *= f
+	a.co2m *= f
+	a.cost *= f
+}
+
+func (a *amounts) plus(b amounts) {
+	a.joules += b.joules
+	a.static += b.static
+	a.depreciation += b.depreciation
+	a.embodied += b.embodied
+	a.co2 += b.co2
+	a.co2m += b.co2m
+	a.cost += b.cost
+}
+
+// idleOf is an idle share of device id over [start, end) holding a (whose
+// co2, co2m and cost are joules × rate, as a share sums them), with the
+// facility energy, carbon, water and cost derived from it.
+func (p *Params) idleOf(id string, start, end time.Time, a amounts, m Method) IdleShare {
+	it := a.joules + a.static
+	is := IdleShare{
+		Device: id, Start: start, End: end, Joules: a.joules, StaticJoules: a.static,
+		DepreciationCost: a.depreciation, EmbodiedCO2eG: a.embodied,
+		FacilityEnergyJ: it * p.PUE,
+		CO2eG:           a.co2 * p.PUE / 3.6e6,
+		EnergyCost:      a.cost * p.PUE / 3.6e6,
+		WaterOnsiteL:    it / 3.6e6 * p.WUEOnsiteLPerKWh,
+		WaterOffsiteL:   it * p.PUE / 3.6e6 * p.WaterOffsiteLPerKWh,
+		Method:          m,
+	}
+	if p.CarbonMarket != nil {
+		is.CO2eMarketG = a.co2m * p.PUE / 3.6e6
+	}
+	return is
 }
 
 func (l *Ledger) track(sp *span, devices []string) {
@@ -360,6 +415,15 @@ func (l *Ledger) Settle(now time.Time) Output {
 // truncated, ending where their devices' intervals end.
 func (l *Ledger) Close() Output {
 	l.refund()
+	// Requests still open are abandoned first, where their devices'
+	// intervals end, so that the last intervals charge them in every
+	// weighting (tokens and marginal charge a request only once it ended).
+	for _, k := range slices.Sorted(maps.Keys(l.spans)) {
+		if sp := l.spans[k]; !sp.ended {
+			l.abandon(sp)
+			l.waiting = append(l.waiting, sp)
+		}
+	}
 	for _, id := range l.order {
 		l.settleDevice(l.devs[id], time.Time{}, true)
 	}
@@ -507,7 +571,7 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 	if d.host {
 		static = l.p.StaticWatts * dt
 	}
-	dep, emb := d.params.DepreciationPerSecond*dt, d.params.EmbodiedGPerSecond*dt
+	dep, emb, wearEnded := d.params.wear(t0, t1)
 	if sumW > 0 {
 		u := l.p.unitOf(&st, d.params, d.host)
 		bit := methodBit(iv.Method)
@@ -521,47 +585,37 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 				wear = l.o[k]
 			}
 			acc := &r.sp.acc[r.i]
-			acc.add(&u, w, wear)
+			acc.add(&u, w, wear, covered)
 			acc.methods |= bit
+			acc.wearEnded = acc.wearEnded || wearEnded
 		}
 		l.settled = append(l.settled, st)
 	}
-	activeJ, activeS := iv.Joules*covered, static*covered
 	if covered < 1 {
-		l.idle = append(l.idle, IdleShare{
-			Device:           d.id,
-			Start:            iv.Start,
-			End:              iv.End,
-			Joules:           iv.Joules - activeJ,
-			StaticJoules:     static - activeS,
-			DepreciationCost: dep - dep*covered,
-			EmbodiedCO2eG:    emb - emb*covered,
-			Method:           iv.Method,
-		})
+		mid := midpoint(t0, t1)
+		idle := amounts{
+			joules: iv.Joules * (1 - covered), static: static * (1 - covered),
+			depreciation: dep * (1 - covered), embodied: emb * (1 - covered),
+		}
+		e := idle.joules + idle.static
+		idle.co2, idle.cost = e*l.p.Carbon.At(mid), e*l.p.Price.At(mid)
+		if l.p.CarbonMarket != nil {
+			idle.co2m = e * l.p.CarbonMarket.At(mid)
+		}
+		is := l.p.idleOf(d.id, iv.Start, iv.End, idle, iv.Method)
+		is.Unabsorbed, is.WearEnded = covered == 0, wearEnded
+		l.idle = append(l.idle, is)
 	}
 	if d.fit != nil {
 		d.fit.block(t1, skipped, [fitVars]float64{dt * (1 - covered), dt * covered, tokP, tokD}, iv.Joules)
 	}
-	c := cumul{idleJ: iv.Joules + static - activeJ - activeS, activeJ: activeJ + activeS, idleS: dt * (1 - covered), activeS: dt * covered}
-	before := d.win.advance(t0, t1, c)
 	d.settledTo = iv.End
 
-	// Spans that ended by the end of this interval are done on this device:
-	// their trailing window ends at their end, inside this interval.
+	// Spans that ended by the end of this interval are done on this device.
 	keep := d.spans[:0]
 	for _, r := range d.spans {
-		sp := r.sp
-		if !sp.ended || sp.end > t1 {
+		if sp := r.sp; !sp.ended || sp.end > t1 {
 			keep = append(keep, r)
-			continue
-		}
-		if sp.s.Served {
-			f := 0.0
-			if sp.end > t0 {
-				f = float64(sp.end-t0) / float64(t1-t0)
-			}
-			acc := &sp.acc[r.i]
-			acc.win, acc.windowed = d.win.window(l.p.IdleWindow, sp.end, before.plus(c, f)), true
 		}
 	}
 	clear(d.spans[len(keep):])
@@ -628,16 +682,6 @@ func (l *Ledger) collect(now time.Time, all bool) Output {
 	}
 	clear(done)
 	l.ready = done[:0]
-	if all {
-		// Requests still open (an event-API begin never ended, at
-		// shutdown) are recorded with what they were charged; their
-		// energy would otherwise be in neither a record nor idle.
-		for _, sp := range l.spans {
-			l.abandon(sp)
-			out.Records = append(out.Records, l.record(sp, all))
-		}
-		clear(l.spans)
-	}
 	slices.SortFunc(out.Records, func(a, b Record) int {
 		if c := a.End.Compare(b.End); c != 0 {
 			return c
@@ -656,12 +700,12 @@ func (l *Ledger) collect(now time.Time, all bool) Output {
 }
 
 // abandon ends an open span at Close: status abandoned, tokens unknown,
-// ending where the latest of its devices' settled intervals ends (it was
-// charged until then, in time weighting), flagged truncated.
+// ending where the latest of its devices' intervals ends (it is charged
+// until then), flagged truncated.
 func (l *Ledger) abandon(sp *span) {
 	end := sp.start
 	for _, id := range sp.devices {
-		end = max(end, l.devs[id].settledTo.UnixNano())
+		end = max(end, l.devs[id].lastEnd.UnixNano())
 	}
 	s := &sp.s
 	s.End, s.Status, s.UsageSource = time.Unix(0, end).UTC(), StatusAbandoned, UsageUnknown
@@ -732,15 +776,7 @@ func (l *Ledger) record(sp *span, all bool) Record {
 	}
 	r.PerDevice = make([]DeviceShare, len(sp.devices))
 	for i, id := range sp.devices {
-		a := &sp.acc[i]
-		d := l.devs[id]
-		if sp.s.Served && !a.windowed && !d.settledTo.IsZero() {
-			// The device never settled past the end: the window ends
-			// where its intervals do.
-			end := min(sp.end, d.settledTo.UnixNano())
-			a.win = d.win.window(l.p.IdleWindow, end, d.win.cum)
-		}
-		r.PerDevice[i] = l.p.deviceShare(id, a, sp.start, sp.end)
+		r.PerDevice[i] = l.p.deviceShare(id, &sp.acc[i], sp.start, sp.end)
 	}
 	l.p.finish(&r)
 	return r
@@ -749,15 +785,12 @@ func (l *Ledger) record(sp *span, all bool) Record {
 // deviceShare turns a span's accumulated share of one device into its part
 // of the record.
 func (p *Params) deviceShare(id string, a *share, start, end int64) DeviceShare {
+	q := p.quantities(a.amounts)
 	ds := DeviceShare{
-		Device: id, Joules: a.joules, StaticJoules: a.static,
-		DepreciationCost: a.depreciation, EmbodiedCO2eG: a.embodied,
-		CO2eG: a.co2 * p.PUE / 3.6e6, EnergyCost: a.cost * p.PUE / 3.6e6,
-		Method: a.methods.method(), Window: a.win,
-		EnergyUplift: ratio(a.win.IdleJ, a.win.ActiveJ), WearUplift: ratio(a.win.IdleS, a.win.ActiveS),
-	}
-	if p.CarbonMarket != nil {
-		ds.CO2eMarketG = a.co2m * p.PUE / 3.6e6
+		Device: id, Joules: q.Joules, StaticJoules: q.StaticJoules,
+		DepreciationCost: q.DepreciationCost, EmbodiedCO2eG: q.EmbodiedCO2eG,
+		CO2eG: q.CO2eG, CO2eMarketG: q.CO2eMarketG, EnergyCost: q.EnergyCost,
+		Method: a.methods.method(), Loaded: p.quantities(a.loaded), WearEnded: a.wearEnded,
 	}
 	if a.from > start {
 		ds.ChargedFrom = time.Unix(0, a.from).UTC()
@@ -768,37 +801,49 @@ func (p *Params) deviceShare(id string, a *share, start, end int64) DeviceShare 
 	return ds
 }
 
+// quantities converts summed amounts: carbon and cost of facility energy.
+func (p *Params) quantities(a amounts) Quantities {
+	q := Quantities{
+		Joules: a.joules, StaticJoules: a.static, DepreciationCost: a.depreciation, EmbodiedCO2eG: a.embodied,
+		CO2eG: a.co2 * p.PUE / 3.6e6, EnergyCost: a.cost * p.PUE / 3.6e6,
+	}
+	if p.CarbonMarket != nil {
+		q.CO2eMarketG = a.co2m * p.PUE / 3.6e6
+	}
+	return q
+}
+
 // finish sums a record's totals from its PerDevice shares and derives the
 // facility, carbon, water, money, training and loaded figures.
 func (p *Params) finish(r *Record) {
 	var gpuMethods, hostMethods methodSet
-	var gpuUplift, hostUplift, hostE float64
-	var loadedIT, loadedGPU, loadedCO2, loadedCO2m, loadedCost, loadedDep, loadedEmb float64
+	var hostE, loadedHostE float64
+	var lq Quantities
 	for _, ds := range r.PerDevice {
-		e := ds.Joules + ds.StaticJoules
 		if ds.Device == HostDevice {
 			r.HostEnergyJ += ds.Joules
 			r.StaticEnergyJ += ds.StaticJoules
 			hostMethods |= methodBit(ds.Method)
-			hostUplift += e * ds.EnergyUplift
-			hostE += e
+			hostE += ds.Joules + ds.StaticJoules
+			loadedHostE += ds.Loaded.Joules + ds.Loaded.StaticJoules
 		} else {
 			r.GPUEnergyJ += ds.Joules
 			gpuMethods |= methodBit(ds.Method)
-			gpuUplift += ds.Joules * ds.EnergyUplift
-			loadedGPU += ds.Joules * (1 + ds.EnergyUplift)
+			r.LoadedGPUEnergyJ += ds.Loaded.Joules
 		}
 		r.DepreciationCost += ds.DepreciationCost
 		r.EmbodiedCO2eG += ds.EmbodiedCO2eG
 		r.CO2eG += ds.CO2eG
 		r.CO2eMarketG += ds.CO2eMarketG
 		r.EnergyCost += ds.EnergyCost
-		loadedIT += e * (1 + ds.EnergyUplift)
-		loadedCO2 += ds.CO2eG * (1 + ds.EnergyUplift)
-		loadedCO2m += ds.CO2eMarketG * (1 + ds.EnergyUplift)
-		loadedCost += ds.EnergyCost * (1 + ds.EnergyUplift)
-		loadedDep += ds.DepreciationCost * (1 + ds.WearUplift)
-		loadedEmb += ds.EmbodiedCO2eG * (1 + ds.WearUplift)
+		r.WearEnded = r.WearEnded || ds.WearEnded
+		lq.Joules += ds.Loaded.Joules
+		lq.StaticJoules += ds.Loaded.StaticJoules
+		lq.DepreciationCost += ds.Loaded.DepreciationCost
+		lq.EmbodiedCO2eG += ds.Loaded.EmbodiedCO2eG
+		lq.CO2eG += ds.Loaded.CO2eG
+		lq.CO2eMarketG += ds.Loaded.CO2eMarketG
+		lq.EnergyCost += ds.Loaded.EnergyCost
 	}
 	r.GPUMeter, r.HostMeter = gpuMethods.method(), hostMethods.method()
 	r.ITEnergyJ = r.GPUEnergyJ + r.HostEnergyJ + r.StaticEnergyJ
@@ -808,6 +853,7 @@ func (p *Params) finish(r *Record) {
 	r.WaterOnsiteL = itKWh * p.WUEOnsiteLPerKWh
 	r.WaterOffsiteL = facKWh * p.WaterOffsiteLPerKWh
 	r.WaterL = r.WaterOnsiteL + r.WaterOffsiteL
+	r.Factors = p.Factors
 
 	tokens := float64(r.Tokens())
 	if m, ok := p.Models[r.Model]; ok {
@@ -820,20 +866,19 @@ func (p *Params) finish(r *Record) {
 
 	switch {
 	case r.GPUEnergyJ > 0:
-		r.IdleUplift = gpuUplift / r.GPUEnergyJ
+		r.IdleUplift = max(r.LoadedGPUEnergyJ/r.GPUEnergyJ-1, 0)
 	case hostE > 0:
-		r.IdleUplift = hostUplift / hostE
+		r.IdleUplift = max(loadedHostE/hostE-1, 0)
 	}
-	r.LoadedGPUEnergyJ = loadedGPU
-	r.LoadedITEnergyJ = loadedIT
-	r.LoadedFacilityEnergyJ = loadedIT * p.PUE
-	r.LoadedCO2eG = loadedCO2
-	r.LoadedCO2eMarketG = loadedCO2m
-	r.LoadedEmbodiedCO2eG = loadedEmb
-	r.LoadedWaterL = loadedIT/3.6e6*p.WUEOnsiteLPerKWh + r.LoadedFacilityEnergyJ/3.6e6*p.WaterOffsiteLPerKWh
-	r.LoadedDepreciationCost = loadedDep
-	r.LoadedEnergyCost = loadedCost
-	r.LoadedDeadLabourCost = loadedDep + loadedCost + r.TrainingCost
+	r.LoadedITEnergyJ = lq.Joules + lq.StaticJoules
+	r.LoadedFacilityEnergyJ = r.LoadedITEnergyJ * p.PUE
+	r.LoadedCO2eG = lq.CO2eG
+	r.LoadedCO2eMarketG = lq.CO2eMarketG
+	r.LoadedEmbodiedCO2eG = lq.EmbodiedCO2eG
+	r.LoadedWaterL = r.LoadedITEnergyJ/3.6e6*p.WUEOnsiteLPerKWh + r.LoadedFacilityEnergyJ/3.6e6*p.WaterOffsiteLPerKWh
+	r.LoadedDepreciationCost = lq.DepreciationCost
+	r.LoadedEnergyCost = lq.EnergyCost
+	r.LoadedDeadLabourCost = lq.DepreciationCost + lq.EnergyCost + r.TrainingCost
 }
 
 // uniqueTime returns t in nanoseconds, bumped past any timestamp already
@@ -880,3 +925,22 @@ func (l *Ledger) Pending() (intervals, spans int) {
 	}
 	return intervals, len(l.spans)
 }
+
+// Unmetered charges the wear of device id over [from, to), time no meter
+// saw (the daemon was down), to idle: its depreciation and embodied carbon
+// as unabsorbed idle, marked unmetered, with no energy. The hardware aged
+// whether or not anyone measured it; nothing is known of its energy. ok is
+// false for an unknown device or an empty span.
+func (l *Ledger) Unmetered(id string, from, to time.Time) (IdleShare, bool) {
+	d, known := l.devs[id]
+	if !known || !to.After(from) {
+		return IdleShare{}, false
+	}
+	dep, emb, ended := d.params.wear(from.UnixNano(), to.UnixNano())
+	is := l.p.idleOf(id, from.UTC(), to.UTC(), amounts{depreciation: dep, embodied: emb}, MethodUnmetered)
+	is.Unabsorbed, is.Unmetered, is.WearEnded = true, true, ended
+	return is, true
+}
+
+// Devices lists the metered devices, sorted.
+func (l *Ledger) Devices() []string { return slices.Clone(l.order) }

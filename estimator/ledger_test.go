@@ -5,6 +5,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/deadlabour/deadlabour/internal/testutil/basic"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -34,9 +36,8 @@ func mustLedger(t *testing.T, p Params) *Ledger {
 	return l
 }
 
-func near(a, b float64) bool {
-	return math.Abs(a-b) <= 1e-9*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
-}
+// near is the tolerance the tests share (basic.Near).
+var near = basic.Near
 
 func mkSpan(id string, start, end float64, devices ...string) Span {
 	return Span{ID: id, Model: "m", Start: at(start), End: at(end), Status: "200", Served: true,
@@ -400,47 +401,57 @@ func TestFitterRecovers(t *testing.T) {
 
 func abs(x float64) float64 { return math.Abs(x) }
 
-// The loaded figures: each device's idle/active ratio over the trailing
-// window up to the request's end, applied to its energy and (by time) wear.
+// The loaded figures: each interval's idle goes to the requests active in
+// it, in proportion to their share; an interval with no request is
+// unabsorbed idle.
 func TestLoadedByHand(t *testing.T) {
 	p := testParams("0")
-	p.IdleWindow = time.Minute // buckets of 1 s
 	l := mustLedger(t, p)
 	for i := 0; i < 10; i++ {
 		addIntervals(t, l, Interval{Device: "0", Start: at(float64(i)), End: at(float64(i + 1)), Joules: 100})
 	}
-	a, b := mkSpan("a", 0, 2, "0"), mkSpan("b", 9, 10, "0")
+	// a fills [0, 2); b runs in the first quarter of [9, 10).
+	a, b := mkSpan("a", 0, 2, "0"), mkSpan("b", 9, 9.25, "0")
 	l.End(a)
 	l.End(b)
-	got := byID(l.Settle(at(20)).Records)
+	out := l.Settle(at(20))
+	got := byID(out.Records)
 	ra, rb := got["a"], got["b"]
 	if ra.IdleUplift != 0 || ra.LoadedGPUEnergyJ != ra.GPUEnergyJ || ra.LoadedDepreciationCost != ra.DepreciationCost {
 		t.Errorf("a ran on a busy GPU: uplift %v, loaded %v of %v J", ra.IdleUplift, ra.LoadedGPUEnergyJ, ra.GPUEnergyJ)
 	}
-	// b's window is [0, 10): 700 J idle over 300 J active, 7 s over 3 s.
-	ds := rb.PerDevice[0]
-	if !near(ds.Window.IdleJ, 700) || !near(ds.Window.ActiveJ, 300) || !near(ds.Window.IdleS, 7) || !near(ds.Window.ActiveS, 3) {
-		t.Errorf("b's window = %+v, want 700 J / 300 J idle/active, 7 s / 3 s", ds.Window)
-	}
-	u := 7.0 / 3
+	// b: 25 J of its own, the interval's 75 J idle absorbed.
 	checks := []struct {
 		name      string
 		got, want float64
 	}{
-		{"idle_uplift", rb.IdleUplift, u},
-		{"loaded gpu", rb.LoadedGPUEnergyJ, 100 * (1 + u)},
-		{"loaded it", rb.LoadedITEnergyJ, 100 * (1 + u)},
-		{"loaded facility", rb.LoadedFacilityEnergyJ, 150 * (1 + u)},
-		{"loaded co2e", rb.LoadedCO2eG, rb.CO2eG * (1 + u)},
-		{"loaded depreciation", rb.LoadedDepreciationCost, 0.001 * (1 + u)},
-		{"loaded embodied", rb.LoadedEmbodiedCO2eG, 0.01 * (1 + u)},
-		{"loaded energy cost", rb.LoadedEnergyCost, rb.EnergyCost * (1 + u)},
-		{"loaded dead labour", rb.LoadedDeadLabourCost, 0.001*(1+u) + rb.EnergyCost*(1+u) + rb.TrainingCost},
+		{"gpu", rb.GPUEnergyJ, 25},
+		{"idle_uplift", rb.IdleUplift, 3},
+		{"loaded gpu", rb.LoadedGPUEnergyJ, 100},
+		{"loaded it", rb.LoadedITEnergyJ, 100},
+		{"loaded facility", rb.LoadedFacilityEnergyJ, 150},
+		{"loaded co2e", rb.LoadedCO2eG, rb.CO2eG * 4},
+		{"loaded depreciation", rb.LoadedDepreciationCost, 0.001},
+		{"loaded embodied", rb.LoadedEmbodiedCO2eG, 0.01},
+		{"loaded energy cost", rb.LoadedEnergyCost, rb.EnergyCost * 4},
+		{"loaded dead labour", rb.LoadedDeadLabourCost, 0.001 + rb.EnergyCost*4 + rb.TrainingCost},
 	}
 	for _, c := range checks {
 		if !near(c.got, c.want) {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
+	}
+	// Idle: 7 intervals with no request, unabsorbed; 75 J absorbed by b.
+	var unabsorbed, absorbed float64
+	for _, is := range out.Idle {
+		if is.Unabsorbed {
+			unabsorbed += is.Joules
+		} else {
+			absorbed += is.Joules
+		}
+	}
+	if !near(unabsorbed, 700) || !near(absorbed, 75) {
+		t.Errorf("idle: %v J unabsorbed, %v J absorbed; want 700 and 75", unabsorbed, absorbed)
 	}
 }
 
@@ -634,17 +645,16 @@ func TestWindowStart(t *testing.T) {
 	}
 }
 
-// A request the upstream did not serve gives its charge back to idle: the
-// energy and the covered seconds, and at the time they were charged. A
-// trailing window that starts after the refunded intervals and before the
-// refund sees neither the charge nor its refund (it saw active energy
-// going negative: the refund taken from the running total only).
-func TestRefundCorrectsTheTrailingWindow(t *testing.T) {
+// A request the upstream did not serve gives its charge back to idle, and
+// the idle it absorbed too: all of its loaded share becomes unabsorbed
+// idle, so that loaded + unabsorbed still equals what was measured.
+func TestRefundGivesBackLoadedShare(t *testing.T) {
 	p := testParams("0")
-	p.IdleWindow = 10 * time.Second // 1 s buckets
 	l := mustLedger(t, p)
 	l.Begin(Span{ID: "refused", Start: at(0), Devices: []string{"0"}})
-	var rec Record
+	l.Begin(Span{ID: "b", Start: at(0.5), Devices: []string{"0"}})
+	var recs []Record
+	var idle []IdleShare
 	for k := 0; k < 30; k++ {
 		if err := l.AddInterval(Interval{Device: "0", Start: at(float64(k)), End: at(float64(k + 1)), Joules: 100, Method: MethodCounter}); err != nil {
 			t.Fatal(err)
@@ -654,26 +664,35 @@ func TestRefundCorrectsTheTrailingWindow(t *testing.T) {
 			s := mkSpan("refused", 0, 10, "0")
 			s.Served, s.Status = false, "502"
 			l.End(s)
-			l.Begin(Span{ID: "b", Start: at(21), Devices: []string{"0"}})
 		case 22:
-			l.End(mkSpan("b", 21, 22, "0"))
+			l.End(mkSpan("b", 0.5, 22, "0"))
 		}
-		for _, r := range l.Settle(at(float64(k + 1))).Records {
-			if r.ID == "b" {
-				rec = r
-			}
+		out := l.Settle(at(float64(k + 1)))
+		recs, idle = append(recs, out.Records...), append(idle, out.Idle...)
+	}
+	out := l.Close()
+	recs, idle = append(recs, out.Records...), append(idle, out.Idle...)
+	var loaded, active, unabsorbed, all float64
+	for _, r := range recs {
+		loaded += r.LoadedGPUEnergyJ
+		active += r.GPUEnergyJ
+		if r.ID == "refused" && (r.GPUEnergyJ != 0 || r.LoadedGPUEnergyJ != 0) {
+			t.Errorf("refused: %v J, loaded %v J; want none", r.GPUEnergyJ, r.LoadedGPUEnergyJ)
 		}
 	}
-	if len(rec.PerDevice) == 0 {
-		t.Fatal("no record of b")
+	for _, is := range idle {
+		all += is.Joules
+		if is.Unabsorbed {
+			unabsorbed += is.Joules
+		}
 	}
-	w := rec.PerDevice[0].Window
-	// [12 s, 22 s): 9 s idle (the refused request's 12-20 s given back), b's 1 s.
-	if !w.Start.Equal(at(12)) || !near(w.ActiveJ, 100) || !near(w.IdleJ, 900) || !near(w.ActiveS, 1) || !near(w.IdleS, 9) {
-		t.Errorf("b's window %+v, want [12 s, 22 s) with 100 J and 1 s active, 900 J and 9 s idle", w)
+	if !near(loaded+unabsorbed, 3000) || !near(active+all, 3000) {
+		t.Errorf("loaded %v + unabsorbed %v, active %v + idle %v; want 3000 J each", loaded, unabsorbed, active, all)
 	}
-	if want := 9.0; !near(rec.PerDevice[0].EnergyUplift, want) {
-		t.Errorf("energy uplift %v, want %v", rec.PerDevice[0].EnergyUplift, want)
+	// b keeps what it was charged beside the refused request (by time: a
+	// third of [0, 1), half of each of [1, 20)), and [20, 22) alone.
+	if b, want := byID(recs)["b"], 100.0/3+19*50+200; !near(b.GPUEnergyJ, want) {
+		t.Errorf("b: %v J, want %v", b.GPUEnergyJ, want)
 	}
 }
 
@@ -775,5 +794,46 @@ func TestMethodOfMixedDevice(t *testing.T) {
 	}
 	if got := methodSet(0).method(); got != MethodNone {
 		t.Errorf("no method = %s, want none", got)
+	}
+}
+
+// A span whose scheduled time is known (a trace) is charged nothing while
+// it queued, its prompt tokens over [scheduled, first token) and its
+// completion tokens over [first token, end); time weighting charges the
+// whole span; a scheduled time out of order is ignored.
+func TestPhasesScheduled(t *testing.T) {
+	s := mkSpan("a", 0, 10)
+	s.PromptTokens, s.CompletionTokens = 400, 100
+	s.FirstToken, s.Scheduled = at(6), at(4)
+	ph := phasesOf(&s, true)
+	if ph.in != at(4).UnixNano() || ph.ft != at(6).UnixNano() || ph.uniform {
+		t.Fatalf("phases %+v: want in at 4 s, first token at 6 s", ph)
+	}
+	if p, d := ph.tokensIn(at(4).UnixNano(), at(6).UnixNano()); !near(p, 400) || d != 0 {
+		t.Errorf("prefill: %v prompt, %v completion tokens; want 400, 0", p, d)
+	}
+	if p, d := ph.tokensIn(at(6).UnixNano(), at(10).UnixNano()); p != 0 || !near(d, 100) {
+		t.Errorf("decode: %v prompt, %v completion tokens; want 0, 100", p, d)
+	}
+	if ph := phasesOf(&s, false); ph.in != at(0).UnixNano() {
+		t.Errorf("time weighting: in at %v, want the start", ph.in)
+	}
+	// Known without a first token: both kinds evenly over [scheduled, end).
+	ns := s
+	ns.FirstToken = time.Time{}
+	ph = phasesOf(&ns, true)
+	if p, d := ph.tokensIn(at(4).UnixNano(), at(10).UnixNano()); ph.in != at(4).UnixNano() || !ph.uniform || !near(p, 400) || !near(d, 100) {
+		t.Errorf("not streamed: in %v, %v prompt, %v completion tokens; want 4 s, 400, 100", ph.in, p, d)
+	}
+	// Out of order (at or after the first token, before the start): inferred as without.
+	clean := s
+	clean.Scheduled = time.Time{}
+	want := phasesOf(&clean, true)
+	for _, sc := range []float64{6, 7, -1} {
+		bad := s
+		bad.Scheduled = at(sc)
+		if got := phasesOf(&bad, true); got != want {
+			t.Errorf("scheduled at %v s: phases %+v, want %+v (ignored)", sc, got, want)
+		}
 	}
 }

@@ -24,6 +24,24 @@ type DeviceParams struct {
 	DepreciationPerSecond float64
 	// EmbodiedGPerSecond is the manufacturing footprint over life, gCO2e per second.
 	EmbodiedGPerSecond float64
+	// WearUntil is the end of the device's service life: no depreciation
+	// or embodied carbon is charged from then on. Zero: no end known.
+	WearUntil time.Time `json:",omitzero"`
+}
+
+// wear is the depreciation and embodied carbon of the device over
+// [t0, t1) (Unix ns), and whether part of it lay past the end of its life.
+func (dp DeviceParams) wear(t0, t1 int64) (dep, emb float64, ended bool) {
+	dt := float64(t1-t0) / 1e9
+	if dp.WearUntil.IsZero() {
+		return dp.DepreciationPerSecond * dt, dp.EmbodiedGPerSecond * dt, false
+	}
+	until := dp.WearUntil.UnixNano()
+	if until >= t1 {
+		return dp.DepreciationPerSecond * dt, dp.EmbodiedGPerSecond * dt, false
+	}
+	in := float64(max(until-t0, 0)) / 1e9
+	return dp.DepreciationPerSecond * in, dp.EmbodiedGPerSecond * in, true
 }
 
 // ModelParams are one model's training figures per token. A zero figure is
@@ -67,8 +85,6 @@ type Params struct {
 	SettleDelay time.Duration
 	// History: how long unsettled intervals are kept for spans still open.
 	History time.Duration
-	// IdleWindow is the trailing window of the loaded figures.
-	IdleWindow time.Duration
 
 	// StaticWatts of the chassis, added to every host interval.
 	StaticWatts float64
@@ -89,6 +105,9 @@ type Params struct {
 	Models  map[string]ModelParams
 
 	Simulated bool
+	// Factors names the source of each factor (carbon, water, price, ...)
+	// as records carry it, e.g. "carbon=region:FR/2024,price=config".
+	Factors string
 }
 
 // check returns an error naming the first figure that is not a finite
@@ -142,11 +161,4 @@ func (p Params) Hash() string {
 	b, _ := json.Marshal(p) // maps marshal with sorted keys: stable
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:6])
-}
-
-// window bucket count: the trailing window is kept as this many sums.
-const windowBuckets = 60
-
-func (p *Params) bucket() int64 {
-	return max(int64(p.IdleWindow)/windowBuckets, int64(time.Second))
 }

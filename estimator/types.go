@@ -9,7 +9,10 @@ import "time"
 // whenever the arithmetic changes so that old and new records can be told apart.
 // 3: tokens weighting may take its prompt token weight per interval from the
 // device's fitted cost model (Params.FitPromptTokenWeight).
-const MethodVersion = "3"
+// 4: loaded figures share each interval's idle among the requests active in
+// it (no trailing window); idle carries the whole ledger; wear stops at the
+// end of a device's service life; tokens weighting is the default.
+const MethodVersion = "4"
 
 // Method says how the joules of an interval were obtained.
 type Method string
@@ -27,6 +30,9 @@ const (
 	MethodMixed Method = "mixed"
 	// MethodNone: no interval contributed (e.g. a request the GPU never served).
 	MethodNone Method = "none"
+	// MethodUnmetered: time no meter saw (the daemon was down); only wear
+	// is charged for it, to idle (Ledger.Unmetered).
+	MethodUnmetered Method = "unmetered"
 )
 
 // HostDevice is the device id of the node's host meter (CPU package + DRAM).
@@ -46,9 +52,11 @@ type Interval struct {
 // Usage sources, from most to least trustworthy.
 const (
 	UsageReported        = "reported"         // the server's own usage block
+	UsageTrace           = "trace"            // the server's own trace (OTLP): its token counts
 	UsageReportedPartial = "reported_partial" // cumulative usage seen so far (stream cut short)
 	UsageEstimated       = "estimated"        // counted from the stream by the proxy
 	UsageUnknown         = "unknown"          // nothing to go on
+	UsageInvalid         = "invalid"          // the server reported a count no request has (over dialect.MaxTokens): counts unknown
 )
 
 // Status values beside the HTTP status code (as decimal text).
@@ -76,8 +84,12 @@ type Span struct {
 	Tenant     string
 	Start      time.Time
 	FirstToken time.Time // zero if no token was seen
-	End        time.Time
-	Status     string // HTTP status code as text, or StatusClientClosed
+	// Scheduled is when the request left the server's queue and its
+	// prefill began (an inference server's trace says so); zero when
+	// unknown, and the phase model infers it (estimator/weight.go).
+	Scheduled time.Time
+	End       time.Time
+	Status    string // HTTP status code as text, or StatusClientClosed
 
 	PromptTokens     int64
 	CompletionTokens int64
@@ -149,9 +161,11 @@ type Record struct {
 	HasTrainingEnergy bool
 	HasLivingLabour   bool
 
-	// IdleUplift is the idle/active energy ratio of the trailing window,
-	// weighted by the record's energy on each of its GPUs (on the host when
-	// it ran on none): LoadedGPUEnergyJ = GPUEnergyJ x (1 + IdleUplift).
+	// Loaded figures: the record's share of each interval it ran in,
+	// divided by the part of the interval some request covered, so that
+	// the requests of an interval carry all of it, its idle included
+	// (docs/methodology.md, "Loaded figures"). IdleUplift is
+	// LoadedGPUEnergyJ / GPUEnergyJ - 1 (on the host when it ran on no GPU).
 	IdleUplift             float64
 	LoadedGPUEnergyJ       float64
 	LoadedITEnergyJ        float64
@@ -163,6 +177,13 @@ type Record struct {
 	LoadedDepreciationCost float64
 	LoadedEnergyCost       float64
 	LoadedDeadLabourCost   float64
+
+	// WearEnded: a device the request ran on was past its service life,
+	// so no depreciation or embodied carbon was charged for it from then.
+	WearEnded bool
+	// Factors says where each factor of the record came from, e.g.
+	// "carbon=region:FR/2024,water=region:FR/2024,price=config".
+	Factors string
 
 	GPUMeter  Method
 	HostMeter Method
@@ -204,25 +225,37 @@ type DeviceShare struct {
 	// past its end for History (the rest is not charged).
 	ChargedTo time.Time `json:",omitzero"`
 
-	// Window is the device's trailing idle window that the loaded figures
-	// use: EnergyUplift = IdleJ / ActiveJ, WearUplift = IdleWear / ActiveWear.
-	Window       UpliftWindow
-	EnergyUplift float64
-	WearUplift   float64
+	// Loaded is this share with each interval's idle that it absorbed:
+	// every interval's part divided by the part of the interval some
+	// request covered.
+	Loaded Quantities
+	// WearEnded: the device's service life ended before the request did.
+	WearEnded bool `json:",omitempty"`
 }
 
-// UpliftWindow sums a device's intervals over [Start, End): the energy no
-// request used and the energy requests used, and the seconds with and
-// without a request (wear — depreciation, embodied carbon — goes by time).
-type UpliftWindow struct {
-	Start, End time.Time
-	IdleJ      float64
-	ActiveJ    float64
-	IdleS      float64
-	ActiveS    float64
+// Quantities are the conserved figures of a share of a meter: energy
+// (measured and static), wear, and the carbon and cost of the facility
+// energy at each interval's own intensity and price.
+type Quantities struct {
+	Joules           float64
+	StaticJoules     float64
+	DepreciationCost float64
+	EmbodiedCO2eG    float64
+	CO2eG            float64
+	CO2eMarketG      float64
+	EnergyCost       float64
 }
 
-// IdleShare is energy and wear of a device that no request used, over [Start, End).
+// IdleShare is what a device spent over [Start, End) that no request's
+// active figures carry: energy, wear, and everything derived from them
+// (facility energy, carbon, water, energy cost), so that Σ records + Σ idle
+// equals the meters for every quantity.
+//
+// Unabsorbed idle is in no record's loaded figures either: it is the idle
+// of intervals no request ran in (overcapacity), and what requests the GPU
+// never served were charged. The rest (absorbed) is carried by the loaded
+// figures of the requests of its interval; an absorbed share can be
+// negative, where a refund moved absorbed idle to unabsorbed.
 type IdleShare struct {
 	Device           string
 	Start            time.Time
@@ -231,7 +264,21 @@ type IdleShare struct {
 	StaticJoules     float64 // host only: configured chassis power nobody used
 	DepreciationCost float64
 	EmbodiedCO2eG    float64
-	Method           Method
+	// Facility energy, carbon, water and cost of Joules + StaticJoules,
+	// at the intensity and price of the interval's time.
+	FacilityEnergyJ float64
+	CO2eG           float64
+	CO2eMarketG     float64
+	WaterOnsiteL    float64
+	WaterOffsiteL   float64
+	EnergyCost      float64
+	Method          Method
+	Unabsorbed      bool
+	// Unmetered: time the daemon was down, charged wear only (Method
+	// MethodUnmetered).
+	Unmetered bool
+	// WearEnded: the device was past its service life for part of the share.
+	WearEnded bool
 }
 
 // Settlement says how one interval was split: enough, with the parameters

@@ -3,20 +3,26 @@ package estimator
 import "time"
 
 // phases is what the weighting knows of a request's progress, from its
-// span alone. A streamed request (its first token's time known, two
-// completion tokens or more) is taken to have queued from its arrival until
-// its prefill began, then to have been in the batch until its end: its
-// prompt tokens processed evenly over [in, first token), its completion
-// tokens over [first token, end). Continuous batching decodes one token per
-// step for every request in the batch, so the request's own time per
-// completion token is the step length; its prefill took one step plus one
-// step per prefillTokensPerStep prompt tokens. A request whose first token
-// is unknown (not streamed) is taken to have been in the batch from its
-// arrival, both kinds of tokens spread evenly over [start, end).
+// span alone. A span whose Scheduled time is known (an inference server's
+// own trace says when the request left its queue) queued over
+// [start, scheduled), was prefilled over [scheduled, first token) and
+// decoded over [first token, end): its prompt tokens are spread evenly over
+// the prefill, its completion tokens over the decode, nothing over the
+// queue. Without it the phases are inferred: a streamed request (its first
+// token's time known, two completion tokens or more) is taken to have
+// queued from its arrival until its prefill began, then to have been in
+// the batch until its end: its prompt tokens processed evenly over
+// [in, first token), its completion tokens over [first token, end).
+// Continuous batching decodes one token per step for every request in the
+// batch, so the request's own time per completion token is the step
+// length; its prefill took one step plus one step per prefillTokensPerStep
+// prompt tokens. A request whose first token is unknown (not streamed) is
+// taken to have been in the batch from its arrival (or from its scheduled
+// time, when known), both kinds of tokens spread evenly over [in, end).
 type phases struct {
 	start, in, ft, end int64   // nanoseconds
 	prompt, decode     float64 // tokens per nanosecond, in their phase
-	uniform            bool    // both rates hold over [start, end)
+	uniform            bool    // both rates hold over [in, end)
 	tokens             bool    // some tokens are known
 }
 
@@ -29,7 +35,9 @@ const prefillTokensPerStep = 1000
 
 // phasesOf is the phase model of a finished span; presence: whether to
 // model queueing (tokens and marginal weighting; time weighting charges
-// the whole span by definition).
+// the whole span by definition, queue included, even when the span's
+// Scheduled time is known). A Scheduled time outside [start, first token)
+// (or [start, end) when the first token is unknown) is ignored.
 func phasesOf(s *Span, presence bool) phases {
 	st, en := s.Start.UnixNano(), s.End.UnixNano()
 	ph := phases{start: st, in: st, ft: st, end: en, uniform: true}
@@ -38,18 +46,29 @@ func phasesOf(s *Span, presence bool) phases {
 	if en <= st {
 		return ph
 	}
+	var f int64
+	streamed := false
 	if !s.FirstToken.IsZero() {
-		if f := s.FirstToken.UnixNano(); f > st && f < en {
-			ph.ft, ph.uniform = f, false
-			if presence && d >= 2 {
-				step := float64(en-f) / (d - 1)
-				ph.in = max(st, f-int64(step*(1+p/prefillTokensPerStep)))
-			}
-			ph.prompt, ph.decode = p/float64(f-ph.in), d/float64(en-f)
-			return ph
+		f = s.FirstToken.UnixNano()
+		streamed = f > st && f < en
+	}
+	scheduled := false
+	if presence && !s.Scheduled.IsZero() {
+		x := s.Scheduled.UnixNano()
+		if x >= st && (streamed && x < f || !streamed && x < en) {
+			ph.in, scheduled = x, true
 		}
 	}
-	ph.prompt, ph.decode = p/float64(en-st), d/float64(en-st)
+	if streamed {
+		ph.ft, ph.uniform = f, false
+		if presence && !scheduled && d >= 2 {
+			step := float64(en-f) / (d - 1)
+			ph.in = max(st, f-int64(step*(1+p/prefillTokensPerStep)))
+		}
+		ph.prompt, ph.decode = p/float64(f-ph.in), d/float64(en-f)
+		return ph
+	}
+	ph.prompt, ph.decode = p/float64(en-ph.in), d/float64(en-ph.in)
 	return ph
 }
 
@@ -167,8 +186,9 @@ func (p *Params) unitOf(st *Settlement, dp DeviceParams, host bool) unit {
 		wear = st.SumOverlapS
 	}
 	if wear > 0 {
-		u.depreciation = dp.DepreciationPerSecond * dt * st.Covered / wear
-		u.embodied = dp.EmbodiedGPerSecond * dt * st.Covered / wear
+		dep, emb, _ := dp.wear(t0, t1)
+		u.depreciation = dep * st.Covered / wear
+		u.embodied = emb * st.Covered / wear
 		u.seconds = dt * st.Covered / wear
 	}
 	mid := midpoint(t0, t1)
@@ -181,16 +201,26 @@ func (p *Params) unitOf(st *Settlement, dp DeviceParams, host bool) unit {
 	return u
 }
 
-// add charges w units of energy weight and wearW of wear weight.
-func (a *share) add(u *unit, w, wearW float64) {
-	a.joules += w * u.joules
-	a.static += w * u.static
-	a.co2 += w * u.co2
-	a.co2m += w * u.co2m
-	a.cost += w * u.cost
-	a.depreciation += wearW * u.depreciation
-	a.embodied += wearW * u.embodied
+// add charges w units of energy weight and wearW of wear weight, and the
+// same divided by covered, the part of the interval some request was
+// active in, to the loaded share: the requests of an interval carry all
+// of it between them.
+func (a *share) add(u *unit, w, wearW, covered float64) {
+	a.amounts.add(u, w, wearW, 1)
+	if covered > 0 {
+		a.loaded.add(u, w, wearW, 1/covered)
+	}
 	a.seconds += wearW * u.seconds
+}
+
+func (a *amounts) add(u *unit, w, wearW, f float64) {
+	a.joules += f * w * u.joules
+	a.static += f * w * u.static
+	a.co2 += f * w * u.co2
+	a.co2m += f * w * u.co2m
+	a.cost += f * w * u.cost
+	a.depreciation += f * wearW * u.depreciation
+	a.embodied += f * wearW * u.embodied
 }
 
 // midpoint is the middle of [t0, t1), at which an interval's rates are taken.

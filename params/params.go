@@ -31,7 +31,7 @@ func Build(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log *slog.
 
 	p := estimator.Params{
 		Node: cfg.Node, Weighting: a.Weighting, PromptTokenWeight: a.PromptTokenWeight.Value,
-		SettleDelay: a.SettleDelay.D(), History: a.History.D(), IdleWindow: a.IdleWindow.D(),
+		SettleDelay: a.SettleDelay.D(), History: a.History.D(),
 		StaticWatts: cfg.Host.StaticWatts, PUE: f.PUE, Carbon: estimator.Const(f.CarbonGPerKWh),
 		WUEOnsiteLPerKWh: f.WUEOnsiteLPerKWh, WaterOffsiteLPerKWh: f.WaterOffsiteLPerKWh,
 		Price: estimator.Const(f.PricePerKWh), Simulated: simulated,
@@ -59,7 +59,6 @@ func Build(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log *slog.
 			key("attribution.marginal.decode_j_per_token", m.DecodeJPerToken)
 		}
 	}
-	key("attribution.idle_window", a.IdleWindow)
 	key("attribution.settle_delay", a.SettleDelay)
 	key("attribution.history", a.History)
 	key("host.static_watts", cfg.Host.StaticWatts)
@@ -111,19 +110,26 @@ func Build(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log *slog.
 	p.Devices[estimator.HostDevice] = estimator.DeviceParams{
 		DepreciationPerSecond: cfg.Facility.HostCapex / life,
 		EmbodiedGPerSecond:    cfg.Facility.HostEmbodiedKgCO2e * 1000 / life,
+		WearUntil:             cfg.HostWearUntil(),
 	}
 	if cfg.Facility.HostCapex > 0 || cfg.Facility.HostEmbodiedKgCO2e > 0 {
 		add("host", fmt.Sprintf("capex %v over %s, %v kgCO2e", f.HostCapex, f.HostLife, f.HostEmbodiedKgCO2e), keySource(cfg, "facility.host_capex"))
 	}
 	maps.Copy(p.Devices, gpuDeviceParams(cfg, gpus, log))
 	for _, g := range gpus {
-		hw, ok := cfg.HardwareFor(g.Name)
+		hw, ok := cfg.HardwareFor(g.Name, g.MemoryBytes)
 		if !ok {
 			add("gpu "+g.ID, g.Name, "no hardware entry: no depreciation, no embodied carbon")
 			continue
 		}
 		value := fmt.Sprintf("%s: capex %v + server %v + facility %v over %s; %v + %v kgCO2e", g.Name,
 			hw.Capex, hw.ServerShare, hw.FacilityShare, config.Duration(hw.Life), hw.EmbodiedKgCO2e, hw.ServerEmbodiedKgCO2e)
+		if hw.EmbodiedKgLow > 0 || hw.EmbodiedKgHigh > 0 {
+			value += fmt.Sprintf(" (GPU embodied range %v-%v kg)", hw.EmbodiedKgLow, hw.EmbodiedKgHigh)
+		}
+		if until := hw.WearUntil(); !until.IsZero() {
+			value += fmt.Sprintf("; in service from %s, worn until %s", hw.InService.Format(time.DateOnly), until.Format(time.DateOnly))
+		}
 		if g.MIG {
 			value += fmt.Sprintf("; MIG, split by slices among %v", g.Shares())
 		}
@@ -141,6 +147,11 @@ func Build(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log *slog.
 				m.TrainingCost, m.TrainingCO2eKg, m.TrainingEnergyKWh, m.HumanLabourHours, m.LifetimeTokens),
 				keySource(cfg, fmt.Sprintf("models[%d]", i)))
 		}
+	}
+	factors := cfg.FactorSources()
+	p.Factors = config.FactorString(factors)
+	for _, f := range factors {
+		add("factor "+f.Name, f.Source, "facility: carbon_file, the key, facility.region, or a built-in default (docs/methodology.md, \"Regional factors\")")
 	}
 	return p, src, nil
 }
@@ -175,10 +186,10 @@ func keySource(cfg *config.Config, key string) string {
 func gpuDeviceParams(cfg *config.Config, devs []gpu.DeviceInfo, log *slog.Logger) map[string]estimator.DeviceParams {
 	out := map[string]estimator.DeviceParams{}
 	for _, g := range devs {
-		hw, ok := cfg.HardwareFor(g.Name)
+		hw, ok := cfg.HardwareFor(g.Name, g.MemoryBytes)
 		if !ok {
 			log.Warn("no hardware entry matches this GPU: its depreciation and embodied carbon count as 0; add one under hardware:",
-				"gpu", g.Index, "name", g.Name)
+				"gpu", g.Index, "name", g.Name, "problem", cfg.UnknownGPUProblem(g.Name, g.MemoryBytes).String())
 		}
 		for id, share := range g.Shares() {
 			if !ok {
@@ -189,6 +200,7 @@ func gpuDeviceParams(cfg *config.Config, devs []gpu.DeviceInfo, log *slog.Logger
 			out[id] = estimator.DeviceParams{
 				DepreciationPerSecond: hw.SlotCapex() / s * share,
 				EmbodiedGPerSecond:    hw.SlotEmbodiedKg() * 1000 / s * share,
+				WearUntil:             hw.WearUntil(),
 			}
 		}
 	}

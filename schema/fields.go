@@ -71,9 +71,25 @@ var requestFields = slices.Concat(
 	fields(Float, "L", sums, "loaded_water_l"),
 	fields(Float, "currency", sums, "loaded_depreciation_cost", "loaded_energy_cost", "loaded_dead_labour_cost"),
 	fields(String, "", plain, "gpu_meter", "host_meter", "weighting", "gpus"),
-	fields(Boolean, "", plain, "served", "simulated", "history_truncated"),
-	fields(String, "", plain, "method_version", "params_hash"),
+	fields(Boolean, "", plain, "served", "simulated", "history_truncated", "wear_ended"),
+	fields(String, "", plain, "method_version", "params_hash", "factors"),
 )
+
+// Scope is the GHG Protocol scope of a carbon field, as an auditor reports
+// it; "" for a field that is not carbon.
+func Scope(field string) string {
+	switch field {
+	case "co2e_g", "loaded_co2e_g":
+		return "Scope 2, location-based"
+	case "co2e_market_g", "loaded_co2e_market_g":
+		return "Scope 2, market-based"
+	case "embodied_co2e_g", "loaded_embodied_co2e_g":
+		return "Scope 3, embodied (capital goods)"
+	case "training_co2e_g":
+		return "Scope 3, upstream (model training)"
+	}
+	return ""
+}
 
 // fields describes a run of fields alike but for their names.
 func fields(t FieldType, unit string, kind int, names ...string) []RequestField {

@@ -157,8 +157,10 @@ func (s RequestSchema) Point(r estimator.Record) (Point, error) {
 		Field{"served", r.Served},
 		Field{"simulated", r.Simulated},
 		Field{"history_truncated", r.HistoryTruncated},
+		Field{"wear_ended", r.WearEnded},
 		Field{"method_version", r.MethodVersion},
 		Field{"params_hash", r.ParamsHash},
+		Field{"factors", StringValue(r.Factors, maxStringBytes)},
 	)
 	return p, nil
 }

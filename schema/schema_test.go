@@ -32,8 +32,8 @@ func TestRequestPoint(t *testing.T) {
 		`idle_uplift=0.25,loaded_gpu_energy_j=1543.2,loaded_it_energy_j=1543.6,loaded_facility_energy_j=1852.3,` +
 		`loaded_co2e_g=243.35,loaded_co2e_market_g=25.6,loaded_embodied_co2e_g=0.5,loaded_water_l=2.2,` +
 		`loaded_depreciation_cost=0.00075,loaded_energy_cost=7.7e-05,loaded_dead_labour_cost=0.003141,` +
-		`gpu_meter="counter",host_meter="modelled",weighting="tokens",gpus="0,1,2,3",served=true,simulated=false,history_truncated=false,` +
-		`method_version="3",params_hash="9f86d081" 1772366402500000001`
+		`gpu_meter="counter",host_meter="modelled",weighting="tokens",gpus="0,1,2,3",served=true,simulated=false,history_truncated=false,wear_ended=false,` +
+		`method_version="4",params_hash="9f86d081",factors="carbon=region:FR/ecologits-0adc8ab,water=region:FR/ecologits-0adc8ab,price=config" 1772366402500000001`
 	if got != want {
 		t.Errorf("RequestPoint line =\n%s\nwant\n%s", got, want)
 	}
@@ -83,14 +83,42 @@ func TestRequestPointNegativeTokens(t *testing.T) {
 func TestIdlePoint(t *testing.T) {
 	end := time.Unix(1_772_366_410, 0)
 	s := estimator.IdleShare{Device: "0/1", Start: end.Add(-10 * time.Second), End: end,
-		Joules: 612.25, DepreciationCost: 0.0024, EmbodiedCO2eG: 0.055, Method: estimator.MethodPowerIntegral}
-	got, err := Line(IdlePoint("gpu-node-01", "EUR", true, s))
-	if err != nil {
-		t.Fatal(err)
+		Joules: 612.25, DepreciationCost: 0.0024, EmbodiedCO2eG: 0.055, Method: estimator.MethodPowerIntegral,
+		FacilityEnergyJ: 734.7, CO2eG: 0.08, CO2eMarketG: 0.01, WaterOnsiteL: 0.25, WaterOffsiteL: 0.5, EnergyCost: 0.03}
+	tests := []struct {
+		name   string
+		mod    func(*estimator.IdleShare)
+		market bool
+		want   string
+	}{
+		{"absorbed, market carbon", func(*estimator.IdleShare) {}, true,
+			`deadlabour_idle,currency=EUR,device=0/1,host=gpu-node-01,share=absorbed energy_j=612.25,static_energy_j=0,it_energy_j=612.25,` +
+				`facility_energy_j=734.7,co2e_g=0.08,co2e_market_g=0.01,embodied_co2e_g=0.055,water_l=0.75,water_onsite_l=0.25,water_offsite_l=0.5,` +
+				`energy_cost=0.03,depreciation_cost=0.0024,dead_labour_cost=0.0324,duration_s=10,meter="power_integral",wear_ended=false,simulated=true 1772366410000000000`},
+		{"unabsorbed, no market carbon", func(s *estimator.IdleShare) { s.Unabsorbed = true }, false,
+			`deadlabour_idle,currency=EUR,device=0/1,host=gpu-node-01,share=unabsorbed energy_j=612.25,static_energy_j=0,it_energy_j=612.25,` +
+				`facility_energy_j=734.7,co2e_g=0.08,embodied_co2e_g=0.055,water_l=0.75,water_onsite_l=0.25,water_offsite_l=0.5,` +
+				`energy_cost=0.03,depreciation_cost=0.0024,dead_labour_cost=0.0324,duration_s=10,meter="power_integral",wear_ended=false,simulated=true 1772366410000000000`},
+		{"unmetered downtime", func(s *estimator.IdleShare) {
+			*s = estimator.IdleShare{Device: "0/1", Start: s.Start, End: s.End, DepreciationCost: 0.0024, EmbodiedCO2eG: 0.055,
+				Method: estimator.MethodUnmetered, Unabsorbed: true, Unmetered: true, WearEnded: true}
+		}, false,
+			`deadlabour_idle,currency=EUR,device=0/1,host=gpu-node-01,share=unmetered energy_j=0,static_energy_j=0,it_energy_j=0,` +
+				`facility_energy_j=0,co2e_g=0,embodied_co2e_g=0.055,water_l=0,water_onsite_l=0,water_offsite_l=0,` +
+				`energy_cost=0,depreciation_cost=0.0024,dead_labour_cost=0.0024,duration_s=10,meter="unmetered",wear_ended=true,simulated=true 1772366410000000000`},
 	}
-	want := `deadlabour_idle,currency=EUR,device=0/1,host=gpu-node-01 energy_j=612.25,static_energy_j=0,depreciation_cost=0.0024,embodied_co2e_g=0.055,meter="power_integral",simulated=true 1772366410000000000`
-	if got != want {
-		t.Errorf("IdlePoint line =\n%s\nwant\n%s", got, want)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sh := s
+			tt.mod(&sh)
+			got, err := Line(IdlePoint("gpu-node-01", "EUR", true, tt.market, sh))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("IdlePoint line =\n%s\nwant\n%s", got, tt.want)
+			}
+		})
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/internal/influxtest"
 	"github.com/deadlabour/deadlabour/internal/testlog"
+	"github.com/deadlabour/deadlabour/internal/testutil/basic"
 	"github.com/deadlabour/deadlabour/schema"
 )
 
@@ -111,12 +112,12 @@ func TestPoisonedBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := `SELECT * FROM "week"."ok"`
-	waitFor(t, "997 delivered", func() bool { return len(s.Rows(t, q)) == 997 })
-	waitFor(t, "the batch resolved", func() bool { return w.Stats().SpoolPoints == 0 })
+	basic.WaitFor(t, "997 delivered", 10*time.Second, func() bool { return len(s.Rows(t, q)) == 997 })
+	basic.WaitFor(t, "the batch resolved", 10*time.Second, func() bool { return w.Stats().SpoolPoints == 0 })
 	if err := w.Enqueue(schema.Point{Measurement: "ok", Fields: []schema.Field{{Key: "i", Value: int64(5000)}}, Time: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the next point", func() bool { return len(s.Rows(t, q)) == 998 })
+	basic.WaitFor(t, "the next point", 10*time.Second, func() bool { return len(s.Rows(t, q)) == 998 })
 	closeWriter(t, w)
 
 	st := w.Stats()
@@ -298,7 +299,7 @@ func TestUnauthorizedAndNoBucket(t *testing.T) {
 			if err := w.Enqueue(pts...); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "three refusals", func() bool { return w.Stats().Retries >= 3 })
+			basic.WaitFor(t, "three refusals", 10*time.Second, func() bool { return w.Stats().Retries >= 3 })
 			st := w.Stats()
 			if st.State != tc.state || !strings.Contains(st.Reason, tc.reason) || st.SpoolPoints != 30 {
 				t.Errorf("Stats() = %+v, want %v because %q, 30 kept", st, tc.state, tc.reason)
@@ -345,9 +346,9 @@ func TestRefusedEveryLineHolds(t *testing.T) {
 	if err := w.Enqueue(pts...); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the sink to say it is refused", func() bool { return w.Stats().State == StateRefused })
+	basic.WaitFor(t, "the sink to say it is refused", 10*time.Second, func() bool { return w.Stats().State == StateRefused })
 	writes := p.writes.Load()
-	waitFor(t, "three more attempts", func() bool { return p.writes.Load() >= writes+3 })
+	basic.WaitFor(t, "three more attempts", 10*time.Second, func() bool { return p.writes.Load() >= writes+3 })
 	st := w.Stats()
 	if st.DeadLettered != 0 || st.Dropped != 0 || st.SpoolPoints != 120 || !strings.Contains(st.Reason, "injected") {
 		t.Errorf("Stats() while every line is refused = %+v; want all 120 kept, none dead-lettered, the reason", st)
@@ -360,7 +361,7 @@ func TestRefusedEveryLineHolds(t *testing.T) {
 	}
 
 	p.fail.Store(0) // fixed
-	waitFor(t, "every point delivered", func() bool { return w.Stats().Sent == 120 })
+	basic.WaitFor(t, "every point delivered", 10*time.Second, func() bool { return w.Stats().Sent == 120 })
 	closeWriter(t, w)
 	if n := s.Count(t, "held", ""); n != 120 {
 		t.Errorf("%d points stored, want 120", n)
@@ -463,7 +464,7 @@ func TestFieldTypeConflictHolds(t *testing.T) {
 				}
 				time.Sleep(2 * time.Millisecond)
 			}
-			waitFor(t, "the sink to hold", func() bool { return w.Stats().State == StateRefused })
+			basic.WaitFor(t, "the sink to hold", 10*time.Second, func() bool { return w.Stats().State == StateRefused })
 			time.Sleep(4 * opts.BackoffMax) // tried again, still refused
 			st := w.Stats()
 			if st.DeadLettered > 1 || st.SpoolRecords < 299 || st.State != StateRefused || !strings.Contains(st.Reason, "field type conflict") {
@@ -477,7 +478,7 @@ func TestFieldTypeConflictHolds(t *testing.T) {
 			}
 
 			s.Exec(t, `DROP MEASUREMENT "deadlabour_request"`) // the clash removed
-			waitFor(t, "everything delivered", func() bool { return w.Stats().SpoolPoints == 0 })
+			basic.WaitFor(t, "everything delivered", 10*time.Second, func() bool { return w.Stats().SpoolPoints == 0 })
 			closeWriter(t, w)
 			st = w.Stats()
 			if n := s.Count(t, schema.MeasurementRequest, ""); n != 300-int(st.DeadLettered) || st.State != StateOK {

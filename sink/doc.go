@@ -5,7 +5,4 @@
 // for good in a dead-letter file (deadletter.go), stamps lines so that no
 // run overwrites an earlier one's points (stamp.go), and exports its
 // counters (metrics.go, stats.go).
-//
-// GPUAggregator (gpu.go), the windowing of GPU telemetry, is here until it
-// joins the engine's idle windowing; it depends on nothing else in sink.
 package sink

@@ -11,6 +11,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/internal/influxtest"
 	"github.com/deadlabour/deadlabour/internal/testlog"
+	"github.com/deadlabour/deadlabour/internal/testutil/basic"
 	"github.com/deadlabour/deadlabour/schema"
 )
 
@@ -74,8 +75,8 @@ func TestWriterDiskFull(t *testing.T) {
 	run(t, w)
 	pts := requestPoints(t, records(6000)) // about 8 MB: far more than the file and the memory bound
 	enqueueSlowly(t, w, pts)
-	waitFor(t, "the disk_full state", func() bool { return w.Stats().Spool == SpoolDiskFull })
-	waitFor(t, "ten failed commits", func() bool { return w.m.commitErrors.Load() >= 10 })
+	basic.WaitFor(t, "the disk_full state", 10*time.Second, func() bool { return w.Stats().Spool == SpoolDiskFull })
+	basic.WaitFor(t, "ten failed commits", 10*time.Second, func() bool { return w.m.commitErrors.Load() >= 10 })
 
 	st := w.Stats()
 	w.mu.Lock()
@@ -137,7 +138,7 @@ func TestWriterDiskFullAtClose(t *testing.T) {
 	run(t, w)
 	pts := requestPoints(t, records(1500))
 	enqueueSlowly(t, w, pts)
-	waitFor(t, "points waiting in memory on a full disk", func() bool {
+	basic.WaitFor(t, "points waiting in memory on a full disk", 10*time.Second, func() bool {
 		st := w.Stats()
 		return st.Spool == SpoolDiskFull && st.Unspooled > 0
 	})
@@ -187,7 +188,7 @@ func TestWriterSpoolAtMaxOneLinePerSpell(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	waitFor(t, "the max_bytes state", func() bool { return w.Stats().Spool == SpoolAtMax })
+	basic.WaitFor(t, "the max_bytes state", 10*time.Second, func() bool { return w.Stats().Spool == SpoolAtMax })
 	st := w.Stats()
 	if st.DroppedBy["cost/spool_full"] == 0 || st.DroppedBy["telemetry/spool_full"] == 0 {
 		t.Errorf("Stats() = %+v, want records and telemetry dropped for spool_full", st)
@@ -205,7 +206,7 @@ func TestWriterSpoolAtMaxOneLinePerSpell(t *testing.T) {
 		}
 		w.spool.resolve(b)
 	}
-	waitFor(t, "the spell's end", func() bool { return w.Stats().Spool == SpoolOK })
+	basic.WaitFor(t, "the spell's end", 10*time.Second, func() bool { return w.Stats().Spool == SpoolOK })
 	st = w.Stats()
 	if n := countLines(logs, "INFO", "the spool has room again"); n != 1 ||
 		!strings.Contains(logs.String(), fmt.Sprintf("records_dropped=%d telemetry_dropped=%d", st.DroppedBy["cost/spool_full"], st.DroppedBy["telemetry/spool_full"])) {

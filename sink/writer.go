@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/deadlabour/deadlabour/internal/redact"
+	"github.com/deadlabour/deadlabour/internal/ticker"
 	"github.com/deadlabour/deadlabour/schema"
 )
 
@@ -277,17 +278,7 @@ func (w *Writer) Run(ctx context.Context) error {
 }
 
 func (w *Writer) commitLoop(ctx context.Context) {
-	t := time.NewTicker(w.opts.FsyncInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-w.commitNow:
-		}
-		w.commit()
-	}
+	ticker.EveryOr(ctx, w.opts.FsyncInterval, w.commitNow, func() { w.commit() })
 }
 
 // commit writes what was enqueued to the spool in fsynced transactions, with

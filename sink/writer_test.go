@@ -21,6 +21,7 @@ import (
 	"github.com/deadlabour/deadlabour/internal/influxtest"
 	"github.com/deadlabour/deadlabour/internal/schematest"
 	"github.com/deadlabour/deadlabour/internal/testlog"
+	"github.com/deadlabour/deadlabour/internal/testutil/basic"
 	"github.com/deadlabour/deadlabour/schema"
 )
 
@@ -286,7 +287,7 @@ func TestWriterWaitsForInfluxDB(t *testing.T) {
 	if err := w.Enqueue(pts...); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "two failed writes", func() bool { return w.Stats().Retries >= 2 })
+	basic.WaitFor(t, "two failed writes", 10*time.Second, func() bool { return w.Stats().Retries >= 2 })
 	if st := w.Stats(); st.SpoolPoints != 50 || st.Sent != 0 || st.State != StateRetrying || st.Reason == "" || st.OldestUndelivered <= 0 {
 		t.Fatalf("Stats() while InfluxDB is down = %+v, want 50 spooled, retrying and why", st)
 	}
@@ -337,7 +338,7 @@ func TestWriterBatching(t *testing.T) {
 		s.WaitCount(t, "b", "", 20, 10*time.Second)
 		// The second batch is resolved a little after InfluxDB has it; the
 		// five left wait for a batch of ten or an hour.
-		waitFor(t, "two full batches sent and 5 points waiting", func() bool {
+		basic.WaitFor(t, "two full batches sent and 5 points waiting", 10*time.Second, func() bool {
 			st := w.Stats()
 			return st.SpoolPoints == 5 && st.Sent == 20
 		})
@@ -383,7 +384,7 @@ func TestWriterCloseLeavesTheRestOnDisk(t *testing.T) {
 	if err := w.Enqueue(pts[:100]...); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a failed write", func() bool { return w.Stats().Retries >= 1 })
+	basic.WaitFor(t, "a failed write", 10*time.Second, func() bool { return w.Stats().Retries >= 1 })
 	if err := w.Enqueue(pts[100:]...); err != nil {
 		t.Fatal(err)
 	}
@@ -435,7 +436,7 @@ func TestWriterSpoolOnly(t *testing.T) {
 	for i, p := range pts {
 		want[i], _ = schema.Line(p)
 	}
-	waitFor(t, "the commit", func() bool {
+	basic.WaitFor(t, "the commit", 10*time.Second, func() bool {
 		var n int
 		w.ScanSpool(func(string) bool { n++; return true })
 		return n == len(pts)
@@ -550,7 +551,7 @@ func TestWriterSpoolFull(t *testing.T) {
 func TestWriterRunTwice(t *testing.T) {
 	w := newWriter(t, fastOptions(t, "http://127.0.0.1:1", "db/rp"))
 	run(t, w)
-	waitFor(t, "Run to start", func() bool {
+	basic.WaitFor(t, "Run to start", 10*time.Second, func() bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		return w.runDone != nil
@@ -607,17 +608,6 @@ func TestNewWriterValidates(t *testing.T) {
 	// A second Writer on the same spool is refused while the first has it.
 	if _, err := NewWriter(good, nil); !errors.Is(err, ErrSpoolBusy) {
 		t.Errorf("a second NewWriter on the same directory: %v, want ErrSpoolBusy", err)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -771,7 +761,7 @@ func TestURLPasswordRedacted(t *testing.T) {
 	if err := w.Enqueue(telemetryPoints(0, 1)...); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a failed write", func() bool { return strings.Contains(logs.String(), "writes to InfluxDB failed") })
+	basic.WaitFor(t, "a failed write", 10*time.Second, func() bool { return strings.Contains(logs.String(), "writes to InfluxDB failed") })
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	w.Close(ctx)

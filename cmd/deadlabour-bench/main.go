@@ -36,13 +36,12 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/deadlabour/deadlabour/internal/cmdmain"
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 )
 
@@ -53,29 +52,24 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: deadlabour-bench serve|rate|stream|hold [flags]")
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var err error
-	switch os.Args[1] {
-	case "serve":
-		err = serve(ctx, os.Args[2:])
-	case "plain":
-		err = plain(ctx, os.Args[2:])
-	case "rate":
-		err = rate(ctx, os.Args[2:])
-	case "stream":
-		err = streams(ctx, os.Args[2:])
-	case "hold":
-		err = hold(ctx, os.Args[2:])
-	case "report":
-		err = report(os.Stdin, os.Stdout)
-	default:
-		err = fmt.Errorf("unknown command %q", os.Args[1])
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "deadlabour-bench:", err)
-		os.Exit(1)
-	}
+	cmdmain.Run("deadlabour-bench", func(ctx context.Context, args []string, out io.Writer) error {
+		switch args[0] {
+		case "serve":
+			return serve(ctx, args[1:])
+		case "plain":
+			return plain(ctx, args[1:])
+		case "rate":
+			return rate(ctx, args[1:])
+		case "stream":
+			return streams(ctx, args[1:])
+		case "hold":
+			return hold(ctx, args[1:])
+		case "report":
+			return report(os.Stdin, out)
+		default:
+			return fmt.Errorf("unknown command %q", args[0])
+		}
+	})
 }
 
 func serve(ctx context.Context, args []string) error {
@@ -118,6 +112,18 @@ func plain(ctx context.Context, args []string) error {
 		return err
 	}
 	return nil
+}
+
+// startFake starts the in-process fake on listen and a client that keeps
+// up to conns connections; stop closes the client's idle connections, then
+// the fake.
+func startFake(ctx context.Context, listen string, opts fakeupstream.Options, conns int) (client *http.Client, stop func(), err error) {
+	fake, err := fakeupstream.StartOn(ctx, listen, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	client = newClient(conns)
+	return client, func() { client.CloseIdleConnections(); fake.Close() }, nil
 }
 
 func newClient(conns int) *http.Client {
@@ -316,13 +322,11 @@ func streams(ctx context.Context, args []string) error {
 		return err
 	}
 	clock := &eventClock{sent: map[string][]time.Time{}}
-	fake, err := fakeupstream.StartOn(ctx, *listen, fakeupstream.Options{TokenDelay: *delay, OnEvent: clock.onEvent})
+	client, stop, err := startFake(ctx, *listen, fakeupstream.Options{TokenDelay: *delay, OnEvent: clock.onEvent}, *n*2)
 	if err != nil {
 		return err
 	}
-	defer fake.Close()
-	client := newClient(*n * 2)
-	defer client.CloseIdleConnections()
+	defer stop()
 	delays := make([][]time.Duration, len(tgts))
 	errs := make([]int, len(tgts))
 	start := time.Now()
@@ -370,13 +374,11 @@ func hold(ctx context.Context, args []string) error {
 	n := fs.Int("streams", 500, "streams to hold open")
 	dur := fs.Duration("hold", 5*time.Second, "how long to hold them once all are open")
 	fs.Parse(args)
-	fake, err := fakeupstream.StartOn(ctx, *listen, fakeupstream.Options{TokenDelay: time.Hour})
+	client, stop, err := startFake(ctx, *listen, fakeupstream.Options{TokenDelay: time.Hour}, *n)
 	if err != nil {
 		return err
 	}
-	defer fake.Close()
-	client := newClient(*n)
-	defer client.CloseIdleConnections()
+	defer stop()
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var opened sync.WaitGroup

@@ -19,7 +19,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -29,18 +28,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/deadlabour/deadlabour/internal/cmdmain"
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "deadlabour-demo:", err)
-		os.Exit(1)
-	}
-}
+func main() { cmdmain.Run("deadlabour-demo", run) }
 
 type upstream struct {
 	deployment

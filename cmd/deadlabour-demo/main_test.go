@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +23,7 @@ func simulatedLoad(n int) float64 { return float64(n) / float64(n+2) }
 func h100(t *testing.T) gpu.PowerModel {
 	t.Helper()
 	cfg := config.Default()
-	hw, ok := cfg.HardwareFor("NVIDIA H100 80GB HBM3")
+	hw, ok := cfg.HardwareFor("NVIDIA H100 80GB HBM3", 0)
 	if !ok {
 		t.Fatal("no H100 in the hardware catalogue")
 	}
@@ -68,8 +69,13 @@ func TestSteadyStateInCitedRanges(t *testing.T) {
 // and holds the energy per token the fakes generated to the cited ranges.
 // Only the daemon is missing: make demo runs it and prints the same check.
 func TestDriverInCitedRanges(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the driver for several seconds")
+	// Its figures depend on the machine keeping up with the fakes' token
+	// rate: a timed check, so not in make test (a loaded CI machine, or
+	// the race detector, slows the driver below the batch sizes it
+	// needs). make demo-check runs it; make demo prints the same check
+	// on the figures it reads back.
+	if os.Getenv("DEADLABOUR_TIMED_TESTS") == "" {
+		t.Skip("timed: runs with DEADLABOUR_TIMED_TESTS=1 (make demo-check)")
 	}
 	pm := h100(t)
 	var ups []*upstream

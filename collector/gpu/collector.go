@@ -194,11 +194,16 @@ func (c *Collector) Driver() string { return c.driver }
 
 // Devices lists the GPUs as last read.
 func (c *Collector) Devices() []DeviceInfo {
+	return perDevice(c, func(d *deviceState) DeviceInfo { return d.info })
+}
+
+// perDevice returns f of every GPU, in index order, read under c.mu.
+func perDevice[T any](c *Collector, f func(*deviceState) T) []T {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]DeviceInfo, len(c.devices))
+	out := make([]T, len(c.devices))
 	for i, d := range c.devices {
-		out[i] = d.info
+		out[i] = f(d)
 	}
 	return out
 }

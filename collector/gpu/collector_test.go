@@ -15,6 +15,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/testlog"
+	"github.com/deadlabour/deadlabour/internal/testutil/basic"
 )
 
 type fakeClock struct{ t atomic.Int64 }
@@ -28,14 +29,12 @@ func newClock() *fakeClock {
 func (c *fakeClock) now() time.Time          { return time.Unix(0, c.t.Load()) }
 func (c *fakeClock) advance(d time.Duration) { c.t.Add(int64(d)) }
 
-func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
 var kinds = []string{"a100", "h100", "h200", "b200"}
 
 // The real NVML on a machine without a driver: Open fails with a clear
 // error naming the nvml.Init result, and calls nothing else.
 func TestNoDriver(t *testing.T) {
-	_, err := Open(nvml.New(nvml.WithLibraryPath("/nonexistent/libnvidia-ml.so.1")), discard(), time.Time{})
+	_, err := Open(nvml.New(nvml.WithLibraryPath("/nonexistent/libnvidia-ml.so.1")), basic.Discard(), time.Time{})
 	if !errors.Is(err, ErrNoDriver) || !errors.Is(err, nvml.ERROR_LIBRARY_NOT_FOUND) {
 		t.Fatalf("err = %v, want ErrNoDriver wrapping ERROR_LIBRARY_NOT_FOUND", err)
 	}
@@ -564,7 +563,7 @@ func BenchmarkPoll(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c, err := Open(sim, discard(), clk.now())
+	c, err := Open(sim, basic.Discard(), clk.now())
 	if err != nil {
 		b.Fatal(err)
 	}

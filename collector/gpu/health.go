@@ -80,13 +80,7 @@ func failure(call string, ret nvml.Return) error {
 // Health returns the health of every GPU, in index order. Safe to call
 // from any goroutine.
 func (c *Collector) Health() []DeviceHealth {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make([]DeviceHealth, len(c.devices))
-	for i, d := range c.devices {
-		out[i] = d.health
-	}
-	return out
+	return perDevice(c, func(d *deviceState) DeviceHealth { return d.health })
 }
 
 // Unhealthy is how many GPUs are unhealthy now.

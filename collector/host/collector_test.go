@@ -20,9 +20,8 @@ import (
 
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/testlog"
+	"github.com/deadlabour/deadlabour/internal/testutil/basic"
 )
-
-func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // fixture extracts testdata/NAME.txtar (a sysfs tree, node_exporter style)
 // into a temporary directory and returns the sysfs root in it.
@@ -84,7 +83,7 @@ func TestFixtureZones(t *testing.T) {
 		{"vm", nil, "no RAPL powercap zones under"},
 	} {
 		t.Run(tc.fixture, func(t *testing.T) {
-			c := Open(context.Background(), Options{SysfsRoot: fixture(t, tc.fixture), UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100}, discard())
+			c := Open(context.Background(), Options{SysfsRoot: fixture(t, tc.fixture), UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100}, basic.Discard())
 			var got []string
 			for _, z := range c.Zones() {
 				got = append(got, z.Name)
@@ -112,7 +111,7 @@ func TestRAPLTraceWithWrap(t *testing.T) {
 	max0 := readUint(t, zoneFile(root, dirs[0], "max_energy_range_uj"))
 	writeUint(t, zoneFile(root, dirs[0], "energy_uj"), max0-500_000)
 	ctx := context.Background()
-	c := Open(ctx, Options{SysfsRoot: root, UseRAPL: true}, discard())
+	c := Open(ctx, Options{SysfsRoot: root, UseRAPL: true}, basic.Discard())
 	t0 := time.Unix(100, 0)
 	if _, ok, err := c.Poll(ctx, t0); ok || err != nil {
 		t.Fatalf("first poll: ok=%v err=%v, want priming only", ok, err)
@@ -247,7 +246,7 @@ func TestModelFallback(t *testing.T) {
 	ctx := context.Background()
 	busy, total := 0.0, 0.0
 	c := Open(ctx, Options{SysfsRoot: fixture(t, "vm"), UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100,
-		CPUTimes: func(context.Context) (float64, float64, error) { return busy, total, nil }}, discard())
+		CPUTimes: func(context.Context) (float64, float64, error) { return busy, total, nil }}, basic.Discard())
 	if c.Method() != estimator.MethodModelled || c.Fallback() == "" {
 		t.Fatalf("method = %q, fallback %q; want modelled with a reason", c.Method(), c.Fallback())
 	}
@@ -371,11 +370,11 @@ func TestRAPLFallbackSaysWhy(t *testing.T) {
 	if err := os.Remove(zoneFile(root, "intel-rapl:0", "max_energy_range_uj")); err != nil {
 		t.Fatal(err)
 	}
-	c := Open(context.Background(), Options{SysfsRoot: root, UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100}, discard())
+	c := Open(context.Background(), Options{SysfsRoot: root, UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100}, basic.Discard())
 	if why := c.Fallback(); !strings.Contains(why, "intel-rapl:0/max_energy_range_uj: no such file") || strings.Contains(why, "a VM") {
 		t.Errorf("fallback %q; want procfs's error naming the missing file, and no guess", why)
 	}
-	c = Open(context.Background(), Options{SysfsRoot: t.TempDir(), UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100}, discard())
+	c = Open(context.Background(), Options{SysfsRoot: t.TempDir(), UseRAPL: true, CPUTDPWatts: 300, CPUIdleWatts: 100}, basic.Discard())
 	if why := c.Fallback(); !strings.Contains(why, "a VM") || !strings.Contains(why, "no such file") {
 		t.Errorf("fallback %q; want the hint and the error", why)
 	}

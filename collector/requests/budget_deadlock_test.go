@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
+	"github.com/deadlabour/deadlabour/internal/testutil/basic"
 )
 
 // chatOfSize is a chat request of exactly n bytes (n >= 100), streamed or not.
@@ -51,10 +52,10 @@ func TestBodyBudgetEditNeverWaits(t *testing.T) {
 		res.Body.Close()
 		stA <- res.StatusCode
 	}()
-	waitFor(t, "A to hold room for its body", func() bool { return budget.InUse() >= int64(len(a)) })
+	basic.WaitFor(t, "A to hold room for its body", 10*time.Second, func() bool { return budget.InUse() >= int64(len(a)) })
 	stB := make(chan int, 1)
 	go func() { stB <- postStatus(t, g, b) }()
-	waitFor(t, "B to wait for room", func() bool { return budget.Waiting() == 1 })
+	basic.WaitFor(t, "B to wait for room", 10*time.Second, func() bool { return budget.Waiting() == 1 })
 	if _, err := io.WriteString(pw, a); err != nil {
 		t.Fatal(err)
 	}

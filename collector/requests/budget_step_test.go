@@ -8,6 +8,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
+	"github.com/deadlabour/deadlabour/internal/testutil/basic"
 )
 
 // holdRoom sends a chat request that declares n bytes and holds its room
@@ -20,7 +21,7 @@ func holdRoom(t *testing.T, g *rig, budget *BodyBudget, n int) func() int {
 	pr, pw := io.Pipe()
 	st := make(chan int, 1)
 	go func() { st <- postReader(t, g, pr, int64(n)) }()
-	waitFor(t, "the first request to hold room", func() bool { return budget.InUse() > before })
+	basic.WaitFor(t, "the first request to hold room", 10*time.Second, func() bool { return budget.InUse() > before })
 	return func() int {
 		go func() {
 			io.WriteString(pw, body)
@@ -77,12 +78,12 @@ func TestBodyOfUnknownLengthGrowsBehindWaiter(t *testing.T) {
 	pr, pw := io.Pipe()
 	stC := make(chan int, 1)
 	go func() { stC <- postReader(t, g, pr, -1) }()
-	waitFor(t, "C to hold its first step", func() bool { return budget.InUse() > 300<<10+bodyStep })
+	basic.WaitFor(t, "C to hold its first step", 10*time.Second, func() bool { return budget.InUse() > 300<<10+bodyStep })
 
 	// Q waits for 200 KiB, more than the ~136 KiB free.
 	stQ := make(chan int, 1)
 	go func() { stQ <- postStatus(t, g, chatOfSize(t, 200<<10, false)) }()
-	waitFor(t, "Q to wait for room", func() bool { return budget.Waiting() == 1 })
+	basic.WaitFor(t, "Q to wait for room", 10*time.Second, func() bool { return budget.Waiting() == 1 })
 
 	// C's body needs a second step, for which there is room.
 	go func() {
@@ -91,7 +92,7 @@ func TestBodyOfUnknownLengthGrowsBehindWaiter(t *testing.T) {
 	}()
 	// C is answered while the first still holds its room and Q waits:
 	// its step did not wait.
-	waitFor(t, "C to be answered", func() bool { return len(stC) > 0 })
+	basic.WaitFor(t, "C to be answered", 10*time.Second, func() bool { return len(stC) > 0 })
 	if st := first(); st != http.StatusOK {
 		t.Errorf("first: %d, want 200", st)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
+	"github.com/deadlabour/deadlabour/internal/testutil/basic"
 )
 
 // budgetBody is a 64-byte chat request: a budget of 100 bytes holds one.
@@ -55,16 +56,6 @@ func postBudget(t *testing.T, ctx context.Context, g *rig) (int, string, []byte,
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	return res.StatusCode, res.Header.Get("Retry-After"), b, err
-}
-
-// waitFor polls cond until it holds, or fails the test after 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }
 
 // TestBodyBudgetFull: a body that finds no room within the wait is
@@ -130,7 +121,7 @@ func TestBodyBudgetWaits(t *testing.T) {
 		})
 	}
 	<-gt.arrived
-	waitFor(t, "the second body to wait for room", func() bool { return budget.Waiting() == 1 })
+	basic.WaitFor(t, "the second body to wait for room", 10*time.Second, func() bool { return budget.Waiting() == 1 })
 	if len(gt.arrived) != 0 {
 		t.Error("the second request reached the upstream while the first held the budget")
 	}
@@ -272,7 +263,7 @@ func TestBodyBudgetClientGoneWhileWaiting(t *testing.T) {
 		req := httptest.NewRequestWithContext(ctx, "POST", "/v1/chat/completions", strings.NewReader(budgetBody))
 		g.proxy.ServeHTTP(w, req)
 	}()
-	waitFor(t, "the second body to wait for room", func() bool { return budget.Waiting() == 1 })
+	basic.WaitFor(t, "the second body to wait for room", 10*time.Second, func() bool { return budget.Waiting() == 1 })
 	cancel()
 	<-done
 	if w.Code == http.StatusServiceUnavailable || budget.Waiting() != 0 {

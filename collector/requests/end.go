@@ -31,7 +31,10 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 		s.Status = strconv.Itoa(ex.status)
 		ok := ex.status >= 200 && ex.status < 300
 		switch {
-		case b.eof:
+		case b.eof || b.ended:
+			// Read to its end, or its end marker reached the client: a
+			// client that hangs up then, or an upstream that fails to end
+			// its HTTP response after it, leaves the answer whole.
 			if ok && b.watch.failed {
 				s.Status = estimator.StatusUpstreamError
 				p.broken.fail(s.End, "request_id", ex.id, "status", ex.status, "err", "an error inside the answer")
@@ -53,8 +56,10 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 	case ex.failed != 0:
 		s.Status = strconv.Itoa(ex.failed)
 		// A body read past its deadline ends the client's context too:
-		// the 408 was the proxy's answer, not the client leaving.
-		if (gone || ex.cut) && ex.failed != http.StatusRequestTimeout {
+		// the 408 was the proxy's answer, not the client leaving; so was a
+		// 502 or 504 to the upstream's failure (errorHandler sets cut when
+		// the failure was the client's leaving).
+		if ex.cut || (gone && !ex.proxied && ex.failed != http.StatusRequestTimeout) {
 			s.Status = estimator.StatusClientClosed
 		}
 	default: // ReverseProxy gave up before any hook ran
@@ -62,6 +67,13 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 		if gone {
 			s.Status = estimator.StatusClientClosed
 		}
+	}
+	if ex.body == nil && s.Status == strconv.Itoa(http.StatusBadGateway) {
+		// The proxy's 502: the upstream sent nothing, a connection refused
+		// or dropped with no answer (a kept-alive one it had closed is tried
+		// again first). No GPU time is charged to it (docs/schema.md), even
+		// where the request had been written.
+		s.Served = false
 	}
 	if p.log.Enabled(ctx, slog.LevelDebug) {
 		p.log.Debug("request", "request_id", s.ID, "model", s.Model, "stream", ex.stream, "status", s.Status,
@@ -77,6 +89,11 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 func (p *Proxy) tokens(s *estimator.Span, ex *exchange, ok bool) {
 	bw := ex.body.watch
 	switch {
+	case bw.hasUsage && bw.usage.Invalid:
+		// A count no request has: the server's report is broken, and an
+		// estimate would pass for a count it never gave.
+		s.UsageSource = estimator.UsageInvalid
+		return
 	case bw.hasUsage:
 		u := bw.usage
 		s.PromptTokens, s.CompletionTokens = u.Prompt, u.Completion

@@ -16,6 +16,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/apierror"
+	"github.com/deadlabour/deadlabour/internal/ticker"
 )
 
 // The event API: POST /v1/requests, for inference servers that cannot be
@@ -382,16 +383,7 @@ func (e *Events) prune(now time.Time) {
 // Run ends requests begun and not ended within the history, once a second,
 // until ctx is done.
 func (e *Events) Run(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			e.Expire(e.opts.Now())
-		}
-	}
+	ticker.Every(ctx, time.Second, func() { e.Expire(e.opts.Now()) })
 }
 
 // Expire ends, with status abandoned, every request begun longer than the

@@ -12,7 +12,10 @@ import (
 // have seen without the proxy:
 //
 //   - the usage-only chunk (choices empty, usage set) is removed, with its
-//     blank line;
+//     blank line, when it holds nothing but its usage and what every chunk
+//     repeats; when it holds more (llama-server moves its timings onto it),
+//     only its usage member is removed (dialect.UsageChunkEvent): what the
+//     proxy strips never takes anything else the server sent;
 //   - a top-level "usage":null member, which OpenAI-style servers add to
 //     every chunk of a stream that asked for usage, is removed from the
 //     chunk with the comma that separated it.
@@ -145,6 +148,9 @@ func (f *usageFilter) event(w *bodyWatcher, raw []byte, last bool) {
 	}
 	switch {
 	case w.last.usageOnly:
+		if from, to, whole := dialect.UsageChunkEvent(raw); !whole {
+			f.out = append(append(f.out, raw[:from]...), raw[to:]...)
+		}
 		return
 	case w.last.data:
 		if from, to, ok := dialect.NullUsageEvent(raw); ok {

@@ -159,7 +159,7 @@ func FuzzUsage(f *testing.F) {
 					t.Fatalf("%s: count %d in %+v", path, n, got.usage)
 				}
 			}
-			if got.hasUsage && got.usage.Prompt < 0 && got.usage.Completion < 0 {
+			if got.hasUsage && got.usage.Prompt < 0 && got.usage.Completion < 0 && !got.usage.Invalid {
 				t.Fatalf("%s: usage reported with neither prompt nor completion: %+v", path, got.usage)
 			}
 		}

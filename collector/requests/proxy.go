@@ -44,25 +44,32 @@ import (
 //   - ID: the client's X-Request-Id when it is sane, else a random 128-bit
 //     hex id; either way it is sent to the upstream and back to the client.
 //   - Status: the upstream's status code; client_closed when the client went
-//     away before the response was complete; upstream_error when the
-//     upstream answered 2xx and then failed (an error object inside the
-//     body, or the body cut short); the proxy's own 408 (the body did not
-//     arrive within BodyReadTimeout), 413, 502, 503 (no room for the body
-//     in the BodyBudget) or 504 when it answered itself.
+//     away before the response was complete (a stream whose end marker
+//     reached the client is complete, whatever the client does next);
+//     upstream_error when the upstream answered 2xx and then failed (an
+//     error object inside the body, or the body cut short); the proxy's own
+//     408 (the body did not arrive within BodyReadTimeout), 413, 502, 503
+//     (no room for the body in the BodyBudget) or 504 when it answered
+//     itself, even to a client gone by then, unless its going was the
+//     failure. A request written onto a kept-alive connection the upstream
+//     had closed, unanswered, is sent once more (see retrying).
 //   - Start: when the request's body had been read and held, and it was
 //     forwarded (the GPUs cannot work on it before): a wait for room in the
 //     BodyBudget or a slow upload is not part of it. A request the proxy
 //     answered itself before that (408, 413, 503) starts at its arrival.
 //   - Served: the upstream had the whole request and did not refuse it with
-//     a 4xx; false for a request it never saw.
+//     a 4xx; false for a request it never saw, and for the proxy's own 502
+//     (the upstream sent nothing).
 //   - FirstToken: when the first streamed event with generated output
 //     passed; zero for a non-streamed answer.
-//   - Tokens: from the last usage block seen, count by count (UsageSource
-//     reported, or reported_partial when the response ended before its own
-//     end marker); else counted from the response (estimated: one token per
+//   - Tokens: from the last usage block (or llama.cpp timings) seen, count
+//     by count (UsageSource reported, or reported_partial when the response
+//     ended before its own end marker); else counted from the response (estimated: one token per
 //     streamed event with generated output, or a quarter of the generated
 //     text's bytes for a whole body; a quarter of the prompt text's bytes
-//     for the prompt); -1 and unknown when the response could not be read.
+//     for the prompt); -1 and unknown when the response could not be read;
+//     -1 and invalid when a count the upstream sent was over
+//     dialect.MaxTokens.
 //   - Tenant: the configured tenant header, else a keyed hash of the bearer
 //     API key, else empty. Keys, prompts and completions are never kept.
 type Recorder interface {
@@ -249,6 +256,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 	if p.transport == nil {
 		p.transport = newTransport(cmpOr(opts.DialTimeout, DefaultDialTimeout), opts.HeaderTimeout)
 	}
+	p.transport = newRetrying(p.transport, p.log)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
 		Transport: p.transport,
@@ -349,7 +357,11 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	p.unreachable.ok(p.now())
 	res.Header.Set(requestIDHeader, ex.id)
 	// A 101's body is the upgraded connection; it must stay as it is.
-	if ex.dialect == nil || res.StatusCode == http.StatusSwitchingProtocols {
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		return nil
+	}
+	if ex.dialect == nil {
+		res.Body = &headFirst{ReadCloser: res.Body, w: ex.w}
 		return nil
 	}
 	ex.status = res.StatusCode
@@ -383,8 +395,39 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 			res.Header.Del("Content-Length")
 		}
 	}
-	res.Body = ex.body
+	res.Body = &headFirst{ReadCloser: ex.body, w: ex.w}
 	return nil
+}
+
+// headFirst is an upstream body that, when reading it fails, first sends
+// the client what ReverseProxy has written of the response: its status line
+// and headers (written, but sent by net/http only with the first bytes of
+// the body or a flush) and the body so far. Without it an upstream that fails
+// after its headers and before its body's first bytes (or before a whole
+// answer's end: one write) leaves the client a connection closed with no
+// status at all; with it, the client has the status that came and a body
+// cut short. Bytes read with the error are handed on first, the error at the
+// next read, so that ReverseProxy writes them before it gives up.
+type headFirst struct {
+	io.ReadCloser
+	w   http.ResponseWriter
+	err error
+}
+
+func (h *headFirst) Read(p []byte) (int, error) {
+	if h.err != nil {
+		_ = http.NewResponseController(h.w).Flush()
+		return 0, h.err
+	}
+	n, err := h.ReadCloser.Read(p)
+	switch {
+	case err == nil || err == io.EOF:
+	case n > 0:
+		h.err, err = err, nil
+	default:
+		_ = http.NewResponseController(h.w).Flush()
+	}
+	return n, err
 }
 
 // errorHandler answers when the upstream gave no response: 504 when it took
@@ -398,8 +441,13 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 			msg = fmt.Sprintf("upstream %s sent no response headers within %s (response_header_timeout)", p.name, p.headerTO)
 		}
 	}
-	ex.failed = status
-	if r.Context().Err() != nil {
+	// The proxy's own answer to the upstream's failure, whenever the
+	// client leaves (a client that half-closes its connection after its
+	// request ends its context too, and still reads the answer); unless
+	// the failure was the client's leaving itself.
+	ex.failed, ex.proxied = status, true
+	if r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		ex.cut = true
 		p.log.Debug("client went away before the upstream answered", "request_id", ex.id)
 	} else {
 		p.unreachable.fail(p.now(), "request_id", ex.id, "status", status, "err", err)

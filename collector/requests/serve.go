@@ -35,11 +35,13 @@ type exchange struct {
 	devices []string // the GPUs, fixed when the request begins
 	held    int64    // bytes of the body budget held
 
-	wrote  atomic.Bool  // the request reached the upstream whole (set on the transport's goroutine)
-	status int          // the upstream's status code
-	body   *watchedBody // the upstream's response body
-	failed int          // status the proxy answered with itself
-	cut    bool         // the client went away while sending its request
+	wrote   atomic.Bool  // the request reached the upstream whole (set on the transport's goroutine)
+	status  int          // the upstream's status code
+	body    *watchedBody // the upstream's response body
+	failed  int          // status the proxy answered with itself
+	proxied bool         // failed is the answer to the upstream's failure (errorHandler)
+	cut     bool         // the client went away while sending its request, or before the upstream answered
+	w       http.ResponseWriter
 }
 
 type exchangeKey struct{}
@@ -51,7 +53,7 @@ func exchangeOf(ctx context.Context) *exchange {
 
 // ServeHTTP forwards one request, metering it when its path is an inference path.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := &exchange{id: requestID(r.Header.Get(requestIDHeader))}
+	ex := &exchange{id: requestID(r.Header.Get(requestIDHeader)), w: w}
 	if ep, ok := p.endpoints[r.URL.Path]; ok && ep.Method == r.Method {
 		ex.dialect = ep.Dialect
 	}

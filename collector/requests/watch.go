@@ -397,9 +397,13 @@ type watchedBody struct {
 	pending []byte // handed on, not yet watched (a copy: the caller reuses its buffer)
 	eof     bool   // read to the end
 	err     error  // the first read error, other than io.EOF
+	// ended: the stream's end marker ([DONE], done:true, ...) went to the
+	// client: the answer was whole, whatever the client did next.
+	ended bool
 }
 
 func (b *watchedBody) Read(p []byte) (int, error) {
+	b.delivered()
 	if b.filter != nil {
 		return b.filter.read(b, p)
 	}
@@ -411,6 +415,22 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 	}
 	b.pending = append(b.pending, p[:n]...)
 	return n, err
+}
+
+// delivered notes, at a Read, whether the end marker has gone to the
+// client. ReverseProxy reads again only once it has written what the last
+// Read gave (it stops at a failed write), so everything handed on before
+// went to the client's connection: with a filter, once all it released is
+// handed on. An SDK that hangs up as soon as it reads [DONE], before the
+// upstream's chunked terminator has come, leaves the proxy in this next Read
+// when its context ends. A body watched through a decoder (gzip) is read on
+// the decoder's goroutine and is judged by its end alone.
+func (b *watchedBody) delivered() {
+	if b.ended || b.watch.dec != nil || (b.filter != nil && b.filter.off < len(b.filter.out)) {
+		return
+	}
+	b.settle()
+	b.ended = b.watch.done
 }
 
 // settle shows the watcher the bytes handed on and not yet watched.

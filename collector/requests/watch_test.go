@@ -237,6 +237,14 @@ func TestWatchSSE(t *testing.T) {
 		{"a line over the limit is skipped", []string{role, "data: " + strings.Repeat("x", 200) + "\n\n", tok}, 100, r0(2, false, 1)},
 		{"an error event in a 200", []string{"event: error\ndata: {\"error\":\"overloaded\"}\n\n"}, 1 << 20, r0(-1, false, 0)},
 		{"garbage", []string{"\x00\xff\n\n\n", "data: {{{\n\n"}, 1 << 20, r0(-1, false, 0)},
+		{"llama-server's timings without usage", []string{role, tok,
+			`data: {"choices":[{"delta":{},"finish_reason":"stop"}],"timings":{"cache_n":13,"prompt_n":40,"predicted_n":1}}` + "\n\n", done},
+			1 << 20, rd(u(53, 1, 13, -1), 1, true, 1)},
+		{"llama-server's timings beside usage", []string{role, tok,
+			`data: {"choices":[],"timings":{"cache_n":13,"prompt_n":40,"predicted_n":1},"usage":{"completion_tokens":1,"prompt_tokens":53}}` + "\n\n", done},
+			1 << 20, rd(u(53, 1, 13, -1), 1, true, 1)},
+		{"a count over the bound", []string{role, tok, `data: {"choices":[],"timings":{"prompt_n":9223372036854775807,"cache_n":1}}` + "\n\n",
+			final, done}, 1 << 20, rd(dialect.Usage{Prompt: 7, Completion: 3, Cached: 2, Reasoning: -1, Invalid: true}, 1, true, 1)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

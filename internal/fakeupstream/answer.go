@@ -401,6 +401,9 @@ func (s *Server) wholeBody(h http.Header, a *answer) (body []byte, reported bool
 		}
 		if reported {
 			rep.Usage = mustJSON(a.usage)
+			if s.opts.Timings {
+				rep.Timings = mustJSON(a.timings())
+			}
 		}
 		return mustJSON(rep), reported
 	case embedKind:
@@ -513,7 +516,41 @@ func (s *Server) stream(out *output, r *http.Request, a *answer) {
 	if reported {
 		sent.UsageReported = 1
 		sent.CachedTokens, sent.ReasoningTokens = s.reportedDetails(a)
+		if !a.asked && a.kind.openAI() {
+			sent.ReasoningTokens = 0 // reported by timings alone, which have none
+		}
 	}
+	s.endStream(out, r)
+}
+
+// endStream ends a stream's response and connection as the quirks
+// TerminatorDelay and CloseAfterStream say (see the package doc).
+func (s *Server) endStream(out *output, r *http.Request) {
+	if s.opts.CloseAfterStream <= 0 || !r.ProtoAtLeast(1, 1) {
+		// net/http writes the terminator once the handler returns, in a
+		// write of its own.
+		sleep(r.Context(), s.opts.TerminatorDelay)
+		return
+	}
+	s.hijackMu.Lock()
+	if s.closing || r.Context().Err() != nil {
+		s.hijackMu.Unlock()
+		return
+	}
+	s.hijacked.Add(1)
+	s.hijackMu.Unlock()
+	defer s.hijacked.Done()
+	out.close() // a gzip stream's end, before the connection is taken
+	conn, _, err := out.rc.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close() // unread: a request sent meanwhile is never answered
+	time.Sleep(s.opts.TerminatorDelay)
+	if _, err := conn.Write([]byte("0\r\n\r\n")); err != nil {
+		return
+	}
+	time.Sleep(s.opts.CloseAfterStream)
 }
 
 // tokenEvent is the event of token i (the last one, for TGI, also ends the stream).
@@ -560,21 +597,30 @@ func (s *Server) finish(a *answer, emit func([]byte) bool) bool {
 		} else {
 			c = choice{Text: new(string), FinishReason: &length}
 		}
-		if !emit(s.chunk(a, n, c)) {
+		// llama-server puts its timings on the last chunk it sends: the
+		// usage chunk when there is one, else this one.
+		timings := s.opts.Timings && s.opts.Usage != UsageOmitted
+		asked := a.asked && s.opts.Usage != UsageOmitted
+		last := s.chunk(a, n, c)
+		if timings && !asked {
+			last = s.withTimings(a, n, c)
+		}
+		if !emit(last) {
 			return false
 		}
-		reported := false
-		if a.asked && s.opts.Usage != UsageOmitted {
+		if asked {
 			last := a.reply(a.object())
 			last.Choices = []choice{}
 			last.Usage = mustJSON(a.usage)
+			if timings {
+				last.Timings = mustJSON(a.timings())
+			}
 			if !emit(mustJSON(last)) {
 				return false
 			}
-			reported = true
 		}
 		emit([]byte("[DONE]"))
-		return reported
+		return asked || timings
 	case ollamaChat, ollamaGenerate:
 		return emit(mustJSON(a.ollamaLine("", true, s.opts.Usage))) && s.opts.Usage == UsageReported
 	case tgiStream:
@@ -660,9 +706,9 @@ func (a *answer) llamaFinal(text string, reported bool) map[string]any {
 	ev := map[string]any{"index": 0, "content": text, "tokens": []int64{}, "id_slot": 0, "stop": true, "model": a.model,
 		"stop_type": "limit", "stopping_word": "", "truncated": false}
 	if reported {
-		p, c, n := a.usage.PromptTokens, a.usage.PromptTokensDetails.CachedTokens, a.usage.CompletionTokens
+		p, n := a.usage.PromptTokens, a.usage.CompletionTokens
 		ev["tokens_predicted"], ev["tokens_evaluated"], ev["tokens_cached"] = n, p, p+n
-		ev["timings"] = map[string]any{"cache_n": c, "prompt_n": p - c, "prompt_ms": 2.5, "predicted_n": n, "predicted_ms": 10.0 * float64(n)}
+		ev["timings"] = a.timings()
 	}
 	return ev
 }
@@ -686,6 +732,8 @@ type reply struct {
 	Created int64    `json:"created"`
 	Model   string   `json:"model"`
 	Choices []choice `json:"choices"`
+	// Timings: llama.cpp's (Options.Timings).
+	Timings json.RawMessage `json:"timings,omitempty"`
 	// Usage is omitted on plain chunks, null on chunks of a stream that
 	// asked for usage (as the OpenAI API sends them), set on the last.
 	Usage json.RawMessage `json:"usage,omitempty"`
@@ -712,10 +760,26 @@ func (s *Server) chunk(a *answer, done int64, c choice) []byte {
 		u.CompletionTokens = min(done, u.CompletionTokens)
 		u.TotalTokens = u.PromptTokens + u.CompletionTokens
 		rep.Usage = mustJSON(u)
-	case a.asked && s.opts.Usage == UsageReported:
+	case a.asked && s.opts.Usage == UsageReported && !s.opts.Timings:
 		rep.Usage = json.RawMessage("null")
 	}
 	return mustJSON(rep)
+}
+
+// withTimings is chunk with llama.cpp's timings.
+func (s *Server) withTimings(a *answer, done int64, c choice) []byte {
+	var rep reply
+	if err := json.Unmarshal(s.chunk(a, done, c), &rep); err != nil {
+		panic("fakeupstream: a chunk of its own does not read back: " + err.Error())
+	}
+	rep.Timings = mustJSON(a.timings())
+	return mustJSON(rep)
+}
+
+// timings is llama.cpp's timings object for the whole answer.
+func (a *answer) timings() map[string]any {
+	p, c, n := a.usage.PromptTokens, a.usage.PromptTokensDetails.CachedTokens, a.usage.CompletionTokens
+	return map[string]any{"cache_n": c, "prompt_n": p - c, "prompt_ms": 2.5, "predicted_n": n, "predicted_ms": 10.0 * float64(n)}
 }
 
 func (s *Server) models(w http.ResponseWriter) {

@@ -54,6 +54,24 @@
 //     the OpenAI usage chunk still only when asked for; Ollama leaves out
 //     prompt_eval_count (as it does when the prompt was cached); TGI as
 //     UsageReported.
+//
+// Quirks of real servers, each off by default (LlamaServer turns on those of
+// llama.cpp's llama-server):
+//
+//   - Timings: llama.cpp's timings object (cache_n, prompt_n, predicted_n,
+//     and their times) in OpenAI-style answers: beside the usage of a whole
+//     answer; in a stream, on the finish_reason chunk, or, when the request
+//     set include_usage, on the usage chunk instead; and no "usage":null on
+//     the other chunks. As llama-server (b10573) does.
+//   - TerminatorDelay: a stream's chunked terminator comes in a write of its
+//     own, this long after the stream's last event. llama-server writes it
+//     separately just after [DONE]; an SDK that hangs up at [DONE] (the
+//     OpenAI SDKs do) is gone before it comes.
+//   - CloseAfterStream: this long after a stream ends, the connection is
+//     closed, and a request sent on it meanwhile is never read, although the
+//     response said keep-alive. llama-server closes every connection a few
+//     milliseconds after a stream; a client that pools connections writes
+//     its next request onto one being closed now and then.
 package fakeupstream
 
 import (
@@ -121,11 +139,27 @@ type Options struct {
 	FailAfter int
 	// Gzip compresses answers for requests that accept gzip.
 	Gzip bool
+	// Timings, TerminatorDelay and CloseAfterStream are quirks of real
+	// servers (see the package doc and LlamaServer).
+	Timings          bool
+	TerminatorDelay  time.Duration
+	CloseAfterStream time.Duration
 	// OnEvent, if set, is called after each streamed event is flushed, with
 	// the request's X-Request-Id and the event's index (benchmarks).
 	OnEvent func(requestID string, event int)
 	// Logger receives the HTTP server's own error lines (default: discarded).
 	Logger *slog.Logger
+}
+
+// LlamaServer is o with the quirks of llama.cpp's llama-server as observed
+// at release b10573 (REFERENCE.md): timings in its answers, the chunked
+// terminator 2 ms after a stream's last event, the connection closed 5 ms
+// after every stream.
+func LlamaServer(o Options) Options {
+	o.Timings = true
+	o.TerminatorDelay = 2 * time.Millisecond
+	o.CloseAfterStream = 5 * time.Millisecond
+	return o
 }
 
 // Batching is the pacing of a continuous-batching server: one decode step
@@ -182,6 +216,12 @@ type Server struct {
 	serveErr  chan error
 	closeOnce sync.Once
 	closeErr  error
+
+	// Connections taken from net/http to end them as CloseAfterStream says;
+	// Close waits for them, and none is taken once it has begun.
+	hijackMu sync.Mutex
+	closing  bool
+	hijacked sync.WaitGroup
 }
 
 // New returns the fake as a plain handler (for httptest or a listener of
@@ -255,6 +295,10 @@ func (s *Server) Close() error {
 		if serr := <-s.serveErr; !errors.Is(serr, http.ErrServerClosed) {
 			err = errors.Join(err, serr)
 		}
+		s.hijackMu.Lock()
+		s.closing = true
+		s.hijackMu.Unlock()
+		s.hijacked.Wait()
 		s.closeErr = err
 	})
 	return s.closeErr

@@ -6,8 +6,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -318,5 +320,90 @@ func TestCanonicalHash(t *testing.T) {
 		if canonicalHash([]byte(tt.a)) == canonicalHash([]byte(tt.b)) {
 			t.Errorf("canonicalHash(%s) == canonicalHash(%s)", tt.a, tt.b)
 		}
+	}
+}
+
+// TestTimings: with Timings, an OpenAI stream carries llama.cpp's timings on
+// its last chunk (the usage chunk when asked for, else the finish_reason
+// chunk) and no "usage":null; a whole answer beside its usage.
+func TestTimings(t *testing.T) {
+	s := New(Options{Timings: true})
+	const msgs = `"max_tokens":3,"messages":[{"role":"user","content":"hello world!"}]}`
+	want := `"timings":{"cache_n":3,"predicted_ms":30,"predicted_n":3,"prompt_ms":2.5,"prompt_n":3}`
+	for _, tt := range []struct {
+		name, body string
+		on         int // index from the end of the event with timings
+	}{
+		{"plain stream", `{"model":"m","stream":true,` + msgs, 2},
+		{"include_usage", `{"model":"m","stream":true,"stream_options":{"include_usage":true},` + msgs, 2},
+	} {
+		evs := events(t, do(t, s, http.MethodPost, "/v1/chat/completions", tt.body).Body.Bytes())
+		for i, e := range evs {
+			has := strings.Contains(e, want)
+			if has != (i == len(evs)-tt.on) || strings.Contains(e, `"usage":null`) {
+				t.Errorf("%s: event %d of %d %s: want timings on event %d only, and no usage:null", tt.name, i, len(evs), e, len(evs)-tt.on)
+			}
+		}
+		if tt.name == "include_usage" && !strings.Contains(evs[len(evs)-2], `"choices":[]`) {
+			t.Errorf("%s: timings on %s, want the usage chunk", tt.name, evs[len(evs)-2])
+		}
+	}
+	if body := do(t, s, http.MethodPost, "/v1/chat/completions", `{"model":"m",`+msgs).Body.String(); !strings.Contains(body, want) {
+		t.Errorf("whole answer %s: no timings", body)
+	}
+	if c := s.Sent()["m"]; c.UsageReported != 3 {
+		t.Errorf("answers with counts = %d, want 3 (timings are counts)", c.UsageReported)
+	}
+}
+
+// TestCloseAfterStream: as llama-server does, the terminator of a stream
+// comes in a write of its own after TerminatorDelay, and the connection is
+// closed CloseAfterStream later, a request written on it meanwhile unread.
+func TestCloseAfterStream(t *testing.T) {
+	s, err := Start(t.Context(), LlamaServer(Options{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL(), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	body := `{"model":"m","stream":true,"max_tokens":2,"messages":[{"content":"hi"}]}`
+	req := "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	buf := make([]byte, 64<<10)
+	for !bytes.Contains(got, []byte("data: [DONE]\n\n\r\n")) {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("read %q, then %v", got, err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if bytes.HasSuffix(got, []byte("0\r\n\r\n")) {
+		t.Fatalf("the terminator came with [DONE]: %q", got)
+	}
+	if bytes.Contains(got, []byte("Connection: close")) {
+		t.Fatal("response said Connection: close; llama-server says keep-alive")
+	}
+	at := time.Now()
+	n, err := io.ReadFull(conn, buf[:5])
+	if err != nil || string(buf[:n]) != "0\r\n\r\n" {
+		t.Fatalf("read %q, %v; want the terminator", buf[:n], err)
+	}
+	// The next request, at once: never answered.
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := conn.Read(buf); err == nil {
+		t.Fatalf("a request sent after a stream was answered: %q", buf[:n])
+	}
+	if d := time.Since(at); d < time.Millisecond {
+		t.Errorf("connection closed %v after the terminator, want about 5ms", d)
 	}
 }

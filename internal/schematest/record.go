@@ -49,6 +49,7 @@ func Record() estimator.Record {
 		HostMeter:        estimator.MethodModelled,
 		MethodVersion:    estimator.MethodVersion,
 		ParamsHash:       "9f86d081",
+		Factors:          "carbon=region:FR/ecologits-0adc8ab,water=region:FR/ecologits-0adc8ab,price=config",
 
 		CO2eMarketG:            20.5,
 		HasMarketCarbon:        true,

@@ -20,19 +20,14 @@ import (
 	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/testutil/basic"
 	"github.com/deadlabour/deadlabour/params"
 	"github.com/deadlabour/deadlabour/schema"
 )
 
-// Near says whether a and b agree to 1e-9, relative to the larger of
+// Near is basic.Near: a and b agree to 1e-9, relative to the larger of
 // them, or absolute below 1.
-func Near(a, b float64) bool {
-	d := a - b
-	if d < 0 {
-		d = -d
-	}
-	return d <= 1e-9*max(1, a, b, -a, -b)
-}
+func Near(a, b float64) bool { return basic.Near(a, b) }
 
 // CloseTo compares two sums to a relative 1e-9 (the order of float
 // additions may differ).
@@ -40,21 +35,15 @@ func CloseTo(got, want float64) bool {
 	return math.Abs(got-want) <= 1e-9*math.Max(math.Abs(want), 1e-300)
 }
 
-// WaitFor polls cond every 20 ms until it holds, failing the test after
-// timeout.
+// WaitFor is basic.WaitFor: it polls cond every 20 ms until it holds,
+// failing the test after timeout.
 func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	basic.WaitFor(t, what, timeout, cond)
 }
 
-// Discard is a logger that writes nothing.
-func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+// Discard is basic.Discard, a logger that writes nothing.
+func Discard() *slog.Logger { return basic.Discard() }
 
 // LogWriter writes log lines to the test's log under go test -v, and
 // nowhere otherwise.

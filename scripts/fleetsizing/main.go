@@ -26,25 +26,17 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/cmdmain"
 	"github.com/deadlabour/deadlabour/schema"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fleetsizing:", err)
-		os.Exit(1)
-	}
-}
+func main() { cmdmain.Run("fleetsizing", run) }
 
 type measurement struct {
 	name   string
@@ -108,10 +100,17 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 					if g == *gpus {
 						dev = estimator.HostDevice
 					}
-					s := estimator.IdleShare{Device: dev, Start: t, End: t.Add(*report), Joules: 700 * rng.Float64(),
-						StaticJoules: 100 * rng.Float64(), DepreciationCost: 1e-4 * rng.Float64(), EmbodiedCO2eG: 0.01 * rng.Float64(), Method: estimator.MethodCounter}
-					if err := emit(schema.IdlePoint("gpu-node-01", "USD", false, s)); err != nil {
-						return err
+					// Both kinds of idle, as a node that is neither idle nor
+					// full writes them: the most points per window.
+					for _, unabsorbed := range []bool{false, true} {
+						j := 700 * rng.Float64()
+						s := estimator.IdleShare{Device: dev, Start: t, End: t.Add(*report), Joules: j,
+							StaticJoules: 100 * rng.Float64(), DepreciationCost: 1e-4 * rng.Float64(), EmbodiedCO2eG: 0.01 * rng.Float64(),
+							FacilityEnergyJ: 1.2 * j, CO2eG: j * 1.2 / 3.6e6 * 473, WaterOnsiteL: j / 3.6e6 * 0.5, WaterOffsiteL: j * 1.2 / 3.6e6 * 3.9,
+							EnergyCost: j * 1.2 / 3.6e6 * 0.15, Method: estimator.MethodCounter, Unabsorbed: unabsorbed}
+						if err := emit(schema.IdlePoint("gpu-node-01", "USD", false, false, s)); err != nil {
+							return err
+						}
 					}
 				}
 			}

@@ -145,10 +145,16 @@ func TestInit(t *testing.T) {
 		t.Errorf("init wrote %+v, models %+v, influx %q", u, cfg.Models, cfg.Influx.URL)
 	}
 	text, _ := os.ReadFile(path)
-	for _, want := range []string{"# facility:\n#   region: DE", `the catalogue's "H100"`, "over 5y"} {
+	for _, want := range []string{"# facility:\n#   region: DE", `the catalogue's "H100`, "over 5y"} {
 		if !strings.Contains(string(text), want) {
 			t.Errorf("the config lacks %q:\n%s", want, text)
 		}
+	}
+	// The region hint is a key: uncommented, it validates.
+	uncommented := filepath.Join(filepath.Dir(path), "region.yaml")
+	os.WriteFile(uncommented, bytes.Replace(text, []byte("# facility:\n#   region: DE"), []byte("facility:\n  region: DE"), 1), 0o600)
+	if code, out, errs := run("check-config", "--simulate", "h100:8", uncommented); code != 0 {
+		t.Errorf("the region hint uncommented: exit %d\n%s%s", code, out, errs)
 	}
 	code, _, errs = run("init", "--upstream", fake.URL, "--out", path)
 	if code != 1 || !strings.Contains(errs, path+" exists: init never overwrites") {

@@ -331,17 +331,18 @@ func (n *initNode) gpuComment(w func(string, ...any)) {
 		return
 	}
 	w("# GPUs (%s):", n.gpuSource)
-	byName := map[string][]int{}
+	byName, memory := map[string][]int{}, map[string]uint64{}
 	var names []string
 	for _, g := range n.gpus {
 		if byName[g.Name] == nil {
 			names = append(names, g.Name)
+			memory[g.Name] = g.MemoryBytes
 		}
 		byName[g.Name] = append(byName[g.Name], g.Index)
 	}
 	var unknown []string
 	for _, name := range names {
-		hw, ok := n.cfg.HardwareFor(name)
+		hw, ok := n.cfg.HardwareFor(name, memory[name])
 		if !ok {
 			w("#   %s %s: not in the hardware catalogue: no depreciation or embodied carbon until hardware names it", intList(byName[name]), name)
 			unknown = append(unknown, name)

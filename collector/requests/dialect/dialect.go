@@ -11,14 +11,39 @@ import (
 // Usage is what a response says a request cost; -1 is unknown.
 type Usage struct {
 	Prompt, Completion, Cached, Reasoning int64
+	// Invalid: the report had a count over MaxTokens. Such a report is a
+	// fault of the server's (or of what stands between), not a count: its
+	// counts read as unknown, and the request's usage is invalid whatever
+	// else it reports.
+	Invalid bool
 }
+
+// MaxTokens is the largest token count taken from an upstream: 2^40, about
+// a million times the longest context of any model. A larger count (an
+// overflow, a sign error, a garbled field) makes the report Invalid. Bounding
+// each count also keeps sums of counts (llama.cpp's prompt_n + cache_n) from
+// overflowing.
+const MaxTokens = 1 << 40
 
 // NoUsage is a Usage with every count unknown.
 var NoUsage = Usage{Prompt: -1, Completion: -1, Cached: -1, Reasoning: -1}
 
+// checked is u, or NoUsage marked Invalid when u is invalid or a count of
+// u is over MaxTokens.
+func (u Usage) checked() Usage {
+	if u.Invalid || max(u.Prompt, u.Completion, u.Cached, u.Reasoning) > MaxTokens {
+		v := NoUsage
+		v.Invalid = true
+		return v
+	}
+	return u
+}
+
 // Merge sets the counts of v that are known: a later report wins, count by
-// count, and a report that leaves a count out keeps the earlier one.
+// count, and a report that leaves a count out keeps the earlier one. An
+// invalid report makes u invalid for good.
 func (u *Usage) Merge(v Usage) {
+	u.Invalid = u.Invalid || v.Invalid
 	for _, p := range [...]struct {
 		dst *int64
 		src int64
@@ -164,6 +189,35 @@ func count(n *tokens) int64 {
 	return int64(*n)
 }
 
+// llamaTimings is llama.cpp's timings object, in its native answers and,
+// from llama-server, in OpenAI-style answers and chunks beside (or without)
+// their usage.
+type llamaTimings struct {
+	PromptN    *tokens `json:"prompt_n"`
+	PredictedN *tokens `json:"predicted_n"`
+	CacheN     *tokens `json:"cache_n"`
+}
+
+// timingsUsage is what timings say: prompt_n counts only the prompt tokens
+// not found in the cache, cache_n those that were, so the prompt is known
+// only with both. Counts over MaxTokens are kept over it (never summed) for
+// checked to find.
+func timingsUsage(promptN, predictedN, cacheN int64) Usage {
+	u := NoUsage
+	if promptN >= 0 && cacheN >= 0 {
+		u.Prompt = max(promptN, cacheN)
+		if u.Prompt <= MaxTokens {
+			u.Prompt = promptN + cacheN
+		}
+	}
+	u.Completion, u.Cached = predictedN, cacheN
+	return u
+}
+
+func (t *llamaTimings) usage() Usage {
+	return timingsUsage(count(t.PromptN), count(t.PredictedN), count(t.CacheN))
+}
+
 // unmarshal is json.Unmarshal that keeps what it could read when a field
 // has an unexpected type (servers differ), and fails only on broken JSON.
 func unmarshal(doc []byte, v any) error {
@@ -172,6 +226,23 @@ func unmarshal(doc []byte, v any) error {
 		return errNotJSON
 	}
 	return nil
+}
+
+// prefixModel is the model named by a request body that unmarshal cannot
+// read, when it begins with a whole JSON object (trailing bytes after it, a
+// second document): whether the upstream accepts such a body or not, its
+// span keeps the model. Only the model: what else the proxy reads of a
+// request (stream, stream_options) decides its edits, which a body that is
+// not one JSON document never gets.
+func prefixModel(body []byte) string {
+	var req struct {
+		Model string `json:"model"`
+	}
+	err := json.NewDecoder(bytes.NewReader(body)).Decode(&req)
+	if _, typeOnly := errors.AsType[*json.UnmarshalTypeError](err); err != nil && !typeOnly {
+		return ""
+	}
+	return req.Model
 }
 
 // textLen measures a JSON value without keeping it: the bytes inside a

@@ -3,6 +3,7 @@ package dialect
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 
 	"github.com/deadlabour/deadlabour/internal/jsonedit"
 )
@@ -98,16 +99,34 @@ func nullUsage(doc []byte) (from, to int, ok bool) {
 // NullUsageEvent finds "usage":null in an event that is one data line of
 // JSON: removing raw[from:to] removes it. Events of other shapes are left
 // as they are (ok false).
-func NullUsageEvent(raw []byte) (from, to int, ok bool) {
+func NullUsageEvent(raw []byte) (from, to int, ok bool) { return inDataLine(raw, nullUsage) }
+
+// inDataLine is find's edit of the JSON in an event that is one data line,
+// as a range of raw; ok false for events of other shapes, or where find
+// finds none.
+func inDataLine(raw []byte, find func(doc []byte) (from, to int, ok bool)) (from, to int, ok bool) {
+	start, end, ok := dataLine(raw)
+	if !ok {
+		return 0, 0, false
+	}
+	if from, to, ok = find(raw[start:end]); !ok {
+		return 0, 0, false
+	}
+	return start + from, start + to, true
+}
+
+// dataLine finds the JSON of an event that is one data line: raw[start:end]
+// (ok false for events of other shapes).
+func dataLine(raw []byte) (start, end int, ok bool) {
 	rest, ok := bytes.CutPrefix(raw, []byte("data:"))
 	if !ok {
 		return 0, 0, false
 	}
-	start := len(raw) - len(rest)
+	start = len(raw) - len(rest)
 	if len(rest) > 0 && rest[0] == ' ' {
 		start++
 	}
-	end := bytes.IndexAny(raw[start:], "\r\n")
+	end = bytes.IndexAny(raw[start:], "\r\n")
 	if end < 0 {
 		end = len(raw)
 	} else {
@@ -119,8 +138,57 @@ func NullUsageEvent(raw []byte) (from, to int, ok bool) {
 			return 0, 0, false
 		}
 	}
-	if from, to, ok = nullUsage(raw[start:end]); !ok {
+	return start, end, true
+}
+
+// UsageChunkEvent is the edit of an event that is an OpenAI usage-only
+// chunk (no choices, a usage block), which the proxy asked for and the
+// client did not: removing raw[from:to] removes its usage member alone, and
+// leaves a chunk the client gets, when the chunk carries anything else;
+// whole is true when nothing else is in it and the event goes whole. Nothing
+// else: the members every chunk of the stream repeats (id, object, created,
+// model, system_fingerprint, service_tier, OpenAI's obfuscation padding) and
+// an empty choices. llama-server, asked for usage, moves its timings from
+// the last chunk with a choice onto this one: they stay, and reach the
+// client. An event that is not one data line of one JSON object with one
+// usage member goes whole, as any usage-only chunk did before.
+func UsageChunkEvent(raw []byte) (from, to int, whole bool) {
+	from, to, ok := inDataLine(raw, usageChunk)
+	return from, to, !ok
+}
+
+// usageChunk finds the usage member of doc, valid JSON, when doc has members
+// other than those every chunk repeats: removing doc[from:to] removes it
+// with its comma (ok false: doc goes whole).
+func usageChunk(doc []byte) (from, to int, ok bool) {
+	members, _, ok := jsonedit.Members(doc, 0)
+	if !ok {
 		return 0, 0, false
 	}
-	return start + from, start + to, true
+	usage, other := -1, false
+	for i, m := range members {
+		key := string(doc[m.Key[0]+1 : m.Key[1]-1])
+		if strings.IndexByte(key, '\\') >= 0 && json.Unmarshal(doc[m.Key[0]:m.Key[1]], &key) != nil {
+			return 0, 0, false
+		}
+		switch key {
+		case "usage":
+			if usage >= 0 {
+				return 0, 0, false // twice: which one is it?
+			}
+			usage = i
+		case "id", "object", "created", "model", "system_fingerprint", "service_tier", "obfuscation":
+		case "choices":
+			v := doc[m.Val[0]:m.Val[1]]
+			empty := string(v) == "null" || v[0] == '[' && len(bytes.TrimSpace(v[1:len(v)-1])) == 0
+			other = other || !empty
+		default:
+			other = true
+		}
+	}
+	if usage < 0 || !other || !json.Valid(doc) {
+		return 0, 0, false
+	}
+	from, to = jsonedit.Cut(members, usage)
+	return from, to, true
 }

@@ -14,6 +14,8 @@ import (
 // only what they mean to, and never touch what they cannot read.
 func FuzzJSONEdit(f *testing.F) {
 	f.Add([]byte(`{"model":"m","stream":true,"messages":[]}`))
+	f.Add([]byte(`{"choices":[],"created":1,"id":"x","model":"m","object":"chat.completion.chunk","timings":{"cache_n":1},"usage":{"prompt_tokens":2}}`))
+	f.Add([]byte(`{"id":"x","choices":[ ],"usage":{"prompt_tokens":2},"system_fingerprint":"b1"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var before map[string]any
 		valid := json.Unmarshal(body, &before) == nil && before != nil
@@ -45,6 +47,25 @@ func FuzzJSONEdit(f *testing.F) {
 		} else if !bytes.Equal(out, body) {
 			t.Fatal("an unedited body changed")
 		}
+		if from, to, ok := usageChunk(body); ok {
+			// Only the usage member goes, and something the stream does
+			// not repeat on every chunk stays.
+			out := append(body[:from:from], body[to:]...)
+			var before, after map[string]any
+			if json.Unmarshal(body, &before) != nil || json.Unmarshal(out, &after) != nil {
+				t.Fatalf("usage chunk edit of %q gave %q: want both valid JSON objects", body, out)
+			}
+			if _, had := before["usage"]; !had {
+				t.Fatalf("usage chunk edit of %q: no usage in it", body)
+			}
+			delete(before, "usage")
+			if !reflect.DeepEqual(before, after) {
+				t.Fatalf("usage chunk edit changed other members: %q -> %q", body, out)
+			}
+			if !keepsSomething(out) {
+				t.Fatalf("usage chunk edit kept %q, which holds nothing but what every chunk repeats", out)
+			}
+		}
 		if from, to, ok := nullUsage(body); ok {
 			out := append(body[:from:from], body[to:]...)
 			var after map[string]any
@@ -62,6 +83,28 @@ func FuzzJSONEdit(f *testing.F) {
 	})
 }
 
+// keepsSomething reports whether a chunk, the usage member taken out, has a
+// member other than those every chunk of a stream repeats, or choices.
+func keepsSomething(doc []byte) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(doc, &m) != nil {
+		return false
+	}
+	for k, v := range m {
+		switch k {
+		case "id", "object", "created", "model", "system_fingerprint", "service_tier", "obfuscation":
+		case "choices":
+			var c []json.RawMessage
+			if json.Unmarshal(v, &c) != nil || len(c) > 0 {
+				return true
+			}
+		default:
+			return true
+		}
+	}
+	return false
+}
+
 // FuzzFastJSON: whatever the fast reader of OpenAI requests and answers
 // reads, it reads as encoding/json does (it may give up, never differ).
 func FuzzFastJSON(f *testing.F) {
@@ -75,6 +118,8 @@ func FuzzFastJSON(f *testing.F) {
 		`{"choices":[null,{"text":"abc"},{"delta":{"content":"","reasoning_content":"x","tool_calls":[{"a":1}]}}],"usage":null}`,
 		`{"usage":{"prompt_tokens":-1,"completion_tokens":2.0,"prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":"3"}}}`,
 		`{"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":null}},"usage":{"completion_tokens":2}}`,
+		`{"choices":[],"timings":{"prompt_n":3,"cache_n":4,"predicted_n":5},"usage":{"prompt_tokens":7}}`,
+		`{"timings":{"prompt_n":9223372036854775807,"cache_n":1}}`, `{"timings":null,"Timings":{}}`, `{"timings":{"prompt_n":1,"prompt_n":2}}`,
 		`{"Usage":{"prompt_tokens":1}}`, `{"usage":{"PROMPT_TOKENS":1}}`, `{"error":{"message":"x"},"object":"error"}`,
 		`{"object":"err\u006fr"}`, `{"choices":{"text":"x"}}`, `{"choices":[1]}`, `{"usage":5}`,
 		`{"a":[[[[[[[[{"b":-0.5e+7}]]]]]]]],"c":"\ud800\"\\\/\b\f\n\r\t","d":true,"e":false,"f":null}`,

@@ -14,27 +14,20 @@ func ollamaRequest(body []byte) Request {
 		Stream *bool  `json:"stream"` // Ollama streams unless told not to
 	}
 	if err := unmarshal(body, &req); err != nil {
-		return Request{}
+		return Request{Model: prefixModel(body)}
 	}
 	return Request{Model: req.Model, Stream: req.Stream == nil || *req.Stream}
 }
 
 func ollamaPrompt(body []byte) int64 {
 	var req struct {
-		Messages []struct {
-			Content json.RawMessage `json:"content"`
-		} `json:"messages"`
-		Prompt json.RawMessage `json:"prompt"`
+		chatPrompt
 		System json.RawMessage `json:"system"`
 	}
 	if unmarshal(body, &req) != nil {
 		return -1
 	}
-	n := textBytes(req.Prompt) + textBytes(req.System)
-	for _, m := range req.Messages {
-		n += textBytes(m.Content)
-	}
-	return n
+	return req.bytes() + textBytes(req.System)
 }
 
 func ollamaDocument(b []byte) Doc {
@@ -56,8 +49,8 @@ func ollamaDocument(b []byte) Doc {
 		out.Tokens = 1
 	}
 	if d.PromptEvalCount != nil || d.EvalCount != nil {
-		out.Usage = Usage{Prompt: count(d.PromptEvalCount), Completion: count(d.EvalCount), Cached: -1, Reasoning: -1}
-		out.HasUsage = out.Usage.Prompt >= 0 || out.Usage.Completion >= 0
+		u := Usage{Prompt: count(d.PromptEvalCount), Completion: count(d.EvalCount), Cached: -1, Reasoning: -1}
+		out.Usage, out.HasUsage = u.checked(), u.Prompt >= 0 || u.Completion >= 0
 	}
 	return out
 }
@@ -70,7 +63,7 @@ func tgiRequest(stream bool) func([]byte) Request {
 			Model string `json:"model"` // TGI serves one model and needs none
 		}
 		if err := unmarshal(body, &req); err != nil {
-			return Request{Stream: stream}
+			return Request{Model: prefixModel(body), Stream: stream}
 		}
 		return Request{Model: req.Model, Stream: stream}
 	}
@@ -91,7 +84,7 @@ func tgiHeader(h http.Header) (Usage, bool) {
 	u := NoUsage
 	u.Prompt = headerCount(h.Get("X-Prompt-Tokens"))
 	u.Completion = headerCount(h.Get("X-Generated-Tokens"))
-	return u, u.Prompt >= 0 || u.Completion >= 0
+	return u.checked(), u.Prompt >= 0 || u.Completion >= 0
 }
 
 func headerCount(v string) int64 {
@@ -134,7 +127,7 @@ func tgiDocument(b []byte) Doc {
 		if u.Prompt < 0 {
 			u.Prompt = count(d.Details.PromptTokens)
 		}
-		out.Usage, out.HasUsage = u, u.Prompt >= 0 || u.Completion >= 0
+		out.Usage, out.HasUsage = u.checked(), u.Prompt >= 0 || u.Completion >= 0
 	}
 	return out
 }
@@ -142,14 +135,8 @@ func tgiDocument(b []byte) Doc {
 // ---- llama.cpp's native /completion
 
 func llamaRequest(body []byte) Request {
-	var req struct {
-		Model  string `json:"model"`
-		Stream bool   `json:"stream"`
-	}
-	if err := unmarshal(body, &req); err != nil {
-		return Request{}
-	}
-	return Request{Model: req.Model, Stream: req.Stream}
+	r, _ := modelStream(body)
+	return r
 }
 
 func llamaPrompt(body []byte) int64 {
@@ -164,17 +151,13 @@ func llamaPrompt(body []byte) int64 {
 
 func llamaDocument(b []byte) Doc {
 	var d struct {
-		Content         textLen  `json:"content"`
-		Tokens          []tokens `json:"tokens"`
-		Stop            bool     `json:"stop"`
-		TokensPredicted *tokens  `json:"tokens_predicted"`
-		TokensEvaluated *tokens  `json:"tokens_evaluated"`
-		Timings         *struct {
-			PromptN    *tokens `json:"prompt_n"`
-			PredictedN *tokens `json:"predicted_n"`
-			CacheN     *tokens `json:"cache_n"`
-		} `json:"timings"`
-		Error textLen `json:"error"`
+		Content         textLen       `json:"content"`
+		Tokens          []tokens      `json:"tokens"`
+		Stop            bool          `json:"stop"`
+		TokensPredicted *tokens       `json:"tokens_predicted"`
+		TokensEvaluated *tokens       `json:"tokens_evaluated"`
+		Timings         *llamaTimings `json:"timings"`
+		Error           textLen       `json:"error"`
 	}
 	if err := unmarshal(b, &d); err != nil {
 		return Doc{}
@@ -186,17 +169,14 @@ func llamaDocument(b []byte) Doc {
 	case d.Content > 0:
 		out.Tokens = 1
 	}
+	// The native counts, and timings for what they leave out.
+	// (Each checked on its own: a count over MaxTokens in either makes the
+	// whole invalid.)
 	u := NoUsage
-	u.Prompt, u.Completion = count(d.TokensEvaluated), count(d.TokensPredicted)
-	if t := d.Timings; t != nil {
-		if u.Prompt < 0 && t.PromptN != nil && t.CacheN != nil && *t.PromptN >= 0 && *t.CacheN >= 0 {
-			u.Prompt = int64(*t.PromptN + *t.CacheN) // prompt_n counts only what was not cached
-		}
-		if u.Completion < 0 {
-			u.Completion = count(t.PredictedN)
-		}
-		u.Cached = count(t.CacheN)
+	if d.Timings != nil {
+		u = d.Timings.usage().checked()
 	}
-	out.Usage, out.HasUsage = u, u.Prompt >= 0 || u.Completion >= 0
+	u.Merge(Usage{Prompt: count(d.TokensEvaluated), Completion: count(d.TokensPredicted), Cached: -1, Reasoning: -1}.checked())
+	out.Usage, out.HasUsage = u.checked(), u.Invalid || u.Prompt >= 0 || u.Completion >= 0
 	return out
 }

@@ -19,14 +19,25 @@ func openAIRequest(body []byte) Request {
 // openAIRequestJSON is openAIRequest through encoding/json, for what
 // fastOpenAIRequest does not read.
 func openAIRequestJSON(body []byte) Request {
+	r, ok := modelStream(body)
+	if ok {
+		r.Asked = askedUsage(body)
+	}
+	return r
+}
+
+// modelStream reads the members model and stream (false when absent) of a
+// request body; ok false when the body is not JSON, and then only the
+// model, read from a JSON object at its start (prefixModel).
+func modelStream(body []byte) (r Request, ok bool) {
 	var req struct {
 		Model  string `json:"model"`
 		Stream bool   `json:"stream"`
 	}
 	if err := unmarshal(body, &req); err != nil {
-		return Request{}
+		return Request{Model: prefixModel(body)}, false
 	}
-	return Request{Model: req.Model, Stream: req.Stream, Asked: askedUsage(body)}
+	return Request{Model: req.Model, Stream: req.Stream}, true
 }
 
 // askedUsage is whether an OpenAI request asks for usage itself. With
@@ -55,17 +66,28 @@ func askedUsage(body []byte) bool {
 
 func openAIPrompt(body []byte) int64 {
 	var req struct {
-		Messages []struct {
-			Content json.RawMessage `json:"content"`
-		} `json:"messages"`
-		Prompt json.RawMessage `json:"prompt"`
-		Input  json.RawMessage `json:"input"` // embeddings
+		chatPrompt
+		Input json.RawMessage `json:"input"` // embeddings
 	}
 	if unmarshal(body, &req) != nil {
 		return -1
 	}
-	n := textBytes(req.Prompt) + textBytes(req.Input)
-	for _, m := range req.Messages {
+	return req.bytes() + textBytes(req.Input)
+}
+
+// chatPrompt is the prompt of a chat or completion request as OpenAI's
+// and Ollama's APIs share it: messages, or a prompt.
+type chatPrompt struct {
+	Messages []struct {
+		Content json.RawMessage `json:"content"`
+	} `json:"messages"`
+	Prompt json.RawMessage `json:"prompt"`
+}
+
+// bytes is the text bytes of the prompt and of every message's content.
+func (p chatPrompt) bytes() int64 {
+	n := textBytes(p.Prompt)
+	for _, m := range p.Messages {
 		n += textBytes(m.Content)
 	}
 	return n
@@ -89,8 +111,9 @@ type openAIDoc struct {
 		Message openAIMsg `json:"message"`
 		Delta   openAIMsg `json:"delta"`
 	} `json:"choices"`
-	Error  textLen `json:"error"`
-	Object string  `json:"object"` // "error" in vLLM's older error chunks
+	Timings *llamaTimings `json:"timings"` // llama-server
+	Error   textLen       `json:"error"`
+	Object  string        `json:"object"` // "error" in vLLM's older error chunks
 }
 
 type openAIMsg struct {
@@ -112,6 +135,8 @@ type openAIRead struct {
 	text, tokens int64 // generated text, and choices with some
 	hasUsage     bool  // the usage member is an object
 	usage        Usage // its counts
+	hasTimings   bool  // the timings member (llama-server) is an object
+	timings      Usage // its counts (timingsUsage)
 }
 
 func openAIDocument(b []byte) Doc {
@@ -121,18 +146,30 @@ func openAIDocument(b []byte) Doc {
 			return Doc{}
 		}
 	}
-	out := Doc{Failed: r.failed, Text: r.text, Tokens: r.tokens}
+	out := Doc{Failed: r.failed, Text: r.text, Tokens: r.tokens, Usage: NoUsage}
 	// encoding/json matches keys whatever their case (and through \u
 	// escapes); servers write "usage". Requiring that exact key keeps a
-	// body's tail search and a whole document in agreement.
-	if !r.hasUsage || !bytes.Contains(b, []byte(`"usage"`)) {
-		return out
+	// body's tail search and a whole document in agreement. A block with
+	// nothing readable in it is none. Each block is checked on its own: a
+	// count over MaxTokens in either makes the whole invalid.
+	readable := func(u Usage) bool { return u.Invalid || u.Prompt >= 0 || u.Completion >= 0 }
+	// llama-server's timings come beside its usage, and alone where it
+	// sends no usage (a stream that did not ask for it): the usage block's
+	// counts win, count by count.
+	if t := r.timings.checked(); r.hasTimings && readable(t) && bytes.Contains(b, []byte(`"timings"`)) {
+		out.Usage, out.HasUsage = t, true
 	}
-	if r.usage.Prompt < 0 && r.usage.Completion < 0 {
-		return out // a usage block with nothing readable in it
+	if u := r.usage.checked(); r.hasUsage && readable(u) && bytes.Contains(b, []byte(`"usage"`)) {
+		out.Usage.Merge(u)
+		out.HasUsage = true
+		out.UsageOnly = r.choices <= 0
 	}
-	out.Usage, out.HasUsage = r.usage, true
-	out.UsageOnly = r.choices <= 0
+	if !out.HasUsage {
+		out.Usage = Usage{}
+	}
+	if out.Usage.Invalid {
+		out.Usage = out.Usage.checked()
+	}
 	return out
 }
 
@@ -153,6 +190,9 @@ func openAIReadJSON(b []byte) (openAIRead, bool) {
 				r.tokens++ // one choice's step: one token
 			}
 		}
+	}
+	if t := d.Timings; t != nil {
+		r.hasTimings, r.timings = true, t.usage()
 	}
 	if u := d.Usage; u != nil {
 		r.hasUsage = true

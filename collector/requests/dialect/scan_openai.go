@@ -50,9 +50,11 @@ func fastOpenAIDocument(b []byte) (r openAIRead, ok bool) {
 	}
 	var seen uint32
 	s.object(func(key []byte) {
-		switch s.member(key, &seen, "usage", "choices", "error", "object") {
+		switch s.member(key, &seen, "usage", "choices", "error", "object", "timings") {
 		case 0:
 			r.hasUsage = s.objectOrNull(func() { r.usage = s.usage() })
+		case 4:
+			r.hasTimings = s.objectOrNull(func() { r.timings = s.timings() })
 		case 1:
 			if s.null() {
 				return
@@ -103,6 +105,25 @@ func (s *jsonScan) usage() Usage {
 	return u
 }
 
+// timings reads llama-server's timings object.
+func (s *jsonScan) timings() Usage {
+	promptN, predictedN, cacheN := int64(-1), int64(-1), int64(-1)
+	var seen uint32
+	s.object(func(key []byte) {
+		switch s.member(key, &seen, "prompt_n", "predicted_n", "cache_n") {
+		case 0:
+			promptN = s.count()
+		case 1:
+			predictedN = s.count()
+		case 2:
+			cacheN = s.count()
+		default:
+			s.value()
+		}
+	})
+	return timingsUsage(promptN, predictedN, cacheN)
+}
+
 // detail reads the count name from a details object, -1 when absent.
 func (s *jsonScan) detail(name string) int64 {
 	n := int64(-1)
@@ -119,30 +140,30 @@ func (s *jsonScan) detail(name string) int64 {
 
 // choice reads the bytes of generated text in one choice.
 func (s *jsonScan) choice() int64 {
-	var n int64
-	var seen uint32
-	s.object(func(key []byte) {
-		switch s.member(key, &seen, "text", "message", "delta") {
-		case 0:
-			n += s.textLen()
-		case 1, 2:
-			s.objectOrNull(func() { n += s.message() })
-		default:
-			s.value()
+	return s.sum(func(i int) (n int64) {
+		if i == 0 {
+			return s.textLen()
 		}
-	})
-	return n
+		s.objectOrNull(func() { n = s.message() })
+		return n
+	}, "text", "message", "delta")
 }
 
 // message reads the bytes of generated text in a message or delta.
 func (s *jsonScan) message() int64 {
+	return s.sum(func(int) int64 { return s.textLen() }, "content", "reasoning_content", "reasoning", "tool_calls")
+}
+
+// sum reads an object and adds up what read returns for each member named
+// in names (called with its index in names; it must pass over the value),
+// passing over the other members.
+func (s *jsonScan) sum(read func(i int) int64, names ...string) int64 {
 	var n int64
 	var seen uint32
 	s.object(func(key []byte) {
-		switch s.member(key, &seen, "content", "reasoning_content", "reasoning", "tool_calls") {
-		case 0, 1, 2, 3:
-			n += s.textLen()
-		default:
+		if i := s.member(key, &seen, names...); i >= 0 {
+			n += read(i)
+		} else {
 			s.value()
 		}
 	})

@@ -1,4 +1,4 @@
-package sink
+package engine
 
 import (
 	"cmp"
@@ -24,14 +24,10 @@ import (
 // interval for MeterLag past a window's end, or never gave one, has its
 // window written without waiting.
 type GPUAggregator struct {
-	interval time.Duration
-	open     map[windowKey]*gpuAcc
+	w windows[gpuAcc]
 	// metered is the end of the last meter interval added, by device
 	// (Unix ns): its windows up to there have all their energy.
 	metered map[string]int64
-	// flushed is the end of the last flushed window, by device (Unix ns):
-	// later input for a window before it is dropped.
-	flushed map[string]int64
 	dropped int
 }
 
@@ -40,11 +36,6 @@ type GPUAggregator struct {
 // the collector within a second (then by power samples); a longer wait
 // means the meter has stopped (the GPU is unhealthy).
 const MeterLag = time.Minute
-
-type windowKey struct {
-	device string
-	start  int64 // Unix ns
-}
 
 type gpuAcc struct {
 	w          schema.GPUWindow
@@ -61,44 +52,33 @@ type gpuAcc struct {
 // configured report interval, e.g. 10 s).
 func NewGPUAggregator(interval time.Duration) (*GPUAggregator, error) {
 	if interval <= 0 {
-		return nil, fmt.Errorf("sink: GPU report interval %v: must be positive", interval)
+		return nil, fmt.Errorf("engine: GPU report interval %v: must be positive", interval)
 	}
-	return &GPUAggregator{interval: interval, open: make(map[windowKey]*gpuAcc), metered: map[string]int64{}, flushed: map[string]int64{}}, nil
-}
-
-// windowStart is the start of the window holding t, in Unix ns.
-func (a *GPUAggregator) windowStart(t time.Time) int64 {
-	return estimator.WindowStart(t, a.interval).UnixNano()
+	return &GPUAggregator{w: newWindows[gpuAcc](interval), metered: map[string]int64{}}, nil
 }
 
 func (a *GPUAggregator) acc(device string, start int64) *gpuAcc {
-	k := windowKey{device, start}
-	if acc, ok := a.open[k]; ok {
-		return acc
-	}
-	nan := math.NaN()
-	acc := &gpuAcc{w: schema.GPUWindow{
-		Device: device,
-		Start:  time.Unix(0, start),
-		End:    time.Unix(0, start).Add(a.interval),
-		// Not read until something is folded in.
-		PowerMeanW: nan, PowerMaxW: nan, EnergyJ: nan, UtilGPUPct: nan, UtilMemPct: nan,
-		TempC: nan, SMClockMHz: nan, PowerLimitW: nan,
-	}}
-	a.open[k] = acc
-	return acc
+	return a.w.get(device, "", start, func(s, e time.Time) *gpuAcc {
+		nan := math.NaN()
+		return &gpuAcc{w: schema.GPUWindow{
+			Device: device, Start: s, End: e,
+			// Not read until something is folded in.
+			PowerMeanW: nan, PowerMaxW: nan, EnergyJ: nan, UtilGPUPct: nan, UtilMemPct: nan,
+			TempC: nan, SMClockMHz: nan, PowerLimitW: nan,
+		}}
+	})
 }
 
 func (a *GPUAggregator) isLate(device string, start int64) bool {
-	f, ok := a.flushed[device]
-	return ok && start < f
+	late, _ := a.w.late(device, start)
+	return late
 }
 
 // AddSample folds one poll's reading of one device into its window.
 // Non-finite readings (NaN power: not readable) are skipped one by one; a
 // sample for a window already flushed, or without a time, is dropped.
 func (a *GPUAggregator) AddSample(s estimator.DeviceSample) {
-	start := a.windowStart(s.Time)
+	start := a.w.startOf(s.Time)
 	if s.Time.IsZero() || a.isLate(s.Device, start) {
 		a.dropped++
 		return
@@ -149,9 +129,9 @@ func (a *GPUAggregator) AddEnergy(iv estimator.Interval) {
 	}
 	total := iv.End.Sub(iv.Start)
 	assigned := 0.0
-	for start := a.windowStart(iv.Start); start < iv.End.UnixNano(); start += int64(a.interval) {
+	for start := a.w.startOf(iv.Start); start < iv.End.UnixNano(); start += int64(a.w.length) {
 		ws := time.Unix(0, start)
-		we := ws.Add(a.interval)
+		we := ws.Add(a.w.length)
 		last := !iv.End.After(we)
 		var j float64
 		if last {
@@ -188,14 +168,19 @@ func (a *GPUAggregator) Flush(now time.Time) []schema.GPUWindow { return a.flush
 func (a *GPUAggregator) FlushAll() []schema.GPUWindow { return a.flush(time.Time{}, true) }
 
 func (a *GPUAggregator) flush(now time.Time, all bool) []schema.GPUWindow {
-	var out []schema.GPUWindow
-	for k, acc := range a.open {
-		if !all && acc.w.End.After(now) {
-			continue
+	accs := a.w.take(func(k windowKey, end time.Time, _ *gpuAcc) bool {
+		if all {
+			return true
 		}
-		if m, ok := a.metered[k.device]; !all && ok && m < acc.w.End.UnixNano() && !now.After(acc.w.End.Add(MeterLag)) {
-			continue // its meter has not reached the end yet
+		if end.After(now) {
+			return false
 		}
+		m, ok := a.metered[k.device]
+		// Wait for its meter to reach the end, but no longer than MeterLag.
+		return !ok || m >= end.UnixNano() || now.After(end.Add(MeterLag))
+	})
+	out := make([]schema.GPUWindow, 0, len(accs))
+	for _, acc := range accs {
 		w := acc.w
 		if acc.powerN > 0 {
 			w.PowerMeanW = acc.powerSum / float64(acc.powerN)
@@ -207,10 +192,6 @@ func (a *GPUAggregator) flush(now time.Time, all bool) []schema.GPUWindow {
 			w.UtilMemPct = acc.utilMemSum / float64(acc.utilMemN)
 		}
 		out = append(out, w)
-		delete(a.open, k)
-		if end := w.End.UnixNano(); end > a.flushed[k.device] {
-			a.flushed[k.device] = end
-		}
 	}
 	slices.SortFunc(out, func(x, y schema.GPUWindow) int {
 		return cmp.Or(x.Start.Compare(y.Start), cmp.Compare(x.Device, y.Device))
