@@ -145,7 +145,19 @@ type Upstream struct {
 	// ResponseHeaderTimeout bounds the wait for the upstream's response
 	// headers once the request is sent (answered 504); 0: no bound.
 	ResponseHeaderTimeout Duration `yaml:"response_header_timeout"`
+	// DiscoverModels makes the model names the upstream lists (GET
+	// /v1/models, or Ollama's /api/tags) model tags like models[], read at
+	// start and every ModelsRefresh; nil (the default): on.
+	DiscoverModels *bool    `yaml:"discover_models"`
+	ModelsRefresh  Duration `yaml:"models_refresh"`
 }
+
+// DefaultModelsRefresh is upstreams[].models_refresh unless written.
+const DefaultModelsRefresh = 10 * time.Minute
+
+// Discovers reports whether the daemon asks u for the models it serves
+// (discover_models, on unless written false).
+func (u Upstream) Discovers() bool { return u.DiscoverModels == nil || *u.DiscoverModels }
 
 // Proxy holds what all the upstreams' proxies share.
 type Proxy struct {
@@ -577,6 +589,9 @@ func (c *Config) applyListDefaults() {
 		if u.IncludeUsage == nil {
 			t := true
 			u.IncludeUsage = &t
+		}
+		if u.ModelsRefresh == 0 {
+			u.ModelsRefresh = Duration(DefaultModelsRefresh)
 		}
 	}
 }

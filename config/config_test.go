@@ -456,3 +456,61 @@ func TestPromptTokenWeight(t *testing.T) {
 		}
 	}
 }
+
+// A Duration prints in the largest unit that holds it whole, and parses
+// back to itself.
+func TestDurationString(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{5 * Year, "5y"}, {14 * 24 * time.Hour, "2w"}, {30 * 24 * time.Hour, "30d"}, {time.Hour, "1h"},
+		{90 * time.Minute, "1h30m"}, {10 * time.Minute, "10m"}, {100 * time.Millisecond, "100ms"},
+		{61 * time.Second, "1m1s"}, {0, "0s"}, {Year + time.Hour, "8761h"},
+	} {
+		got := Duration(c.d).String()
+		if got != c.want {
+			t.Errorf("%v: String() = %q, want %q", c.d, got, c.want)
+		}
+		if back, err := ParseDuration(got); err != nil || back != c.d {
+			t.Errorf("%q parses back as %v, %v; want %v", got, back, err, c.d)
+		}
+	}
+}
+
+// Validate's problems name the file, as Parse's do, so that the daemon's
+// own check (GPU indices against the GPUs found) prints file:line too.
+func TestValidateNamesFile(t *testing.T) {
+	cfg, err := Parse("node.yaml", []byte("upstreams:\n  - name: a\n    listen: 127.0.0.1:1\n    target: http://127.0.0.1:2\n    gpus: [0, 5]\n"), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Path() != "node.yaml" {
+		t.Errorf("Path() = %q", cfg.Path())
+	}
+	problems := cfg.Validate(2)
+	if len(problems) != 1 || problems[0].String() != "node.yaml:5: upstreams[0].gpus[1]: GPU 5 does not exist: this node has 2 GPU(s), indices 0-1" {
+		t.Errorf("problems = %v", problems)
+	}
+}
+
+// discover_models is on and models_refresh 10m unless written; a refresh
+// below 10s is refused.
+func TestDiscoverModels(t *testing.T) {
+	base := "upstreams:\n  - name: a\n    listen: 127.0.0.1:1\n    target: http://127.0.0.1:2\n"
+	cfg, err := Parse("a.yaml", []byte(base), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := cfg.Upstreams[0]; !u.Discovers() || u.ModelsRefresh.D() != DefaultModelsRefresh {
+		t.Errorf("defaults: discovers %v, refresh %v", u.Discovers(), u.ModelsRefresh)
+	}
+	cfg, err = Parse("a.yaml", []byte(base+"    discover_models: false\n"), -1)
+	if err != nil || cfg.Upstreams[0].Discovers() {
+		t.Errorf("discover_models: false: %v, %v", err, err == nil && cfg.Upstreams[0].Discovers())
+	}
+	_, err = Parse("a.yaml", []byte(base+"    models_refresh: 1s\n"), -1)
+	if err == nil || !strings.Contains(err.Error(), "a.yaml:5: upstreams[0].models_refresh: must be at least 10s, got 1s") {
+		t.Errorf("models_refresh: 1s: %v", err)
+	}
+}

@@ -58,8 +58,6 @@ func (v *validator) emptyValues() {
 // defaultText prints a default the way the file would write it.
 func defaultText(f reflect.Value) string {
 	switch x := f.Interface().(type) {
-	case Duration:
-		return x.D().String()
 	case ByteSize:
 		for _, u := range []struct {
 			unit string

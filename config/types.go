@@ -46,7 +46,30 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // MarshalYAML prints the duration the way it parses.
-func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// String prints the duration as a config would write it, in the largest
+// unit that holds it whole ("5y", "2w", "30d", "1h30m", "100ms"), so that
+// ParseDuration reads it back to the same value.
+func (d Duration) String() string {
+	for _, u := range []struct {
+		suffix string
+		size   time.Duration
+	}{{"y", Year}, {"w", 7 * 24 * time.Hour}, {"d", 24 * time.Hour}} {
+		if d != 0 && time.Duration(d)%u.size == 0 {
+			return strconv.FormatInt(int64(time.Duration(d)/u.size), 10) + u.suffix
+		}
+	}
+	s := time.Duration(d).String()
+	// Go writes every unit below the first: "1h0m0s" is "1h", "10m0s" "10m".
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
 
 // DefaultPromptTokenWeight is the prompt token weight of tokens weighting
 // when none can be fitted yet (prompt_token_weight: auto, the fit warming

@@ -26,7 +26,7 @@ type validator struct {
 }
 
 func (v *validator) add(key, format string, args ...any) {
-	v.problems = append(v.problems, Problem{Line: v.c.Line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+	v.problems = append(v.problems, Problem{File: v.c.file, Line: v.c.Line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
 // nonNegative requires a finite number of zero or more: YAML's .inf and
@@ -42,7 +42,7 @@ func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 
 func (v *validator) positiveDuration(key string, d Duration) {
 	if d <= 0 {
-		v.add(key, "must be a positive duration, got %s", d.D())
+		v.add(key, "must be a positive duration, got %s", d)
 	}
 }
 
@@ -78,13 +78,13 @@ func (c *Config) Validate(gpuCount int) []Problem {
 
 	// gpu
 	if c.GPU.Interval.D() < 10*time.Millisecond || c.GPU.Interval.D() > time.Minute {
-		v.add("gpu.interval", "must be between 10ms and 1m, got %s", c.GPU.Interval.D())
+		v.add("gpu.interval", "must be between 10ms and 1m, got %s", c.GPU.Interval)
 	}
 	if c.GPU.ReportInterval < c.GPU.Interval {
-		v.add("gpu.report_interval", "must be at least gpu.interval (%s), got %s", c.GPU.Interval.D(), c.GPU.ReportInterval.D())
+		v.add("gpu.report_interval", "must be at least gpu.interval (%s), got %s", c.GPU.Interval, c.GPU.ReportInterval)
 	}
 	if c.GPU.ProcessRefresh.D() < time.Second {
-		v.add("gpu.process_refresh", "must be at least 1s, got %s", c.GPU.ProcessRefresh.D())
+		v.add("gpu.process_refresh", "must be at least 1s, got %s", c.GPU.ProcessRefresh)
 	}
 
 	// host
@@ -157,7 +157,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 			v.add(key+".memory_gb", "must be a positive number of GB, got %v", *h.MemoryGB)
 		}
 		if h.Life != nil && *h.Life <= 0 {
-			v.add(key+".life", "must be a positive duration such as 5y, got %s", h.Life.D())
+			v.add(key+".life", "must be a positive duration such as 5y, got %s", *h.Life)
 		}
 		r := resolveOverride(catalogue, h)
 		if len(r.ambiguous) > 0 {
@@ -255,7 +255,10 @@ func (c *Config) Validate(gpuCount int) []Problem {
 			v.add(key+".max_body_bytes", "must be positive, got %d", u.MaxBodyBytes)
 		}
 		if u.ResponseHeaderTimeout < 0 {
-			v.add(key+".response_header_timeout", "must be zero (no limit) or more, got %s", u.ResponseHeaderTimeout.D())
+			v.add(key+".response_header_timeout", "must be zero (no limit) or more, got %s", u.ResponseHeaderTimeout)
+		}
+		if u.ModelsRefresh < Duration(10*time.Second) {
+			v.add(key+".models_refresh", "must be at least 10s, got %s", u.ModelsRefresh)
 		}
 		if u.PIDFile != "" && u.ProcessName != "" {
 			v.add(key+".pid_file", "set pid_file or process_name, not both")
@@ -318,13 +321,13 @@ func (c *Config) Validate(gpuCount int) []Problem {
 		v.add("attribution.audit_records", "must be zero (no audit) or more, got %d", a.AuditRecords)
 	}
 	if a.AuditWindow < 0 {
-		v.add("attribution.audit_window", "must be zero or more, got %s", a.AuditWindow.D())
+		v.add("attribution.audit_window", "must be zero or more, got %s", a.AuditWindow)
 	}
 	if a.SettleDelay < 0 {
-		v.add("attribution.settle_delay", "must be zero or more, got %s", a.SettleDelay.D())
+		v.add("attribution.settle_delay", "must be zero or more, got %s", a.SettleDelay)
 	}
 	if a.History < Duration(time.Minute) || a.History < a.SettleDelay {
-		v.add("attribution.history", "must be at least 1m and at least attribution.settle_delay, got %s", a.History.D())
+		v.add("attribution.history", "must be at least 1m and at least attribution.settle_delay, got %s", a.History)
 	}
 
 	// admin
@@ -359,7 +362,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 		v.add("influx.batch_bytes", "must be at least 1KiB, got %d", c.Influx.BatchBytes)
 	}
 	if c.Influx.BackoffMax < Duration(100*time.Millisecond) {
-		v.add("influx.backoff_max", "must be at least 100ms, got %s", c.Influx.BackoffMax.D())
+		v.add("influx.backoff_max", "must be at least 100ms, got %s", c.Influx.BackoffMax)
 	}
 	if c.Influx.TokenEnv != "" && c.Influx.TokenFile != "" {
 		v.add("influx.token_file", "set token_env or token_file, not both")

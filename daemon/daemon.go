@@ -45,6 +45,7 @@ type Daemon struct {
 	gpu       *gpu.Collector  // nil without GPUs
 	sim       *gpu.Simulation // non-nil with --simulate
 	resolver  *gpuResolver    // nil unless an upstream names its processes
+	discovery *modelDiscovery // nil unless an upstream has discover_models
 	queue     *engine.SpanQueue
 	engine    *engine.Engine
 	writer    *sink.Writer
@@ -148,7 +149,9 @@ func New(ctx context.Context, cfg *config.Config, simulate string, log *slog.Log
 		return nil, err
 	}
 
-	schema := requestSchema(cfg, log)
+	tags := newModelTags(cfg, log.With("component", "models"))
+	d.discovery = newModelDiscovery(cfg, tags, log.With("component", "models"))
+	schema := requestSchema(cfg, tags, log)
 	gpuIDs := make([]string, 0, len(gpus))
 	for _, g := range gpus {
 		gpuIDs = append(gpuIDs, g.ID)
@@ -345,6 +348,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	stopEngine := startOwned(ctx, d.engine.Run)
 	stopResolver := d.startResolver(ctx)
 	stopPods := d.startPods(ctx)
+	stopDiscovery := func() {}
+	if d.discovery != nil {
+		stopDiscovery = startOwned(ctx, d.discovery.Run)
+	}
 	stopWriter := startOwned(ctx, func(ctx context.Context) { d.writer.Run(ctx) })
 	d.ready.Store(true)
 	names := make([]string, len(d.proxies))
@@ -398,6 +405,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	stopEvents()
 	stopResolver()
 	stopPods()
+	stopDiscovery()
 	// 2. Settle and flush the ledger.
 	stopEngine()
 	// 3. Deliver what is queued, under a deadline.

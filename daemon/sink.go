@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"log/slog"
+	"slices"
 
 	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/schema"
@@ -29,15 +30,16 @@ func newWriter(cfg *config.Config, token string, log *slog.Logger) (*sink.Writer
 }
 
 // requestSchema is how the daemon's records become points: the model tag
-// holds a model of models[], or "other"; the currency tag is
-// facility.currency.
-func requestSchema(cfg *config.Config, log *slog.Logger) schema.RequestSchema {
+// holds a model of models[] or one an upstream lists (tags), or "other";
+// the currency tag is facility.currency.
+func requestSchema(cfg *config.Config, tags *modelTags, log *slog.Logger) schema.RequestSchema {
 	names := make([]string, len(cfg.Models))
 	for i, m := range cfg.Models {
 		names[i] = m.Name
 	}
-	if len(names) == 0 {
-		log.Warn("no models configured: every record is tagged model=other, its name kept in the field model_raw; list the models served in models[] (a name is enough)")
+	discovers := slices.ContainsFunc(cfg.Upstreams, config.Upstream.Discovers)
+	if len(names) == 0 && !discovers {
+		log.Warn("no models configured and none discovered (discover_models: false): every record is tagged model=other, its name kept in the field model_raw; list the models served in models[] (a name is enough)")
 	}
-	return schema.NewRequestSchema(names, cfg.Facility.Currency)
+	return schema.NewRequestSchema(names, cfg.Facility.Currency).WithKnown(tags.Known)
 }

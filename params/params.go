@@ -46,21 +46,21 @@ func Build(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log *slog.
 			p.FitPromptTokenWeight, p.Marginal.FitWindow = true, a.Marginal.FitWindow.D()
 			add("attribution.prompt_token_weight (auto)", "fitted per device and interval",
 				fmt.Sprintf("from each device's cost model, least squares over this node's history, forgetting over %s; %v until it is fitted",
-					a.Marginal.FitWindow.D(), a.PromptTokenWeight.Value))
+					a.Marginal.FitWindow, a.PromptTokenWeight.Value))
 		}
 	case config.WeightMarginal:
 		m := a.Marginal
 		p.Marginal = estimator.MarginalParams{PromptJPerToken: m.PromptJPerToken, DecodeJPerToken: m.DecodeJPerToken,
 			Fit: m.PromptJPerToken == 0 && m.DecodeJPerToken == 0, FitWindow: m.FitWindow.D()}
 		if p.Marginal.Fit {
-			add("attribution.marginal", "fitted per device", "both coefficients 0: least squares over this node's history, forgetting over "+m.FitWindow.D().String())
+			add("attribution.marginal", "fitted per device", "both coefficients 0: least squares over this node's history, forgetting over "+m.FitWindow.String())
 		} else {
 			key("attribution.marginal.prompt_j_per_token", m.PromptJPerToken)
 			key("attribution.marginal.decode_j_per_token", m.DecodeJPerToken)
 		}
 	}
-	key("attribution.settle_delay", a.SettleDelay.D())
-	key("attribution.history", a.History.D())
+	key("attribution.settle_delay", a.SettleDelay)
+	key("attribution.history", a.History)
 	key("host.static_watts", cfg.Host.StaticWatts)
 	key("facility.pue", f.PUE)
 	key("facility.wue_onsite_l_per_kwh", f.WUEOnsiteLPerKWh)
@@ -113,7 +113,7 @@ func Build(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log *slog.
 		WearUntil:             cfg.HostWearUntil(),
 	}
 	if cfg.Facility.HostCapex > 0 || cfg.Facility.HostEmbodiedKgCO2e > 0 {
-		add("host", fmt.Sprintf("capex %v over %s, %v kgCO2e", f.HostCapex, f.HostLife.D(), f.HostEmbodiedKgCO2e), keySource(cfg, "facility.host_capex"))
+		add("host", fmt.Sprintf("capex %v over %s, %v kgCO2e", f.HostCapex, f.HostLife, f.HostEmbodiedKgCO2e), keySource(cfg, "facility.host_capex"))
 	}
 	maps.Copy(p.Devices, gpuDeviceParams(cfg, gpus, log))
 	for _, g := range gpus {
@@ -123,7 +123,7 @@ func Build(cfg *config.Config, gpus []gpu.DeviceInfo, simulated bool, log *slog.
 			continue
 		}
 		value := fmt.Sprintf("%s: capex %v + server %v + facility %v over %s; %v + %v kgCO2e", g.Name,
-			hw.Capex, hw.ServerShare, hw.FacilityShare, hw.Life, hw.EmbodiedKgCO2e, hw.ServerEmbodiedKgCO2e)
+			hw.Capex, hw.ServerShare, hw.FacilityShare, config.Duration(hw.Life), hw.EmbodiedKgCO2e, hw.ServerEmbodiedKgCO2e)
 		if hw.EmbodiedKgLow > 0 || hw.EmbodiedKgHigh > 0 {
 			value += fmt.Sprintf(" (GPU embodied range %v-%v kg)", hw.EmbodiedKgLow, hw.EmbodiedKgHigh)
 		}

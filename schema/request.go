@@ -19,6 +19,9 @@ type RequestSchema struct {
 	// record naming any other model is tagged ModelOther, so that clients
 	// cannot make series at will. nil: every model is tagged as named.
 	models map[string]bool
+	// known, if set, is asked about a name outside models: true tags the
+	// record with it too (WithKnown).
+	known func(model string) bool
 	// currency is the ISO 4217 code of the money fields (config
 	// facility.currency), the tag currency; "" leaves the tag out.
 	currency string
@@ -35,12 +38,23 @@ func NewRequestSchema(models []string, currency string) RequestSchema {
 }
 
 // ModelTag is the model tag of a record naming model: the name made
-// writable, or ModelOther when the model is not configured.
+// writable, or ModelOther when the model is neither configured nor known
+// (WithKnown).
 func (s RequestSchema) ModelTag(model string) string {
-	if s.models != nil && model != "" && !s.models[model] {
+	if s.models != nil && model != "" && !s.models[model] && (s.known == nil || !s.known(model)) {
 		return ModelOther
 	}
 	return TagValue(model)
+}
+
+// WithKnown returns s whose model tag also holds every name known reports
+// true for: names learnt while running, such as the models an upstream
+// lists. known is asked only about names outside the configured ones, from
+// every goroutine that makes points (the engine's, the audit's), so it must
+// be safe for concurrent use; it may say false and log the name.
+func (s RequestSchema) WithKnown(known func(model string) bool) RequestSchema {
+	s.known = known
+	return s
 }
 
 // Currency is the ISO 4217 code of the money fields, the tag currency.

@@ -176,3 +176,30 @@ func TestRequestSchema(t *testing.T) {
 		}
 	}
 }
+
+// WithKnown: a name the function knows is tagged as named, any other
+// unconfigured one other; the function is asked only about names outside
+// the configured set.
+func TestRequestSchemaWithKnown(t *testing.T) {
+	var asked []string
+	s := NewRequestSchema([]string{"configured"}, "").WithKnown(func(m string) bool {
+		asked = append(asked, m)
+		return m == "listed"
+	})
+	for _, tc := range []struct{ model, tag string }{{"configured", "configured"}, {"listed", "listed"}, {"gpt-4o", ModelOther}} {
+		r := schematest.Record()
+		r.Model = tc.model
+		p, err := s.Point(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tag := range p.Tags {
+			if tag.Key == "model" && tag.Value != tc.tag {
+				t.Errorf("model %q: tag %q, want %q", tc.model, tag.Value, tc.tag)
+			}
+		}
+	}
+	if strings.Join(asked, ",") != "listed,gpt-4o" {
+		t.Errorf("asked about %v, want listed and gpt-4o only", asked)
+	}
+}

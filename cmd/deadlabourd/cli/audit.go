@@ -13,23 +13,19 @@ import (
 
 	"github.com/deadlabour/deadlabour/admin"
 	"github.com/deadlabour/deadlabour/audit"
-	"github.com/deadlabour/deadlabour/config"
 )
 
 // cmdAudit fetches a recent record's explanation from the running daemon's
 // admin listener and prints it.
 func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("audit", stderr)
+	fs := newFlagSet("audit", "[--config FILE | --admin HOST:PORT] [--json] [--limit N] REQUEST_ID", stderr)
 	cfgPath := fs.String("config", "/etc/deadlabour/config.yaml", "configuration file (for admin.listen and admin.token_file)")
 	addrFlag := fs.String("admin", "", "admin listener host:port (default: admin.listen from --config)")
 	asJSON := fs.Bool("json", false, "print the daemon's JSON answer as it is")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the daemon")
 	limit := fs.Int("limit", admin.RequestShowMax, fmt.Sprintf("of several records of the id, show the newest LIMIT (1 to %d)", admin.RequestShowMax))
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: deadlabourd audit [--config FILE | --admin HOST:PORT] [--json] [--limit N] REQUEST_ID")
-		fs.PrintDefaults()
-	}
-	if err := parseOneArg(fs, args, "REQUEST_ID"); err != nil {
+	id, err := parseOneArg(fs, args, "REQUEST_ID")
+	if err != nil {
 		return err
 	}
 	if *limit < 1 || *limit > admin.RequestShowMax {
@@ -40,7 +36,7 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	addr, token := *addrFlag, ""
 	if addr == "" || explicit {
 		// The config says where the admin listener is and its token.
-		cfg, err := config.Load(*cfgPath, -1)
+		cfg, err := loadConfig(*cfgPath, -1)
 		if err != nil {
 			return fmt.Errorf("%w (or name the admin listener with --admin)", err)
 		}
@@ -62,7 +58,7 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *limit != admin.RequestShowMax {
 		query += "&limit=" + strconv.Itoa(*limit)
 	}
-	path, rawPath := admin.RequestPath(fs.Arg(0))
+	path, rawPath := admin.RequestPath(id)
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	resp, err := client.Get(ctx, client.URL(path, rawPath, query))
@@ -86,6 +82,6 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return fmt.Errorf("the daemon's answer: %w", err)
 	}
-	audit.Print(stdout, fs.Arg(0), doc)
+	audit.Print(stdout, id, doc)
 	return nil
 }

@@ -61,3 +61,38 @@ func TestCheckConfigLibraryPath(t *testing.T) {
 		t.Errorf("summary does not say the configured library was tried:\n%s", out.String())
 	}
 }
+
+// With no region and no carbon figure, check-config accepts the file but
+// warns, as run does at start: a world average is no silent default. With
+// a region, the warning about carbon and water goes.
+func TestCheckConfigWarnsOfDefaultFactors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		facility string
+		want     []string
+		absent   []string
+	}{
+		{"", []string{"warning: facility: no region and no carbon_g_per_kwh", "no water_offsite_l_per_kwh", "no price_per_kwh"}, nil},
+		{"facility:\n  region: FR\n  price_per_kwh: 0.2\n", nil, []string{"warning: facility"}},
+	} {
+		path := filepath.Join(dir, "c.yaml")
+		yaml := "node: t\ngpu:\n  enabled: false\nspool:\n  dir: " + filepath.Join(dir, "spool") + "\n" + tt.facility
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out, errb bytes.Buffer
+		if code := Run(context.Background(), []string{"check-config", "--gpus", "0", path}, &out, &errb); code != 0 {
+			t.Fatalf("check-config %q: exit %d: %s%s", tt.facility, code, out.String(), errb.String())
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("facility %q: no %q in\n%s", tt.facility, w, out.String())
+			}
+		}
+		for _, w := range tt.absent {
+			if strings.Contains(out.String(), w) {
+				t.Errorf("facility %q: %q in\n%s", tt.facility, w, out.String())
+			}
+		}
+	}
+}

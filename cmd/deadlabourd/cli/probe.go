@@ -16,7 +16,7 @@ import (
 )
 
 func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("probe", stderr)
+	fs := newFlagSet("probe", "[--simulate h100:8] [--measure 60s]", stderr)
 	simulate := fs.String("simulate", "", "probe a simulated node, e.g. h100:8 or a100:2:mig=3g")
 	sysfs := fs.String("sysfs", "/sys", "root of sysfs, for RAPL")
 	libPath := fs.String("nvml-library", "", "path of libnvidia-ml.so.1 (default: the loader's search)")

@@ -15,7 +15,7 @@ import (
 )
 
 func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("report", stderr)
+	fs := newFlagSet("report", "[--config FILE] [--since 24h] [--until T] [--by model|tenant|gpu|node|upstream] [--format table|csv|json]", stderr)
 	cfgPath := fs.String("config", "/etc/deadlabour/config.yaml", "configuration file (influx.url, bucket and token)")
 	since := fs.String("since", "24h", "start: a duration before now (24h, 7d) or an RFC 3339 time")
 	until := fs.String("until", "0s", "end (exclusive): like --since; default now")
@@ -28,10 +28,6 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	lpFile := fs.String("line-protocol", "", "read records from this line-protocol file ('-': standard input) instead of InfluxDB")
 	currency := fs.String("currency", "", "only records whose money is in this currency (ISO 4217, e.g. EUR): needed when nodes use several")
 	timeout := fs.Duration("timeout", time.Minute, "give up on InfluxDB after this long")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: deadlabourd report [--since 24h] [--until T] [--by model|tenant|gpu|node|upstream] [--format table|csv|json|html] [--out FILE] [--columns a,b|all]")
-		fs.PrintDefaults()
-	}
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
@@ -72,13 +68,13 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		// The config only gives the hardware catalogue here: use it when
 		// there is one.
 		if _, err := os.Stat(*cfgPath); err == nil || flagSet(fs, "config") {
-			if cfg, err = config.Load(*cfgPath, -1); err != nil {
+			if cfg, err = loadConfig(*cfgPath, -1); err != nil {
 				return err
 			}
 		}
 	default:
 		var err error
-		if cfg, err = config.Load(*cfgPath, -1); err != nil {
+		if cfg, err = loadConfig(*cfgPath, -1); err != nil {
 			return err
 		}
 		if cfg.Influx.URL == "" {

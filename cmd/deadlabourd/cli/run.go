@@ -7,12 +7,11 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/deadlabour/deadlabour/config"
 	"github.com/deadlabour/deadlabour/daemon"
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", stderr)
+	fs := newFlagSet("run", "[--config FILE] [--simulate h100:8] [--log-level info] [--log-format text]", stderr)
 	cfgPath := fs.String("config", "/etc/deadlabour/config.yaml", "configuration file")
 	simulate := fs.String("simulate", "", "simulate GPUs with go-nvml's mock servers, e.g. h100:8 (a100, h200, b200; 1-16)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
@@ -24,7 +23,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	cfg, err := config.Load(*cfgPath, -1)
+	cfg, err := loadConfig(*cfgPath, -1)
 	if err != nil {
 		return err
 	}
