@@ -9,8 +9,8 @@ const (
 	benchChat   = `{"model":"bench","max_tokens":16,"messages":[{"role":"user","content":"how much does this answer cost?"}]}`
 	benchStream = `{"model":"bench","stream":true,"max_tokens":16,"messages":[{"role":"user","content":"how much does this answer cost?"}]}`
 
-	benchAnswer = `{"id":"chatcmpl-6f2617231c3df6b6","object":"chat.Completion","created":1700000000,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":" transfers value no faster than it wears out each answer dead labour stored in the machine"},"finish_reason":"length"}],"usage":{"prompt_tokens":11,"completion_tokens":16,"total_tokens":27,"prompt_tokens_details":{"cached_tokens":5},"completion_tokens_details":{"reasoning_tokens":0}}}`
-	benchChunk  = `{"id":"chatcmpl-68885929035d0de6","object":"chat.Completion.chunk","created":1700000000,"model":"bench","choices":[{"index":0,"delta":{"content":" value"},"finish_reason":null}]}`
+	benchAnswer = `{"id":"chatcmpl-6f2617231c3df6b6","object":"chat.completion","created":1700000000,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":" transfers value no faster than it wears out each answer dead labour stored in the machine"},"finish_reason":"length"}],"usage":{"prompt_tokens":11,"completion_tokens":16,"total_tokens":27,"prompt_tokens_details":{"cached_tokens":5},"completion_tokens_details":{"reasoning_tokens":0}}}`
+	benchChunk  = `{"id":"chatcmpl-68885929035d0de6","object":"chat.completion.chunk","created":1700000000,"model":"bench","choices":[{"index":0,"delta":{"content":" value"},"finish_reason":null}]}`
 )
 
 func BenchmarkReadRequest(b *testing.B) {

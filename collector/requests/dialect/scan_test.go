@@ -14,8 +14,8 @@ func TestFastJSONReadsCommonDocuments(t *testing.T) {
 		}
 	}
 	for _, doc := range []string{benchAnswer, benchChunk,
-		`{"id":"x","object":"chat.Completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":11,"total_tokens":27,"completion_tokens":16}}`,
-		`{"id":"x","object":"chat.Completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"ab","reasoning_content":null},"logprobs":null,"finish_reason":null}],"usage":null}`,
+		`{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":11,"total_tokens":27,"completion_tokens":16}}`,
+		`{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"ab","reasoning_content":null},"logprobs":null,"finish_reason":null}],"usage":null}`,
 		`{"object":"error","message":"model not found","type":"NotFoundError","param":null,"code":404}`,
 		`{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-2e-3]}],"model":"e","usage":{"prompt_tokens":5,"total_tokens":5}}`,
 	} {
