@@ -77,11 +77,16 @@ forward:
 		if status != http.StatusOK {
 			t.Fatalf("%s: %d %s", id, status, body)
 		}
-		var u map[string]map[string]float64
-		if err := json.Unmarshal(body, &u); err != nil {
+		var answer struct {
+			Usage struct {
+				Prompt     float64 `json:"prompt_tokens"`
+				Completion float64 `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		if err := json.Unmarshal(body, &answer); err != nil {
 			t.Fatal(err)
 		}
-		want[id] = [2]float64{u["usage"]["prompt_tokens"], u["usage"]["completion_tokens"]}
+		want[id] = [2]float64{answer.Usage.Prompt, answer.Usage.Completion}
 	}
 	// The sidecar flushes its queue as it stops, the node daemon settles
 	// and writes.
