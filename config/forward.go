@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -13,8 +14,9 @@ import (
 // (gpu.enabled is taken as false) and writes nothing to InfluxDB (the node
 // daemon writes the records). Off while url is empty.
 type Forward struct {
-	// URL is the node daemon's admin listener, e.g. http://$(NODE_IP):9464;
-	// events are posted to its /v1/requests.
+	// URL is the node daemon's admin listener, e.g. http://$(NODE_IP):9464
+	// ($(NAME): the environment variable NAME); events are posted to its
+	// /v1/requests.
 	URL string `yaml:"url"`
 	// TokenFile holds the node daemon's admin.token_file token, sent as a
 	// bearer token; "": none (a loopback node daemon without a token).
@@ -92,7 +94,7 @@ func (v *validator) validateForward() {
 		}
 		return
 	}
-	v.httpURL("forward.url", f.URL)
+	v.httpURL("forward.url", envRefRe.ReplaceAllString(f.URL, "node"))
 	if f.Batch < 0 || f.Batch > MaxForwardBatch {
 		v.add("forward.batch", "want 1 to %d events (0: the default %d), got %d", MaxForwardBatch, DefaultForwardBatch, f.Batch)
 	}
@@ -112,4 +114,12 @@ func (v *validator) validateForward() {
 			}
 		}
 	}
+}
+
+var envRefRe = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// Target is url with each $(NAME) replaced by the environment variable
+// NAME, as Kubernetes writes references (NODE_IP from status.hostIP).
+func (f Forward) Target(getenv func(string) string) string {
+	return envRefRe.ReplaceAllStringFunc(f.URL, func(m string) string { return getenv(m[2 : len(m)-1]) })
 }

@@ -33,13 +33,13 @@ func (d *Daemon) newForward() error {
 		}
 		token = t
 	}
-	fw, err := forward.New(forward.Options{URL: f.URL, Token: token, Batch: f.Batched(), FlushInterval: f.Interval(),
+	fw, err := forward.New(forward.Options{URL: f.Target(os.Getenv), Token: token, Batch: f.Batched(), FlushInterval: f.Interval(),
 		MaxQueue: f.Queue(), FlushTimeout: FlushTimeout, Logger: d.log.With("component", "forward")})
 	if err != nil {
 		return err
 	}
 	d.fwd = fw
-	d.log.Info("forwarding mode: requests go to the node daemon's event API; no GPUs, no ledger, no InfluxDB here", "url", f.URL)
+	d.log.Info("forwarding mode: requests go to the node daemon's event API; no GPUs, no ledger, no InfluxDB here", "url", f.Target(os.Getenv))
 	return nil
 }
 
