@@ -221,13 +221,13 @@ type event struct {
 	Start            *time.Time `json:"start,omitempty"`
 	FirstToken       *time.Time `json:"first_token,omitempty"`
 	End              *time.Time `json:"end,omitempty"`
-	Status           any        `json:"status,omitempty"`
+	Status           any        `json:"status,omitempty"` // a code, or client_closed, upstream_error
+	Served           *bool      `json:"served,omitempty"`
+	UsageSource      string     `json:"usage_source,omitempty"`
 	PromptTokens     *int64     `json:"prompt_tokens,omitempty"`
 	CompletionTokens *int64     `json:"completion_tokens,omitempty"`
 	CachedTokens     *int64     `json:"cached_tokens,omitempty"`
 	ReasoningTokens  *int64     `json:"reasoning_tokens,omitempty"`
-	UsageSource      string     `json:"usage_source,omitempty"`
-	Served           *bool      `json:"served,omitempty"`
 }
 
 func beginEvent(s estimator.Span) event {
