@@ -39,6 +39,7 @@ type Config struct {
 	Spool       Spool       `yaml:"spool"`
 	OTLP        OTLP        `yaml:"otlp"`
 	Listeners   Listeners   `yaml:"listeners"`
+	Forward     Forward     `yaml:"forward"`
 
 	// lines maps a key path ("upstreams[0].target") to its line in the file.
 	lines map[string]int

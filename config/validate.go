@@ -240,7 +240,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 		}
 		for j, g := range u.GPUs {
 			gk := fmt.Sprintf("%s.gpus[%d]", key, j)
-			if gpuUUIDRe.MatchString(g) {
+			if gpuUUIDRe.MatchString(g) || IsGPUSource(g) {
 				continue
 			}
 			n, err := strconv.Atoi(g)
@@ -267,6 +267,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 
 	v.selfTargets()
 	v.validateOTLP()
+	v.validateForward()
 	if c.Proxy.MaxBufferedBytes < 1<<20 {
 		v.add("proxy.max_buffered_bytes", "must be at least 1MiB, got %d", c.Proxy.MaxBufferedBytes)
 	}

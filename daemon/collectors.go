@@ -17,6 +17,9 @@ import (
 // instances: requests are then charged from each instance's share, which
 // is right only if the upstream really uses them all, so it says so.
 func (d *Daemon) upstreamDevices(u config.Upstream) []string {
+	if d.fwd != nil {
+		return nil // devicesFunc: forwardDevices
+	}
 	var out []string
 	for _, g := range u.GPUs {
 		ids, wholeMIG := d.gpuDevices(g)
@@ -96,6 +99,9 @@ func (d *Daemon) newResolver() {
 // devicesFunc is the proxy's DevicesFunc of an upstream: nil unless the
 // resolver maps it.
 func (d *Daemon) devicesFunc(upstream string) func() []string {
+	if d.fwd != nil {
+		return d.forwardDevicesOf(upstream)
+	}
 	if d.resolver == nil {
 		return nil
 	}

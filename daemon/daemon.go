@@ -17,6 +17,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/admin"
 	"github.com/deadlabour/deadlabour/audit"
+	"github.com/deadlabour/deadlabour/collector/forward"
 	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/collector/host"
 	"github.com/deadlabour/deadlabour/collector/k8s"
@@ -61,6 +62,8 @@ type Daemon struct {
 	simulated bool
 	ready     atomic.Bool
 	notify    *notifier // systemd
+
+	fwd *forward.Forwarder // forwarding mode (forward.url, daemon/forward.go); nil otherwise
 }
 
 type proxyServer struct {
@@ -85,6 +88,9 @@ func New(ctx context.Context, cfg *config.Config, simulate string, log *slog.Log
 		}
 	}()
 
+	if err := d.newForward(); err != nil {
+		return nil, err
+	}
 	// GPUs: the real NVML, the simulator, or none.
 	gpuCount := -1
 	if cfg.GPU.Enabled || simulate != "" {
@@ -345,7 +351,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.serveOTLP(&wg, serveErr)
 	stopEvents := d.startEvents(ctx)
-	stopEngine := startOwned(ctx, d.engine.Run)
+	stopEngine := startOwned(ctx, d.runLedger)
 	stopResolver := d.startResolver(ctx)
 	stopPods := d.startPods(ctx)
 	stopDiscovery := func() {}

@@ -56,6 +56,9 @@ func (p *podSpans) Submit(s estimator.Span) { p.next.Submit(p.stamp(s)) }
 // spans is where the proxies and the event API report: the queue, through
 // the pod lookup on Kubernetes.
 func (d *Daemon) spans() requests.EventSink {
+	if d.fwd != nil {
+		return d.fwd
+	}
 	if d.pods == nil {
 		return d.queue
 	}

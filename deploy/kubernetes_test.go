@@ -35,6 +35,7 @@ type manifests struct {
 	configMaps      []corev1.ConfigMap
 	secrets         []corev1.Secret
 	daemonSets      []appsv1.DaemonSet
+	deployments     []appsv1.Deployment
 	services        []corev1.Service
 	networkPolicies []networkingv1.NetworkPolicy
 	serviceMonitors []serviceMonitor
@@ -145,6 +146,8 @@ func loadDir(t *testing.T, dir string) (manifests, kustomization) {
 				obj = grow(&m.secrets)
 			case "apps/v1 DaemonSet":
 				obj = grow(&m.daemonSets)
+			case "apps/v1 Deployment":
+				obj = grow(&m.deployments)
 			case "v1 Service":
 				obj = grow(&m.services)
 			case "networking.k8s.io/v1 NetworkPolicy":
@@ -283,7 +286,7 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Errorf("args %v: want --config %s/config.yaml, where the ConfigMap is mounted", c.Args, cfgDir)
 	}
 	secDir := mountOf(func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == sec.Name })
-	for key, file := range map[string]string{"influx-token": cfg.Influx.TokenFile, "tenant-secret": cfg.Attribution.TenantSecretFile} {
+	for key, file := range map[string]string{"influx-token": cfg.Influx.TokenFile, "tenant-secret": cfg.Attribution.TenantSecretFile, "admin-token": cfg.Admin.TokenFile} {
 		if _, ok := sec.StringData[key]; !ok {
 			t.Errorf("Secret %s has no key %s", sec.Name, key)
 		}
@@ -332,7 +335,7 @@ func TestKubernetesManifests(t *testing.T) {
 			continue
 		}
 		g := probe.HTTPGet
-		if g.Port.IntVal != adminPort || g.Host != adminHost {
+		if g.Port.IntVal != adminPort || (g.Host != adminHost && !(adminHost == "0.0.0.0" && g.Host == "127.0.0.1")) {
 			t.Errorf("%s probe %s:%d, admin listens on %s", name, g.Host, g.Port.IntVal, cfg.Admin.Listen)
 		}
 	}
@@ -464,8 +467,8 @@ func TestKubernetesPrometheusAndPods(t *testing.T) {
 	if host != "0.0.0.0" && host != "" {
 		t.Errorf("admin.metrics_listen %s: Prometheus scrapes the node's address", cfg.Admin.MetricsListen)
 	}
-	if adminHost, _ := splitPort(t, cfg.Admin.Listen); adminHost != "127.0.0.1" {
-		t.Errorf("admin.listen %s: the event API and records stay on loopback", cfg.Admin.Listen)
+	if adminHost, _ := splitPort(t, cfg.Admin.Listen); adminHost != "127.0.0.1" && cfg.Admin.TokenFile == "" {
+		t.Errorf("admin.listen %s: the event API and records beyond loopback need admin.token_file", cfg.Admin.Listen)
 	}
 	ports := map[string]int32{}
 	for _, p := range c.Ports {
