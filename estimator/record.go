@@ -134,11 +134,8 @@ func (l *Ledger) record(sp *span, all bool) Record {
 // deviceShare turns a span's accumulated share of one device into its part
 // of the record.
 func (p *Params) deviceShare(id string, a *share, start, end int64) DeviceShare {
-	q := p.quantities(a.amounts)
 	ds := DeviceShare{
-		Device: id, Joules: q.Joules, StaticJoules: q.StaticJoules,
-		DepreciationCost: q.DepreciationCost, EmbodiedCO2eG: q.EmbodiedCO2eG,
-		CO2eG: q.CO2eG, CO2eMarketG: q.CO2eMarketG, EnergyCost: q.EnergyCost,
+		Device: id, Quantities: p.quantities(a.amounts),
 		Method: a.methods.method(), Loaded: p.quantities(a.loaded), WearEnded: a.wearEnded,
 	}
 	if a.from > start {

@@ -210,17 +210,12 @@ type Record struct {
 
 // DeviceShare is what one request took from one device's meter.
 type DeviceShare struct {
-	Device           string
-	Joules           float64
-	StaticJoules     float64
-	DepreciationCost float64
-	EmbodiedCO2eG    float64
-	// Operational carbon and energy cost of this share's facility energy,
-	// each interval at its own intensity and price.
-	CO2eG       float64
-	CO2eMarketG float64
-	EnergyCost  float64
-	Method      Method
+	Device string
+	// Quantities is the share: energy, wear, and the operational carbon
+	// and energy cost of its facility energy, each interval at its own
+	// intensity and price.
+	Quantities
+	Method Method
 
 	// ChargedFrom is set when the intervals of this device before it were
 	// settled without the request (it was reported late, or, in tokens and
