@@ -189,6 +189,8 @@ func gpuList(gpus []int) string {
 func demoConfig(ups []*upstream, admin, influx, dir string) string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "node: demo-node\ngpu:\n  interval: 100ms\n  report_interval: 2s\n")
+	// Every factor given, as a node should: no world average stands in.
+	fmt.Fprintf(&b, "facility:\n  region: US\n  price_per_kwh: 0.15\n")
 	fmt.Fprintf(&b, "admin:\n  listen: %s\ninflux:\n  url: %s\n  bucket: deadlabour/autogen\n  flush_interval: 200ms\n", admin, influx)
 	fmt.Fprintf(&b, "spool:\n  dir: %s\n", filepath.Join(dir, "spool"))
 	fmt.Fprintf(&b, "models:\n")
@@ -391,7 +393,8 @@ func printTable(ctx context.Context, out io.Writer, influx string, ups []*upstre
 	}
 	tw.Flush()
 	fmt.Fprintln(out, "\n(idle = energy and wear no request used, deadlabour_idle: GPUs 6-7 served nothing, the rest between requests;")
-	fmt.Fprintln(out, " loaded = dead labour plus the request's share of its GPUs' idle energy and wear, so it has no total;")
+	fmt.Fprintln(out, " loaded = dead labour plus the idle of the intervals each request ran in; with the idle no request")
+	fmt.Fprintln(out, " absorbed (overcapacity, deadlabour_idle share=unabsorbed) it adds up to the meters, as the active figures do with all idle;")
 	fmt.Fprintln(out, " J/out tok = GPU energy over output tokens; - = not written by this daemon, or no total.)")
 	if g := idle.v[colGPU]; !math.IsNaN(g) {
 		fmt.Fprintf(out, "Idle GPU energy: %.3f Wh, %.0f %% of all GPU energy.\n", g/3600, 100*g/total.v[colGPU])
