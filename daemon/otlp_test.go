@@ -23,6 +23,7 @@ import (
 	"github.com/deadlabour/deadlabour/engine"
 )
 
+// otlpDaemon is a daemon made (not run) with an OTLP/HTTP listener.
 func otlpDaemon(t *testing.T, httpListen string) (*Daemon, error) {
 	t.Helper()
 	cfg, err := config.Parse("d.yaml", []byte(fmt.Sprintf(`node: t
@@ -39,7 +40,18 @@ otlp:
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	return New(ctx, cfg, "h100:1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d, err := New(ctx, cfg, "h100:1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil {
+		// Not run: what New opened is closed here.
+		t.Cleanup(func() {
+			d.closeListeners()
+			d.closeOTLP()
+			if d.gpu != nil {
+				d.gpu.Close()
+			}
+		})
+	}
+	return d, err
 }
 
 // An OTLP port already in use fails the start, naming the setting.
@@ -49,9 +61,8 @@ func TestOTLPPortInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	d, err := otlpDaemon(t, ln.Addr().String())
+	_, err = otlpDaemon(t, ln.Addr().String())
 	if err == nil {
-		d.closeOTLP()
 		t.Fatal("started with the OTLP port in use")
 	}
 	if msg := err.Error(); !strings.Contains(msg, "otlp.http_listen") || !strings.Contains(msg, ln.Addr().String()) {
@@ -129,7 +140,6 @@ func TestOTLPQueueFullAndCounters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(d.closeOTLP)
 	d.otlp.traces.Cap = 1
 	m := &otlpMetrics{recv: d.otlp.recv, engine: func() *engine.Engine { return nil }}
 	post := func(body []byte) *http.Response {
