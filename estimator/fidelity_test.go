@@ -336,8 +336,9 @@ func TestFidelity(t *testing.T) {
 // under load (7.7 %, 7.7 %, oracle weight 6.5 %, documented); they are
 // reported, not held. The rows with phases known (spans with their true
 // scheduling time, as a trace gives) show what the phases change for
-// streamed requests: little (7.6 % and 7.4 % there), since the error is
-// the fitted coefficients'; TestFidelityPhases shows where they matter.
+// streamed requests: with them the fit places completion tokens by prefill
+// step, and the two real checks reach 1.9 % and 0.7 % there (7.6 % and
+// 7.4 % before); TestFidelityPhases holds them.
 func TestFidelitySensitivity(t *testing.T) {
 	for _, perTok := range []float64{10e-6, 60e-6} {
 		for _, rates := range [][]float64{{0, 0.5, 2, 4, 6}, {4, 8, 12}} {
@@ -364,15 +365,16 @@ func TestFidelitySensitivity(t *testing.T) {
 // already within 0.3 % of a request's duration of the true scheduling
 // time in this simulator, whose steps are what the inference assumes, and
 // the phases change the fidelity by 0.1-0.3 points: TestFidelitySensitivity.)
-// With phases, the two real checks are held to a median <= 2 % at fast
-// prefill; at slow prefill their error is that of the fitted coefficients
-// (7.4-7.6 %, as with streamed requests; the oracle coefficients give
-// 0.8 %), which the phases do not change.
+// With phases, the two real checks are held to a median <= 2 % at both
+// prefill speeds (issue 13's target: <= 2 % at slow prefill under
+// queueing, where the inferred phases give 7.7 %). The fit then places
+// completion tokens by prefill step (fitter: decode = a + r·b); before it
+// spread them evenly and the rows with phases stayed at 7.4-7.6 % here.
 func TestFidelityPhases(t *testing.T) {
 	for _, sc := range []struct {
 		perTok float64
 		target float64
-	}{{10e-6, 0.02}, {60e-6, 0.08}} {
+	}{{10e-6, 0.02}, {60e-6, 0.02}} {
 		m := defaultSim()
 		m.StepPerPrefillTokS, m.Rates, m.NonStreamed = sc.perTok, []float64{4, 8, 12}, true
 		m.run(rand.New(rand.NewPCG(5, 99)))

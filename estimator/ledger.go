@@ -34,7 +34,8 @@ type Ledger struct {
 	w, o    []float64
 	tp, td  []float64 // tokens weighting with a fitted α: each span's tokens
 	segs    []segment
-	pruneAt int // size of usedTS at which it is next pruned
+	pre     []segment // prefill phases, for the fit
+	pruneAt int       // size of usedTS at which it is next pruned
 }
 
 type device struct {

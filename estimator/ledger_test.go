@@ -378,7 +378,7 @@ func TestFitterRecovers(t *testing.T) {
 				for k := range x {
 					y += tc.beta[k] * x[k]
 				}
-				f.add(0.1, x, y+tc.bias*x[2])
+				f.add(0.1, [rawVars]float64{x[0], x[1], x[2], x[3]}, 0, y+tc.bias*x[2])
 			}
 			got, ok := f.solve()
 			if !ok {

@@ -98,6 +98,11 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 	sorted, whole := true, false
 	var sumW, sumO, tokP, tokD float64
 	skipped := false
+	// For the fit: the prefill phases of spans with exact phases, their
+	// decoding sequence-seconds, and whether every span here has them.
+	pre := l.pre[:0]
+	decodeS, exact := 0.0, d.fit != nil
+
 	for k, r := range d.spans {
 		sp := r.sp
 		l.w[k], l.o[k] = 0, 0
@@ -121,6 +126,18 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 				continue
 			}
 			sp.acc[r.i].to = t1 // charged to the interval's end while open
+		}
+		if exact {
+			if ph := &sp.ph; ph.exact {
+				if a < ph.ft {
+					pre = append(pre, segment{ph.in, ph.ft})
+				}
+				if b > ph.ft {
+					decodeS += float64(b-max(a, ph.ft)) / 1e9
+				}
+			} else {
+				exact = false
+			}
 		}
 		w, o, p, dd := l.p.claim(&sp.ph, a, b, d.host, d.coef)
 		l.w[k], l.o[k] = w, o
@@ -226,8 +243,15 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 		l.idle = append(l.idle, is)
 	}
 	if d.fit != nil {
-		d.fit.block(t1, skipped, [fitVars]float64{dt * (1 - covered), dt * covered, tokP, tokD}, iv.Joules)
+		x := [rawVars]float64{dt * (1 - covered), dt * covered, tokP, tokD, 0}
+		spread := 0.0
+		if exact && sumO > 0 {
+			x[3], x[4] = decodeSteps(pre, t0, t1, decodeS, dt*covered)
+			spread = tokD
+		}
+		d.fit.block(t1, skipped, x, spread, iv.Joules)
 	}
+	l.pre = pre[:0]
 	d.settledTo = iv.End
 
 	// Spans that ended by the end of this interval are done on this device.
@@ -258,6 +282,33 @@ func (l *Ledger) fitAlpha(d *device, st *Settlement, activeJ, tokP, tokD float64
 		sumW += l.w[k]
 	}
 	return sumW
+}
+
+// decodeSteps splits the decoding of an interval [t0, t1) with busy
+// seconds for the fit (fitter): the tokens decoded in its prefill steps,
+// one per decoding sequence per step, and the decoding sequence-seconds
+// outside them. pre holds the prefill phases [scheduled, first token) of
+// the interval's spans; those that overlap are one step (a prefill chunked
+// over several steps counts one: its neighbours' phases are its steps),
+// and decodeS sequence-seconds are taken as spread evenly over the busy time.
+func decodeSteps(pre []segment, t0, t1 int64, decodeS, busy float64) (inPrefill, outside float64) {
+	if busy <= 0 {
+		return 0, 0
+	}
+	slices.SortFunc(pre, func(x, y segment) int { return cmp.Compare(x.a, y.a) })
+	var steps, in float64
+	for i := 0; i < len(pre); {
+		c := pre[i]
+		for i++; i < len(pre) && pre[i].a < c.b; i++ {
+			c.b = max(c.b, pre[i].b)
+		}
+		if o := min(c.b, t1) - max(c.a, t0); o > 0 {
+			steps += float64(o) / float64(c.b-c.a)
+			in += float64(o) / 1e9
+		}
+	}
+	n := decodeS / busy // mean decoding sequences
+	return n * steps, n * max(busy-in, 0)
 }
 
 // union is the total length of a set of segments sorted by start.

@@ -24,6 +24,7 @@ type phases struct {
 	prompt, decode     float64 // tokens per nanosecond, in their phase
 	uniform            bool    // both rates hold over [in, end)
 	tokens             bool    // some tokens are known
+	exact              bool    // the span's Scheduled and first token are known: phases from a trace
 }
 
 // prefillTokensPerStep is how many prompt tokens a prefill processes in
@@ -66,6 +67,7 @@ func phasesOf(s *Span, presence bool) phases {
 			ph.in = max(st, f-int64(step*(1+p/prefillTokensPerStep)))
 		}
 		ph.prompt, ph.decode = p/float64(f-ph.in), d/float64(en-f)
+		ph.exact = scheduled
 		return ph
 	}
 	ph.prompt, ph.decode = p/float64(en-ph.in), d/float64(en-ph.in)
