@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -138,8 +139,8 @@ func (q Query) where() string {
 func (s *influxSource) Read(ctx context.Context, q Query) (*Data, error) {
 	d := &Data{}
 	var err error
-	if q.By == "gpu" {
-		d.Rows, err = s.gpuSums(ctx, q)
+	if dim, _ := dimensionOf(q.By); dim.keys != nil {
+		d.Rows, err = s.fieldSums(ctx, q, dim)
 	} else {
 		d.Rows, err = s.sums(ctx, q)
 	}
@@ -159,12 +160,9 @@ func (s *influxSource) Read(ctx context.Context, q Query) (*Data, error) {
 			fmt.Sprintf(`%s WHERE %s %s`, sumsOf(schema.MeasurementRequest, "request_id", seriesFields()), q.where(), by),
 			fmt.Sprintf(`%s WHERE %s %s`, sumsOf(schema.MeasurementIdle, "", seriesFields()), q.where(), by))
 	}
-	res, err := s.query(ctx, strings.Join(stmts, "; "))
+	res, err := s.queryAll(ctx, stmts)
 	if err != nil {
 		return nil, err
-	}
-	if len(res) != len(stmts) {
-		return nil, fmt.Errorf("InfluxDB query: %d results for %d statements", len(res), len(stmts))
 	}
 	for _, sr := range res[0].Series {
 		row, err := seriesRow(sr)
@@ -181,14 +179,8 @@ func (s *influxSource) Read(ctx context.Context, q Query) (*Data, error) {
 		d.addGPU(sr.Tags["host"], sr.Tags["gpu_name"], uint64(row.Sums["mem"]))
 	}
 	for i, set := range []*[]string{&d.Methods, &d.Factors} {
-		for _, sr := range res[2+i].Series {
-			for _, v := range sr.Values {
-				if len(v) == 2 {
-					if str, ok := v[1].(string); ok {
-						*set = addDistinct(*set, str)
-					}
-				}
-			}
+		for _, v := range distinctStrings(res[2+i]) {
+			*set = addDistinct(*set, v)
 		}
 	}
 	if q.Bucket > 0 {
@@ -244,44 +236,113 @@ func collect(res []influxResult, keyOf func(i int, sr influxSeries) ([]string, f
 	return set.sorted(), nil
 }
 
-// gpuSums groups by the gpus field, which InfluxQL cannot GROUP BY: it asks
-// for the distinct GPU sets of each node first, then the sums of each set
-// in one request, and splits them with gpuShares.
-func (s *influxSource) gpuSums(ctx context.Context, q Query) ([]Row, error) {
-	res, err := s.query(ctx, fmt.Sprintf(`SELECT DISTINCT("gpus") FROM %s WHERE %s GROUP BY "host"`,
-		influxql.QuoteIdent(schema.MeasurementRequest), q.where()))
+// fieldSums groups by a field dimension, which InfluxQL cannot GROUP BY.
+// It asks for the distinct values of the dimension's fields first, each
+// field's within each value of the one before (a pod's name within its
+// namespace), then, in one request, the sums of each combination and the
+// total, per node and currency. No InfluxQL condition matches a record
+// without a field, so the records without one are the total less the
+// combinations.
+func (s *influxSource) fieldSums(ctx context.Context, q Query, dim dimension) ([]Row, error) {
+	from := fmt.Sprintf(`FROM %s WHERE %s`, influxql.QuoteIdent(schema.MeasurementRequest), q.where())
+	combos := [][]string{nil}
+	for _, f := range dim.fields {
+		stmts := make([]string, len(combos))
+		for i, c := range combos {
+			stmts[i] = fmt.Sprintf(`SELECT DISTINCT(%s) %s%s`, influxql.QuoteIdent(f), from, dim.match(c))
+		}
+		res, err := s.queryAll(ctx, stmts)
+		if err != nil {
+			return nil, err
+		}
+		var next [][]string
+		for i, r := range res {
+			for _, v := range distinctStrings(r) {
+				next = append(next, append(slices.Clip(combos[i]), v))
+			}
+		}
+		if combos = next; len(combos) == 0 {
+			break
+		}
+	}
+	stmts := []string{fmt.Sprintf(`%s WHERE %s GROUP BY "host", "currency"`, sumsSelect(), q.where())}
+	for _, c := range combos {
+		stmts = append(stmts, fmt.Sprintf(`%s WHERE %s%s GROUP BY "host", "currency"`, sumsSelect(), q.where(), dim.match(c)))
+	}
+	res, err := s.queryAll(ctx, stmts)
 	if err != nil {
 		return nil, err
 	}
-	sets := map[string]bool{}
-	for _, r := range res {
+	set := rowSet{}
+	total, named := map[[2]string]*Row{}, map[[2]string]*Row{} // by node and currency
+	for i, r := range res {
 		for _, sr := range r.Series {
-			for _, v := range sr.Values {
-				if len(v) == 2 {
-					if g, ok := v[1].(string); ok {
-						sets[g] = true
-					}
+			row, err := seriesRow(sr)
+			if err != nil {
+				return nil, err
+			}
+			host, cur := sr.Tags["host"], sr.Tags["currency"]
+			k := [2]string{host, cur}
+			if i == 0 {
+				total[k] = &row
+				continue
+			}
+			if named[k] == nil {
+				named[k] = &Row{}
+			}
+			named[k].add(row, 1)
+			keys, share := dim.keys(host, combos[i-1])
+			for _, key := range keys {
+				set.add(key, cur, host, row, share)
+			}
+		}
+	}
+	for k, t := range total {
+		if rest, ok := t.less(named[k]); ok {
+			keys, share := dim.keys(k[0], make([]string, len(dim.fields)))
+			for _, key := range keys {
+				set.add(key, k[1], k[0], rest, share)
+			}
+		}
+	}
+	return set.sorted(), nil
+}
+
+// match is the condition that the fields of d have the values vals (the
+// first len(vals) of them), after an AND.
+func (d dimension) match(vals []string) string {
+	var b strings.Builder
+	for i, v := range vals {
+		fmt.Fprintf(&b, ` AND %s = %s`, influxql.QuoteIdent(d.fields[i]), influxql.QuoteString(v))
+	}
+	return b.String()
+}
+
+// distinctStrings are the string values of a SELECT DISTINCT result.
+func distinctStrings(r influxResult) []string {
+	var out []string
+	for _, sr := range r.Series {
+		for _, v := range sr.Values {
+			if len(v) == 2 {
+				if str, ok := v[1].(string); ok {
+					out = append(out, str)
 				}
 			}
 		}
 	}
-	if len(sets) == 0 {
-		return nil, nil
-	}
-	var stmts []string
-	var order []string
-	for g := range sets {
-		order = append(order, g)
-		stmts = append(stmts, fmt.Sprintf(`%s WHERE %s AND "gpus" = %s GROUP BY "host", "currency"`, sumsSelect(), q.where(), influxql.QuoteString(g)))
-	}
-	res, err = s.query(ctx, strings.Join(stmts, "; "))
+	return out
+}
+
+// queryAll runs statements in one request, one result each.
+func (s *influxSource) queryAll(ctx context.Context, stmts []string) ([]influxResult, error) {
+	res, err := s.query(ctx, strings.Join(stmts, "; "))
 	if err != nil {
 		return nil, err
 	}
-	if len(res) != len(order) {
-		return nil, fmt.Errorf("InfluxDB query: %d results for %d statements", len(res), len(order))
+	if len(res) != len(stmts) {
+		return nil, fmt.Errorf("InfluxDB query: %d results for %d statements", len(res), len(stmts))
 	}
-	return collect(res, func(i int, sr influxSeries) ([]string, float64) { return gpuShares(sr.Tags["host"], order[i]) })
+	return res, nil
 }
 
 // seriesRow reads the one row of an aggregate series; null columns (a field

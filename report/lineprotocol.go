@@ -77,7 +77,7 @@ func (s *lineProtocolSource) Read(ctx context.Context, q Query) (*Data, error) {
 	d := &Data{}
 	set := rowSet{}
 	seen := map[uint64]bool{}
-	tag, _ := Dimension(q.By)
+	dim, _ := dimensionOf(q.By)
 	type bucketKey struct {
 		start time.Time
 		model string
@@ -116,11 +116,7 @@ func (s *lineProtocolSource) Read(ctx context.Context, q Query) (*Data, error) {
 		}
 		d.Methods = addDistinct(d.Methods, p.strs["method_version"])
 		d.Factors = addDistinct(d.Factors, p.strs["factors"])
-		if q.By != "gpu" {
-			set.add(p.tags[tag], p.tags["currency"], p.tags["host"], rec, 1)
-			continue
-		}
-		keys, share := gpuShares(p.tags["host"], p.strs["gpus"])
+		keys, share := dim.recordKeys(p.tags, p.strs)
 		for _, k := range keys {
 			set.add(k, p.tags["currency"], p.tags["host"], rec, share)
 		}

@@ -3,6 +3,7 @@ package report
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -14,7 +15,7 @@ import (
 // Query is what a report asks of its record source.
 type Query struct {
 	From, To  time.Time // [From, To)
-	By        string    // model, tenant, gpu, node or upstream (Dimension)
+	By        string    // model, tenant, gpu, node, upstream, namespace or pod (Dimension)
 	Simulated bool      // include records written under --simulate
 	Currency  string    // only records tagged with this currency; "" all
 	// Bucket, when set, asks for sums per time bucket of this length
@@ -31,18 +32,64 @@ type Source interface {
 }
 
 // Dimension is the record's tag that --by groups by, and whether by is one
-// (model, tenant, gpu, node or upstream); "gpu" is special: records carry
-// their GPUs as a field (gpus, e.g. "0,1"), see gpuShares, and its tag is "".
+// (model, tenant, gpu, node, upstream, namespace or pod); gpu, namespace
+// and pod are carried as string fields, not tags (see fieldDims), and
+// their tag is "".
 func Dimension(by string) (tag string, ok bool) {
+	d, ok := dimensionOf(by)
+	return d.tag, ok
+}
+
+// dimension is what --by groups by: a tag, which InfluxQL groups by, or
+// string fields, which it cannot.
+type dimension struct {
+	tag    string   // the tag; "" for a field dimension
+	fields []string // the fields whose values make a record's key
+	// keys are the keys a record of node host with these values of fields
+	// ("" where it lacks one) counts under, and the share of the record
+	// each key gets.
+	keys func(host string, vals []string) (keys []string, share float64)
+}
+
+// fieldDims are the dimensions records carry as string fields. Records
+// without the field group under "", shown as (none).
+var fieldDims = map[string]dimension{
+	"gpu":       {fields: []string{"gpus"}, keys: func(host string, v []string) ([]string, float64) { return gpuShares(host, v[0]) }},
+	"namespace": {fields: []string{"namespace"}, keys: func(_ string, v []string) ([]string, float64) { return []string{v[0]}, 1 }},
+	"pod":       {fields: []string{"namespace", "pod"}, keys: podKey},
+}
+
+func dimensionOf(by string) (dimension, bool) {
 	switch by {
 	case "model", "tenant", "upstream":
-		return by, true
+		return dimension{tag: by}, true
 	case "node":
-		return "host", true
-	case "gpu":
-		return "", true
+		return dimension{tag: "host"}, true
 	}
-	return "", false
+	d, ok := fieldDims[by]
+	return d, ok
+}
+
+// recordKeys are the keys a record with these tags and string fields counts
+// under, and each key's share of it.
+func (d dimension) recordKeys(tags, strs map[string]string) ([]string, float64) {
+	if d.keys == nil {
+		return []string{tags[d.tag]}, 1
+	}
+	vals := make([]string, len(d.fields))
+	for i, f := range d.fields {
+		vals[i] = strs[f]
+	}
+	return d.keys(tags["host"], vals)
+}
+
+// podKey is a pod's key, namespace/pod, as pod names repeat across
+// namespaces; "" for a record without a pod.
+func podKey(_ string, v []string) ([]string, float64) {
+	if v[1] == "" {
+		return []string{""}, 1
+	}
+	return []string{v[0] + "/" + v[1]}, 1
 }
 
 // column is one summed deadlabour_request field.
@@ -131,6 +178,26 @@ func (r *Row) add(o Row, share float64) {
 	for h, v := range o.hostEmbodied {
 		r.hostEmbodied[h] += v * share
 	}
+}
+
+// less is r less o (nil: nothing), for what remains of a total; ok is
+// false where nothing does (no request). A sum that is only rounding
+// error (within 1e-9 of r's) is 0.
+func (r Row) less(o *Row) (rest Row, ok bool) {
+	rest = Row{Requests: r.Requests, Sums: map[string]float64{}}
+	if o != nil {
+		rest.Requests -= o.Requests
+	}
+	for f, v := range r.Sums {
+		if o != nil {
+			v -= o.Sums[f]
+		}
+		if math.Abs(v) <= 1e-9*math.Abs(r.Sums[f]) {
+			v = 0
+		}
+		rest.Sums[f] = v
+	}
+	return rest, rest.Requests >= 0.5
 }
 
 // derived figures, from the sums; ok is false where a divisor is missing.

@@ -15,11 +15,11 @@ import (
 )
 
 func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("report", "[--config FILE] [--since 24h] [--until T] [--by model|tenant|gpu|node|upstream] [--format table|csv|json]", stderr)
+	fs := newFlagSet("report", "[--config FILE] [--since 24h] [--until T] [--by model|tenant|gpu|node|upstream|namespace|pod] [--format table|csv|json]", stderr)
 	cfgPath := fs.String("config", "/etc/deadlabour/config.yaml", "configuration file (influx.url, bucket and token)")
 	since := fs.String("since", "24h", "start: a duration before now (24h, 7d) or an RFC 3339 time")
 	until := fs.String("until", "0s", "end (exclusive): like --since; default now")
-	by := fs.String("by", "model", "group by model, tenant, gpu, node or upstream (gpu: a request on n GPUs counts 1/n on each; records hold no per-GPU split)")
+	by := fs.String("by", "model", "group by model, tenant, gpu, node, upstream, namespace or pod (gpu: a request on n GPUs counts 1/n on each; records hold no per-GPU split; namespace and pod: the Kubernetes pod, keyed namespace/pod, that owned the GPUs; (none) for records without one)")
 	format := fs.String("format", "table", "table, csv, json or html (one self-contained file with charts)")
 	columns := fs.String("columns", "", "table columns, comma-separated field names, or all (default "+strings.Join(report.DefaultColumns, ",")+")")
 	out := fs.String("out", "", "write the report to this file instead of standard output")
@@ -32,7 +32,7 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if _, ok := report.Dimension(*by); !ok {
-		return fmt.Errorf("%w: --by %q: want model, tenant, gpu, node or upstream", errUsage, *by)
+		return fmt.Errorf("%w: --by %q: want model, tenant, gpu, node or upstream, or namespace or pod", errUsage, *by)
 	}
 	switch *format {
 	case "table", "csv", "json", "html":
