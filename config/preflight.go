@@ -83,7 +83,7 @@ func (v *validator) spoolDir() {
 		}
 		parent := filepath.Dir(p)
 		if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) || parent == p {
-			v.add("spool.dir", "%v", err)
+			v.add("spool.dir", "%v (checked by uid %d)", err, os.Geteuid())
 			return
 		}
 		p = parent
@@ -94,6 +94,9 @@ func (v *validator) spoolDir() {
 		if p != abs {
 			what = fmt.Sprintf("cannot be created: its nearest existing parent %s is not writable", p)
 		}
+		if errors.Is(err, os.ErrPermission) {
+			what += fmt.Sprintf(" by uid %d (check as the daemon's user, e.g. sudo -u deadlabour)", os.Geteuid())
+		}
 		v.add("spool.dir", "%s %s: %v", dir, what, err)
 		return
 	}
@@ -102,8 +105,7 @@ func (v *validator) spoolDir() {
 }
 
 // secretFiles reads the files run reads at start: the admin and OTLP
-// bearer tokens, the tenant secret (or the one kept in the spool), the
-// InfluxDB token file.
+// bearer tokens, the tenant secret (or the one kept in the spool).
 func (v *validator) secretFiles() {
 	c := v.c
 	if c.Admin.Listen != "" && c.Admin.TokenFile != "" {
@@ -129,11 +131,8 @@ func (v *validator) secretFiles() {
 			}
 		}
 	}
-	if c.Influx.TokenFile != "" {
-		if _, err := os.ReadFile(c.Influx.TokenFile); err != nil {
-			v.add("influx.token_file", "%v", err)
-		}
-	}
+	// influx.token_file is left to run: under systemd it is a credential
+	// (/run/credentials/...) that exists only inside the unit.
 }
 
 // MinToken is the shortest bearer token a token file may hold.

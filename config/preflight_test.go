@@ -79,7 +79,7 @@ func TestPreflight(t *testing.T) {
 		{"tenant secret ok", ok + good + "attribution:\n  tenant_secret_file: " + secret + "\n", "", false},
 		{"tenant secret of 6 bytes", ok + good + "attribution:\n  tenant_secret_file: " + secret6 + "\n", "attribution.tenant_secret_file: tenant secret " + secret6 + ": 6 bytes, want at least 16", false},
 		{"tenant secret missing", ok + good + "attribution:\n  tenant_secret_file: " + dir + "/none\n", "attribution.tenant_secret_file: tenant secret: open", false},
-		{"influx token missing", ok + good + "influx:\n  token_env: \"\"\n  token_file: " + dir + "/none\n", "influx.token_file: open", false},
+		{"influx token left to run (a systemd credential)", ok + good + "influx:\n  token_env: \"\"\n  token_file: " + dir + "/none\n", "", false},
 		{"target an /etc/hosts alias of 127.0.0.1", upstream("127.0.0.1:8081", "http://u:hunter2@alias:8081/v1") + good,
 			`x.yaml:4: upstreams[0].target: "http://u:xxxxx@alias:8081/v1" resolves to 127.0.0.1, this daemon's own upstreams[0].listen (127.0.0.1:8081): the proxy would forward to itself`, false},
 		{"alias of the admin listener", upstream("127.0.0.1:8081", "http://alias:9464") + good, "resolves to 127.0.0.1, this daemon's own admin.listen", false},
