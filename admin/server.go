@@ -1,14 +1,12 @@
 package admin
 
 import (
-	"bytes"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -29,7 +27,8 @@ func (f RegistrarFunc) Register(mux *http.ServeMux) { f(mux) }
 
 // Handler is the admin router: every registrar's routes, behind the
 // bearer-token check when tokenFile (admin.token_file) is set. Without a
-// token, listening beyond loopback is logged as a warning.
+// token, listening beyond loopback is refused (config.Validate says so
+// first).
 func Handler(listen, tokenFile string, log *slog.Logger, regs ...Registrar) (http.Handler, error) {
 	mux := http.NewServeMux()
 	for _, r := range regs {
@@ -37,8 +36,8 @@ func Handler(listen, tokenFile string, log *slog.Logger, regs ...Registrar) (htt
 	}
 	if tokenFile == "" {
 		if host, _, err := net.SplitHostPort(listen); err == nil && !isLoopback(host) {
-			log.Warn("the admin API listens beyond loopback without a token: anyone who reaches it can post requests; set admin.token_file",
-				"listen", listen)
+			return nil, &config.Error{Problems: []config.Problem{{Key: "admin.listen",
+				Msg: fmt.Sprintf("%q listens beyond loopback without admin.token_file: set one", listen)}}}
 		}
 		return mux, nil
 	}
@@ -98,25 +97,9 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// minToken is the shortest bearer token admin.token_file may hold.
-const minToken = 16
-
 // ReadToken reads the admin bearer token: the file's content, less
-// surrounding space.
-func ReadToken(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	token := bytes.TrimSpace(b)
-	if len(token) < minToken {
-		return nil, fmt.Errorf("%s holds a token of %d bytes; want at least %d (e.g. openssl rand -hex 32)", path, len(token), minToken)
-	}
-	if bytes.ContainsAny(token, " \t\r\n") {
-		return nil, fmt.Errorf("%s: the token must be one word", path)
-	}
-	return token, nil
-}
+// surrounding space (config.ReadToken: one word of 16 bytes or more).
+func ReadToken(path string) ([]byte, error) { return config.ReadToken(path) }
 
 // bearerAuth lets through requests that carry "Authorization: Bearer
 // <token>", and the liveness and readiness probes, which carry nothing

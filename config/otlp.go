@@ -120,23 +120,16 @@ func (v *validator) validateOTLP() {
 	if o.HTTPListen == "" && o.GRPCListen == "" {
 		v.add("otlp.sources", "sources are configured but http_listen and grpc_listen are both empty: no span can arrive")
 	}
-	others := v.c.daemonListens()
 	for _, l := range []listen{{"otlp.http_listen", o.HTTPListen}, {"otlp.grpc_listen", o.GRPCListen}} {
-		if l.addr == "" {
-			continue
+		if l.addr != "" {
+			v.listenAddr(l.key, l.addr)
 		}
-		v.listenAddr(l.key, l.addr)
-		for _, other := range others {
-			if listensClash(l.addr, other.addr) {
-				v.add(l.key, "%q is also %s (%s)", l.addr, other.key, other.addr)
-			}
-		}
-		others = append(others, l)
 	}
 }
 
 // listensClash reports whether two listen addresses take the same port on
-// a common address: the same host, or a wildcard on either side. Port 0
+// a common address: the same host, a wildcard on either side, or
+// localhost and a loopback address. Port 0
 // (any free port) never clashes.
 func listensClash(a, b string) bool {
 	ah, ap, err1 := net.SplitHostPort(a)
@@ -148,7 +141,8 @@ func listensClash(a, b string) bool {
 		ip := net.ParseIP(h)
 		return h == "" || ip != nil && ip.IsUnspecified()
 	}
-	return strings.EqualFold(ah, bh) || wild(ah) || wild(bh)
+	return strings.EqualFold(ah, bh) || wild(ah) || wild(bh) ||
+		strings.EqualFold(ah, "localhost") && loopbackHost(bh) || strings.EqualFold(bh, "localhost") && loopbackHost(ah)
 }
 
 // listen is a listen address and its key.

@@ -209,7 +209,7 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	}
 
 	// upstreams
-	names, listens := map[string]bool{}, map[string]bool{}
+	names := map[string]bool{}
 	for i, u := range c.Upstreams {
 		key := fmt.Sprintf("upstreams[%d]", i)
 		switch {
@@ -228,10 +228,6 @@ func (c *Config) Validate(gpuCount int) []Problem {
 			v.add(key+".listen", "every upstream needs a listen address, e.g. 127.0.0.1:8081")
 		} else {
 			v.listenAddr(key+".listen", u.Listen)
-			if listens[u.Listen] && !strings.HasSuffix(u.Listen, ":0") {
-				v.add(key+".listen", "%q is used by another upstream", u.Listen)
-			}
-			listens[u.Listen] = true
 		}
 		if u.Target == "" {
 			v.add(key+".target", "every upstream needs a target, the inference server's URL, e.g. http://127.0.0.1:8000")
@@ -337,10 +333,9 @@ func (c *Config) Validate(gpuCount int) []Problem {
 	}
 	if c.Admin.MetricsListen != "" {
 		v.listenAddr("admin.metrics_listen", c.Admin.MetricsListen)
-		if c.Admin.MetricsListen == c.Admin.Listen && !strings.HasSuffix(c.Admin.Listen, ":0") {
-			v.add("admin.metrics_listen", "is admin.listen (%s): give the metrics listener a port of its own", c.Admin.Listen)
-		}
 	}
+	v.listenClashes()
+	v.adminToken()
 
 	// kubernetes
 	if c.Kubernetes.PodResourcesSocket != "" && c.Kubernetes.Refresh < Duration(time.Second) {

@@ -78,6 +78,10 @@ type proxyServer struct {
 // e.g. "h100:8", or none), the meters, the ledger, the sink, the proxies
 // and the admin listener, every listener open. Run runs it.
 func New(ctx context.Context, cfg *config.Config, simulate string, log *slog.Logger) (_ *Daemon, err error) {
+	// What check-config checks beyond the file, before anything opens.
+	if problems := cfg.Preflight(ctx, nil); len(problems) > 0 {
+		return nil, &config.Error{Problems: problems}
+	}
 	d := &Daemon{cfg: cfg, log: log, queue: engine.NewSpanQueue(16), simulated: simulate != "", notify: newNotifier(log)}
 	defer func() {
 		if err != nil {
@@ -292,14 +296,7 @@ func (d *Daemon) tenantSecret() ([]byte, error) {
 			d.log.Info("created a tenant secret", "path", path)
 		}
 	}
-	key, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("tenant secret: %w", err)
-	}
-	if len(key) < 16 {
-		return nil, fmt.Errorf("tenant secret %s: %d bytes, want at least 16", path, len(key))
-	}
-	return key, nil
+	return config.ReadTenantSecret(path)
 }
 
 func (ps *proxyServer) track(h http.Handler) http.Handler {

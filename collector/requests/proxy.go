@@ -20,6 +20,7 @@ import (
 	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 	"github.com/deadlabour/deadlabour/estimator"
 	"github.com/deadlabour/deadlabour/internal/apierror"
+	"github.com/deadlabour/deadlabour/internal/redact"
 )
 
 // Recorder receives the life of every metered request, from the proxy and
@@ -208,7 +209,7 @@ func New(opts Options, rec Recorder) (*Proxy, error) {
 		return nil, fmt.Errorf("requests: upstream %s: target: %w", opts.Name, err)
 	}
 	if (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
-		return nil, fmt.Errorf("requests: upstream %s: target %q is not an http(s) URL with a host", opts.Name, opts.Target)
+		return nil, fmt.Errorf("requests: upstream %s: target %q is not an http(s) URL with a host", opts.Name, redact.URL(opts.Target))
 	}
 	if len(opts.TenantSecret) < 16 {
 		return nil, fmt.Errorf("requests: upstream %s: tenant secret has %d bytes, want at least 16", opts.Name, len(opts.TenantSecret))

@@ -47,6 +47,13 @@ func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		count, source = nvmlDeviceCount(lib)
 	}
 	cfg, err := loadConfig(path, count)
+	if err == nil {
+		// What run checks before it opens anything: files, the spool,
+		// targets that resolve to the daemon itself.
+		if problems := cfg.Preflight(ctx, nil); len(problems) > 0 {
+			err = &config.Error{Problems: problems}
+		}
+	}
 	var ce *config.Error
 	if errors.As(err, &ce) {
 		for _, p := range ce.Problems {

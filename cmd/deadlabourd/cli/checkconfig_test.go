@@ -11,7 +11,7 @@ import (
 
 func TestCheckConfig(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := Run(context.Background(), []string{"check-config", "--gpus", "8", "../../../config/example.yaml"}, &out, &errb); code != 0 {
+	if code := Run(context.Background(), []string{"check-config", "--gpus", "8", exampleConfig(t)}, &out, &errb); code != 0 {
 		t.Fatalf("example.yaml: exit %d\n%s%s", code, out.String(), errb.String())
 	}
 	if !strings.Contains(out.String(), "ok: node gpu-node-01") || strings.Count(out.String(), "\n") != 1 {

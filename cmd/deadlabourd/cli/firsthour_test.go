@@ -36,7 +36,7 @@ func TestFlagsAfterArguments(t *testing.T) {
 		t.Errorf("parseArgs = %q, %v (a %v, b %q)", got, err, *a, *b)
 	}
 
-	code, out, errs := run("check-config", "../../../config/example.yaml", "--simulate", "h100:8")
+	code, out, errs := run("check-config", exampleConfig(t), "--simulate", "h100:8")
 	if code != 0 || !strings.Contains(out, "GPU indices checked against 8 GPUs (--simulate)") {
 		t.Errorf("check-config FILE --simulate h100:8: exit %d\n%s%s", code, out, errs)
 	}
