@@ -23,7 +23,7 @@ Usage:
   deadlabourd probe [--simulate h100:8] [--measure 60s]
                                                       list GPUs and RAPL domains and what each supports;
                                                       --measure compares each GPU's counter with its power
-  deadlabourd report [--config FILE] [--since 24h] [--until T] [--by model|tenant|gpu|node|upstream|namespace|pod] [--format table|csv|json]
+  deadlabourd report [--config FILE] [--since 24h] [--until T] [--by model|tenant|gpu|node|upstream|namespace|pod] [--format table|csv|json|html]
                                                       totals of energy, carbon, water and cost over a period
   deadlabourd audit [--config FILE] REQUEST_ID        show how a recent record was made, and recompute it
   deadlabourd version [--json]                        print the version, Go's, and the NVIDIA driver's and NVML's
