@@ -184,7 +184,7 @@ func New(ctx context.Context, cfg *config.Config, simulate string, log *slog.Log
 		Log: log.With("component", "engine"), Interval: cfg.GPU.Interval.D(), ReportInterval: cfg.GPU.ReportInterval.D(),
 		Now: nowFunc, Host: hostc, Queue: d.queue, Ledger: ledger, Telemetry: telemetry, Out: d.writer, Schema: schema,
 		Node: cfg.Node, Simulated: d.simulated, Observer: d.obs, Alive: d.notify.alive,
-		WearMarks: d.loadWearMarks(), SaveWearMarks: d.saveWearMarks,
+		WearMarks: d.loadWearMarks(), SaveWearMarks: d.saveWearMarks, Journal: d.writer,
 	}
 	if d.gpu != nil {
 		opts.GPU = d.gpu

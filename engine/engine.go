@@ -54,6 +54,7 @@ type Engine struct {
 	carbon carbonWatch     // a stale carbon-intensity file, said once
 	merge  *Merger         // nil without Traces
 	ends   []estimator.Span
+	j      journalState
 }
 
 // Options are what an Engine is made of.
@@ -84,6 +85,8 @@ type Options struct {
 	SaveWearMarks func(map[string]time.Time) error
 	// Traces are the spans of a trace receiver; nil: none (merge.go).
 	Traces *TraceQueue
+	// Journal keeps the crash journal (journal.go); nil: none.
+	Journal Journal
 }
 
 // New makes an engine; Run runs it.
@@ -104,6 +107,9 @@ func New(o Options) *Engine {
 func (e *Engine) Run(ctx context.Context) {
 	t := time.NewTicker(e.Interval)
 	defer t.Stop()
+	if e.journalOn() {
+		e.recoverJournal()
+	}
 	now := e.Now()
 	e.downtime(now)
 	e.tick(ctx, now) // primes the counters
@@ -182,7 +188,9 @@ func (e *Engine) read(ctx context.Context, now time.Time) (p reading) {
 func (e *Engine) add(iv estimator.Interval) {
 	if err := e.Ledger.AddInterval(iv); err != nil {
 		e.warnOnce("interval:"+iv.Device, "meter interval refused", "device", iv.Device, "err", err)
+		return
 	}
+	e.journalInterval(iv)
 }
 
 // final settles everything at shutdown.
@@ -198,6 +206,7 @@ func (e *Engine) final(ctx context.Context) {
 	}
 	e.emit(e.Ledger.Settle(now), now)
 	e.emit(e.Ledger.Close(), now)
+	e.journalClear()
 	e.flushAll()
 }
 
@@ -215,6 +224,7 @@ func (e *Engine) emit(out estimator.Output, now time.Time) {
 			continue
 		}
 		points = append(points, p)
+		e.journalSpan(r.Span, true)
 		if e.OnRecord != nil {
 			e.OnRecord(r)
 		}
@@ -238,6 +248,7 @@ func (e *Engine) emit(out estimator.Output, now time.Time) {
 	if e.Observer != nil {
 		points = append(points, e.Observer.HealthPoints(now)...)
 	}
+	e.journalTrim()
 	e.enqueue(points)
 	if len(idle) > 0 {
 		e.saveMarks()
@@ -303,10 +314,20 @@ func (e *Engine) flushAll() {
 }
 
 func (e *Engine) enqueue(points []schema.Point) {
-	if len(points) == 0 {
+	var err error
+	switch {
+	case e.journalOn() && len(e.j.ops) > 0:
+		err = e.Journal.EnqueueJournaled(e.journalOps(), points...)
+		if errors.Is(err, sink.ErrJournalFull) {
+			e.warnOnce("journal", "crash journal not written (the spool's disk is failing): a crash now loses the requests not yet recorded", "err", err)
+			return
+		}
+	case len(points) == 0:
 		return
+	default:
+		err = e.Out.Enqueue(points...)
 	}
-	if err := e.Out.Enqueue(points...); err != nil {
+	if err != nil {
 		if errors.Is(err, sink.ErrDiskFull) || errors.Is(err, sink.ErrSpoolFull) {
 			// The sink counts these drops and logs them once per spell.
 			e.Log.Debug("points not queued", "err", err)

@@ -260,7 +260,7 @@ func (e *Engine) mergeBegin(s estimator.Span) {
 
 func (e *Engine) end(s estimator.Span) {
 	if e.merge == nil {
-		e.Ledger.End(s)
+		e.ledgerEnd(s)
 		return
 	}
 	e.toLedger(e.merge.End(s, e.ends[:0]))
@@ -285,7 +285,7 @@ func (e *Engine) flushTraces() {
 
 func (e *Engine) toLedger(spans []estimator.Span) {
 	for _, s := range spans {
-		e.Ledger.End(s)
+		e.ledgerEnd(s)
 	}
 	clear(spans)
 	e.ends = spans[:0]

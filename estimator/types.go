@@ -206,6 +206,10 @@ type Record struct {
 	// HistoryTruncated is set when part of the request lay before the oldest
 	// interval kept: it was charged only what was kept.
 	HistoryTruncated bool
+	// Recovered is set on a record settled at start from the crash journal
+	// of a run that did not stop (engine/journal.go), not by the run that
+	// metered it.
+	Recovered bool
 }
 
 // DeviceShare is what one request took from one device's meter.

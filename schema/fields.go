@@ -74,6 +74,7 @@ var requestFields = slices.Concat(
 	fields(String, "", optional, "namespace", "pod"),
 	fields(Boolean, "", plain, "served", "simulated", "history_truncated", "wear_ended"),
 	fields(String, "", plain, "method_version", "params_hash", "factors"),
+	fields(Boolean, "", optional, "recovered"),
 )
 
 // Scope is the GHG Protocol scope of a carbon field, as an auditor reports

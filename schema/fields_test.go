@@ -50,6 +50,7 @@ func TestRequestFields(t *testing.T) {
 	s := NewRequestSchema([]string{"configured"}, "EUR")
 	r := schematest.Record() // its model is not configured: model_raw
 	r.Namespace, r.Pod = "llm", "vllm-70b-0"
+	r.Recovered = true
 	p, err := s.Point(r)
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +63,7 @@ func TestRequestFields(t *testing.T) {
 	r.Model = "configured"
 	r.PromptTokens, r.CompletionTokens, r.CachedTokens, r.ReasoningTokens = -1, -1, -1, -1
 	r.FirstToken = time.Time{}
-	r.Namespace, r.Pod = "", ""
+	r.Namespace, r.Pod, r.Recovered = "", "", false
 	r.HasMarketCarbon, r.HasTrainingCO2e, r.HasTrainingEnergy, r.HasLivingLabour = false, false, false, false
 	if p, err = s.Point(r); err != nil {
 		t.Fatal(err)

@@ -173,6 +173,7 @@ func (s RequestSchema) Point(r estimator.Record) (Point, error) {
 		Field{"params_hash", r.ParamsHash},
 		Field{"factors", StringValue(r.Factors, maxStringBytes)},
 	)
+	p.Fields = appendIf(p.Fields, r.Recovered, Field{"recovered", true})
 	return p, nil
 }
 

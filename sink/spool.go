@@ -79,7 +79,13 @@ func kindOf(measurement string) kind {
 	return kindTelemetry
 }
 
-func entrySize(line []byte) int64 { return int64(len(line)) + entryHeader }
+// entrySize is 0 for a journal-only line (no line): it is no entry.
+func entrySize(line []byte) int64 {
+	if line == nil {
+		return 0
+	}
+	return int64(len(line)) + entryHeader
+}
 
 func appendEntry(dst []byte, enqueued int64, line []byte) []byte {
 	start := len(dst)
@@ -106,6 +112,10 @@ type pendingLine struct {
 	line     []byte
 	kind     kind
 	enqueued int64 // Unix ns
+	// journal: changes of the journal committed with this line (see
+	// journal.go); a line nil with them is a journal-only line, of jbytes.
+	journal []JournalOp
+	jbytes  int64
 }
 
 // spool is the durable queue between Enqueue and InfluxDB. One goroutine
@@ -171,6 +181,9 @@ func (s *spool) stage(lines []pendingLine) {
 	s.cmu.Lock()
 	defer s.cmu.Unlock()
 	for _, l := range lines {
+		if l.line == nil {
+			continue
+		}
 		s.staged[l.kind]++
 		s.stagedBytes += entrySize(l.line)
 	}

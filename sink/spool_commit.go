@@ -39,7 +39,7 @@ func (s *spool) commit(lines []pendingLine, maxBytes int64) (commitResult, error
 	)
 	for i, l := range lines {
 		add += entrySize(l.line)
-		keep[i] = true
+		keep[i] = l.line != nil
 	}
 	// Only commits add bytes, so room found now stays.
 	if s.spooledBytes()+add > maxBytes {
@@ -87,7 +87,15 @@ func (s *spool) commit(lines []pendingLine, maxBytes int64) (commitResult, error
 		highest := map[string]int64{}
 		// bbolt keeps keys and values until the commit: one arena for all.
 		arena := make([]byte, 0, add+8*int64(len(lines)))
+		jb := tx.Bucket(bucketJournal)
 		for i, l := range lines {
+			if keep[i] || l.line == nil {
+				for _, o := range l.journal {
+					if err := o.apply(jb); err != nil {
+						return err
+					}
+				}
+			}
 			if !keep[i] {
 				continue
 			}

@@ -168,7 +168,7 @@ func (w *Writer) commitFailed(err error) {
 	w.mu.Lock()
 	for _, k := range []kind{kindTelemetry, kindCost} {
 		for i := len(w.pending) - 1; i >= 0 && w.pendingBytes > maxBacklogFailing; i-- {
-			if l := w.pending[i]; l.kind == k {
+			if l := w.pending[i]; l.kind == k && l.line != nil {
 				w.pendingBytes -= entrySize(l.line)
 				w.m.dropped[k][reason].Add(1)
 				w.pending = append(w.pending[:i], w.pending[i+1:]...)
@@ -230,6 +230,9 @@ func (w *Writer) abandonPending(cause error) (lost [numKinds]int) {
 		reason = dropDiskFull
 	}
 	for _, l := range pend {
+		if l.line == nil {
+			continue // journal changes only
+		}
 		lost[l.kind]++
 		w.m.dropped[l.kind][reason].Add(1)
 	}

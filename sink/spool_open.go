@@ -130,7 +130,7 @@ func (s *spool) open() (rec spoolRecovery, err error) {
 	}
 	rec.floors = map[string]int64{}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketCost, bucketTelemetry, bucketSeries, bucketMeta} {
+		for _, name := range [][]byte{bucketCost, bucketTelemetry, bucketSeries, bucketMeta, bucketJournal} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}

@@ -46,6 +46,7 @@ type Writer struct {
 	mu           sync.Mutex // Enqueue's; never held across I/O
 	pending      []pendingLine
 	pendingBytes int64
+	journalBytes int64 // of the journal-only lines in pending
 	stamps       *stamper
 	closed       bool
 	runDone      chan struct{} // non-nil once Run started; closed when it returns
@@ -153,7 +154,11 @@ func (w *Writer) logRecovery() {
 // be dropped at the next commit, when no older telemetry is left to make
 // room for it. While commits fail (Stats.Spool disk_full or disk_error),
 // at most maxBacklogFailing bytes wait in memory, telemetry half of it.
-func (w *Writer) Enqueue(points ...schema.Point) error {
+func (w *Writer) Enqueue(points ...schema.Point) error { return w.enqueue(points, nil) }
+
+// enqueue is Enqueue; journal, when not nil, is called under mu with the
+// indices in pending of the lines this call queued.
+func (w *Writer) enqueue(points []schema.Point, journal func(accepted []int)) error {
 	var errs []error
 	type encoded struct {
 		start, end int // in buf
@@ -190,6 +195,7 @@ func (w *Writer) Enqueue(points ...schema.Point) error {
 	w.mu.Lock()
 	_, spooled := w.spool.counts() // staged lines included
 	inMemory := w.pendingBytes + w.spool.stagingBytes()
+	var accepted []int
 	for _, e := range lines {
 		l := pendingLine{line: buf[e.start:e.end:e.end], kind: e.kind, enqueued: now} // its own capacity: fix may grow it
 		size := entrySize(l.line)
@@ -207,9 +213,15 @@ func (w *Writer) Enqueue(points ...schema.Point) error {
 			continue
 		}
 		l.line = w.stamps.fix(l.line)
+		if journal != nil {
+			accepted = append(accepted, len(w.pending))
+		}
 		w.pending = append(w.pending, l)
 		w.pendingBytes += size
 		inMemory += size
+	}
+	if journal != nil {
+		journal(accepted)
 	}
 	w.m.moved.Store(w.stamps.n)
 	backlog := w.pendingBytes
@@ -304,6 +316,8 @@ func (w *Writer) commit() error {
 		}
 		lines := w.pending[:n:n]
 		w.pending, w.pendingBytes = w.pending[n:], w.pendingBytes-size
+		jbytes := journalBytes(lines)
+		w.journalBytes -= jbytes
 		todo -= n
 		w.spool.stage(lines) // counted there until the commit counts them spooled
 		w.mu.Unlock()
@@ -323,6 +337,7 @@ func (w *Writer) commit() error {
 			w.mu.Lock()
 			w.pending = append(lines, w.pending...)
 			w.pendingBytes += size
+			w.journalBytes += jbytes
 			w.spool.unstage()
 			w.mu.Unlock()
 			w.commitFailed(err)

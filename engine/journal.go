@@ -1,0 +1,255 @@
+package engine
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"time"
+
+	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/schema"
+	"github.com/deadlabour/deadlabour/sink"
+)
+
+// The crash journal: every meter interval added to the ledger and every
+// finished request is written to the spool's journal (sink/journal.go) in
+// the commit after it, and each record marks its request recorded in the
+// same commit as its point. After a SIGKILL, recoverJournal settles the requests
+// the journal holds and were not recorded, from the intervals it holds,
+// before the engine's first poll. Keys:
+//
+//	"i" device 0x00 end (Unix ns, uint64 BE)  an interval (JSON)
+//	"s" end (Unix ns, uint64 BE) key          a finished request (journalSpan JSON)
+//
+// Intervals are kept back to the start of the oldest request the ledger
+// tracks (no further than journalKeep before the settled end), requests
+// back to the start of the oldest interval kept: a request recorded stays,
+// marked, while intervals it shared are kept, so that recovery splits
+// them as the run did.
+
+// Journal is where the engine keeps it: the sink (*sink.Writer).
+type Journal interface {
+	EnqueueJournaled(ops []sink.JournalOp, points ...schema.Point) error
+	ReadJournal() (keys, values [][]byte, err error)
+}
+
+// journalKeep bounds the intervals kept for a request still open.
+const journalKeep = 10 * time.Minute
+
+type journalSpan struct {
+	Recorded bool           `json:"recorded,omitempty"`
+	Span     estimator.Span `json:"span"`
+}
+
+// journalState is the engine's side of the journal.
+type journalState struct {
+	ops  []sink.JournalOp
+	kept map[string][]estimator.Interval // journaled, not yet deleted, by device
+	cut  map[string]time.Time            // intervals ending by it are deleted, by device
+	from time.Time                       // requests ending before it are deleted
+}
+
+func be(t time.Time) []byte { return binary.BigEndian.AppendUint64(nil, uint64(max(t.UnixNano(), 0))) }
+
+func intervalKey(dev string, end time.Time) []byte {
+	return append([]byte("i"+dev+"\x00"), be(end)...)
+}
+
+func spanKey(s estimator.Span) []byte {
+	return append(append([]byte("s"), be(s.End)...), ledgerKey(s)...)
+}
+
+// ledgerKey is a request's key in the ledger: its Key, else its ID.
+func ledgerKey(s estimator.Span) string {
+	if s.Key != "" {
+		return s.Key
+	}
+	return s.ID
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func (e *Engine) journalOn() bool { return e.Journal != nil }
+
+func (e *Engine) journalInterval(iv estimator.Interval) {
+	if !e.journalOn() {
+		return
+	}
+	v, _ := json.Marshal(iv)
+	e.j.ops = append(e.j.ops, sink.JournalOp{Key: intervalKey(iv.Device, iv.End), Value: v})
+	if e.j.kept == nil {
+		e.j.kept, e.j.cut = map[string][]estimator.Interval{}, map[string]time.Time{}
+	}
+	e.j.kept[iv.Device] = append(e.j.kept[iv.Device], iv)
+}
+
+func (e *Engine) journalSpan(s estimator.Span, recorded bool) {
+	if !e.journalOn() {
+		return
+	}
+	v, _ := json.Marshal(journalSpan{Recorded: recorded, Span: s})
+	e.j.ops = append(e.j.ops, sink.JournalOp{Key: spanKey(s), Value: v})
+}
+
+// ledgerEnd ends a request in the ledger, journaled.
+func (e *Engine) ledgerEnd(s estimator.Span) {
+	e.journalSpan(s, false)
+	e.Ledger.End(s)
+}
+
+// journalTrim deletes what no request the ledger tracks needs any more.
+func (e *Engine) journalTrim() {
+	if !e.journalOn() {
+		return
+	}
+	oldest, tracking := e.Ledger.Oldest()
+	from, any := time.Time{}, false
+	for _, dev := range e.Ledger.Devices() {
+		cut := e.Ledger.SettledTo(dev)
+		if cut.IsZero() {
+			continue
+		}
+		if tracking && oldest.Before(cut) {
+			cut = latest(oldest, cut.Add(-journalKeep))
+		}
+		kept := e.j.kept[dev]
+		n := 0
+		for n < len(kept) && !kept[n].End.After(cut) {
+			n++
+		}
+		e.j.kept[dev] = kept[n:]
+		if n > 0 && cut.After(e.j.cut[dev]) {
+			e.j.cut[dev] = cut
+			e.j.ops = append(e.j.ops, sink.JournalOp{Key: intervalKey(dev, time.Unix(0, 0)), Until: intervalKey(dev, cut.Add(1))})
+		}
+		f := cut
+		if len(e.j.kept[dev]) > 0 && e.j.kept[dev][0].Start.Before(f) {
+			f = e.j.kept[dev][0].Start
+		}
+		if !any || f.Before(from) {
+			from, any = f, true
+		}
+	}
+	if any && from.After(e.j.from) {
+		e.j.from = from
+		e.j.ops = append(e.j.ops, sink.JournalOp{Key: []byte("s"), Until: append([]byte("s"), be(from)...)})
+	}
+}
+
+// journalClear deletes the whole journal, with the last points at shutdown.
+func (e *Engine) journalClear() {
+	if e.journalOn() {
+		e.j.ops = append(e.j.ops[:0], sink.JournalOp{Until: []byte{0xff}})
+	}
+}
+
+// recoverJournal settles what the journal of a run that did not stop holds, before
+// the first poll: the requests it did not record, and the idle of the
+// intervals after its wear marks; it moves the wear marks past them.
+func (e *Engine) recoverJournal() {
+	keys, values, err := e.Journal.ReadJournal()
+	if err != nil {
+		e.Log.Error("the crash journal could not be read: requests a crash left unsettled are lost", "err", err)
+		return
+	}
+	if len(keys) == 0 {
+		return
+	}
+	l, err := estimator.New(e.Ledger.Params())
+	if err != nil {
+		return
+	}
+	ivs := map[string][]estimator.Interval{}
+	recorded := map[string]bool{}
+	var spans []estimator.Span
+	refused := 0
+	for i, k := range keys {
+		switch k[0] {
+		case 'i':
+			var iv estimator.Interval
+			if json.Unmarshal(values[i], &iv) != nil || l.AddInterval(iv) != nil {
+				refused++
+				continue
+			}
+			ivs[iv.Device] = append(ivs[iv.Device], iv)
+		case 's':
+			var js journalSpan
+			if json.Unmarshal(values[i], &js) != nil {
+				refused++
+				continue
+			}
+			spans = append(spans, js.Span)
+			if js.Recorded {
+				recorded[ledgerKey(js.Span)] = true
+			}
+		}
+	}
+	for _, s := range spans {
+		l.End(s)
+	}
+	out := l.Close()
+	var points []schema.Point
+	truncated := 0
+	for _, r := range out.Records {
+		if recorded[ledgerKey(r.Span)] {
+			continue
+		}
+		r.Recovered = true
+		if !covered(ivs, r) {
+			r.HistoryTruncated = true
+		}
+		if r.HistoryTruncated {
+			truncated++
+		}
+		p, err := e.Schema.Point(r)
+		if err != nil {
+			e.Log.Error("request record not written", "request_id", r.ID, "err", err)
+			continue
+		}
+		points = append(points, p)
+	}
+	records := len(points)
+	idle := newIdleAggregator(e.ReportInterval)
+	for _, s := range out.Idle {
+		if s.End.After(e.WearMarks[s.Device]) {
+			idle.add(s)
+		}
+	}
+	for _, s := range idle.flushAll(l.SettledTo) {
+		points = append(points, schema.IdlePoint(e.Node, e.Schema.Currency(), e.Simulated, e.market, s))
+	}
+	if e.WearMarks == nil {
+		e.WearMarks = map[string]time.Time{}
+	}
+	for _, dev := range l.Devices() {
+		if t := l.SettledTo(dev); t.After(e.WearMarks[dev]) {
+			e.WearMarks[dev] = t
+		}
+	}
+	e.Log.Info("requests a crash left unsettled are recorded from the crash journal (recovered=true)",
+		"records", records, "history_truncated", truncated, "already_recorded", len(recorded), "entries_unreadable", refused)
+	e.journalClear()
+	e.enqueue(points)
+}
+
+// covered: every device of r has journaled intervals from its start to its end.
+func covered(ivs map[string][]estimator.Interval, r estimator.Record) bool {
+	for _, ds := range r.PerDevice {
+		iv := ivs[ds.Device]
+		if len(iv) == 0 || iv[0].Start.After(r.Start) || iv[len(iv)-1].End.Before(r.End) {
+			return false
+		}
+	}
+	return true
+}
+
+// journalOps takes the changes waiting to be enqueued.
+func (e *Engine) journalOps() []sink.JournalOp {
+	ops := e.j.ops
+	e.j.ops = nil
+	return ops
+}
