@@ -46,6 +46,10 @@ type journalState struct {
 	kept map[string][]estimator.Interval // journaled, not yet deleted, by device
 	cut  map[string]time.Time            // intervals ending by it are deleted, by device
 	from time.Time                       // requests ending before it are deleted
+	// ended holds each finished request's journaled value until its record
+	// marks it recorded, by journal key: the mark is that value with
+	// "recorded":true in front, not a second encoding of the span.
+	ended map[string][]byte
 }
 
 func be(t time.Time) []byte { return binary.BigEndian.AppendUint64(nil, uint64(max(t.UnixNano(), 0))) }
@@ -91,8 +95,23 @@ func (e *Engine) journalSpan(s estimator.Span, recorded bool) {
 	if !e.journalOn() {
 		return
 	}
-	v, _ := json.Marshal(journalSpan{Recorded: recorded, Span: s})
-	e.j.ops = append(e.j.ops, sink.JournalOp{Key: spanKey(s), Value: v})
+	key := spanKey(s)
+	var v []byte
+	if ended, ok := e.j.ended[string(key)]; ok && recorded {
+		// {"span":...} -> {"recorded":true,"span":...}: what the encoder
+		// writes for journalSpan{Recorded: true, Span: s}.
+		v = append([]byte(`{"recorded":true,`), ended[1:]...)
+		delete(e.j.ended, string(key))
+	} else {
+		v, _ = json.Marshal(journalSpan{Recorded: recorded, Span: s})
+		if !recorded {
+			if e.j.ended == nil {
+				e.j.ended = map[string][]byte{}
+			}
+			e.j.ended[string(key)] = v
+		}
+	}
+	e.j.ops = append(e.j.ops, sink.JournalOp{Key: key, Value: v})
 }
 
 // ledgerEnd ends a request in the ledger, journaled.
@@ -136,6 +155,13 @@ func (e *Engine) journalTrim() {
 	}
 	if any && from.After(e.j.from) {
 		e.j.from = from
+		// Requests whose record was never written (refused by the schema)
+		// leave the cache with their journal entries.
+		for k := range e.j.ended {
+			if k < string(append([]byte("s"), be(from)...)) {
+				delete(e.j.ended, k)
+			}
+		}
 		e.j.ops = append(e.j.ops, sink.JournalOp{Key: []byte("s"), Until: append([]byte("s"), be(from)...)})
 	}
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"encoding/json"
 	"maps"
 	"slices"
 	"testing"
@@ -123,3 +124,25 @@ func TestJournalRecoversWhatACrashLeft(t *testing.T) {
 		t.Errorf("wear mark after recovery %v, want the end of the last journaled interval", r2.WearMarks["0"])
 	}
 }
+
+// The recorded mark reuses the value journaled at the request's end: it is
+// byte for byte what encoding the span again with Recorded set gives.
+func TestJournalRecordedMarkIsTheEncoding(t *testing.T) {
+	e := &Engine{Options: Options{Journal: nopJournal{}}}
+	s := estimator.Span{ID: "r1", Upstream: "u", Model: "m", Start: time.Unix(10, 5), End: time.Unix(12, 7), Status: "200",
+		PromptTokens: 3, CompletionTokens: 4, UsageSource: estimator.UsageReported, Devices: []string{"0"}, Served: true}
+	e.journalSpan(s, false)
+	e.journalSpan(s, true)
+	want, _ := json.Marshal(journalSpan{Recorded: true, Span: s})
+	if len(e.j.ops) != 2 || !bytes.Equal(e.j.ops[1].Value, want) {
+		t.Fatalf("recorded mark %s, want %s", e.j.ops[len(e.j.ops)-1].Value, want)
+	}
+	if len(e.j.ended) != 0 {
+		t.Errorf("%d values kept after the mark, want none", len(e.j.ended))
+	}
+}
+
+type nopJournal struct{}
+
+func (nopJournal) EnqueueJournaled([]sink.JournalOp, ...schema.Point) error { return nil }
+func (nopJournal) ReadJournal() (keys, values [][]byte, err error)          { return nil, nil, nil }
