@@ -134,19 +134,13 @@ func (r *reader) time() time.Time {
 	if u == 0 {
 		return time.Time{}
 	}
-	u--
-	return time.Unix(0, int64(u>>1)^-int64(u&1))
+	return time.Unix(0, unzigzag(u-1))
 }
 
-func (r *reader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.err, r.b = true, nil
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
+// varint reads what binary.AppendVarint writes: a zigzag uvarint.
+func (r *reader) varint() int64 { return unzigzag(r.uvarint()) }
+
+func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
 
 func (r *reader) fixed64() uint64 {
 	if len(r.b) < 8 {
