@@ -2,7 +2,6 @@ package engine
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"time"
 
 	"github.com/deadlabour/deadlabour/estimator"
@@ -17,8 +16,8 @@ import (
 // the journal holds and were not recorded, from the intervals it holds,
 // before the engine's first poll. Keys:
 //
-//	"i" device 0x00 end (Unix ns, uint64 BE)  an interval (JSON)
-//	"s" end (Unix ns, uint64 BE) key          a finished request (journalSpan JSON)
+//	"i" device 0x00 end (Unix ns, uint64 BE)  an interval (journal_codec.go)
+//	"s" end (Unix ns, uint64 BE) key          a finished request (journal_codec.go)
 //
 // Intervals are kept back to the start of the oldest request the ledger
 // tracks (no further than journalKeep before the settled end), requests
@@ -47,8 +46,8 @@ type journalState struct {
 	cut  map[string]time.Time            // intervals ending by it are deleted, by device
 	from time.Time                       // requests ending before it are deleted
 	// ended holds each finished request's journaled value until its record
-	// marks it recorded, by journal key: the mark is that value with
-	// "recorded":true in front, not a second encoding of the span.
+	// marks it recorded, by journal key: the mark is that value with its
+	// recorded flag set (markRecorded), not a second encoding of the span.
 	ended map[string][]byte
 }
 
@@ -83,8 +82,7 @@ func (e *Engine) journalInterval(iv estimator.Interval) {
 	if !e.journalOn() {
 		return
 	}
-	v, _ := json.Marshal(iv)
-	e.j.ops = append(e.j.ops, sink.JournalOp{Key: intervalKey(iv.Device, iv.End), Value: v})
+	e.j.ops = append(e.j.ops, sink.JournalOp{Key: intervalKey(iv.Device, iv.End), Value: encodeInterval(iv)})
 	if e.j.kept == nil {
 		e.j.kept, e.j.cut = map[string][]estimator.Interval{}, map[string]time.Time{}
 	}
@@ -98,12 +96,11 @@ func (e *Engine) journalSpan(s estimator.Span, recorded bool) {
 	key := spanKey(s)
 	var v []byte
 	if ended, ok := e.j.ended[string(key)]; ok && recorded {
-		// {"span":...} -> {"recorded":true,"span":...}: what the encoder
-		// writes for journalSpan{Recorded: true, Span: s}.
-		v = append([]byte(`{"recorded":true,`), ended[1:]...)
+		// What encodeSpan(s, true) gives, without encoding s again.
+		v = markRecorded(ended)
 		delete(e.j.ended, string(key))
 	} else {
-		v, _ = json.Marshal(journalSpan{Recorded: recorded, Span: s})
+		v = encodeSpan(s, recorded)
 		if !recorded {
 			if e.j.ended == nil {
 				e.j.ended = map[string][]byte{}
@@ -196,15 +193,15 @@ func (e *Engine) recoverJournal() {
 	for i, k := range keys {
 		switch k[0] {
 		case 'i':
-			var iv estimator.Interval
-			if json.Unmarshal(values[i], &iv) != nil || l.AddInterval(iv) != nil {
+			iv, err := decodeInterval(values[i])
+			if err != nil || l.AddInterval(iv) != nil {
 				refused++
 				continue
 			}
 			ivs[iv.Device] = append(ivs[iv.Device], iv)
 		case 's':
-			var js journalSpan
-			if json.Unmarshal(values[i], &js) != nil {
+			js, err := decodeSpan(values[i])
+			if err != nil {
 				refused++
 				continue
 			}

@@ -74,6 +74,37 @@ func field(p schema.Point, name string) any {
 // the journal, recovered and history_truncated (its last interval was never
 // journaled), not a again, and clears the journal.
 func TestJournalRecoversWhatACrashLeft(t *testing.T) {
+	t.Run("binary", func(t *testing.T) { testJournalRecovers(t, false) })
+	// The journal of a daemon from before the binary values, upgraded
+	// after its crash: its JSON values are read.
+	t.Run("json", func(t *testing.T) { testJournalRecovers(t, true) })
+}
+
+// asJSON rewrites a journal's values as the JSON a daemon before
+// journal_codec.go wrote.
+func asJSON(t *testing.T, kv map[string][]byte) {
+	t.Helper()
+	for k, v := range kv {
+		var j []byte
+		switch k[0] {
+		case 'i':
+			iv, err := decodeInterval(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j, _ = json.Marshal(iv)
+		case 's':
+			js, err := decodeSpan(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j, _ = json.Marshal(js)
+		}
+		kv[k] = j
+	}
+}
+
+func testJournalRecovers(t *testing.T, legacy bool) {
 	t0 := time.Unix(1000, 0)
 	var ivs []estimator.Interval
 	for i := range 10 {
@@ -100,6 +131,9 @@ func TestJournalRecoversWhatACrashLeft(t *testing.T) {
 		t.Fatal("nothing journaled")
 	}
 
+	if legacy {
+		asJSON(t, j.kv)
+	}
 	// The kill: a new engine on the same journal.
 	r2 := newEngineRig(t, time.Second, nil)
 	j.collectSink = r2.out
@@ -133,9 +167,9 @@ func TestJournalRecordedMarkIsTheEncoding(t *testing.T) {
 		PromptTokens: 3, CompletionTokens: 4, UsageSource: estimator.UsageReported, Devices: []string{"0"}, Served: true}
 	e.journalSpan(s, false)
 	e.journalSpan(s, true)
-	want, _ := json.Marshal(journalSpan{Recorded: true, Span: s})
+	want := encodeSpan(s, true)
 	if len(e.j.ops) != 2 || !bytes.Equal(e.j.ops[1].Value, want) {
-		t.Fatalf("recorded mark %s, want %s", e.j.ops[len(e.j.ops)-1].Value, want)
+		t.Fatalf("recorded mark %x, want %x", e.j.ops[len(e.j.ops)-1].Value, want)
 	}
 	if len(e.j.ended) != 0 {
 		t.Errorf("%d values kept after the mark, want none", len(e.j.ended))
