@@ -412,13 +412,38 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 // next read, so that ReverseProxy writes them before it gives up.
 type headFirst struct {
 	io.ReadCloser
-	w   http.ResponseWriter
+	w   *flushLock
 	err error
 }
 
+// flushLock is the response writer ReverseProxy writes to, with its
+// flushes and writes in one lock: ReverseProxy flushes a stream from a
+// timer goroutine (its maxLatencyWriter) while headFirst may flush from the
+// handler's, and a net/http response is not safe for both at once.
+type flushLock struct {
+	http.ResponseWriter
+	mu sync.Mutex
+}
+
+func (f *flushLock) Write(b []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ResponseWriter.Write(b)
+}
+
+// FlushError is what http.ResponseController calls.
+func (f *flushLock) FlushError() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return http.NewResponseController(f.ResponseWriter).Flush()
+}
+
+// Unwrap gives http.ResponseController the writer's other features.
+func (f *flushLock) Unwrap() http.ResponseWriter { return f.ResponseWriter }
+
 func (h *headFirst) Read(p []byte) (int, error) {
 	if h.err != nil {
-		_ = http.NewResponseController(h.w).Flush()
+		_ = h.w.FlushError()
 		return 0, h.err
 	}
 	n, err := h.ReadCloser.Read(p)
@@ -427,7 +452,7 @@ func (h *headFirst) Read(p []byte) (int, error) {
 	case n > 0:
 		h.err, err = err, nil
 	default:
-		_ = http.NewResponseController(h.w).Flush()
+		_ = h.w.FlushError()
 	}
 	return n, err
 }

@@ -57,12 +57,18 @@ func newRetrying(rt http.RoundTripper, log *slog.Logger) *retrying {
 }
 
 func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
-	var reused, answered atomic.Bool
-	traced := req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-		GotConn:              func(i httptrace.GotConnInfo) { reused.Store(i.Reused) },
-		GotFirstResponseByte: func() { answered.Store(true) },
-	}))
-	res, err := t.pooled.RoundTrip(traced)
+	ex := exchangeOf(req.Context())
+	reused, answered := &atomic.Bool{}, &atomic.Bool{}
+	if ex != nil && ex.traced.Load() {
+		// A metered request: ServeHTTP's client trace records both.
+		reused, answered = &ex.reused, &ex.answered
+	} else {
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn:              func(i httptrace.GotConnInfo) { reused.Store(i.Reused) },
+			GotFirstResponseByte: func() { answered.Store(true) },
+		}))
+	}
+	res, err := t.pooled.RoundTrip(req)
 	if err == nil || !reused.Load() || answered.Load() || !retryable(req, err) {
 		return res, err
 	}
@@ -74,7 +80,6 @@ func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		retry.Body = body
 	}
-	ex := exchangeOf(req.Context())
 	id := ""
 	if ex != nil {
 		// The first try's write is over (the transport waits for its

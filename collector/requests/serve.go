@@ -36,13 +36,17 @@ type exchange struct {
 	devices []string // the GPUs, fixed when the request begins
 	held    int64    // bytes of the body budget held
 
-	wrote   atomic.Bool  // the request reached the upstream whole (set on the transport's goroutine)
-	status  int          // the upstream's status code
-	body    *watchedBody // the upstream's response body
-	failed  int          // status the proxy answered with itself
-	proxied bool         // failed is the answer to the upstream's failure (errorHandler)
-	cut     bool         // the client went away while sending its request, or before the upstream answered
-	w       http.ResponseWriter
+	wrote atomic.Bool // the request reached the upstream whole (set on the transport's goroutine)
+	// traced: the client trace below runs, so reused and answered say
+	// whether the upstream connection was a kept-alive one and whether a
+	// byte of the response came (for the retry, retry.go).
+	traced, reused, answered atomic.Bool
+	status                   int          // the upstream's status code
+	body                     *watchedBody // the upstream's response body
+	failed                   int          // status the proxy answered with itself
+	proxied                  bool         // failed is the answer to the upstream's failure (errorHandler)
+	cut                      bool         // the client went away while sending its request, or before the upstream answered
+	w                        *flushLock   // what ReverseProxy writes the response to
 }
 
 type exchangeKey struct{}
@@ -54,16 +58,18 @@ func exchangeOf(ctx context.Context) *exchange {
 
 // ServeHTTP forwards one request, metering it when its path is an inference path.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := &exchange{id: requestID(r.Header.Get(requestIDHeader)), trace: traceOf(r.Header), w: w}
+	lw := &flushLock{ResponseWriter: w}
+	ex := &exchange{id: requestID(r.Header.Get(requestIDHeader)), w: lw}
 	if ep, ok := p.endpoints[r.URL.Path]; ok && ep.Method == r.Method {
 		ex.dialect = ep.Dialect
 	}
 	ctx := context.WithValue(r.Context(), exchangeKey{}, ex)
 	if ex.dialect == nil {
-		p.rp.ServeHTTP(w, r.WithContext(ctx))
+		p.rp.ServeHTTP(lw, r.WithContext(ctx))
 		return
 	}
 
+	ex.trace = traceOf(r.Header)
 	ex.start = p.now()
 	ex.devices = p.devices
 	if p.devFunc != nil {
@@ -149,7 +155,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.start = p.now()
 	p.rec.Begin(estimator.Span{ID: ex.id, Key: ex.key, TraceID: ex.trace.id, Upstream: p.name, Model: ex.model, Tenant: ex.tenant, Start: ex.start, Devices: ex.devices})
 
+	ex.traced.Store(true)
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn:              func(i httptrace.GotConnInfo) { ex.reused.Store(i.Reused) },
+		GotFirstResponseByte: func() { ex.answered.Store(true) },
 		WroteRequest: func(info httptrace.WroteRequestInfo) {
 			if info.Err == nil {
 				ex.wrote.Store(true)
@@ -164,7 +173,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	out.ContentLength = int64(len(body))
 	out.TransferEncoding = nil
-	p.rp.ServeHTTP(w, out)
+	p.rp.ServeHTTP(lw, out)
 }
 
 // hold takes n more bytes of the body budget for ex, which gives them back

@@ -40,20 +40,33 @@ func (t traceContext) set(h http.Header) {
 	}
 }
 
-// parseTraceparent returns the trace id of a version-00 traceparent
-// ("00-<32 hex>-<16 hex>-<2 hex>"), lower-case, not all zeros.
+// parseTraceparent returns the trace id of a traceparent
+// ("00-<32 hex>-<16 hex>-<2 hex>"), lower-case, not all zeros. Version 00
+// is exactly 55 characters; a later version may add "-..." after them.
 func parseTraceparent(v string) (string, bool) {
-	parts := strings.Split(strings.TrimSpace(v), "-")
-	if len(parts) < 4 || len(parts[0]) != 2 || len(parts[1]) != 32 || len(parts[2]) != 16 || len(parts[3]) != 2 {
+	v = strings.TrimSpace(v)
+	if len(v) < 55 || (len(v) > 55 && (v[:2] == "00" || v[55] != '-')) || v[:2] == "ff" {
 		return "", false
 	}
-	for _, p := range parts[:4] {
-		if _, err := hex.DecodeString(p); err != nil || strings.ToLower(p) != p {
+	zero := true
+	for i := range 55 {
+		c := v[i]
+		switch i {
+		case 2, 35, 52:
+			if c != '-' {
+				return "", false
+			}
+			continue
+		}
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
 			return "", false
 		}
+		if i > 2 && i < 35 && c != '0' {
+			zero = false
+		}
 	}
-	if parts[1] == strings.Repeat("0", 32) || parts[0] == "ff" {
+	if zero {
 		return "", false
 	}
-	return parts[1], true
+	return v[3:35], true
 }

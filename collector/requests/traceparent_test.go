@@ -20,7 +20,12 @@ func TestTraceparent(t *testing.T) {
 	if id, ok := parseTraceparent(out.Get("traceparent")); !ok || id != tc.id {
 		t.Errorf("sent %q, want trace id %s", out.Get("traceparent"), tc.id)
 	}
-	for _, bad := range []string{"00-00000000000000000000000000000000-b7ad6b7169203331-01", "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", "junk"} {
+	if id, ok := parseTraceparent("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-future"); !ok || id != "0af7651916cd43dd8448eb211c80319c" {
+		t.Errorf("a later version with more after it: %q %v", id, ok)
+	}
+	for _, bad := range []string{"00-00000000000000000000000000000000-b7ad6b7169203331-01", "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", "junk",
+		"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-more", "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+		"00-0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01"} {
 		h.Set("traceparent", bad)
 		if tc := traceOf(h); tc.id != "" || tc.header != "" {
 			t.Errorf("%q: %+v", bad, tc)
