@@ -70,14 +70,21 @@ func (q *SpanQueue) add(devices []string, d int64) {
 	q.lmu.Unlock()
 }
 
-// Load is the simulator's view of a device: requests in flight n, as
-// n/(n+2), a saturating curve like continuous batching (1 request ~ 33 %,
-// 8 ~ 80 %).
+// Load is the simulator's view of a device: InflightLoad of its requests
+// in flight.
 func (q *SpanQueue) Load(device string) float64 {
 	q.lmu.Lock()
-	n := float64(max(q.inflight[device], 0))
+	n := q.inflight[device]
 	q.lmu.Unlock()
-	return n / (n + 2)
+	return InflightLoad(int(n))
+}
+
+// InflightLoad is the load --simulate gives a device with n requests in
+// flight: n/(n+2), a saturating curve like continuous batching (1 request
+// ~ 33 %, 8 ~ 80 %).
+func InflightLoad(n int) float64 {
+	f := float64(max(n, 0))
+	return f / (f + 2)
 }
 
 // drain returns the queued events in arrival order. The slice is reused:

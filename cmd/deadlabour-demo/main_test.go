@@ -9,14 +9,13 @@ import (
 
 	"github.com/deadlabour/deadlabour/collector/gpu"
 	"github.com/deadlabour/deadlabour/config"
+	"github.com/deadlabour/deadlabour/engine"
 	"github.com/deadlabour/deadlabour/internal/fakeupstream"
 )
 
 // simulatedLoad is the load deadlabourd --simulate gives a device with n
-// requests in flight, n/(n+2) (cmd/deadlabourd/queue.go, spanQueue.Load),
-// kept in step by hand; make demo's own check (printCited) reads what the
-// daemon measured instead.
-func simulatedLoad(n int) float64 { return float64(n) / float64(n+2) }
+// requests in flight: the engine's own curve.
+func simulatedLoad(n int) float64 { return engine.InflightLoad(n) }
 
 // h100 is the simulator's power model of an H100, from the catalogue the
 // daemon reads.
