@@ -156,8 +156,7 @@ func (e *Engine) read(ctx context.Context, now time.Time) (p reading) {
 	if e.GPU != nil {
 		p.ivs, p.samples = e.GPU.Poll(now)
 		for _, iv := range p.ivs {
-			e.add(iv)
-			e.Telemetry.AddEnergy(iv)
+			e.addGPU(iv)
 		}
 		for _, s := range p.samples {
 			e.Telemetry.AddSample(s)
@@ -185,6 +184,17 @@ func (e *Engine) read(ctx context.Context, now time.Time) (p reading) {
 	return p
 }
 
+// addGPU adds a GPU's meter interval to the ledger and its telemetry window.
+func (e *Engine) addGPU(iv estimator.Interval) {
+	e.add(iv)
+	e.Telemetry.AddEnergy(iv)
+}
+
+// idlePoint is the deadlabour_idle point of an idle share of this node.
+func (e *Engine) idlePoint(s estimator.IdleShare) schema.Point {
+	return schema.IdlePoint(e.Node, e.Schema.Currency(), e.Simulated, e.market, s)
+}
+
 func (e *Engine) add(iv estimator.Interval) {
 	if err := e.Ledger.AddInterval(iv); err != nil {
 		e.warnOnce("interval:"+iv.Device, "meter interval refused", "device", iv.Device, "err", err)
@@ -200,8 +210,7 @@ func (e *Engine) final(ctx context.Context) {
 	e.flushTraces()
 	if f, ok := e.GPU.(gpuFlusher); ok {
 		for _, iv := range f.Flush() {
-			e.add(iv)
-			e.Telemetry.AddEnergy(iv)
+			e.addGPU(iv)
 		}
 	}
 	e.emit(e.Ledger.Settle(now), now)
@@ -240,7 +249,7 @@ func (e *Engine) emit(out estimator.Output, now time.Time) {
 	}
 	idle := e.idle.flush(e.Ledger.SettledTo)
 	for _, s := range idle {
-		points = append(points, schema.IdlePoint(e.Node, e.Schema.Currency(), e.Simulated, e.market, s))
+		points = append(points, e.idlePoint(s))
 	}
 	for _, w := range e.Telemetry.Flush(now) {
 		points = append(points, schema.GPUPoint(e.Node, e.Simulated, w))
@@ -269,7 +278,7 @@ func (e *Engine) downtime(now time.Time) {
 		if !ok {
 			continue
 		}
-		points = append(points, schema.IdlePoint(e.Node, e.Schema.Currency(), e.Simulated, e.market, s))
+		points = append(points, e.idlePoint(s))
 		longest = max(longest, now.Sub(mark))
 	}
 	if len(points) > 0 {
@@ -304,7 +313,7 @@ func (e *Engine) saveMarks() {
 func (e *Engine) flushAll() {
 	var points []schema.Point
 	for _, s := range e.idle.flushAll(e.Ledger.SettledTo) {
-		points = append(points, schema.IdlePoint(e.Node, e.Schema.Currency(), e.Simulated, e.market, s))
+		points = append(points, e.idlePoint(s))
 	}
 	for _, w := range e.Telemetry.FlushAll() {
 		points = append(points, schema.GPUPoint(e.Node, e.Simulated, w))

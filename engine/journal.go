@@ -49,6 +49,12 @@ type journalState struct {
 	// marks it recorded, by journal key: the mark is that value with its
 	// recorded flag set (markRecorded), not a second encoding of the span.
 	ended map[string][]byte
+	// What the last trim saw: each device's settled end, and whether a
+	// request was recorded since (the oldest request tracked moves only
+	// then); with neither changed a trim has nothing to delete.
+	devs     []string
+	settled  map[string]time.Time
+	recorded bool
 }
 
 func be(t time.Time) []byte { return binary.BigEndian.AppendUint64(nil, uint64(max(t.UnixNano(), 0))) }
@@ -94,6 +100,7 @@ func (e *Engine) journalSpan(s estimator.Span, recorded bool) {
 		return
 	}
 	key := spanKey(s)
+	e.j.recorded = e.j.recorded || recorded
 	var v []byte
 	if ended, ok := e.j.ended[string(key)]; ok && recorded {
 		// What encodeSpan(s, true) gives, without encoding s again.
@@ -119,12 +126,12 @@ func (e *Engine) ledgerEnd(s estimator.Span) {
 
 // journalTrim deletes what no request the ledger tracks needs any more.
 func (e *Engine) journalTrim() {
-	if !e.journalOn() {
+	if !e.journalOn() || !e.journalMoved() {
 		return
 	}
 	oldest, tracking := e.Ledger.Oldest()
 	from, any := time.Time{}, false
-	for _, dev := range e.Ledger.Devices() {
+	for _, dev := range e.j.devs {
 		cut := e.Ledger.SettledTo(dev)
 		if cut.IsZero() {
 			continue
@@ -152,15 +159,34 @@ func (e *Engine) journalTrim() {
 	}
 	if any && from.After(e.j.from) {
 		e.j.from = from
+		until := append([]byte("s"), be(from)...)
 		// Requests whose record was never written (refused by the schema)
 		// leave the cache with their journal entries.
 		for k := range e.j.ended {
-			if k < string(append([]byte("s"), be(from)...)) {
+			if k < string(until) {
 				delete(e.j.ended, k)
 			}
 		}
-		e.j.ops = append(e.j.ops, sink.JournalOp{Key: []byte("s"), Until: append([]byte("s"), be(from)...)})
+		e.j.ops = append(e.j.ops, sink.JournalOp{Key: []byte("s"), Until: until})
 	}
+}
+
+// journalMoved says whether anything a trim looks at changed since the
+// last: a device's settled end, or a request recorded. The poll loop trims
+// every tick; most ticks change neither, and the ledger's Oldest walks
+// every request it tracks.
+func (e *Engine) journalMoved() bool {
+	if e.j.devs == nil {
+		e.j.devs, e.j.settled = e.Ledger.Devices(), map[string]time.Time{}
+	}
+	moved := e.j.recorded
+	e.j.recorded = false
+	for _, dev := range e.j.devs {
+		if t := e.Ledger.SettledTo(dev); !t.Equal(e.j.settled[dev]) {
+			e.j.settled[dev], moved = t, true
+		}
+	}
+	return moved
 }
 
 // journalClear deletes the whole journal, with the last points at shutdown.
@@ -243,7 +269,7 @@ func (e *Engine) recoverJournal() {
 		}
 	}
 	for _, s := range idle.flushAll(l.SettledTo) {
-		points = append(points, schema.IdlePoint(e.Node, e.Schema.Currency(), e.Simulated, e.market, s))
+		points = append(points, e.idlePoint(s))
 	}
 	if e.WearMarks == nil {
 		e.WearMarks = map[string]time.Time{}

@@ -108,9 +108,6 @@ func Explain(p Params, r Record, settled map[string][]Settlement) Explanation {
 			one.add(&u, w, wear, st.Covered)
 			acc.add(&u, w, wear, st.Covered)
 			acc.methods |= methodBit(st.Method)
-			if _, _, ended := dp.wear(t0, t1); ended {
-				acc.wearEnded = true
-			}
 			mid := midpoint(t0, t1)
 			ch := Charge{Settlement: st, OverlapS: o, PromptTokens: pt, DecodeTokens: dt, Weight: w,
 				Joules: one.joules, StaticJoules: one.static, Depreciation: one.depreciation, EmbodiedG: one.embodied,

@@ -32,15 +32,11 @@ type DeviceParams struct {
 // wear is the depreciation and embodied carbon of the device over
 // [t0, t1) (Unix ns), and whether part of it lay past the end of its life.
 func (dp DeviceParams) wear(t0, t1 int64) (dep, emb float64, ended bool) {
-	dt := float64(t1-t0) / 1e9
-	if dp.WearUntil.IsZero() {
+	if dp.WearUntil.IsZero() || dp.WearUntil.UnixNano() >= t1 {
+		dt := float64(t1-t0) / 1e9
 		return dp.DepreciationPerSecond * dt, dp.EmbodiedGPerSecond * dt, false
 	}
-	until := dp.WearUntil.UnixNano()
-	if until >= t1 {
-		return dp.DepreciationPerSecond * dt, dp.EmbodiedGPerSecond * dt, false
-	}
-	in := float64(max(until-t0, 0)) / 1e9
+	in := float64(max(dp.WearUntil.UnixNano()-t0, 0)) / 1e9
 	return dp.DepreciationPerSecond * in, dp.EmbodiedGPerSecond * in, true
 }
 

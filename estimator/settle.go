@@ -223,7 +223,6 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 			acc := &r.sp.acc[r.i]
 			acc.add(&u, w, wear, covered)
 			acc.methods |= bit
-			acc.wearEnded = acc.wearEnded || wearEnded
 		}
 		l.settled = append(l.settled, st)
 	}
@@ -233,11 +232,7 @@ func (l *Ledger) settleInterval(d *device, iv Interval) {
 			joules: iv.Joules * (1 - covered), static: static * (1 - covered),
 			depreciation: dep * (1 - covered), embodied: emb * (1 - covered),
 		}
-		e := idle.joules + idle.static
-		idle.co2, idle.cost = e*l.p.Carbon.At(mid), e*l.p.Price.At(mid)
-		if l.p.CarbonMarket != nil {
-			idle.co2m = e * l.p.CarbonMarket.At(mid)
-		}
+		idle.co2, idle.co2m, idle.cost = l.p.priced(idle.joules+idle.static, mid)
 		is := l.p.idleOf(d.id, iv.Start, iv.End, idle, iv.Method)
 		is.Unabsorbed, is.WearEnded = covered == 0, wearEnded
 		l.idle = append(l.idle, is)

@@ -166,6 +166,7 @@ type unit struct {
 	joules, static, co2, co2m, cost float64 // per unit of energy weight
 	depreciation, embodied, seconds float64 // per unit of wear weight
 	byOverlap                       bool    // wear weight is the overlap
+	wearEnded                       bool    // the device's service life ended in the interval
 }
 
 // unitOf is the charge per unit of weight of a settled interval of a
@@ -187,20 +188,26 @@ func (p *Params) unitOf(st *Settlement, dp DeviceParams, host bool) unit {
 	if u.byOverlap {
 		wear = st.SumOverlapS
 	}
+	dep, emb, ended := dp.wear(t0, t1)
+	u.wearEnded = ended
 	if wear > 0 {
-		dep, emb, _ := dp.wear(t0, t1)
 		u.depreciation = dep * st.Covered / wear
 		u.embodied = emb * st.Covered / wear
 		u.seconds = dt * st.Covered / wear
 	}
-	mid := midpoint(t0, t1)
-	e := u.joules + u.static
-	u.co2 = e * p.Carbon.At(mid)
-	if p.CarbonMarket != nil {
-		u.co2m = e * p.CarbonMarket.At(mid)
-	}
-	u.cost = e * p.Price.At(mid)
+	u.co2, u.co2m, u.cost = p.priced(u.joules+u.static, midpoint(t0, t1))
 	return u
+}
+
+// priced is the carbon (location, market) and energy cost of e joules of
+// IT energy at time t, as J × the rate per kWh (the PUE and the kWh come
+// in when a share is summed: Params.quantities, idleOf).
+func (p *Params) priced(e float64, t time.Time) (co2, co2m, cost float64) {
+	co2, cost = e*p.Carbon.At(t), e*p.Price.At(t)
+	if p.CarbonMarket != nil {
+		co2m = e * p.CarbonMarket.At(t)
+	}
+	return co2, co2m, cost
 }
 
 // add charges w units of energy weight and wearW of wear weight, and the
@@ -209,6 +216,7 @@ func (p *Params) unitOf(st *Settlement, dp DeviceParams, host bool) unit {
 // of it between them.
 func (a *share) add(u *unit, w, wearW, covered float64) {
 	a.amounts.add(u, w, wearW, 1)
+	a.wearEnded = a.wearEnded || u.wearEnded
 	if covered > 0 {
 		a.loaded.add(u, w, wearW, 1/covered)
 	}
