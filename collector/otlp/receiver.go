@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/clip"
 )
 
 // Request is one inference request mapped from one span: the span the
@@ -339,9 +340,11 @@ func (rj *rejections) String() string {
 	return b.String()
 }
 
+// truncate is s clipped to n bytes (clip.String), "..." where it was cut.
 func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+	c := clip.String(s, n)
+	if len(c) < len(s) {
+		return c + "..."
 	}
-	return s[:n] + "..."
+	return c
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"net/http"
 	"strings"
-	"unicode/utf8"
 )
 
 const (
@@ -86,17 +85,4 @@ func (t tenants) hash(v string) string {
 	mac := hmac.New(sha256.New, t.secret)
 	mac.Write([]byte(v))
 	return hex.EncodeToString(mac.Sum(nil)[:8])
-}
-
-// clip cuts s to at most n bytes without splitting a UTF-8 character, and
-// replaces invalid UTF-8.
-func clip(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/deadlabour/deadlabour/collector/requests/dialect"
 	"github.com/deadlabour/deadlabour/estimator"
+	"github.com/deadlabour/deadlabour/internal/clip"
 )
 
 // exchange is what the proxy knows about one request, shared by its hooks
@@ -135,7 +136,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := ex.dialect.Request(body)
-	ex.model, ex.stream = clip(req.Model, maxModel), req.Stream
+	ex.model, ex.stream = clip.String(req.Model, maxModel), req.Stream
 	if p.inject && ex.dialect.IncludeUsage && req.Stream && !req.Asked {
 		if edit, ok := dialect.IncludeUsageEdit(body); ok {
 			// Only the edited copy is kept: the prompt estimate reads the

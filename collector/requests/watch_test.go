@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deadlabour/deadlabour/collector/requests/dialect"
+	"github.com/deadlabour/deadlabour/internal/clip"
 )
 
 func openAI() *dialect.Dialect { return dialect.Endpoints()["/v1/chat/completions"].Dialect }
@@ -461,8 +462,8 @@ func TestClip(t *testing.T) {
 		{"a\xffb", 5, "a\uFFFDb"},
 	}
 	for _, tt := range tests {
-		if got := clip(tt.in, tt.n); got != tt.want {
-			t.Errorf("clip(%q, %d) = %q, want %q", tt.in, tt.n, got, tt.want)
+		if got := clip.String(tt.in, tt.n); got != tt.want {
+			t.Errorf("clip.String(%q, %d) = %q, want %q", tt.in, tt.n, got, tt.want)
 		}
 	}
 }
