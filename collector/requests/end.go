@@ -63,12 +63,12 @@ func (p *Proxy) end(ctx context.Context, ex *exchange) {
 			s.Status = estimator.StatusClientClosed
 		}
 	default: // ReverseProxy gave up before any hook ran
-		s.Status = strconv.Itoa(http.StatusBadGateway)
+		s.Status = statusBadGateway
 		if gone {
 			s.Status = estimator.StatusClientClosed
 		}
 	}
-	if ex.body == nil && s.Status == strconv.Itoa(http.StatusBadGateway) {
+	if ex.body == nil && s.Status == statusBadGateway {
 		// The proxy's 502: the upstream sent nothing, a connection refused
 		// or dropped with no answer (a kept-alive one it had closed is tried
 		// again first). No GPU time is charged to it (docs/schema.md), even
@@ -130,3 +130,6 @@ func estimate(textBytes int64) int64 {
 	}
 	return (textBytes + 3) / 4
 }
+
+// statusBadGateway is the span status of the proxy's own 502.
+var statusBadGateway = strconv.Itoa(http.StatusBadGateway)
