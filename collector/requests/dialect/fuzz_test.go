@@ -141,3 +141,19 @@ func FuzzFastJSON(f *testing.F) {
 		}
 	})
 }
+
+// addIncludeUsage returns a streamed request's body with
+// stream_options.include_usage set to true, and whether it changed it. It
+// leaves the body alone (false) when the client asked for usage itself, when
+// the body is not an object, or when stream_options is not an object or
+// null: then the upstream answers the request exactly as the client sent it.
+func addIncludeUsage(body []byte) ([]byte, bool) {
+	if !json.Valid(body) {
+		return body, false
+	}
+	e, ok := IncludeUsageEdit(body)
+	if !ok {
+		return body, false
+	}
+	return e.Apply(body), true
+}
