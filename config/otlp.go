@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"time"
 )
@@ -125,40 +124,4 @@ func (v *validator) validateOTLP() {
 			v.listenAddr(l.key, l.addr)
 		}
 	}
-}
-
-// listensClash reports whether two listen addresses take the same port on
-// a common address: the same host, a wildcard on either side, or
-// localhost and a loopback address. Port 0
-// (any free port) never clashes.
-func listensClash(a, b string) bool {
-	ah, ap, err1 := net.SplitHostPort(a)
-	bh, bp, err2 := net.SplitHostPort(b)
-	if err1 != nil || err2 != nil || ap != bp || ap == "0" {
-		return false
-	}
-	wild := func(h string) bool {
-		ip := net.ParseIP(h)
-		return h == "" || ip != nil && ip.IsUnspecified()
-	}
-	return strings.EqualFold(ah, bh) || wild(ah) || wild(bh) ||
-		strings.EqualFold(ah, "localhost") && loopbackHost(bh) || strings.EqualFold(bh, "localhost") && loopbackHost(ah)
-}
-
-// listen is a listen address and its key.
-type listen struct{ key, addr string }
-
-// daemonListens are the proxies' and the admin listener's addresses.
-func (c *Config) daemonListens() []listen {
-	var out []listen
-	for i, u := range c.Upstreams {
-		out = append(out, listen{fmt.Sprintf("upstreams[%d].listen", i), u.Listen})
-	}
-	if c.Admin.Listen != "" {
-		out = append(out, listen{"admin.listen", c.Admin.Listen})
-	}
-	if c.Admin.MetricsListen != "" {
-		out = append(out, listen{"admin.metrics_listen", c.Admin.MetricsListen})
-	}
-	return out
 }
